@@ -1,0 +1,267 @@
+"""The ``POST /v1/scans`` body: what a store gateway sends, built and parsed here.
+
+The server (service issue) and the gateway agent both use this module, so the
+format has one definition::
+
+    {
+      "gateway_id": "gw-store-01",          # the registered gateway (observer of every sighting)
+      "batch_id": "gw-store-01-5f3c...-42", # unique per batch: a retried batch has the same id
+      "sent_at": 1763900000.25,             # epoch seconds (or ISO 8601) when first sent
+      "sightings": [
+        {"ts": 1763899998.5, "rssi": -67, "raw": "0201061aff4c000215..."},          # raw advertising payload
+        {"ts": 1763899999.0, "rssi": -71, "key": "ibeacon:.../7/42", "tx_power": -59}  # parsed fields
+      ]
+    }
+
+- ``raw``: hex of the advertising payload (AD structures; spaces/colons allowed).
+  Every frame with a beacon identity in it becomes one sighting, its ``tx_power``
+  the frame's power at 1 m; raw payloads without one are counted in
+  ``ScanBatch.skipped`` and otherwise ignored.
+- ``key``: a canonical key (``ibeacon:<uuid>/<major>/<minor>``,
+  ``eddystone:<namespace>/<instance>``, ``altbeacon:<id>``) — or its parts as
+  fields (``uuid``/``major``/``minor``, ``namespace``/``instance``, ``id``);
+  ``tx_power`` is the power at 1 m in dBm or ``null``.
+- ``address`` (optional): the advertiser's Bluetooth address, kept for diagnostics.
+
+The body may be gzip-compressed (``Content-Encoding: gzip``). A body with a bad
+entry is rejected whole (nothing of it is processed) with a :class:`BeaconError`
+naming the entry (``row``) and field (``sightings[3].rssi``); the gateway never
+retries a rejected batch. At most :data:`MAX_SIGHTINGS` entries per batch.
+Idempotency: the server remembers ``batch_id`` and acknowledges a repeat
+without processing it again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from beacons._convert import canonical_key, key_from_fields, to_dbm, to_epoch
+from beacons.errors import BeaconError
+from beacons.frames import parse_advertisement
+from beacons.sightings import Sightings
+
+MAX_SIGHTINGS = 10_000
+MAX_BODY_BYTES = 8 * 1024 * 1024
+SOURCE = "<scans body>"
+
+_ENTRY_RAW = {"ts", "rssi", "raw", "address"}
+_ENTRY_KEY = {"ts", "rssi", "key", "tx_power", "address", "type", "uuid", "major", "minor", "namespace",
+              "instance", "id"}
+
+SCANS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://proximity.invalid/schemas/scans.json",
+    "title": "POST /v1/scans body",
+    "type": "object",
+    "required": ["gateway_id", "batch_id", "sent_at", "sightings"],
+    "additionalProperties": False,
+    "properties": {
+        "gateway_id": {"type": "string", "minLength": 1},
+        "batch_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "sent_at": {"type": ["number", "string"], "description": "epoch seconds or ISO 8601"},
+        "sightings": {
+            "type": "array",
+            "maxItems": MAX_SIGHTINGS,
+            "items": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["ts", "rssi", "raw"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "ts": {"type": ["number", "string"]},
+                            "rssi": {"type": "number", "minimum": -127, "maximum": 127},
+                            "raw": {"type": "string", "description": "hex of the advertising payload"},
+                            "address": {"type": "string"},
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "required": ["ts", "rssi"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "ts": {"type": ["number", "string"]},
+                            "rssi": {"type": "number", "minimum": -127, "maximum": 127},
+                            "key": {"type": "string", "pattern": "^(ibeacon|eddystone|altbeacon):"},
+                            "tx_power": {"type": ["integer", "null"], "minimum": -127, "maximum": 127},
+                            "address": {"type": "string"},
+                            "type": {"enum": ["ibeacon", "eddystone", "eddystone_uid", "altbeacon"]},
+                            "uuid": {"type": "string"},
+                            "major": {"type": "integer", "minimum": 0, "maximum": 65535},
+                            "minor": {"type": "integer", "minimum": 0, "maximum": 65535},
+                            "namespace": {"type": "string"},
+                            "instance": {"type": "string"},
+                            "id": {"type": "string"},
+                        },
+                    },
+                ]
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True, eq=False)
+class ScanBatch:
+    """A parsed body: ``sightings`` (observer = ``gateway_id``), ``entry`` (int64: the index in the
+    body's ``sightings`` list each sighting came from; a raw payload may carry several frames),
+    ``entries`` (the list's length) and ``skipped`` (raw payloads without a beacon identity)."""
+
+    gateway_id: str
+    batch_id: str
+    sent_at: float
+    sightings: Sightings
+    entries: int
+    skipped: int
+    entry: np.ndarray
+
+
+def build_scans_body(gateway_id: str, batch_id: str, sent_at: float,
+                     sightings: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The JSON-ready body; each sighting is ``{ts, rssi, raw}`` or ``{ts, rssi, key, tx_power}``."""
+    return {"gateway_id": gateway_id, "batch_id": batch_id, "sent_at": sent_at, "sightings": list(sightings)}
+
+
+def encode_scans_body(body: Mapping[str, Any], *, compress: bool = True) -> bytes:
+    data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return gzip.compress(data, compresslevel=5) if compress else data
+
+
+def decode_scans_body(data: bytes, *, content_encoding: str | None = None, source: str = SOURCE) -> ScanBatch:
+    """Parse bytes from the wire, gzip-compressed or not (``content_encoding`` is informational:
+    the gzip magic bytes decide, since HTTP servers often decompress before the handler sees the body)."""
+    # Decompress by the magic bytes: servers such as aiohttp already undo Content-Encoding: gzip.
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                data = fh.read(MAX_BODY_BYTES + 1)
+        except (OSError, EOFError) as exc:
+            raise BeaconError(f"bad gzip body: {exc}", source=source) from None
+    if len(data) > MAX_BODY_BYTES:
+        raise BeaconError(f"body larger than {MAX_BODY_BYTES} bytes", source=source)
+    try:
+        obj = json.loads(data)
+    except UnicodeDecodeError:
+        raise BeaconError("body is not UTF-8 JSON", source=source) from None
+    except json.JSONDecodeError as exc:
+        raise BeaconError(f"invalid JSON: {exc.msg}", source=source, line=exc.lineno, col=exc.colno) from None
+    return parse_scans_body(obj, source=source)
+
+
+def _field(where: str, exc: BeaconError, row: int, source: str) -> BeaconError:
+    name = f"{where}.{exc.field}" if exc.field else where
+    return BeaconError(exc.message, source=source, field=name, row=row)
+
+
+def parse_scans_body(obj: Any, *, source: str = SOURCE) -> ScanBatch:
+    """Validate a decoded body and turn it into a :class:`ScanBatch` (all or nothing)."""
+    if not isinstance(obj, Mapping):
+        raise BeaconError("the body must be a JSON object", source=source)
+    extra = set(obj) - {"gateway_id", "batch_id", "sent_at", "sightings"}
+    if extra:
+        name = sorted(extra)[0]
+        raise BeaconError(f"unknown field {name!r}", source=source, field=name)
+    for name in ("gateway_id", "batch_id"):
+        value = obj.get(name)
+        if not isinstance(value, str) or not value:
+            raise BeaconError(f"{name} must be a non-empty string", source=source, field=name)
+    if len(obj["batch_id"]) > 200:
+        raise BeaconError("batch_id longer than 200 characters", source=source, field="batch_id")
+    if "sent_at" not in obj:
+        raise BeaconError("sent_at is missing", source=source, field="sent_at")
+    try:
+        sent_at = to_epoch(obj["sent_at"], field="sent_at")
+    except BeaconError as exc:
+        raise exc.located(source=source) from None
+    entries = obj.get("sightings")
+    if not isinstance(entries, list):
+        raise BeaconError("sightings must be a list", source=source, field="sightings")
+    if len(entries) > MAX_SIGHTINGS:
+        raise BeaconError(f"at most {MAX_SIGHTINGS} sightings per batch, got {len(entries)}", source=source,
+                          field="sightings")
+    gateway = obj["gateway_id"]
+    keys: list[str] = []
+    rssi: list[float] = []
+    txp: list[float] = []
+    ts: list[float] = []
+    rows: list[int] = []
+    skipped = 0
+    canon: dict[str, str] = {}
+    for i, e in enumerate(entries):
+        where = f"sightings[{i}]"
+        try:
+            if not isinstance(e, Mapping):
+                raise BeaconError(f"a sighting must be an object, got {type(e).__name__}")
+            allowed = _ENTRY_RAW if "raw" in e else _ENTRY_KEY
+            bad = sorted(set(e) - allowed)
+            if bad:
+                raise BeaconError(f"unknown field {bad[0]!r}" + (" next to raw" if "raw" in e else ""),
+                                  field=bad[0])
+            for name in ("ts", "rssi"):
+                if name not in e:
+                    raise BeaconError(f"{name} is missing", field=name)
+            when = to_epoch(e["ts"])
+            r = to_dbm(e["rssi"], field="rssi")
+            if "raw" in e:
+                try:
+                    frames = [f for f in parse_advertisement(_hex_text(e["raw"])) if f.key is not None]
+                except BeaconError as exc:
+                    raise BeaconError(exc.message, field="raw") from None
+                if not frames:
+                    skipped += 1
+                for f in frames:
+                    keys.append(str(f.key))
+                    txp.append(math.nan if f.power_1m is None else float(f.power_1m))
+                    rssi.append(r)
+                    ts.append(when)
+                    rows.append(i)
+                continue
+            raw_key = e.get("key")
+            if isinstance(raw_key, str):
+                k = canon.get(raw_key)
+                if k is None:
+                    k = canon[raw_key] = canonical_key(raw_key)
+            else:
+                k = key_from_fields(e)
+            t = to_dbm(e.get("tx_power"), field="tx_power", allow_none=True)
+        except BeaconError as exc:
+            raise _field(where, exc, i, source) from None
+        keys.append(k)
+        rssi.append(r)
+        txp.append(t)
+        ts.append(when)
+        rows.append(i)
+    n = len(keys)
+    observer = np.empty(n, dtype=object)
+    observer[:] = gateway
+    key_arr = np.empty(n, dtype=object)
+    key_arr[:] = keys
+    sightings = Sightings(observer, key_arr, np.asarray(rssi, dtype=np.float64), np.asarray(txp, dtype=np.float64),
+                          np.asarray(ts, dtype=np.float64))
+    return ScanBatch(gateway, obj["batch_id"], sent_at, sightings, entries=len(entries), skipped=skipped,
+                     entry=np.asarray(rows, dtype=np.int64))
+
+
+def _hex_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise BeaconError(f"raw must be hex text, got {type(value).__name__}", field="raw")
+    return value
+
+
+__all__ = [
+    "MAX_SIGHTINGS",
+    "SCANS_SCHEMA",
+    "ScanBatch",
+    "build_scans_body",
+    "decode_scans_body",
+    "encode_scans_body",
+    "parse_scans_body",
+]

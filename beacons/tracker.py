@@ -1,0 +1,232 @@
+"""From sightings to zone sightings: who is near which zone of which store, how far.
+
+:class:`ProximityTracker` resolves both shapes of sighting through the registry:
+
+- **phone saw a beacon** — the observer is not a registered gateway: the observer
+  is the device, the key must be a registered beacon; the place is the beacon's
+  ``(fence_id, zone)``; power at 1 m is the beacon's calibrated ``power_1m``,
+  else the frame's advertised power.
+- **gateway heard an advertiser** — the observer is a registered gateway: the
+  key must match an advertiser rule, which names the device; the place is the
+  gateway's ``(fence_id, zone)`` (zone ``None`` for a store-level gateway);
+  power at 1 m is the rule's ``power_1m``, else the advertised power.
+  A gateway hearing a *fixed beacon* of the registry is fleet-health data, not
+  presence: such sightings are dropped and counted as ``gateway_heard_beacon``.
+
+Unresolved sightings are dropped and counted in :attr:`ProximityTracker.stats`
+(``unknown_beacon``, ``unknown_advertiser``, ``gateway_heard_beacon``).
+
+Resolution works per *unique* observer and key of a batch (cached), never per
+sighting; the RSSI filter keeps its state per (observer, beacon) pair across
+batches (see :mod:`beacons.ranging`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from beacons.ranging import (
+    PROXIMITY_NAMES,
+    DistanceModel,
+    ProximityThresholds,
+    RssiFilter,
+    make_filter,
+    make_model,
+)
+from beacons.registry import BeaconRegistry
+from beacons.sightings import Sightings
+
+_DEFAULT_THRESHOLDS = ProximityThresholds()
+
+
+def _objects(n: int) -> np.ndarray:
+    return np.empty(n, dtype=object)
+
+
+@dataclass(frozen=True, eq=False)
+class ZoneSightings:
+    """One row per resolved input sighting; ``row`` is its index in the input batch."""
+
+    device_id: np.ndarray
+    fence_id: np.ndarray
+    zone: np.ndarray
+    distance_m: np.ndarray
+    proximity: np.ndarray
+    ts: np.ndarray
+    row: np.ndarray
+    rssi: np.ndarray
+    key: np.ndarray
+    observer: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @property
+    def proximity_name(self) -> np.ndarray:
+        names: np.ndarray = np.asarray(PROXIMITY_NAMES, dtype=object)[self.proximity]
+        return names
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        names = self.proximity_name
+        return [
+            {"device_id": d, "fence_id": f, "zone": z, "distance_m": None if np.isnan(m) else float(m),
+             "proximity": p, "ts": float(t), "row": int(r), "rssi": float(s), "key": k, "observer": o}
+            for d, f, z, m, p, t, r, s, k, o in zip(
+                self.device_id, self.fence_id, self.zone, self.distance_m, names, self.ts, self.row,
+                self.rssi, self.key, self.observer, strict=True)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyInfo:
+    beacon_fence: str | None
+    beacon_zone: str | None
+    beacon_power: float
+    device: str | None
+    advertiser_power: float
+
+
+class ProximityTracker:
+    """Stateful ranging over batches of sightings (see the module docstring)."""
+
+    def __init__(
+        self,
+        registry: BeaconRegistry,
+        *,
+        filter: str | RssiFilter = "trimmed",
+        model: str | DistanceModel = "log_distance",
+        thresholds: ProximityThresholds | tuple[float, float] = _DEFAULT_THRESHOLDS,
+        window_s: float = 20.0,
+        trim: float = 0.1,
+        arma_coefficient: float = 0.1,
+        path_loss_exponent: float = 2.0,
+    ) -> None:
+        self.registry = registry
+        self.filter = make_filter(filter, window_s=window_s, trim=trim, coefficient=arma_coefficient)
+        self.model = make_model(model, exponent=path_loss_exponent)
+        self.thresholds = (thresholds if isinstance(thresholds, ProximityThresholds)
+                           else ProximityThresholds(*thresholds))
+        self.stats: Counter[str] = Counter()
+        self._observer_ids: dict[str, int] = {}
+        self._key_ids: dict[str, int] = {}
+        self._key_info: dict[str, _KeyInfo] = {}
+        self._next_code = 0
+
+    def _info(self, key: str) -> _KeyInfo:
+        info = self._key_info.get(key)
+        if info is None:
+            place = self.registry.beacon(key)
+            adv = self.registry.advertiser(key)
+            info = _KeyInfo(
+                beacon_fence=None if place is None else place.fence_id,
+                beacon_zone=None if place is None else place.zone,
+                beacon_power=np.nan if place is None or place.power_1m is None else place.power_1m,
+                device=None if adv is None else adv[0],
+                advertiser_power=np.nan if adv is None or adv[1] is None else adv[1],
+            )
+            self._key_info[key] = info
+        return info
+
+    def _intern(self, table: dict[str, int], values: np.ndarray) -> np.ndarray:
+        out = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            code = table.get(v)
+            if code is None:
+                code = table[v] = self._next_code
+                self._next_code += 1
+            out[i] = code
+        return out
+
+    def forget(self, device_id: str) -> int:
+        """Erase what the tracker keeps of a device (privacy): filter state where the device is the
+        observer (its phone) or the advertiser (its app's advert, a tag). Returns the pairs erased."""
+        obs_code = self._observer_ids.pop(device_id, None)
+        adv_keys = [k for k, info in self._key_info.items() if info.device == device_id]
+        key_codes = np.array([self._key_ids[k] for k in adv_keys if k in self._key_ids], dtype=np.int64)
+        pairs = self.filter.pairs()
+        mask = np.isin(pairs & 0xFFFFFFFF, key_codes)
+        if obs_code is not None:
+            mask |= (pairs >> 32) == obs_code
+        self.filter.forget(pairs[mask])
+        for k in adv_keys:
+            self._key_ids.pop(k, None)
+            self._key_info.pop(k, None)
+        return int(mask.sum())
+
+    def update(self, sightings: Sightings) -> ZoneSightings:
+        n = len(sightings)
+        self.stats["sightings"] += n
+        if n == 0:
+            return self._empty()
+        uobs, obs_inv = np.unique(sightings.observer, return_inverse=True)
+        ukey, key_inv = np.unique(sightings.key, return_inverse=True)
+        # per unique observer: gateway place or none
+        gateways = [self.registry.gateway(o) for o in uobs]
+        is_gw_u = np.array([g is not None for g in gateways], dtype=bool)
+        gw_fence_u = _objects(len(uobs))
+        gw_fence_u[:] = [None if g is None else g.fence_id for g in gateways]
+        gw_zone_u = _objects(len(uobs))
+        gw_zone_u[:] = [None if g is None else g.zone for g in gateways]
+        # per unique key: beacon place and advertiser device
+        infos = [self._info(k) for k in ukey]
+        b_fence_u = _objects(len(ukey))
+        b_fence_u[:] = [i.beacon_fence for i in infos]
+        b_zone_u = _objects(len(ukey))
+        b_zone_u[:] = [i.beacon_zone for i in infos]
+        b_power_u = np.array([i.beacon_power for i in infos], dtype=np.float64)
+        dev_u = _objects(len(ukey))
+        dev_u[:] = [i.device for i in infos]
+        a_power_u = np.array([i.advertiser_power for i in infos], dtype=np.float64)
+        is_beacon_u = np.array([i.beacon_fence is not None for i in infos], dtype=bool)
+        is_adv_u = np.array([i.device is not None for i in infos], dtype=bool)
+
+        is_gw = is_gw_u[obs_inv]
+        is_beacon = is_beacon_u[key_inv]
+        is_adv = is_adv_u[key_inv]
+        phone_ok = ~is_gw & is_beacon
+        gw_ok = is_gw & is_adv
+        self.stats["unknown_beacon"] += int(np.count_nonzero(~is_gw & ~is_beacon))
+        self.stats["gateway_heard_beacon"] += int(np.count_nonzero(is_gw & ~is_adv & is_beacon))
+        self.stats["unknown_advertiser"] += int(np.count_nonzero(is_gw & ~is_adv & ~is_beacon))
+        ok = phone_ok | gw_ok
+        rows = np.flatnonzero(ok)
+        self.stats["resolved"] += len(rows)
+        if len(rows) == 0:
+            return self._empty()
+        o_i, k_i, gw = obs_inv[rows], key_inv[rows], is_gw[rows]
+        device = np.where(gw, dev_u[k_i], uobs[o_i])
+        fence = np.where(gw, gw_fence_u[o_i], b_fence_u[k_i])
+        zone = np.where(gw, gw_zone_u[o_i], b_zone_u[k_i])
+        power = np.where(gw, a_power_u[k_i], b_power_u[k_i])
+        power = np.where(np.isnan(power), sightings.tx_power[rows], power)
+
+        obs_code = self._intern(self._observer_ids, uobs)[o_i]
+        key_code = self._intern(self._key_ids, ukey)[k_i]
+        pair = (obs_code << 32) | key_code
+        ts = sightings.ts[rows]
+        rssi = self.filter.apply(pair, ts, sightings.rssi[rows])
+        distance = self.model.distance(rssi, power)
+        return ZoneSightings(
+            device_id=device.astype(object),
+            fence_id=fence.astype(object),
+            zone=zone.astype(object),
+            distance_m=distance,
+            proximity=self.thresholds.classify(distance),
+            ts=ts,
+            row=rows.astype(np.int64),
+            rssi=rssi,
+            key=sightings.key[rows],
+            observer=sightings.observer[rows],
+        )
+
+    def _empty(self) -> ZoneSightings:
+        f = np.empty(0, dtype=np.float64)
+        return ZoneSightings(_objects(0), _objects(0), _objects(0), f, np.empty(0, dtype=np.int8), f,
+                             np.empty(0, dtype=np.int64), f, _objects(0), _objects(0))
+
+
+__all__ = ["ProximityTracker", "ZoneSightings"]

@@ -1,0 +1,110 @@
+"""Where the gateway agent delivers scan batches: one small interface, an HTTP adapter and an in-memory twin.
+
+:class:`HttpUplink` POSTs the gzip-compressed body (:mod:`beacons.scans`) to
+``<server>/v1/scans`` with ``Authorization: Bearer <key>`` and classifies the answer:
+
+- ``2xx``: delivered (a repeated ``batch_id`` is answered with the stored response, also 2xx);
+- ``400``, ``413``, ``422``: rejected, the batch is bad and retrying cannot help;
+- anything else (``401/403/404`` — a misconfiguration an operator can fix —,
+  ``408``, ``409`` (the same ``batch_id`` is still being processed by an earlier
+  attempt: it may yet fail), ``429``, ``5xx``, connection errors, timeouts):
+  retry later, honouring ``Retry-After`` when the server sends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import aiohttp
+
+from beacons.scans import encode_scans_body
+
+Outcome = Literal["delivered", "rejected", "retry"]
+REJECTED_STATUSES = frozenset({400, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    status: int | None = None
+    retry_after_s: float | None = None
+    detail: str = ""
+
+
+class Uplink(Protocol):
+    async def send(self, body: dict[str, Any]) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+def classify(status: int, retry_after: str | None = None, detail: str = "") -> SendResult:
+    if 200 <= status < 300:
+        return SendResult("delivered", status)
+    if status in REJECTED_STATUSES:
+        return SendResult("rejected", status, detail=detail)
+    wait = None
+    if retry_after is not None:
+        try:
+            wait = max(0.0, float(retry_after))
+        except ValueError:
+            wait = None
+    return SendResult("retry", status, wait, detail)
+
+
+class HttpUplink:
+    def __init__(self, server: str, key: str | None = None, *, timeout_s: float = 10.0,
+                 compress: bool = True) -> None:
+        self.url = server.rstrip("/") + "/v1/scans"
+        self.key = key
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.compress = compress
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def send(self, body: dict[str, Any]) -> SendResult:
+        headers = {"Content-Type": "application/json"}
+        if self.compress:
+            headers["Content-Encoding"] = "gzip"
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        data = encode_scans_body(body, compress=self.compress)
+        session = await self._client()
+        try:
+            async with session.post(self.url, data=data, headers=headers) as resp:
+                text = await resp.text(errors="replace")
+                return classify(resp.status, resp.headers.get("Retry-After"), text[:500])
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return SendResult("retry", None, None, f"{type(exc).__name__}: {exc}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+@dataclass
+class MemoryUplink:
+    """The in-memory twin: keeps every delivered body; ``down`` makes it answer "retry later"."""
+
+    down: bool = False
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+
+    async def send(self, body: dict[str, Any]) -> SendResult:
+        self.attempts += 1
+        if self.down:
+            return SendResult("retry", 503, None, "memory uplink is down")
+        if all(b["batch_id"] != body["batch_id"] for b in self.delivered):
+            self.delivered.append(body)
+        return SendResult("delivered", 200)
+
+    async def close(self) -> None:
+        return None
+
+
+__all__ = ["REJECTED_STATUSES", "HttpUplink", "MemoryUplink", "SendResult", "Uplink", "classify"]

@@ -1,0 +1,205 @@
+"""Engine throughput: presence over a city of fences, memory and Redis state, against raw fence matching.
+
+    python -m benchmarks engine [--quick] [--devices N] [--fences N] [--redis URL] [--redis-devices N]
+
+A seeded synthetic city (0.6 x 0.6 degrees; half circles, half 8-32-vertex
+polygons, 40-150 m across). Every device pings once per 30 s round. Between
+rounds about 1% of devices move (half walk into a store, half leave one), so
+about 1% of pings cause a transition: the steady state of a live system.
+After a warm-up round (devices created, kernels loaded) the timed rounds run
+through ``Engine.process_pings`` in batches, on one core (all kernels are
+single-threaded). In the same run, the raw ``FenceIndex.match`` rate on the same
+points is the reference: the engine's cost is match + presence.
+
+The Redis store runs the same workload with fewer devices (each one is a key
+in a shared server) under a unique key prefix, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+CITY = (2.0, 48.6, 2.6, 49.2)
+M_LAT = 111_320.0
+
+
+def city(n_fences: int, seed: int) -> list[Any]:
+    import shapely
+
+    from geofence import Fence, circle_fence
+
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = CITY
+    out = []
+    for i in range(n_fences):
+        lon, lat = rng.uniform(x0, x1), rng.uniform(y0, y1)
+        size = rng.uniform(40, 150)
+        if i % 2:
+            out.append(circle_fence(f"f{i:06d}", lon, lat, size / 2))
+            continue
+        k = int(rng.integers(8, 33))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = size / 2 * rng.uniform(0.7, 1.0, k)
+        m_lon = M_LAT * math.cos(math.radians(lat))
+        ring = np.c_[lon + rad * np.cos(ang) / m_lon, lat + rad * np.sin(ang) / M_LAT]
+        out.append(Fence(id=f"f{i:06d}", name=f"f{i:06d}", tags=(), properties={},
+                         geometry=shapely.Polygon(ring)))
+    return out
+
+
+class Population:
+    """Devices with a position; ``move`` sends ~rate/2 into a store and ~rate/2 out to the street."""
+
+    def __init__(self, n: int, centres: np.ndarray, seed: int, inside_share: float = 0.1) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.n = n
+        self.ids = np.array([f"device-{i:07d}" for i in range(n)], dtype=object)
+        self.centres = centres
+        self.lon = self.rng.uniform(CITY[0], CITY[2], n)
+        self.lat = self.rng.uniform(CITY[1], CITY[3], n)
+        shop = self.rng.random(n) < inside_share
+        self._to_store(np.flatnonzero(shop))
+
+    def _to_store(self, idx: np.ndarray) -> None:
+        f = self.rng.integers(0, len(self.centres), len(idx))
+        self.lon[idx], self.lat[idx] = self.centres[f, 0], self.centres[f, 1]
+
+    def move(self, rate: float) -> None:
+        k = int(self.n * rate / 2)
+        self._to_store(self.rng.choice(self.n, k, replace=False))
+        out = self.rng.choice(self.n, k, replace=False)
+        self.lon[out] = self.rng.uniform(CITY[0], CITY[2], k)
+        self.lat[out] = self.rng.uniform(CITY[1], CITY[3], k)
+
+    def pings(self, ts: float) -> tuple[np.ndarray, ...]:
+        """One ping per device in random order: 3 m of GPS noise, accuracy 5-15 m."""
+        order = self.rng.permutation(self.n)
+        noise = self.rng.normal(0, 3, (2, self.n)) / M_LAT
+        acc = self.rng.uniform(5, 15, self.n)
+        t = ts + self.rng.uniform(0, 1, self.n)
+        return (self.ids[order], (self.lon + noise[0] / math.cos(math.radians(48.9)))[order],
+                (self.lat + noise[1])[order], acc[order], t[order])
+
+
+def run_rounds(engine: Any, pop: Population, rounds: int, batch: int, t0: float, *,
+               timed_from: int = 1, move: float = 0.01) -> dict[str, float]:
+    from proximity.batch import PingBatch
+
+    engine_s = match_s = 0.0
+    pings = events = transitions = 0
+    for k in range(rounds):
+        if k:
+            pop.move(move)
+        ids, lon, lat, acc, ts = pop.pings(t0 + 30 * k)
+        for i in range(0, pop.n, batch):
+            sl = slice(i, i + batch)
+            b = PingBatch.from_arrays(ids[sl], lon[sl], lat[sl], acc[sl], ts[sl])
+            t = time.perf_counter()
+            r = engine.process_pings(b)
+            dt = time.perf_counter() - t
+            if k >= timed_from:
+                engine_s += dt
+                pings += len(b)
+                events += len(r.events)
+                transitions += r.stats.get("enter", 0) + r.stats.get("exit", 0)
+                t = time.perf_counter()
+                engine.index.match(lon[sl], lat[sl], accuracy_m=acc[sl])
+                match_s += time.perf_counter() - t
+    return {"pings": pings, "engine_s": engine_s, "match_s": match_s, "events": events,
+            "transitions": transitions}
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks engine", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100k devices, 1k fences, 20k Redis devices")
+    ap.add_argument("--devices", type=int, default=None, help="devices for the memory store (default 1,000,000)")
+    ap.add_argument("--fences", type=int, default=None, help="fences in the city (default 10,000)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (each: one ping per device)")
+    ap.add_argument("--batch", type=int, default=100_000, help="pings per process_pings call")
+    ap.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                    help="Redis URL for the Redis store run ('' to skip)")
+    ap.add_argument("--redis-devices", type=int, default=None, help="devices for the Redis run (default 100,000)")
+    ap.add_argument("--redis-batch", type=int, default=10_000, help="pings per call in the Redis run")
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args(argv)
+    n_dev = args.devices or (100_000 if args.quick else 1_000_000)
+    n_fen = args.fences or (1_000 if args.quick else 10_000)
+    n_red = args.redis_devices or (20_000 if args.quick else 100_000)
+
+    from geofence import FenceIndex
+    from proximity.engine import Engine, EngineConfig
+    from proximity.store import MemoryStore, RedisStore
+
+    print(f"engine benchmark: {n_dev:,} devices, {n_fen:,} fences, {args.rounds} timed rounds; "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} cores (kernels single-threaded)")
+    t = time.perf_counter()
+    fences = city(n_fen, args.seed)
+    index = FenceIndex(fences)
+    print(f"city and index built in {time.perf_counter() - t:.1f} s")
+    centres = np.array([f.center if f.kind == "circle" else f.geometry.representative_point().coords[0]
+                        for f in fences])
+    config = EngineConfig(max_future_skew_s=None)
+    t0 = 1_700_000_000.0
+
+    store = MemoryStore(capacity=n_dev)
+    eng = Engine(index, store=store, config=config)
+    pop = Population(n_dev, centres, args.seed)
+    mem = run_rounds(eng, pop, args.rounds + 1, args.batch, t0)
+    bpd = store.bytes_per_device()
+    rows = [("run", "pings", "seconds", "pings/s", "vs match", "transitions", "events")]
+
+    def add(name: str, r: dict[str, float], ref: float) -> None:
+        rate = r["pings"] / r["engine_s"]
+        rows.append((name, f"{r['pings']:,}", f"{r['engine_s']:.2f}", f"{rate:,.0f}", f"{rate / ref:.2f}x",
+                     f"{r['transitions'] / r['pings']:.2%}", f"{r['events']:,}"))
+
+    match_rate = mem["pings"] / mem["match_s"]
+    rows.append(("FenceIndex.match (same points)", f"{mem['pings']:,}", f"{mem['match_s']:.2f}",
+                 f"{match_rate:,.0f}", "1.00x", "", ""))
+    add(f"Engine, memory store ({n_dev:,} devices)", mem, match_rate)
+
+    red = None
+    if args.redis:
+        prefix = f"bench:engine:{uuid.uuid4().hex[:8]}"
+        rstore = RedisStore(args.redis, prefix=prefix, ttl_s=3600)
+        try:
+            reng = Engine(index, store=rstore, config=config)
+            rpop = Population(n_red, centres, args.seed + 1)
+            red = run_rounds(reng, rpop, 3, args.redis_batch, t0)
+            add(f"Engine, Redis store ({n_red:,} devices)", red, red["pings"] / red["match_s"])
+        except Exception as exc:  # a benchmark reports what it could not measure
+            print(f"Redis run skipped: {type(exc).__name__}: {exc}")
+        finally:
+            keys = list(rstore.r.scan_iter(match=f"{prefix}*", count=10_000))
+            for i in range(0, len(keys), 1000):
+                rstore.r.delete(*keys[i : i + 1000])
+            rstore.close()
+    print()
+    print(table(rows))
+    print()
+    print(f"memory store: {bpd:,.0f} bytes per device ({len(store):,} devices; ids, dict, table and visits)")
+    print(f"targets: memory store >= 1,000,000 pings/s -> {mem['pings'] / mem['engine_s']:,.0f}; "
+          f"Redis store >= 100,000 pings/s per process -> "
+          f"{(red['pings'] / red['engine_s']) if red else float('nan'):,.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

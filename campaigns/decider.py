@@ -1,0 +1,375 @@
+"""From presence events to offers: the engine's ``Rules``.
+
+For each event: find the campaigns whose trigger matches (kind, place, beacon
+zone and proximity), keep those that are active, in schedule and whose
+audience includes the device, order them by priority (then file order), apply
+quiet hours, and ask the limiter, highest priority first, for every cap that
+applies to that campaign; the first campaign whose caps allow it issues the
+event's one offer. The offer is written to the outbox (when one is given)
+before it is returned.
+
+Every step is recorded in a :class:`Decision` with one :class:`Verdict` per
+matched campaign saying why it did or did not fire.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from campaigns.limiter import CapCheck, Grant, Limiter, MemoryLimiter, day_start, ttl_for, window_start
+from campaigns.model import PROXIMITY_RANK, Audience, Campaign, CampaignSet, FenceInfo, fence_infos, render
+from campaigns.offers import Offer, offer_id
+from campaigns.schedule import quiet_until, schedule_refusal
+from proximity.events import Device, Event
+
+Outcome = Literal["offer", "held", "blocked", "dropped", "outranked", "paused", "schedule", "audience"]
+
+
+class OutboxWriter(Protocol):
+    def put(self, offer: Offer) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why one matched campaign did or did not fire for one event."""
+
+    campaign_id: str
+    outcome: Outcome
+    reason: str
+    cap: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"campaign_id": self.campaign_id, "outcome": self.outcome, "reason": self.reason}
+        if self.cap is not None:
+            out["cap"] = self.cap
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happened to one event: the offer (if any) and a verdict per matched campaign."""
+
+    event: Event
+    offer: Offer | None
+    verdicts: tuple[Verdict, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event.to_dict(),
+            "offer_id": self.offer.offer_id if self.offer else None,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+        }
+
+    def explain(self) -> str:
+        """Human-readable lines, one per matched campaign."""
+        head = f"{self.event.kind} {self.event.device_id} @ {self.event.place} ts={self.event.ts:.0f}"
+        if not self.verdicts:
+            return f"{head}: no campaign matches"
+        return "\n".join([head, *(f"  {v.campaign_id}: {v.outcome}: {v.reason}" for v in self.verdicts)])
+
+
+@dataclass
+class _Tables:
+    campaigns: tuple[Campaign, ...]
+    campaign_set: CampaignSet
+    fences: dict[str, FenceInfo]
+    order: dict[str, int] = field(default_factory=dict)
+
+
+class CampaignRules:
+    """Campaigns as the engine's ``Rules``: ``dwell_thresholds()`` and ``decide(events, devices, now)``.
+
+    ``limiter`` defaults to a :class:`MemoryLimiter`; ``outbox`` (optional)
+    receives every offer before ``decide`` returns it; ``on_decision`` is called
+    with each :class:`Decision`; the last ``keep`` decisions stay in
+    :attr:`recent`. :meth:`replace` swaps campaigns and fences atomically (hot
+    reload) while keeping the caps.
+    """
+
+    def __init__(
+        self,
+        campaigns: CampaignSet,
+        fences: Mapping[str, FenceInfo] | Iterable[Any] | None = None,
+        *,
+        limiter: Limiter | None = None,
+        outbox: OutboxWriter | None = None,
+        on_decision: Callable[[Decision], None] | None = None,
+        keep: int = 1000,
+    ) -> None:
+        self.limiter: Limiter = limiter if limiter is not None else MemoryLimiter()
+        self.outbox = outbox
+        self.on_decision = on_decision
+        self.recent: deque[Decision] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._tables = self._make_tables(campaigns, fences)
+
+    @staticmethod
+    def _make_tables(campaigns: CampaignSet, fences: Any) -> _Tables:
+        if fences is None:
+            infos: dict[str, FenceInfo] = {}
+        elif isinstance(fences, Mapping):
+            infos = {k: v if isinstance(v, FenceInfo) else FenceInfo.from_fence(v) for k, v in fences.items()}
+        else:
+            infos = fence_infos(fences)
+        order = {c.id: i for i, c in enumerate(campaigns.campaigns)}
+        return _Tables(campaigns.campaigns, campaigns, infos, order)
+
+    def replace(self, campaigns: CampaignSet, fences: Any = None) -> None:
+        """Swap in new campaigns (and fences, when given); caps already consumed stay consumed."""
+        tables = self._make_tables(campaigns, fences if fences is not None else self._tables.fences)
+        with self._lock:
+            self._tables = tables
+
+    @property
+    def campaigns(self) -> CampaignSet:
+        return self._tables.campaign_set
+
+    # ----------------------------------------------------------------- Rules
+
+    def dwell_thresholds(self) -> dict[str, list[float]]:
+        """Fence id (or ``"*"``) -> the dwell times (s) that active dwell campaigns need."""
+        t = self._tables
+        out: dict[str, set[float]] = {}
+        for c in t.campaigns:
+            if c.status != "active" or c.trigger.on != "dwell" or c.trigger.dwell_s is None:
+                continue
+            if c.trigger.fences is not None:
+                targets: Iterable[str] = [
+                    f for f in c.trigger.fences
+                    if c.trigger.tags is None or (f in t.fences and t.fences[f].tags & c.trigger.tags)
+                ]
+            elif c.trigger.tags is not None and t.fences:
+                targets = [f.id for f in t.fences.values() if f.tags & c.trigger.tags]
+            else:
+                targets = ["*"]
+            for fid in targets:
+                out.setdefault(fid, set()).add(float(c.trigger.dwell_s))
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def decide(self, events: Sequence[Event], devices: Mapping[str, Device], now: float) -> list[Offer]:
+        return [d.offer for d in self.evaluate(events, devices, now) if d.offer is not None]
+
+    # --------------------------------------------------------------- explain
+
+    def evaluate(
+        self, events: Sequence[Event], devices: Mapping[str, Device], now: float, *, dry_run: bool = False
+    ) -> list[Decision]:
+        """One :class:`Decision` per event. With ``dry_run`` nothing is consumed or written:
+        the verdicts say what would happen (caps are read, not taken)."""
+        tables = self._tables
+        out = []
+        for event in events:
+            device = devices.get(event.device_id) or Device(event.device_id)
+            decision = self._decide_one(tables, event, device, dry_run)
+            if not dry_run:
+                self.recent.append(decision)
+                if self.on_decision is not None:
+                    self.on_decision(decision)
+            out.append(decision)
+        return out
+
+    def explain(self, event: Event, device: Device | None = None) -> Decision:
+        """What would happen to ``event`` now, without consuming any cap."""
+        return self.evaluate([event], {event.device_id: device or Device(event.device_id)}, event.ts, dry_run=True)[0]
+
+    # -------------------------------------------------------------- internals
+
+    def _matches(self, c: Campaign, event: Event, fence: FenceInfo | None) -> bool:
+        trig = c.trigger
+        if trig.on == "beacon":
+            if event.kind != "enter" or event.zone is None:
+                return False
+            if trig.zones is not None and event.zone not in trig.zones:
+                return False
+            if trig.proximity is not None:
+                rank = PROXIMITY_RANK.get(event.proximity or "unknown")
+                if rank is None or rank > PROXIMITY_RANK[trig.proximity]:
+                    return False
+        else:
+            if event.kind != trig.on or event.zone is not None:
+                return False
+            if trig.on == "dwell" and (trig.dwell_s is None or not math.isclose(event.dwell_s, trig.dwell_s, abs_tol=1e-6)):
+                return False
+        if trig.fences is not None and event.fence_id not in trig.fences:
+            return False
+        return not (trig.tags is not None and (fence is None or not (fence.tags & trig.tags)))
+
+    def _decide_one(self, t: _Tables, event: Event, device: Device, dry_run: bool) -> Decision:
+        fence = t.fences.get(event.fence_id)
+        defaults = t.campaign_set.defaults
+        device_zone = _zone(device.timezone)
+        store_zone = fence.timezone if fence is not None else None
+        matched = [c for c in t.campaigns if self._matches(c, event, fence)]
+        if not matched:
+            return Decision(event, None, ())
+        verdicts: dict[str, Verdict] = {}
+        eligible: list[Campaign] = []
+        for c in matched:
+            if c.status != "active":
+                verdicts[c.id] = Verdict(c.id, "paused", "campaign is paused")
+                continue
+            zone = c.schedule.timezone or store_zone or device_zone or defaults.timezone
+            why = schedule_refusal(c.schedule, event.ts, zone, fence)
+            if why is not None:
+                verdicts[c.id] = Verdict(c.id, "schedule", why)
+                continue
+            why = _audience_refusal(c.audience, device)
+            if why is not None:
+                verdicts[c.id] = Verdict(c.id, "audience", why)
+                continue
+            eligible.append(c)
+        eligible.sort(key=lambda c: (-c.priority, t.order[c.id]))
+        offer: Offer | None = None
+        hold_until: float | None = None
+        if eligible and defaults.quiet_hours is not None:
+            local_zone = device_zone or store_zone or defaults.timezone
+            hold_until = quiet_until(defaults.quiet_hours, event.ts, local_zone)
+            if hold_until is not None and defaults.quiet_hours.mode == "drop":
+                for c in eligible:
+                    verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
+                eligible = []
+        cap_zone = device_zone or store_zone or defaults.timezone
+        for c in eligible:
+            if offer is not None:
+                verdicts[c.id] = Verdict(c.id, "outranked", f"{offer.campaign_id} fired (at most one offer per event)")
+                continue
+            oid = offer_id(c.id, event.device_id, event.place, event.kind, event.ts, event.dwell_s)
+            checks = self._checks(c, event, cap_zone, defaults)
+            grant = self._peek(checks, event.ts) if dry_run else self.limiter.acquire(oid, checks, event.ts)
+            if not grant.ok:
+                verdicts[c.id] = Verdict(c.id, "blocked", f"cap {grant.blocked_by} reached ({grant.used} used)", grant.blocked_by)
+                continue
+            offer = self._render(c, event, device, fence, oid, hold_until)
+            if hold_until is not None:
+                local = dt.datetime.fromtimestamp(hold_until, device_zone or store_zone or defaults.timezone or ZoneInfo("UTC"))
+                verdicts[c.id] = Verdict(c.id, "held", f"quiet hours: held until {local.isoformat(timespec='minutes')}")
+            else:
+                verdicts[c.id] = Verdict(c.id, "offer", "fired" + (" (already issued: same offer id)" if grant.duplicate else ""))
+            if not dry_run and self.outbox is not None:
+                self.outbox.put(offer)
+        ordered = tuple(verdicts[c.id] for c in sorted(matched, key=lambda c: (-c.priority, t.order[c.id])))
+        return Decision(event, offer, ordered)
+
+    def _peek(self, checks: Sequence[CapCheck], now: float) -> Grant:
+        for chk in checks:
+            used = self.limiter.usage(chk, now)
+            if used >= chk.limit:
+                return Grant(False, blocked_by=chk.label, used=used)
+        return Grant(True)
+
+    @staticmethod
+    def _checks(c: Campaign, event: Event, zone: ZoneInfo | None, defaults: Any) -> list[CapCheck]:
+        now = event.ts
+        dev = event.device_id
+        checks: list[CapCheck] = []
+        for i, cap in enumerate(c.limits.per_device):
+            checks.append(CapCheck(
+                label=f"per_device {cap.label}", scope="device", scope_id=dev,
+                name=f"c:{c.id}:{i}:{cap.kind}:{cap.window_s:g}", limit=cap.max,
+                since=window_start(cap, now, zone), ttl_s=ttl_for(cap),
+            ))
+        for i, cap in enumerate(defaults.per_device):
+            checks.append(CapCheck(
+                label=f"global per_device {cap.label}", scope="device", scope_id=dev,
+                name=f"g:{i}:{cap.kind}:{cap.window_s:g}", limit=cap.max,
+                since=window_start(cap, now, zone), ttl_s=ttl_for(cap),
+            ))
+        if c.limits.cooldown_s is not None:
+            checks.append(CapCheck(
+                label=f"cooldown {_human(c.limits.cooldown_s)} at {event.fence_id}", scope="device", scope_id=dev,
+                name=f"cd:{c.id}:{event.fence_id}", limit=1,
+                since=now - c.limits.cooldown_s, ttl_s=c.limits.cooldown_s,
+            ))
+        budget_zone = c.schedule.timezone or defaults.timezone
+        if c.limits.budget_total is not None:
+            checks.append(CapCheck(
+                label=f"budget total {c.limits.budget_total}", scope="campaign", scope_id=c.id,
+                name="total", limit=c.limits.budget_total, since=-math.inf, ttl_s=0.0,
+            ))
+        if c.limits.budget_per_day is not None:
+            checks.append(CapCheck(
+                label=f"budget per_day {c.limits.budget_per_day}", scope="campaign", scope_id=c.id,
+                name="day", limit=c.limits.budget_per_day, since=day_start(now, budget_zone), ttl_s=2 * 86400.0 + 3600.0,
+            ))
+        return checks
+
+    @staticmethod
+    def _render(
+        c: Campaign, event: Event, device: Device, fence: FenceInfo | None, oid: str, hold_until: float | None
+    ) -> Offer:
+        values: dict[str, Any] = {
+            "store.id": event.fence_id,
+            "store.name": fence.name if fence is not None else event.fence_id,
+            "device.id": device.device_id,
+            "zone": event.zone or "",
+            "campaign.id": c.id,
+            "campaign.name": c.name,
+            "dwell_min": round(event.dwell_s / 60.0),
+        }
+        if fence is not None:
+            for k, v in fence.properties.items():
+                values.setdefault(f"store.{k}", v)
+        for k, v in device.attrs.items():
+            values.setdefault(f"device.{k}", v)
+        tpl = c.offer
+        return Offer(
+            offer_id=oid,
+            campaign_id=c.id,
+            device_id=event.device_id,
+            fence_id=event.fence_id,
+            zone=event.zone,
+            ts=event.ts,
+            title=render(tpl.title, values),
+            body=None if tpl.body is None else render(tpl.body, values),
+            deep_link=None if tpl.deep_link is None else render(tpl.deep_link, values),
+            data={k: render(v, values) if isinstance(v, str) else v for k, v in tpl.data.items()},
+            trigger=c.trigger.on,
+            priority=c.priority,
+            deliver_after=hold_until,
+        )
+
+
+def _audience_refusal(audience: Audience, device: Device) -> str | None:
+    if device.opted_out or device.attrs.get("opt_out") is True:
+        return "audience: device opted out"
+    raw = device.attrs.get("segments") or ()
+    segments = {raw} if isinstance(raw, str) else {str(s) for s in raw}
+    if audience.any_segments is not None and not (segments & audience.any_segments):
+        return f"audience: in none of the segments {sorted(audience.any_segments)}"
+    if audience.all_segments is not None and not audience.all_segments <= segments:
+        return f"audience: not in segments {sorted(audience.all_segments - segments)}"
+    if audience.none_segments is not None and segments & audience.none_segments:
+        return f"audience: in excluded segments {sorted(segments & audience.none_segments)}"
+    for name, cond in audience.attributes.items():
+        if not cond.test(device.attrs.get(name)):
+            return f"audience: attribute {name}={device.attrs.get(name)!r} does not match"
+    return None
+
+
+_ZONES: dict[str, ZoneInfo | None] = {}
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    """A device's zone; an unknown name counts as no zone (devices send what they send)."""
+    if not name:
+        return None
+    if name not in _ZONES:
+        try:
+            _ZONES[name] = ZoneInfo(name)
+        except (ValueError, KeyError, OSError):
+            _ZONES[name] = None
+    return _ZONES[name]
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,919 @@
+"""The index's hot loops (numba). Everything here works on flat numpy arrays.
+
+Layout (built by :mod:`geofence.index`):
+
+- fences live in *slots* (append-only); ``rec[s]`` is one cache line per slot:
+  ``kind`` (0 polygon, 1 circle, -1 removed), then for a polygon its bbox
+  ``minx, miny, maxx, maxy``, band origin ``y0``, ``1 / band height`` and
+  ``bstart * 2**17 + nb`` (its band table); for a circle ``cx, cy, radius_m``;
+- polygon vertices are rows of ``vxy``; band ``b`` of a polygon lists, in
+  ``band_edge[band_ptr[bstart + b]:band_ptr[bstart + b + 1]]``, the start vertex
+  of every edge whose y-range overlaps the band, so a crossing-number test reads
+  only a handful of edges whatever the polygon's size;
+- a grid per level (cell side ``cs0 * 2**level`` degrees) hashed by cell key
+  (``htab`` rows: key, first entry, end entry); an entry is ``slot * 2 + flag``,
+  flag 1 when the fence covers the whole cell (no geometry needed), 0 when its
+  boundary may cross the cell (exact test).
+
+The point-in-polygon test is GEOS's ``RayCrossingCounter`` rule (boundary counts
+as inside, half-open vertex rule) with an exact orientation predicate, so the
+results equal shapely's ``intersects``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+A = 6378137.0
+E2 = (1.0 / 298.257223563) * (2.0 - 1.0 / 298.257223563)
+DEG = math.pi / 180.0
+KEY_BITS = 29
+EMPTY = -1
+
+OUTSIDE = 0
+BOUNDARY = 1
+INSIDE = 2
+
+REC_WIDTH = 8
+NB_BITS = 131072.0  # 2**17: rec[7] = bstart * NB_BITS + nb
+MAX_BANDS = 1 << 16
+
+
+# ---------------------------------------------------------------- exact orientation
+
+@njit(cache=True, inline="always")
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    err = (a - (s - bb)) + (b - bb)
+    return s, err
+
+
+@njit(cache=True, inline="always")
+def _split(a):
+    c = 134217729.0 * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+@njit(cache=True, inline="always")
+def _two_product(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    err = al * bl - (((p - ah * bh) - al * bh) - ah * bl)
+    return p, err
+
+
+@njit(cache=True)
+def _exact_orient_sign(ax, ay, bx, by, cx, cy):
+    # det = (ax - cx) * (by - cy) - (ay - cy) * (bx - cx), evaluated exactly.
+    d1, d1e = _two_sum(ax, -cx)
+    d2, d2e = _two_sum(by, -cy)
+    d3, d3e = _two_sum(ay, -cy)
+    d4, d4e = _two_sum(bx, -cx)
+    terms = np.empty(16)
+    k = 0
+    for u, v, sign in ((d1, d2, 1.0), (d1, d2e, 1.0), (d1e, d2, 1.0), (d1e, d2e, 1.0),
+                       (d3, d4, -1.0), (d3, d4e, -1.0), (d3e, d4, -1.0), (d3e, d4e, -1.0)):
+        p, e = _two_product(u, v)
+        terms[k] = sign * p
+        terms[k + 1] = sign * e
+        k += 2
+    # grow an exact, non-overlapping expansion term by term (Shewchuk)
+    exp = np.zeros(17)
+    m = 0
+    for t in range(16):
+        q = terms[t]
+        for i in range(m):
+            q, h = _two_sum(q, exp[i])
+            exp[i] = h
+        exp[m] = q
+        m += 1
+    for i in range(m - 1, -1, -1):
+        if exp[i] > 0.0:
+            return 1
+        if exp[i] < 0.0:
+            return -1
+    return 0
+
+
+@njit(cache=True, inline="always")
+def orient(ax, ay, bx, by, cx, cy):
+    """Sign of the turn a -> b -> c: 1 left (counter-clockwise), -1 right, 0 collinear. Exact."""
+    detleft = (ax - cx) * (by - cy)
+    detright = (ay - cy) * (bx - cx)
+    det = detleft - detright
+    if detleft > 0.0:
+        if detright <= 0.0:
+            return 1 if det > 0.0 else (-1 if det < 0.0 else 0)
+        detsum = detleft + detright
+    elif detleft < 0.0:
+        if detright >= 0.0:
+            return 1 if det > 0.0 else (-1 if det < 0.0 else 0)
+        detsum = -detleft - detright
+    else:
+        return 1 if det > 0.0 else (-1 if det < 0.0 else 0)
+    errbound = 3.3306690738754716e-16 * detsum
+    if det >= errbound:
+        return 1
+    if -det >= errbound:
+        return -1
+    return _exact_orient_sign(ax, ay, bx, by, cx, cy)
+
+
+# ---------------------------------------------------------------- geometry on one fence
+
+@njit(cache=True, inline="always")
+def band_of(y, y0, invh, nb):
+    b = math.floor((y - y0) * invh)
+    if b < 0:
+        return 0
+    if b >= nb:
+        return nb - 1
+    return int(b)
+
+
+@njit(cache=True, inline="always")
+def band_table(rec, s):
+    packed = rec[s, 7]
+    bstart = np.int64(packed / NB_BITS)
+    nb = np.int64(packed - bstart * NB_BITS)
+    return bstart, nb
+
+
+@njit(cache=True)
+def locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy):
+    """OUTSIDE, BOUNDARY or INSIDE for point (px, py) and polygon slot s (all rings of all parts)."""
+    if px < rec[s, 1] or px > rec[s, 3] or py < rec[s, 2] or py > rec[s, 4]:
+        return OUTSIDE
+    bstart, nb = band_table(rec, s)
+    b = band_of(py, rec[s, 5], rec[s, 6], nb)
+    lo = band_ptr[bstart + b]
+    hi = band_ptr[bstart + b + 1]
+    crossings = 0
+    for j in range(lo, hi):
+        v = band_edge[j]
+        x1 = vxy[v, 0]
+        y1 = vxy[v, 1]
+        x2 = vxy[v + 1, 0]
+        y2 = vxy[v + 1, 1]
+        if x1 < px and x2 < px:
+            continue
+        if px == x2 and py == y2:
+            return BOUNDARY
+        if y1 == py and y2 == py:
+            if min(x1, x2) <= px <= max(x1, x2):
+                return BOUNDARY
+            continue
+        if (y1 > py and y2 <= py) or (y2 > py and y1 <= py):
+            o = orient(x1, y1, x2, y2, px, py)
+            if o == 0:
+                return BOUNDARY
+            if y2 < y1:
+                o = -o
+            if o > 0:
+                crossings += 1
+    return INSIDE if crossings & 1 else OUTSIDE
+
+
+@njit(cache=True, inline="always")
+def metres_per_degree(lat):
+    phi = lat * DEG
+    s = math.sin(phi)
+    w = 1.0 - E2 * s * s
+    n = A / math.sqrt(w)
+    m = A * (1.0 - E2) / (w * math.sqrt(w))
+    return n * math.cos(phi) * DEG, m * DEG
+
+
+@njit(cache=True, inline="always")
+def wrap(d):
+    if d > 180.0:
+        return d - 360.0
+    if d < -180.0:
+        return d + 360.0
+    return d
+
+
+@njit(cache=True, inline="always")
+def distance_m(lon0, lat0, lon, lat):
+    kx, ky = metres_per_degree(0.5 * (lat0 + lat))
+    return math.hypot(kx * wrap(lon - lon0), ky * (lat - lat0))
+
+
+@njit(cache=True, inline="always")
+def _lon_shift(a, b, px):
+    # the shift in {-360, 0, 360} that brings x-range [a, b] (relative to px) nearest to 0
+    lo = min(a, b) - px
+    hi = max(a, b) - px
+    best = 0.0
+    bestd = max(lo, -hi, 0.0)
+    for sh in (-360.0, 360.0):
+        d = max(lo + sh, -(hi + sh), 0.0)
+        if d < bestd:
+            bestd = d
+            best = sh
+    return best
+
+
+@njit(cache=True)
+def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, strict):
+    """Whether an edge of polygon slot s lies within ``acc`` metres of the point (``< acc`` when strict).
+
+    Distances are measured in the local metric frame at the point (metres per degree kx, ky).
+    """
+    bstart, nb = band_table(rec, s)
+    b0 = band_of(py - ry, rec[s, 5], rec[s, 6], nb)
+    b1 = band_of(py + ry, rec[s, 5], rec[s, 6], nb)
+    acc2 = acc * acc
+    for j in range(band_ptr[bstart + b0], band_ptr[bstart + b1 + 1]):
+        v = band_edge[j]
+        y1 = vxy[v, 1]
+        y2 = vxy[v + 1, 1]
+        if min(y1, y2) > py + ry or max(y1, y2) < py - ry:
+            continue
+        x1 = vxy[v, 0]
+        x2 = vxy[v + 1, 0]
+        sh = _lon_shift(x1, x2, px)
+        ax = (x1 + sh - px) * kx
+        bx = (x2 + sh - px) * kx
+        if min(ax, bx) > acc or max(ax, bx) < -acc:
+            continue
+        ay = (y1 - py) * ky
+        by = (y2 - py) * ky
+        dx = bx - ax
+        dy = by - ay
+        l2 = dx * dx + dy * dy
+        t = 0.0
+        if l2 > 0.0:
+            t = -(ax * dx + ay * dy) / l2
+            t = min(1.0, max(0.0, t))
+        qx = ax + t * dx
+        qy = ay + t * dy
+        d2 = qx * qx + qy * qy
+        if d2 < acc2 or (not strict and d2 == acc2):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- building
+
+@njit(cache=True)
+def build_bands(vxy, ring_ptr, slot_ring_ptr, slot_of, edges_per_band, rec, band_base, edge_base):
+    """Fill ``rec`` of each new polygon slot; return (band_ptr_tail, band_edge_tail).
+
+    ``vxy`` are the new vertices (rings closed, concatenated); ``ring_ptr`` the ring
+    offsets into them; ``slot_ring_ptr[i]:slot_ring_ptr[i+1]`` the rings of the i-th new
+    polygon, whose slot is ``slot_of[i]``. Edge starts are stored as ``edge_base + v``;
+    band table starts as ``band_base + ...``.
+    """
+    npoly = slot_of.shape[0]
+    total = 0
+    nbs = np.empty(npoly, dtype=np.int64)
+    for i in range(npoly):
+        s = slot_of[i]
+        minx = np.inf
+        miny = np.inf
+        maxx = -np.inf
+        maxy = -np.inf
+        nedges = 0
+        for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
+            for v in range(ring_ptr[r], ring_ptr[r + 1]):
+                minx = min(minx, vxy[v, 0])
+                maxx = max(maxx, vxy[v, 0])
+                miny = min(miny, vxy[v, 1])
+                maxy = max(maxy, vxy[v, 1])
+            nedges += ring_ptr[r + 1] - ring_ptr[r] - 1
+        k = max(1, min(MAX_BANDS, nedges // edges_per_band))
+        h = (maxy - miny) / k
+        if not h > 0.0:
+            k = 1
+        rec[s, 0] = 0.0
+        rec[s, 1] = minx
+        rec[s, 2] = miny
+        rec[s, 3] = maxx
+        rec[s, 4] = maxy
+        rec[s, 5] = miny
+        rec[s, 6] = 1.0 / h if h > 0.0 else 0.0
+        rec[s, 7] = (band_base + total) * NB_BITS + k
+        nbs[i] = k
+        total += k + 1
+    counts = np.zeros(total, dtype=np.int64)
+    base = 0
+    for i in range(npoly):
+        s = slot_of[i]
+        for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
+            for v in range(ring_ptr[r], ring_ptr[r + 1] - 1):
+                b0 = band_of(min(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
+                b1 = band_of(max(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
+                for b in range(b0, b1 + 1):
+                    counts[base + b] += 1
+        base += nbs[i] + 1
+    starts = np.empty(total, dtype=np.int64)
+    run = 0
+    base = 0
+    for i in range(npoly):
+        for b in range(nbs[i]):
+            starts[base + b] = run
+            run += counts[base + b]
+        starts[base + nbs[i]] = run
+        base += nbs[i] + 1
+    band_edge = np.empty(run, dtype=np.int64)
+    fill = starts.copy()
+    base = 0
+    for i in range(npoly):
+        s = slot_of[i]
+        for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
+            for v in range(ring_ptr[r], ring_ptr[r + 1] - 1):
+                b0 = band_of(min(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
+                b1 = band_of(max(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
+                for b in range(b0, b1 + 1):
+                    band_edge[fill[base + b]] = edge_base + v
+                    fill[base + b] += 1
+        base += nbs[i] + 1
+    return starts, band_edge
+
+
+@njit(cache=True, inline="always")
+def cell_key(level, ix, iy):
+    return (np.int64(level) << 58) | (np.int64(iy) << KEY_BITS) | np.int64(ix)
+
+
+@njit(cache=True, inline="always")
+def cell_index(v, origin, cs):
+    return np.int64(math.floor((v + origin) / cs))
+
+
+@njit(cache=True, inline="always")
+def _segment_touches_box(x1, y1, x2, y2, xmin, ymin, xmax, ymax):
+    # Liang-Barsky clip of the segment against the (closed) box
+    t0 = 0.0
+    t1 = 1.0
+    dx = x2 - x1
+    dy = y2 - y1
+    for p, q in ((-dx, x1 - xmin), (dx, xmax - x1), (-dy, y1 - ymin), (dy, ymax - y1)):
+        if p == 0.0:
+            if q < 0.0:
+                return False
+        else:
+            t = q / p
+            if p < 0.0:
+                if t > t1:
+                    return False
+                t0 = max(t0, t)
+            else:
+                if t < t0:
+                    return False
+                t1 = min(t1, t)
+    return True
+
+
+@njit(cache=True)
+def _push(keys, ents, n, key, ent):
+    if n == keys.shape[0]:
+        cap = max(16, 2 * n)
+        k2 = np.empty(cap, dtype=np.int64)
+        e2 = np.empty(cap, dtype=np.int64)
+        k2[:n] = keys[:n]
+        e2[:n] = ents[:n]
+        keys, ents = k2, e2
+    keys[n] = key
+    ents[n] = ent
+    return keys, ents, n + 1
+
+
+@njit(cache=True)
+def raster_polygons(new_slots, level, cs0, rec, band_ptr, band_edge, vxy):
+    """Cell entries (key, slot * 2 + flag) of polygon slots: flag 1 covered, 0 crossed by the boundary."""
+    cap = 64 + 16 * new_slots.shape[0]
+    keys = np.empty(cap, dtype=np.int64)
+    ents = np.empty(cap, dtype=np.int64)
+    n = 0
+    for i in range(new_slots.shape[0]):
+        s = new_slots[i]
+        lv = level[i]
+        cs = cs0 * (2.0 ** lv)
+        eps = cs * 1e-7
+        ix0 = cell_index(rec[s, 1], 180.0, cs)
+        ix1 = cell_index(rec[s, 3], 180.0, cs)
+        iy0 = cell_index(rec[s, 2], 90.0, cs)
+        iy1 = cell_index(rec[s, 4], 90.0, cs)
+        nx = ix1 - ix0 + 1
+        ny = iy1 - iy0 + 1
+        touched = np.zeros(nx * ny, dtype=np.bool_)
+        bstart, nb = band_table(rec, s)
+        for j in range(band_ptr[bstart], band_ptr[bstart + nb]):
+            v = band_edge[j]
+            x1 = vxy[v, 0]
+            y1 = vxy[v, 1]
+            x2 = vxy[v + 1, 0]
+            y2 = vxy[v + 1, 1]
+            ex0 = max(ix0, cell_index(min(x1, x2) - eps, 180.0, cs))
+            ex1 = min(ix1, cell_index(max(x1, x2) + eps, 180.0, cs))
+            ey0 = max(iy0, cell_index(min(y1, y2) - eps, 90.0, cs))
+            ey1 = min(iy1, cell_index(max(y1, y2) + eps, 90.0, cs))
+            for cy in range(ey0, ey1 + 1):
+                for cx in range(ex0, ex1 + 1):
+                    idx = (cy - iy0) * nx + (cx - ix0)
+                    if touched[idx]:
+                        continue
+                    bx0 = cx * cs - 180.0 - eps
+                    by0 = cy * cs - 90.0 - eps
+                    if _segment_touches_box(x1, y1, x2, y2, bx0, by0, bx0 + cs + 2 * eps, by0 + cs + 2 * eps):
+                        touched[idx] = True
+        for cy in range(iy0, iy1 + 1):
+            for cx in range(ix0, ix1 + 1):
+                idx = (cy - iy0) * nx + (cx - ix0)
+                if touched[idx]:
+                    keys, ents, n = _push(keys, ents, n, cell_key(lv, cx, cy), s * 2)
+                else:
+                    mx = (cx + 0.5) * cs - 180.0
+                    my = (cy + 0.5) * cs - 90.0
+                    if locate_polygon(mx, my, s, rec, band_ptr, band_edge, vxy) == INSIDE:
+                        keys, ents, n = _push(keys, ents, n, cell_key(lv, cx, cy), s * 2 + 1)
+    return keys[:n], ents[:n]
+
+
+@njit(cache=True)
+def lon_pieces(lo, hi):
+    """Split a longitude interval that may leave [-180, 180] into at most two inside it."""
+    out = np.empty((2, 2))
+    if hi - lo >= 360.0:
+        out[0, 0] = -180.0
+        out[0, 1] = 180.0
+        return out[:1]
+    k = 0
+    out[k, 0] = max(lo, -180.0)
+    out[k, 1] = min(hi, 180.0)
+    k += 1
+    if lo < -180.0:
+        out[k, 0] = lo + 360.0
+        out[k, 1] = 180.0
+        k += 1
+    elif hi > 180.0:
+        out[k, 0] = -180.0
+        out[k, 1] = hi - 360.0
+        k += 1
+    return out[:k]
+
+
+@njit(cache=True)
+def raster_circles(new_slots, level, cs0, rec, dlon, dlat):
+    cap = 64 + 16 * new_slots.shape[0]
+    keys = np.empty(cap, dtype=np.int64)
+    ents = np.empty(cap, dtype=np.int64)
+    n = 0
+    for i in range(new_slots.shape[0]):
+        s = new_slots[i]
+        lv = level[i]
+        cs = cs0 * (2.0 ** lv)
+        cx = rec[s, 1]
+        cy = rec[s, 2]
+        r = rec[s, 3]
+        iy0 = cell_index(max(-90.0, cy - dlat[i]), 90.0, cs)
+        iy1 = cell_index(min(90.0, cy + dlat[i]), 90.0, cs)
+        pieces = lon_pieces(cx - dlon[i], cx + dlon[i])
+        for p in range(pieces.shape[0]):
+            ix0 = cell_index(pieces[p, 0], 180.0, cs)
+            ix1 = cell_index(pieces[p, 1], 180.0, cs)
+            for gy in range(iy0, iy1 + 1):
+                ylo = gy * cs - 90.0
+                yhi = ylo + cs
+                for gx in range(ix0, ix1 + 1):
+                    xlo = gx * cs - 180.0
+                    xhi = xlo + cs
+                    # nearest and farthest points of the cell from the centre (longitude wrapped)
+                    if xlo <= cx <= xhi:
+                        nearx = cx
+                    else:
+                        dx = wrap(xlo - cx)
+                        nearx = cx + min(max(0.0, dx), dx + cs)
+                    neary = min(max(cy, ylo), yhi)
+                    if distance_m(cx, cy, nearx, neary) > r * 1.05 + 1.0:
+                        continue
+                    dfar = 0.0
+                    for qx in (xlo, xhi):
+                        for qy in (ylo, yhi):
+                            dfar = max(dfar, distance_m(cx, cy, qx, qy))
+                    flag = 1 if dfar < r * 0.95 - 1.0 else 0
+                    keys, ents, n = _push(keys, ents, n, cell_key(lv, gx, gy), s * 2 + flag)
+    return keys[:n], ents[:n]
+
+
+@njit(cache=True, inline="always")
+def _hash(key, mask):
+    # splitmix64 finaliser of the key's 4 x 4 block of cells, plus the cell's place in its block:
+    # neighbouring cells land in neighbouring table slots (pings are processed in spatial order)
+    fine = (key & 3) | ((key >> (KEY_BITS - 2)) & 12)
+    z = np.uint64(key & ~((np.int64(3) << KEY_BITS) | np.int64(3)))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (np.int64(z & np.uint64(mask)) + fine) & mask
+
+
+@njit(cache=True)
+def build_hash(keys):
+    """Open-addressing table over entries sorted by key: rows (key, first entry, end entry)."""
+    ncells = 0
+    for e in range(keys.shape[0]):
+        if e == 0 or keys[e] != keys[e - 1]:
+            ncells += 1
+    size = 16
+    while size < 2 * ncells:
+        size *= 2
+    mask = size - 1
+    htab = np.full((size, 3), EMPTY, dtype=np.int64)
+    e = 0
+    while e < keys.shape[0]:
+        f = e + 1
+        while f < keys.shape[0] and keys[f] == keys[e]:
+            f += 1
+        h = _hash(keys[e], mask)
+        while htab[h, 0] != EMPTY:
+            h = (h + 1) & mask
+        htab[h, 0] = keys[e]
+        htab[h, 1] = e
+        htab[h, 2] = f
+        e = f
+    return htab
+
+
+@njit(cache=True, inline="always")
+def lookup(htab, key):
+    """(first, end) entries of the cell ``key`` (an empty range when absent)."""
+    mask = htab.shape[0] - 1
+    h = _hash(key, mask)
+    while True:
+        k = htab[h, 0]
+        if k == key:
+            return htab[h, 1], htab[h, 2]
+        if k == EMPTY:
+            return 0, 0
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def build_occupancy(keys, levels, max_bits):
+    """Per level, a bitmap of the cells that have entries: ``meta[li] = (ox, oy, w, h, word offset)``
+    (``w == 0``: no bitmap for that level, always probe the table)."""
+    nl = levels.shape[0]
+    meta = np.zeros((nl, 5), dtype=np.int64)
+    lo_x = np.full(nl, np.iinfo(np.int64).max, dtype=np.int64)
+    lo_y = np.full(nl, np.iinfo(np.int64).max, dtype=np.int64)
+    hi_x = np.full(nl, -1, dtype=np.int64)
+    hi_y = np.full(nl, -1, dtype=np.int64)
+    mask = (np.int64(1) << KEY_BITS) - 1
+    for e in range(keys.shape[0]):
+        lv = keys[e] >> 58
+        li = np.searchsorted(levels, lv)
+        ix = keys[e] & mask
+        iy = (keys[e] >> KEY_BITS) & mask
+        lo_x[li] = min(lo_x[li], ix)
+        hi_x[li] = max(hi_x[li], ix)
+        lo_y[li] = min(lo_y[li], iy)
+        hi_y[li] = max(hi_y[li], iy)
+    words = 0
+    for li in range(nl):
+        if hi_x[li] < 0:
+            continue
+        w = hi_x[li] - lo_x[li] + 1
+        h = hi_y[li] - lo_y[li] + 1
+        if w * h > max_bits:
+            continue
+        meta[li, 0] = lo_x[li]
+        meta[li, 1] = lo_y[li]
+        meta[li, 2] = w
+        meta[li, 3] = h
+        meta[li, 4] = words
+        words += (w * h + 63) // 64
+    bits = np.zeros(words, dtype=np.uint64)
+    for e in range(keys.shape[0]):
+        li = np.searchsorted(levels, keys[e] >> 58)
+        if meta[li, 2] == 0:
+            continue
+        ix = (keys[e] & mask) - meta[li, 0]
+        iy = ((keys[e] >> KEY_BITS) & mask) - meta[li, 1]
+        b = iy * meta[li, 2] + ix
+        bits[meta[li, 4] + (b >> 6)] |= np.uint64(1) << np.uint64(b & 63)
+    return meta, bits
+
+
+@njit(cache=True, inline="always")
+def occupied(meta, bits, li, ix, iy):
+    """Whether cell (ix, iy) of level li may have entries in the main table."""
+    w = meta[li, 2]
+    if w == 0:
+        return True
+    x = ix - meta[li, 0]
+    y = iy - meta[li, 1]
+    if x < 0 or y < 0 or x >= w or y >= meta[li, 3]:
+        return False
+    b = y * w + x
+    return (bits[meta[li, 4] + (b >> 6)] >> np.uint64(b & 63)) & np.uint64(1) != 0
+
+
+# ---------------------------------------------------------------- matching
+
+@njit(cache=True)
+def spatial_order(lon, lat):
+    """Ping indices grouped by a coarse tile (counting sort), so that nearby pings are processed together;
+    pings with a non-finite coordinate are left out."""
+    n = lon.shape[0]
+    minx = np.inf
+    miny = np.inf
+    maxx = -np.inf
+    maxy = -np.inf
+    good = 0
+    for i in range(n):
+        if math.isfinite(lon[i]) and math.isfinite(lat[i]):
+            minx = min(minx, lon[i])
+            maxx = max(maxx, lon[i])
+            miny = min(miny, lat[i])
+            maxy = max(maxy, lat[i])
+            good += 1
+    g = 1
+    while g < 1024 and g * g * 8 < good:
+        g *= 2
+    sx = g / max(maxx - minx, 1e-12)
+    sy = g / max(maxy - miny, 1e-12)
+    tile = np.empty(n, dtype=np.int64)
+    counts = np.zeros(g * g + 1, dtype=np.int64)
+    for i in range(n):
+        if math.isfinite(lon[i]) and math.isfinite(lat[i]):
+            tx = min(g - 1, int((lon[i] - minx) * sx))
+            ty = min(g - 1, int((lat[i] - miny) * sy))
+            # serpentine rows keep consecutive tiles adjacent
+            if ty & 1:
+                tx = g - 1 - tx
+            t = ty * g + tx
+        else:
+            t = g * g
+        tile[i] = t
+        counts[t] += 1
+    starts = np.empty(g * g + 1, dtype=np.int64)
+    run = 0
+    for t in range(g * g + 1):
+        starts[t] = run
+        run += counts[t]
+    order = np.empty(good, dtype=np.int64)
+    for i in range(n):
+        t = tile[i]
+        if t < g * g:
+            order[starts[t]] = i
+            starts[t] += 1
+    return order
+
+
+@njit(cache=True, inline="always")
+def _sort_tail(out_s, out_c, start, end):
+    # insertion sort of one point's results by slot (a handful of entries)
+    for a in range(start + 1, end):
+        sv = out_s[a]
+        cv = out_c[a]
+        b = a - 1
+        while b >= start and out_s[b] > sv:
+            out_s[b + 1] = out_s[b]
+            out_c[b + 1] = out_c[b]
+            b -= 1
+        out_s[b + 1] = sv
+        out_c[b + 1] = cv
+
+
+@njit(cache=True, inline="always")
+def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy):
+    where = locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy)
+    if where == INSIDE:
+        if a > 0.0 and edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, True):
+            return 2
+        return 3
+    if where == BOUNDARY:
+        return 2
+    if a == 0.0:
+        return 0
+    sh = _lon_shift(rec[s, 1], rec[s, 3], px)
+    if not (rec[s, 1] + sh - rx <= px <= rec[s, 3] + sh + rx and rec[s, 2] - ry <= py <= rec[s, 4] + ry):
+        return 0
+    if edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, False):
+        return 1
+    return 0
+
+
+@njit(cache=True, inline="always")
+def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, m, end):
+    e0, e1 = lookup(htab, key)
+    for e in range(e0, e1):
+        ent = ents[e]
+        s = ent >> 1
+        kind = rec[s, 0]
+        if kind < 0.0:
+            continue
+        hit = (ent & 1) == 1
+        if not hit:
+            if kind == 1.0:
+                hit = distance_m(rec[s, 1], rec[s, 2], px, py) <= rec[s, 3]
+            else:
+                hit = locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy) != OUTSIDE
+        if hit:
+            if m == end:
+                return -1
+            out_p[m] = i
+            out_s[m] = s
+            out_c[m] = 2
+            m += 1
+    return m
+
+
+@njit(cache=True, inline="always")
+def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, stamp,
+                   out_p, out_s, out_c, m, end):
+    e0, e1 = lookup(htab, key)
+    for e in range(e0, e1):
+        s = ents[e] >> 1
+        kind = rec[s, 0]
+        if kind < 0.0 or stamp[s] == i:
+            continue
+        stamp[s] = i
+        conf = 0
+        if kind == 1.0:
+            d = distance_m(rec[s, 1], rec[s, 2], px, py)
+            r = rec[s, 3]
+            if d + a <= r:
+                conf = 3
+            elif d <= r:
+                conf = 2
+            elif d <= r + a:
+                conf = 1
+        else:
+            conf = _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy)
+        if conf > 0:
+            if m == end:
+                return -1
+            out_p[m] = i
+            out_s[m] = s
+            out_c[m] = conf
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
+                 band_ptr, band_edge, vxy, out_p, out_s, out_c, base, cap, stamp):
+    """Match pings order[lo:hi] into out_*[base:base + cap]; the number written, or -1 when full.
+
+    ``lon``, ``lat`` and ``acc`` are already in processing order (``order[k]`` is the ping's index).
+    """
+    m = base
+    end = base + cap
+    for k in range(lo, hi):
+        i = order[k]
+        px = lon[k]
+        py = lat[k]
+        start = m
+        if not use_acc:
+            for li in range(levels.shape[0]):
+                lv = levels[li]
+                cs = cs0 * (2.0 ** lv)
+                ix = cell_index(px, 180.0, cs)
+                iy = cell_index(py, 90.0, cs)
+                key = cell_key(lv, ix, iy)
+                if occupied(meta, bits, li, ix, iy):
+                    m = _scan_point(htab0, ents0, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s,
+                                    out_c, m, end)
+                    if m < 0:
+                        return -1
+                if ents1.shape[0]:
+                    m = _scan_point(htab1, ents1, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s,
+                                    out_c, m, end)
+                    if m < 0:
+                        return -1
+        else:
+            a = acc[k]
+            kx, ky = metres_per_degree(py)
+            ry = a / ky
+            rx = a / kx if kx * 180.0 > a else 360.0
+            # the search box is 1% wider: circle fences measure at the mid-latitude
+            pieces = lon_pieces(px - rx * 1.01, px + rx * 1.01)
+            for li in range(levels.shape[0]):
+                lv = levels[li]
+                cs = cs0 * (2.0 ** lv)
+                iy0 = cell_index(max(-90.0, py - ry * 1.01), 90.0, cs)
+                iy1 = cell_index(min(90.0, py + ry * 1.01), 90.0, cs)
+                for p in range(pieces.shape[0]):
+                    ix0 = cell_index(pieces[p, 0], 180.0, cs)
+                    ix1 = cell_index(pieces[p, 1], 180.0, cs)
+                    for gy in range(iy0, iy1 + 1):
+                        for gx in range(ix0, ix1 + 1):
+                            key = cell_key(lv, gx, gy)
+                            if occupied(meta, bits, li, gx, gy):
+                                m = _scan_accuracy(htab0, ents0, key, i, px, py, a, kx, ky, rx, ry, rec,
+                                                   band_ptr, band_edge, vxy, stamp, out_p, out_s, out_c, m, end)
+                                if m < 0:
+                                    return -1
+                            if ents1.shape[0]:
+                                m = _scan_accuracy(htab1, ents1, key, i, px, py, a, kx, ky, rx, ry, rec,
+                                                   band_ptr, band_edge, vxy, stamp, out_p, out_s, out_c, m, end)
+                                if m < 0:
+                                    return -1
+        if m - start > 1:
+            _sort_tail(out_s, out_c, start, m)
+    return m - base
+
+
+@njit(cache=True)
+def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
+              band_edge, vxy, cap):
+    stamp = np.full(rec.shape[0], -1, dtype=np.int64)
+    while True:
+        out_p = np.empty(cap, dtype=np.int64)
+        out_s = np.empty(cap, dtype=np.int64)
+        out_c = np.empty(cap, dtype=np.int8)
+        got = _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
+                           band_ptr, band_edge, vxy, out_p, out_s, out_c, 0, cap, stamp)
+        if got >= 0:
+            return out_p[:got], out_s[:got], out_c[:got]
+        stamp[:] = -1
+        cap *= 4
+
+
+@njit(cache=True, parallel=True)
+def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, nchunks):
+    """Pairs (point, slot, confidence), sorted by point then slot.
+
+    Without accuracy every pair has confidence 2 (the point is inside or on the
+    boundary). With accuracy: 3 the circle lies fully inside, 2 the point is
+    inside, 1 the point is outside but within ``acc`` metres of the fence.
+    """
+    n = lon.shape[0]
+    order = spatial_order(lon, lat)
+    good = order.shape[0]
+    # gather the pings in processing order once (sequential reads in the hot loop)
+    slon = np.empty(good)
+    slat = np.empty(good)
+    sacc = np.empty(good if use_acc else 0)
+    for k in prange(good):
+        slon[k] = lon[order[k]]
+        slat[k] = lat[order[k]]
+        if use_acc:
+            sacc[k] = acc[order[k]]
+    nchunks = max(1, min(nchunks, good // 2048 + 1))
+    chunk = (good + nchunks - 1) // nchunks
+    cap = 4096 + 2 * chunk
+    out_p = np.empty(nchunks * cap, dtype=np.int64)
+    out_s = np.empty(nchunks * cap, dtype=np.int64)
+    out_c = np.empty(nchunks * cap, dtype=np.int8)
+    got = np.zeros(nchunks, dtype=np.int64)
+    for c in prange(nchunks):
+        lo = c * chunk
+        hi = min(good, lo + chunk)
+        stamp = np.full(rec.shape[0] if use_acc else 0, -1, dtype=np.int64)
+        got[c] = _match_range(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
+                              rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, c * cap, cap, stamp)
+    # chunks that overflowed their share are redone with room to grow
+    extra_p = []
+    extra_s = []
+    extra_c = []
+    for c in range(nchunks):
+        if got[c] < 0:
+            lo = c * chunk
+            hi = min(good, lo + chunk)
+            p, s, cc = _grow_run(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
+                                 rec, band_ptr, band_edge, vxy, 8 * cap)
+            extra_p.append(p)
+            extra_s.append(s)
+            extra_c.append(cc)
+    # scatter every point's run of pairs to its place in point order
+    counts = np.zeros(n + 1, dtype=np.int64)
+    total = 0
+    for c in range(nchunks):
+        for k in range(c * cap, c * cap + max(got[c], 0)):
+            counts[out_p[k] + 1] += 1
+        total += max(got[c], 0)
+    for x in range(len(extra_p)):
+        for k in range(extra_p[x].shape[0]):
+            counts[extra_p[x][k] + 1] += 1
+        total += extra_p[x].shape[0]
+    for i in range(n):
+        counts[i + 1] += counts[i]
+    res_p = np.empty(total, dtype=np.int64)
+    res_s = np.empty(total, dtype=np.int64)
+    res_c = np.empty(total, dtype=np.int8)
+    for c in range(nchunks):
+        for k in range(c * cap, c * cap + max(got[c], 0)):
+            d = counts[out_p[k]]
+            counts[out_p[k]] += 1
+            res_p[d] = out_p[k]
+            res_s[d] = out_s[k]
+            res_c[d] = out_c[k]
+    for x in range(len(extra_p)):
+        for k in range(extra_p[x].shape[0]):
+            d = counts[extra_p[x][k]]
+            counts[extra_p[x][k]] += 1
+            res_p[d] = extra_p[x][k]
+            res_s[d] = extra_s[x][k]
+            res_c[d] = extra_c[x][k]
+    return res_p, res_s, res_c

@@ -1,0 +1,5 @@
+import sys
+
+from proximity.cli import main
+
+sys.exit(main())

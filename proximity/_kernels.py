@@ -1,0 +1,388 @@
+"""Hot loops of presence: the transition function over arrays (numba).
+
+The state of every device is a *device table* (``d_last``: newest applied
+evidence time, ``d_head``: first record of its visit list) plus a pool of *visit
+records*, one per (device, place) the device is currently inside: ``r_place``,
+``r_dev``, ``r_enter`` (visit start), ``r_gps`` / ``r_bcn`` (last inside evidence
+from GPS / beacons, ``-inf`` when none or when GPS said outside), ``r_mask``
+(dwell thresholds already fired, bit j for threshold j of the place),
+``r_src`` (1 GPS, 2 beacon, 3 both during this visit), ``r_conf`` and
+``r_next`` (the device's next record; also links the free list, whose head and
+length live in ``meta``). A device outside every place has no record at all,
+which is what keeps the memory store small.
+
+The same function is run by both stores: the memory store passes its whole
+table, the Redis store a table of the devices it loaded for one batch.
+Evidence must be sorted by (device, time); one call processes it from
+``start`` and returns where it stopped: ``n`` when done, or an earlier index
+when the record pool or the event buffers ran short (the caller grows them and
+calls again from there; no evidence is ever half-applied).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# event kinds, sources and causes as small codes (see proximity.presence for the names)
+ENTER, DWELL, EXIT = 0, 1, 2
+SRC_GPS, SRC_BEACON = 1, 2
+CAUSE_PING, CAUSE_SIGHTING, CAUSE_DEBOUNCE, CAUSE_FORGET = 0, 1, 2, 3
+LEVEL_AMBIGUOUS, LEVEL_KEEP, LEVEL_ENTER = 0, 1, 2
+STATUS_APPLIED, STATUS_LATE = 0, 1
+
+NEG_INF = -np.inf
+
+
+@njit(cache=True, inline="always")
+def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+          kind, dev, place, ts, src, conf, dwell, cause, ev):
+    k = n_out[0]
+    o_kind[k] = kind
+    o_dev[k] = dev
+    o_place[k] = place
+    o_ts[k] = ts
+    o_src[k] = src
+    o_conf[k] = conf
+    o_dwell[k] = dwell
+    o_cause[k] = cause
+    o_ev[k] = ev
+    n_out[0] = k + 1
+
+
+@njit(cache=True, inline="always")
+def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
+    return max(r_gps[r] + gps_deb, r_bcn[r] + bcn_deb)
+
+
+@njit(cache=True, inline="always")
+def _free(r, r_next, r_dev, meta):
+    r_dev[r] = -1
+    r_next[r] = meta[0]
+    meta[0] = r
+    meta[1] += 1
+
+
+@njit(cache=True)
+def apply_evidence(
+    start,
+    ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
+    d_last, d_head,
+    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_next, meta,
+    p_thr, p_zone, gps_deb, bcn_deb,
+    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+    status,
+):
+    """Apply evidence ``start:`` (sorted by device, time) to the state; append events to the ``o_*`` buffers.
+
+    ``ev_cut`` is each evidence's device's newest applied time *before* this batch:
+    evidence at or before it is late (dropped); within the batch equal times all apply.
+    """
+    n = ev_dev.shape[0]
+    cap = o_kind.shape[0]
+    n_thr = p_thr.shape[1]
+    for e in range(start, n):
+        d = ev_dev[e]
+        t = ev_ts[e]
+        s = ev_src[e]
+        if t <= ev_cut[e]:
+            status[e] = STATUS_LATE
+            continue
+        a = ev_obs[e]
+        b = ev_obs[e + 1]
+        # room check before touching anything, so an evidence is applied whole or not at all
+        nrec = 0
+        r = d_head[d]
+        while r >= 0:
+            nrec += 1
+            r = r_next[r]
+        nobs = b - a
+        if meta[1] < nobs or cap - n_out[0] < 2 * nrec + nobs + (nrec + nobs) * (n_thr + 1):
+            return e
+        status[e] = STATUS_APPLIED
+        cause = CAUSE_PING if s == SRC_GPS else CAUSE_SIGHTING
+        # 1. visits whose inside evidence ran out (debounce) before this evidence
+        prev = -1
+        r = d_head[d]
+        while r >= 0:
+            nxt = r_next[r]
+            due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
+            if due < t:
+                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                      EXIT, d, r_place[r], due, r_src[r], r_conf[r], due - r_enter[r], CAUSE_DEBOUNCE, e)
+                if prev < 0:
+                    d_head[d] = nxt
+                else:
+                    r_next[prev] = nxt
+                _free(r, r_next, r_dev, meta)
+            else:
+                prev = r
+            r = nxt
+        # 2. a GPS ping not paired with a fence is outside it by more than its accuracy
+        if s == SRC_GPS:
+            prev = -1
+            r = d_head[d]
+            while r >= 0:
+                nxt = r_next[r]
+                p = r_place[r]
+                named = p_zone[p] != 0
+                k = a
+                while not named and k < b:
+                    if obs_place[k] == p:
+                        named = True
+                    k += 1
+                gone = False
+                if not named:
+                    r_gps[r] = NEG_INF
+                    if r_bcn[r] + bcn_deb < t:
+                        gone = True
+                        _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                              EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e)
+                        if prev < 0:
+                            d_head[d] = nxt
+                        else:
+                            r_next[prev] = nxt
+                        _free(r, r_next, r_dev, meta)
+                if not gone:
+                    prev = r
+                r = nxt
+        # 3. what this evidence says about each place it names
+        for k in range(a, b):
+            p = obs_place[k]
+            lvl = obs_level[k]
+            r = d_head[d]
+            while r >= 0 and r_place[r] != p:
+                r = r_next[r]
+            if r >= 0:
+                if lvl >= LEVEL_KEEP:
+                    if s == SRC_GPS:
+                        r_gps[r] = t
+                    else:
+                        r_bcn[r] = t
+                    r_src[r] |= s
+                    r_conf[r] = obs_conf[k]
+            elif lvl == LEVEL_ENTER:
+                r = meta[0]
+                meta[0] = r_next[r]
+                meta[1] -= 1
+                r_place[r] = p
+                r_dev[r] = d
+                r_enter[r] = t
+                r_gps[r] = t if s == SRC_GPS else NEG_INF
+                r_bcn[r] = t if s == SRC_BEACON else NEG_INF
+                r_mask[r] = 0
+                r_src[r] = s
+                r_conf[r] = obs_conf[k]
+                r_next[r] = d_head[d]
+                d_head[d] = r
+                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                      ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e)
+        # 4. dwell thresholds reached by now, each once per visit, on inside evidence for the place
+        r = d_head[d]
+        while r >= 0:
+            p = r_place[r]
+            if (r_gps[r] if s == SRC_GPS else r_bcn[r]) != t:
+                r = r_next[r]
+                continue
+            elapsed = t - r_enter[r]
+            for j in range(n_thr):
+                thr = p_thr[p, j]
+                if thr > elapsed:
+                    break
+                bit = np.uint32(1) << np.uint32(j)
+                if (r_mask[r] & bit) == 0:
+                    r_mask[r] |= bit
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                          DWELL, d, p, t, r_src[r], r_conf[r], thr, cause, e)
+            r = r_next[r]
+        if t > d_last[d]:
+            d_last[d] = t
+    return n
+
+
+@njit(cache=True)
+def advance_devices(
+    devs, now, ttl, forget,
+    d_last, d_head,
+    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_next, meta,
+    gps_deb, bcn_deb,
+    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+    expired,
+):
+    """Time passes to ``now`` for ``devs``: exits due before then; devices idle longer than ``ttl`` expire.
+
+    With ``forget`` every visit of the devices ends (cause ``forget``, at the device's
+    last evidence time) and they all expire. Buffers must hold one event per record.
+    """
+    for i in range(devs.shape[0]):
+        d = devs[i]
+        prev = -1
+        r = d_head[d]
+        while r >= 0:
+            nxt = r_next[r]
+            due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
+            if forget or due < now:
+                ts = due
+                cause = CAUSE_DEBOUNCE
+                if forget:
+                    ts = max(d_last[d], r_enter[r])
+                    cause = CAUSE_FORGET
+                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                      EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, -1)
+                if prev < 0:
+                    d_head[d] = nxt
+                else:
+                    r_next[prev] = nxt
+                _free(r, r_next, r_dev, meta)
+            else:
+                prev = r
+            r = nxt
+        expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
+
+
+@njit(cache=True)
+def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, out):
+    """Per device: the time after which ``advance`` has work for it (a debounce exit or the TTL)."""
+    for i in range(devs.shape[0]):
+        d = devs[i]
+        best = d_last[d] + ttl
+        r = d_head[d]
+        while r >= 0:
+            due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
+            if due < best:
+                best = due
+            r = r_next[r]
+        out[i] = best
+
+
+@njit(cache=True)
+def order_ties(order, dev, ts, k1, k2, k3):
+    """``order`` sorts by ``dev``; make it sort by (dev, ts, k1, k2, k3) with an insertion sort per device."""
+    n = order.shape[0]
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and dev[order[j]] == dev[order[i]]:
+            j += 1
+        for a in range(i + 1, j):
+            x = order[a]
+            b = a - 1
+            while b >= i:
+                y = order[b]
+                if (ts[y], k1[y], k2[y], k3[y]) <= (ts[x], k1[x], k2[x], k3[x]):
+                    break
+                order[b + 1] = y
+                b -= 1
+            order[b + 1] = x
+        i = j
+
+
+# -- device id interning: an open-addressing hash table over UCS-4 code points ----------------------
+
+EMPTY, TOMB = -1, -2
+FNV_OFFSET = np.uint64(14695981039346656037)
+FNV_PRIME = np.uint64(1099511628211)
+
+
+@njit(cache=True, inline="always")
+def _hash_row(q, i):
+    h = FNV_OFFSET
+    for j in range(q.shape[1]):
+        c = q[i, j]
+        if c == 0:
+            break
+        h = (h ^ np.uint64(c)) * FNV_PRIME
+    return h
+
+
+@njit(cache=True, inline="always")
+def _same_key(q, i, keys, k):
+    wq = q.shape[1]
+    wk = keys.shape[1]
+    for j in range(max(wq, wk)):
+        a = q[i, j] if j < wq else 0
+        b = keys[k, j] if j < wk else 0
+        if a != b:
+            return False
+        if a == 0:
+            return True
+    return True
+
+
+@njit(cache=True)
+def intern_ids(q, insert, slots, keys, key_hash, meta, free, out):
+    """Handles for the ids in ``q`` (rows of code points, zero-padded); new ids get one when ``insert``.
+
+    ``meta`` = [next fresh handle, free-stack size, live ids, used slots]. The caller
+    makes room first: ``keys`` rows for ``len(q)`` new ids and slots below half full.
+    Unknown ids give -1 when not inserting.
+    """
+    mask = slots.shape[0] - 1
+    wq = q.shape[1]
+    for i in range(q.shape[0]):
+        h = _hash_row(q, i)
+        s = np.int64(h & np.uint64(mask))
+        tomb = -1
+        found = -1
+        while True:
+            v = slots[s]
+            if v == EMPTY:
+                break
+            if v == TOMB:
+                if tomb < 0:
+                    tomb = s
+            elif key_hash[v] == h and _same_key(q, i, keys, v):
+                found = v
+                break
+            s = (s + 1) & mask
+        if found < 0 and insert:
+            if meta[1] > 0:
+                meta[1] -= 1
+                found = free[meta[1]]
+            else:
+                found = meta[0]
+                meta[0] += 1
+            for j in range(keys.shape[1]):
+                keys[found, j] = q[i, j] if j < wq else 0
+            key_hash[found] = h
+            if tomb >= 0:
+                slots[tomb] = found
+            else:
+                slots[s] = found
+                meta[3] += 1
+            meta[2] += 1
+        out[i] = found
+
+
+@njit(cache=True)
+def remove_ids(handles, slots, keys, key_hash, meta, free):
+    """Forget these handles: tombstone their slots, clear their keys, push them on the free stack."""
+    mask = slots.shape[0] - 1
+    for i in range(handles.shape[0]):
+        hd = handles[i]
+        s = np.int64(key_hash[hd] & np.uint64(mask))
+        while slots[s] != EMPTY:
+            if slots[s] == hd:
+                slots[s] = TOMB
+                keys[hd, :] = 0
+                free[meta[1]] = hd
+                meta[1] += 1
+                meta[2] -= 1
+                break
+            s = (s + 1) & mask
+
+
+@njit(cache=True)
+def rehash_ids(old, new, key_hash):
+    """Move every live handle of ``old`` slots into the empty table ``new``; returns the used slot count."""
+    mask = new.shape[0] - 1
+    used = 0
+    for s in range(old.shape[0]):
+        v = old[s]
+        if v >= 0:
+            t = np.int64(key_hash[v] & np.uint64(mask))
+            while new[t] != EMPTY:
+                t = (t + 1) & mask
+            new[t] = v
+            used += 1
+    return used

@@ -1,0 +1,202 @@
+"""API keys with scopes, and a per-key request rate limit.
+
+Keys are never stored: a key file (``--keys FILE``) or the ``PROXIMITY_API_KEYS``
+environment variable holds one line per key::
+
+    # name:scope[,scope...]:sha256-of-the-key (64 hex digits)
+    store-gw-17:gateway:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    ios-app:sdk:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+    ops:admin,sdk,gateway:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
+
+In the environment variable, lines may also be separated by ``;``. Scopes are
+``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``) and ``admin``
+(everything else under ``/v1``). ``proximity serve --new-key NAME:SCOPES``
+prints a fresh key and the line to add.
+
+A presented key is hashed with SHA-256 and compared against every stored hash
+with :func:`hmac.compare_digest` (no early exit), so neither the comparison nor
+the loop tells an attacker how close a guess was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from proximity.errors import ValidationError
+
+SCOPES: tuple[str, ...] = ("admin", "gateway", "sdk")
+ENV_VAR = "PROXIMITY_API_KEYS"
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest of a key: what key files hold."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> str:
+    """A new random key (256 bits, URL-safe)."""
+    return "px_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One key: its name (for logs, metrics and rate limits), scopes and SHA-256 digest."""
+
+    name: str
+    scopes: frozenset[str]
+    digest: bytes
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def line(self) -> str:
+        return f"{self.name}:{','.join(sorted(self.scopes))}:{self.digest.hex()}"
+
+
+class KeyRing:
+    """The keys a server accepts."""
+
+    def __init__(self, keys: Iterable[ApiKey] = ()) -> None:
+        self._keys: tuple[ApiKey, ...] = tuple(keys)
+        names = [k.name for k in self._keys]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValidationError(f"duplicate key names: {', '.join(dupes)}", field="name")
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[ApiKey]:
+        return iter(self._keys)
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "<keys>", separators: str = "\n") -> KeyRing:
+        """Parse key lines; errors name ``source:line:col``."""
+        lines = re.split("[" + re.escape(separators) + "]", text)
+        keys: list[ApiKey] = []
+        seen: dict[str, int] = {}
+        for lineno, raw in enumerate(lines, start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            indent = len(raw) - len(raw.lstrip())
+            parts = line.split(":")
+            if len(parts) != 3:
+                raise ValidationError(
+                    f"expected name:scope[,scope]:sha256hex, got {len(parts)} field(s)",
+                    source=source, line=lineno, col=indent + 1,
+                )
+            name, scopes_text, digest = (p.strip() for p in parts)
+            if not _NAME.match(name):
+                raise ValidationError(
+                    f"key name {name!r} must be 1-64 letters, digits or _.@-",
+                    source=source, line=lineno, col=indent + 1, field="name",
+                )
+            if name in seen:
+                raise ValidationError(
+                    f"duplicate key name {name!r} (first on line {seen[name]})",
+                    source=source, line=lineno, col=indent + 1, field="name",
+                )
+            seen[name] = lineno
+            col = indent + len(parts[0]) + 2
+            scopes = [s.strip() for s in scopes_text.split(",")]
+            for scope in scopes:
+                if scope not in SCOPES:
+                    raise ValidationError(
+                        f"unknown scope {scope!r}; scopes are {', '.join(SCOPES)}",
+                        source=source, line=lineno, col=col, field="scope",
+                    )
+            col = indent + len(parts[0]) + len(parts[1]) + 3
+            if not _HEX64.match(digest):
+                raise ValidationError(
+                    "the key's hash must be 64 hex digits (sha256 of the key; `proximity serve --new-key` makes one)",
+                    source=source, line=lineno, col=col, field="sha256",
+                )
+            keys.append(ApiKey(name, frozenset(scopes), bytes.fromhex(digest)))
+        return cls(keys)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:
+        p = Path(path)
+        return cls.parse(p.read_text(encoding="utf-8"), source=str(p))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyRing:
+        env = os.environ if environ is None else environ
+        return cls.parse(env.get(ENV_VAR, ""), source=f"${ENV_VAR}", separators="\n;")
+
+    def merged(self, other: KeyRing) -> KeyRing:
+        return KeyRing([*self._keys, *other._keys])
+
+    def authenticate(self, presented: str | None) -> ApiKey | None:
+        """The key whose hash matches ``presented``, or ``None``; constant time in the key's content."""
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        found: ApiKey | None = None
+        for key in self._keys:  # no early exit: every stored hash is compared
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        return found
+
+
+class RateLimiter:
+    """A token bucket per key name: ``rate`` requests per second, bursts up to ``burst``.
+
+    :meth:`take` returns ``0.0`` when the request may go on, else the seconds to
+    wait (for ``Retry-After``). The buckets live in the process: with N workers
+    a key gets up to N times the rate (behind a load balancer spreading evenly,
+    about the configured rate per worker). ``rate <= 0`` disables the limit.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(1.0, rate))
+        if self.rate > 0 and self.burst < 1:
+            raise ValueError("the rate limit's burst must allow at least one request")
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, name: str, cost: float = 1.0) -> float:
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(name, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= cost:
+                self._buckets[name] = (tokens - cost, now)
+                return 0.0
+            self._buckets[name] = (tokens, now)
+            return (cost - tokens) / self.rate
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` takes whole seconds; round up so a client that waits is served."""
+    return str(max(1, math.ceil(seconds)))
+
+
+__all__ = [
+    "ENV_VAR",
+    "SCOPES",
+    "ApiKey",
+    "KeyRing",
+    "RateLimiter",
+    "generate_key",
+    "hash_key",
+    "retry_after_header",
+]

@@ -1,0 +1,1 @@
+"""Command groups of the ``proximity`` CLI, one module each (see :mod:`proximity.cli`)."""

@@ -1,0 +1,184 @@
+"""``proximity campaigns``: schema, validate and backtest campaign files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_PROBLEMS = 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "campaigns",
+        help="check campaign YAML files, print their JSON Schema, replay logs through them",
+        description="Campaign files: schema, validate, backtest.",
+    )
+    sub = parser.add_subparsers(dest="campaigns_command", metavar="ACTION")
+    parser.set_defaults(run=lambda args: _help(parser))
+
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema (draft 2020-12) of campaign files",
+        description="Print the JSON Schema of campaign files, for editors (completion and checks as you type).",
+    )
+    p.add_argument("--indent", type=int, default=2, help="JSON indentation (default 2)")
+    p.set_defaults(run=run_schema)
+
+    p = sub.add_parser(
+        "validate",
+        help="check campaign files; print every problem as file:line:col: message",
+        description=(
+            "Check campaign files. Every problem is printed as file:line:col: message and the exit "
+            "code is 1; with no problem a one-line summary is printed and the exit code is 0."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="campaign YAML files (checked together: ids unique across them)")
+    p.add_argument("--fences", metavar="FENCES.geojson", help="also check fence ids, tags and {store.*} placeholders against these fences")
+    p.set_defaults(run=run_validate)
+
+    p = sub.add_parser(
+        "backtest",
+        help="replay a ping (and sighting) log through the engine and the campaigns",
+        description=(
+            "Replay a log with a simulated clock through the real engine and campaigns. Writes "
+            "events.jsonl, offers.jsonl and decisions.jsonl to --out and prints a table per campaign."
+        ),
+    )
+    p.add_argument("campaigns", metavar="CAMPAIGNS.yaml", help="campaign file")
+    p.add_argument("--fences", required=True, metavar="FENCES.geojson")
+    p.add_argument("--pings", required=True, metavar="PINGS.csv", help="ts,device_id,lon,lat,accuracy_m (+ attribute columns)")
+    p.add_argument("--sightings", metavar="SIGHTINGS.csv", help="ts,observer_id,key,rssi,tx_power (needs --beacons)")
+    p.add_argument("--beacons", metavar="REGISTRY.yaml", help="beacon registry for --sightings")
+    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (default: none written)")
+    p.add_argument("--slice", type=float, default=60.0, metavar="SECONDS", help="simulated clock step (default 60)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.set_defaults(run=run_backtest)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from campaigns import json_schema
+
+    print(json.dumps(json_schema(), indent=args.indent or None))
+    return 0
+
+
+def fence_infos_from(path: str) -> tuple[dict[str, Any], list[Any]]:
+    """FenceInfo per fence of a GeoJSON file, and the problems of their campaign-relevant properties."""
+    from campaigns import CampaignError, FenceInfo
+    from geofence import load_geojson
+
+    infos: dict[str, Any] = {}
+    problems = []
+    for fence in load_geojson(path):
+        try:
+            infos[fence.id] = FenceInfo.from_fence(fence)
+        except ValueError as exc:
+            problems.append(CampaignError(f"fence {fence.id!r}: {exc}", source=path, field=f"{fence.id}.properties"))
+    return infos, problems
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from campaigns import parse_file
+    from campaigns.loader import merge
+
+    fences = None
+    problems: list[Any] = []
+    if args.fences:
+        fences, problems = fence_infos_from(args.fences)
+    sets = []
+    for path in args.files:
+        if not Path(path).is_file():
+            from campaigns import CampaignError
+
+            raise CampaignError("no such file", source=path)
+        cs, errs = parse_file(path, fences)
+        problems.extend(errs)
+        if cs is not None:
+            sets.append(cs)
+    if not problems:
+        _merged, errs = merge(sets)
+        problems.extend(errs)
+    if problems:
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len(args.files)} file{'s' if len(args.files) != 1 else ''}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    n = sum(len(s.campaigns) for s in sets)
+    active = sum(1 for s in sets for c in s.campaigns if c.status == "active")
+    checked = f", fences checked against {args.fences}" if args.fences else ""
+    print(f"ok: {n} campaign{'s' if n != 1 else ''} ({active} active) in {len(args.files)} file{'s' if len(args.files) != 1 else ''}{checked}")
+    return 0
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    from campaigns import CampaignFileError, CampaignRules, MemoryLimiter, load_campaigns
+    from campaigns.backtest import format_table, replay
+    from geofence import FenceIndex, load_geojson
+    from proximity.batch import PingBatch
+    from proximity.engine import Engine, EngineConfig
+
+    if args.sightings and not args.beacons:
+        raise ValueError("--sightings needs --beacons (the registry that maps beacon keys to stores and zones)")
+    if not args.slice > 0:
+        raise ValueError(f"--slice must be a positive number of seconds, not {args.slice:g}")
+    fences = load_geojson(args.fences)
+    infos, problems = fence_infos_from(args.fences)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 2
+    try:
+        campaign_set = load_campaigns(args.campaigns, infos)
+    except CampaignFileError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    pings = PingBatch.from_csv(args.pings)
+    tracker = sightings = None
+    if args.sightings:
+        from beacons import ProximityTracker, load_registry
+
+        tracker = ProximityTracker(load_registry(Path(args.beacons)))
+        sightings = read_sightings(args.sightings)
+    rules = CampaignRules(campaign_set, infos, limiter=MemoryLimiter())
+    # a replay runs on the log's clock: no wall-clock skew check
+    engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(max_future_skew_s=None))
+    report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def read_sightings(path: str) -> Any:
+    """``beacons.Sightings`` from a CSV with header ``ts,observer_id,key,rssi,tx_power`` (errors name file:line)."""
+    import csv
+
+    from beacons import Sightings
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("ts", "key", "rssi") if c not in (reader.fieldnames or [])]
+        if missing or not {"observer_id", "observer"} & set(reader.fieldnames or []):
+            from campaigns import CampaignError
+
+            raise CampaignError(
+                "sightings header must be ts,observer_id,key,rssi,tx_power", source=path, line=1, col=1
+            )
+        rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
+    try:
+        return Sightings.from_rows(rows, source=path)
+    except ValueError as exc:
+        row = getattr(exc, "row", None)
+        if row is not None and getattr(exc, "line", None) is None:
+            exc.line = row + 2  # type: ignore[attr-defined]  # header is line 1
+        raise

@@ -1,0 +1,225 @@
+"""``proximity serve``: the engine as a network service.
+
+With no arguments it starts on the embedded default (state in memory, one
+process) with the bundled demo fences, campaigns and beacon registry, and
+prints a demo key and a ready-to-paste ``curl``.
+
+``--workers N`` runs N processes sharing one listening socket (the kernel
+spreads connections among them); they share state through ``--redis URL``,
+which more than one worker requires. SIGTERM or Ctrl-C stops accepting,
+finishes the batches in flight and flushes the outbox before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from proximity.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
+from proximity.config import ServiceConfig, config_from_mapping, load_config
+from proximity.errors import ValidationError
+
+log = logging.getLogger("proximity.serve")
+
+_OPTION_FIELDS = (
+    "host", "port", "fences", "campaigns", "beacons", "keys", "redis", "redis_prefix", "workers", "max_batch",
+    "max_scan_rows", "max_body_bytes", "rate_limit", "rate_burst", "max_skew_s", "reload_interval_s",
+    "webhook_url", "offers_file", "shutdown_timeout_s",
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP service (pings, scans, admin, live feed, metrics)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="API keys: --keys FILE and/or $PROXIMITY_API_KEYS, lines 'name:scope[,scope]:sha256hex' "
+               "(scopes: sdk, gateway, admin). Without any, a demo key with every scope is made and printed.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML file of settings (the option names, with _)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--fences", metavar="GEOJSON", help="fences file, watched and hot-reloaded")
+    p.add_argument("--campaigns", metavar="YAML", help="campaigns file, watched and hot-reloaded")
+    p.add_argument("--beacons", metavar="YAML", help="beacon registry file, watched and hot-reloaded")
+    p.add_argument("--no-demo", action="store_true",
+                   help="do not load the bundled demo data when no fences/campaigns/beacons are given")
+    p.add_argument("--keys", metavar="FILE", help="API key file (hashed keys)")
+    p.add_argument("--redis", metavar="URL", help="shared state, e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--redis-prefix", dest="redis_prefix", help="prefix of every Redis key (default 'proximity')")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (more than 1 needs --redis)")
+    p.add_argument("--max-batch", dest="max_batch", type=int, help="most pings per request (default 1000)")
+    p.add_argument("--max-scan-rows", dest="max_scan_rows", type=int, help="most sightings per request (5000)")
+    p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, help="most body bytes, after gunzip (1 MiB)")
+    p.add_argument("--rate-limit", dest="rate_limit", type=float, help="requests/s per key and worker (100; 0: off)")
+    p.add_argument("--rate-burst", dest="rate_burst", type=float, help="burst of requests per key (200)")
+    p.add_argument("--max-skew", dest="max_skew_s", type=float, help="seconds a ts may be in the future (300)")
+    p.add_argument("--reload-interval", dest="reload_interval_s", type=float, help="file poll interval, s (2)")
+    p.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float,
+                   help="seconds to finish in-flight work on shutdown (30)")
+    p.add_argument("--webhook-url", dest="webhook_url", help="deliver offers to this URL (HMAC-signed)")
+    p.add_argument("--offers-file", dest="offers_file", help="append offers to this JSONL file")
+    p.add_argument("--new-key", metavar="NAME:SCOPES",
+                   help="print a new random key and its key-file line (e.g. ios-app:sdk), then exit")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=run)
+
+
+def new_key_line(spec: str) -> tuple[str, str]:
+    """``(key, key-file line)`` for ``NAME:SCOPE[,SCOPE]``."""
+    name, _, scopes = spec.partition(":")
+    scopes = scopes or "sdk"
+    line = f"{name}:{scopes}:{hash_key('x')}"
+    KeyRing.parse(line, source="--new-key")  # validates name and scopes
+    key = generate_key()
+    return key, f"{name}:{scopes}:{hash_key(key)}"
+
+
+def build_config(args: argparse.Namespace) -> ServiceConfig:
+    overrides: dict[str, Any] = {f: getattr(args, f, None) for f in _OPTION_FIELDS}
+    given = any(getattr(args, k, None) for k in ("fences", "campaigns", "beacons"))
+    if args.config:
+        cfg = load_config(args.config, **overrides)
+    else:
+        cfg = config_from_mapping({}, source="options", **overrides)
+    if not (given or cfg.fences or cfg.campaigns or cfg.beacons) and not args.no_demo:
+        cfg = cfg.replace(demo=True)
+    return cfg
+
+
+def load_keys(cfg: ServiceConfig) -> KeyRing:
+    ring = KeyRing.from_file(cfg.keys) if cfg.keys else KeyRing()
+    return ring.merged(KeyRing.from_env())
+
+
+def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
+    lon, lat = 2.3522, 48.8566
+    fences_path = cfg.resolved_paths().get("fences")
+    if fences_path is not None:
+        try:
+            from geofence import load_geojson
+
+            fence = load_geojson(json.loads(fences_path.read_text(encoding="utf-8")))[0]
+            center = getattr(fence, "center", None)
+            if center is not None:
+                lon, lat = float(center[0]), float(center[1])
+        except Exception:  # the banner is a convenience; the server reports real problems
+            pass
+    ts = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    body = json.dumps({"batch_id": "demo-1", "pings": [
+        {"device_id": "dev-demo", "lon": round(lon, 6), "lat": round(lat, 6), "accuracy_m": 5, "ts": ts}]})
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    return (f"curl -s -X POST http://{host}:{port}/v1/pings -H 'X-API-Key: {key}' "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+
+
+def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> None:
+    from proximity.server import serve_forever
+
+    logging.basicConfig(level=level.upper(), format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
+    keys = KeyRing([_key_from_line(line) for line in lines])
+    try:
+        asyncio.run(serve_forever(cfg, sock, keys=keys))
+    except (ValueError, OSError) as exc:
+        from proximity.errors import describe
+
+        print(f"worker {os.getpid()}: {describe(exc)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _key_from_line(line: str) -> ApiKey:
+    return next(iter(KeyRing.parse(line)))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.new_key:
+        key, line = new_key_line(args.new_key)
+        print(f"key:  {key}\nline: {line}\n(add the line to your --keys file; the key itself is shown only now)")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = build_config(args)
+    keys = load_keys(cfg)
+    demo_key = None
+    if len(keys) == 0:
+        demo_key = generate_key()
+        keys = KeyRing([ApiKey("demo", frozenset(SCOPES), bytes.fromhex(hash_key(demo_key)))])
+    for kind, path in cfg.resolved_paths().items():
+        if path is not None and not path.is_file():
+            raise ValidationError(f"{kind} file not found", source=str(path))
+
+    from proximity.server import bind_socket
+
+    sock = bind_socket(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
+    port = sock.getsockname()[1]
+    mode = f"redis {cfg.redis} (prefix {cfg.redis_prefix!r})" if cfg.redis else "embedded (memory)"
+    loaded = ", ".join(f"{k}={p}" for k, p in cfg.resolved_paths().items() if p is not None) or "nothing loaded"
+    print(f"proximity serve: listening on http://{cfg.host}:{port} ({cfg.workers} worker(s), {mode})", flush=True)
+    print(f"  {'demo data' if cfg.demo else 'data'}: {loaded}", flush=True)
+    if demo_key is not None:
+        print(f"  demo key (every scope, this run only): {demo_key}", flush=True)
+        print(f"  try: {_demo_curl(cfg, port, demo_key)}", flush=True)
+    print(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics", flush=True)
+
+    lines = [k.line() for k in keys]
+    if cfg.workers == 1:
+        _worker_main(cfg, sock, lines, args.log_level)
+        return 0
+    return _supervise(cfg, sock, lines, args.log_level)
+
+
+def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> int:
+    """Run ``cfg.workers`` forked workers on the shared socket; restart crashed ones; stop them on a signal."""
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+
+    def spawn() -> Any:
+        proc = ctx.Process(target=_worker_main, args=(cfg, sock, lines, level), daemon=False)
+        proc.start()
+        return proc
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    procs = [spawn() for _ in range(cfg.workers)]
+    restarts: list[float] = []
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in enumerate(procs):
+            if proc.is_alive() or stopping:
+                continue
+            if proc.exitcode == 2:  # bad configuration: the others will fail the same way
+                log.error("worker %d exited with a configuration error; stopping", proc.pid)
+                stopping = True
+                break
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            if len(restarts) > 5 * cfg.workers:
+                log.error("workers keep crashing; giving up")
+                stopping = True
+                break
+            log.warning("worker %d exited (%s); restarting", proc.pid, proc.exitcode)
+            procs[i] = spawn()
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + cfg.shutdown_timeout_s + 5
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    sock.close()
+    return 0 if all(p.exitcode in (0, -signal.SIGTERM) for p in procs) else 1

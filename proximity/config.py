@@ -1,0 +1,208 @@
+"""The service's settings: one dataclass, read from a YAML file and/or command-line options.
+
+``proximity serve --config service.yaml`` reads a mapping with the same names as
+the fields of :class:`ServiceConfig` (dashes or underscores), for example::
+
+    port: 8080
+    fences: /etc/proximity/fences.geojson
+    campaigns: /etc/proximity/campaigns.yaml
+    redis: redis://127.0.0.1:6379/0
+    max_batch: 1000
+    rate_limit: 100
+
+Command-line options given explicitly win over the file. Problems are reported
+as ``file:line:col: message`` with a did-you-mean for unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from proximity.errors import ValidationError
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+
+def example_path(name: str) -> Path:
+    """A bundled example file (``fences.geojson``, ``campaigns.yaml``, ``beacons.yaml``, ...)."""
+    return EXAMPLES / name
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``proximity serve`` can be told. Defaults are the embedded demo's."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: GeoJSON fences, YAML campaigns, YAML beacon registry; watched and hot-reloaded.
+    fences: str | None = None
+    campaigns: str | None = None
+    beacons: str | None = None
+    #: Use the bundled example fences, campaigns and registry for what is not given.
+    demo: bool = False
+    #: Key file (``name:scopes:sha256`` lines); keys from ``$PROXIMITY_API_KEYS`` are added.
+    keys: str | None = None
+    #: Shared state; ``None`` is the embedded default (everything in memory).
+    redis: str | None = None
+    redis_prefix: str = "proximity"
+    workers: int = 1
+    #: Most rows in one ``/v1/pings`` batch and one ``/v1/scans`` batch (413 beyond).
+    max_batch: int = 1000
+    max_scan_rows: int = 5000
+    #: Most bytes of a request body, after gunzip too (413 beyond).
+    max_body_bytes: int = 1 << 20
+    #: Requests per second per key (token bucket; 0 disables) and the burst allowed.
+    rate_limit: float = 100.0
+    rate_burst: float = 200.0
+    #: Pings or sightings more than this many seconds in the future are rejected.
+    max_skew_s: float = 300.0
+    #: How long a ``batch_id``'s response is kept for replay.
+    idempotency_ttl_s: float = 86400.0
+    #: Seconds between checks of the watched files (and of the Redis config version).
+    reload_interval_s: float = 2.0
+    #: Seconds between ``engine.advance(now)`` calls (debounce exits, TTL expiry).
+    advance_interval_s: float = 1.0
+    #: Seconds a graceful shutdown waits for in-flight batches and the outbox.
+    shutdown_timeout_s: float = 30.0
+    #: Messages buffered per live feed client before the oldest are dropped.
+    feed_queue: int = 1000
+    #: Offer delivery besides the live feed: a webhook URL (secret from the named
+    #: environment variable) and/or a JSONL file.
+    webhook_url: str | None = None
+    webhook_secret_env: str = "PROXIMITY_WEBHOOK_SECRET"
+    offers_file: str | None = None
+    #: Extra settings passed to the engine (``EngineConfig`` fields).
+    engine: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems: list[tuple[str, str]] = []
+        if not 0 <= self.port <= 65535:
+            problems.append(("port", f"port must be 0-65535, not {self.port}"))
+        for name in ("workers", "max_batch", "max_scan_rows", "max_body_bytes", "feed_queue"):
+            if getattr(self, name) < 1:
+                problems.append((name, f"{name} must be at least 1, not {getattr(self, name)}"))
+        for name in ("rate_limit", "rate_burst", "max_skew_s", "idempotency_ttl_s"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                problems.append((name, f"{name} must be a finite number >= 0, not {v}"))
+        for name in ("reload_interval_s", "advance_interval_s", "shutdown_timeout_s"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v <= 0:
+                problems.append((name, f"{name} must be a finite number > 0, not {v}"))
+        if self.rate_limit > 0 and self.rate_burst < 1:
+            problems.append(("rate_burst", "rate_burst must be at least 1 when a rate limit is set"))
+        if self.workers > 1 and not self.redis:
+            problems.append(("workers", "more than one worker needs shared state: give --redis URL"))
+        if not self.redis_prefix or any(c in self.redis_prefix for c in " {}"):
+            problems.append(("redis_prefix", "redis_prefix must be non-empty, without spaces or braces"))
+        if problems:
+            name, message = problems[0]
+            raise ValidationError(message, field=name)
+
+    @property
+    def uses_demo(self) -> bool:
+        return self.demo
+
+    def resolved_paths(self) -> dict[str, Path | None]:
+        """The fences/campaigns/beacons files to load (bundled examples for the demo)."""
+        out: dict[str, Path | None] = {}
+        for kind, example in (("fences", "fences.geojson"), ("campaigns", "campaigns.yaml"),
+                              ("beacons", "beacons.yaml")):
+            given = getattr(self, kind)
+            if given:
+                out[kind] = Path(given)
+            elif self.demo and example_path(example).is_file():
+                out[kind] = example_path(example)
+            else:
+                out[kind] = None
+        return out
+
+    def replace(self, **changes: Any) -> ServiceConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(ServiceConfig)}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "host": (str,), "port": (int,), "fences": (str,), "campaigns": (str,), "beacons": (str,),
+    "demo": (bool,), "keys": (str,), "redis": (str,), "redis_prefix": (str,), "workers": (int,),
+    "max_batch": (int,), "max_scan_rows": (int,), "max_body_bytes": (int,), "rate_limit": (int, float),
+    "rate_burst": (int, float), "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
+    "reload_interval_s": (int, float), "advance_interval_s": (int, float),
+    "shutdown_timeout_s": (int, float), "feed_queue": (int,), "webhook_url": (str,),
+    "webhook_secret_env": (str,), "offers_file": (str,), "engine": (dict, Mapping),
+}
+
+
+def _where(data: Any, key: str) -> tuple[int | None, int | None]:
+    lc = getattr(data, "lc", None)
+    if lc is None:
+        return None, None
+    try:
+        line, col = lc.key(key)
+    except (KeyError, TypeError, AttributeError):
+        return None, None
+    return line + 1, col + 1
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>", base_dir: Path | None = None,
+                        **overrides: Any) -> ServiceConfig:
+    """A :class:`ServiceConfig` from a mapping (e.g. parsed YAML with line numbers), then ``overrides``."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("the service configuration must be a mapping of settings", source=source,
+                              line=1, col=1)
+    values: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        line, col = _where(data, raw_key)
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, list(_FIELDS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValidationError(f"unknown setting {raw_key!r}{hint}", source=source, line=line, col=col,
+                                  field=str(raw_key))
+        types = _TYPES[key]
+        ok = (value is None and _FIELDS[key].default is None) or (
+            isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        )
+        if not ok:
+            names = " or ".join(t.__name__ for t in types)
+            raise ValidationError(f"{key} must be {names}, not {type(value).__name__}", source=source,
+                                  line=line, col=col, field=key)
+        if key in ("fences", "campaigns", "beacons", "keys", "offers_file") and value and base_dir:
+            value = str((base_dir / value).resolve()) if not os.path.isabs(value) else value
+        if key == "engine":
+            value = dict(value)
+        values[key] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServiceConfig(**values)
+    except ValidationError as exc:
+        line, col = _where(data, exc.field) if exc.field is not None and exc.field in data else (None, None)
+        raise ValidationError(exc.message, source=source, line=line, col=col, field=exc.field) from None
+
+
+def load_config(path: str | os.PathLike[str], **overrides: Any) -> ServiceConfig:
+    """Read a YAML (or JSON) service configuration file."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError
+
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ValidationError(
+            str(exc.problem or exc), source=str(p),
+            line=None if mark is None else mark.line + 1, col=None if mark is None else mark.column + 1,
+        ) from None
+    return config_from_mapping(data if data is not None else {}, source=str(p), base_dir=p.parent, **overrides)
+
+
+__all__ = ["EXAMPLES", "ServiceConfig", "config_from_mapping", "example_path", "load_config"]

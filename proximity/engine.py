@@ -1,0 +1,349 @@
+"""The engine: one batch in -> fence matches / beacon zones -> presence -> campaign rules -> offers out.
+
+>>> engine = Engine(index)                       # memory store, no beacons, no rules
+>>> r = engine.process_pings(PingBatch.from_rows(rows))
+>>> r.events                                     # [Event(kind="enter", ...), ...] device then time order
+>>> engine.advance(now).events                   # debounce exits due by `now`
+
+Everything per ping is array code: the batch's device ids become store handles,
+pings are sorted by (device, time) and de-duplicated, matched against the
+:class:`geofence.FenceIndex` in one call, turned into evidence levels per fence
+(see :mod:`proximity.presence`), and applied by the store through the one
+transition function. Only the events (about 1% of pings in steady state) become
+Python objects, and only devices with events are looked up for the rules.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import shapely
+
+from proximity.batch import PingBatch
+from proximity.events import Device, Event, place_key
+from proximity.presence import (
+    AMBIGUOUS,
+    BEACON,
+    ENTER,
+    GPS,
+    KEEP,
+    Evidence,
+    PlaceTable,
+    PresenceParams,
+    sort_evidence,
+    thresholds_for,
+    to_events,
+)
+from proximity.store import MemoryStore, StateStore
+
+M_PER_DEG = 111_320.0
+
+
+class Rules(Protocol):
+    """What the engine asks of campaigns (``campaigns`` implements it; the engine never imports it)."""
+
+    def dwell_thresholds(self) -> Mapping[str, Sequence[float]]:
+        """Fence id (or place key ``fence#zone``, or ``"*"``) -> extra dwell times in seconds."""
+
+    def decide(self, events: Sequence[Event], devices: Mapping[str, Device], now: float) -> Sequence[Any]:
+        """Offers for these events (``devices`` holds every device that has an event)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings (seconds, metres). Fence properties ``dwell_s`` and ``max_accuracy_m`` override per fence.
+
+    - ``max_accuracy_m``: a ping whose point is inside a fence enters it when its
+      accuracy is at most this (an accuracy circle fully inside always enters);
+    - ``accuracy_factor``: and at most this many times the fence's equivalent
+      radius (``sqrt(area / pi)``), so a coarse ping never enters a small fence
+      (``None`` turns this off); a fence's own ``max_accuracy_m`` replaces both;
+    - ``beacon_enter_proximity``: a sighting enters a store/zone at this class or
+      closer (1 immediate, 2 near, 3 far);
+    - ``max_future_skew_s``: evidence further than this ahead of the clock is
+      rejected with a reason (``None``: never);
+    - ``clock``: wall-clock seconds (for the skew check).
+    """
+
+    gps_debounce_s: float = 60.0
+    beacon_debounce_s: float = 30.0
+    dwell_s: float = 300.0
+    zone_dwell_s: float = 60.0
+    max_accuracy_m: float = 50.0
+    accuracy_factor: float | None = 2.0
+    beacon_enter_proximity: int = 2
+    ttl_s: float = 7 * 24 * 3600.0
+    max_future_skew_s: float | None = 300.0
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("dwell_s", "zone_dwell_s", "max_accuracy_m"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, not {v!r}")
+        if self.accuracy_factor is not None and not self.accuracy_factor > 0:
+            raise ValueError(f"accuracy_factor must be positive or None, not {self.accuracy_factor!r}")
+        if self.beacon_enter_proximity not in (1, 2, 3):
+            raise ValueError("beacon_enter_proximity must be 1 (immediate), 2 (near) or 3 (far)")
+        if self.max_future_skew_s is not None and not self.max_future_skew_s >= 0:
+            raise ValueError("max_future_skew_s must be >= 0 or None")
+        self.params  # noqa: B018  (validates the debounce and TTL values)
+
+    @property
+    def params(self) -> PresenceParams:
+        return PresenceParams(self.gps_debounce_s, self.beacon_debounce_s, self.ttl_s)
+
+
+@dataclass
+class BatchResult:
+    """What one call produced: ``events`` (device then time order), ``offers`` (from the rules),
+    ``stats`` (counts: input, applied, ``late``, ``duplicates``, ``rejected``, events by kind) and
+    ``rejected`` (``{"row", "field", "reason"}`` per input row refused, e.g. future timestamps)."""
+
+    events: list[Event] = field(default_factory=list)
+    offers: list[Any] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Engine:
+    """Presence over a fence index (and optionally beacons), with state in a store, feeding campaign rules."""
+
+    def __init__(
+        self,
+        index: Any,
+        *,
+        store: StateStore | None = None,
+        tracker: Any = None,
+        rules: Rules | None = None,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.params = self.config.params
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.tracker = tracker
+        self.rules = rules
+        self.places = PlaceTable(self._dwell_of)
+        self.counters: Counter[str] = Counter()
+        self._extra: Mapping[str, Sequence[float]] = {}
+        self._fence_dwell: dict[str, float] = {}
+        self.index: Any = None
+        self._ids_seen: Any = None
+        self._fence_place = np.zeros(0, np.int32)
+        self._fence_limit = np.zeros(0)
+        if rules is not None:
+            self._extra = dict(rules.dwell_thresholds())
+        if index is not None:
+            self.set_index(index)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def set_index(self, index: Any) -> None:
+        """Use this fence index (also after ``index.add``/``remove``). Visits are keyed by fence id, so they carry over."""
+        fences = list(index.fences)
+        ids = [f.id for f in fences]
+        self._fence_dwell = {f.id: float(f.properties["dwell_s"]) for f in fences
+                             if f.properties.get("dwell_s") is not None}
+        pids = self._place_ids(ids)
+        self._fence_place = np.asarray(pids, np.int32)
+        self._fence_limit = np.array([self._accuracy_limit(f) for f in fences], np.float64)
+        self.index = index
+        self._ids_seen = index.fence_ids
+        self.places.refresh()
+
+    def set_rules(self, rules: Rules | None) -> None:
+        """Use these campaign rules (their dwell thresholds apply to visits from now on)."""
+        self.rules = rules
+        self._extra = dict(rules.dwell_thresholds()) if rules is not None else {}
+        self.places.refresh()
+
+    def _dwell_of(self, key: str) -> list[float]:
+        own = self.config.zone_dwell_s if "#" in key else self._fence_dwell.get(key, self.config.dwell_s)
+        return thresholds_for(key, own, self._extra)
+
+    def _accuracy_limit(self, fence: Any) -> float:
+        own = fence.properties.get("max_accuracy_m")
+        if own is not None:
+            return float(own)
+        limit = self.config.max_accuracy_m
+        if self.config.accuracy_factor is not None:
+            limit = min(limit, self.config.accuracy_factor * _equivalent_radius_m(fence))
+        return limit
+
+    def _place_ids(self, keys: Sequence[str]) -> list[int]:
+        known = self.places.ids
+        missing = [k for k in dict.fromkeys(keys) if k not in known]
+        if missing:
+            self.places.add_keys(missing, self.store.place_ids(missing))
+        return [known[k] for k in keys]
+
+    def _check_index(self) -> None:
+        if self.index is None:
+            raise ValueError("this engine has no fence index: pass one to Engine(index) to process pings")
+        if self.index.fence_ids is not self._ids_seen:
+            self.set_index(self.index)
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _future(self, ts: np.ndarray, kind: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        skew = self.config.max_future_skew_s
+        if skew is None or not len(ts):
+            return np.ones(len(ts), bool), []
+        limit = self.config.clock() + skew
+        bad = ts > limit
+        rejected = [{"row": int(i), "field": "ts",
+                     "reason": f"{kind} time {ts[i]:.3f} is more than {skew:g} s ahead of the server clock"}
+                    for i in np.flatnonzero(bad)]
+        return ~bad, rejected
+
+    def process_pings(self, batch: PingBatch) -> BatchResult:
+        """Apply a batch of location pings; return the events, offers and counts."""
+        self._check_index()
+        n = len(batch)
+        ok, rejected = self._future(batch.ts, "ping")
+        rows = np.flatnonzero(ok)
+        b = batch if len(rows) == n else batch.take(rows)
+        res = self.store.resolve(b.device_id)
+        order, dup = sort_evidence(res.codes, b.ts, b.lon, b.lat, b.accuracy_m)
+        order = order[~dup]
+        lon, lat, acc, ts = b.lon[order], b.lat[order], b.accuracy_m[order], b.ts[order]
+        m = self.index.match(lon, lat, accuracy_m=acc)
+        point, fence, conf = np.asarray(m.point), np.asarray(m.fence), np.asarray(m.confidence, np.int8)
+        # accuracy within the fence's limit: point inside enters, within-accuracy keeps a visit (no flapping);
+        # coarser: point inside only keeps a visit, within-accuracy says nothing
+        fine = acc[point] <= self._fence_limit[fence]
+        level = np.where(conf >= 3, ENTER, np.where(conf == 2, np.where(fine, ENTER, KEEP),
+                                                    np.where(fine, KEEP, AMBIGUOUS))).astype(np.int8)
+        obs = np.zeros(len(order) + 1, np.int64)
+        np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
+        ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
+                      self._fence_place[fence], level, conf, rows[order])
+        tr = self.store.apply(res, ev, self.places, self.params)
+        applied = tr.status == 0
+        if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
+            rows_in_order = order[applied]
+            self.store.update_info(b.device_id[rows_in_order], b.attrs[rows_in_order], b.timezone[rows_in_order])
+        events = to_events(tr, res.names, self.places)
+        stats = {"pings": n, "applied": int(applied.sum()), "late": tr.late, "duplicates": int(dup.sum()),
+                 "rejected": len(rejected), "matches": len(point)}
+        now = float(ts.max()) if len(ts) else self.config.clock()
+        return self._finish(events, stats, rejected, now)
+
+    def process_sightings(self, sightings: Any) -> BatchResult:
+        """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``)."""
+        if self.tracker is None:
+            raise ValueError("this engine has no beacon tracker: pass tracker=ProximityTracker(registry)")
+        z = self.tracker.update(sightings)
+        n_in = len(sightings.ts) if hasattr(sightings, "ts") else len(z.ts)
+        return self.process_zone_sightings(z, n_input=n_in)
+
+    def process_zone_sightings(self, z: Any, *, n_input: int | None = None) -> BatchResult:
+        """Apply resolved sightings (columns ``device_id, fence_id, zone, distance_m, proximity, ts, row``)."""
+        ts_all = np.asarray(z.ts, np.float64)
+        ok, rejected = self._future(ts_all, "sighting")
+        for r in rejected:
+            r["row"] = int(np.asarray(z.row)[r["row"]])
+        keep = np.flatnonzero(ok)
+        dev_ids = np.asarray(z.device_id, dtype=object)[keep]
+        fence_ids = np.asarray(z.fence_id, dtype=object)[keep]
+        zones = np.asarray(z.zone, dtype=object)[keep]
+        prox = np.asarray(z.proximity, np.int8)[keep]
+        dist = np.asarray(z.distance_m, np.float64)[keep]
+        ts = ts_all[keep]
+        in_rows = np.asarray(z.row, np.int64)[keep]
+        res = self.store.resolve(dev_ids)
+        store_pid = np.asarray(self._place_ids(fence_ids.tolist()), np.int64).reshape(-1)
+        has_zone = np.fromiter((bool(x) for x in zones), bool, len(zones))
+        zone_keys = [place_key(f, zz) for f, zz in zip(fence_ids[has_zone], zones[has_zone], strict=True)]
+        zone_pid = np.full(len(zones), -1, np.int64)
+        zone_pid[has_zone] = self._place_ids(zone_keys)
+        # ties at one instant break on the place *names* (ids depend on arrival order)
+        pids = np.unique(np.concatenate([store_pid, zone_pid[zone_pid >= 0]]))
+        name_rank = np.argsort(np.argsort(np.array([self.places.keys[p] for p in pids.tolist()], dtype=str)))
+
+        def rank(pid: np.ndarray) -> np.ndarray:
+            out = np.full(len(pid), -1.0)
+            ok = pid >= 0
+            out[ok] = name_rank[np.searchsorted(pids, pid[ok])]
+            return out
+
+        order, dup = sort_evidence(res.codes, ts, rank(store_pid), rank(zone_pid), prox)
+        order = order[~dup]
+        n = len(order)
+        p = prox[order]
+        level = np.where((p >= 1) & (p <= self.config.beacon_enter_proximity), ENTER, AMBIGUOUS).astype(np.int8)
+        conf = np.where(p == 0, 0, 4 - p).astype(np.int8)
+        pairs = np.stack([store_pid[order], zone_pid[order]], axis=1)
+        valid = pairs >= 0
+        obs = np.zeros(n + 1, np.int64)
+        np.cumsum(valid.sum(axis=1), out=obs[1:])
+        ev = Evidence(res.codes[order], ts[order], np.full(n, BEACON, np.int8), obs,
+                      pairs[valid].astype(np.int32), np.repeat(level, valid.sum(axis=1)),
+                      np.repeat(conf, valid.sum(axis=1)), in_rows[order])
+        tr = self.store.apply(res, ev, self.places, self.params)
+        events = to_events(tr, res.names, self.places, proximity=p, distance=dist[order])
+        stats = {"sightings": len(ts_all) if n_input is None else n_input, "zone_sightings": len(ts_all),
+                 "applied": int((tr.status == 0).sum()), "late": tr.late, "duplicates": int(dup.sum()),
+                 "rejected": len(rejected)}
+        now = float(ts.max()) if len(ts) else self.config.clock()
+        return self._finish(events, stats, rejected, now)
+
+    def advance(self, now: float) -> BatchResult:
+        """Time passes to ``now`` (event time): exits whose debounce ran out, devices idle past the TTL forgotten."""
+        tr, names = self.store.advance(float(now), self.places, self.params)
+        events = to_events(tr, names, self.places)
+        return self._finish(events, {}, [], float(now))
+
+    # -- devices ----------------------------------------------------------------------------
+
+    def forget(self, device_id: str) -> BatchResult:
+        """Erase everything known of a device (privacy). Its open visits end with ``cause="forget"``; no offers."""
+        tr, names = self.store.forget(device_id, self.places, self.params)
+        events = to_events(tr, names, self.places)
+        self.counters["forgotten"] += 1
+        return self._finish(events, {"forgotten": 1}, [], 0.0, decide=False)
+
+    def set_opt_out(self, device_id: str, flag: bool = True) -> None:
+        """Mark a device as opted out of offers (presence is still tracked; rules see ``Device.opted_out``)."""
+        self.store.set_opt_out(device_id, bool(flag))
+
+    def device_state(self, device_id: str) -> dict[str, Any]:
+        """What the engine holds for a device: its open visits, last evidence time, attrs, time zone, opt-out."""
+        snap = self.store.snapshot(device_id, self.places) or {"last_ts": None, "visits": []}
+        dev = self.store.devices([device_id])[device_id]
+        return {"device_id": device_id, **snap, "attrs": dict(dev.attrs), "timezone": dev.timezone,
+                "opted_out": dev.opted_out}
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[dict[str, Any]], now: float,
+                *, decide: bool = True) -> BatchResult:
+        for e in events:
+            stats[e.kind] = stats.get(e.kind, 0) + 1
+        stats["events"] = len(events)
+        self.counters.update(stats)
+        offers: list[Any] = []
+        if decide and events and self.rules is not None:
+            devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
+            offers = list(self.rules.decide(events, devices, now))
+            self.counters["offers"] += len(offers)
+        return BatchResult(events, offers, stats, rejected)
+
+
+def _equivalent_radius_m(fence: Any) -> float:
+    """``sqrt(area / pi)`` in metres (a circle's own radius)."""
+    if getattr(fence, "radius_m", None):
+        return float(fence.radius_m)
+    geom = fence.geometry
+    lat = float(shapely.get_coordinates(shapely.centroid(geom))[0, 1])
+    area_m2 = float(shapely.area(geom)) * M_PER_DEG * M_PER_DEG * math.cos(math.radians(lat))
+    return math.sqrt(max(area_m2, 0.0) / math.pi)
+
+
+__all__ = ["BatchResult", "Engine", "EngineConfig", "Rules"]

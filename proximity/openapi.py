@@ -1,0 +1,299 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``GET /openapi.json``.
+
+This is the contract SDK and gateway teams code against. A test
+(``tests/proximity/test_openapi.py``) keeps it in step with the routes the
+server really registers: every (method, path) pair and the scope each one
+requires must match, in both directions.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from proximity import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "What is wrong, in words."},
+        "field": {"type": "string", "description": "The field at fault (`lat`, `pings`, `features[3].geometry`)."},
+        "row": {"type": "integer", "description": "0-based index of the row at fault in a batch."},
+        "line": {"type": "integer"},
+        "col": {"type": "integer"},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
+                   "description": "Every problem, when there are several."},
+    },
+}
+
+_PING = {
+    "type": "object",
+    "required": ["device_id", "lon", "lat", "accuracy_m", "ts"],
+    "properties": {
+        "device_id": {"type": "string", "minLength": 1},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "accuracy_m": {"type": "number", "minimum": 0, "description": "Radius of the fix's accuracy circle, metres."},
+        "ts": {"oneOf": [{"type": "number", "description": "epoch seconds"},
+                         {"type": "string", "format": "date-time"}],
+               "description": "When the fix was taken; at most `max_skew_s` in the future."},
+        "speed": {"type": "number", "minimum": 0, "description": "m/s"},
+        "foreground": {"type": "boolean"},
+        "attrs": {"type": "object", "description": "Device attributes campaign audiences read (segments, ...)."},
+        "timezone": {"type": "string", "description": "IANA time zone of the device."},
+    },
+}
+
+_PING_BATCH = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["pings"],
+            "properties": {
+                "batch_id": {"type": "string", "minLength": 1, "maxLength": 200,
+                             "description": "Makes retries idempotent: a repeated batch_id gets the first "
+                                            "response replayed (header `Idempotent-Replay: true`)."},
+                "pings": {"type": "array", "items": {"$ref": "#/components/schemas/Ping"},
+                          "description": "At most `max_batch` rows (default 1000); 413 beyond."},
+            },
+        },
+        {"type": "array", "items": {"$ref": "#/components/schemas/Ping"}},
+    ]
+}
+
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "kind": {"enum": ["enter", "dwell", "exit"]},
+        "device_id": {"type": "string"},
+        "place": {"type": "string", "description": "`fence_id` or `fence_id#zone`."},
+        "fence_id": {"type": "string"},
+        "zone": {"type": ["string", "null"]},
+        "ts": {"type": "number"},
+        "source": {"enum": ["gps", "beacon", "fused"]},
+        "confidence": {"type": "integer"},
+        "dwell_s": {"type": "number"},
+        "cause": {"type": "string"},
+        "proximity": {"enum": ["immediate", "near", "far", "unknown"]},
+        "distance_m": {"type": "number"},
+    },
+}
+
+_BATCH_RESPONSE = {
+    "type": "object",
+    "required": ["accepted", "rejected", "devices"],
+    "properties": {
+        "batch_id": {"type": ["string", "null"]},
+        "accepted": {"type": "integer", "description": "Rows processed."},
+        "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
+                     "description": "Rows refused, each with its `row` and `field`. The good rows of a "
+                                    "partly bad batch are processed; a batch with no good row gets 422."},
+        "devices": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "offers": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "description": "Per device id: the events and offers this batch produced.",
+        },
+        "stats": {"type": "object"},
+    },
+}
+
+_SIGHTING = {
+    "type": "object",
+    "required": ["ts", "rssi"],
+    "properties": {
+        "ts": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+        "rssi": {"type": "number"},
+        "raw": {"type": "string", "description": "Hex of the advertising payload (AD structures)."},
+        "key": {"type": "string", "description": "Canonical beacon key (`ibeacon:<uuid>/<major>/<minor>`, "
+                                                 "`eddystone:<ns>/<inst>`, `altbeacon:<id>`)."},
+        "tx_power": {"type": ["number", "null"]},
+        "observer_id": {"type": "string", "description": "A phone that saw a store beacon (default: the gateway)."},
+    },
+}
+
+_SCAN_BATCH = {
+    "type": "object",
+    "required": ["gateway_id", "sightings"],
+    "properties": {
+        "gateway_id": {"type": "string"},
+        "batch_id": {"type": "string"},
+        "sent_at": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+        "sightings": {"type": "array", "items": {"$ref": "#/components/schemas/Sighting"},
+                      "description": "At most `max_scan_rows` rows (default 5000); 413 beyond."},
+    },
+}
+
+
+def _json(schema_ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json("Error")}
+
+
+_COMMON_ERRORS = {
+    "401": _err("No key, or an unknown key."),
+    "403": _err("The key lacks the scope this route needs."),
+    "429": {**_err("Too many requests for this key; see `Retry-After`."),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+    "503": {**_err("Shared state (Redis) unreachable; nothing was applied. Retry after `Retry-After`."),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+}
+
+_BODY_ERRORS = {
+    "400": _err("Malformed body: not JSON, not gzip, wrong shape (`field` says where)."),
+    "413": _err("Too many rows, or more bytes than `max_body_bytes` (also after gunzip)."),
+    "415": _err("Unsupported Content-Encoding or Content-Type."),
+    "422": _err("Every row was refused; `errors` lists each with its row and field."),
+}
+
+_DEVICE_PARAM = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(op_id: str, summary: str, scope: str | None, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses, **extra}
+    if scope is None:
+        op["security"] = []
+        op["x-scopes"] = []
+    else:
+        op["security"] = [{"ApiKeyHeader": [scope]}, {"BearerKey": [scope]}]
+        op["x-scopes"] = [scope]
+        op["responses"] = {**responses, **_COMMON_ERRORS}
+    return op
+
+
+def _config_ops(kind: str, media: str, description: str) -> dict[str, Any]:
+    return {
+        "get": _op(f"get_{kind}", f"The {kind} in force, with their version.", "admin", {
+            "200": {"description": description, "content": {media: {}},
+                    "headers": {"X-Config-Version": {"schema": {"type": "integer"}}}},
+        }),
+        "put": _op(f"put_{kind}", f"Replace the {kind}; validated first, a bad body changes nothing.", "admin", {
+            "200": {"description": "Replaced; every worker reloads.", "content": _json("ConfigVersion")},
+            "400": _err("Not valid: `errors` lists each problem with `line`, `col` and `field`."),
+            "413": _err("Body too large."),
+        }, requestBody={"required": True, "content": {media: {}}}),
+    }
+
+
+_SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "proximity",
+        "version": __version__,
+        "description": "BLE beacon and geofencing proximity engine: pings and scans in, presence events "
+                       "and offers out. Send the key as `X-API-Key: KEY` or `Authorization: Bearer KEY`; "
+                       "bodies may be gzip (`Content-Encoding: gzip`).",
+    },
+    "paths": {
+        "/v1/pings": {"post": _op("post_pings", "A batch of location pings from the SDK.", "sdk", {
+            "200": {"description": "Processed; the events and offers the batch produced, per device.",
+                    "content": _json("BatchResponse")},
+            **_BODY_ERRORS,
+            "409": _err("A request with this batch_id is still being processed; retry."),
+        }, requestBody={"required": True, "content": _json("PingBatch")})},
+        "/v1/scans": {"post": _op("post_scans", "A batch of BLE sightings from a store gateway.", "gateway", {
+            "200": {"description": "Processed.", "content": _json("BatchResponse")},
+            **_BODY_ERRORS,
+            "409": _err("A request with this batch_id is still being processed; retry."),
+        }, requestBody={"required": True, "content": _json("ScanBatch")})},
+        "/v1/fences": _config_ops("fences", "application/geo+json", "A GeoJSON FeatureCollection."),
+        "/v1/campaigns": _config_ops("campaigns", "application/yaml", "The campaign YAML (JSON accepted on PUT)."),
+        "/v1/beacons": _config_ops("beacons", "application/yaml", "The beacon registry YAML."),
+        "/v1/devices/{device_id}": {
+            "parameters": [_DEVICE_PARAM],
+            "get": _op("get_device", "A device's presence state.", "admin", {
+                "200": {"description": "State per place.", "content": {"application/json": {}}},
+            }),
+            "delete": _op("delete_device", "Erase a device everywhere (privacy).", "admin", {
+                "200": {"description": "Erased.", "content": {"application/json": {}}},
+            }),
+        },
+        "/v1/devices/{device_id}/opt-out": {
+            "parameters": [_DEVICE_PARAM],
+            "post": _op("opt_out_device", "Opt a device out of offers (`{\"opt_out\": false}` opts back in).",
+                        "admin", {"200": {"description": "Recorded.", "content": {"application/json": {}}},
+                                  "400": _err("Malformed body.")},
+                        requestBody={"required": False, "content": {"application/json": {
+                            "schema": {"type": "object", "properties": {"opt_out": {"type": "boolean"}}}}}}),
+        },
+        "/v1/advance": {"post": _op(
+            "advance", "Let event time pass to `now`: debounce exits and expiry due by then (replays, "
+            "simulations; the service's own loop advances on the wall clock).", "admin", {
+                "200": {"description": "The events and offers that time produced, per device.",
+                        "content": _json("BatchResponse")},
+                "400": _err("`now` missing, not a number, or beyond the clock-skew limit.")},
+            requestBody={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["now"], "properties": {"now": {"type": "number"}}}}}})},
+        "/v1/events": {"get": _op(
+            "live_feed", "WebSocket live feed of events and offers (key also as `?key=`).", "admin", {
+                "101": {"description": "Switching to WebSocket; each message is a JSON object "
+                                       "`{\"type\": \"event\"|\"offer\", ...}`."},
+                "400": _err("A bad filter."),
+            }, parameters=[
+                {"name": "kind", "in": "query", "schema": {"type": "string"},
+                 "description": "Comma list of enter, dwell, exit, offer."},
+                {"name": "fence", "in": "query", "schema": {"type": "string"}, "description": "Comma list of fence ids."},
+                {"name": "campaign", "in": "query", "schema": {"type": "string"},
+                 "description": "Comma list of campaign ids (offers only)."},
+                {"name": "device", "in": "query", "schema": {"type": "string"},
+                 "description": "Comma list of device ids."},
+            ])},
+        "/metrics": {"get": _op("metrics", "Prometheus metrics (text format 0.0.4).", None, {
+            "200": {"description": "Metrics.", "content": {"text/plain": {}}}})},
+        "/healthz": {"get": _op("healthz", "The process answers.", None, {
+            "200": {"description": "Alive.", "content": {"application/json": {}}}})},
+        "/readyz": {"get": _op("readyz", "Ready to serve: configuration loaded and Redis reachable when used.", None, {
+            "200": {"description": "Ready.", "content": {"application/json": {}}},
+            "503": _err("Not ready; the body says why.")})},
+        "/openapi.json": {"get": _op("openapi", "This document.", None, {
+            "200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}})},
+    },
+    "components": {
+        "securitySchemes": {
+            "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "BearerKey": {"type": "http", "scheme": "bearer"},
+        },
+        "schemas": {
+            "Error": _ERROR,
+            "Ping": _PING,
+            "PingBatch": _PING_BATCH,
+            "Event": _EVENT,
+            "BatchResponse": _BATCH_RESPONSE,
+            "Sighting": _SIGHTING,
+            "ScanBatch": _SCAN_BATCH,
+            "ConfigVersion": {"type": "object", "properties": {
+                "kind": {"type": "string"}, "version": {"type": "integer"}, "sha256": {"type": "string"},
+                "count": {"type": "integer"}}},
+        },
+    },
+}
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def openapi_spec() -> dict[str, Any]:
+    """A fresh copy of the spec (callers may add servers or change it)."""
+    return copy.deepcopy(_SPEC)
+
+
+def operations(spec: dict[str, Any] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(METHOD, path): operation}`` of a spec."""
+    spec = _SPEC if spec is None else spec
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method in HTTP_METHODS:
+                out[(method.upper(), path)] = op
+    return out
+
+
+__all__ = ["HTTP_METHODS", "openapi_spec", "operations"]

@@ -1,0 +1,508 @@
+"""Presence: per device and place, when it enters, dwells in and leaves.
+
+The rules (each has a scenario test in ``tests/proximity/test_presence.py``):
+
+- **Enter needs confidence.** GPS evidence for a fence comes at three levels:
+  ``ENTER`` (accuracy circle fully inside, or point inside with an accuracy at
+  most the place's limit), ``KEEP`` (keeps a visit alive but never starts one:
+  point inside with a coarser accuracy, or point outside but within an
+  accuracy at most the limit, which is what boundary jitter looks like) and
+  ``AMBIGUOUS`` (point outside, within a coarse accuracy: says nothing).
+  Beacon evidence is ``ENTER`` for immediate/near and ``AMBIGUOUS`` for far/unknown.
+- **Exit needs evidence.** A GPS ping that is not paired with a fence at all
+  is outside it by more than its accuracy; the visit ends then unless a beacon
+  said "inside" within the beacon debounce. Otherwise a visit ends when no
+  inside evidence came for longer than the debounce time of each source (GPS
+  60 s, beacon 30 s by default; evidence exactly at the limit still counts):
+  the exit is dated when the last debounce ran out.
+- **Dwell** fires once per visit per threshold (the place's own dwell time plus
+  the campaigns' extra ones), on the first inside evidence (``ENTER`` or
+  ``KEEP``) for the place at or after it; the event's ``dwell_s`` is the threshold.
+- **Order.** Evidence is applied per device in event-time order (ties broken by
+  content, so arrival order never matters); evidence not newer than the device's
+  newest evidence applied by an earlier batch is dropped and counted (``late``),
+  so a resent batch changes nothing; within one batch, equal times all apply.
+- **Places.** A fence is a place; a beacon zone is a place of its own
+  (``fence_id#zone``); a beacon sighting is evidence for both the zone and its store.
+
+The transition itself is one function over arrays, :func:`apply_evidence`
+(numba, in :mod:`proximity._kernels`), used by both state stores: the memory
+store hands it its whole table, the Redis store the devices it loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from proximity import _kernels as K
+from proximity.events import Event, EventKind, ProximityClass, Source, place_key
+
+KINDS: tuple[EventKind, ...] = ("enter", "dwell", "exit")
+SOURCES: dict[int, Source] = {1: "gps", 2: "beacon", 3: "fused"}
+CAUSES = ("ping", "sighting", "debounce", "forget")
+PROXIMITY_NAMES: tuple[ProximityClass, ...] = ("unknown", "immediate", "near", "far")
+#: Evidence levels (see the module docstring).
+AMBIGUOUS, KEEP, ENTER = K.LEVEL_AMBIGUOUS, K.LEVEL_KEEP, K.LEVEL_ENTER
+GPS, BEACON = K.SRC_GPS, K.SRC_BEACON
+MAX_THRESHOLDS = 32
+
+
+@dataclass(frozen=True)
+class PresenceParams:
+    """Time constants of the state machine (seconds)."""
+
+    gps_debounce_s: float = 60.0
+    beacon_debounce_s: float = 30.0
+    ttl_s: float = 7 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("gps_debounce_s", "beacon_debounce_s", "ttl_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, not {v!r}")
+        if self.ttl_s < max(self.gps_debounce_s, self.beacon_debounce_s):
+            raise ValueError("ttl_s must be at least the longest debounce time")
+
+
+class PlaceTable:
+    """Place keys (``fence_id`` or ``fence_id#zone``) <-> small integer ids, and each place's dwell thresholds.
+
+    Ids are handed out by the state store (:meth:`StateStore.place_ids`) so that
+    processes sharing a Redis agree on them; this table caches them and keeps
+    the per-place arrays the transition function reads.
+    """
+
+    def __init__(self, dwell_of: Callable[[str], Sequence[float]] | None = None) -> None:
+        #: place key -> its distinct dwell thresholds (the engine sets this from fences, config and rules)
+        self.dwell_of: Callable[[str], Sequence[float]] = dwell_of or (lambda key: [300.0])
+        self.ids: dict[str, int] = {}
+        self.keys: list[str | None] = []
+        self.thresholds = np.full((0, 1), np.inf)
+        self.is_zone = np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, keys: Sequence[str], ids: Sequence[int], thresholds: Sequence[Sequence[float]]) -> None:
+        top = max([len(self.keys) - 1, *ids]) + 1
+        width = max([self.thresholds.shape[1], *(len(t) for t in thresholds)])
+        if width > MAX_THRESHOLDS:
+            raise ValueError(f"a place can have at most {MAX_THRESHOLDS} distinct dwell thresholds")
+        if top > len(self.keys) or width > self.thresholds.shape[1]:
+            thr = np.full((max(top, 2 * len(self.keys)), width), np.inf)
+            thr[: self.thresholds.shape[0], : self.thresholds.shape[1]] = self.thresholds
+            zone = np.zeros(thr.shape[0], np.uint8)
+            zone[: len(self.is_zone)] = self.is_zone
+            self.thresholds, self.is_zone = thr, zone
+            self.keys.extend([None] * (thr.shape[0] - len(self.keys)))
+        for key, pid, ts in zip(keys, ids, thresholds, strict=True):
+            self.ids[key] = pid
+            self.keys[pid] = key
+            row = np.full(self.thresholds.shape[1], np.inf)
+            row[: len(ts)] = sorted(set(ts))
+            self.thresholds[pid] = row
+            self.is_zone[pid] = "#" in key
+
+    def add_keys(self, keys: Sequence[str], ids: Sequence[int]) -> None:
+        """Add places with the thresholds ``dwell_of`` gives them."""
+        self.add(keys, ids, [self.dwell_of(k) for k in keys])
+
+    def refresh(self) -> None:
+        """Recompute every known place's thresholds (after the fences or the rules changed)."""
+        known = [(k, i) for k, i in self.ids.items()]
+        self.thresholds[:] = np.inf
+        self.add_keys([k for k, _ in known], [i for _, i in known])
+
+    def split(self, pid: int) -> tuple[str, str | None]:
+        key = self.keys[pid]
+        if key is None:
+            raise KeyError(f"unknown place id {pid}")
+        fence, _, zone = key.partition("#")
+        return fence, (zone or None)
+
+
+@dataclass
+class Evidence:
+    """Evidence sorted by (device, time): ``dev`` indexes the state's device table.
+
+    ``obs`` holds, for evidence ``e``, the places it names at ``obs[e]:obs[e+1]``
+    with a level (AMBIGUOUS, KEEP, ENTER) and a confidence (3/2/1).
+    ``row`` is the input row of each evidence (for reporting and event details).
+    """
+
+    dev: np.ndarray
+    ts: np.ndarray
+    src: np.ndarray
+    obs: np.ndarray
+    place: np.ndarray
+    level: np.ndarray
+    conf: np.ndarray
+    row: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dev)
+
+    def take_devices(self, mask_dev: np.ndarray) -> Evidence:
+        """The evidence of the devices where ``mask_dev`` (over device indexes) is true."""
+        keep = mask_dev[self.dev]
+        idx = np.flatnonzero(keep)
+        counts = np.diff(self.obs)[idx]
+        obs = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(counts, out=obs[1:])
+        pidx = _ranges(self.obs[idx], counts)
+        return Evidence(self.dev[idx], self.ts[idx], self.src[idx], obs, self.place[pidx], self.level[pidx],
+                        self.conf[pidx], self.row[idx])
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + c)`` for each pair, without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(counts)
+    out = np.ones(total, np.int64)
+    nz = counts > 0
+    s, c, e = starts[nz], counts[nz], ends[nz]
+    out[0] = s[0]
+    out[e[:-1]] = s[1:] - (s[:-1] + c[:-1]) + 1
+    return np.cumsum(out)
+
+
+@dataclass
+class Resolved:
+    """Device ids of a batch resolved to the store's integer handles.
+
+    ``codes[i]`` is the handle of row ``i``; ``names[codes[i]]`` is its device id.
+    """
+
+    codes: np.ndarray
+    names: np.ndarray
+
+
+class PresenceState:
+    """The device table and the visit-record pool (see :mod:`proximity._kernels`), growable."""
+
+    def __init__(self, devices: int = 0, records: int = 0) -> None:
+        self.d_last = np.full(devices, -np.inf)
+        self.d_head = np.full(devices, -1, np.int32)
+        self.r_place = np.zeros(0, np.int32)
+        self.r_dev = np.zeros(0, np.int32)
+        self.r_enter = np.zeros(0)
+        self.r_gps = np.zeros(0)
+        self.r_bcn = np.zeros(0)
+        self.r_mask = np.zeros(0, np.uint32)
+        self.r_src = np.zeros(0, np.uint8)
+        self.r_conf = np.zeros(0, np.int8)
+        self.r_next = np.zeros(0, np.int32)
+        self.meta = np.array([-1, 0], np.int64)  # free-list head, free count
+        self.grow_records(records)
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.d_last)
+
+    def grow_devices(self, n: int) -> None:
+        if n <= len(self.d_last):
+            return
+        old = len(self.d_last)
+        self.d_last = np.concatenate([self.d_last, np.full(n - old, -np.inf)])
+        self.d_head = np.concatenate([self.d_head, np.full(n - old, -1, np.int32)])
+
+    def grow_records(self, free_needed: int) -> None:
+        """Make at least ``free_needed`` records free (capacity at least doubles when it grows)."""
+        if self.meta[1] >= free_needed:
+            return
+        old = len(self.r_place)
+        new = max(old * 2, old + int(free_needed - self.meta[1]), 64)
+        for name, fill in (("r_place", 0), ("r_dev", -1), ("r_enter", 0.0), ("r_gps", 0.0), ("r_bcn", 0.0),
+                           ("r_mask", 0), ("r_src", 0), ("r_conf", 0), ("r_next", -1)):
+            a = getattr(self, name)
+            b = np.full(new, fill, dtype=a.dtype)
+            b[:old] = a
+            setattr(self, name, b)
+        # chain the new records in front of the free list
+        fresh = np.arange(old, new, dtype=np.int32)
+        self.r_next[fresh[:-1]] = fresh[1:]
+        self.r_next[new - 1] = self.meta[0]
+        self.meta[0] = old
+        self.meta[1] += new - old
+
+    def records_of(self, d: int) -> list[int]:
+        out = []
+        r = int(self.d_head[d])
+        while r >= 0:
+            out.append(r)
+            r = int(self.r_next[r])
+        return out
+
+    def reset_devices(self, devs: np.ndarray) -> None:
+        """Forget devices whose records were already freed (after ``advance`` with expiry)."""
+        self.d_last[devs] = -np.inf
+        self.d_head[devs] = -1
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, n).nbytes for n in vars(self) if isinstance(getattr(self, n), np.ndarray))
+
+
+@dataclass
+class Transitions:
+    """Events as arrays (codes), plus per-evidence status (applied / late)."""
+
+    kind: np.ndarray
+    dev: np.ndarray
+    place: np.ndarray
+    ts: np.ndarray
+    src: np.ndarray
+    conf: np.ndarray
+    dwell: np.ndarray
+    cause: np.ndarray
+    ev: np.ndarray
+    status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+
+    @classmethod
+    def empty(cls, cap: int, n_evidence: int = 0) -> Transitions:
+        return cls(np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap, np.int32), np.zeros(cap),
+                   np.zeros(cap, np.int8), np.zeros(cap, np.int8), np.zeros(cap), np.zeros(cap, np.int8),
+                   np.zeros(cap, np.int64), np.zeros(n_evidence, np.int8))
+
+    def _buffers(self) -> tuple[np.ndarray, ...]:
+        return (self.kind, self.dev, self.place, self.ts, self.src, self.conf, self.dwell, self.cause, self.ev)
+
+    def grown(self, cap: int) -> Transitions:
+        bigger = Transitions.empty(cap)
+        for a, b in zip(self._buffers(), bigger._buffers(), strict=True):
+            b[: len(a)] = a
+        bigger.status = self.status
+        return bigger
+
+    def trimmed(self, n: int) -> Transitions:
+        return Transitions(*(a[:n] for a in self._buffers()), status=self.status)
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @property
+    def late(self) -> int:
+        return int(np.count_nonzero(self.status == K.STATUS_LATE))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Transitions]) -> Transitions:
+        if not parts:
+            return cls.empty(0)
+        return Transitions(*(np.concatenate(cols) for cols in zip(*(p._buffers() for p in parts), strict=True)),
+                           status=np.concatenate([p.status for p in parts]))
+
+
+def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
+    """The transition function: apply sorted evidence to ``state`` (in place) and return the events.
+
+    Pure in the sense that matters: no I/O, and the same state and evidence always
+    give the same new state and events, whichever store holds the state.
+    """
+    n = len(ev)
+    out = Transitions.empty(max(64, n // 16), n)
+    n_out = np.zeros(1, np.int64)
+    start = 0
+    thr, zone = places.thresholds, places.is_zone
+    cut = state.d_last[ev.dev]  # newest applied time per device before this batch
+    while True:
+        start = K.apply_evidence(
+            start, ev.dev, ev.ts, cut, ev.src, ev.obs, ev.place, ev.level, ev.conf,
+            state.d_last, state.d_head,
+            state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
+            state.r_conf, state.r_next, state.meta,
+            thr, zone, float(params.gps_debounce_s), float(params.beacon_debounce_s),
+            *out._buffers(), n_out, out.status,
+        )
+        if start >= n:
+            return out.trimmed(int(n_out[0]))
+        # out of records or event room for evidence `start`: grow both, go on from there
+        d = ev.dev[start]
+        need = int(ev.obs[start + 1] - ev.obs[start])
+        state.grow_records(max(need, len(state.r_place) // 2 + 1))
+        nrec = len(state.records_of(int(d)))
+        room = 2 * nrec + need + (nrec + need) * (thr.shape[1] + 1)
+        out = out.grown(2 * len(out) + room)
+
+
+def advance_state(
+    state: PresenceState, devs: np.ndarray, now: float, params: PresenceParams, *, forget: bool = False
+) -> tuple[Transitions, np.ndarray]:
+    """Time passes to ``now`` for the devices ``devs``: exits whose debounce ran out; expired devices.
+
+    Returns the events and a boolean array: which of ``devs`` expired (idle for
+    the TTL with no visit left, or all of them with ``forget``).
+    """
+    devs = np.ascontiguousarray(devs, dtype=np.int64)
+    cap = 16 + sum(len(state.records_of(int(d))) for d in devs) if len(devs) < 64 else 16 + len(state.r_place)
+    out = Transitions.empty(cap)
+    n_out = np.zeros(1, np.int64)
+    expired = np.zeros(len(devs), np.bool_)
+    K.advance_devices(
+        devs, float(now), float(params.ttl_s), forget,
+        state.d_last, state.d_head,
+        state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
+        state.r_conf, state.r_next, state.meta,
+        float(params.gps_debounce_s), float(params.beacon_debounce_s),
+        *out._buffers(), n_out, expired,
+    )
+    return out.trimmed(int(n_out[0])), expired
+
+
+def next_due(state: PresenceState, devs: np.ndarray, params: PresenceParams) -> np.ndarray:
+    """For each device, the earliest ``now`` at which :func:`advance_state` would change it."""
+    devs = np.ascontiguousarray(devs, dtype=np.int64)
+    out = np.empty(len(devs))
+    K.next_due(devs, float(params.ttl_s), state.d_last, state.d_head, state.r_gps, state.r_bcn, state.r_next,
+               float(params.gps_debounce_s), float(params.beacon_debounce_s), out)
+    return out
+
+
+def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by (device, time, keys...) and a mask of exact duplicates (same device, time and keys).
+
+    Returns ``(order, duplicate)`` where ``duplicate[i]`` says that ``order[i]``
+    repeats the evidence just before it.
+    """
+    k = [np.nan_to_num(np.asarray(x, dtype=np.float64), nan=-1.0) for x in keys]
+    while len(k) < 3:
+        k.append(np.zeros(len(dev)))
+    order = np.argsort(dev)  # ties are ordered by content just below, so stability is not needed
+    K.order_ties(order, dev, ts, k[0], k[1], k[2])
+    dup = np.zeros(len(order), bool)
+    if len(order) > 1:
+        sd = dev[order]
+        cand = np.flatnonzero(sd[1:] == sd[:-1])  # same device as the previous one: rare in steady state
+        if len(cand):
+            a, b = order[cand], order[cand + 1]
+            same = ts[a] == ts[b]
+            for x in k:
+                same &= x[a] == x[b]
+            dup[cand[same] + 1] = True
+    return order, dup
+
+
+def visit_snapshot(state: PresenceState, d: int, places: PlaceTable) -> dict[str, Any]:
+    """A JSON-ready view of one device's state (for ``device_state`` and debugging)."""
+    visits = []
+    for r in state.records_of(d):
+        pid = int(state.r_place[r])
+        fence, zone = places.split(pid)
+        thr = places.thresholds[pid]
+        mask = int(state.r_mask[r])
+        visits.append({
+            "place": places.keys[pid],
+            "fence_id": fence,
+            "zone": zone,
+            "entered_ts": float(state.r_enter[r]),
+            "gps_last_inside_ts": _finite(state.r_gps[r]),
+            "beacon_last_inside_ts": _finite(state.r_bcn[r]),
+            "dwell_fired_s": [float(thr[j]) for j in range(len(thr)) if mask >> j & 1],
+            "source": SOURCES[int(state.r_src[r])],
+            "confidence": int(state.r_conf[r]),
+        })
+    visits.sort(key=lambda v: v["place"])
+    return {"last_ts": _finite(state.d_last[d]), "visits": visits}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def to_events(
+    tr: Transitions,
+    device_ids: np.ndarray,
+    places: PlaceTable,
+    *,
+    proximity: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
+) -> list[Event]:
+    """Event objects from transition arrays (``device_ids[tr.dev]`` names the devices).
+
+    Sorted by device id, then the evidence that caused them (time order), then time;
+    one evidence's exits come before its enters before its dwells (a device walking from
+    one fence into the next leaves, then enters), then by place: the same order whichever
+    store holds the state. ``proximity`` and
+    ``distance`` (indexed by evidence) fill in beacon details of beacon-caused events.
+    """
+    n = len(tr)
+    if n == 0:
+        return []
+    ids = device_ids[tr.dev]
+    out: list[Event] = []
+    for i in range(n):
+        fence, zone = places.split(int(tr.place[i]))
+        prox: ProximityClass | None = None
+        dist: float | None = None
+        e = int(tr.ev[i])
+        if e >= 0 and proximity is not None and tr.cause[i] == K.CAUSE_SIGHTING:
+            prox = PROXIMITY_NAMES[int(proximity[e])]
+            if distance is not None and math.isfinite(distance[e]):
+                dist = float(distance[e])
+        out.append(Event(
+            kind=KINDS[int(tr.kind[i])],
+            device_id=str(ids[i]),
+            fence_id=fence,
+            ts=float(tr.ts[i]),
+            source=SOURCES[int(tr.src[i])],
+            zone=zone,
+            confidence=int(tr.conf[i]),
+            dwell_s=float(tr.dwell[i]),
+            cause=CAUSES[int(tr.cause[i])],
+            proximity=prox,
+            distance_m=dist,
+        ))
+    rank = {"exit": 0, "enter": 1, "dwell": 2}
+    ev = tr.ev.tolist()
+    order = sorted(range(n), key=lambda i: (out[i].device_id, ev[i] if ev[i] >= 0 else math.inf, out[i].ts,
+                                            rank[out[i].kind], out[i].place, out[i].dwell_s))
+    return [out[i] for i in order]
+
+
+def place_keys_for(fence_ids: Iterable[str], zones: Iterable[str | None]) -> list[str]:
+    return [place_key(f, z) for f, z in zip(fence_ids, zones, strict=True)]
+
+
+def thresholds_for(key: str, own: float, extra: Mapping[str, Sequence[float]]) -> list[float]:
+    """The distinct dwell thresholds of a place: its own plus the rules' for it, its fence and ``"*"``."""
+    fence = key.partition("#")[0]
+    out = {float(own)}
+    for k in {key, fence, "*"}:
+        for x in extra.get(k, ()):
+            x = float(x)
+            if not (math.isfinite(x) and x > 0):
+                raise ValueError(f"dwell threshold for {k!r} must be a positive number of seconds, not {x!r}")
+            out.add(x)
+    return sorted(out)
+
+
+__all__ = [
+    "AMBIGUOUS",
+    "BEACON",
+    "CAUSES",
+    "ENTER",
+    "GPS",
+    "KEEP",
+    "KINDS",
+    "PROXIMITY_NAMES",
+    "SOURCES",
+    "Evidence",
+    "PlaceTable",
+    "PresenceParams",
+    "PresenceState",
+    "Resolved",
+    "Transitions",
+    "advance_state",
+    "apply_evidence",
+    "next_due",
+    "place_keys_for",
+    "sort_evidence",
+    "thresholds_for",
+    "to_events",
+    "visit_snapshot",
+]

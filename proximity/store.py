@@ -1,0 +1,313 @@
+"""Presence state stores: one interface, two implementations (memory, the embedded default; Redis).
+
+A store only loads and saves: the transitions are computed by
+:func:`proximity.presence.apply_evidence` for both. A store also hands out the
+place ids (so processes sharing a Redis agree on them) and keeps what the
+engine knows of each device besides its visits: the latest ``attrs`` and
+``timezone`` sent by the SDK, and the opt-out flag.
+
+Use :class:`MemoryStore` (default) or :func:`RedisStore` (``redis://`` URL or
+client, a key prefix, a TTL); see :mod:`proximity._redis_store` for its keys.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from proximity import _kernels as K
+from proximity.events import Device
+from proximity.presence import (
+    Evidence,
+    PlaceTable,
+    PresenceParams,
+    PresenceState,
+    Resolved,
+    Transitions,
+    advance_state,
+    apply_evidence,
+    visit_snapshot,
+)
+
+if TYPE_CHECKING:
+    from proximity._redis_store import RedisStateStore
+
+
+class StateStore(Protocol):
+    """Where presence state lives. Implementations: :class:`MemoryStore`, :func:`RedisStore`."""
+
+    def place_ids(self, keys: Sequence[str]) -> list[int]:
+        """Stable integer ids for place keys (created when new)."""
+
+    def resolve(self, device_ids: np.ndarray) -> Resolved:
+        """Handles for a batch's device ids (object array)."""
+
+    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
+        """Apply sorted evidence (``ev.dev`` are handles from ``resolved``) atomically per device."""
+
+    def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        """Debounce exits due by ``now`` and TTL expiry; returns events and the names array for ``ev.dev``."""
+
+    def forget(self, device_id: str, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        """Erase a device (its visits end with cause ``forget``); returns those exits."""
+
+    def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
+        """Remember the latest non-null ``attrs``/``timezone`` per device (rows in time order)."""
+
+    def set_opt_out(self, device_id: str, flag: bool) -> None: ...
+
+    def devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
+        """What is known of these devices (attrs, time zone, opt-out)."""
+
+    def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
+        """A device's visits and last evidence time, or ``None`` when unknown."""
+
+    def close(self) -> None: ...
+
+
+class DeviceIds:
+    """Device id -> small integer handle, in numpy arrays: no Python object per device.
+
+    Ids are kept as rows of UCS-4 code points (the width grows with the longest id
+    seen) in an open-addressing hash table probed by a numba kernel; a batch is
+    converted once with ``astype("U")`` and interned in one call. Freed handles
+    are reused. ``names[handles]`` gives the ids back as ``str``.
+    """
+
+    def __init__(self, capacity: int = 1024, width: int = 16) -> None:
+        self.keys = np.zeros((max(capacity, 16), width), np.uint32)
+        self.key_hash = np.zeros(len(self.keys), np.uint64)
+        self.free = np.zeros(len(self.keys), np.int64)
+        self.slots = np.full(_pow2(4 * len(self.keys)), -1, np.int64)
+        self.meta = np.zeros(4, np.int64)  # next fresh handle, free-stack size, live ids, used slots
+
+    def __len__(self) -> int:
+        return int(self.meta[2])
+
+    @property
+    def capacity(self) -> int:
+        return len(self.keys)
+
+    def _codes(self, device_ids: np.ndarray) -> np.ndarray:
+        u = np.asarray(device_ids).astype("U")
+        if not len(u):
+            return np.zeros((0, 1), np.uint32)
+        return u.view(np.uint32).reshape(len(u), -1)
+
+    def _room(self, n: int, width: int) -> None:
+        need = int(self.meta[0]) + n
+        if need > len(self.keys) or width > self.keys.shape[1]:
+            cap = max(need, 2 * len(self.keys)) if need > len(self.keys) else len(self.keys)
+            keys = np.zeros((cap, max(width, self.keys.shape[1])), np.uint32)
+            keys[: len(self.keys), : self.keys.shape[1]] = self.keys
+            self.keys = keys
+            for name in ("key_hash", "free"):
+                old = getattr(self, name)
+                grown = np.zeros(cap, old.dtype)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
+        if 2 * (int(self.meta[3]) + n) > len(self.slots):
+            slots = np.full(_pow2(4 * (int(self.meta[2]) + n)), -1, np.int64)
+            self.meta[3] = K.rehash_ids(self.slots, slots, self.key_hash)
+            self.slots = slots
+
+    def intern(self, device_ids: np.ndarray) -> np.ndarray:
+        """Handles for the ids, creating the unknown ones."""
+        q = self._codes(device_ids)
+        self._room(len(q), q.shape[1])
+        out = np.empty(len(q), np.int64)
+        K.intern_ids(q, True, self.slots, self.keys, self.key_hash, self.meta, self.free, out)
+        return out
+
+    def find(self, device_ids: np.ndarray) -> np.ndarray:
+        """Handles for the ids, -1 for unknown ones."""
+        q = self._codes(device_ids)
+        out = np.empty(len(q), np.int64)
+        K.intern_ids(q, False, self.slots, self.keys, self.key_hash, self.meta, self.free, out)
+        return out
+
+    def get(self, device_id: str) -> int | None:
+        h = int(self.find(np.array([device_id], dtype=object))[0])
+        return None if h < 0 else h
+
+    def remove(self, handles: np.ndarray) -> None:
+        K.remove_ids(np.asarray(handles, np.int64), self.slots, self.keys, self.key_hash, self.meta, self.free)
+
+    def names(self, handles: np.ndarray) -> np.ndarray:
+        """The ids of these handles (object array of ``str``)."""
+        rows = np.ascontiguousarray(self.keys[np.asarray(handles, np.int64)])
+        return rows.view(f"<U{self.keys.shape[1]}").ravel().astype(object)
+
+    def live(self) -> np.ndarray:
+        """Handles in use, in no particular order."""
+        return np.sort(self.slots[self.slots >= 0])
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.key_hash.nbytes + self.free.nbytes + self.slots.nbytes
+
+
+class _Names:
+    """``names[handles]`` -> ids, read from a :class:`DeviceIds` (what :class:`Resolved` needs)."""
+
+    def __init__(self, ids: DeviceIds) -> None:
+        self._ids = ids
+
+    def __getitem__(self, handles: Any) -> np.ndarray:
+        return self._ids.names(np.atleast_1d(np.asarray(handles, np.int64)))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, int(n - 1).bit_length())
+
+
+class MemoryStore:
+    """In-process state: a device table and a pool of visit records in numpy arrays.
+
+    Device ids are interned to integer handles by :class:`DeviceIds` (a numba hash
+    table over the ids' code points), never a bytecode loop per ping. A device
+    outside every place costs its id (4 bytes per character), about 40 bytes of
+    hash table and 12 bytes of device table; a visit record costs 46 bytes. See
+    :meth:`bytes_per_device`.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.state = PresenceState(capacity, 64)
+        self.ids = DeviceIds(capacity)
+        self._names = _Names(self.ids)
+        self._places: dict[str, int] = {}
+        self._attrs: dict[str, dict[str, Any]] = {}
+        self._tz: dict[str, str] = {}
+        self._opt_out: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # -- places and devices ---------------------------------------------------------------
+
+    def place_ids(self, keys: Sequence[str]) -> list[int]:
+        places = self._places
+        return [places.setdefault(k, len(places)) for k in keys]
+
+    def resolve(self, device_ids: np.ndarray) -> Resolved:
+        codes = self.ids.intern(device_ids)
+        if self.ids.capacity > self.state.n_devices:
+            self.state.grow_devices(self.ids.capacity)
+        return Resolved(codes, self._names)
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
+        return apply_evidence(self.state, ev, places, params)
+
+    def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        st = self.state
+        live = st.r_dev >= 0
+        due = np.maximum(st.r_gps + params.gps_debounce_s, st.r_bcn + params.beacon_debounce_s)
+        with_exits = st.r_dev[live & (due < now)]
+        live_devs = self.ids.live()
+        idle = live_devs[st.d_last[live_devs] + params.ttl_s < now]
+        devs = np.unique(np.concatenate([with_exits.astype(np.int64), idle]))
+        tr, expired = advance_state(st, devs, now, params)
+        out = self._named(tr)
+        self._drop(devs[expired])
+        return out
+
+    def forget(self, device_id: str, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        h = self.ids.get(device_id)
+        self._attrs.pop(device_id, None)
+        self._tz.pop(device_id, None)
+        self._opt_out.discard(device_id)
+        if h is None:
+            return Transitions.empty(0), np.empty(0, dtype=object)
+        devs = np.array([h], np.int64)
+        tr, _ = advance_state(self.state, devs, 0.0, params, forget=True)
+        out = self._named(tr)
+        self._drop(devs)
+        return out
+
+    def _named(self, tr: Transitions) -> tuple[Transitions, np.ndarray]:
+        """Events with ``dev`` renumbered into a small names array (safe to keep after handles are freed)."""
+        uniq, inv = np.unique(tr.dev, return_inverse=True)
+        tr.dev = inv.astype(np.int64)
+        return tr, self._names[uniq]
+
+    def _drop(self, handles: np.ndarray) -> None:
+        if not len(handles):
+            return
+        names = self.ids.names(handles).tolist()
+        deque(map(self._attrs.pop, names, repeat(None)), maxlen=0)
+        deque(map(self._tz.pop, names, repeat(None)), maxlen=0)
+        self.ids.remove(handles)
+        self.state.reset_devices(handles)
+
+    # -- device facts ---------------------------------------------------------------------
+
+    def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
+        has = np.flatnonzero(attrs)  # rows with a (non-empty) attrs dict
+        if len(has):
+            self._attrs.update(zip(device_ids[has], attrs[has], strict=True))
+        has = np.flatnonzero(timezone)
+        if len(has):
+            self._tz.update(zip(device_ids[has], timezone[has], strict=True))
+
+    def set_opt_out(self, device_id: str, flag: bool) -> None:
+        if flag:
+            self._opt_out.add(device_id)
+        else:
+            self._opt_out.discard(device_id)
+
+    def devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
+        out = {}
+        for d in device_ids:
+            attrs = self._attrs.get(d)
+            out[d] = Device(d, attrs if attrs is not None else {}, self._tz.get(d), d in self._opt_out)
+        return out
+
+    def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
+        h = self.ids.get(device_id)
+        if h is None:
+            return None
+        return visit_snapshot(self.state, h, places)
+
+    def close(self) -> None:
+        pass
+
+    # -- size -----------------------------------------------------------------------------
+
+    def bytes_per_device(self) -> float:
+        """Memory held per known device: id table, device table and visit records (attrs not counted)."""
+        return (self.ids.nbytes() + self.state.nbytes()) / max(1, len(self.ids))
+
+
+def RedisStore(
+    redis: Any,
+    *,
+    prefix: str = "proximity",
+    ttl_s: float = 7 * 24 * 3600.0,
+    max_retries: int = 16,
+    cluster: bool = False,
+) -> RedisStateStore:
+    """A Redis-backed store: ``redis`` is a URL (``redis://host:6379/0``) or a redis-py client.
+
+    Keys start with ``prefix`` and carry the device's hash tag (``{device_id}``);
+    see :class:`proximity._redis_store.RedisStateStore`.
+    """
+    from proximity._redis_store import RedisStateStore
+
+    return RedisStateStore(redis, prefix=prefix, ttl_s=ttl_s, max_retries=max_retries, cluster=cluster)
+
+
+def open_store(url: str | None, **options: Any) -> StateStore:
+    """``None`` or ``"memory"`` -> :class:`MemoryStore`; ``redis://...`` -> :func:`RedisStore`."""
+    if url is None or url == "memory":
+        return MemoryStore()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url, **options)
+    raise ValueError(f"state store must be 'memory' or a redis:// URL, not {url!r}")
+
+
+__all__ = ["DeviceIds", "MemoryStore", "RedisStore", "Resolved", "StateStore", "open_store"]

@@ -1,0 +1,178 @@
+"""The cap suite: the same tests for MemoryLimiter and RedisLimiter (single call and cluster mode)."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from campaigns import Cap, CapCheck, MemoryLimiter
+from campaigns.limiter import window_start
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def rolling(name: str, limit: int, window: float, now: float, scope: str = "device", owner: str = "d1") -> CapCheck:
+    return CapCheck(label=name, scope=scope, scope_id=owner, name=name, limit=limit, since=now - window, ttl_s=window)  # type: ignore[arg-type]
+
+
+def test_rolling_window_is_exact(limiter: Any) -> None:
+    t0 = 1_700_000_000.0
+    assert limiter.acquire("a", [rolling("c", 2, 60, t0)], t0).ok
+    assert limiter.acquire("b", [rolling("c", 2, 60, t0 + 10)], t0 + 10).ok
+    g = limiter.acquire("c", [rolling("c", 2, 60, t0 + 59)], t0 + 59)
+    assert not g.ok and g.blocked_by == "c" and g.used == 2
+    # at t0+60 the first issue is exactly one window old: still inside; a moment later it is out
+    assert not limiter.acquire("d", [rolling("c", 2, 60, t0 + 60)], t0 + 60).ok
+    assert limiter.acquire("e", [rolling("c", 2, 60, t0 + 60.5)], t0 + 60.5).ok
+    assert not limiter.acquire("f", [rolling("c", 2, 60, t0 + 69)], t0 + 69).ok
+    assert limiter.acquire("g", [rolling("c", 2, 60, t0 + 70.5)], t0 + 70.5).ok
+
+
+def test_all_caps_or_none(limiter: Any) -> None:
+    t = 1_700_000_000.0
+    full = rolling("full", 1, 3600, t)
+    assert limiter.acquire("x", [full], t).ok
+    free = rolling("free", 5, 3600, t)
+    budget = rolling("budget", 5, 3600, t, scope="campaign", owner="camp")
+    g = limiter.acquire("y", [budget, free, full], t + 1)
+    assert not g.ok and g.blocked_by == "full"
+    assert limiter.usage(free, t + 1) == 0
+    assert limiter.usage(budget, t + 1) == 0  # refunded (cluster mode) or never taken (one script)
+    assert limiter.acquire("z", [budget, free], t + 2).ok
+    assert limiter.usage(free, t + 2) == 1 and limiter.usage(budget, t + 2) == 1
+
+
+def test_same_token_is_not_counted_twice(limiter: Any) -> None:
+    t = 1_700_000_000.0
+    checks = [rolling("c", 3, 100, t), rolling("b", 9, 100, t, scope="campaign", owner="k")]
+    first = limiter.acquire("offer-1", checks, t)
+    again = limiter.acquire("offer-1", checks, t)
+    assert first.ok and not first.duplicate
+    assert again.ok and again.duplicate
+    assert limiter.usage(checks[0], t) == 1 and limiter.usage(checks[1], t) == 1
+
+
+def test_release_gives_the_place_back(limiter: Any) -> None:
+    t = 1_700_000_000.0
+    c = rolling("c", 1, 100, t)
+    assert limiter.acquire("a", [c], t).ok
+    assert not limiter.acquire("b", [c], t).ok
+    limiter.release("a", [c])
+    assert limiter.acquire("b", [c], t).ok
+
+
+def test_caps_of_other_devices_and_campaigns_are_separate(limiter: Any) -> None:
+    t = 1_700_000_000.0
+    assert limiter.acquire("a", [rolling("c", 1, 100, t, owner="d1")], t).ok
+    assert limiter.acquire("b", [rolling("c", 1, 100, t, owner="d2")], t).ok
+    assert limiter.acquire("c", [rolling("c", 1, 100, t, scope="campaign", owner="d1")], t).ok
+    assert not limiter.acquire("d", [rolling("c", 1, 100, t, owner="d1")], t).ok
+
+
+def test_calendar_day_in_the_devices_zone(limiter: Any) -> None:
+    cap = Cap(max=1, window_s=86400, kind="calendar")
+    # 2026-03-10 23:30 in Paris (22:30 UTC), then 23:50, then 00:10 the next local day
+    t1 = 1773181800.0
+    def check(t: float) -> CapCheck:
+        return CapCheck("day", "device", "d1", "day", 1, window_start(cap, t, PARIS), 2 * 86400)
+
+    assert limiter.acquire("a", [check(t1)], t1).ok
+    assert not limiter.acquire("b", [check(t1 + 1200)], t1 + 1200).ok
+    assert limiter.acquire("c", [check(t1 + 2400)], t1 + 2400).ok  # a new day in Paris (still the same UTC day)
+
+
+def test_calendar_windows_start_at_local_midnight_across_dst() -> None:
+    cap7 = Cap(max=1, window_s=7 * 86400, kind="calendar")
+    # 2026-03-30 12:00 Paris (CEST, after the 29 March switch): window starts 2026-03-24 00:00 CET (+01:00)
+    now = 1774864800.0
+    assert window_start(cap7, now, PARIS) == 1774306800.0
+    cap1 = Cap(max=1, window_s=86400, kind="calendar")
+    assert window_start(cap1, now, PARIS) == 1774821600.0  # 2026-03-30 00:00 +02:00
+    assert window_start(cap1, now, None) == 1774828800.0  # UTC midnight
+    assert window_start(Cap(1, 3600), now, PARIS) == now - 3600
+
+
+def test_budget_total_never_expires(limiter: Any) -> None:
+    t = 1_700_000_000.0
+    total = CapCheck("budget total 2", "campaign", "camp", "total", 2, -math.inf, 0.0)
+    assert limiter.acquire("a", [total], t).ok
+    assert limiter.acquire("b", [total], t + 86400 * 365).ok
+    g = limiter.acquire("c", [total], t + 86400 * 800)
+    assert not g.ok and g.blocked_by == "budget total 2"
+
+
+ops = st.lists(
+    st.tuples(
+        st.floats(min_value=0, max_value=50, allow_nan=False),  # time step
+        st.sets(st.sampled_from(["a", "b", "g"]), min_size=1),  # caps of this offer
+    ),
+    min_size=1,
+    max_size=40,
+)
+CAPS = {"a": (2, 30.0, "device"), "b": (3, 100.0, "device"), "g": (4, 1e9, "campaign")}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops)
+def test_limiter_matches_a_brute_force_oracle(limiter: Any, ops: list[tuple[float, set[str]]]) -> None:
+    """Whatever the order of offers and caps, a grant happens exactly when every cap has room."""
+    run = uuid.uuid4().hex[:8]  # fresh counters per example (the fixture lives across examples)
+    granted: list[tuple[float, set[str]]] = []
+    t = 1_700_000_000.0
+    for i, (step, names) in enumerate(ops):
+        t += step
+        checks = [
+            CapCheck(n, CAPS[n][2], f"o{run}", f"{run}{n}", CAPS[n][0], t - CAPS[n][1], CAPS[n][1])  # type: ignore[arg-type]
+            for n in sorted(names)
+        ]
+        room = all(
+            sum(1 for gt, gn in granted if n in gn and gt >= t - CAPS[n][1]) < CAPS[n][0] for n in names
+        )
+        g = limiter.acquire(f"{run}-{i}", checks, t)
+        assert g.ok == room
+        if room:
+            granted.append((t, set(names)))
+
+
+def test_memory_limiter_is_atomic_across_threads() -> None:
+    import threading
+
+    lim = MemoryLimiter()
+    now = time.time()
+    wins = []
+
+    def hammer(k: int) -> None:
+        for i in range(200):
+            c = rolling("c", 37, 3600, now)
+            if lim.acquire(f"{k}-{i}", [c], now).ok:
+                wins.append(1)
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(wins) == 37
+
+
+@pytest.mark.redis
+def test_redis_keys_carry_the_device_hash_tag(redis_url: str, redis_prefix: str) -> None:
+    from campaigns import RedisLimiter
+
+    lim = RedisLimiter(redis_url, redis_prefix)
+    t = time.time()
+    lim.acquire("tok", [rolling("c:x:0", 1, 60, t, owner="dev-7"), rolling("total", 1, 60, t, scope="campaign", owner="x")], t)
+    keys = sorted(k.decode() for k in lim.client.scan_iter(match=f"{redis_prefix}*"))
+    assert keys == [f"{redis_prefix}:budget:{{x}}:total", f"{redis_prefix}:cap:{{dev-7}}:c:x:0"]
+    ttl = lim.client.pttl(f"{redis_prefix}:cap:{{dev-7}}:c:x:0")
+    assert 60_000 < ttl <= 61_000
+    lim.forget("dev-7")
+    assert list(lim.client.scan_iter(match=f"{redis_prefix}:cap:*")) == []
+    lim.client.close()

@@ -1,0 +1,78 @@
+"""``proximity campaigns schema|validate``: exit codes, output, and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proximity.cli import main
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "proximity" / "examples" / "campaigns.yaml"
+DATA = ROOT / "tests" / "campaigns" / "data"
+
+
+def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["campaigns", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["required"] == ["campaigns"]
+
+
+def test_validate_ok_prints_one_line_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["campaigns", "validate", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("ok: ") and "campaigns" in out[0]
+
+
+def test_validate_prints_every_problem_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(DATA / "unknown_key.yaml"), str(DATA / "bad_caps.yaml")]
+    assert main(["campaigns", "validate", *files]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 7
+    assert f"{DATA / 'unknown_key.yaml'}:8:5: unknown key 'prioity'" in captured.out
+    assert f"{DATA / 'bad_caps.yaml'}:6:30: " in captured.out
+    assert "7 problems in 2 files" in captured.err
+
+
+def test_validate_with_fences(capsys: pytest.CaptureFixture[str]) -> None:
+    path = DATA / "unknown_fences.yaml"
+    assert main(["campaigns", "validate", str(path), "--fences", str(DATA / "fences.geojson")]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}:9:24: campaigns[0].trigger.fences[1]: unknown fence id 'shop-2'; did you mean 'shop-1'?" in out
+    # without fences the same file has nothing to check against: valid
+    assert main(["campaigns", "validate", str(path)]) == 0
+
+
+def test_validate_reports_bad_fence_properties(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = json.loads((DATA / "fences.geojson").read_text())
+    doc["features"][0]["properties"]["opening_hours"] = {"mon": "9am-5pm"}
+    fences = tmp_path / "f.geojson"
+    fences.write_text(json.dumps(doc))
+    assert main(["campaigns", "validate", str(EXAMPLE), "--fences", str(fences)]) == 1
+    assert "fence 'shop-1': bad time window '9am-5pm'" in capsys.readouterr().out
+
+
+def test_validate_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["campaigns", "validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_validate_as_a_real_process() -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "proximity", "campaigns", "validate", str(DATA / "bad_placeholder.yaml")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert bad.returncode == 1, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert bad.stdout.splitlines()[0].endswith("unknown placeholder {store_name}; did you mean {store.name}?")
+    good = subprocess.run(
+        [sys.executable, "-m", "proximity", "campaigns", "validate", str(EXAMPLE)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert good.returncode == 0 and good.stdout.startswith("ok: ")

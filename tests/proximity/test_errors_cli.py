@@ -1,0 +1,19 @@
+"""Errors render the same way for the CLI and HTTP, and the CLI never shows a traceback."""
+
+from proximity.errors import ValidationError, as_json, describe
+
+
+def test_describe_gives_file_line_col() -> None:
+    exc = ValidationError("unknown key 'trigerr'", source="c.yaml", line=3, col=5, field="trigerr")
+    assert describe(exc) == "c.yaml:3:5: unknown key 'trigerr'"
+    assert str(exc) == "c.yaml:3:5: unknown key 'trigerr'"
+
+
+def test_describe_names_row_and_field_without_line() -> None:
+    exc = ValidationError("latitude out of range", source="<body>", field="lat", row=4)
+    assert describe(exc) == "<body>: latitude out of range (row 4, field 'lat')"
+    assert as_json(exc) == {"error": "latitude out of range", "field": "lat", "row": 4}
+
+
+def test_describe_plain_value_error() -> None:
+    assert describe(ValueError("bad")) == "bad"

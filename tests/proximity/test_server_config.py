@@ -1,0 +1,199 @@
+"""Service settings, the reload machinery (files, memory and Redis channels), and the ``proximity serve`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proximity.cli import main
+from proximity.config import ServiceConfig, config_from_mapping, load_config
+from proximity.errors import ValidationError
+from proximity.reload import FileWatcher, MemoryChannel, RedisChannel, Reloader
+
+# ------------------------------------------------------------------ config
+
+
+def test_config_file_with_line_and_col_errors(tmp_path: Path) -> None:
+    p = tmp_path / "service.yaml"
+    p.write_text("port: 9000\nfences: data/fences.geojson\nengine:\n  dwell_s: 120\n")
+    cfg = load_config(p, port=None, host="0.0.0.0")
+    assert (cfg.port, cfg.host) == (9000, "0.0.0.0")
+    assert cfg.fences == str((tmp_path / "data/fences.geojson").resolve())
+    assert cfg.engine == {"dwell_s": 120}
+    p.write_text("port: 9000\nmax_batchh: 10\n")
+    with pytest.raises(ValidationError, match="did you mean 'max_batch'") as info:
+        load_config(p)
+    assert (info.value.line, info.value.col) == (2, 1)
+    p.write_text("port: 9000\nrate_limit: fast\n")
+    with pytest.raises(ValidationError, match="rate_limit must be") as info:
+        load_config(p)
+    assert (info.value.line, info.value.field) == (2, "rate_limit")
+    p.write_text("workers: 3\n")
+    with pytest.raises(ValidationError, match="needs shared state") as info:
+        load_config(p)
+    assert info.value.line == 1
+    p.write_text("port: [1\n")
+    with pytest.raises(ValidationError) as info:
+        load_config(p)
+    assert info.value.source == str(p) and info.value.line
+
+
+@pytest.mark.parametrize(("field", "value"), [("port", 70000), ("max_batch", 0), ("rate_limit", float("nan")),
+                                              ("reload_interval_s", 0), ("redis_prefix", "a b")])
+def test_config_rejects_bad_values(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        ServiceConfig(**{field: value})
+    assert info.value.field == field
+
+
+def test_demo_paths_are_the_bundled_examples() -> None:
+    paths = config_from_mapping({}, demo=True).resolved_paths()
+    assert paths["campaigns"] is not None and paths["campaigns"].name == "campaigns.yaml"
+    assert all(p is None for p in ServiceConfig().resolved_paths().values())
+
+
+# ------------------------------------------------------------------ reload
+
+
+def test_file_watcher_reports_content_changes_only(tmp_path: Path) -> None:
+    p = tmp_path / "f.txt"
+    p.write_text("one")
+    w = FileWatcher(p)
+    w.prime("one")
+    assert w.poll() is None
+    os.utime(p, (time.time() + 5, time.time() + 5))  # touched, same content
+    assert w.poll() is None
+    p.write_text("two")
+    os.utime(p, (time.time() + 10, time.time() + 10))
+    assert w.poll() == "two"
+    assert w.poll() is None
+    p.unlink()
+    assert w.poll() is None
+
+
+async def test_reloader_validates_before_applying() -> None:
+    applied: list[tuple[int, Any]] = []
+
+    def validate(kind: str, text: str, media: str, source: str) -> Any:
+        if text.startswith("bad"):
+            raise ValidationError("bad text", source=source, line=1, col=1)
+        return text.upper()
+
+    async def apply(doc, parsed) -> None:  # type: ignore[no-untyped-def]
+        applied.append((doc.version, parsed))
+
+    r = Reloader(MemoryChannel(), validate, apply)
+    doc, _ = await r.submit("fences", "a", "text/plain", "t")
+    assert doc.version == 1
+    with pytest.raises(ValidationError):
+        await r.submit("fences", "bad", "text/plain", "t")
+    doc, _ = await r.submit("fences", "a", "text/plain", "t")  # same content: same version, not re-applied
+    assert doc.version == 1
+    await r.submit("fences", "b", "text/plain", "t")
+    assert applied == [(1, "A"), (2, "B")]
+
+
+@pytest.mark.redis
+async def test_redis_channel_versions_and_notifies(redis_url: str, redis_prefix: str) -> None:
+    one, two = RedisChannel.from_url(redis_url, redis_prefix), RedisChannel.from_url(redis_url, redis_prefix)
+    seen: list[str] = []
+
+    async def notify(kind: str) -> None:
+        seen.append(kind)
+
+    listener = asyncio.create_task(two.listen(notify))
+    try:
+        await asyncio.sleep(0.3)
+        d1 = await one.publish("campaigns", "x: 1\n", "application/yaml", "PUT")
+        d2 = await one.publish("campaigns", "x: 1\n", "application/yaml", "file")  # same text: no new version
+        d3 = await two.publish("campaigns", "x: 2\n", "application/yaml", "PUT")
+        assert (d1.version, d2.version, d3.version) == (1, 1, 2)
+        latest = await one.latest("campaigns")
+        assert latest is not None and latest.text == "x: 2\n" and latest.version == 2
+        for _ in range(50):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert seen == ["campaigns", "campaigns"]
+        assert await one.latest("beacons") is None
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await one.close()
+        await two.close()
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_new_key_prints_a_key_and_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    assert main(["serve", "--new-key", "ios-app:sdk,admin"]) == 0
+    out = capsys.readouterr().out
+    key = re.search(r"key:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    line = re.search(r"line:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    assert line == f"ios-app:sdk,admin:{hashlib.sha256(key.encode()).hexdigest()}"
+    assert main(["serve", "--new-key", "ios-app:root"]) == 2
+    assert "unknown scope" in capsys.readouterr().err
+
+
+def test_bad_files_exit_2_with_location(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_text("a:sdk:123\n")
+    assert main(["serve", "--keys", str(keys), "--port", "0"]) == 2
+    assert f"{keys}:1:7:" in capsys.readouterr().err
+    assert main(["serve", "--fences", str(tmp_path / "missing.geojson"), "--port", "0"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["serve", "--workers", "2", "--port", "0"]) == 2
+    assert "--redis" in capsys.readouterr().err
+
+
+def test_serve_with_no_arguments_runs_the_demo_and_prints_a_working_curl(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROXIMITY_API_KEYS"}
+    proc = subprocess.Popen([sys.executable, "-m", "proximity", "serve", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(5)]
+        text = "".join(lines)
+        url = re.search(r"listening on (http://[\d.]+:\d+)", text).group(1)  # type: ignore[union-attr]
+        key = re.search(r"demo key \(every scope, this run only\): (\S+)", text).group(1)  # type: ignore[union-attr]
+        curl = re.search(r"try: (curl .*)", text).group(1)  # type: ignore[union-attr]
+        assert "campaigns=" in text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        # the printed curl works as printed (its body is JSON; its key is the demo key)
+        body = re.search(r"-d '(.*)'$", curl).group(1)  # type: ignore[union-attr]
+        assert f"X-API-Key: {key}" in curl
+        req = urllib.request.Request(url + "/v1/pings", data=body.encode(), method="POST",
+                                     headers={"X-API-Key": key, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            doc = json.loads(r.read())
+        assert r.status == 200 and doc["accepted"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()  # type: ignore[union-attr]
+    assert code == 0

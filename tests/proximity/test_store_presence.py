@@ -1,0 +1,212 @@
+"""State stores: the memory store's compactness and handle reuse; the Redis store's keys, TTLs,
+compare-and-set under a racing writer, shared place ids, and failing whole when Redis is away."""
+
+from __future__ import annotations
+
+import math
+import socket
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geofence import FenceIndex, circle_fence
+from proximity.batch import PingBatch
+from proximity.engine import Engine, EngineConfig
+from proximity.errors import StoreUnavailable
+from proximity.store import DeviceIds, MemoryStore, RedisStore, StateStore, open_store
+
+LON0, LAT0 = 2.35, 48.85
+M_LON = 1 / (111_320.0 * math.cos(math.radians(LAT0)))
+T0 = 1_700_000_000.0
+FENCES = [circle_fence("cafe", LON0, LAT0, 40.0), circle_fence("bank", LON0 + 500 * M_LON, LAT0, 40.0)]
+CONFIG = EngineConfig(max_future_skew_s=None)
+
+
+def pings(rows: list[tuple[str, float, float]]) -> PingBatch:
+    """``(device, t, metres east)`` with 5 m accuracy."""
+    return PingBatch.from_arrays([r[0] for r in rows], [LON0 + r[2] * M_LON for r in rows], [LAT0] * len(rows),
+                                 5.0, [T0 + r[1] for r in rows])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.redis
+def test_both_stores_implement_the_interface(redis_url: str, redis_prefix: str) -> None:
+    members = [m for m in vars(StateStore) if not m.startswith("_")]
+    assert {"apply", "advance", "forget", "resolve", "place_ids", "snapshot", "devices"} <= set(members)
+    for store in (MemoryStore(), RedisStore(redis_url, prefix=redis_prefix)):
+        for m in members:
+            assert callable(getattr(store, m)), (type(store).__name__, m)
+        store.close()
+
+
+def test_open_store() -> None:
+    assert isinstance(open_store(None), MemoryStore) and isinstance(open_store("memory"), MemoryStore)
+    with pytest.raises(ValueError, match="redis://"):
+        open_store("postgres://x")
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def test_memory_store_is_compact_and_reuses_handles() -> None:
+    store = MemoryStore()
+    eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+    n = 200_000
+    ids = np.array([f"device-{i:07d}" for i in range(n)], dtype=object)
+    inside = np.arange(n) % 100 == 0  # 1% in the cafe
+    b = PingBatch.from_arrays(ids, np.where(inside, LON0, LON0 + 0.05), np.full(n, LAT0), 5.0, np.full(n, T0))
+    r = eng.process_pings(b)
+    assert r.stats["enter"] == inside.sum() and len(store) == n
+    per_device = store.bytes_per_device()
+    assert 40 < per_device < 250, per_device  # arrays + id dict + the id strings themselves
+    # the same ids again map to the same handles; forgotten ones are reused
+    first = store.resolve(ids[:10]).codes
+    assert np.array_equal(store.resolve(ids[:10]).codes, first)
+    eng.forget("device-0000003")
+    assert len(store) == n - 1
+    new = store.resolve(np.array(["newcomer"], dtype=object)).codes
+    assert new[0] == first[3]
+    assert eng.device_state("newcomer")["last_ts"] is None
+
+
+# -- redis ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_redis_keys_are_prefixed_hash_tagged_and_expire(redis_url: str, redis_prefix: str,
+                                                        redis_client: Any) -> None:
+    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=600)
+    eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+    eng.process_pings(PingBatch.concat([pings([("d1", 0, 0), ("d2", 0, 2000)]),
+                                        PingBatch.from_rows([{"device_id": "d1", "ts": T0 + 1, "lon": LON0,
+                                                              "lat": LAT0, "accuracy_m": 5,
+                                                              "attrs": {"tier": "gold"}}])]))
+    keys = sorted(k.decode() for k in redis_client.scan_iter(match=f"{redis_prefix}*"))
+    assert all(k.startswith(redis_prefix + ":") for k in keys)
+    assert f"{redis_prefix}:{{d1}}:st" in keys and f"{redis_prefix}:{{d2}}:st" in keys
+    assert f"{redis_prefix}:{{d1}}:info" in keys
+    for k in (f"{redis_prefix}:{{d1}}:st", f"{redis_prefix}:{{d1}}:info"):
+        assert 0 < redis_client.pttl(k) <= 600_000
+    # the due set knows when d1's visit can end (last inside evidence + 60 s)
+    assert redis_client.zscore(f"{redis_prefix}:due", "d1") == T0 + 1 + 60
+    eng.forget("d1")
+    assert not redis_client.exists(f"{redis_prefix}:{{d1}}:st", f"{redis_prefix}:{{d1}}:info")
+    assert redis_client.zscore(f"{redis_prefix}:due", "d1") is None
+    store.close()
+
+
+@pytest.mark.redis
+def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(redis_url: str, redis_prefix: str) -> None:
+    a_store = RedisStore(redis_url, prefix=redis_prefix)
+    b_store = RedisStore(redis_url, prefix=redis_prefix)
+    a = Engine(FenceIndex(FENCES), store=a_store, config=CONFIG)
+    b = Engine(FenceIndex(FENCES), store=b_store, config=CONFIG)
+    batch = pings([("d1", 0, 0), ("d2", 0, 500), ("d3", 0, 2000)])
+    b_events: list[Any] = []
+    load = a_store._load
+    calls = []
+
+    def racing_load(names: Any) -> Any:
+        raw = load(names)  # A has read the old state ...
+        if not calls:
+            b_events.extend(b.process_pings(batch).events)  # ... and B commits the same batch first
+        calls.append(list(names))
+        return raw
+
+    a_store._load = racing_load  # type: ignore[method-assign]
+    a_events = a.process_pings(batch).events
+    assert sorted((e.device_id, e.kind, e.fence_id) for e in b_events) == [("d1", "enter", "cafe"),
+                                                                          ("d2", "enter", "bank")]
+    assert a_events == []  # A lost the compare-and-set, reloaded, and found its evidence already applied
+    assert a_store.retries == 3 and len(calls) == 2
+    assert a.device_state("d1")["version"] == 1
+
+
+@pytest.mark.redis
+def test_advance_in_two_engines_exits_once(redis_url: str, redis_prefix: str) -> None:
+    a = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+    b = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+    a.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
+    first = a.advance(T0 + 61).events + b.advance(T0 + 61).events
+    assert sorted((e.device_id, e.kind, e.cause) for e in first) == [("d1", "exit", "debounce"),
+                                                                     ("d2", "exit", "debounce")]
+    assert b.advance(T0 + 100).events == []
+
+
+@pytest.mark.redis
+def test_place_ids_are_shared_between_processes(redis_url: str, redis_prefix: str) -> None:
+    a = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+    b = Engine(FenceIndex(FENCES[::-1]), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+    assert a.places.ids == b.places.ids
+    # A learns a beacon zone; B has never heard of it but still names it right when it ends
+    zone = type("Z", (), {})()
+    zone.device_id = np.array(["d9"], dtype=object)
+    zone.fence_id = np.array(["cafe"], dtype=object)
+    zone.zone = np.array(["checkout"], dtype=object)
+    zone.distance_m, zone.proximity = np.array([1.0]), np.array([2], np.int8)
+    zone.ts, zone.row = np.array([T0]), np.array([0])
+    assert [e.place for e in a.process_zone_sightings(zone).events] == ["cafe", "cafe#checkout"]
+    assert "cafe#checkout" not in b.places.ids
+    assert sorted(e.place for e in b.advance(T0 + 31).events) == ["cafe", "cafe#checkout"]
+
+
+@pytest.mark.redis
+def test_redis_away_raises_store_unavailable_and_applies_nothing(redis_url: str, redis_prefix: str,
+                                                                 redis_client: Any) -> None:
+    down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix=redis_prefix)
+    with pytest.raises(StoreUnavailable) as info:
+        Engine(FenceIndex(FENCES), store=down, config=CONFIG)
+    assert info.value.retry_after_s > 0
+
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("connection reset by peer")
+
+    good_save = store._save
+    store._save = broken  # the connection drops between load and save
+    with pytest.raises(StoreUnavailable):
+        eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
+    assert not list(redis_client.scan_iter(match=f"{redis_prefix}:{{d*"))
+    store._save = good_save
+    r = eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))  # the client's retry goes through whole
+    assert sorted(e.device_id for e in r.events) == ["d1", "d2"]
+
+
+# -- device id interning ---------------------------------------------------------------------------
+
+ids_st = st.text(alphabet=st.characters(blacklist_characters="\x00"), min_size=1, max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.lists(ids_st, max_size=30)), max_size=12))
+def test_device_ids_behave_like_a_dict(ops: list[tuple[bool, list[str]]]) -> None:
+    """Interning and removing in batches agrees with a dict oracle; handles stay unique and get reused."""
+    table = DeviceIds(capacity=4, width=2)  # tiny, so every growth path runs
+    oracle: dict[str, int] = {}
+    for remove, batch in ops:
+        arr = np.array(batch, dtype=object)
+        if remove:
+            gone = [x for x in dict.fromkeys(batch) if x in oracle]
+            table.remove(np.array([oracle.pop(x) for x in gone], np.int64))
+            assert (table.find(np.array(gone, dtype=object)) == -1).all()
+            continue
+        handles = table.intern(arr)
+        for x, h in zip(batch, handles.tolist(), strict=True):
+            assert oracle.setdefault(x, h) == h
+        assert len(set(oracle.values())) == len(oracle) == len(table)
+        assert table.names(handles).tolist() == batch
+        assert np.array_equal(table.find(arr), handles)
+    live = sorted(oracle.values())
+    assert table.live().tolist() == live
+    assert max(live, default=-1) < len(oracle) + sum(len(b) for _, b in ops)
