@@ -1,0 +1,100 @@
+"""What every benchmark part shares: the machine's description, tables, JSON results, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(os.environ.get("PROXIMITY_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+
+
+def machine() -> dict[str, Any]:
+    """The facts that make a figure comparable: cores, CPU model, Python, numpy."""
+    import numpy
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "numpy": numpy.__version__,
+        "platform": platform.platform(terse=True),
+    }
+
+
+def describe_machine() -> str:
+    m = machine()
+    return f"{m['cores']} cores ({m['cpu'] or 'unknown CPU'}), {m['python']}, numpy {m['numpy']}, {m['platform']}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    out = []
+    for k, r in enumerate(cells):
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The same table as GitHub markdown (for the README's performance section)."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(part: str, data: dict[str, Any]) -> Path:
+    """Write ``results/<part>.json`` with the machine's description and a timestamp; return the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{part}.json"
+    doc = {"part": part, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **data}
+    path.write_text(json.dumps(doc, indent=2, default=_default) + "\n")
+    return path
+
+
+def read_results(part: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{part}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """The fastest of ``repeat`` runs (seconds) and the last result: the least disturbed by a noisy neighbour."""
+    best, out = float("inf"), None
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def _default(o: Any) -> Any:
+    try:
+        import numpy
+
+        if isinstance(o, numpy.generic):
+            return o.item()
+        if isinstance(o, numpy.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
