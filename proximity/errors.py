@@ -69,7 +69,13 @@ def location(exc: BaseException) -> str:
 
 def message_of(exc: BaseException) -> str:
     msg = getattr(exc, "message", None)
-    return str(msg) if msg is not None else (exc.args[0] if exc.args else type(exc).__name__)
+    if msg is not None:
+        return str(msg)
+    if isinstance(exc, OSError) and exc.strerror:
+        # args[0] of an OSError is its errno: say what failed, and on which file
+        name = exc.filename if exc.filename is not None else None
+        return f"{name}: {exc.strerror}" if name is not None else exc.strerror
+    return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
 def describe(exc: BaseException) -> str:

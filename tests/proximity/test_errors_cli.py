@@ -17,3 +17,20 @@ def test_describe_names_row_and_field_without_line() -> None:
 
 def test_describe_plain_value_error() -> None:
     assert describe(ValueError("bad")) == "bad"
+
+
+def test_describe_os_error_names_the_file_not_the_errno(tmp_path) -> None:
+    missing = tmp_path / "nope.geojson"
+    try:
+        missing.open()
+    except OSError as exc:
+        assert describe(exc) == f"{missing}: No such file or directory"
+
+
+def test_cli_missing_file_is_exit_2_naming_it(tmp_path, capsys) -> None:
+    from proximity.cli import main
+
+    missing = tmp_path / "nope.geojson"
+    assert main(["fences", "match", str(missing), str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
