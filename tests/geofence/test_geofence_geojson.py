@@ -103,6 +103,10 @@ def test_bad_features_name_feature_field_and_line(tmp_path: Path, bad: dict, mes
     assert exc.feature == 1 and exc.row == 1 and exc.field == field
     assert exc.source == str(path) and exc.line is not None and exc.col is not None
     assert exc.message.startswith("feature 1")
+    if "id" in bad:  # the feature is named by its index and its id
+        assert exc.fence_id == bad["id"] and exc.message.startswith(f"feature 1 (id {bad['id']!r}): ")
+    else:
+        assert exc.fence_id is None and exc.message.startswith("feature 1: ")
     second_feature_line = line_of(path, '"type": "Feature"', 1) - 1  # its opening brace
     assert exc.line >= second_feature_line, "the line points into the bad feature"
     if needle is not None:  # json.dumps(indent=2) puts a position's numbers on the lines after its "["

@@ -50,15 +50,17 @@ def test_match_prints_pairs_sorted_by_point_then_fence_id(tmp_path: Path, fences
 def test_match_with_accuracy_adds_confidence_and_out_file(tmp_path: Path, fences_file: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     pts = tmp_path / "p.csv"
-    # centre of both; 5 m outside the square's east edge with 20 m accuracy; far away
+    # 0: centre of both. 1 and 2: 5.0 m outside the square's east edge and 41.7 m from the 30 m circle's
+    # centre (pyproj geodesic), so 20 m of accuracy touches both fences and 10 m only the square. 3: far away.
     east = 2.351 + 5.0 / 73_000
-    pts.write_text(f"lon,lat,accuracy_m\n2.3505,48.8505,10\n{east},48.8505,20\n2.0,48.0,5\n")
+    pts.write_text(f"lon,lat,accuracy_m\n2.3505,48.8505,10\n{east},48.8505,20\n{east},48.8505,10\n"
+                   "2.0,48.0,5\n")
     out_file = tmp_path / "m.csv"
     code, out, _ = run(["fences", "match", str(fences_file), str(pts), "--out", str(out_file)], capsys)
     assert code == 0 and out == ""
     rows = list(csv.reader(io.StringIO(out_file.read_text())))
     assert rows == [["point", "fence_id", "confidence"], ["0", "alpha", "3"], ["0", "zeta", "3"],
-                    ["1", "zeta", "1"]]
+                    ["1", "alpha", "1"], ["1", "zeta", "1"], ["2", "zeta", "1"]]
     code, out, _ = run(["fences", "match", str(fences_file), str(pts), "--no-accuracy"], capsys)
     assert out.splitlines() == ["point,fence_id", "0,alpha", "0,zeta"]
 
