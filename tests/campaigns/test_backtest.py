@@ -11,7 +11,7 @@ import pytest
 from proximity.cli import main
 
 DATA = Path(__file__).parent / "data"
-FENCES = DATA / "district.geojson"
+FENCES = DATA / "replay" / "district.geojson"
 T0 = 1773043200  # 2026-03-09T08:00:00Z, a Monday (09:00 in Paris)
 CAFE = (2.3504, 48.85025)
 MALL = (2.3610, 48.8506)
@@ -157,7 +157,7 @@ def test_backtest_with_beacon_sightings(world: dict[str, Path], capsys: pytest.C
     offer: {title: "Pay at the {zone} of {store.name}", data: {zone: "{zone}"}}
 """)
     rc = main(["campaigns", "backtest", str(camp), "--fences", str(FENCES), "--pings", str(world["pings"]),
-               "--sightings", str(sightings), "--beacons", str(DATA / "district-beacons.yaml"),
+               "--sightings", str(sightings), "--beacons", str(DATA / "replay" / "district-beacons.yaml"),
                "--out", str(world["out"]), "--json"])
     assert rc == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out)

@@ -13,7 +13,8 @@ from campaigns import CampaignFileError, FenceInfo, json_schema, load_campaigns,
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parents[2] / "proximity" / "examples" / "campaigns.yaml"
-BAD_CASES = sorted(DATA.glob("*.yaml"))
+BAD_CASES = sorted(DATA.glob("*.yaml"))  # each top-level data/*.yaml is a bad case with "# expect:" lines;
+# inputs of other tests (replay/) live in subdirectories
 
 
 def data_fences() -> dict[str, FenceInfo]:
