@@ -208,8 +208,8 @@ class EddystoneETLM:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "version": self.version, "etlm": self.etlm.hex(), "salt": self.salt.hex(),
-                "mic": self.mic.hex()}
+        return {"type": self.type, "version": self.version, "salt": self.salt.hex(), "mic": self.mic.hex(),
+                "etlm": self.etlm.hex()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,7 +196,11 @@ class GatewayAgent:
                 woken.cancel()
                 continue
             seq, body = item
-            result, sent, rejected = await self._deliver(body)
+            self.spool.in_flight = seq  # overflow must not drop a batch that may yet be delivered
+            try:
+                result, sent, rejected = await self._deliver(body)
+            finally:
+                self.spool.in_flight = None
             if result.outcome != "retry":
                 self.spool.remove(seq)
                 self._counted_spooled.discard(seq)

@@ -6,24 +6,38 @@ sequence number; a restarted agent continues after the highest one found, so
 batches of the previous run go first. Bounded by a number of batches and a
 number of bytes: when full, the *oldest* batches are dropped (the freshest
 presence data is the most useful) and the caller is told how many sightings
-were lost, to count and log them. ``directory=None`` keeps the queue in memory
-(the embedded twin; nothing survives a restart).
+were lost, to count and log them. The batch being sent (:attr:`Spool.in_flight`)
+is never the one dropped: it may be delivered, and must not then be counted
+lost too. ``directory=None`` keeps the queue in memory (the embedded twin;
+nothing survives a restart). A file that cannot be read back (damaged on disk,
+or not written by the spool) is renamed ``<sequence>.bad``, kept out of the
+queue, and named in a warning in the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("beacons.spool")
+
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
     batches: int = 0
     sightings: int = 0
+
+
+def _sightings_in(body: Any) -> int:
+    if not isinstance(body, dict) or not isinstance(body.get("sightings"), list):
+        raise ValueError("not a scans body (an object with a sightings list)")
+    return len(body["sightings"])
 
 
 class Spool:
@@ -38,17 +52,23 @@ class Spool:
         self._memory: dict[int, bytes] = {}
         self._bytes = 0
         self._next = 0
+        #: the sequence number of the batch being sent, which overflow never drops
+        self.in_flight: int | None = None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             for tmp in self.directory.glob("*.tmp"):
                 tmp.unlink(missing_ok=True)
-            for path in sorted(self.directory.glob("*.json"), key=lambda p: int(p.stem)):
+            ours = [p for p in self.directory.glob("*.json") if p.stem.isascii() and p.stem.isdigit()]
+            for path in sorted(ours, key=lambda p: int(p.stem)):
                 seq = int(path.stem)
                 data = path.read_bytes()
                 try:
-                    n = len(json.loads(data).get("sightings", ()))
-                except (ValueError, AttributeError):
-                    path.unlink(missing_ok=True)  # a torn or foreign file: not ours to send
+                    n = _sightings_in(json.loads(data))
+                except ValueError:
+                    bad = path.with_suffix(".bad")
+                    os.replace(path, bad)
+                    log.warning("spool: %s is not a readable batch; set aside as %s", path, bad.name)
+                    self._next = seq + 1
                     continue
                 self._index[seq] = (len(data), n)
                 self._bytes += len(data)
@@ -95,11 +115,14 @@ class Spool:
         self._index[seq] = (len(data), len(body.get("sightings", ())))
         self._bytes += len(data)
         batches = sightings = 0
-        while len(self._index) > 1 and (len(self._index) > self.max_batches or self._bytes > self.max_bytes):
-            old = next(iter(self._index))
-            sightings += self._index[old][1]
-            batches += 1
-            self.remove(old)
+        if len(self._index) > self.max_batches or self._bytes > self.max_bytes:
+            # oldest first, never the batch just queued nor the one being sent
+            for old in [q for q in self._index if q not in (seq, self.in_flight)]:
+                if len(self._index) <= self.max_batches and self._bytes <= self.max_bytes:
+                    break
+                sightings += self._index[old][1]
+                batches += 1
+                self.remove(old)
         return Dropped(batches, sightings)
 
     def peek(self) -> tuple[int, dict[str, Any]] | None:
@@ -108,9 +131,16 @@ class Spool:
             seq = next(iter(self._index))
             try:
                 data = self._memory[seq] if self.directory is None else self._path(seq).read_bytes()
-                return seq, json.loads(data)
-            except (OSError, ValueError):
-                self.remove(seq)  # vanished or unreadable: skip it rather than block the queue
+                body = json.loads(data)
+                _sightings_in(body)
+                return seq, body
+            except (OSError, ValueError) as exc:
+                # vanished or unreadable: set it aside (and say so) rather than block the queue
+                log.warning("spool: batch %d cannot be read back (%s); skipped", seq, exc)
+                if self.directory is not None:
+                    with contextlib.suppress(OSError):
+                        os.replace(self._path(seq), self._path(seq).with_suffix(".bad"))
+                self.remove(seq)
         return None
 
     def remove(self, seq: int) -> None:

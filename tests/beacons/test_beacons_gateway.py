@@ -313,3 +313,102 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
         assert max(delays) - min(delays) > 0.5 * cap  # jittered, not a fixed delay
     assert agent._backoff(1, 3.0) == 3.0      # the server's Retry-After wins
     assert agent._backoff(1, 60.0) == 8.0     # ... up to the cap
+
+
+class ScriptSource:
+    """A source driven step by step by the test: ``feed`` hands advertisements to the agent."""
+
+    def __init__(self) -> None:
+        self.on_advertisement: Any = None
+        self.ready = asyncio.Event()
+
+    async def run(self, on_advertisement: Any, stop: asyncio.Event) -> None:
+        self.on_advertisement = on_advertisement
+        self.ready.set()
+        await stop.wait()
+
+    def feed(self, ids: range) -> None:
+        for i in ids:
+            m, s = bleak_fields([IBeacon(APP, 0, i, -65)])
+            self.on_advertisement(CaptureRecord(1000.0 + i, f"AA:{i}", -70, m, s))
+
+
+async def test_batches_are_sealed_by_size_and_by_time() -> None:
+    source, uplink = ScriptSource(), MemoryUplink()
+    config = GatewayConfig("gw", batch_size=4, batch_interval_s=0.05, drain_timeout_s=5.0)
+    agent = GatewayAgent(source, uplink, Spool(None), config)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        await source.ready.wait()
+        source.feed(range(0, 9))             # two full batches at once, one sighting left pending
+        await wait_for(lambda: len(uplink.delivered) == 3)   # ... which the timer seals while still scanning
+        source.feed(range(9, 11))
+        await wait_for(lambda: len(uplink.delivered) == 4)
+        assert not stop.is_set()
+    finally:
+        stop.set()
+        await run
+    assert [len(b["sightings"]) for b in uplink.delivered] == [4, 4, 1, 2]
+    assert [k["key"] for b in uplink.delivered for k in b["sightings"]] == [app_key(i) for i in range(11)]
+
+
+async def test_overflow_never_drops_the_batch_in_flight() -> None:
+    class SlowUplink(MemoryUplink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sending = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def send(self, body: dict[str, Any]) -> Any:
+            self.sending.set()
+            await self.release.wait()
+            return await super().send(body)
+
+    source, uplink = ScriptSource(), SlowUplink()
+    spool = Spool(None, max_batches=2)
+    agent = GatewayAgent(source, uplink, spool, GatewayConfig("gw", batch_size=2, batch_interval_s=10.0))
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        await source.ready.wait()
+        source.feed(range(0, 2))             # batch 1 goes out and hangs in the uplink
+        await uplink.sending.wait()
+        source.feed(range(2, 8))             # batches 2, 3, 4 overflow a spool of 2: 2 and 3 go, not 1
+        uplink.release.set()
+        await wait_for(lambda: len(spool) == 0)
+    finally:
+        stop.set()
+        counters = await run
+    delivered = [k["key"] for b in uplink.delivered for k in b["sightings"]]
+    assert delivered == [app_key(i) for i in (0, 1, 6, 7)]
+    assert (counters["sent"], counters["dropped"], counters["sightings"]) == (4, 4, 8)
+
+
+async def test_counters_are_logged_at_exit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    capture = tmp_path / "c.jsonl"
+    write_capture(capture, range(12))
+    config = GatewayConfig("gw-test", **{**FAST, "batch_size": 5, "drain_timeout_s": 0.1})
+    with caplog.at_level(logging.INFO, logger="beacons.gateway"):
+        await GatewayAgent(ReplaySource(capture), MemoryUplink(down=True), Spool(None, max_batches=2), config).run()
+    final = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gateway gw-test:")][-1]
+    assert "heard 13, sightings 12, sent 0, spooled 12, dropped 5" in final and "in spool 2 batches" in final
+
+
+def test_every_body_the_agent_builds_matches_the_documented_schema(tmp_path: Path) -> None:
+    import jsonschema
+
+    from beacons import SCANS_SCHEMA
+    from beacons.frames import AltBeacon, EddystoneUID, EddystoneURL
+    from beacons.gateway import sightings_of
+
+    frames = [IBeacon(APP, 1, 2, -60), AltBeacon(0x0118, bytes(range(20)), -58, 3),
+              EddystoneUID(bytes(10), bytes(range(6)), -20), EddystoneURL("https://a.com", -20)]
+    entries: list[dict[str, Any]] = []
+    for i, f in enumerate(frames):
+        entries += sightings_of(CaptureRecord(float(i), "AA", -61.6, *bleak_fields([f])))[0]
+    body = {"gateway_id": "gw", "batch_id": "gw:x:1", "sent_at": 5.0, "sightings": entries}
+    jsonschema.validate(body, SCANS_SCHEMA)
+    assert len(decode_scans_body(json.dumps(body).encode()).sightings) == 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**body, "sightings": [{**entries[0], "extra": 1}]}, SCANS_SCHEMA)

@@ -21,7 +21,7 @@ EXPECTED_KEYS = {
     "eddystone_uid": ["type", "namespace", "instance", "tx_power"],
     "eddystone_url": ["type", "url", "tx_power"],
     "eddystone_tlm": ["type", "version", "battery_mv", "temperature_c", "adv_count", "uptime_s"],
-    "eddystone_tlm_encrypted": ["type", "version", "etlm", "salt", "mic"],
+    "eddystone_tlm_encrypted": ["type", "version", "salt", "mic", "etlm"],
     "eddystone_eid": ["type", "eid", "tx_power"],
 }
 
