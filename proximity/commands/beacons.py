@@ -21,6 +21,14 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
 
 
+def _coefficients(text: str) -> tuple[float, float, float]:
+    try:
+        a, b, c = (float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers A,B,C, got {text!r}") from None
+    return a, b, c
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "beacons", help="BLE beacon tools: parse advertisements, range sightings, fleet health",
@@ -53,6 +61,11 @@ def register(subparsers: Any) -> None:
     t.add_argument("--model", choices=("log_distance", "curve_fit"), default="log_distance",
                    help="distance model (default log_distance)")
     t.add_argument("--exponent", type=float, default=2.0, help="path-loss exponent (default 2.0)")
+    t.add_argument("--curve", type=_coefficients, default=None, metavar="A,B,C",
+                   help="curve-fit coefficients of d = A * (rssi/P1m) ** B + C (default 0.89976,7.7095,0.111)")
+    t.add_argument("--immediate-m", type=float, default=0.5,
+                   help="closer than this is 'immediate' (default 0.5)")
+    t.add_argument("--near-m", type=float, default=3.0, help="closer than this is 'near', else 'far' (default 3.0)")
     t.set_defaults(run=_run_track)
 
     h = sub.add_parser(
@@ -85,12 +98,22 @@ def _run_parse(args: argparse.Namespace) -> int:
 
 
 def _run_track(args: argparse.Namespace) -> int:
-    from beacons import ProximityTracker, load_registry, read_sightings_csv
+    from beacons import (
+        CurveFitModel,
+        ProximityThresholds,
+        ProximityTracker,
+        load_registry,
+        read_sightings_csv,
+    )
 
+    thresholds = ProximityThresholds(args.immediate_m, args.near_m)  # ValueError (exit 2) when not ordered
+    if args.curve is not None and args.model != "curve_fit":
+        raise ValueError("--curve sets the coefficients of --model curve_fit; add --model curve_fit")
+    model = CurveFitModel(*args.curve) if args.curve is not None else args.model
     registry = load_registry(args.registry)
     sightings = read_sightings_csv(args.sightings)
-    tracker = ProximityTracker(registry, filter=args.filter, model=args.model, window_s=args.window,
-                               path_loss_exponent=args.exponent)
+    tracker = ProximityTracker(registry, filter=args.filter, model=model, window_s=args.window,
+                               path_loss_exponent=args.exponent, thresholds=thresholds)
     order = sightings.ts.argsort(kind="stable")
     zs = tracker.update(sightings.take(order))
     out = sys.stdout

@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from beacons.capture import CaptureWriter
     from beacons.gateway import GatewayAgent, GatewayConfig
-    from beacons.sources import BleakSource, ReplaySource
+    from beacons.sources import BleakSource, ReplaySource, ScannerError
     from beacons.spool import Spool
     from beacons.uplink import HttpUplink
 
@@ -92,6 +92,10 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
+    except ScannerError as exc:
+        print(f"error: {exc} (is Bluetooth on and BlueZ running? --replay FILE reads a capture instead)",
+              file=sys.stderr)
+        return 2
     finally:
         if recorder is not None:
             recorder.close()

@@ -109,3 +109,30 @@ def test_track_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert {r["device_id"] for r in rows} == {"dev-001", "dev-002", "dev-004"}
     assert {r["proximity"] for r in rows} <= {"immediate", "near", "far", "unknown"}
     assert json.loads(err)["unknown_beacon"] == 1
+
+
+def test_track_thresholds_and_curve_coefficients_are_configurable(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    reg = tmp_path / "r.yaml"
+    reg.write_text("beacons:\n  - key: ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e/1/1\n    fence_id: s\n"
+                   "    zone: z\n    power_1m: -59\n", encoding="utf-8")
+    csv = tmp_path / "s.csv"
+    csv.write_text("ts,observer_id,key,rssi,tx_power\n"
+                   "1,dev-1,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e/1/1,-70,\n"
+                   "1,dev-2,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e/1/1,-59,\n", encoding="utf-8")
+
+    def track(*extra: str) -> list[dict]:
+        code, out, _ = run(capsys, "beacons", "track", str(reg), str(csv), *extra)
+        assert code == 0
+        return [json.loads(line) for line in out.splitlines()]
+
+    default = track()
+    assert [(r["distance_m"], r["proximity"]) for r in default] == [(3.548, "far"), (1.0, "near")]
+    wide = track("--immediate-m", "1.5", "--near-m", "4")
+    assert [r["proximity"] for r in wide] == ["near", "immediate"]
+    curve = track("--model", "curve_fit", "--curve", "2,3,0.5")
+    assert [r["distance_m"] for r in curve] == [round(2 * (70 / 59) ** 3 + 0.5, 3), 2.5]
+    code, _, err = run(capsys, "beacons", "track", str(reg), str(csv), "--immediate-m", "5")
+    assert code == 2 and err.startswith("error: thresholds")
+    code, _, err = run(capsys, "beacons", "track", str(reg), str(csv), "--curve", "1,2,3")
+    assert code == 2 and "--model curve_fit" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,24 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code = main(["gateway", "--server", "http://127.0.0.1:9", "--gateway-id", "g", "--replay",
                  str(tmp_path / "missing.jsonl"), "--spool", str(tmp_path / "s")])
     assert code == 2 and "missing.jsonl" in capsys.readouterr().err
+
+
+def test_record_writes_what_was_heard(server: ThreadedServer, tmp_path: Path) -> None:
+    server.start()
+    record = tmp_path / "rec.jsonl"
+    assert main([*gateway_argv(server, tmp_path / "spool"), "--record", str(record)]) == 0
+    heard = list(read_capture(record))
+    original = list(read_capture(EXAMPLES / "capture.jsonl"))
+    assert [(r.ts, r.address, r.frames()) for r in heard] == [(r.ts, r.address, r.frames()) for r in original]
+    assert {r.gateway_id for r in heard} == {r.gateway_id or "gw-store-01" for r in original}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="points bleak's BlueZ backend at no D-Bus")
+def test_no_radio_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'no-bus'}")
+    code = main(["gateway", "--server", "http://127.0.0.1:9", "--gateway-id", "g", "--spool", str(tmp_path / "s"),
+                 "--duration", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: cannot start the BLE scanner" in err and "--replay" in err
+    assert "Traceback" not in err
