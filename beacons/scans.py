@@ -6,7 +6,7 @@ format has one definition::
     {
       "gateway_id": "gw-store-01",          # the registered gateway (observer of every sighting)
       "batch_id": "gw-store-01-5f3c...-42", # unique per batch: a retried batch has the same id
-      "sent_at": 1763900000.25,             # epoch seconds (or ISO 8601) when first sent
+      "sent_at": 1763900000.25,             # epoch seconds (or ISO 8601) when the batch was sealed
       "sightings": [
         {"ts": 1763899998.5, "rssi": -67, "raw": "0201061aff4c000215..."},          # raw advertising payload
         {"ts": 1763899999.0, "rssi": -71, "key": "ibeacon:.../7/42", "tx_power": -59}  # parsed fields

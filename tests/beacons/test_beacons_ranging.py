@@ -123,6 +123,11 @@ def test_curve_fit_model() -> None:
     assert np.all(np.diff(m.distance(rssi, np.full(61, -59.0))) > 0)
 
 
+def test_curve_fit_coefficients_are_configurable() -> None:
+    d = CurveFitModel(a=2.0, b=3.0, c=0.5).distance(np.array([-59.0, -70.0, -40.0]), np.full(3, -59.0))
+    np.testing.assert_allclose(d, [2.5, 2.0 * (70 / 59) ** 3 + 0.5, (40 / 59) ** 10])
+
+
 def test_proximity_classes_and_configurable_thresholds() -> None:
     d = np.array([0.1, 0.5, 2.9, 3.0, 50.0, np.nan])
     assert ProximityThresholds().classify(d).tolist() == [IMMEDIATE, NEAR, NEAR, FAR, FAR, UNKNOWN]
