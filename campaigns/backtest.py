@@ -266,4 +266,6 @@ def format_table(report: BacktestReport) -> str:
     lines.append(f"offers: {report.offers} to {len(report.offered_devices)} devices ({report.held} held by quiet hours)")
     if report.outputs:
         lines.append("wrote: " + ", ".join(report.outputs))
+    else:
+        lines.append("(nothing written: add --out DIR for events.jsonl, offers.jsonl and decisions.jsonl)")
     return "\n".join(lines)

@@ -337,7 +337,7 @@ class CampaignRules:
 
 
 def _audience_refusal(audience: Audience, device: Device) -> str | None:
-    if device.opted_out or device.attrs.get("opt_out") is True:
+    if device.opted_out or _flag(device.attrs.get("opt_out")):
         return "audience: device opted out"
     raw = device.attrs.get("segments") or ()
     segments = {raw} if isinstance(raw, str) else {str(s) for s in raw}
@@ -351,6 +351,13 @@ def _audience_refusal(audience: Audience, device: Device) -> str | None:
         if not cond.test(device.attrs.get(name)):
             return f"audience: attribute {name}={device.attrs.get(name)!r} does not match"
     return None
+
+
+def _flag(value: Any) -> bool:
+    """An ``opt_out`` attribute: JSON ``true`` or, from a CSV or a form, a text like ``true``, ``1``, ``yes``."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes", "y", "on"}
+    return value is True or (isinstance(value, int) and value == 1)
 
 
 _ZONES: dict[str, ZoneInfo | None] = {}

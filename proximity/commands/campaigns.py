@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pings", required=True, metavar="PINGS.csv", help="ts,device_id,lon,lat,accuracy_m (+ attribute columns)")
     p.add_argument("--sightings", metavar="SIGHTINGS.csv", help="ts,observer_id,key,rssi,tx_power (needs --beacons)")
     p.add_argument("--beacons", metavar="REGISTRY.yaml", help="beacon registry for --sightings")
-    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (default: none written)")
+    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (created if needed; without it only the table is printed)")
     p.add_argument("--slice", type=float, default=60.0, metavar="SECONDS", help="simulated clock step (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(run=run_backtest)

@@ -3,9 +3,13 @@
 - ``fences.geojson``: a small district in Paris (Les Halles): standalone stores
   (polygons 20-150 m across), a mall whose shops share walls, three circle
   fences; ids ``store-01`` ... ``store-19``.
-- ``pings.csv``: ``ts,device_id,lon,lat,accuracy_m`` for 20 devices
-  (``dev-001`` ...) over one morning: a ping every 30 s with GPS noise, visits of
-  3-25 minutes to stores, walk-bys, and one device parked just outside a store.
+- ``pings.csv``: ``ts,device_id,lon,lat,accuracy_m,timezone,age,segments,opt_out``
+  for 20 devices (``dev-001`` ...) on Saturday 14 March 2026: a ping every 30 s
+  with GPS noise, visits of 3-25 minutes to stores, walk-bys, and one device
+  parked just outside a store. Most devices come in the morning; three early
+  birds get coffee before 08:00 (inside the campaigns' quiet hours) and three
+  shop in the evening after 21:30. The last three columns are device attributes
+  the campaigns' audiences read (``age``, one segment, an opt-out flag).
 
 Run: ``python -m proximity.examples.make_examples`` (writes next to this file).
 """
@@ -129,14 +133,36 @@ def _walk(a: tuple[float, float], b: tuple[float, float], speed: float) -> int:
     return max(1, int(math.hypot(b[0] - a[0], b[1] - a[1]) / (speed * PING_S)))
 
 
-def build_pings(doc: dict) -> list[tuple[str, str, float, float, float]]:
+EARLY = (15, 16, 17)  # early birds: coffee at 07:30-08:00 in Paris, inside the quiet hours (held)
+EVENING = (18, 19, 20)  # evening shoppers after 21:30 in Paris (held until the morning)
+SEGMENTS = ("gold", "silver", "bronze", "")
+STAFF, OPTED_OUT, MINOR = 4, 12, 9  # a shop employee, a device that opted out, a 16-year-old
+
+
+def device_attrs(rng: np.random.Generator, d: int) -> tuple[str, str, str, str]:
+    """``(timezone, age, segments, opt_out)`` of device ``d`` (the CSV's attribute columns)."""
+    age = 16 if d == MINOR else int(rng.integers(19, 70))
+    segment = "staff" if d == STAFF else SEGMENTS[int(rng.integers(len(SEGMENTS)))]
+    return "Europe/Paris", str(age), segment, "true" if d == OPTED_OUT else ""
+
+
+def build_pings(doc: dict) -> list[tuple[str, ...]]:
     rng = np.random.default_rng(SEED)
     feats = {f["id"]: f for f in doc["features"]}
     visitable = [fid for fid in feats if fid != "store-11"]
     rows = []
     for d in range(1, 21):
         device = f"dev-{d:03d}"
-        t = DAY + dt.timedelta(seconds=int(rng.integers(0, 90)) * 60 + int(rng.integers(0, 30)))
+        attrs = device_attrs(rng, d)
+        plan: list[str] = []  # the first stores visited, before random ones
+        if d in EARLY:  # 07:20-07:40 in Paris; the cafés open at 07:30
+            t = DAY - dt.timedelta(minutes=100) + dt.timedelta(seconds=int(rng.integers(0, 20)) * 60)
+            plan = [["store-01", "store-05"][d % 2], "store-17"]
+        elif d in EVENING:  # 21:00-21:30 in Paris
+            t = DAY + dt.timedelta(hours=13, seconds=int(rng.integers(0, 30)) * 60)
+            plan = [["store-02", "store-06"][d % 2], "store-01"]
+        else:
+            t = DAY + dt.timedelta(seconds=int(rng.integers(0, 90)) * 60 + int(rng.integers(0, 30)))
         pos = (float(rng.uniform(-450, 450)), float(rng.uniform(-350, 350)))
         track: list[tuple[float, float, float]] = []  # (x, y, accuracy) per ping
         if d == 7:  # parked just outside store-03 (8 m beyond its east wall) for 40 minutes
@@ -148,9 +174,11 @@ def build_pings(doc: dict) -> list[tuple[str, str, float, float, float]]:
                 track.append((pos[0], pos[1], 12.0))
             track += [(spot[0], spot[1], 10.0)] * 80
         else:
-            for _ in range(int(rng.integers(3, 8))):
+            for k in range(int(rng.integers(3, 8))):
                 kind = rng.uniform()
                 fid = visitable[int(rng.integers(len(visitable)))]
+                if k < len(plan):
+                    kind, fid = 0.5 + 0.5 * kind, plan[k]  # a planned visit, never a walk-by
                 target = _inside_point(rng, feats[fid])
                 if kind < 0.25:  # walk-by: pass 25-40 m from the store without entering
                     off = float(rng.uniform(25, 40))
@@ -167,18 +195,21 @@ def build_pings(doc: dict) -> list[tuple[str, str, float, float, float]]:
             accuracy = max(3.0, acc * float(rng.uniform(0.6, 1.4)))
             nx, ny = rng.normal(0, accuracy / 2.5, 2)
             lon, lat = to_lonlat(x + nx, y + ny)
-            rows.append((t.strftime("%Y-%m-%dT%H:%M:%SZ"), device, round(float(lon), 7), round(float(lat), 7),
-                         round(accuracy, 1)))
+            rows.append((t.strftime("%Y-%m-%dT%H:%M:%SZ"), device, f"{float(lon):.7f}", f"{float(lat):.7f}",
+                         f"{accuracy:.1f}", *attrs))
             t += dt.timedelta(seconds=PING_S + int(rng.integers(-2, 3)))
     rows.sort(key=lambda r: (r[0], r[1]))
     return rows
 
 
-def pings_text(rows: list[tuple[str, str, float, float, float]]) -> str:
+PING_COLUMNS = ("ts", "device_id", "lon", "lat", "accuracy_m", "timezone", "age", "segments", "opt_out")
+
+
+def pings_text(rows: list[tuple[str, ...]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["ts", "device_id", "lon", "lat", "accuracy_m"])
-    writer.writerows((ts, dev, f"{lon:.7f}", f"{lat:.7f}", f"{acc:.1f}") for ts, dev, lon, lat, acc in rows)
+    writer.writerow(PING_COLUMNS)
+    writer.writerows(rows)
     return buf.getvalue()
 
 

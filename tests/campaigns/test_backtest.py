@@ -173,3 +173,67 @@ def test_backtest_with_beacon_sightings(world: dict[str, Path], capsys: pytest.C
     # the store itself is entered once per visit, whatever the evidence (no double enter from the beacon)
     first_visit = [e for e in events if e["place"] == "cafe-1" and e["device_id"] == "dev-1" and e["ts"] < T0 + 1200]
     assert [e["kind"] for e in first_visit if e["kind"] != "dwell"] == ["enter", "exit"]
+
+
+# ------------------------------------------------------------ the bundled demo
+
+EXAMPLES = Path(__file__).parents[2] / "proximity" / "examples"
+DEMO = ["campaigns", "backtest", str(EXAMPLES / "campaigns.yaml"), "--fences", str(EXAMPLES / "fences.geojson"),
+        "--pings", str(EXAMPLES / "pings.csv")]
+
+
+def test_the_bundled_demo_is_worth_showing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's first command: several campaigns fire, caps bite, quiet hours hold offers, audiences refuse."""
+    assert main([*DEMO, "--json", "--out", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    stats = {c["campaign_id"]: c for c in report["campaigns"]}
+    assert sum(1 for c in stats.values() if c["offers"] > 0) >= 4
+    assert sum(c["held"] for c in stats.values()) >= 2 and report["held"] >= 2
+    blocked = {cap for c in stats.values() for cap in c["blocked"]}
+    assert {"per_device 1/1d calendar", "per_device 1/12h", "budget per_day 3"} <= blocked
+    assert any(cap.startswith("global per_device") for cap in blocked)
+    assert sum(c["audience"] for c in stats.values()) > 0 and sum(c["schedule"] for c in stats.values()) > 0
+    assert stats["winter-sale-paused"]["offers"] == 0 and stats["winter-sale-paused"]["paused"] > 0
+    # without --out the table is printed and nothing is written
+    assert main(DEMO) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("campaign ") and "nothing written: add --out DIR" in out
+    # what --out wrote: the issue's fields
+    events = read_jsonl(tmp_path / "events.jsonl")
+    offers = read_jsonl(tmp_path / "offers.jsonl")
+    assert len(events) == sum(report["events"].values()) and len(offers) == report["offers"]
+    assert all({"kind", "device_id", "place", "ts"} <= set(e) for e in events)
+    assert all({"offer_id", "campaign_id", "device_id", "place", "ts", "title", "body"} <= set(o) for o in offers)
+    assert not any("{" in o["title"] for o in offers)  # every placeholder rendered
+    opted_out = "dev-012"  # pings.csv marks it opt_out=true
+    assert opted_out in {e["device_id"] for e in events} and opted_out not in {o["device_id"] for o in offers}
+
+
+@pytest.mark.parametrize(
+    ("row", "where", "what"),
+    [
+        ("not-a-time,dev-1,2.35,48.85,8", ":3:1: ", "timestamp 'not-a-time'"),
+        ("1773043230,dev-1,2.35", ":3:1: ", "expected 5 fields"),
+        ("1773043230,dev-1,2.35,north,8", ":3:", "lat must be a number"),
+    ],
+)
+def test_bad_ping_rows_name_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], row: str, where: str,
+                                          what: str) -> None:
+    pings = tmp_path / "pings.csv"
+    pings.write_text(f"ts,device_id,lon,lat,accuracy_m\n1773043200,dev-1,2.35,48.85,8\n{row}\n")
+    camp = tmp_path / "c.yaml"
+    camp.write_text(CAMPAIGNS)
+    assert main(["campaigns", "backtest", str(camp), "--fences", str(FENCES), "--pings", str(pings)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{pings}{where}") and what in captured.err, captured.err
+
+
+def test_bad_sighting_rows_name_file_and_line(world: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    sightings = world["pings"].with_name("sightings.csv")
+    sightings.write_text("ts,observer_id,key,rssi,tx_power\n1773043200,dev-1,ibeacon:nope,-60,\n")
+    assert main(["campaigns", "backtest", str(world["campaigns"]), "--fences", str(FENCES), "--pings",
+                 str(world["pings"]), "--sightings", str(sightings), "--beacons",
+                 str(DATA / "replay" / "district-beacons.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{sightings}:2") and "ibeacon" in err

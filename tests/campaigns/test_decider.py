@@ -156,6 +156,11 @@ campaigns:
             assert d.offer is None and why in d.verdicts[0].reason, (attrs, d.verdicts)
     (d,) = r.evaluate([ev()], dev(opted_out=True, **ok), MON_10)
     assert d.offer is None and d.verdicts[0].reason == "audience: device opted out"
+    # the opt_out attribute (JSON true, or a text from a CSV column or a form) is respected too
+    for flag, refused in ((True, True), ("true", True), ("1", True), ("Yes", True), ("false", False), ("", False), (0, False)):
+        (d,) = r.evaluate([ev()], dev(opt_out=flag, **ok), MON_10)
+        assert (d.offer is None) == refused, flag
+        assert (d.verdicts[0].reason == "audience: device opted out") == refused
 
 
 def test_schedule_uses_the_stores_zone_then_the_devices() -> None:
