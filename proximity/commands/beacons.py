@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from typing import Any
@@ -117,12 +118,18 @@ def _run_track(args: argparse.Namespace) -> int:
     order = sightings.ts.argsort(kind="stable")
     zs = tracker.update(sightings.take(order))
     out = sys.stdout
-    for row in zs.to_rows():
-        row["row"] = int(order[row["row"]])
-        if row["distance_m"] is not None:
-            row["distance_m"] = round(row["distance_m"], 3)
-        row["rssi"] = round(row["rssi"], 2)
-        out.write(json.dumps(row) + "\n")
+    try:
+        for row in zs.to_rows():
+            row["row"] = int(order[row["row"]])
+            if row["distance_m"] is not None:
+                row["distance_m"] = round(row["distance_m"], 3)
+            row["rssi"] = round(row["rssi"], 2)
+            out.write(json.dumps(row) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # the reader went away (``| head``): stop quietly, and keep Python's exit flush from failing too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0
     print(json.dumps(dict(sorted(tracker.stats.items()))), file=sys.stderr)
     return 0
 

@@ -136,3 +136,18 @@ def test_track_thresholds_and_curve_coefficients_are_configurable(tmp_path: Path
     assert code == 2 and err.startswith("error: thresholds")
     code, _, err = run(capsys, "beacons", "track", str(reg), str(csv), "--curve", "1,2,3")
     assert code == 2 and "--model curve_fit" in err
+
+
+def test_track_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    csv = tmp_path / "s.csv"
+    rows = [f"{i},dev-{i % 7},ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e/1/1,-{60 + i % 9},"
+            for i in range(1000)]                  # ~250 kB of output: far more than a pipe buffer holds
+    csv.write_text("ts,observer_id,key,rssi,tx_power\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with subprocess.Popen([sys.executable, "-m", "proximity", "beacons", "track", str(EXAMPLES / "beacons.yaml"),
+                           str(csv)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert json.loads(proc.stdout.readline())["device_id"] == "dev-0"
+        proc.stdout.close()                        # like `| head -1`
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0
+    assert err == ""
