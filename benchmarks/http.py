@@ -344,6 +344,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'same batches, engine host in-process':34} {1:7d} {ref['pings_s']:10,.0f} {ref['pings_s']:10,.0f} "
           f"{ref['pings_s'] / peer:8.2f}   (json.loads + engine, no HTTP: {ref['ms_per_batch']:.2f} ms per batch)")
     print("targets: >= 200,000 pings/s per worker; p99 < 20 ms at half load")
+    from benchmarks._common import describe_machine, write_results
+
+    print(f"# machine: {describe_machine()}")
+    results = {
+        "batch": BATCH, "fences": N_STORES, "devices": N_DEVICES, "seconds_per_phase": seconds, "quick": args.quick,
+        "setups": [{"setup": label, "workers": workers, "pings_s": thr["pings_s"],
+                    "pings_s_per_worker": thr["pings_s"] / workers, "vs_peer": thr["pings_s"] / peer,
+                    "half_load_pings_s": lat["pings_s"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
+                    "errors": thr["errors"] + lat["errors"]} for label, workers, thr, lat in rows],
+        "in_process": {"pings_s": ref["pings_s"], "ms_per_batch": ref["ms_per_batch"],
+                       "vs_peer": ref["pings_s"] / peer},
+        "targets": {"pings_s_per_worker": 200_000, "p99_ms_at_half_load": 20},
+    }
+    serve = [s for s in results["setups"] if s["setup"].startswith("proximity serve")]
+    results["meets_throughput_target"] = all(s["pings_s_per_worker"] >= 200_000 for s in serve)
+    results["meets_latency_target"] = all(s["p99_ms"] < 20 for s in serve)
+    print(f"# results: {write_results('http', results)}")
     return 0
 
 

@@ -44,6 +44,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import os
 import socket
 import time
@@ -596,7 +597,8 @@ class EngineHost:
     def __init__(self, config: ServiceConfig, metrics: ServiceMetrics) -> None:
         self.config = config
         self.metrics = metrics
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="proximity-engine")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="proximity-engine",
+                                            initializer=_limit_kernel_threads, initargs=(config.engine_threads,))
         self.fences: list[Any] = []
         self.fences_loaded = False
         self.registry: Any = None
@@ -801,7 +803,23 @@ class EngineHost:
         return targets[0] if len(targets) == 1 else Fanout(targets)
 
 
+def _limit_kernel_threads(n: int) -> None:
+    """Let the compiled kernels called from this (the engine) thread use at most ``n`` threads.
+
+    numba's thread count is per calling thread, so this runs as the engine
+    thread's initializer. A worker is one core's worth of work; parallel
+    kernels on a machine whose cores are busy with other workers and the event
+    loop wait on each other at every barrier (see ``ServiceConfig.engine_threads``).
+    """
+    try:
+        import numba
+    except ImportError:  # pragma: no cover  (numba is a dependency of geofence)
+        return
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
 _REQUIRED = ("device_id", "lon", "lat", "accuracy_m", "ts")
+_REQUIRED_OF = operator.itemgetter(*_REQUIRED)
 _NUMBER_TYPES = {int, float}
 
 
@@ -819,9 +837,8 @@ def columns_of(rows: Sequence[Any]) -> Any:
     try:
         if set(map(type, rows)) != {dict} or set(map(len, rows)) != {5}:
             return None
-        ids = [r["device_id"] for r in rows]
-        cols = [[r[name] for r in rows] for name in _REQUIRED[1:]]
-    except (KeyError, TypeError):
+        ids, *cols = zip(*map(_REQUIRED_OF, rows), strict=True)  # rows -> columns, in C
+    except (KeyError, TypeError, ValueError):
         return None
     for col in cols:
         if not set(map(type, col)) <= _NUMBER_TYPES:

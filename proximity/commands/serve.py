@@ -33,7 +33,7 @@ log = logging.getLogger("proximity.serve")
 _OPTION_FIELDS = (
     "host", "port", "fences", "campaigns", "beacons", "keys", "redis", "redis_prefix", "workers", "max_batch",
     "max_scan_rows", "max_body_bytes", "rate_limit", "rate_burst", "max_skew_s", "reload_interval_s",
-    "webhook_url", "offers_file", "shutdown_timeout_s",
+    "webhook_url", "offers_file", "shutdown_timeout_s", "engine_threads",
 )
 
 
@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--reload-interval", dest="reload_interval_s", type=float, help="file poll interval, s (2)")
     p.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float,
                    help="seconds to finish in-flight work on shutdown (30)")
+    p.add_argument("--engine-threads", dest="engine_threads", type=int,
+                   help="threads of the fence-matching kernels per worker (default 1; scale with --workers)")
     p.add_argument("--webhook-url", dest="webhook_url", help="deliver offers to this URL (HMAC-signed)")
     p.add_argument("--offers-file", dest="offers_file", help="append offers to this JSONL file")
     p.add_argument("--new-key", metavar="NAME:SCOPES",
