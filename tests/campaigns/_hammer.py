@@ -1,35 +1,82 @@
-"""One process of the cap concurrency test: hammer one device and campaign, print how many offers got through.
+"""One process of the cap concurrency test: decide the same stream of events as 7 other processes.
 
-Usage: python _hammer.py REDIS_URL PREFIX CLUSTER(0|1) ATTEMPTS START_AT DEVICE_CAP BUDGET
+Every process runs the real decider (:class:`campaigns.CampaignRules`) on a shared
+:class:`campaigns.RedisLimiter`, once with one Lua call per offer and once in
+cluster mode, and prints how many distinct offers it was granted per scenario
+(a JSON object ``{"<scenario>:<mode>": count}``). Each scenario has its own device,
+fence and campaign, and a different cap binds in each (see ``EXPECTED``).
+
+Usage: python _hammer.py REDIS_URL PREFIX INDEX ATTEMPTS BASE_TS PROCESSES
 """
 
 from __future__ import annotations
 
-import math
-import os
+import json
 import sys
 import time
 
-from campaigns import CapCheck, RedisLimiter
+import redis
+
+from campaigns import CampaignRules, FenceInfo, RedisLimiter, loads_campaigns
+from proximity.events import Device, Event
+
+CAMPAIGNS = """
+defaults:
+  limits: {per_device: {max: 11, window: 24h}}
+campaigns:
+  - id: c-device
+    trigger: {on: enter, fences: [f-device]}
+    offer: {title: a}
+    limits: {per_device: [{max: 7, window: 1h}, {max: 9, window: 1d, kind: calendar}]}
+  - id: c-global
+    trigger: {on: enter, fences: [f-global]}
+    offer: {title: b}
+  - id: c-budget
+    trigger: {on: enter, fences: [f-budget]}
+    offer: {title: c}
+    limits: {budget: {total: 5}}
+  - id: c-day
+    trigger: {on: enter, fences: [f-day]}
+    offer: {title: e}
+    limits: {budget: {total: 100, per_day: 4}}
+  - id: c-calendar
+    trigger: {on: enter, fences: [f-calendar]}
+    offer: {title: f}
+    limits: {per_device: {max: 3, window: 1d, kind: calendar}}
+  - id: c-cooldown
+    trigger: {on: enter, fences: [f-cooldown]}
+    offer: {title: d}
+    limits: {cooldown: 1h}
+"""
+EXPECTED = {"device": 7, "global": 11, "budget": 5, "day": 4, "calendar": 3, "cooldown": 1}
+MODES = {"one-script": False, "cluster-mode": True}
 
 
 def main() -> int:
-    url, prefix, cluster, attempts, start_at, device_cap, budget = sys.argv[1:8]
-    limiter = RedisLimiter(url, prefix, cluster=cluster == "1")
-    while time.time() < float(start_at):
+    url, prefix, index, attempts, base_ts, processes = sys.argv[1:7]
+    fences = {f"f-{s}": FenceInfo.create(f"f-{s}") for s in EXPECTED}
+    campaign_set = loads_campaigns(CAMPAIGNS, fences=fences)
+    rules = {
+        mode: CampaignRules(campaign_set, fences, limiter=RedisLimiter(url, f"{prefix}:{mode}", cluster=cluster))
+        for mode, cluster in MODES.items()
+    }
+    devices = {f"d-{s}": Device(f"d-{s}") for s in EXPECTED}
+    client = redis.Redis.from_url(url)
+    client.incr(f"{prefix}:barrier")
+    deadline = time.monotonic() + 60
+    while int(client.get(f"{prefix}:barrier") or 0) < int(processes):  # start together
+        if time.monotonic() > deadline:
+            return 3
         time.sleep(0.001)
-    granted = 0
+    granted: dict[str, set[str]] = {f"{s}:{m}": set() for s in EXPECTED for m in MODES}
     for i in range(int(attempts)):
-        now = time.time()
-        checks = [
-            CapCheck("per_device", "device", "dev-1", "c:camp:0", int(device_cap), now - 3600, 3600),
-            CapCheck("global", "device", "dev-1", "g:0", 10_000, now - 86400, 86400),
-            CapCheck("cooldown", "device", "dev-1", "cd:camp:store-01", 10_000, now - 60, 60),
-            CapCheck("budget", "campaign", "camp", "total", int(budget), -math.inf, 0),
-        ]
-        if limiter.acquire(f"{os.getpid()}-{i}", checks, now).ok:
-            granted += 1
-    print(granted)
+        ts = float(base_ts) + i * 1e-3 + int(index) * 1e-5  # a distinct event per process and attempt
+        for s in EXPECTED:
+            event = Event(kind="enter", device_id=f"d-{s}", fence_id=f"f-{s}", ts=ts)
+            for mode, r in rules.items():
+                for offer in r.decide([event], devices, ts):
+                    granted[f"{s}:{mode}"].add(offer.offer_id)
+    print(json.dumps({k: len(v) for k, v in granted.items()}))
     return 0
 
 
