@@ -97,7 +97,8 @@ def hook(url: str, **kw: Any) -> WebhookDispatcher:
     return WebhookDispatcher(url, SECRET, **settings)
 
 
-async def test_webhook_outage_every_offer_delivered_exactly_once() -> None:
+async def test_webhook_outage_every_offer_delivered_exactly_once(outbox: Any) -> None:
+    """The same outage through the memory outbox and the Redis stream (``outbox`` fixture)."""
     def script(n: int, key: str) -> str:
         if n <= 12:
             return "fail"  # down
@@ -107,7 +108,6 @@ async def test_webhook_outage_every_offer_delivered_exactly_once() -> None:
 
     receiver = Receiver(script)
     runner, url = await serve(receiver)
-    outbox = MemoryOutbox()
     ids = [offer(i).offer_id for i in range(30)]
     for i in range(30):
         outbox.put(offer(i))
