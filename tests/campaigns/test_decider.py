@@ -287,3 +287,70 @@ def test_decider_on_redis_caps(redis_url: str, redis_prefix: str) -> None:
     r = rules(CAPPED, limiter=RedisLimiter(redis_url, redis_prefix))
     got = [o.campaign_id for o in r.decide([ev(ts=MON_10 + i * 60) for i in range(3)], dev(), MON_10)]
     assert got == ["hi", "lo"]
+
+
+def test_segments_all_needs_every_one() -> None:
+    r = rules("""
+campaigns:
+  - id: both
+    trigger: {on: enter}
+    audience: {segments: {all: [gold, parent]}}
+    offer: {title: both}
+""")
+    assert r.decide([ev()], dev(segments=["gold", "parent", "runner"]), MON_10)
+    (d,) = r.evaluate([ev(ts=MON_10 + 1)], dev(segments=["gold"]), MON_10)
+    assert d.offer is None and d.verdicts[0].reason == "audience: not in segments ['parent']"
+    (d,) = r.evaluate([ev(ts=MON_10 + 2)], dev(segments="gold"), MON_10)  # one segment as a text
+    assert d.offer is None and d.verdicts[0].outcome == "audience"
+
+
+def test_the_stores_zone_wins_over_the_devices_for_schedules() -> None:
+    r = rules("""
+campaigns:
+  - id: morning
+    trigger: {on: enter}
+    schedule: {hours: "09:00-11:00"}
+    offer: {title: m}
+""")
+    # 10:00 in the Paris store is 05:00 on a phone set to New York: the store's time decides
+    assert r.decide([ev(fence="cafe")], dev(tz="America/New_York"), MON_10)
+    # an explicit schedule.timezone wins over both
+    r = rules("""
+campaigns:
+  - id: morning
+    trigger: {on: enter}
+    schedule: {hours: "09:00-11:00", timezone: Asia/Tokyo}
+    offer: {title: m}
+""")
+    (d,) = r.evaluate([ev(fence="cafe")], dev(), MON_10)
+    assert d.offer is None and "Asia/Tokyo" in d.verdicts[0].reason
+
+
+def test_quiet_hours_and_calendar_days_are_the_devices_local_time() -> None:
+    text = """
+defaults:
+  quiet_hours: {hours: "22:00-07:00", mode: hold}
+campaigns:
+  - id: c
+    trigger: {on: enter}
+    offer: {title: c}
+    limits: {per_device: {max: 1, window: 1d, kind: calendar}}
+"""
+    ny = ZoneInfo("America/New_York")
+    # 22:30 at the Paris store is 17:30 in New York: not quiet for a New York phone
+    late_paris = at(2026, 3, 9, 22, 30)
+    (d,) = rules(text).evaluate([ev(ts=late_paris)], dev(tz="America/New_York"), late_paris)
+    assert d.offer is not None and d.offer.deliver_after is None
+    (d,) = rules(text).evaluate([ev(ts=late_paris)], dev(tz="Europe/Paris"), late_paris)
+    assert d.offer is not None and d.offer.deliver_after == at(2026, 3, 10, 7, 0)
+    # 09:00 in Paris is 04:00 in New York: held until 07:00 there
+    paris_9 = at(2026, 3, 10, 9, 0)
+    (d,) = rules(text).evaluate([ev(ts=paris_9)], dev(tz="America/New_York"), paris_9)
+    assert d.offer is not None and d.offer.deliver_after == dt.datetime(2026, 3, 10, 7, 0, tzinfo=ny).timestamp()
+    # the calendar day: 19:30 and 00:30 in Paris are one day in New York (14:30, 19:30), two days in Paris
+    a, b = at(2026, 3, 9, 19, 30), at(2026, 3, 10, 0, 30)
+    text = text.replace("quiet_hours: {hours: \"22:00-07:00\", mode: hold}", "timezone: UTC")
+    for tz, second in (("America/New_York", False), ("Europe/Paris", True)):
+        r = rules(text)
+        assert r.decide([ev(ts=a)], dev(tz=tz), a)
+        assert bool(r.decide([ev(ts=b)], dev(tz=tz), b)) == second, tz
