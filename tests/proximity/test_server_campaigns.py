@@ -204,3 +204,77 @@ async def test_delete_device_erases_presence_and_cap_history(make_client) -> Non
     out = (await r.json())["devices"]["priv"]
     assert [e["kind"] for e in out["events"]] == ["enter"]
     assert len(out["offers"]) == 1
+
+
+async def test_live_feed_filters_by_campaign_and_kind(make_client) -> None:
+    two = CAMPAIGNS + """\
+  - id: bye
+    name: Bye
+    trigger:
+      on: exit
+      fences: [store-01]
+    offer:
+      title: "Bye"
+      body: "See you."
+"""
+    client = await make_client(advance_interval_s=3600)
+    r = await client.put("/v1/campaigns", data=two, headers=h(ADMIN, **{"Content-Type": "application/yaml"}))
+    assert r.status == 200, await r.text()
+    only_bye = await client.ws_connect("/v1/events?campaign=bye", headers=h(ADMIN))
+    exits = await client.ws_connect("/v1/events?kind=exit,offer&fence=store-01", headers=h(ADMIN))
+    for ws in (only_bye, exits):
+        assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    now = time.time()
+    r = await client.post("/v1/pings", json=[ping("walker", IN_STORE_1, now - 300)], headers=h(SDK))
+    assert [o["campaign_id"] for o in (await r.json())["devices"]["walker"]["offers"]] == ["hello"]
+    r = await client.post("/v1/advance", json={"now": now - 100}, headers=h(ADMIN))  # debounce exit
+    assert [o["campaign_id"] for o in (await r.json())["devices"]["walker"]["offers"]] == ["bye"]
+    got = await only_bye.receive_json(timeout=5)
+    assert (got["type"], got["campaign_id"], got["device_id"]) == ("offer", "bye", "walker")
+    seen = [await exits.receive_json(timeout=5) for _ in range(2)]
+    # the exit event and both offers match "exit or offer at store-01"; the enter event does not
+    seen.append(await exits.receive_json(timeout=5))
+    assert sorted((m["type"], m.get("kind"), m.get("campaign_id")) for m in seen) == [
+        ("event", "exit", None), ("offer", None, "bye"), ("offer", None, "hello")]
+    for ws in (only_bye, exits):
+        with pytest.raises(TimeoutError):
+            await ws.receive_json(timeout=0.3)
+        await ws.close()
+
+
+async def test_campaigns_and_beacons_files_are_hot_reloaded(make_client, files: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    import asyncio
+
+    beacons = tmp_path / "beacons.yaml"
+    beacons.write_text(files["beacons"].read_text())
+    client = await make_client(beacons=str(beacons), reload_interval_s=0.1)
+
+    async def version(kind: str, want: str) -> str:
+        for _ in range(50):
+            got = (await client.get(f"/v1/{kind}", headers=h(ADMIN))).headers["X-Config-Version"]
+            if got == want:
+                break
+            await asyncio.sleep(0.1)
+        return got
+
+    files["campaigns"].write_text(CAMPAIGNS.replace("fences: [store-01]", "fences: [nowhere]"))  # invalid
+    await asyncio.sleep(0.4)
+    assert await version("campaigns", "1") == "1"
+    files["campaigns"].write_text(CAMPAIGNS.replace("Hello at", "Bonjour at"))
+    assert await version("campaigns", "2") == "2"
+    r = await client.post("/v1/pings", json=[ping("reload-1", IN_STORE_1, time.time())], headers=h(SDK))
+    assert (await r.json())["devices"]["reload-1"]["offers"][0]["title"] == "Bonjour at Store 1"
+    # the registry: dev-007's advertiser removed -> its sightings no longer place anyone
+    text = beacons.read_text()
+    beacons.write_text(text.replace("uuid: 2f234454-cf6d-4a0f-adf2-f4911ba9ffa6", "uuid: 00000000-0000-4000-8000-000000000001"))
+    assert await version("beacons", "2") == "2"
+    now = time.time()
+    doc = {"gateway_id": "gw-store-01", "batch_id": "after-reload", "sent_at": now,
+           "sightings": [{"ts": now - 5, "rssi": -60, "key": "ibeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6/0/7",
+                          "tx_power": -65}]}
+    r = await client.post("/v1/scans", json=doc, headers=h(GATEWAY))
+    assert r.status == 200 and (await r.json())["devices"] == {}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'proximity_reloads_total{kind="campaigns",result="error"} 1' in metrics
+    assert 'proximity_config_version{kind="beacons"} 2' in metrics

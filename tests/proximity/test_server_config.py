@@ -57,6 +57,23 @@ def test_config_rejects_bad_values(field: str, value: Any) -> None:
     assert info.value.field == field
 
 
+async def test_engine_kernels_use_the_configured_thread_count() -> None:
+    import numba
+
+    from proximity.metrics import ServiceMetrics
+    from proximity.server import EngineHost
+
+    for n in (1, 2):
+        host = EngineHost(ServiceConfig(engine_threads=n), ServiceMetrics())
+        try:
+            assert await host.run(numba.get_num_threads) == min(n, numba.config.NUMBA_NUM_THREADS)
+        finally:
+            await host.close()
+    with pytest.raises(ValidationError) as info:
+        ServiceConfig(engine_threads=0)
+    assert info.value.field == "engine_threads"
+
+
 def test_demo_paths_are_the_bundled_examples() -> None:
     paths = config_from_mapping({}, demo=True).resolved_paths()
     assert paths["campaigns"] is not None and paths["campaigns"].name == "campaigns.yaml"

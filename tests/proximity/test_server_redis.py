@@ -191,6 +191,11 @@ async def _outage(proxy: TcpProxy, make_worker: Any, u: Any) -> None:
     assert r.status == 503
     r = await client.get("/readyz")
     assert r.status == 503 and "redis" in (await r.json())["error"]
+    for method, path, data in (("PUT", "/v1/fences", fences_doc(STORE_A, STORE_B)), ("DELETE", "/v1/devices/outage", ""),
+                               ("GET", "/v1/devices/outage", "")):
+        r = await client.request(method, path, data=data, headers=h(ADMIN))
+        assert r.status == 503, (method, path, await r.text())
+        assert int(r.headers["Retry-After"]) >= 1
     proxy.start()  # Redis is back on the same port
     for _ in range(40):
         r = await client.get("/readyz")
@@ -199,7 +204,9 @@ async def _outage(proxy: TcpProxy, make_worker: Any, u: Any) -> None:
         await asyncio.sleep(0.1)
     assert r.status == 200
     r = await client.get("/v1/devices/outage", headers=h(ADMIN))
-    assert "store-a" in str(await r.json()) and "store-b" not in str(await r.json())
+    assert "store-a" in str(await r.json()) and "store-b" not in str(await r.json())  # neither erased nor moved
+    r = await client.get("/v1/fences", headers=h(ADMIN))
+    assert r.headers["X-Config-Version"] == "1"  # the PUT during the outage changed nothing
     r = await client.post("/v1/pings", json={"batch_id": "during-outage", "pings": [ping("outage", INSIDE_B, now - 20)]},
                           headers=h(SDK))
     assert r.status == 200 and "Idempotent-Replay" not in r.headers  # the failed try was not remembered

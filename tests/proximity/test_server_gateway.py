@@ -1,0 +1,103 @@
+"""The store gateway and the service together: ``proximity gateway`` replays a capture into a real server.
+
+Also: a raw advertisement (hex) and the same advertisement as a parsed key give
+the same events, and sightings are refused with the field and entry named.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beacons import read_capture
+from beacons.gateway import sightings_of
+from proximity.cli import main
+from proximity.config import ServiceConfig, example_path
+from tests.proximity.test_server_fuzz import KEY, ServerThread, post
+
+# the app's iBeacon, advertised by the phone dev-007 (major 0, minor 7, 1 m power -65 dBm)
+APP_UUID = "2f234454cf6d4a0fadf2f4911ba9ffa6"
+RAW_DEV_007 = "0201061aff4c000215" + APP_UUID + "0000" + "0007" + "bf"
+KEY_DEV_007 = "ibeacon:2f234454-cf6d-4a0f-adf2-f4911ba9ffa6/0/7"
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread(ServiceConfig(demo=True, rate_limit=0, advance_interval_s=3600))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_the_gateway_agent_delivers_a_capture_to_the_service(server: ServerThread, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    capture = example_path("capture.jsonl")
+    expected = sum(len(sightings_of(r)[0]) for r in read_capture(capture))
+    assert expected > 25  # several batches of 25
+    code = main(["gateway", "--server", f"http://127.0.0.1:{server.port}", "--key", KEY,
+                 "--gateway-id", "gw-store-01", "--replay", str(capture), "--spool", str(tmp_path / "spool"),
+                 "--batch-size", "25", "--batch-interval", "0.05", "--backoff-max", "0.5", "--drain-timeout", "5"])
+    assert code == 0, capsys.readouterr().err
+    status, body = post(server.port, "GET", "/metrics", b"", {})
+    metrics = body.decode()
+    assert status == 200
+    # every sighting the agent heard reached the engine, in gzip bodies of 25, none refused
+    assert _metric(metrics, 'proximity_sightings_total{outcome="accepted"}') == expected
+    assert _metric(metrics, 'proximity_sightings_total{outcome="rejected"}') == 0
+    assert _metric(metrics, 'proximity_scans_total{gateway="gw-store-01"}') == -(-expected // 25)
+    assert _metric(metrics, 'proximity_events_total{kind="enter",source="beacon"}') > 0
+    assert 'proximity_http_requests_total{route="/v1/scans",status="200"}' in metrics
+
+
+def _scan(server: ServerThread, sightings: list[dict], batch_id: str) -> tuple[int, dict]:
+    doc = {"gateway_id": "gw-store-01", "batch_id": batch_id, "sent_at": time.time(), "sightings": sightings}
+    status, body = post(server.port, "POST", "/v1/scans", json.dumps(doc).encode(),
+                        {"X-API-Key": KEY, "Content-Type": "application/json"})
+    return status, json.loads(body)
+
+
+def test_raw_advertisements_and_parsed_keys_give_the_same_events(tmp_path: Path) -> None:
+    now = time.time()
+    results = []
+    for form in ("raw", "key"):
+        srv = ServerThread(ServiceConfig(demo=True, rate_limit=0, advance_interval_s=3600))
+        srv.start()
+        try:
+            entries = [({"raw": RAW_DEV_007} if form == "raw" else {"key": KEY_DEV_007, "tx_power": -65})
+                       | {"ts": now - 20 + k, "rssi": -58} for k in range(6)]
+            status, body = _scan(srv, entries, f"{form}-1")
+            assert status == 200, body
+            assert body["accepted"] == 6 and body["rejected"] == []
+            results.append(body["devices"])
+        finally:
+            srv.stop()
+    raw, parsed = results
+    assert raw == parsed
+    events = raw["dev-007"]["events"]
+    assert {(e["kind"], e["source"], e["fence_id"]) for e in events} >= {("enter", "beacon", "store-01")}
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [({"raw": "02", "rssi": -60}, "sightings[1].raw"),
+     ({"raw": RAW_DEV_007, "rssi": "loud"}, "sightings[1].rssi"),
+     ({"key": KEY_DEV_007, "rssi": -60, "ts": "not a time"}, "sightings[1].ts"),
+     ({"key": "ibeacon:nonsense", "rssi": -60}, "sightings[1].key")],
+)
+def test_a_bad_sighting_is_refused_naming_entry_and_field(server: ServerThread, entry: dict, field: str) -> None:
+    now = time.time()
+    good = {"key": KEY_DEV_007, "rssi": -60, "ts": now - 5}
+    status, body = _scan(server, [good, {"ts": now - 4, **entry}], f"bad-{field}")
+    assert status == 400, body
+    assert body["row"] == 1 and body["field"] == field and body["error"]
+    # nothing of the batch was applied
+    status, state = post(server.port, "GET", "/v1/devices/dev-007", b"", {"X-API-Key": KEY})
+    assert json.loads(state)["visits"] == []
