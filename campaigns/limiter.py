@@ -89,6 +89,15 @@ def window_start(cap: Cap, now: float, zone: ZoneInfo | None) -> float:
     return dt.datetime(first.year, first.month, first.day, tzinfo=zone or UTC).timestamp()
 
 
+def trim_before(check: CapCheck) -> float:
+    """Entries older than this can go: one more ``ttl_s`` before the window start, so that an event
+    that arrives late (its window starts earlier) still counts what its window holds even after a
+    newer check went by. ``-inf`` (keep everything) for totals."""
+    if math.isinf(check.since) or check.ttl_s <= 0:
+        return -math.inf
+    return check.since - check.ttl_s
+
+
 def day_start(now: float, zone: ZoneInfo | None) -> float:
     local = dt.datetime.fromtimestamp(now, zone or UTC)
     return dt.datetime(local.year, local.month, local.day, tzinfo=zone or UTC).timestamp()
@@ -127,7 +136,7 @@ class MemoryLimiter:
                 return Grant(True, duplicate=True)
             for c in checks:
                 key = self._key(c)
-                self._trim(key, c.since)
+                self._trim(key, trim_before(c))
                 used = self._count(key, c.since)
                 if used >= c.limit:
                     return Grant(False, blocked_by=c.label, used=used)

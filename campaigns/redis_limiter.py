@@ -8,7 +8,7 @@ Keys (``prefix`` is the configured namespace):
 - ``<prefix>:budget:{<campaign_id>}:<name>`` for campaign budgets.
 
 Each key is a sorted set of the offer ids it allowed, scored by issue time; the
-script trims entries older than the window, counts from the window start
+script trims entries older than the window (and one more ``ttl``, for late events), counts from the window start
 (``ZCOUNT``) and, only when every cap has room, adds the offer id to all keys.
 
 Atomicity across slots. On a single Redis (the default, ``cluster=False``) all
@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 
-from campaigns.limiter import CapCheck, Grant
+from campaigns.limiter import CapCheck, Grant, trim_before
 
 _ACQUIRE = """
 local now = ARGV[1]
@@ -87,7 +87,7 @@ class RedisLimiter:
         args: list[Any] = [_num(now), token]
         for c in checks:
             ttl_ms = 0 if c.ttl_s <= 0 or math.isinf(c.ttl_s) else math.ceil(c.ttl_s * 1000) + 1000
-            args += [c.limit, _num(c.since), _num(c.since), ttl_ms]
+            args += [c.limit, _num(c.since), _num(trim_before(c)), ttl_ms]
         code, used = self._script(keys=[self.key(c) for c in checks], args=args)
         return int(code), int(used)
 

@@ -176,3 +176,16 @@ def test_redis_keys_carry_the_device_hash_tag(redis_url: str, redis_prefix: str)
     lim.forget("dev-7")
     assert list(lim.client.scan_iter(match=f"{redis_prefix}:cap:*")) == []
     lim.client.close()
+
+
+def test_a_late_event_still_sees_what_its_window_holds(limiter: Any) -> None:
+    """A newer check that was refused (by another cap) must not forget entries an older event's window holds."""
+    t = 1_700_000_000.0
+    assert limiter.acquire("a", [rolling("g", 1, 100, t)], t).ok
+    # 150 s later: the shared cap has room, but the offer is refused by its own full cap (nothing is added)
+    assert limiter.acquire("x", [rolling("full", 1, 1000, t - 500)], t - 500).ok
+    g = limiter.acquire("b", [rolling("g", 1, 100, t + 150), rolling("full", 1, 1000, t + 150)], t + 150)
+    assert not g.ok and g.blocked_by == "full"
+    # an event from t + 40 arrives late: its window [t - 60, t + 40] holds the first offer
+    late = limiter.acquire("c", [rolling("g", 1, 100, t + 40)], t + 40)
+    assert not late.ok and late.blocked_by == "g" and late.used == 1
