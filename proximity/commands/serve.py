@@ -111,10 +111,13 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
         try:
             from geofence import load_geojson
 
+            import shapely
+
             fence = load_geojson(json.loads(fences_path.read_text(encoding="utf-8")))[0]
-            center = getattr(fence, "center", None)
-            if center is not None:
-                lon, lat = float(center[0]), float(center[1])
+            center = getattr(fence, "center", None)  # a circle's centre; a polygon: a point inside it
+            if center is None:
+                center = shapely.get_coordinates(shapely.point_on_surface(fence.geometry))[0]
+            lon, lat = float(center[0]), float(center[1])
         except Exception:  # the banner is a convenience; the server reports real problems
             pass
     ts = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
