@@ -27,6 +27,11 @@ def test_validate_ok_prints_one_line_summary(capsys: pytest.CaptureFixture[str])
     assert main(["campaigns", "validate", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("ok: ") and "campaigns" in out[0]
+    # the bundled example against the bundled fences: every fence id, tag and {store.*} placeholder exists
+    fences = EXAMPLE.with_name("fences.geojson")
+    assert main(["campaigns", "validate", str(EXAMPLE), "--fences", str(fences)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"ok: 6 campaigns (5 active) in 1 file, fences checked against {fences}"]
 
 
 def test_validate_prints_every_problem_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
