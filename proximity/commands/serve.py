@@ -109,9 +109,9 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
     fences_path = cfg.resolved_paths().get("fences")
     if fences_path is not None:
         try:
-            from geofence import load_geojson
-
             import shapely
+
+            from geofence import load_geojson
 
             fence = load_geojson(json.loads(fences_path.read_text(encoding="utf-8")))[0]
             center = getattr(fence, "center", None)  # a circle's centre; a polygon: a point inside it

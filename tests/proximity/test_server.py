@@ -133,6 +133,11 @@ async def test_pings_produce_events_per_device(make_client) -> None:
     metrics = await (await client.get("/metrics")).text()
     assert 'proximity_pings_total{outcome="accepted"} 3' in metrics
     assert 'proximity_events_total{kind="enter",source="gps"} 2' in metrics
+    # latency histograms: per route (HTTP) and per engine call
+    assert 'proximity_http_request_seconds_count{route="/v1/pings"} 2' in metrics
+    assert 'proximity_http_request_seconds_bucket{route="/v1/pings",le="+Inf"} 2' in metrics
+    assert 'proximity_engine_batch_seconds_count{kind="pings"} 2' in metrics
+    assert 'proximity_http_requests_total{route="/v1/pings",status="200"} 2' in metrics
 
 
 async def test_partly_bad_batch_processes_good_rows_and_lists_bad_ones(make_client) -> None:

@@ -166,6 +166,22 @@ def test_new_key_prints_a_key_and_its_line(capsys: pytest.CaptureFixture[str]) -
     assert "unknown scope" in capsys.readouterr().err
 
 
+def test_keys_come_from_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proximity.auth import hash_key
+    from proximity.commands.serve import load_keys
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"ios:sdk:{hash_key('from-file')}\n")
+    monkeypatch.setenv("PROXIMITY_API_KEYS", f"gw:gateway:{hash_key('from-env')}")
+    ring = load_keys(ServiceConfig(keys=str(keys)))
+    assert ring.authenticate("from-file").name == "ios"  # type: ignore[union-attr]
+    assert ring.authenticate("from-env").name == "gw"  # type: ignore[union-attr]
+    assert "from-file" not in keys.read_text()
+    monkeypatch.setenv("PROXIMITY_API_KEYS", f"ios:admin:{hash_key('other')}")
+    with pytest.raises(ValidationError, match="duplicate"):
+        load_keys(ServiceConfig(keys=str(keys)))
+
+
 def test_bad_files_exit_2_with_location(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text("a:sdk:123\n")
