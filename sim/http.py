@@ -63,6 +63,11 @@ class HttpFeeder(Feeder):
             "via http: the workers' advance loop runs on the wall clock, which the simulated day cannot drive; "
             "it is off, so exits come with each device's next evidence and exits pending at the end are missing"
         ]
+        if sim.scenario.tracker:
+            self.notes.append(
+                "via http: 'proximity serve' takes no beacon tracker settings, so the workers range beacons with "
+                f"the tracker's defaults, not the scenario's tracker: {dict(sim.scenario.tracker)}"
+            )
         self.stats: dict[str, int] = {"pings": 0, "sightings": 0, "requests": 0, "late": 0, "rejected": 0}
         self.campaigns = None
         self._dir = tempfile.TemporaryDirectory(prefix="proximity-sim-http-")

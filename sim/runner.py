@@ -188,7 +188,10 @@ class EngineFeeder(Feeder):
         tracker = None
         if sim.world.beacons:
             registry = beacons.load_registry(sim.registry_yaml())
-            tracker = beacons.ProximityTracker(registry, **dict(sc.tracker))
+            try:
+                tracker = beacons.ProximityTracker(registry, **dict(sc.tracker))
+            except (TypeError, ValueError) as exc:
+                raise SimError(f"tracker: {exc}", source=sc.source, field="tracker") from None
         self.campaigns = None
         rules = None
         path = sc.campaigns_path()

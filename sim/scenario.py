@@ -64,6 +64,11 @@ class StoresConfig:
     corridor_m: float = 10.0
     beacons: str = "small"  # which stores have beacons: none | small | small+shops | all
     dwell_s: float = 120.0  # the fences' dwell_s property
+    # extra GeoJSON properties of the fences, by size class (e.g. {mall: {max_accuracy_m: 40}})
+    properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # extra GeoJSON properties of the stores that carry beacons, when ble.enabled (e.g. {max_accuracy_m: 1}:
+    # only their beacons enter them)
+    beacon_store_properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "mobility.red_light_prob": (0, 1),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"stores.beacons": ("none", "small", "small+shops", "all")}
+SIZE_CLASSES = ("small", "medium", "large", "mall", "shop")
 ROLES = ("commuter_walk", "commuter_drive", "shopper", "courier")
 
 
@@ -412,6 +418,12 @@ def _check(scenario: Scenario, data: Mapping[str, Any], source: str) -> None:
         value = _lookup(scenario, dotted)
         if value not in choices:
             raise fail(dotted, f"must be one of {', '.join(choices)}, not {value!r}")
+    for cls in scenario.stores.properties:
+        if cls not in SIZE_CLASSES:
+            node = data.get("stores", {}).get("properties", {}) if isinstance(data.get("stores"), Mapping) else {}
+            line, col = _pos(node, cls)
+            raise SimError(f"stores.properties: unknown size class {cls!r}{_did_you_mean(cls, list(SIZE_CLASSES))}",
+                           source=source, line=line, col=col, field=f"stores.properties.{cls}")
     roles = scenario.mobility.roles
     for name, share in roles.items():
         if name not in ROLES:

@@ -27,7 +27,6 @@ from sim.scenario import Scenario
 
 BEACON_UUID = "5a1d0c4e-7b2f-4c1e-9a3d-51f0c0ffee00"
 
-SIZE_CLASSES = ("small", "medium", "large", "mall", "shop")
 CATEGORIES = {
     "small": ("coffee", "bakery", "pharmacy", "kiosk"),
     "medium": ("fashion", "electronics", "books", "sports"),
@@ -116,6 +115,8 @@ class World:
         """The stores as an RFC 7946 FeatureCollection (what the engine loads)."""
         features = []
         tz = self.scenario.city.timezone
+        extra = self.scenario.stores.properties
+        with_beacons = {b.store for b in self.beacons} if self.scenario.ble.enabled else set()
         for i, fid in enumerate(self.ids):
             xs = [self.x0[i], self.x1[i], self.x1[i], self.x0[i], self.x0[i]]
             ys = [self.y0[i], self.y0[i], self.y1[i], self.y1[i], self.y0[i]]
@@ -131,6 +132,8 @@ class World:
                     "timezone": tz,
                     "dwell_s": self.scenario.stores.dwell_s,
                     "size_class": str(self.size_class[i]),
+                    **dict(extra.get(str(self.size_class[i]), {})),
+                    **(dict(self.scenario.stores.beacon_store_properties) if i in with_beacons else {}),
                 },
             })
         return {"type": "FeatureCollection", "features": features}

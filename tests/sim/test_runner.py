@@ -83,7 +83,7 @@ def test_redis_state_gives_the_same_events_as_memory(redis_url: str, redis_prefi
 
 @pytest.mark.slow
 def test_http_workers_give_the_same_enters_as_in_process(tmp_path: Path) -> None:
-    sc = tiny(devices=10, hours=2.0)
+    sc = tiny(devices=10, hours=2.0, tracker={})  # the service ranges beacons with the tracker's defaults
     mem = run_one(sc)
     web = run_one(sc, via="http", workers=1)
     assert web.run.via == "http" and web.run.notes

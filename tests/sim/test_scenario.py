@@ -14,7 +14,7 @@ def test_bundled_default_loads_and_has_the_issue_targets_settings() -> None:
     sc = load_scenario()
     assert sc.source == str(DEFAULT_SCENARIO)
     assert sc.gps.sigma_m == 15.0 and sc.gps.interval_s == 30.0
-    assert sc.stores.beacons == "small"
+    assert sc.stores.beacons == "small+shops"
     assert "gps-only" in sc.variants
     assert sc.variant("gps-only").ble.enabled is False
     assert sc.variant("gps-only").name == "gps-only"
@@ -90,3 +90,34 @@ def test_overrides_are_typed() -> None:
 def test_missing_file() -> None:
     with pytest.raises(SimError, match="no such scenario file"):
         load_scenario("/nonexistent/scenario.yaml")
+
+
+def test_unknown_size_class_in_fence_properties(tmp_path: Path) -> None:
+    e = err("stores:\n  properties:\n    smal: {max_accuracy_m: 5}\n", tmp_path)
+    assert (e.line, e.col) == (3, 5) and "did you mean 'small'" in e.message
+
+
+def test_fence_properties_by_size_class_and_for_beacon_stores() -> None:
+    from sim.world import build_world
+
+    sc = load_scenario().with_overrides({"stores.properties": {"medium": {"max_accuracy_m": 33}},
+                                         "stores.beacon_store_properties": {"max_accuracy_m": 1}})
+    w = build_world(sc)
+    props = {f["id"]: f["properties"] for f in w.to_geojson()["features"]}
+    with_beacons = {w.ids[b.store] for b in w.beacons}
+    assert with_beacons and {str(w.size_class[w.ids.index(f)]) for f in with_beacons} == {"small", "shop"}
+    for i, fid in enumerate(w.ids):
+        want = 33 if w.size_class[i] == "medium" else 1 if fid in with_beacons else None
+        assert props[fid].get("max_accuracy_m") == want, fid
+    # without beacon readings (GPS only) the beacon stores are plain GPS fences again
+    off = build_world(sc.with_overrides({"ble.enabled": False}))
+    assert all(f["properties"].get("max_accuracy_m") in (None, 33) for f in off.to_geojson()["features"])
+
+
+def test_bad_tracker_setting_is_a_sim_error() -> None:
+    from sim.runner import EngineFeeder, simulate
+
+    sc = load_scenario().with_overrides({"devices": 2, "hours": 0.2, "tracker": {"near": 3}})
+    with pytest.raises(SimError) as info:
+        EngineFeeder(simulate(sc))
+    assert info.value.field == "tracker" and "near" in info.value.message
