@@ -840,40 +840,40 @@ def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, ht
         cap *= 4
 
 
-@njit(cache=True, parallel=True)
-def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, nchunks):
-    """Pairs (point, slot, confidence), sorted by point then slot.
-
-    Without accuracy every pair has confidence 2 (the point is inside or on the
-    boundary). With accuracy: 3 the circle lies fully inside, 2 the point is
-    inside, 1 the point is outside but within ``acc`` metres of the fence.
-    """
-    n = lon.shape[0]
+@njit(cache=True)
+def _plan(lon, lat, use_acc, nchunks):
+    """Processing order (pings grouped by tile), chunking, and per-chunk output room."""
     order = spatial_order(lon, lat)
     good = order.shape[0]
-    # gather the pings in processing order once (sequential reads in the hot loop)
-    slon = np.empty(good)
-    slat = np.empty(good)
-    sacc = np.empty(good if use_acc else 0)
-    for k in prange(good):
+    nchunks = max(1, min(nchunks, good // 2048 + 1))
+    chunk = (good + nchunks - 1) // nchunks
+    cap = 4096 + 2 * chunk
+    return order, nchunks, chunk, cap
+
+
+@njit(cache=True)
+def _run_chunk(c, order, chunk, cap, lon, lat, acc, use_acc, slon, slat, sacc, levels, cs0, meta, bits, htab0, ents0,
+               htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c):
+    """Gather chunk c's pings in processing order (sequential reads in the hot loop), then match them."""
+    lo = c * chunk
+    hi = min(order.shape[0], lo + chunk)
+    for k in range(lo, hi):
         slon[k] = lon[order[k]]
         slat[k] = lat[order[k]]
         if use_acc:
             sacc[k] = acc[order[k]]
-    nchunks = max(1, min(nchunks, good // 2048 + 1))
-    chunk = (good + nchunks - 1) // nchunks
-    cap = 4096 + 2 * chunk
-    out_p = np.empty(nchunks * cap, dtype=np.int64)
-    out_s = np.empty(nchunks * cap, dtype=np.int64)
-    out_c = np.empty(nchunks * cap, dtype=np.int8)
-    got = np.zeros(nchunks, dtype=np.int64)
-    for c in prange(nchunks):
-        lo = c * chunk
-        hi = min(good, lo + chunk)
-        stamp = np.full(rec.shape[0] if use_acc else 0, -1, dtype=np.int64)
-        got[c] = _match_range(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
-                              rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, c * cap, cap, stamp)
-    # chunks that overflowed their share are redone with room to grow
+    stamp = np.full(rec.shape[0] if use_acc else 0, -1, dtype=np.int64)
+    return _match_range(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
+                        ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, c * cap, cap, stamp)
+
+
+@njit(cache=True)
+def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
+             rec, band_ptr, band_edge, vxy, out_p, out_s, out_c):
+    """Redo chunks that overflowed their share with room to grow, then scatter every point's run of
+    pairs to its place in point order."""
+    nchunks = got.shape[0]
+    good = order.shape[0]
     extra_p = []
     extra_s = []
     extra_c = []
@@ -881,12 +881,11 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
         if got[c] < 0:
             lo = c * chunk
             hi = min(good, lo + chunk)
-            p, s, cc = _grow_run(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
-                                 rec, band_ptr, band_edge, vxy, 8 * cap)
+            p, s, cc = _grow_run(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
+                                 ents1, rec, band_ptr, band_edge, vxy, 8 * cap)
             extra_p.append(p)
             extra_s.append(s)
             extra_c.append(cc)
-    # scatter every point's run of pairs to its place in point order
     counts = np.zeros(n + 1, dtype=np.int64)
     total = 0
     for c in range(nchunks):
@@ -917,3 +916,47 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
             res_s[d] = extra_s[x][k]
             res_c[d] = extra_c[x][k]
     return res_p, res_s, res_c
+
+
+@njit(cache=True)
+def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy):
+    """Pairs (point, slot, confidence), sorted by point then slot; on the calling thread.
+
+    Without accuracy every pair has confidence 2 (the point is inside or on the
+    boundary). With accuracy: 3 the circle lies fully inside, 2 the point is
+    inside, 1 the point is outside but within ``acc`` metres of the fence.
+    """
+    order, nchunks, chunk, cap = _plan(lon, lat, use_acc, 1)
+    good = order.shape[0]
+    slon = np.empty(good)
+    slat = np.empty(good)
+    sacc = np.empty(good if use_acc else 0)
+    out_p = np.empty(nchunks * cap, dtype=np.int64)
+    out_s = np.empty(nchunks * cap, dtype=np.int64)
+    out_c = np.empty(nchunks * cap, dtype=np.int8)
+    got = np.zeros(nchunks, dtype=np.int64)
+    for c in range(nchunks):
+        got[c] = _run_chunk(c, order, chunk, cap, lon, lat, acc, use_acc, slon, slat, sacc, levels, cs0, meta, bits,
+                            htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+    return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
+                    ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+
+
+@njit(cache=True, parallel=True)
+def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
+                   band_edge, vxy, nchunks):
+    """:func:`match` with the chunks spread over numba's threads (one parallel region)."""
+    order, nchunks, chunk, cap = _plan(lon, lat, use_acc, nchunks)
+    good = order.shape[0]
+    slon = np.empty(good)
+    slat = np.empty(good)
+    sacc = np.empty(good if use_acc else 0)
+    out_p = np.empty(nchunks * cap, dtype=np.int64)
+    out_s = np.empty(nchunks * cap, dtype=np.int64)
+    out_c = np.empty(nchunks * cap, dtype=np.int8)
+    got = np.zeros(nchunks, dtype=np.int64)
+    for c in prange(nchunks):
+        got[c] = _run_chunk(c, order, chunk, cap, lon, lat, acc, use_acc, slon, slat, sacc, levels, cs0, meta, bits,
+                            htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+    return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
+                    ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)

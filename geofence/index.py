@@ -35,6 +35,8 @@ _MIN_CELL_DEG = 1e-6
 _MAX_CELL_DEG = 10.0
 _MAX_LEVEL = 31
 _MAX_OCCUPANCY_BITS = 1 << 27  # 16 MB of bitmap at most
+#: batches of at least this many pings are matched on all of numba's threads, smaller ones on the caller's
+PARALLEL_MIN_PINGS = 200_000
 
 
 def _threads() -> int:
@@ -173,6 +175,18 @@ class FenceIndex:
     def cell_deg(self) -> float:
         return self._cs0
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index's arrays (grids, edge tables, vertices, fence records).
+
+        The :class:`Fence` objects themselves (and their shapely geometries) are the
+        caller's and are not counted.
+        """
+        arrays = [self._rec.data, self._vxy.data, self._band_ptr.data, self._band_edge.data, self._levels,
+                  *self._main_entries, *self._delta_entries, *self._main, *self._delta, *self._occupancy,
+                  self._pos_of_slot]
+        return int(sum({id(a): a.nbytes for a in arrays}.values()))  # a grid shares its entries array
+
     def __len__(self) -> int:
         return len(self._id_slot)
 
@@ -230,10 +244,13 @@ class FenceIndex:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"accuracy_m must be a finite number >= 0, got {acc[row]!r} at row {row}")
-        p, s, c = K.match(
-            x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main, *self._delta,
-            self._rec.view, self._band_ptr.view, self._band_edge.view, self._vxy.view, _threads() * 4,
-        )
+        args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
+                *self._delta, self._rec.view, self._band_ptr.view, self._band_edge.view, self._vxy.view)
+        threads = _threads()
+        if threads > 1 and x.shape[0] >= PARALLEL_MIN_PINGS:
+            p, s, c = K.match_parallel(*args, threads * 4)
+        else:  # waking a thread pool costs more than a small batch takes (milliseconds on a busy machine)
+            p, s, c = K.match(*args)
         return Match(point=p, fence=self._pos_of_slot[s], confidence=c)
 
     # ------------------------------------------------------------------ building

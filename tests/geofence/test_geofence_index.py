@@ -368,3 +368,33 @@ def test_fence_validation() -> None:
     assert f.dwell_s == 60.0 and hash(f) == hash(polygon_fence("p", shapely.box(0, 0, 1, 1), dwell_s=60, tags=["x"]))
     with pytest.raises(TypeError):
         f.properties["dwell_s"] = 5  # type: ignore[index]
+
+
+def test_nbytes_counts_the_index_arrays() -> None:
+    small = FenceIndex(CATALOGUE[:2])
+    big = FenceIndex(CATALOGUE)
+    assert 0 < small.nbytes < big.nbytes
+    assert big.nbytes > 16 * 10_000, "the 10k-vertex fence's vertices alone take 160 kB"
+    before = small.nbytes
+    small.add([BY_ID["star-10k"]])
+    assert small.nbytes > before + 16 * 10_000
+
+
+@pytest.mark.parametrize("accuracy", [None, 12.0])
+def test_parallel_kernel_equals_the_serial_one(monkeypatch: pytest.MonkeyPatch, catalogue_index: FenceIndex,
+                                               accuracy: float | None) -> None:
+    """Big batches run on numba's threads, small ones on the caller's: the same pairs either way."""
+    import geofence.index as gi
+
+    xs, ys = zip(*(probes(f, n_random=200, seed=6) for f in CATALOGUE), strict=True)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    x = np.concatenate([x, [math.nan]])  # a ping with no position is left out by both
+    y = np.concatenate([y, [0.0]])
+    serial = catalogue_index.match(x, y, accuracy_m=accuracy)
+    monkeypatch.setattr(gi, "PARALLEL_MIN_PINGS", 1)
+    monkeypatch.setattr(gi, "_threads", lambda: 3)  # 12 chunks, whatever numba's thread count here
+    parallel = catalogue_index.match(x, y, accuracy_m=accuracy)
+    assert len(serial) > 1000
+    for a, b in ((serial.point, parallel.point), (serial.fence, parallel.fence),
+                 (serial.confidence, parallel.confidence)):
+        assert np.array_equal(a, b)
