@@ -44,13 +44,18 @@ def register(subparsers: Any) -> None:
         "backtest",
         help="replay a ping (and sighting) log through the engine and the campaigns",
         description=(
-            "Replay a log with a simulated clock through the real engine and campaigns. Writes "
-            "events.jsonl, offers.jsonl and decisions.jsonl to --out and prints a table per campaign."
+            "Replay a log with a simulated clock through the real engine and campaigns (in memory: no "
+            "Redis, no server). Prints a table per campaign: events matched, offers, offers held or "
+            "dropped by quiet hours, refusals by schedule, audience and priority, and how often each "
+            "cap blocked it. With --out DIR, also writes events.jsonl, offers.jsonl (rendered offers) "
+            "and decisions.jsonl (why each matched campaign did or did not fire). Bad input is reported "
+            "as file:line:col: message with exit code 2."
         ),
     )
     p.add_argument("campaigns", metavar="CAMPAIGNS.yaml", help="campaign file")
     p.add_argument("--fences", required=True, metavar="FENCES.geojson")
-    p.add_argument("--pings", required=True, metavar="PINGS.csv", help="ts,device_id,lon,lat,accuracy_m (+ attribute columns)")
+    p.add_argument("--pings", required=True, metavar="PINGS.csv", help="header ts,device_id,lon,lat,accuracy_m (ts ISO 8601 or epoch seconds); optional timezone, "
+                   "attrs (a JSON object) and any other column as a device attribute (e.g. age, segments, opt_out)")
     p.add_argument("--sightings", metavar="SIGHTINGS.csv", help="ts,observer_id,key,rssi,tx_power (needs --beacons)")
     p.add_argument("--beacons", metavar="REGISTRY.yaml", help="beacon registry for --sightings")
     p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (created if needed; without it only the table is printed)")
