@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 import uuid
 from typing import Any
@@ -56,7 +55,8 @@ def city(n_fences: int, seed: int) -> list[Any]:
 
 
 class Population:
-    """Devices with a position; ``move`` sends ~rate/2 into a store and ~rate/2 out to the street."""
+    """Devices with a position; ``move(rate)`` sends rate/2 of them from the street into a store and
+    rate/2 from a store out to the street, so about ``rate`` of the next round's pings are transitions."""
 
     def __init__(self, n: int, centres: np.ndarray, seed: int, inside_share: float = 0.1) -> None:
         self.rng = np.random.default_rng(seed)
@@ -65,19 +65,22 @@ class Population:
         self.centres = centres
         self.lon = self.rng.uniform(CITY[0], CITY[2], n)
         self.lat = self.rng.uniform(CITY[1], CITY[3], n)
-        shop = self.rng.random(n) < inside_share
-        self._to_store(np.flatnonzero(shop))
+        self.inside = np.zeros(n, bool)
+        self._to_store(np.flatnonzero(self.rng.random(n) < inside_share))
 
     def _to_store(self, idx: np.ndarray) -> None:
         f = self.rng.integers(0, len(self.centres), len(idx))
         self.lon[idx], self.lat[idx] = self.centres[f, 0], self.centres[f, 1]
+        self.inside[idx] = True
 
     def move(self, rate: float) -> None:
         k = int(self.n * rate / 2)
-        self._to_store(self.rng.choice(self.n, k, replace=False))
-        out = self.rng.choice(self.n, k, replace=False)
-        self.lon[out] = self.rng.uniform(CITY[0], CITY[2], k)
-        self.lat[out] = self.rng.uniform(CITY[1], CITY[3], k)
+        walk_in = self.rng.choice(np.flatnonzero(~self.inside), k, replace=False)
+        walk_out = self.rng.choice(np.flatnonzero(self.inside), k, replace=False)
+        self._to_store(walk_in)
+        self.lon[walk_out] = self.rng.uniform(CITY[0], CITY[2], k)
+        self.lat[walk_out] = self.rng.uniform(CITY[1], CITY[3], k)
+        self.inside[walk_out] = False
 
     def pings(self, ts: float) -> tuple[np.ndarray, ...]:
         """One ping per device in random order: 3 m of GPS noise, accuracy 5-15 m."""
@@ -137,18 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-devices", type=int, default=None, help="devices for the Redis run (default 100,000)")
     ap.add_argument("--redis-batch", type=int, default=10_000, help="pings per call in the Redis run")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="numba threads for FenceIndex.match (default 1: the targets are per core)")
     args = ap.parse_args(argv)
+    import numba
+
+    if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+        ap.error(f"--threads must be 1..{numba.config.NUMBA_NUM_THREADS}")
+    numba.set_num_threads(args.threads)
     n_dev = args.devices or (100_000 if args.quick else 1_000_000)
     n_fen = args.fences or (1_000 if args.quick else 10_000)
     n_red = args.redis_devices or (20_000 if args.quick else 100_000)
 
+    from benchmarks._common import describe_machine, write_results
     from geofence import FenceIndex
     from proximity.engine import Engine, EngineConfig
     from proximity.store import MemoryStore, RedisStore
 
-    print(f"engine benchmark: {n_dev:,} devices, {n_fen:,} fences, {args.rounds} timed rounds; "
-          f"{platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} cores (kernels single-threaded)")
+    print(f"engine benchmark: {n_dev:,} devices, {n_fen:,} fences, {args.rounds} timed rounds, "
+          f"{args.threads} numba thread(s); {describe_machine()}")
     t = time.perf_counter()
     fences = city(n_fen, args.seed)
     index = FenceIndex(fences)
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reng = Engine(index, store=rstore, config=config)
             rpop = Population(n_red, centres, args.seed + 1)
-            red = run_rounds(reng, rpop, 3, args.redis_batch, t0)
+            red = run_rounds(reng, rpop, args.rounds + 1, args.redis_batch, t0)
             add(f"Engine, Redis store ({n_red:,} devices)", red, red["pings"] / red["match_s"])
         except Exception as exc:  # a benchmark reports what it could not measure
             print(f"Redis run skipped: {type(exc).__name__}: {exc}")
@@ -195,9 +205,26 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print()
     print(f"memory store: {bpd:,.0f} bytes per device ({len(store):,} devices; ids, dict, table and visits)")
-    print(f"targets: memory store >= 1,000,000 pings/s -> {mem['pings'] / mem['engine_s']:,.0f}; "
+    mem_rate = mem["pings"] / mem["engine_s"]
+    red_rate = red["pings"] / red["engine_s"] if red else None
+    print(f"targets: memory store >= 1,000,000 pings/s -> {mem_rate:,.0f}; "
           f"Redis store >= 100,000 pings/s per process -> "
-          f"{(red['pings'] / red['engine_s']) if red else float('nan'):,.0f}")
+          + (f"{red_rate:,.0f}" if red_rate is not None else "not measured"))
+    write_results("engine", {
+        "args": {"devices": n_dev, "fences": n_fen, "rounds": args.rounds, "batch": args.batch,
+                 "redis_devices": n_red if red else None, "redis_batch": args.redis_batch, "threads": args.threads,
+                 "quick": args.quick, "seed": args.seed},
+        "match_pings_per_s": match_rate,
+        "memory": {"pings": mem["pings"], "seconds": mem["engine_s"], "pings_per_s": mem_rate,
+                   "vs_match": mem_rate / match_rate, "transition_share": mem["transitions"] / mem["pings"],
+                   "events": mem["events"], "bytes_per_device": bpd, "devices": len(store)},
+        "redis": None if red is None else {
+            "pings": red["pings"], "seconds": red["engine_s"], "pings_per_s": red_rate,
+            "match_pings_per_s": red["pings"] / red["match_s"], "transition_share": red["transitions"] / red["pings"],
+            "events": red["events"]},
+        "targets": {"memory_pings_per_s": 1_000_000, "redis_pings_per_s": 100_000,
+                    "memory_met": mem_rate >= 1_000_000, "redis_met": None if red_rate is None else red_rate >= 100_000},
+    })
     return 0
 
 

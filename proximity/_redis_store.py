@@ -29,8 +29,10 @@ across slots; a cluster deployment needs per-slot due sets and one script call p
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import count
 from typing import Any, TypeVar
 
@@ -58,30 +60,60 @@ RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "
 T = TypeVar("T")
 
 _SAVE = """
-local ttl = ARGV[1]
+local ttl, skip = ARGV[1], tonumber(ARGV[2]) + 3
 local out = {}
 for i = 2, #KEYS do
-  local j = (i - 2) * 4 + 2
-  local cur = redis.call('GET', KEYS[i])
+  local j = (i - 2) * 2 + 3
+  local want, due = string.match(ARGV[j], '^(%d+)(.*)$')
+  local value = ARGV[j + 1]
+  local write = value ~= '' and value ~= '='
+  local cur
+  if write then
+    cur = redis.call('SET', KEYS[i], value, 'PX', ttl, 'GET')  -- the common case: one call
+  else
+    cur = redis.call('GET', KEYS[i])
+  end
   local v = 0
   if cur then v = tonumber(string.match(cur, '^(%d+)|')) or 0 end
-  if v == tonumber(ARGV[j]) then
-    if ARGV[j + 1] == '' then
+  if v ~= tonumber(want) and write then  -- lost the race: put the winner's state back
+    if cur then
+      redis.call('SET', KEYS[i], cur, 'PX', ttl)
+    else
       redis.call('DEL', KEYS[i])
-    else
-      redis.call('SET', KEYS[i], ARGV[j + 1], 'PX', ttl)
     end
-    if ARGV[j + 2] == '' then
-      redis.call('ZREM', KEYS[1], ARGV[j + 3])
-    else
-      redis.call('ZADD', KEYS[1], ARGV[j + 2], ARGV[j + 3])
+  end
+  if v == tonumber(want) then
+    if value == '' and cur then
+      redis.call('DEL', KEYS[i])
     end
-    out[#out + 1] = 1
+    if due ~= '' then
+      local name = string.sub(KEYS[i], skip, -5)
+      if due == ' -' then
+        redis.call('ZREM', KEYS[1], name)
+      else
+        redis.call('ZADD', KEYS[1], string.sub(due, 2), name)
+      end
+    end
+    out[#out + 1] = '1'
   else
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   end
 end
-return out
+return table.concat(out)
+"""
+
+_LOAD = """
+local sizes, values = {}, {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then
+    sizes[i] = #v
+    values[#values + 1] = v
+  else
+    sizes[i] = 0
+  end
+end
+return {table.concat(sizes, ','), table.concat(values)}
 """
 
 _PLACES = """
@@ -96,6 +128,66 @@ for i = 1, #ARGV do
 end
 return out
 """
+
+
+@dataclass
+class Stored:
+    """Device states as stored (one buffer): device i's binary state is ``buf[start[i]:start[i] + length[i]]``
+    (length 0: no state), written under ``version[i]`` (0: no key)."""
+
+    version: np.ndarray
+    buf: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def parse(cls, sizes: np.ndarray, blob: bytes) -> Stored:
+        """Values ``b"<version>|<state>"`` concatenated in ``blob`` (``sizes`` bytes each, 0 for none)."""
+        buf = np.frombuffer(blob, np.uint8)
+        n = len(sizes)
+        begin = np.zeros(n, np.int64)
+        np.cumsum(sizes[:-1], out=begin[1:])
+        version = np.zeros(n, np.int64)
+        start = begin.copy()
+        length = np.zeros(n, np.int64)
+        has = np.flatnonzero(sizes > 0)
+        if len(has):
+            bars = np.flatnonzero(buf == ord("|"))  # the first one after a value's start ends its version digits
+            at_bar = np.searchsorted(bars, begin[has])
+            sep = bars[np.minimum(at_bar, max(len(bars) - 1, 0))] if len(bars) else begin[has]
+            digits = sep - begin[has]
+            if (at_bar >= len(bars)).any() or digits.min() < 1 or digits.max() > 18 or (sep >= begin[has] + sizes[has]).any():
+                raise StateError("a presence state in Redis is not '<version>|<state>': was it written by this version?")
+            width = int(digits.max())
+            at = begin[has][:, None] + np.arange(width)
+            inside = np.arange(width) < digits[:, None]
+            d = np.where(inside, buf[np.minimum(at, len(buf) - 1)].astype(np.int64) - 48, 0)
+            scale = np.where(inside, 10 ** np.clip(digits[:, None] - 1 - np.arange(width), 0, None), 0)
+            version[has] = (d * scale).sum(axis=1)
+            start[has] = sep + 1
+            length[has] = begin[has] + sizes[has] - sep - 1
+        return cls(version, buf, start, length)
+
+    def body(self, i: int) -> bytes:
+        return self.buf[self.start[i] : self.start[i] + self.length[i]].tobytes()
+
+
+def _changed(a: Stored, b: Stored) -> np.ndarray:
+    """Per device: do the binary states of ``a`` and ``b`` differ?"""
+    out = a.length != b.length
+    same = np.flatnonzero(~out & (a.length > 0))
+    if len(same):
+        lens = a.length[same]
+        total = int(lens.sum())
+        rep = np.repeat(np.arange(len(same)), lens)
+        first = np.cumsum(lens) - lens
+        within = np.arange(total) - first[rep]
+        diff = a.buf[a.start[same][rep] + within] != b.buf[b.start[same][rep] + within]
+        out[same] = np.bincount(rep, weights=diff, minlength=len(same)) > 0
+    return out
 
 
 class RedisStateStore:
@@ -120,7 +212,10 @@ class RedisStateStore:
         self.max_retries = max_retries
         self.chunk = chunk
         self.due_key = f"{prefix}:due"
-        self._save = self.r.register_script(_SAVE)
+        if self.r.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the Redis state store needs a client without decode_responses (states are binary)")
+        self._scripts = {name: (src, hashlib.sha1(src.encode()).hexdigest()) for name, src in
+                         (("save", _SAVE), ("load", _LOAD))}
         self._places_script = self.r.register_script(_PLACES)
         self.retries = 0  # compare-and-set conflicts seen (for tests and metrics)
         self.saved = 0  # device states written
@@ -137,6 +232,34 @@ class RedisStateStore:
 
     def _st(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:st"
+
+    def _st_keys(self, names: Sequence[str]) -> list[bytes]:
+        head, tail = f"{self.prefix}:{{".encode(), b"}:st"
+        return [head + n.encode() + tail for n in names]
+
+    def _script(self, name: str, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """``EVALSHA`` of one of our scripts, packed here in one join (redis-py packs argument by argument,
+        which costs more than the script itself for batches of thousands of devices)."""
+        src, sha = self._scripts[name]
+        head = [b"EVALSHA", sha.encode(), b"%d" % len(keys)]
+        packed = b"*%d\r\n" % (len(head) + len(keys) + len(args)) + b"".join(
+            [b"$%d\r\n%b\r\n" % (len(x), x) for parts in (head, keys, args) for x in parts])
+        for attempt in (0, 1):
+            pool = self.r.connection_pool
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command([packed])
+                return conn.read_response()
+            except redis_lib.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.r.script_load(src)
+            except BaseException:
+                conn.disconnect()  # a half-read reply must not be left on a pooled connection
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
 
     def _info(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:info"
@@ -173,33 +296,23 @@ class RedisStateStore:
         names[:] = list(local)
         return Resolved(codes, names)
 
-    def _load(self, names: Sequence[str]) -> list[bytes | None]:
-        raw: list[bytes | None] = []
-        for i in range(0, len(names), 2000):
-            keys = [self._st(d) for d in names[i : i + 2000]]
-            raw.extend(self._call(lambda k=keys: self.r.mget(k)))
-        return raw
-
-    def _decode(self, raw: list[bytes | None], places: PlaceTable,
-                spare: int) -> tuple[PresenceState, list[int], list[bytes]]:
-        """A state table for the loaded devices (index i = raw[i]) with ``spare`` free records; versions; blobs."""
-        d = len(raw)
-        versions = [0] * d
+    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None) -> Stored:
+        """The stored state of each device, one script call per ``chunk`` devices."""
+        keys = self._st_keys(names) if keys is None else keys
+        sizes: list[np.ndarray] = []
         blobs: list[bytes] = []
-        for i, value in enumerate(raw):
-            if value:
-                v, _, blob = value.partition(b"|")
-                versions[i] = int(v)
-                blobs.append(blob)
-            else:
-                blobs.append(b"")
-        lengths = np.fromiter(map(len, blobs), np.int64, d)
-        has = lengths > 0
+        for i in range(0, len(keys), self.chunk):
+            size_text, blob = self._call(lambda k=keys[i : i + self.chunk]: self._script("load", k, ()))
+            sizes.append(np.array(size_text.split(b","), np.int64))
+            blobs.append(blob)
+        return Stored.parse(np.concatenate(sizes) if sizes else np.zeros(0, np.int64), b"".join(blobs))
+
+    def _decode(self, stored: Stored, places: PlaceTable, spare: int) -> PresenceState:
+        """A state table for the loaded devices (index i = device i of ``stored``) with ``spare`` free records."""
+        d = len(stored)
+        buf, offsets, has = stored.buf, stored.start, stored.length > 0
         hdr = np.zeros(d, HEADER)
         hdr["last"] = -np.inf
-        buf = np.frombuffer(b"".join(blobs), np.uint8)
-        offsets = np.zeros(d, np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
         if has.any():
             idx = offsets[has][:, None] + np.arange(HEADER.itemsize)
             hdr[has] = buf[idx].copy().view(HEADER)[:, 0]
@@ -233,15 +346,16 @@ class RedisStateStore:
             state.r_next[slots] = np.where(last_of_dev, -1, slots + 1)
             state.d_head[np.flatnonzero(counts > 0)] = first.astype(np.int32)
             self._known_places(places, recs["place"])
-        return state, versions, blobs
+        return state
 
-    def _encode(self, state: PresenceState, devs: np.ndarray) -> list[bytes]:
-        """The binary state (without version) of each device in ``devs``; ``b""`` for a device with nothing."""
+    def _encode(self, state: PresenceState) -> Stored:
+        """The binary state (without version) of every device of ``state``; length 0 for a device with nothing."""
+        n = state.n_devices
         live = np.flatnonzero(state.r_dev >= 0)
         owner = state.r_dev[live]
         order = np.argsort(owner, kind="stable")
         live, owner = live[order], owner[order]
-        counts = np.bincount(owner, minlength=state.n_devices)
+        counts = np.bincount(owner, minlength=n).astype(np.int64)
         recs = np.empty(len(live), RECORD)
         recs["place"] = state.r_place[live]
         recs["enter"] = state.r_enter[live]
@@ -250,34 +364,40 @@ class RedisStateStore:
         recs["mask"] = state.r_mask[live]
         recs["src"] = state.r_src[live]
         recs["conf"] = state.r_conf[live]
-        hdr = np.empty(state.n_devices, HEADER)
+        hdr = np.empty(n, HEADER)
         hdr["last"] = state.d_last
         hdr["n"] = counts
-        hb, rb = hdr.tobytes(), recs.tobytes()
-        starts = np.zeros(state.n_devices + 1, np.int64)
-        np.cumsum(counts * RECORD.itemsize, out=starts[1:])
-        h, r = HEADER.itemsize, starts.tolist()
-        out = []
-        for d in devs.tolist():
-            if counts[d] == 0 and not np.isfinite(state.d_last[d]):
-                out.append(b"")
-            else:
-                out.append(hb[d * h : (d + 1) * h] + rb[r[d] : r[d + 1]])
-        return out
+        length = np.where((counts > 0) | np.isfinite(state.d_last), HEADER.itemsize + counts * RECORD.itemsize, 0)
+        start = np.zeros(n, np.int64)
+        np.cumsum(length[:-1], out=start[1:])
+        buf = np.zeros(int(length.sum()), np.uint8)
+        kept = length > 0
+        buf[(start[kept][:, None] + np.arange(HEADER.itemsize)).ravel()] = hdr[kept].view(np.uint8)
+        if len(live):
+            first = np.zeros(n, np.int64)
+            np.cumsum(counts[:-1], out=first[1:])
+            k_in = np.arange(len(live)) - first[owner]
+            byte0 = start[owner] + HEADER.itemsize + k_in * RECORD.itemsize
+            buf[(byte0[:, None] + np.arange(RECORD.itemsize)).ravel()] = recs.view(np.uint8)
+        return Stored(np.zeros(n, np.int64), buf, start, length)
 
-    def _save_all(self, names: Sequence[str], versions: Sequence[int], values: Sequence[bytes],
-                  due: Sequence[float | None]) -> list[bool]:
-        """Compare-and-set every device; a value of ``b""`` deletes. Returns which ones won."""
-        won: list[bool] = []
-        for i in range(0, len(names), self.chunk):
-            keys = [self.due_key]
-            args: list[Any] = [self.ttl_ms]
-            for name, v, value, t in zip(names[i : i + self.chunk], versions[i : i + self.chunk],
-                                         values[i : i + self.chunk], due[i : i + self.chunk], strict=True):
-                keys.append(self._st(name))
-                args.extend((v, (b"%d|" % (v + 1)) + value if value else b"", "" if t is None else repr(t), name))
-            won.extend(bool(x) for x in self._call(lambda k=keys, a=args: self._save(keys=k, args=a)))
-        return won
+    def _save_all(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes]) -> np.ndarray:
+        """Compare-and-set devices on their version; returns which ones won (see ``_SAVE``).
+
+        ``heads[i]`` is ``b"<expected version>"`` plus ``b" <due time>"`` (set the device's
+        score in the due set) or ``b" -"`` (remove it from the due set); ``values[i]`` is
+        the new stored value, ``b""`` (delete) or ``b"="`` (leave the state as it is).
+        """
+        won: list[np.ndarray] = []
+        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode())]
+        due_key = self.due_key.encode()
+        for i in range(0, len(keys), self.chunk):
+            k = [due_key, *keys[i : i + self.chunk]]
+            args = [*head, *(x for pair in zip(heads[i : i + self.chunk], values[i : i + self.chunk], strict=True)
+                             for x in pair)]
+            reply = self._call(lambda k=k, a=args: self._script("save", k, a))
+            won.append(np.frombuffer(reply, np.uint8) == ord("1"))
+        return np.concatenate(won) if won else np.zeros(0, bool)
 
     def _run(
         self,
@@ -286,35 +406,64 @@ class RedisStateStore:
         places: PlaceTable,
         params: PresenceParams,
         spare: Callable[[np.ndarray], int],
+        *,
+        refresh_due: bool = False,
     ) -> Transitions:
         """Load ``names``, run ``step(state, pending)`` (-> events, which devices to delete), save by CAS; retry losers.
 
         ``pending`` are the indexes into ``names`` of the devices in the state table
         (state device i is ``names[pending[i]]``). Event ``dev`` fields come back
         as indexes into ``names``.
+
+        The due set holds, per device, a time *at or before* the first one at which
+        ``advance`` has work for it. A save moves it only when that comes earlier
+        (a new visit): a ping that merely pushes a debounce or the TTL later leaves it,
+        and ``advance`` (``refresh_due``) sets the exact time on the devices it finds
+        with nothing to do yet. So the common save is one ``GET`` and one ``SET``.
         """
         pending = np.arange(len(names))
         parts: list[Transitions] = []
+        all_keys = self._st_keys(names.tolist())
         for _attempt in range(self.max_retries + 1):
-            sub = names[pending].tolist()
-            state, versions, old = self._decode(self._load(sub), places, spare(pending))
-            tr, delete = step(state, pending)
+            sub = pending.tolist()
+            keys = [all_keys[i] for i in sub]
+            old = self._load((), keys)
+            state = self._decode(old, places, spare(pending))
             local = np.arange(len(sub))
-            values = self._encode(state, local)
+            due_before = next_due(state, local, params)
+            tr, delete = step(state, pending)
+            new = self._encode(state)
             due = next_due(state, local, params)
-            save_idx = [i for i in range(len(sub)) if (delete[i] and versions[i]) or (not delete[i] and values[i] != old[i])]
+            has_old = old.version > 0
+            gone = delete | (new.length == 0)
+            changed = _changed(new, old)
+            drop = gone & (has_old | delete | refresh_due)
+            write = ~gone & changed
+            set_due = write & (~has_old | (due < due_before) | refresh_due)
+            touch = ~gone & ~changed & refresh_due
+            save = np.flatnonzero(drop | write | touch)
             won = np.ones(len(sub), bool)
-            self.saved += len(save_idx)
-            if save_idx:
-                res = self._save_all(
-                    [sub[i] for i in save_idx], [versions[i] for i in save_idx],
-                    [b"" if delete[i] else values[i] for i in save_idx],
-                    [None if delete[i] or values[i] == b"" else float(due[i]) for i in save_idx],
-                )
-                won[np.array(save_idx)[~np.array(res, bool)]] = False
-                gone = [sub[i] for i, ok in zip(save_idx, res, strict=True) if ok and delete[i]]
-                if gone:
-                    self._call(lambda g=gone: self.r.delete(*[self._info(x) for x in g]))
+            self.saved += len(save)
+            if len(save):
+                body = new.buf.tobytes()
+                start, end = new.start.tolist(), (new.start + new.length).tolist()
+                ver = old.version.tolist()
+                due_l = due.tolist()
+                flags = (drop.astype(np.int8) + 2 * set_due + 4 * touch).tolist()
+                heads, values = [], []
+                for i in save.tolist():
+                    f = flags[i]
+                    if f & 1:
+                        heads.append(b"%d -" % ver[i])
+                        values.append(b"")
+                    else:
+                        heads.append(b"%d %r" % (ver[i], due_l[i]) if f & 6 else b"%d" % ver[i])
+                        values.append(b"=" if f & 4 else b"%d|%b" % (ver[i] + 1, body[start[i] : end[i]]))
+                res = self._save_all([keys[i] for i in save.tolist()], heads, values)
+                won[save[~res]] = False
+                gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
+                if gone_ids:
+                    self._call(lambda g=gone_ids: self.r.delete(*[self._info(x) for x in g]))
             keep = won[tr.dev] if len(tr) else np.zeros(0, bool)
             kept = Transitions(*(a[keep] for a in tr._buffers()), status=tr.status)
             kept.dev = pending[kept.dev]
@@ -365,7 +514,7 @@ class RedisStateStore:
                 return advance_state(state, np.arange(state.n_devices), now, params)
 
             saved = self.saved
-            tr = self._run(names, step, places, params, lambda p: 16)
+            tr = self._run(names, step, places, params, lambda p: 16, refresh_due=True)
             tr.dev = tr.dev + offset
             offset += len(names)
             parts.append(tr)
@@ -429,12 +578,12 @@ class RedisStateStore:
         return out
 
     def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
-        raw = self._load([device_id])
-        if not raw[0]:
+        stored = self._load([device_id])
+        if not stored.version[0]:
             return None
-        state, versions, _ = self._decode(raw, places, 0)
+        state = self._decode(stored, places, 0)
         out = visit_snapshot(state, 0, places)
-        out["version"] = versions[0]
+        out["version"] = int(stored.version[0])
         return out
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from geofence import Fence, FenceIndex, circle_fence
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.events import Event
+from proximity.presence import PresenceParams
 from proximity.store import MemoryStore, RedisStore
 
 LON0, LAT0 = 2.35, 48.85
@@ -187,6 +188,22 @@ def test_debounce_exit_is_found_by_the_next_ping_too(make_engine: Callable[..., 
     # the exit is dated when the debounce ran out
     r = eng.process_pings(pings([("d1", 0, 0, 0, 5), ("d1", 50, 80, 0, 60), ("d1", 100, 80, 0, 60)]))
     assert [(e.kind, e.ts, e.cause) for e in r.events] == [("enter", T0, "ping"), ("exit", T0 + 60, "debounce")]
+
+
+def test_default_debounce_and_dwell_times(make_engine: Callable[..., Engine]) -> None:
+    """Untuned engine: GPS debounce 60 s, beacon debounce 30 s, dwell 300 s (the issue's defaults)."""
+    cfg = EngineConfig()
+    assert (cfg.gps_debounce_s, cfg.beacon_debounce_s, cfg.dwell_s) == (60.0, 30.0, 300.0)
+    assert PresenceParams() == cfg.params
+    eng = make_engine([circle("shop", 0, 0, 40)], tracker=tracker())
+    r = eng.process_pings(pings(track("d1", 0, 400, 20, 0, 0)))
+    assert [(e.kind, e.ts - T0, e.dwell_s) for e in r.events] == [("enter", 0, 0.0), ("dwell", 300, 300.0)]
+    assert eng.advance(T0 + 460).events == []
+    assert [(e.kind, e.ts - T0, e.cause) for e in eng.advance(T0 + 460.5).events] == [("exit", 460, "debounce")]
+    eng.process_sightings(sightings([("d2", 1000, ENTRANCE, -62.0), ("d2", 1010, ENTRANCE, -62.0)]))
+    assert eng.advance(T0 + 1040).events == []
+    assert [(e.kind, e.place, e.ts - T0) for e in eng.advance(T0 + 1040.5).events] == [
+        ("exit", "shop", 1040), ("exit", "shop#entrance", 1040)]
 
 
 def test_jitter_across_the_boundary_never_flaps(make_engine: Callable[..., Engine]) -> None:

@@ -115,11 +115,11 @@ def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(redis_url:
     load = a_store._load
     calls = []
 
-    def racing_load(names: Any) -> Any:
-        raw = load(names)  # A has read the old state ...
+    def racing_load(names: Any, keys: Any = None) -> Any:
+        raw = load(names, keys)  # A has read the old state ...
         if not calls:
             b_events.extend(b.process_pings(batch).events)  # ... and B commits the same batch first
-        calls.append(list(names))
+        calls.append(list(keys if keys is not None else names))
         return raw
 
     a_store._load = racing_load  # type: ignore[method-assign]
@@ -129,6 +129,30 @@ def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(redis_url:
     assert a_events == []  # A lost the compare-and-set, reloaded, and found its evidence already applied
     assert a_store.retries == 3 and len(calls) == 2
     assert a.device_state("d1")["version"] == 1
+
+
+@pytest.mark.redis
+def test_a_loser_never_overwrites_the_winners_newer_state(redis_url: str, redis_prefix: str) -> None:
+    """The save writes and checks the version in one step; when it lost, the winner's state is what stays."""
+    a_store = RedisStore(redis_url, prefix=redis_prefix)
+    a = Engine(FenceIndex(FENCES), store=a_store, config=CONFIG)
+    b = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+    b_events: list[Any] = []
+    load = a_store._load
+
+    def racing_load(names: Any, keys: Any = None) -> Any:
+        raw = load(names, keys)
+        if not b_events:  # B applies a newer ping (d1 in the bank) between A's load and A's save
+            b_events.extend(b.process_pings(pings([("d1", 10, 500)])).events)
+        return raw
+
+    a_store._load = racing_load  # type: ignore[method-assign]
+    a_events = a.process_pings(pings([("d1", 0, 0)])).events  # A: d1 in the cafe, 10 s earlier
+    assert [(e.kind, e.fence_id) for e in b_events] == [("enter", "bank")]
+    assert a_events == [] and a_store.retries == 1  # A's evidence turned out late once it saw B's state
+    state = b.device_state("d1")
+    assert [v["fence_id"] for v in state["visits"]] == ["bank"] and state["last_ts"] == T0 + 10
+    assert state["version"] == 1
 
 
 @pytest.mark.redis
@@ -170,15 +194,18 @@ def test_redis_away_raises_store_unavailable_and_applies_nothing(redis_url: str,
     store = RedisStore(redis_url, prefix=redis_prefix)
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise redis.ConnectionError("connection reset by peer")
+    good_script = store._script
 
-    good_save = store._save
-    store._save = broken  # the connection drops between load and save
+    def broken(name: str, keys: Any, args: Any) -> Any:
+        if name == "save":  # the connection drops between load and save
+            raise redis.ConnectionError("connection reset by peer")
+        return good_script(name, keys, args)
+
+    store._script = broken  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailable):
         eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
     assert not list(redis_client.scan_iter(match=f"{redis_prefix}:{{d*"))
-    store._save = good_save
+    store._script = good_script  # type: ignore[method-assign]
     r = eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))  # the client's retry goes through whole
     assert sorted(e.device_id for e in r.events) == ["d1", "d2"]
 
