@@ -213,6 +213,10 @@ def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> 
         text = paths[kind].read_text()
         host.apply(kind, host.validate(kind, text, media_type_for(paths[kind]), str(paths[kind])))
     second = int(time.time()) - 5
+    import numba
+
+    # as the service's engine thread does (ServiceConfig.engine_threads): one kernel thread per worker
+    numba.set_num_threads(max(1, min(cfg.engine_threads, numba.config.NUMBA_NUM_THREADS)))
 
     def run(k: int) -> None:
         nonlocal second
