@@ -41,7 +41,7 @@ class RunSummary:
 
     def record(self) -> dict[str, Any]:
         sc = self.sim.scenario
-        days = sc.hours / 24.0
+        days = calendar_days(sc.start_ts, sc.end_ts, sc.city.timezone)
         n_off = len(self.run.offers)
         return {
             "name": self.name,
@@ -53,7 +53,8 @@ class RunSummary:
             "offers": {
                 "issued": n_off,
                 "held_by_quiet_hours": sum(1 for o in self.run.offers if o.get("deliver_after") is not None),
-                "per_device_per_day": round(n_off / max(sc.devices, 1) / days, 3) if days else None,
+                "per_device_per_day": round(n_off / max(sc.devices, 1) / days, 3),
+                "days": days,
                 "by_campaign": self.caps.get("offers_by_campaign", {}),
             },
             "cap_violations": self.caps.get("violations", 0),
@@ -69,6 +70,17 @@ class RunSummary:
             },
             "notes": list(self.run.notes),
         }
+
+
+def calendar_days(start_ts: float, end_ts: float, timezone: str) -> int:
+    """How many local calendar days ``[start_ts, end_ts)`` touches: a 06:00-20:00 run is one day, not 14/24."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(timezone)
+    first = datetime.fromtimestamp(start_ts, UTC).astimezone(tz).date()
+    last = datetime.fromtimestamp(max(end_ts - 1e-3, start_ts), UTC).astimezone(tz).date()
+    return (last - first).days + 1
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
