@@ -465,7 +465,7 @@ SCHEDULE = Obj(
         "timezone": Key(TIMEZONE),
         "opening_hours": Key(Boolean(doc="Only while the store is open (its `opening_hours` property).")),
     },
-    doc="When the campaign runs; local times in `timezone`, else the store's, else the device's, else UTC.",
+    doc="When the campaign runs; local times in `timezone`, else the store's, else the device's, else defaults.timezone, else UTC.",
 )
 
 CONDITION = Obj(
@@ -515,7 +515,7 @@ LIMITS = Obj(
             Obj(
                 {"total": Key(Integer(minimum=1)), "per_day": Key(Integer(minimum=1))},
                 min_keys=1,
-                doc="Campaign-wide budget (per_day in the schedule's time zone, else UTC).",
+                doc="Campaign-wide budget (per_day counts calendar days in schedule.timezone, else defaults.timezone, else UTC).",
             )
         ),
     },

@@ -354,3 +354,26 @@ campaigns:
         r = rules(text)
         assert r.decide([ev(ts=a)], dev(tz=tz), a)
         assert bool(r.decide([ev(ts=b)], dev(tz=tz), b)) == second, tz
+
+
+def test_the_daily_budget_counts_days_in_the_campaigns_zone() -> None:
+    text = """
+%s
+campaigns:
+  - id: c
+    trigger: {on: enter}
+    offer: {title: c}
+    limits: {budget: {per_day: 1}}
+"""
+    utc = ZoneInfo("UTC")
+    a = dt.datetime(2026, 3, 9, 23, 0, tzinfo=utc).timestamp()  # 19:00 in New York
+    b = dt.datetime(2026, 3, 10, 1, 0, tzinfo=utc).timestamp()  # 21:00 in New York, the next day in UTC
+    for head, second in (("", True), ("defaults: {timezone: America/New_York}", False)):
+        r = rules(text % head)
+        assert r.decide([ev(ts=a, device="d1")], dev("d1", tz="Asia/Tokyo"), a)
+        # another device, in another zone: the budget's day is the campaign's, not the device's
+        assert bool(r.decide([ev(ts=b, device="d2")], dev("d2", tz="Asia/Tokyo"), b)) == second, head
+    r = rules((text % "").replace("{per_day: 1}}", "{per_day: 1}}\n    schedule: {timezone: America/New_York}"))
+    assert r.decide([ev(ts=a, device="d1")], dev("d1"), a)
+    (d,) = r.evaluate([ev(ts=b, device="d2")], dev("d2"), b)
+    assert d.offer is None and d.verdicts[0].cap == "budget per_day 1"
