@@ -22,6 +22,8 @@ _ERROR = {
         "row": {"type": "integer", "description": "0-based index of the row at fault in a batch."},
         "line": {"type": "integer"},
         "col": {"type": "integer"},
+        "cli": {"type": "string", "description": "For a rejected PUT document: the line `proximity ... validate` "
+                                                  "prints for the same file, `<request body>:LINE:COL: what`."},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
                    "description": "Every problem, when there are several."},
     },

@@ -59,7 +59,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from proximity import __version__
 from proximity.auth import ApiKey, KeyRing, RateLimiter, retry_after_header
 from proximity.config import ServiceConfig
-from proximity.errors import StoreUnavailable, ValidationError, as_json
+from proximity.errors import StoreUnavailable, ValidationError, as_json, describe, location
 from proximity.metrics import CONTENT_TYPE, ServiceMetrics
 from proximity.openapi import openapi_spec
 from proximity.reload import KINDS, ConfigChannel, ConfigDoc, MemoryChannel, RedisChannel, Reloader
@@ -1218,10 +1218,10 @@ def _config_handlers(kind: str) -> tuple[Handler, Handler]:
             doc, parsed = await svc.reloader.submit(kind, text, media, f"PUT /v1/{kind}")
         except ValueError as exc:
             errors = getattr(exc, "problems", None) or getattr(exc, "errors", None) or [exc]
-            body_errors = [{**as_json(e), "source": "<request body>"} for e in errors]
+            body_errors = [_config_error(e) for e in errors]
             first = body_errors[0]
             raise ApiError(400, first["error"],
-                           reason="invalid_config", errors=body_errors,
+                           reason="invalid_config", errors=body_errors, cli=first["cli"],
                            **{k: first[k] for k in ("field", "row", "line", "col") if k in first}) from None
         return json_response({"kind": kind, "version": doc.version, "sha256": doc.sha256,
                               "count": svc.host.count(kind, parsed)})
@@ -1229,6 +1229,15 @@ def _config_handlers(kind: str) -> tuple[Handler, Handler]:
     get_config.__name__ = f"get_{kind}"
     put_config.__name__ = f"put_{kind}"
     return get_config, put_config
+
+
+def _config_error(exc: BaseException) -> dict[str, Any]:
+    """One problem of a PUT document: its JSON fields, plus ``cli``, the line the CLI prints for a file
+    (``<request body>:LINE:COL: what``)."""
+    out = {**as_json(exc), "source": "<request body>"}
+    where = ":".join(str(p) for p in ("<request body>", out.get("line"), out.get("col")) if p is not None)
+    out["cli"] = f"{where}: {describe(exc).removeprefix(location(exc) + ': ') if location(exc) else describe(exc)}"
+    return out
 
 
 def _device_id(request: web.Request) -> str:

@@ -124,6 +124,9 @@ async def test_put_campaigns_yaml_errors_name_line_and_col_and_json_is_accepted(
     assert r.status == 400
     body = await r.json()
     assert body["line"] == 6 and body["col"] and "entre" in body["error"]
+    # the same line the CLI prints for a file, with the request body as the file
+    assert body["cli"].startswith(f"<request body>:6:{body['col']}: ") and "entre" in body["cli"]
+    assert body["cli"] == body["errors"][0]["cli"]
     assert all("line" in e for e in body["errors"])
     r = await client.get("/v1/campaigns", headers=h(ADMIN))
     assert r.headers["X-Config-Version"] == "1" and await r.text() == CAMPAIGNS
