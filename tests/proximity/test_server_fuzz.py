@@ -63,11 +63,11 @@ class ServerThread:
 def district() -> str:
     """Three stores with the ids and tags the bundled campaigns and beacon registry refer to."""
     features = []
-    for i, tag in enumerate(("coffee", "mall", "grocery")):
+    for i, tag in enumerate((["coffee"], ["mall", "electronics"], ["grocery"])):
         lon, lat = 2.35 + i * 0.01, 48.85
         ring = [[lon, lat], [lon + 0.001, lat], [lon + 0.001, lat + 0.001], [lon, lat + 0.001], [lon, lat]]
         features.append({"type": "Feature", "id": f"store-0{i + 1}",
-                         "properties": {"name": f"Store {i + 1}", "tags": [tag], "timezone": "Europe/Paris",
+                         "properties": {"name": f"Store {i + 1}", "tags": tag, "timezone": "Europe/Paris",
                                         "opening_hours": {"mon-sun": "00:00-23:59"}},
                          "geometry": {"type": "Polygon", "coordinates": [ring]}})
     return json.dumps({"type": "FeatureCollection", "features": features})
