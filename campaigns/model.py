@@ -72,11 +72,13 @@ class Condition:
     max: float | None = None
 
     def test(self, value: Any) -> bool:
+        """Whether a device attribute ``value`` meets the condition. A text value (attributes read from a
+        CSV column or a form) also matches a number or boolean it spells: ``"3"`` equals ``3``, ``"true"`` is ``true``."""
         if value is None:
             return False
-        if self.equals is not None and value != self.equals:
+        if self.equals is not None and not _same(value, self.equals):
             return False
-        if self.one_of is not None and value not in self.one_of:
+        if self.one_of is not None and not any(_same(value, x) for x in self.one_of):
             return False
         if self.min is not None or self.max is not None:
             if isinstance(value, bool):
@@ -90,6 +92,20 @@ class Condition:
             if self.max is not None and number > self.max:
                 return False
         return True
+
+
+def _same(value: Any, expected: Any) -> bool:
+    if value == expected and isinstance(value, bool) == isinstance(expected, bool):
+        return True
+    if not isinstance(value, str) or isinstance(expected, str):
+        return False
+    text = value.strip()
+    if isinstance(expected, bool):
+        return text.lower() == ("true" if expected else "false")
+    try:
+        return float(text) == float(expected)
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -377,3 +377,16 @@ campaigns:
     assert r.decide([ev(ts=a, device="d1")], dev("d1"), a)
     (d,) = r.evaluate([ev(ts=b, device="d2")], dev("d2"), b)
     assert d.offer is None and d.verdicts[0].cap == "budget per_day 1"
+
+
+def test_attribute_conditions_read_texts_as_the_values_they_spell() -> None:
+    """Attributes from a CSV column are texts: "3" equals 3, "true" is true, "25" is in a range; 1 is not true."""
+    from campaigns import Condition
+
+    assert Condition(equals=3).test("3") and Condition(equals=3).test(" 3.0 ") and Condition(equals=3).test(3)
+    assert not Condition(equals=3).test("3a") and not Condition(equals=3).test("4")
+    assert Condition(equals=True).test("true") and Condition(equals=True).test("True") and Condition(equals=True).test(True)
+    assert not Condition(equals=True).test(1) and not Condition(equals=1).test(True) and not Condition(equals=True).test("yes")
+    assert Condition(one_of=("fr", 2)).test("2") and Condition(one_of=("fr", 2)).test("fr") and not Condition(one_of=("fr", 2)).test("de")
+    assert Condition(equals="3").test("3") and not Condition(equals="3").test(3)
+    assert Condition(min=18).test("25") and not Condition(min=18).test("16") and not Condition(min=18).test(True)
