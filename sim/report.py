@@ -118,8 +118,6 @@ def table_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str
     add("dwell latency after threshold median / p90 (s)",
         lambda r: f"{_fmt(m(r)['dwell_latency_s']['median'])} / {_fmt(m(r)['dwell_latency_s']['p90'])}")
     add("missed exits", lambda r: f"{m(r)['missed_exits']:,} of {m(r)['exits_judged']:,}")
-    add("exits inside a visit, by cause/source",
-        lambda r: ", ".join(f"{k} {v:,}" for k, v in m(r)["diagnosis"]["exits_inside_a_visit_by_cause"].items()) or "0")
     add("offers issued", lambda r: _fmt(r["offers"]["issued"]))
     add("offers per device per day", lambda r: _fmt(r["offers"]["per_device_per_day"]))
     add("cap violations", lambda r: _fmt(r["cap_violations"]))
@@ -175,7 +173,10 @@ def format_what_if(record: Mapping[str, Any]) -> str:
     w = record["metrics"].get("what_if")
     if not w:
         return ""
-    lines = ["what-if (candidate presence rules, estimated on this run's own events):"]
+    split = record["metrics"]["diagnosis"]["exits_inside_a_visit_by_cause"]
+    lines = [f"exits inside a true visit (they split it), by cause/source: "
+             f"{', '.join(f'{k} {v:,}' for k, v in split.items()) or 'none'}",
+             "what-if (candidate presence rules, estimated on this run's own events):"]
     for name in ("speed_gate", "confirm_enter", "one_store_at_a_time"):
         r = w[name]
         lines.append(f"  {name:<20} holds back {r['share_of_false_enters']:6.1%} of false GPS enters, "
