@@ -22,7 +22,7 @@ import pytest
 HAMMER = Path(__file__).parent / "_hammer.py"
 ROOT = Path(__file__).parents[2]
 PROCESSES = 8
-ATTEMPTS = 25  # per process and scenario: 200 tries against caps of 1 to 11
+ATTEMPTS = 15  # per process and scenario: 120 tries against caps of 1 to 11
 
 
 @pytest.mark.redis
