@@ -149,10 +149,10 @@ def run_backtest(args: argparse.Namespace) -> int:
     pings = PingBatch.from_csv(args.pings)
     tracker = sightings = None
     if args.sightings:
-        from beacons import ProximityTracker, load_registry
+        from beacons import ProximityTracker, load_registry, read_sightings_csv
 
         tracker = ProximityTracker(load_registry(Path(args.beacons)))
-        sightings = read_sightings(args.sightings)
+        sightings = read_sightings_csv(args.sightings)  # errors name file:line:col
     rules = CampaignRules(campaign_set, infos, limiter=MemoryLimiter())
     # a replay runs on the log's clock: no wall-clock skew check
     engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(max_future_skew_s=None))
@@ -162,28 +162,3 @@ def run_backtest(args: argparse.Namespace) -> int:
     else:
         print(format_table(report))
     return 0
-
-
-def read_sightings(path: str) -> Any:
-    """``beacons.Sightings`` from a CSV with header ``ts,observer_id,key,rssi,tx_power`` (errors name file:line)."""
-    import csv
-
-    from beacons import Sightings
-
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("ts", "key", "rssi") if c not in (reader.fieldnames or [])]
-        if missing or not {"observer_id", "observer"} & set(reader.fieldnames or []):
-            from campaigns import CampaignError
-
-            raise CampaignError(
-                "sightings header must be ts,observer_id,key,rssi,tx_power", source=path, line=1, col=1
-            )
-        rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
-    try:
-        return Sightings.from_rows(rows, source=path)
-    except ValueError as exc:
-        row = getattr(exc, "row", None)
-        if row is not None and getattr(exc, "line", None) is None:
-            exc.line = row + 2  # type: ignore[attr-defined]  # header is line 1
-        raise
