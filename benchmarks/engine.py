@@ -96,7 +96,7 @@ def run_rounds(engine: Any, pop: Population, rounds: int, batch: int, t0: float,
                timed_from: int = 1, move: float = 0.01) -> dict[str, float]:
     from proximity.batch import PingBatch
 
-    engine_s = match_s = 0.0
+    engine_s = match_s = engine_cpu = match_cpu = 0.0
     pings = events = transitions = 0
     for k in range(rounds):
         if k:
@@ -105,19 +105,21 @@ def run_rounds(engine: Any, pop: Population, rounds: int, batch: int, t0: float,
         for i in range(0, pop.n, batch):
             sl = slice(i, i + batch)
             b = PingBatch.from_arrays(ids[sl], lon[sl], lat[sl], acc[sl], ts[sl])
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             r = engine.process_pings(b)
-            dt = time.perf_counter() - t
+            dt, dc = time.perf_counter() - t, time.process_time() - c
             if k >= timed_from:
                 engine_s += dt
+                engine_cpu += dc
                 pings += len(b)
                 events += len(r.events)
                 transitions += r.stats.get("enter", 0) + r.stats.get("exit", 0)
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 engine.index.match(lon[sl], lat[sl], accuracy_m=acc[sl])
                 match_s += time.perf_counter() - t
-    return {"pings": pings, "engine_s": engine_s, "match_s": match_s, "events": events,
-            "transitions": transitions}
+                match_cpu += time.process_time() - c
+    return {"pings": pings, "engine_s": engine_s, "match_s": match_s, "engine_cpu": engine_cpu,
+            "match_cpu": match_cpu, "events": events, "transitions": transitions}
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
@@ -173,16 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     pop = Population(n_dev, centres, args.seed)
     mem = run_rounds(eng, pop, args.rounds + 1, args.batch, t0)
     bpd = store.bytes_per_device()
-    rows = [("run", "pings", "seconds", "pings/s", "vs match", "transitions", "events")]
+    rows = [("run", "pings", "wall s", "pings/s", "CPU s", "pings/CPU s", "vs match", "transitions", "events")]
 
     def add(name: str, r: dict[str, float], ref: float) -> None:
-        rate = r["pings"] / r["engine_s"]
-        rows.append((name, f"{r['pings']:,}", f"{r['engine_s']:.2f}", f"{rate:,.0f}", f"{rate / ref:.2f}x",
-                     f"{r['transitions'] / r['pings']:.2%}", f"{r['events']:,}"))
+        rate, cpu_rate = r["pings"] / r["engine_s"], r["pings"] / max(r["engine_cpu"], 1e-9)
+        rows.append((name, f"{r['pings']:,}", f"{r['engine_s']:.2f}", f"{rate:,.0f}", f"{r['engine_cpu']:.2f}",
+                     f"{cpu_rate:,.0f}", f"{rate / ref:.2f}x", f"{r['transitions'] / r['pings']:.2%}",
+                     f"{r['events']:,}"))
 
     match_rate = mem["pings"] / mem["match_s"]
     rows.append(("FenceIndex.match (same points)", f"{mem['pings']:,}", f"{mem['match_s']:.2f}",
-                 f"{match_rate:,.0f}", "1.00x", "", ""))
+                 f"{match_rate:,.0f}", f"{mem['match_cpu']:.2f}",
+                 f"{mem['pings'] / max(mem['match_cpu'], 1e-9):,.0f}", "1.00x", "", ""))
     add(f"Engine, memory store ({n_dev:,} devices)", mem, match_rate)
 
     red = None
@@ -206,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"memory store: {bpd:,.0f} bytes per device ({len(store):,} devices; ids, dict, table and visits)")
     mem_rate = mem["pings"] / mem["engine_s"]
+    mem_cpu_rate = mem["pings"] / max(mem["engine_cpu"], 1e-9)
     red_rate = red["pings"] / red["engine_s"] if red else None
-    print(f"targets: memory store >= 1,000,000 pings/s -> {mem_rate:,.0f}; "
+    print("wall: elapsed time (the machine is shared: other processes' load shows here); CPU: this process's "
+          "CPU time, i.e. the rate per core. The Redis run waits on the server, so only its wall rate counts.")
+    print(f"targets: memory store >= 1,000,000 pings/s on one core -> {mem_rate:,.0f} wall, {mem_cpu_rate:,.0f} CPU; "
           f"Redis store >= 100,000 pings/s per process -> "
           + (f"{red_rate:,.0f}" if red_rate is not None else "not measured"))
     write_results("engine", {
@@ -215,15 +222,18 @@ def main(argv: list[str] | None = None) -> int:
                  "redis_devices": n_red if red else None, "redis_batch": args.redis_batch, "threads": args.threads,
                  "quick": args.quick, "seed": args.seed},
         "match_pings_per_s": match_rate,
+        "match_pings_per_cpu_s": mem["pings"] / max(mem["match_cpu"], 1e-9),
         "memory": {"pings": mem["pings"], "seconds": mem["engine_s"], "pings_per_s": mem_rate,
+                   "cpu_seconds": mem["engine_cpu"], "pings_per_cpu_s": mem_cpu_rate,
                    "vs_match": mem_rate / match_rate, "transition_share": mem["transitions"] / mem["pings"],
                    "events": mem["events"], "bytes_per_device": bpd, "devices": len(store)},
         "redis": None if red is None else {
             "pings": red["pings"], "seconds": red["engine_s"], "pings_per_s": red_rate,
+            "cpu_seconds": red["engine_cpu"],
             "match_pings_per_s": red["pings"] / red["match_s"], "transition_share": red["transitions"] / red["pings"],
             "events": red["events"]},
         "targets": {"memory_pings_per_s": 1_000_000, "redis_pings_per_s": 100_000,
-                    "memory_met": mem_rate >= 1_000_000, "redis_met": None if red_rate is None else red_rate >= 100_000},
+                    "memory_met_wall": mem_rate >= 1_000_000, "memory_met_cpu": mem_cpu_rate >= 1_000_000, "redis_met": None if red_rate is None else red_rate >= 100_000},
     })
     return 0
 

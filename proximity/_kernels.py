@@ -277,50 +277,54 @@ def order_ties(order, dev, ts, k1, k2, k3):
         i = j
 
 
-# -- device id interning: an open-addressing hash table over UCS-4 code points ----------------------
+# -- device id interning: an open-addressing hash table over the ids' UTF-8 bytes ------------------
 
 EMPTY, TOMB = -1, -2
+#: a used slot holds ``fingerprint << 32 | handle`` (fingerprint: the top 31 bits of the id's hash),
+#: so a probe only reads an id's bytes when the fingerprints agree
+LOW32 = np.int64(0xFFFFFFFF)
 FNV_OFFSET = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
 
 
 @njit(cache=True, inline="always")
-def _hash_row(q, i):
+def _hash_bytes(buf, a, b):
     h = FNV_OFFSET
-    for j in range(q.shape[1]):
-        c = q[i, j]
-        if c == 0:
-            break
-        h = (h ^ np.uint64(c)) * FNV_PRIME
+    for j in range(a, b):
+        h = (h ^ np.uint64(buf[j])) * FNV_PRIME
     return h
 
 
 @njit(cache=True, inline="always")
-def _same_key(q, i, keys, k):
-    wq = q.shape[1]
-    wk = keys.shape[1]
-    for j in range(max(wq, wk)):
-        a = q[i, j] if j < wq else 0
-        b = keys[k, j] if j < wk else 0
-        if a != b:
+def _same_key(buf, a, b, keys, k):
+    """Is ``buf[a:b]`` the key in row ``k`` (zero-padded)?"""
+    n = b - a
+    w = keys.shape[1]
+    if n > w:
+        return False
+    for j in range(n):
+        if keys[k, j] != buf[a + j]:
             return False
-        if a == 0:
-            return True
-    return True
+    return n == w or keys[k, n] == 0
 
 
 @njit(cache=True)
-def intern_ids(q, insert, slots, keys, key_hash, meta, free, out):
-    """Handles for the ids in ``q`` (rows of code points, zero-padded); new ids get one when ``insert``.
+def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free, out):
+    """Handles for the ids ``buf[starts[i]:starts[i] + lens[i]]`` (UTF-8, no NUL) from ``i0`` on.
 
-    ``meta`` = [next fresh handle, free-stack size, live ids, used slots]. The caller
-    makes room first: ``keys`` rows for ``len(q)`` new ids and slots below half full.
-    Unknown ids give -1 when not inserting.
+    New ids get a handle when ``insert`` (unknown ones give -1 otherwise). ``meta`` =
+    [next fresh handle, free-stack size, live ids, used slots]. Returns where it
+    stopped: ``len(starts)`` when done, or the index of the first id that needs more
+    room (a free handle, a wider key row, or slots kept below half full); the caller
+    grows the table and calls again from there.
     """
     mask = slots.shape[0] - 1
-    wq = q.shape[1]
-    for i in range(q.shape[0]):
-        h = _hash_row(q, i)
+    n = starts.shape[0]
+    for i in range(i0, n):
+        a = starts[i]
+        b = a + lens[i]
+        h = _hash_bytes(buf, a, b)
+        fp = np.int64(h >> np.uint64(33))
         s = np.int64(h & np.uint64(mask))
         tomb = -1
         found = -1
@@ -331,11 +335,14 @@ def intern_ids(q, insert, slots, keys, key_hash, meta, free, out):
             if v == TOMB:
                 if tomb < 0:
                     tomb = s
-            elif key_hash[v] == h and _same_key(q, i, keys, v):
-                found = v
+            elif (v >> 32) == fp and _same_key(buf, a, b, keys, v & LOW32):
+                found = v & LOW32
                 break
             s = (s + 1) & mask
         if found < 0 and insert:
+            if (meta[1] == 0 and meta[0] >= keys.shape[0]) or lens[i] > keys.shape[1] \
+                    or (tomb < 0 and 2 * (meta[3] + 1) > slots.shape[0]):
+                return i
             if meta[1] > 0:
                 meta[1] -= 1
                 found = free[meta[1]]
@@ -343,15 +350,16 @@ def intern_ids(q, insert, slots, keys, key_hash, meta, free, out):
                 found = meta[0]
                 meta[0] += 1
             for j in range(keys.shape[1]):
-                keys[found, j] = q[i, j] if j < wq else 0
+                keys[found, j] = buf[a + j] if j < b - a else 0
             key_hash[found] = h
             if tomb >= 0:
-                slots[tomb] = found
+                slots[tomb] = (fp << 32) | found
             else:
-                slots[s] = found
+                slots[s] = (fp << 32) | found
                 meta[3] += 1
             meta[2] += 1
         out[i] = found
+    return n
 
 
 @njit(cache=True)
@@ -362,7 +370,7 @@ def remove_ids(handles, slots, keys, key_hash, meta, free):
         hd = handles[i]
         s = np.int64(key_hash[hd] & np.uint64(mask))
         while slots[s] != EMPTY:
-            if slots[s] == hd:
+            if slots[s] >= 0 and (slots[s] & LOW32) == hd:
                 slots[s] = TOMB
                 keys[hd, :] = 0
                 free[meta[1]] = hd
@@ -380,7 +388,7 @@ def rehash_ids(old, new, key_hash):
     for s in range(old.shape[0]):
         v = old[s]
         if v >= 0:
-            t = np.int64(key_hash[v] & np.uint64(mask))
+            t = np.int64(key_hash[v & LOW32] & np.uint64(mask))
             while new[t] != EMPTY:
                 t = (t + 1) & mask
             new[t] = v

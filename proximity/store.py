@@ -72,17 +72,18 @@ class StateStore(Protocol):
 class DeviceIds:
     """Device id -> small integer handle, in numpy arrays: no Python object per device.
 
-    Ids are kept as rows of UCS-4 code points (the width grows with the longest id
-    seen) in an open-addressing hash table probed by a numba kernel; a batch is
-    converted once with ``astype("U")`` and interned in one call. Freed handles
-    are reused. ``names[handles]`` gives the ids back as ``str``.
+    Ids are kept as zero-padded rows of their UTF-8 bytes (the width grows with the
+    longest id seen) in an open-addressing hash table probed by a numba kernel. A
+    batch is turned into one byte buffer (a ``join`` and an ``encode`` for ASCII
+    ids) and interned in one call. Freed handles are reused. ``names(handles)``
+    gives the ids back as ``str``.
     """
 
     def __init__(self, capacity: int = 1024, width: int = 16) -> None:
-        self.keys = np.zeros((max(capacity, 16), width), np.uint32)
+        self.keys = np.zeros((max(capacity, 16), max(width, 1)), np.uint8)
         self.key_hash = np.zeros(len(self.keys), np.uint64)
         self.free = np.zeros(len(self.keys), np.int64)
-        self.slots = np.full(_pow2(4 * len(self.keys)), -1, np.int64)
+        self.slots = np.full(_pow2(2 * len(self.keys)), -1, np.int64)
         self.meta = np.zeros(4, np.int64)  # next fresh handle, free-stack size, live ids, used slots
 
     def __len__(self) -> int:
@@ -92,46 +93,69 @@ class DeviceIds:
     def capacity(self) -> int:
         return len(self.keys)
 
-    def _codes(self, device_ids: np.ndarray) -> np.ndarray:
-        u = np.asarray(device_ids).astype("U")
-        if not len(u):
-            return np.zeros((0, 1), np.uint32)
-        return u.view(np.uint32).reshape(len(u), -1)
+    @staticmethod
+    def _bytes(device_ids: np.ndarray | Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ids' UTF-8 bytes in one buffer, with each id's start and length (one ``join``, one ``encode``)."""
+        ids = device_ids.tolist() if isinstance(device_ids, np.ndarray) else list(device_ids)
+        n = len(ids)
+        buf = np.frombuffer("\x00".join(ids).encode("utf-8", "surrogatepass"), np.uint8)
+        cut = np.flatnonzero(buf == 0)
+        if len(cut) != max(n - 1, 0):  # an id holds a NUL character: measure each one
+            encoded = [x.encode("utf-8", "surrogatepass") for x in ids]
+            buf = np.frombuffer(b"".join(encoded), np.uint8)
+            lens = np.fromiter(map(len, encoded), np.int64, n)
+            starts = np.zeros(n, np.int64)
+            np.cumsum(lens[:-1], out=starts[1:])
+            return buf, starts, lens
+        starts = np.empty(n, np.int64)
+        lens = np.empty(n, np.int64)
+        if n:
+            starts[0] = 0
+            starts[1:] = cut + 1
+            lens[:-1] = cut - starts[:-1]
+            lens[-1] = len(buf) - starts[-1]
+        return buf, starts, lens
 
-    def _room(self, n: int, width: int) -> None:
-        need = int(self.meta[0]) + n
-        if need > len(self.keys) or width > self.keys.shape[1]:
-            cap = max(need, 2 * len(self.keys)) if need > len(self.keys) else len(self.keys)
-            keys = np.zeros((cap, max(width, self.keys.shape[1])), np.uint32)
-            keys[: len(self.keys), : self.keys.shape[1]] = self.keys
+    def _grow(self, width: int) -> None:
+        """Room for at least one more id of ``width`` bytes: more handles, wider rows or more slots."""
+        cap, w = len(self.keys), self.keys.shape[1]
+        full = int(self.meta[1]) == 0 and int(self.meta[0]) >= cap
+        if full or width > w:
+            new_cap = 2 * cap if full else cap
+            keys = np.zeros((new_cap, max(width, w)), np.uint8)
+            keys[:cap, :w] = self.keys
             self.keys = keys
             for name in ("key_hash", "free"):
                 old = getattr(self, name)
-                grown = np.zeros(cap, old.dtype)
+                grown = np.zeros(new_cap, old.dtype)
                 grown[: len(old)] = old
                 setattr(self, name, grown)
-        if 2 * (int(self.meta[3]) + n) > len(self.slots):
-            slots = np.full(_pow2(4 * (int(self.meta[2]) + n)), -1, np.int64)
+        if 2 * (int(self.meta[3]) + 1) > len(self.slots) or len(self.slots) < 2 * len(self.keys):
+            slots = np.full(_pow2(max(2 * len(self.keys), 4 * (int(self.meta[2]) + 1))), -1, np.int64)
             self.meta[3] = K.rehash_ids(self.slots, slots, self.key_hash)
             self.slots = slots
 
-    def intern(self, device_ids: np.ndarray) -> np.ndarray:
-        """Handles for the ids, creating the unknown ones."""
-        q = self._codes(device_ids)
-        self._room(len(q), q.shape[1])
-        out = np.empty(len(q), np.int64)
-        K.intern_ids(q, True, self.slots, self.keys, self.key_hash, self.meta, self.free, out)
-        return out
+    def _run(self, device_ids: np.ndarray | Sequence[str], insert: bool) -> np.ndarray:
+        buf, starts, lens = self._bytes(device_ids)
+        out = np.empty(len(starts), np.int64)
+        i = 0
+        while True:
+            i = K.intern_ids(buf, starts, lens, i, insert, self.slots, self.keys, self.key_hash, self.meta,
+                             self.free, out)
+            if i >= len(starts):
+                return out
+            self._grow(int(lens[i]))
 
-    def find(self, device_ids: np.ndarray) -> np.ndarray:
+    def intern(self, device_ids: np.ndarray | Sequence[str]) -> np.ndarray:
+        """Handles for the ids, creating the unknown ones."""
+        return self._run(device_ids, True)
+
+    def find(self, device_ids: np.ndarray | Sequence[str]) -> np.ndarray:
         """Handles for the ids, -1 for unknown ones."""
-        q = self._codes(device_ids)
-        out = np.empty(len(q), np.int64)
-        K.intern_ids(q, False, self.slots, self.keys, self.key_hash, self.meta, self.free, out)
-        return out
+        return self._run(device_ids, False)
 
     def get(self, device_id: str) -> int | None:
-        h = int(self.find(np.array([device_id], dtype=object))[0])
+        h = int(self.find([device_id])[0])
         return None if h < 0 else h
 
     def remove(self, handles: np.ndarray) -> None:
@@ -140,11 +164,14 @@ class DeviceIds:
     def names(self, handles: np.ndarray) -> np.ndarray:
         """The ids of these handles (object array of ``str``)."""
         rows = np.ascontiguousarray(self.keys[np.asarray(handles, np.int64)])
-        return rows.view(f"<U{self.keys.shape[1]}").ravel().astype(object)
+        raw = rows.view(f"S{self.keys.shape[1]}").ravel()  # numpy drops the zero padding
+        out = np.empty(len(raw), dtype=object)
+        out[:] = [x.decode("utf-8", "surrogatepass") for x in raw.tolist()]
+        return out
 
     def live(self) -> np.ndarray:
         """Handles in use, in no particular order."""
-        return np.sort(self.slots[self.slots >= 0])
+        return np.sort(self.slots[self.slots >= 0] & 0xFFFFFFFF)
 
     def nbytes(self) -> int:
         return self.keys.nbytes + self.key_hash.nbytes + self.free.nbytes + self.slots.nbytes
@@ -168,10 +195,11 @@ class MemoryStore:
     """In-process state: a device table and a pool of visit records in numpy arrays.
 
     Device ids are interned to integer handles by :class:`DeviceIds` (a numba hash
-    table over the ids' code points), never a bytecode loop per ping. A device
-    outside every place costs its id (4 bytes per character), about 40 bytes of
-    hash table and 12 bytes of device table; a visit record costs 46 bytes. See
-    :meth:`bytes_per_device`.
+    table over the ids' UTF-8 bytes), never a bytecode loop per ping. A device
+    outside every place costs its id (one byte per ASCII character, padded to the
+    longest id), 32 to 48 bytes of hash table and 12 bytes of device table; a visit
+    record costs 42 bytes. Arrays grow by doubling, so up to half of that can be
+    headroom. See :meth:`bytes_per_device`.
     """
 
     def __init__(self, capacity: int = 1024) -> None:
