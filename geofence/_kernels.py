@@ -769,6 +769,9 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
     """
     m = base
     end = base + cap
+    cell_side = np.empty(levels.shape[0])  # per level, computed as the rasterisers do (same cells)
+    for li in range(levels.shape[0]):
+        cell_side[li] = cs0 * (2.0 ** levels[li])
     for k in range(lo, hi):
         i = order[k]
         px = lon[k]
@@ -777,7 +780,7 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
         if not use_acc:
             for li in range(levels.shape[0]):
                 lv = levels[li]
-                cs = cs0 * (2.0 ** lv)
+                cs = cell_side[li]
                 ix = cell_index(px, 180.0, cs)
                 iy = cell_index(py, 90.0, cs)
                 key = cell_key(lv, ix, iy)
@@ -800,7 +803,7 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
             pieces = lon_pieces(px - rx * 1.01, px + rx * 1.01)
             for li in range(levels.shape[0]):
                 lv = levels[li]
-                cs = cs0 * (2.0 ** lv)
+                cs = cell_side[li]
                 iy0 = cell_index(max(-90.0, py - ry * 1.01), 90.0, cs)
                 iy1 = cell_index(min(90.0, py + ry * 1.01), 90.0, cs)
                 for p in range(pieces.shape[0]):

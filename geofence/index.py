@@ -78,6 +78,22 @@ def _grid(entries: _Entries) -> tuple[np.ndarray, np.ndarray]:
     return K.build_hash(entries[0]), entries[1]
 
 
+def _z_order(bounds: np.ndarray) -> np.ndarray:
+    """A permutation putting boxes (rows minx, miny, maxx, maxy) in Z-order of their centres."""
+    if bounds.shape[0] < 2:
+        return np.arange(bounds.shape[0])
+    cx = (bounds[:, 0] + bounds[:, 2]) / 2.0
+    cy = (bounds[:, 1] + bounds[:, 3]) / 2.0
+    key = np.zeros(bounds.shape[0], dtype=np.uint64)
+    for k, c in enumerate((cx, cy)):
+        lo, span = c.min(), max(float(c.max() - c.min()), 1e-300)
+        v = np.minimum(((c - lo) / span * 65535.0).astype(np.uint64), np.uint64(65535))
+        for shift, mask in ((8, 0x00FF00FF), (4, 0x0F0F0F0F), (2, 0x33333333), (1, 0x55555555)):
+            v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+        key |= v << np.uint64(k)
+    return np.argsort(key, kind="stable")
+
+
 class _Pool:
     """A growable 1-D or 2-D numpy array (capacity doubling)."""
 
@@ -329,6 +345,9 @@ class FenceIndex:
 
     def _insert_polygons(self, fences: list[Fence], slots: np.ndarray) -> tuple[np.ndarray, ...]:
         geoms = np.array([f.geometry for f in fences], dtype=object)
+        # vertices and edge tables in Z-order of the fences' boxes: neighbouring fences share cache lines
+        perm = _z_order(shapely.bounds(geoms))
+        geoms, slots = geoms[perm], slots[perm]
         parts, part_of = shapely.get_parts(geoms, return_index=True)
         rings, ring_part = shapely.get_rings(parts, return_index=True)
         coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
