@@ -141,6 +141,17 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """The same table as :func:`format_table`, as a Markdown table (``table.md``, for READMEs and issues)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| metric | " + " | ".join(cell(str(r["name"])) for r in records) + " |",
+             "| --- | " + " | ".join("---:" for _ in records) + " |"]
+    lines += ["| " + cell(label) + " | " + " | ".join(cell(v) for v in vals) + " |" for label, vals in table_rows(records)]
+    return "\n".join(lines) + "\n"
+
+
 def targets(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets, checked on the first record (the scenario itself) and a GPS-only variant if any."""
     if not records:
@@ -253,6 +264,7 @@ def write_report(out: Path, summaries: Sequence[RunSummary], *, plots: bool = Tr
     doc["notes"] = notes
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default), encoding="utf-8")
     (out / "report.html").write_text(_html(doc, images, records), encoding="utf-8")
+    (out / "table.md").write_text(format_markdown(records), encoding="utf-8")
     return doc
 
 

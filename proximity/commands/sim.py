@@ -32,7 +32,7 @@ examples:
 The scenario YAML (sim/scenarios/default.yaml is the default) sets the city,
 the stores, the mobility, the GPS and BLE models, EngineConfig settings
 (engine:), the campaigns file and the named variants that --compare runs.
-Outputs in --out: metrics.json, report.html, map.png, latency.png,
+Outputs in --out: metrics.json, report.html, table.md, map.png, latency.png,
 accuracy.png (compare.png with --compare), events.jsonl, offers.jsonl,
 truth_visits.csv, fences.geojson, beacons.yaml.
 """

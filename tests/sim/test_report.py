@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sim.report import calendar_days, format_table, format_targets, targets
+from sim.report import calendar_days, format_markdown, format_table, format_targets, targets
 
 PARIS = "Europe/Paris"
 
@@ -65,3 +65,11 @@ def test_table_has_one_column_per_run() -> None:
     assert head.split()[-2:] == ["default", "gps-only"]
     assert any(r.startswith("precision") and r.split()[-2:] == ["0.900", "0.500"] for r in rows)
     assert any(r.startswith("drive-bys with a false enter") and "20.00 % of 40" in r for r in rows)
+
+
+def test_markdown_table_has_the_same_rows() -> None:
+    recs = [record("default", 0.9, 0.9, 0.9, 0.01, True), record("gps-only", 0.5, 0.8, 0.7, 0.2, False)]
+    md = format_markdown(recs).splitlines()
+    assert md[0] == "| metric | default | gps-only |" and md[1] == "| --- | ---: | ---: |"
+    assert "| precision | 0.900 | 0.500 |" in md
+    assert len(md) == 2 + len(format_table(recs).splitlines()) - 2

@@ -104,7 +104,7 @@ def test_cli_run_writes_the_report_and_prints_the_table(tmp_path: Path, capsys: 
     assert doc["runs"][1]["throughput"]["sightings"] == 0
     lift = next(t for t in doc["targets"] if t["target"] == "small_store_beacon_lift")
     assert lift["value"] is not None
-    for name in ("report.html", "map.png", "latency.png", "accuracy.png", "compare.png", "events.jsonl",
+    for name in ("report.html", "table.md", "map.png", "latency.png", "accuracy.png", "compare.png", "events.jsonl",
                  "offers.jsonl", "truth_visits.csv", "fences.geojson", "beacons.yaml"):
         assert (out / name).is_file(), name
     assert (out / "variants" / "gps-only" / "events.jsonl").is_file()
