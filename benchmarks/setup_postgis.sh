@@ -1,5 +1,5 @@
 #!/bin/sh
-# Set up PostGIS for `python -m benchmarks peers`.
+# Set up PostGIS for `python -m benchmarks matching` (which runs this script first).
 #
 # Installs Debian's postgresql-15-postgis-3 with apt-get where it can (root, or
 # sudo), then creates the `proximity_bench` database and the postgis extension
