@@ -6,9 +6,11 @@ records*, one per (device, place) the device is currently inside: ``r_place``,
 ``r_dev``, ``r_enter`` (visit start), ``r_gps`` / ``r_bcn`` (last inside evidence
 from GPS / beacons, ``-inf`` when none or when GPS said outside), ``r_mask``
 (dwell thresholds already fired, bit j for threshold j of the place),
-``r_src`` (1 GPS, 2 beacon, 3 both during this visit), ``r_conf`` and
-``r_next`` (the device's next record; also links the free list, whose head and
-length live in ``meta``). A device outside every place has no record at all,
+``r_src`` (1 GPS, 2 beacon, 3 both during this visit), ``r_conf``, ``r_miss``
+(unpaired GPS pings in a row, for ``gps_exit_pings``), ``r_tent`` (1 while a GPS
+visit waits for its confirming ping, ``gps_enter_confirm_s``: no event has been
+emitted for it yet) and ``r_next`` (the device's next record; also links the
+free list, whose head and length live in ``meta``). A device outside every place has no record at all,
 which is what keeps the memory store small.
 
 The same function is run by both stores: the memory store passes its whole
@@ -56,6 +58,15 @@ def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
 
 
 @njit(cache=True, inline="always")
+def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
+    if prev < 0:
+        d_head[d] = nxt
+    else:
+        r_next[prev] = nxt
+    _free(r, r_next, r_dev, meta)
+
+
+@njit(cache=True, inline="always")
 def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
@@ -68,8 +79,8 @@ def apply_evidence(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
     d_last, d_head,
-    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_next, meta,
-    p_thr, p_zone, gps_deb, bcn_deb,
+    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_miss, r_tent, r_next, meta,
+    p_thr, p_zone, gps_deb, bcn_deb, exit_pings, confirm_s,
     o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
     status,
 ):
@@ -77,6 +88,8 @@ def apply_evidence(
 
     ``ev_cut`` is each evidence's device's newest applied time *before* this batch:
     evidence at or before it is late (dropped); within the batch equal times all apply.
+    ``exit_pings``: unpaired GPS pings in a row that end a visit; ``confirm_s`` > 0: a
+    GPS enter waits for a second ENTER-level ping at least that long after the first.
     """
     n = ev_dev.shape[0]
     cap = o_kind.shape[0]
@@ -108,17 +121,15 @@ def apply_evidence(
             nxt = r_next[r]
             due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
             if due < t:
-                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                      EXIT, d, r_place[r], due, r_src[r], r_conf[r], due - r_enter[r], CAUSE_DEBOUNCE, e)
-                if prev < 0:
-                    d_head[d] = nxt
-                else:
-                    r_next[prev] = nxt
-                _free(r, r_next, r_dev, meta)
+                if r_tent[r] == 0:  # a visit never confirmed ends without a word
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                          EXIT, d, r_place[r], due, r_src[r], r_conf[r], due - r_enter[r], CAUSE_DEBOUNCE, e)
+                _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
             else:
                 prev = r
             r = nxt
         # 2. a GPS ping not paired with a fence is outside it by more than its accuracy
+        #    (with exit_pings > 1, only the exit_pings-th such ping in a row counts)
         if s == SRC_GPS:
             prev = -1
             r = d_head[d]
@@ -132,17 +143,19 @@ def apply_evidence(
                         named = True
                     k += 1
                 gone = False
-                if not named:
-                    r_gps[r] = NEG_INF
-                    if r_bcn[r] + bcn_deb < t:
-                        gone = True
-                        _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                              EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e)
-                        if prev < 0:
-                            d_head[d] = nxt
-                        else:
-                            r_next[prev] = nxt
-                        _free(r, r_next, r_dev, meta)
+                if not named and r_tent[r] != 0:
+                    gone = True
+                    _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
+                elif not named:
+                    if r_miss[r] < 255:
+                        r_miss[r] += 1
+                    if r_miss[r] >= exit_pings:
+                        r_gps[r] = NEG_INF
+                        if r_bcn[r] + bcn_deb < t:
+                            gone = True
+                            _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                                  EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e)
+                            _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
                 if not gone:
                     prev = r
                 r = nxt
@@ -157,10 +170,15 @@ def apply_evidence(
                 if lvl >= LEVEL_KEEP:
                     if s == SRC_GPS:
                         r_gps[r] = t
+                        r_miss[r] = 0
                     else:
                         r_bcn[r] = t
                     r_src[r] |= s
                     r_conf[r] = obs_conf[k]
+                    if r_tent[r] != 0 and lvl == LEVEL_ENTER and (s != SRC_GPS or t - r_enter[r] >= confirm_s):
+                        r_tent[r] = 0
+                        _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                              ENTER, d, p, t, s, obs_conf[k], t - r_enter[r], cause, e)
             elif lvl == LEVEL_ENTER:
                 r = meta[0]
                 meta[0] = r_next[r]
@@ -173,15 +191,18 @@ def apply_evidence(
                 r_mask[r] = 0
                 r_src[r] = s
                 r_conf[r] = obs_conf[k]
+                r_miss[r] = 0
+                r_tent[r] = 1 if (s == SRC_GPS and confirm_s > 0) else 0
                 r_next[r] = d_head[d]
                 d_head[d] = r
-                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                      ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e)
+                if r_tent[r] == 0:
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                          ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e)
         # 4. dwell thresholds reached by now, each once per visit, on inside evidence for the place
         r = d_head[d]
         while r >= 0:
             p = r_place[r]
-            if (r_gps[r] if s == SRC_GPS else r_bcn[r]) != t:
+            if r_tent[r] != 0 or (r_gps[r] if s == SRC_GPS else r_bcn[r]) != t:
                 r = r_next[r]
                 continue
             elapsed = t - r_enter[r]
@@ -204,7 +225,7 @@ def apply_evidence(
 def advance_devices(
     devs, now, ttl, forget,
     d_last, d_head,
-    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_next, meta,
+    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_tent, r_next, meta,
     gps_deb, bcn_deb,
     o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
     expired,
@@ -227,13 +248,10 @@ def advance_devices(
                 if forget:
                     ts = max(d_last[d], r_enter[r])
                     cause = CAUSE_FORGET
-                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                      EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, -1)
-                if prev < 0:
-                    d_head[d] = nxt
-                else:
-                    r_next[prev] = nxt
-                _free(r, r_next, r_dev, meta)
+                if r_tent[r] == 0:
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+                          EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, -1)
+                _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
             else:
                 prev = r
             r = nxt

@@ -4,7 +4,7 @@ Keys (``P`` is the configurable prefix, ``D`` the device id; ``{D}`` is the
 Redis Cluster hash tag, so a device's keys live in one slot):
 
 - ``P:{D}:st``: the device's presence state, ``b"<version>|" + binary`` (a
-  12-byte header: last evidence time, visit count; then 34 bytes per visit);
+  12-byte header: last evidence time, visit count; then 36 bytes per visit);
   expires after ``ttl_s`` of wall-clock idleness;
 - ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out);
 - ``P:{places}``, ``P:{places}:seq``: place key -> integer id, shared by all processes;
@@ -56,7 +56,7 @@ from proximity.presence import (
 
 HEADER = np.dtype([("last", "<f8"), ("n", "<u4")])
 RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "<f8"), ("mask", "<u4"),
-                   ("src", "u1"), ("conf", "i1")])
+                   ("src", "u1"), ("conf", "i1"), ("miss", "u1"), ("tent", "u1")])
 T = TypeVar("T")
 
 _SAVE = """
@@ -317,6 +317,9 @@ class RedisStateStore:
             idx = offsets[has][:, None] + np.arange(HEADER.itemsize)
             hdr[has] = buf[idx].copy().view(HEADER)[:, 0]
         counts = hdr["n"].astype(np.int64)
+        if (stored.length[has] != HEADER.itemsize + counts[has] * RECORD.itemsize).any():
+            raise StateError("a presence state in Redis has the wrong size for its visit count: it was written "
+                             "by another version of proximity; use a new key prefix (or flush the old one)")
         n_rec = int(counts.sum())
         state = PresenceState(d, 0)
         state.d_last[:] = hdr["last"]
@@ -342,6 +345,8 @@ class RedisStateStore:
             state.r_mask[slots] = recs["mask"]
             state.r_src[slots] = recs["src"]
             state.r_conf[slots] = recs["conf"]
+            state.r_miss[slots] = recs["miss"]
+            state.r_tent[slots] = recs["tent"]
             last_of_dev = np.r_[owner[1:] != owner[:-1], True]
             state.r_next[slots] = np.where(last_of_dev, -1, slots + 1)
             state.d_head[np.flatnonzero(counts > 0)] = first.astype(np.int32)
@@ -364,6 +369,8 @@ class RedisStateStore:
         recs["mask"] = state.r_mask[live]
         recs["src"] = state.r_src[live]
         recs["conf"] = state.r_conf[live]
+        recs["miss"] = state.r_miss[live]
+        recs["tent"] = state.r_tent[live]
         hdr = np.empty(n, HEADER)
         hdr["last"] = state.d_last
         hdr["n"] = counts

@@ -66,6 +66,13 @@ class EngineConfig:
       (``None`` turns this off); a fence's own ``max_accuracy_m`` replaces both;
     - ``beacon_enter_proximity``: a sighting enters a store/zone at this class or
       closer (1 immediate, 2 near, 3 far);
+    - ``beacon_keep_proximity``: a sighting farther than that but at this class or
+      closer keeps a visit alive without starting one (0: never);
+    - ``gps_exit_pings``: unpaired GPS pings in a row that end a visit (default 1);
+    - ``gps_enter_confirm_s``: > 0 makes a GPS enter wait for a second inside ping
+      (ENTER level) at least this long after the first (default 0: enter at once);
+      see :mod:`proximity.presence`. A fence property ``gps_enter: false`` makes GPS
+      keep visits to that fence but never start one (its beacons do);
     - ``max_future_skew_s``: evidence further than this ahead of the clock is
       rejected with a reason (``None``: never);
     - ``clock``: wall-clock seconds (for the skew check).
@@ -78,6 +85,9 @@ class EngineConfig:
     max_accuracy_m: float = 50.0
     accuracy_factor: float | None = 2.0
     beacon_enter_proximity: int = 2
+    beacon_keep_proximity: int = 0
+    gps_exit_pings: int = 1
+    gps_enter_confirm_s: float = 0.0
     ttl_s: float = 7 * 24 * 3600.0
     max_future_skew_s: float | None = 300.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
@@ -91,13 +101,16 @@ class EngineConfig:
             raise ValueError(f"accuracy_factor must be positive or None, not {self.accuracy_factor!r}")
         if self.beacon_enter_proximity not in (1, 2, 3):
             raise ValueError("beacon_enter_proximity must be 1 (immediate), 2 (near) or 3 (far)")
+        if self.beacon_keep_proximity not in (0, 1, 2, 3):
+            raise ValueError("beacon_keep_proximity must be 0 (off), 1 (immediate), 2 (near) or 3 (far)")
         if self.max_future_skew_s is not None and not self.max_future_skew_s >= 0:
             raise ValueError("max_future_skew_s must be >= 0 or None")
         self.params  # noqa: B018  (validates the debounce and TTL values)
 
     @property
     def params(self) -> PresenceParams:
-        return PresenceParams(self.gps_debounce_s, self.beacon_debounce_s, self.ttl_s)
+        return PresenceParams(self.gps_debounce_s, self.beacon_debounce_s, self.ttl_s, self.gps_exit_pings,
+                              self.gps_enter_confirm_s)
 
 
 @dataclass
@@ -137,6 +150,7 @@ class Engine:
         self._ids_seen: Any = None
         self._fence_place = np.zeros(0, np.int32)
         self._fence_limit = np.zeros(0)
+        self._fence_gps_enter = np.zeros(0, bool)
         if rules is not None:
             self._extra = dict(rules.dwell_thresholds())
         if index is not None:
@@ -153,6 +167,7 @@ class Engine:
         pids = self._place_ids(ids)
         self._fence_place = np.asarray(pids, np.int32)
         self._fence_limit = np.array([self._accuracy_limit(f) for f in fences], np.float64)
+        self._fence_gps_enter = np.array([f.properties.get("gps_enter", True) is not False for f in fences], bool)
         self.index = index
         self._ids_seen = index.fence_ids
         self.places.refresh()
@@ -220,6 +235,7 @@ class Engine:
         fine = acc[point] <= self._fence_limit[fence]
         level = np.where(conf >= 3, ENTER, np.where(conf == 2, np.where(fine, ENTER, KEEP),
                                                     np.where(fine, KEEP, AMBIGUOUS))).astype(np.int8)
+        np.minimum(level, np.where(self._fence_gps_enter[fence], ENTER, KEEP), out=level)  # fences beacons enter
         obs = np.zeros(len(order) + 1, np.int64)
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
@@ -277,7 +293,9 @@ class Engine:
         order = order[~dup]
         n = len(order)
         p = prox[order]
-        level = np.where((p >= 1) & (p <= self.config.beacon_enter_proximity), ENTER, AMBIGUOUS).astype(np.int8)
+        known = p >= 1
+        level = np.where(known & (p <= self.config.beacon_enter_proximity), ENTER,
+                         np.where(known & (p <= self.config.beacon_keep_proximity), KEEP, AMBIGUOUS)).astype(np.int8)
         conf = np.where(p == 0, 0, 4 - p).astype(np.int8)
         pairs = np.stack([store_pid[order], zone_pid[order]], axis=1)
         valid = pairs >= 0

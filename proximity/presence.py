@@ -15,6 +15,13 @@ The rules (each has a scenario test in ``tests/proximity/test_presence.py``):
   inside evidence came for longer than the debounce time of each source (GPS
   60 s, beacon 30 s by default; evidence exactly at the limit still counts):
   the exit is dated when the last debounce ran out.
+- **Options against single-fix mistakes** (off by default): with
+  ``gps_exit_pings`` N > 1 only the N-th unpaired GPS ping in a row ends a visit
+  (an inside ping resets the count); with ``gps_enter_confirm_s`` T > 0 a GPS
+  enter is *tentative* (no event, no dwell, not in snapshots) until a second
+  ``ENTER`` ping for the place at least T after the first, which emits the
+  ``enter`` (its ``dwell_s`` counts from the first ping); a beacon ``ENTER``
+  confirms at once; an unpaired ping or the debounce drops it without an event.
 - **Dwell** fires once per visit per threshold (the place's own dwell time plus
   the campaigns' extra ones), on the first inside evidence (``ENTER`` or
   ``KEEP``) for the place at or after it; the event's ``dwell_s`` is the threshold.
@@ -59,6 +66,10 @@ class PresenceParams:
     gps_debounce_s: float = 60.0
     beacon_debounce_s: float = 30.0
     ttl_s: float = 7 * 24 * 3600.0
+    #: unpaired GPS pings in a row that end a visit (1: the first one does)
+    gps_exit_pings: int = 1
+    #: > 0: a GPS enter waits for a second ENTER-level ping for the place at least this long after the first
+    gps_enter_confirm_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("gps_debounce_s", "beacon_debounce_s", "ttl_s"):
@@ -67,6 +78,11 @@ class PresenceParams:
                 raise ValueError(f"{name} must be a positive number of seconds, not {v!r}")
         if self.ttl_s < max(self.gps_debounce_s, self.beacon_debounce_s):
             raise ValueError("ttl_s must be at least the longest debounce time")
+        if not (isinstance(self.gps_exit_pings, int) and 1 <= self.gps_exit_pings <= 255):
+            raise ValueError(f"gps_exit_pings must be an integer from 1 to 255, not {self.gps_exit_pings!r}")
+        c = self.gps_enter_confirm_s
+        if not (isinstance(c, int | float) and math.isfinite(c) and c >= 0):
+            raise ValueError(f"gps_enter_confirm_s must be a number of seconds >= 0, not {c!r}")
 
 
 class PlaceTable:
@@ -198,6 +214,8 @@ class PresenceState:
         self.r_mask = np.zeros(0, np.uint32)
         self.r_src = np.zeros(0, np.uint8)
         self.r_conf = np.zeros(0, np.int8)
+        self.r_miss = np.zeros(0, np.uint8)
+        self.r_tent = np.zeros(0, np.uint8)
         self.r_next = np.zeros(0, np.int32)
         self.meta = np.array([-1, 0], np.int64)  # free-list head, free count
         self.grow_records(records)
@@ -220,7 +238,7 @@ class PresenceState:
         old = len(self.r_place)
         new = max(old * 2, old + int(free_needed - self.meta[1]), 64)
         for name, fill in (("r_place", 0), ("r_dev", -1), ("r_enter", 0.0), ("r_gps", 0.0), ("r_bcn", 0.0),
-                           ("r_mask", 0), ("r_src", 0), ("r_conf", 0), ("r_next", -1)):
+                           ("r_mask", 0), ("r_src", 0), ("r_conf", 0), ("r_miss", 0), ("r_tent", 0), ("r_next", -1)):
             a = getattr(self, name)
             b = np.full(new, fill, dtype=a.dtype)
             b[:old] = a
@@ -315,8 +333,9 @@ def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, param
             start, ev.dev, ev.ts, cut, ev.src, ev.obs, ev.place, ev.level, ev.conf,
             state.d_last, state.d_head,
             state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
-            state.r_conf, state.r_next, state.meta,
-            thr, zone, float(params.gps_debounce_s), float(params.beacon_debounce_s),
+            state.r_conf, state.r_miss, state.r_tent, state.r_next, state.meta,
+            thr, zone, float(params.gps_debounce_s), float(params.beacon_debounce_s), int(params.gps_exit_pings),
+            float(params.gps_enter_confirm_s),
             *out._buffers(), n_out, out.status,
         )
         if start >= n:
@@ -347,7 +366,7 @@ def advance_state(
         devs, float(now), float(params.ttl_s), forget,
         state.d_last, state.d_head,
         state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
-        state.r_conf, state.r_next, state.meta,
+        state.r_conf, state.r_tent, state.r_next, state.meta,
         float(params.gps_debounce_s), float(params.beacon_debounce_s),
         *out._buffers(), n_out, expired,
     )
@@ -391,6 +410,8 @@ def visit_snapshot(state: PresenceState, d: int, places: PlaceTable) -> dict[str
     """A JSON-ready view of one device's state (for ``device_state`` and debugging)."""
     visits = []
     for r in state.records_of(d):
+        if state.r_tent[r]:  # not a visit until its confirming ping
+            continue
         pid = int(state.r_place[r])
         fence, zone = places.split(pid)
         thr = places.thresholds[pid]

@@ -198,7 +198,7 @@ class MemoryStore:
     table over the ids' UTF-8 bytes), never a bytecode loop per ping. A device
     outside every place costs its id (one byte per ASCII character, padded to the
     longest id), 32 to 48 bytes of hash table and 12 bytes of device table; a visit
-    record costs 42 bytes. Arrays grow by doubling, so up to half of that can be
+    record costs 44 bytes. Arrays grow by doubling, so up to half of that can be
     headroom. See :meth:`bytes_per_device`.
     """
 

@@ -380,6 +380,76 @@ def test_far_beacon_does_not_enter(make_engine: Callable[..., Engine]) -> None:
     assert r.events == []
 
 
+# -- options against single-fix mistakes (off by default) -----------------------------------------
+
+
+def test_gps_exit_pings_needs_that_many_unpaired_pings_in_a_row(make_engine: Callable[..., Engine]) -> None:
+    rows = [("d1", 0, 0, 0, 5), ("d1", 20, 300, 0, 10), ("d1", 30, 0, 0, 5), ("d1", 40, 300, 0, 10),
+            ("d1", 50, 300, 0, 10)]
+    once = make_engine([circle("cafe", 0, 0, 40)])
+    assert [(e.kind, e.ts - T0) for e in once.process_pings(pings(rows)).events] == [
+        ("enter", 0), ("exit", 20), ("enter", 30), ("exit", 40)]
+    twice = make_engine([circle("cafe", 0, 0, 40)], gps_exit_pings=2)
+    # one stray fix between inside ones is forgiven; the second unpaired fix in a row ends the visit
+    r = twice.process_pings(pings(rows))
+    assert [(e.kind, e.ts - T0, e.cause) for e in r.events] == [("enter", 0, "ping"), ("exit", 50, "ping")]
+    # the debounce still ends a visit whose pings stopped saying "inside"
+    r = twice.process_pings(pings([("d2", 0, 0, 0, 5), ("d2", 50, 300, 0, 10), ("d2", 70, 80, 0, 60)]))
+    assert [(e.kind, e.ts - T0, e.cause) for e in r.events] == [("enter", 0, "ping"), ("exit", 60, "debounce")]
+
+
+def test_gps_enter_confirmation(make_engine: Callable[..., Engine]) -> None:
+    eng = make_engine([circle("cafe", 0, 0, 40)], tracker=None, gps_enter_confirm_s=60, dwell_s=120)
+    # a walker whose one fix lands inside: nothing at all, not even in the device's state
+    r = eng.process_pings(pings([("walker", 0, 0, 0, 5), ("walker", 30, 300, 0, 10)]))
+    assert r.events == [] and eng.device_state("walker")["visits"] == []
+    # a visitor: inside at 100; a coarse fix (point inside, 200 m) at 170 keeps but does not confirm;
+    # the ENTER-level fix at 200 confirms, dated then, with the time since the first fix; dwell counts from 100
+    rows = [("visitor", 100, 0, 0, 5), ("visitor", 130, 0, 0, 5), ("visitor", 170, 0, 0, 200),
+            ("visitor", 200, 0, 0, 5), ("visitor", 220, 0, 0, 5)]
+    assert eng.device_state("visitor")["visits"] == []
+    r = eng.process_pings(pings(rows))
+    assert [(e.kind, e.ts - T0, e.dwell_s) for e in r.events] == [("enter", 200, 100.0), ("dwell", 220, 120.0)]
+    # a tentative visit that the debounce ends goes without a word
+    eng.process_pings(pings([("loiterer", 230, 0, 0, 5)]))
+    assert [(e.device_id, e.kind, e.ts - T0) for e in eng.advance(T0 + 1000).events] == [("visitor", "exit", 280)]
+    assert eng.device_state("loiterer")["visits"] == []
+
+
+def test_beacon_enter_is_never_held_back_by_gps_confirmation(make_engine: Callable[..., Engine]) -> None:
+    eng = make_engine([circle("shop", 0, 0, 30)], tracker=tracker(), gps_enter_confirm_s=60)
+    eng.process_pings(pings([("d1", 0, 0, 0, 5)]))  # tentative GPS visit ...
+    r = eng.process_sightings(sightings([("d1", 10, ENTRANCE, -62.0)]))  # ... a near beacon confirms it now
+    assert [(e.kind, e.place, e.source, e.ts - T0) for e in r.events] == [
+        ("enter", "shop", "beacon", 10), ("enter", "shop#entrance", "beacon", 10)]
+
+
+def test_far_beacon_keeps_a_visit_when_configured(make_engine: Callable[..., Engine]) -> None:
+    near = [("d1", 0, ENTRANCE, -62.0)]
+    far = [("d1", t, ENTRANCE, -95.0) for t in range(20, 200, 20)]
+    default = make_engine([circle("shop", 0, 0, 30)], tracker=tracker())
+    r = default.process_sightings(sightings(near + far))
+    assert [(e.kind, e.place, e.ts - T0) for e in r.events if e.kind == "exit"] == [
+        ("exit", "shop", 30), ("exit", "shop#entrance", 30)]  # far says nothing: the debounce ends it
+    keep = make_engine([circle("shop", 0, 0, 30)], tracker=tracker(), beacon_keep_proximity=3)
+    r = keep.process_sightings(sightings(near + far))
+    assert [(e.kind, e.place) for e in r.events if e.kind != "dwell"] == [("enter", "shop"), ("enter", "shop#entrance")]
+    assert [(e.kind, e.ts - T0) for e in keep.advance(T0 + 400).events] == [("exit", 210), ("exit", 210)]
+    # far alone still never enters
+    assert keep.process_sightings(sightings([("d9", t, CHECKOUT, -95.0) for t in (0, 10, 20)])).events == []
+
+
+def test_fence_without_gps_enter_is_entered_by_its_beacons_only(make_engine: Callable[..., Engine]) -> None:
+    eng = make_engine([circle("shop", 0, 0, 30, gps_enter=False), circle("cafe", 200, 0, 30)], tracker=tracker())
+    r = eng.process_pings(pings([*track("d1", 0, 60, 20, 0, 0), ("d2", 0, 200, 0, 5)]))
+    assert [(e.device_id, e.kind, e.place) for e in r.events] == [("d2", "enter", "cafe")]
+    r = eng.process_sightings(sightings([("d1", 100, CHECKOUT, -55.0)]))
+    assert [(e.kind, e.place) for e in r.events] == [("enter", "shop"), ("enter", "shop#checkout")]
+    # GPS inside keeps the store visit after the beacon falls silent (the zone ends on its debounce)
+    r = eng.process_pings(pings(track("d1", 120, 300, 20, 0, 0)))
+    assert [(e.kind, e.place, e.ts - T0) for e in r.events] == [("exit", "shop#checkout", 130)]
+
+
 # -- forgetting ---------------------------------------------------------------------------------
 
 

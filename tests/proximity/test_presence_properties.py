@@ -58,9 +58,13 @@ def key(e: Event) -> tuple[Any, ...]:
     return (e.device_id, e.ts, {"exit": 0, "enter": 1, "dwell": 2}[e.kind], e.place, e.dwell_s)
 
 
-def engine(store: Any = None) -> Engine:
+#: the default rules, and the options against single-fix mistakes (exit after 2 pings out, confirmed enters)
+OPTIONS = [{}, {"gps_exit_pings": 2, "gps_enter_confirm_s": 30.0}]
+
+
+def engine(store: Any = None, **options: Any) -> Engine:
     return Engine(FenceIndex(FENCES), store=store,
-                  config=EngineConfig(max_future_skew_s=None, dwell_s=120, gps_debounce_s=60))
+                  config=EngineConfig(max_future_skew_s=None, dwell_s=120, gps_debounce_s=60, **options))
 
 
 def run(eng: Engine, batches: list[list[tuple[str, float, int, float]]], end: float) -> list[Event]:
@@ -90,41 +94,46 @@ def assert_well_formed(events: list[Event]) -> None:
                 visit_thresholds.append(e.dwell_s)
 
 
+@pytest.mark.parametrize("options", OPTIONS, ids=["default", "confirmations"])
 @settings(max_examples=150, deadline=None)
 @given(rows=ping_lists, data=st.data())
-def test_arrival_order_and_duplicates_do_not_matter(rows: list[Any], data: st.DataObject) -> None:
-    expected = run(engine(), [canonical(rows)], 5000)
+def test_arrival_order_and_duplicates_do_not_matter(options: dict[str, Any], rows: list[Any],
+                                                    data: st.DataObject) -> None:
+    expected = run(engine(**options), [canonical(rows)], 5000)
     assert_well_formed(expected)
     dups = data.draw(st.lists(st.sampled_from(rows), max_size=10))
     shuffled = data.draw(st.permutations(rows + dups))
-    assert run(engine(), [shuffled], 5000) == expected
+    assert run(engine(**options), [shuffled], 5000) == expected
 
 
+@pytest.mark.parametrize("options", OPTIONS, ids=["default", "confirmations"])
 @settings(max_examples=150, deadline=None)
 @given(rows=ping_lists, cuts=st.lists(st.integers(0, 600), max_size=4))
-def test_batch_boundaries_and_resent_batches_do_not_matter(rows: list[Any], cuts: list[int]) -> None:
-    expected = run(engine(), [canonical(rows)], 5000)
+def test_batch_boundaries_and_resent_batches_do_not_matter(options: dict[str, Any], rows: list[Any],
+                                                           cuts: list[int]) -> None:
+    expected = run(engine(**options), [canonical(rows)], 5000)
     edges = [-1, *sorted(set(cuts)), 10_000]
     batches = [[r for r in rows if lo < r[1] <= hi] for lo, hi in itertools.pairwise(edges)]
     batches = [b for b in batches if b]
     resent = [b for pair in zip(batches, batches, strict=True) for b in pair]  # every batch sent twice
-    got = run(engine(), resent, 5000)
+    got = run(engine(**options), resent, 5000)
     assert sorted(got, key=key) == sorted(expected, key=key)
     assert_well_formed(got)
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("options", OPTIONS, ids=["default", "confirmations"])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=ping_lists, cuts=st.lists(st.integers(0, 600), max_size=3))
-def test_redis_store_agrees_with_memory_store(rows: list[Any], cuts: list[int], redis_url: str,
-                                              redis_prefix: str) -> None:
+def test_redis_store_agrees_with_memory_store(options: dict[str, Any], rows: list[Any], cuts: list[int],
+                                              redis_url: str, redis_prefix: str) -> None:
     edges = [-1, *sorted(set(cuts)), 10_000]
     batches = [[r for r in rows if lo < r[1] <= hi] for lo, hi in itertools.pairwise(edges)]
     batches = [b for b in batches if b]
-    expected = run(engine(MemoryStore()), batches, 5000)
+    expected = run(engine(MemoryStore(), **options), batches, 5000)
     store = RedisStore(redis_url, prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}")
     try:
-        got = run(engine(store), batches, 5000)
+        got = run(engine(store, **options), batches, 5000)
     finally:
         store.close()
     assert got == expected
