@@ -115,6 +115,8 @@ class BleConfig:
     """Phone-side beacon ranging: log-distance path loss with log-normal shadowing."""
 
     enabled: bool = True
+    entrance_inset_m: float = 1.5  # the entrance beacon, this far inside the door
+    checkout_depth: float = 0.7  # the checkout beacon, at this fraction of the store's depth from the door
     scan_interval_s: float = 10.0
     tx_power_1m: float = -59.0
     calibration_error_db: float = 2.0
@@ -232,6 +234,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "ble.scan_interval_s": (1, 600),
     "ble.detect_prob": (0, 1),
     "ble.path_loss_exponent": (1, 6),
+    "ble.entrance_inset_m": (0, 20),
+    "ble.checkout_depth": (0, 1),
     "metrics.tolerance_s": (0, 3600),
     "run.step_s": (1, 3600),
     "run.http_batch": (1, 100_000),

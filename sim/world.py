@@ -348,11 +348,11 @@ def _place_beacons(world: World, rng: np.random.Generator) -> list[Beacon]:
         if world.size_class[i] == "shop":
             # shops open on the corridor (a vertical wall): inward is along x
             inward_x = 1.0 if abs(ex - world.x0[i]) < 1e-6 else -1.0
-            entrance_xy = (ex + inward_x * 1.5, ey)
-            checkout_xy = (ex + inward_x * 0.7 * w, world.y0[i] + float(rng.uniform(0.3, 0.7)) * d)
+            entrance_xy = (ex + inward_x * ble.entrance_inset_m, ey)
+            checkout_xy = (ex + inward_x * ble.checkout_depth * w, world.y0[i] + float(rng.uniform(0.3, 0.7)) * d)
         else:
-            entrance_xy = (ex, ey + inward * 1.5)
-            checkout_xy = (world.x0[i] + float(rng.uniform(0.25, 0.75)) * w, ey + inward * 0.7 * d)
+            entrance_xy = (ex, ey + inward * ble.entrance_inset_m)
+            checkout_xy = (world.x0[i] + float(rng.uniform(0.25, 0.75)) * w, ey + inward * ble.checkout_depth * d)
         major = i + 1
         for minor, zone, (bx, by) in ((1, "entrance", entrance_xy), (2, "checkout", checkout_xy)):
             err = float(rng.normal(0.0, ble.calibration_error_db))

@@ -186,3 +186,19 @@ def test_ble_rssi_follows_the_log_distance_model(world, pop) -> None:  # type: i
 def test_gps_only_variant_has_no_sightings(world, pop) -> None:  # type: ignore[no-untyped-def]
     sc = dataclasses.replace(SMALL, ble=dataclasses.replace(SMALL.ble, enabled=False))
     assert len(ble_sightings(world, pop, sc)) == 0
+
+
+@pytest.mark.parametrize(("inset", "depth"), [(1.5, 0.7), (3.0, 0.5)])
+def test_beacons_sit_where_the_scenario_puts_them(inset: float, depth: float) -> None:
+    sc = SMALL.with_overrides({"ble.entrance_inset_m": inset, "ble.checkout_depth": depth})
+    w = build_world(sc)
+    assert w.beacons
+    for b in w.beacons:
+        i = b.store
+        inside = bool(w.contains(i, b.x, b.y))
+        assert inside, b.key
+        shop = w.size_class[i] == "shop"  # shops open on the corridor: their depth runs along x
+        along = abs(b.x - w.entrance_x[i]) if shop else abs(b.y - w.entrance_y[i])
+        size = (w.x1[i] - w.x0[i]) if shop else (w.y1[i] - w.y0[i])
+        want = inset if b.zone == "entrance" else depth * size
+        assert along == pytest.approx(want, abs=1e-6), (b.key, b.zone)
