@@ -107,12 +107,18 @@ async def test_live_feed_sees_events_of_every_worker(make_worker) -> None:
 
 
 class TcpProxy:
-    """A loopback TCP proxy to Redis, on its own thread, that the test can cut and restore."""
+    """A loopback TCP proxy to Redis, on its own thread, that the test can cut and restore.
+
+    It keeps its listening port for its whole life (a cut drops every open
+    connection and refuses new ones), so no other process can take the port
+    between a cut and the restore.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        self.down = False
         self.writers: set[asyncio.StreamWriter] = set()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -127,26 +133,29 @@ class TcpProxy:
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
         self.writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
 
     async def _start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.down = False
+        if self.server is None:
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
 
     async def _cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
+        self.down = True
         for w in list(self.writers):
             with contextlib.suppress(Exception):
                 w.transport.abort()
         self.writers.clear()
-        await self.server.wait_closed()
 
     def start(self) -> None:
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
@@ -156,6 +165,8 @@ class TcpProxy:
 
     def close(self) -> None:
         async def drain() -> None:
+            if self.server is not None:
+                self.server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in tasks:
                 t.cancel()
@@ -196,7 +207,7 @@ async def _outage(proxy: TcpProxy, make_worker: Any, u: Any) -> None:
         r = await client.request(method, path, data=data, headers=h(ADMIN))
         assert r.status == 503, (method, path, await r.text())
         assert int(r.headers["Retry-After"]) >= 1
-    proxy.start()  # Redis is back on the same port
+    proxy.start()  # Redis is back
     for _ in range(40):
         r = await client.get("/readyz")
         if r.status == 200:
