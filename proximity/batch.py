@@ -26,6 +26,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from proximity.convert import (
+    MAX_DEVICE_ID_LEN,
     parse_bool,
     parse_device_id,
     parse_float,
@@ -167,7 +168,7 @@ class PingBatch:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValidationError(f"{message}, not {values[row]!r}", source=source, field=name, row=row)
-        ok_ids = np.fromiter(map(_is_device_id, ids), dtype=bool, count=n)
+        ok_ids = _valid_device_ids(ids)
         if not ok_ids.all():
             row = int(np.flatnonzero(~ok_ids)[0])
             raise ValidationError(f"device_id must be a non-empty string, not {ids[row]!r}",
@@ -322,7 +323,33 @@ _FIELDS = ("device_id", "lon", "lat", "accuracy_m", "ts", "speed", "foreground",
 
 
 def _is_device_id(x: Any) -> bool:
-    return isinstance(x, str) and 0 < len(x) <= 256 and not x.isspace() and "\x00" not in x
+    return isinstance(x, str) and 0 < len(x) <= MAX_DEVICE_ID_LEN and not x.isspace() and "\x00" not in x
+
+
+#: the code points ``str.isspace`` is true for
+WHITESPACE = np.array([*range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028,
+                       0x2029, 0x202F, 0x205F, 0x3000], np.uint32)
+
+
+def _valid_device_ids(ids: np.ndarray) -> np.ndarray:
+    """:func:`_is_device_id` of every id, as array code over the ids' code points (one ``join``, one ``encode``)."""
+    n = len(ids)
+    try:
+        text = "\x00".join(ids.tolist())
+    except TypeError:  # some id is not a string: find which, one by one
+        return np.fromiter(map(_is_device_id, ids), dtype=bool, count=n)
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+    cuts = np.flatnonzero(codes == 0)
+    if len(cuts) != max(n - 1, 0):  # some id holds a NUL
+        return np.fromiter(map(_is_device_id, ids), dtype=bool, count=n)
+    if n == 0:
+        return np.zeros(0, bool)
+    starts = np.concatenate([[0], cuts + 1])
+    ends = np.concatenate([cuts, [len(codes)]])
+    visible = np.zeros(len(codes) + 1, np.int64)
+    np.cumsum(~np.isin(codes, WHITESPACE) & (codes != 0), out=visible[1:])
+    lens = ends - starts
+    return (lens > 0) & (lens <= MAX_DEVICE_ID_LEN) & (visible[ends] > visible[starts])
 
 
 def _col(fields: list[str], j: int) -> int:

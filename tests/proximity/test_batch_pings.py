@@ -173,3 +173,36 @@ def test_rows_round_trip(rows: list[dict[str, object]]) -> None:
         np.testing.assert_array_equal(getattr(again, name), getattr(b, name))
     assert again.device_id.tolist() == b.device_id.tolist()
     assert again.attrs.tolist() == b.attrs.tolist() and again.timezone.tolist() == b.timezone.tolist()
+
+
+# -- device id validation over whole arrays ------------------------------------------------------------
+
+id_like = st.one_of(
+    st.text(max_size=8),
+    st.text(alphabet=" \t\n\x0b\x0c\r\x1c\x1f\x85\xa0\u2000\u200a\u3000\x00ab", max_size=6),
+    st.text(min_size=250, max_size=260, alphabet="xy"),
+    st.integers(), st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(id_like, max_size=12))
+def test_array_id_validation_agrees_with_the_per_id_rule(ids: list[object]) -> None:
+    from proximity.batch import _is_device_id, _valid_device_ids
+
+    arr = np.empty(len(ids), dtype=object)
+    arr[:] = ids
+    assert _valid_device_ids(arr).tolist() == [_is_device_id(x) for x in ids]
+
+
+def test_whitespace_table_is_what_str_isspace_says() -> None:
+    from proximity.batch import WHITESPACE
+
+    assert sorted(WHITESPACE.tolist()) == [c for c in range(0x110000) if chr(c).isspace()]
+
+
+def test_from_arrays_names_the_first_bad_id_row() -> None:
+    ids = ["ok-1", "ok-2", "  ", "ok-3", ""]
+    with pytest.raises(ValidationError) as info:
+        PingBatch.from_arrays(ids, [2.35] * 5, [48.85] * 5, 5.0, [1.7e9] * 5)
+    assert info.value.field == "device_id" and info.value.row == 2
