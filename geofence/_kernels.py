@@ -344,8 +344,9 @@ def cell_key(level, ix, iy):
 
 
 @njit(cache=True, inline="always")
-def cell_index(v, origin, cs):
-    return np.int64(math.floor((v + origin) / cs))
+def cell_index(v, origin, inv):
+    # ``inv`` is 1 / cell side, computed as ``1.0 / (cs0 * 2.0 ** level)`` by every caller (same cells)
+    return np.int64(math.floor((v + origin) * inv))
 
 
 @njit(cache=True, inline="always")
@@ -397,11 +398,12 @@ def raster_polygons(new_slots, level, cs0, rec, band_ptr, band_edge, vxy):
         s = new_slots[i]
         lv = level[i]
         cs = cs0 * (2.0 ** lv)
+        inv = 1.0 / cs
         eps = cs * 1e-7
-        ix0 = cell_index(rec[s, 1], 180.0, cs)
-        ix1 = cell_index(rec[s, 3], 180.0, cs)
-        iy0 = cell_index(rec[s, 2], 90.0, cs)
-        iy1 = cell_index(rec[s, 4], 90.0, cs)
+        ix0 = cell_index(rec[s, 1], 180.0, inv)
+        ix1 = cell_index(rec[s, 3], 180.0, inv)
+        iy0 = cell_index(rec[s, 2], 90.0, inv)
+        iy1 = cell_index(rec[s, 4], 90.0, inv)
         nx = ix1 - ix0 + 1
         ny = iy1 - iy0 + 1
         touched = np.zeros(nx * ny, dtype=np.bool_)
@@ -412,10 +414,10 @@ def raster_polygons(new_slots, level, cs0, rec, band_ptr, band_edge, vxy):
             y1 = vxy[v, 1]
             x2 = vxy[v + 1, 0]
             y2 = vxy[v + 1, 1]
-            ex0 = max(ix0, cell_index(min(x1, x2) - eps, 180.0, cs))
-            ex1 = min(ix1, cell_index(max(x1, x2) + eps, 180.0, cs))
-            ey0 = max(iy0, cell_index(min(y1, y2) - eps, 90.0, cs))
-            ey1 = min(iy1, cell_index(max(y1, y2) + eps, 90.0, cs))
+            ex0 = max(ix0, cell_index(min(x1, x2) - eps, 180.0, inv))
+            ex1 = min(ix1, cell_index(max(x1, x2) + eps, 180.0, inv))
+            ey0 = max(iy0, cell_index(min(y1, y2) - eps, 90.0, inv))
+            ey1 = min(iy1, cell_index(max(y1, y2) + eps, 90.0, inv))
             for cy in range(ey0, ey1 + 1):
                 for cx in range(ex0, ex1 + 1):
                     idx = (cy - iy0) * nx + (cx - ix0)
@@ -471,15 +473,16 @@ def raster_circles(new_slots, level, cs0, rec, dlon, dlat):
         s = new_slots[i]
         lv = level[i]
         cs = cs0 * (2.0 ** lv)
+        inv = 1.0 / cs
         cx = rec[s, 1]
         cy = rec[s, 2]
         r = rec[s, 3]
-        iy0 = cell_index(max(-90.0, cy - dlat[i]), 90.0, cs)
-        iy1 = cell_index(min(90.0, cy + dlat[i]), 90.0, cs)
+        iy0 = cell_index(max(-90.0, cy - dlat[i]), 90.0, inv)
+        iy1 = cell_index(min(90.0, cy + dlat[i]), 90.0, inv)
         pieces = lon_pieces(cx - dlon[i], cx + dlon[i])
         for p in range(pieces.shape[0]):
-            ix0 = cell_index(pieces[p, 0], 180.0, cs)
-            ix1 = cell_index(pieces[p, 1], 180.0, cs)
+            ix0 = cell_index(pieces[p, 0], 180.0, inv)
+            ix1 = cell_index(pieces[p, 1], 180.0, inv)
             for gy in range(iy0, iy1 + 1):
                 ylo = gy * cs - 90.0
                 yhi = ylo + cs
@@ -769,9 +772,9 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
     """
     m = base
     end = base + cap
-    cell_side = np.empty(levels.shape[0])  # per level, computed as the rasterisers do (same cells)
+    cell_inv = np.empty(levels.shape[0])  # per level, computed as the rasterisers do (same cells)
     for li in range(levels.shape[0]):
-        cell_side[li] = cs0 * (2.0 ** levels[li])
+        cell_inv[li] = 1.0 / (cs0 * (2.0 ** levels[li]))
     for k in range(lo, hi):
         i = order[k]
         px = lon[k]
@@ -780,9 +783,9 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
         if not use_acc:
             for li in range(levels.shape[0]):
                 lv = levels[li]
-                cs = cell_side[li]
-                ix = cell_index(px, 180.0, cs)
-                iy = cell_index(py, 90.0, cs)
+                inv = cell_inv[li]
+                ix = cell_index(px, 180.0, inv)
+                iy = cell_index(py, 90.0, inv)
                 key = cell_key(lv, ix, iy)
                 if occupied(meta, bits, li, ix, iy):
                     m = _scan_point(htab0, ents0, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s,
@@ -803,12 +806,12 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
             pieces = lon_pieces(px - rx * 1.01, px + rx * 1.01)
             for li in range(levels.shape[0]):
                 lv = levels[li]
-                cs = cell_side[li]
-                iy0 = cell_index(max(-90.0, py - ry * 1.01), 90.0, cs)
-                iy1 = cell_index(min(90.0, py + ry * 1.01), 90.0, cs)
+                inv = cell_inv[li]
+                iy0 = cell_index(max(-90.0, py - ry * 1.01), 90.0, inv)
+                iy1 = cell_index(min(90.0, py + ry * 1.01), 90.0, inv)
                 for p in range(pieces.shape[0]):
-                    ix0 = cell_index(pieces[p, 0], 180.0, cs)
-                    ix1 = cell_index(pieces[p, 1], 180.0, cs)
+                    ix0 = cell_index(pieces[p, 0], 180.0, inv)
+                    ix1 = cell_index(pieces[p, 1], 180.0, inv)
                     for gy in range(iy0, iy1 + 1):
                         for gx in range(ix0, ix1 + 1):
                             key = cell_key(lv, gx, gy)

@@ -3,10 +3,13 @@
 ``FenceIndex(fences).match(lon, lat, accuracy_m=None)`` answers whole arrays at
 once in compiled kernels (:mod:`geofence._kernels`). The index is a hashed grid
 with one cell size per *level* (``cell_deg * 2**level``); each fence lives on the
-level where it spans about ``cells_per_fence`` cells, and each cell lists the
-fences that cover it entirely (answered without geometry) and those whose
-boundary may cross it (an exact test over the few edges of one horizontal band
-of the polygon, so a 10,000-vertex fence costs about what a 32-vertex one does).
+coarsest level where it spans at most ``2 * cells_per_fence`` cells a side, and
+each cell lists the fences that cover it entirely (answered without geometry)
+and those whose boundary may cross it (an exact test over the edges of one
+horizontal band of the polygon, so a 10,000-vertex outline costs about what a
+32-vertex one does; a polygon that a horizontal line crosses hundreds of times,
+such as a spiky star, costs more). Batches of ``PARALLEL_MIN_PINGS`` pings or more
+run on numba's threads, smaller ones on the calling thread.
 
 Dynamic updates: ``add`` appends fences to a small *delta* grid (merged into the
 main grid once it grows past a quarter of it) and ``remove`` clears the fences'
@@ -290,7 +293,9 @@ class FenceIndex:
         return min(_MAX_CELL_DEG, float(np.quantile(sizes, 0.9)) / self._cells_per_fence)
 
     def _levels_for(self, extent: np.ndarray) -> np.ndarray:
-        ratio = np.maximum(extent, 1e-300) / (self._cells_per_fence * self._cs0)
+        # the coarsest level on which a fence spans at most 2 * cells_per_fence cells a side: a set of
+        # similar fences then shares one level, and a ping probes one grid instead of two
+        ratio = np.maximum(extent, 1e-300) / (2 * self._cells_per_fence * self._cs0)
         lv = np.ceil(np.log2(np.maximum(ratio, 1.0))).astype(np.int64)
         return np.clip(lv, 0, _MAX_LEVEL)
 
