@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proximity.errors import ValidationError
 
@@ -156,9 +157,9 @@ class RateLimiter:
     """A token bucket per key name: ``rate`` requests per second, bursts up to ``burst``.
 
     :meth:`take` returns ``0.0`` when the request may go on, else the seconds to
-    wait (for ``Retry-After``). The buckets live in the process: with N workers
-    a key gets up to N times the rate (behind a load balancer spreading evenly,
-    about the configured rate per worker). ``rate <= 0`` disables the limit.
+    wait (for ``Retry-After``). The buckets live in the process (the embedded
+    default, one worker); with Redis, :class:`RedisRateLimiter` shares one bucket
+    per key among all workers. ``rate <= 0`` disables the limit.
     """
 
     def __init__(self, rate: float, burst: float | None = None,
@@ -184,6 +185,55 @@ class RateLimiter:
             self._buckets[name] = (tokens, now)
             return (cost - tokens) / self.rate
 
+    async def acquire(self, name: str) -> float:
+        """:meth:`take` for one request (the interface :class:`RedisRateLimiter` shares)."""
+        return self.take(name)
+
+
+_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'last')
+local tokens = tonumber(v[1]) or burst
+local last = tonumber(v[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'last', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return tostring(wait)
+"""
+
+
+class RedisRateLimiter:
+    """The same token bucket per key, kept in Redis: every worker draws from one bucket per key.
+
+    One Lua script per request reads, refills (by Redis's own clock, so workers'
+    clocks do not matter) and takes from ``<prefix>:ratelimit:{<key name>}``.
+    If Redis cannot be reached the worker's own bucket decides (:class:`RateLimiter`):
+    a limit protects the service, so it never turns into an outage of its own.
+    """
+
+    def __init__(self, client: Any, prefix: str, rate: float, burst: float | None = None) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.local = RateLimiter(rate, burst)
+        self.rate, self.burst = self.local.rate, self.local.burst
+        # an idle bucket is full again after burst / rate seconds: keep it no longer
+        self._ttl_ms = max(1000, int(1000 * self.burst / self.rate) + 1000) if self.rate > 0 else 1000
+        self._script = client.register_script(_BUCKET_LUA)
+
+    async def acquire(self, name: str) -> float:
+        if self.rate <= 0:
+            return 0.0
+        try:
+            wait = await self._script(keys=[f"{self.prefix}:ratelimit:{{{name}}}"],
+                                      args=[repr(self.rate), repr(self.burst), "1", str(self._ttl_ms)])
+        except Exception:  # Redis away: the local bucket decides
+            return self.local.take(name)
+        return float(wait)
+
 
 def retry_after_header(seconds: float) -> str:
     """``Retry-After`` takes whole seconds; round up so a client that waits is served."""
@@ -196,6 +246,7 @@ __all__ = [
     "ApiKey",
     "KeyRing",
     "RateLimiter",
+    "RedisRateLimiter",
     "generate_key",
     "hash_key",
     "retry_after_header",

@@ -58,7 +58,8 @@ class ServiceConfig:
     max_scan_rows: int = 5000
     #: Most bytes of a request body, after gunzip too (413 beyond).
     max_body_bytes: int = 1 << 20
-    #: Requests per second per key (token bucket; 0 disables) and the burst allowed.
+    #: Requests per second per key (token bucket; 0 disables) and the burst allowed. With
+    #: ``redis`` the bucket is in Redis, shared by every worker.
     rate_limit: float = 100.0
     rate_burst: float = 200.0
     #: Pings or sightings more than this many seconds in the future are rejected.

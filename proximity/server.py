@@ -57,7 +57,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from proximity import __version__
-from proximity.auth import ApiKey, KeyRing, RateLimiter, retry_after_header
+from proximity.auth import ApiKey, KeyRing, RateLimiter, RedisRateLimiter, retry_after_header
 from proximity.config import ServiceConfig
 from proximity.errors import StoreUnavailable, ValidationError, as_json, describe, location
 from proximity.metrics import CONTENT_TYPE, ServiceMetrics
@@ -571,7 +571,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not key.allows(scope):
         raise ApiError(403, f"key {key.name!r} lacks the {scope!r} scope this route needs", field="scope",
                        reason="forbidden")
-    wait = svc.rate_limiter.take(key.name)
+    wait = await svc.rate_limiter.acquire(key.name)
     if wait > 0:
         raise ApiError(429, f"rate limit of {svc.config.rate_limit:g} requests/s for key {key.name!r} exceeded",
                        reason="rate_limited", headers={"Retry-After": retry_after_header(wait)},
@@ -867,7 +867,6 @@ class Service:
         self.metrics = metrics or ServiceMetrics()
         self.metrics.info.labels(str(os.getpid()), __version__).set(1)
         self.keys = keys if keys is not None else KeyRing()
-        self.rate_limiter = RateLimiter(config.rate_limit, config.rate_burst)
         self.hub = FeedHub(config.feed_queue, self.metrics)
         self._aioredis: Any = None
         if config.redis:
@@ -878,7 +877,10 @@ class Service:
                                                                   config.idempotency_ttl_s)
             self.channel: ConfigChannel = RedisChannel(self._aioredis, config.redis_prefix)
             self.bus = FeedBus(self.hub, self._aioredis, config.redis_prefix)
+            self.rate_limiter: RateLimiter | RedisRateLimiter = RedisRateLimiter(
+                self._aioredis, config.redis_prefix, config.rate_limit, config.rate_burst)
         else:
+            self.rate_limiter = RateLimiter(config.rate_limit, config.rate_burst)
             self.idempotency = MemoryIdempotency(config.idempotency_ttl_s)
             self.channel = MemoryChannel()
             self.bus = FeedBus(self.hub)

@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-batch", dest="max_batch", type=int, help="most pings per request (default 1000)")
     p.add_argument("--max-scan-rows", dest="max_scan_rows", type=int, help="most sightings per request (5000)")
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, help="most body bytes, after gunzip (1 MiB)")
-    p.add_argument("--rate-limit", dest="rate_limit", type=float, help="requests/s per key and worker (100; 0: off)")
+    p.add_argument("--rate-limit", dest="rate_limit", type=float,
+                   help="requests/s per key, one bucket for all workers with --redis (100; 0: off)")
     p.add_argument("--rate-burst", dest="rate_burst", type=float, help="burst of requests per key (200)")
     p.add_argument("--max-skew", dest="max_skew_s", type=float, help="seconds a ts may be in the future (300)")
     p.add_argument("--reload-interval", dest="reload_interval_s", type=float, help="file poll interval, s (2)")

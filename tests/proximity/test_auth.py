@@ -121,3 +121,27 @@ def test_rate_zero_disables_and_retry_after_rounds_up() -> None:
     assert all(rl.take("a") == 0.0 for _ in range(1000))
     assert retry_after_header(0.01) == "1"
     assert retry_after_header(1.2) == "2"
+
+
+@pytest.mark.redis
+async def test_redis_bucket_is_shared_and_falls_back_to_the_local_one(redis_url: str, redis_prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    from proximity.auth import RedisRateLimiter
+
+    one, two = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
+    try:
+        a, b = RedisRateLimiter(one, redis_prefix, 1.0, 2), RedisRateLimiter(two, redis_prefix, 1.0, 2)
+        assert [await a.acquire("k"), await b.acquire("k")] == [0.0, 0.0]
+        wait = await a.acquire("k")
+        assert 0 < wait <= 1.0
+        assert await b.acquire("other") == 0.0
+        assert await RedisRateLimiter(one, redis_prefix, 0, 1).acquire("k") == 0.0  # 0: no limit
+    finally:
+        await one.aclose()
+        await two.aclose()
+    away = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    limiter = RedisRateLimiter(away, redis_prefix, 1.0, 1)
+    assert await limiter.acquire("k") == 0.0  # Redis unreachable: the worker's own bucket decides
+    assert await limiter.acquire("k") > 0
+    await away.aclose()

@@ -222,3 +222,15 @@ async def _outage(proxy: TcpProxy, make_worker: Any, u: Any) -> None:
                           headers=h(SDK))
     assert r.status == 200 and "Idempotent-Replay" not in r.headers  # the failed try was not remembered
     proxy.cut()
+
+
+async def test_rate_limit_is_one_bucket_per_key_across_workers(make_worker) -> None:
+    a, b = await make_worker(rate_limit=0.5, rate_burst=3), await make_worker(rate_limit=0.5, rate_burst=3)
+    statuses = [(await w.get("/v1/fences", headers=h(ADMIN))).status for w in (a, b, a)]
+    assert statuses == [200, 200, 200]
+    r = await b.get("/v1/fences", headers=h(ADMIN))  # the key's 4th request, whichever worker: over the burst
+    assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+    assert (await a.get("/v1/fences", headers=h(ADMIN))).status == 429
+    # another key draws from its own bucket
+    r = await a.post("/v1/pings", json=[ping("rl", INSIDE_A, time.time())], headers=h(SDK))
+    assert r.status == 200
