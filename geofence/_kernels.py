@@ -623,9 +623,10 @@ def occupied(meta, bits, li, ix, iy):
 # ---------------------------------------------------------------- matching
 
 @njit(cache=True)
-def spatial_order(lon, lat):
-    """Ping indices grouped by a coarse tile (counting sort), so that nearby pings are processed together;
-    pings with a non-finite coordinate are left out."""
+def spatial_order(lon, lat, acc, use_acc):
+    """Ping indices grouped by a coarse tile (counting sort), so that nearby pings are processed together,
+    with the pings' coordinates (and accuracies) in that order; pings with a non-finite coordinate are
+    left out."""
     n = lon.shape[0]
     minx = np.inf
     miny = np.inf
@@ -664,12 +665,20 @@ def spatial_order(lon, lat):
         starts[t] = run
         run += counts[t]
     order = np.empty(good, dtype=np.int64)
-    for i in range(n):
+    slon = np.empty(good)
+    slat = np.empty(good)
+    sacc = np.empty(good if use_acc else 0)
+    for i in range(n):  # sequential reads, scattered writes (cheaper than a gather's scattered reads)
         t = tile[i]
         if t < g * g:
-            order[starts[t]] = i
-            starts[t] += 1
-    return order
+            k = starts[t]
+            order[k] = i
+            slon[k] = lon[i]
+            slat[k] = lat[i]
+            if use_acc:
+                sacc[k] = acc[i]
+            starts[t] = k + 1
+    return order, slon, slat, sacc
 
 
 @njit(cache=True, inline="always")
@@ -847,27 +856,22 @@ def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, ht
 
 
 @njit(cache=True)
-def _plan(lon, lat, use_acc, nchunks):
-    """Processing order (pings grouped by tile), chunking, and per-chunk output room."""
-    order = spatial_order(lon, lat)
+def _plan(lon, lat, acc, use_acc, nchunks):
+    """Processing order (pings grouped by tile) and the pings in it, chunking, and per-chunk output room."""
+    order, slon, slat, sacc = spatial_order(lon, lat, acc, use_acc)
     good = order.shape[0]
     nchunks = max(1, min(nchunks, good // 2048 + 1))
     chunk = (good + nchunks - 1) // nchunks
     cap = 4096 + 2 * chunk
-    return order, nchunks, chunk, cap
+    return order, slon, slat, sacc, nchunks, chunk, cap
 
 
 @njit(cache=True)
-def _run_chunk(c, order, chunk, cap, lon, lat, acc, use_acc, slon, slat, sacc, levels, cs0, meta, bits, htab0, ents0,
-               htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c):
-    """Gather chunk c's pings in processing order (sequential reads in the hot loop), then match them."""
+def _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
+               rec, band_ptr, band_edge, vxy, out_p, out_s, out_c):
+    """Match chunk c of the pings (in processing order) into its share of the output."""
     lo = c * chunk
     hi = min(order.shape[0], lo + chunk)
-    for k in range(lo, hi):
-        slon[k] = lon[order[k]]
-        slat[k] = lat[order[k]]
-        if use_acc:
-            sacc[k] = acc[order[k]]
     stamp = np.full(rec.shape[0] if use_acc else 0, -1, dtype=np.int64)
     return _match_range(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
                         ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, c * cap, cap, stamp)
@@ -932,17 +936,13 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
     boundary). With accuracy: 3 the circle lies fully inside, 2 the point is
     inside, 1 the point is outside but within ``acc`` metres of the fence.
     """
-    order, nchunks, chunk, cap = _plan(lon, lat, use_acc, 1)
-    good = order.shape[0]
-    slon = np.empty(good)
-    slat = np.empty(good)
-    sacc = np.empty(good if use_acc else 0)
+    order, slon, slat, sacc, nchunks, chunk, cap = _plan(lon, lat, acc, use_acc, 1)
     out_p = np.empty(nchunks * cap, dtype=np.int64)
     out_s = np.empty(nchunks * cap, dtype=np.int64)
     out_c = np.empty(nchunks * cap, dtype=np.int8)
     got = np.zeros(nchunks, dtype=np.int64)
     for c in range(nchunks):
-        got[c] = _run_chunk(c, order, chunk, cap, lon, lat, acc, use_acc, slon, slat, sacc, levels, cs0, meta, bits,
+        got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
                             htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
     return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
                     ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
@@ -952,17 +952,13 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
 def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
                    band_edge, vxy, nchunks):
     """:func:`match` with the chunks spread over numba's threads (one parallel region)."""
-    order, nchunks, chunk, cap = _plan(lon, lat, use_acc, nchunks)
-    good = order.shape[0]
-    slon = np.empty(good)
-    slat = np.empty(good)
-    sacc = np.empty(good if use_acc else 0)
+    order, slon, slat, sacc, nchunks, chunk, cap = _plan(lon, lat, acc, use_acc, nchunks)
     out_p = np.empty(nchunks * cap, dtype=np.int64)
     out_s = np.empty(nchunks * cap, dtype=np.int64)
     out_c = np.empty(nchunks * cap, dtype=np.int8)
     got = np.zeros(nchunks, dtype=np.int64)
     for c in prange(nchunks):
-        got[c] = _run_chunk(c, order, chunk, cap, lon, lat, acc, use_acc, slon, slat, sacc, levels, cs0, meta, bits,
+        got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
                             htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
     return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
                     ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
