@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print()
-    print(f"memory store: {bpd:,.0f} bytes per device ({len(store):,} devices; ids, dict, table and visits)")
+    print(f"memory store: {bpd:,.0f} bytes per device ({len(store):,} devices; id table, device table and visit records)")
     mem_rate = mem["pings"] / mem["engine_s"]
     mem_cpu_rate = mem["pings"] / max(mem["engine_cpu"], 1e-9)
     red_rate = red["pings"] / red["engine_s"] if red else None

@@ -182,6 +182,20 @@ def test_exit_after_debounce_without_inside_evidence(make_engine: Callable[..., 
     assert eng.process_pings(pings([("d1", 1100, 50, 0, 25)])).events == []
 
 
+def test_debounce_exit_of_a_visit_begun_by_a_known_device(make_engine: Callable[..., Engine]) -> None:
+    eng = make_engine([circle("cafe", 0, 0, 40)], ttl_s=3600)
+    eng.process_pings(pings([("d1", 0, 300, 0, 5)]))  # known, outside everything
+    eng.process_pings(pings([("d1", 10, 0, 0, 5)]))  # enters: the visit's debounce is due before the TTL
+    eng.process_pings(pings([("d1", 20, 0, 0, 5)]))  # stays: pushes the debounce later
+    assert eng.advance(T0 + 70.5).events == []
+    assert eng.advance(T0 + 80).events == []
+    assert [(e.kind, e.ts - T0, e.cause) for e in eng.advance(T0 + 80.5).events] == [("exit", 80, "debounce")]
+    eng.advance(T0 + 20 + 3600)
+    assert eng.device_state("d1")["last_ts"] == T0 + 20
+    eng.advance(T0 + 20 + 3600.5)
+    assert eng.device_state("d1")["last_ts"] is None
+
+
 def test_debounce_exit_is_found_by_the_next_ping_too(make_engine: Callable[..., Engine]) -> None:
     eng = make_engine([circle("cafe", 0, 0, 40)], gps_debounce_s=60)
     # inside, then only coarse pings that cannot tell (80 m out, 60 m accuracy, above the 50 m limit):
@@ -393,6 +407,9 @@ def test_gps_exit_pings_needs_that_many_unpaired_pings_in_a_row(make_engine: Cal
     # one stray fix between inside ones is forgiven; the second unpaired fix in a row ends the visit
     r = twice.process_pings(pings(rows))
     assert [(e.kind, e.ts - T0, e.cause) for e in r.events] == [("enter", 0, "ping"), ("exit", 50, "ping")]
+    # the count survives between batches (it is part of the stored state)
+    one_by_one = [e for dev, t, dx, dy, acc in rows for e in twice.process_pings(pings([("d3", t, dx, dy, acc)])).events]
+    assert [(e.kind, e.ts - T0) for e in one_by_one] == [("enter", 0), ("exit", 50)]
     # the debounce still ends a visit whose pings stopped saying "inside"
     r = twice.process_pings(pings([("d2", 0, 0, 0, 5), ("d2", 50, 300, 0, 10), ("d2", 70, 80, 0, 60)]))
     assert [(e.kind, e.ts - T0, e.cause) for e in r.events] == [("enter", 0, "ping"), ("exit", 60, "debounce")]
@@ -411,9 +428,9 @@ def test_gps_enter_confirmation(make_engine: Callable[..., Engine]) -> None:
     r = eng.process_pings(pings(rows))
     assert [(e.kind, e.ts - T0, e.dwell_s) for e in r.events] == [("enter", 200, 100.0), ("dwell", 220, 120.0)]
     # a tentative visit that the debounce ends goes without a word
-    eng.process_pings(pings([("loiterer", 230, 0, 0, 5)]))
+    assert eng.process_pings(pings([("loiterer", 230, 0, 0, 5)])).events == []
+    assert eng.device_state("loiterer")["visits"] == []  # tentative: not a visit yet
     assert [(e.device_id, e.kind, e.ts - T0) for e in eng.advance(T0 + 1000).events] == [("visitor", "exit", 280)]
-    assert eng.device_state("loiterer")["visits"] == []
 
 
 def test_beacon_enter_is_never_held_back_by_gps_confirmation(make_engine: Callable[..., Engine]) -> None:
