@@ -6,10 +6,10 @@ Layout (built by :mod:`geofence.index`):
   ``kind`` (0 polygon, 1 circle, -1 removed), then for a polygon its bbox
   ``minx, miny, maxx, maxy``, band origin ``y0``, ``1 / band height`` and
   ``bstart * 2**17 + nb`` (its band table); for a circle ``cx, cy, radius_m``;
-- polygon vertices are rows of ``vxy``; band ``b`` of a polygon lists, in
-  ``band_edge[band_ptr[bstart + b]:band_ptr[bstart + b + 1]]``, the start vertex
-  of every edge whose y-range overlaps the band, so a crossing-number test reads
-  only a handful of edges whatever the polygon's size;
+- band ``b`` of a polygon lists, in ``seg[band_ptr[bstart + b]:band_ptr[bstart + b + 1]]``,
+  every edge (``x1, y1, x2, y2``) whose y-range overlaps the band, copied in band
+  order so that a crossing-number test reads a handful of contiguous edges,
+  whatever the polygon's size;
 - a grid per level (cell side ``cs0 * 2**level`` degrees) hashed by cell key
   (``htab`` rows: key, first entry, end entry); an entry is ``slot * 2 + flag``,
   flag 1 when the fence covers the whole cell (no geometry needed), 0 when its
@@ -146,7 +146,7 @@ def band_table(rec, s):
 
 
 @njit(cache=True)
-def locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy):
+def locate_polygon(px, py, s, rec, band_ptr, seg):
     """OUTSIDE, BOUNDARY or INSIDE for point (px, py) and polygon slot s (all rings of all parts)."""
     if px < rec[s, 1] or px > rec[s, 3] or py < rec[s, 2] or py > rec[s, 4]:
         return OUTSIDE
@@ -156,11 +156,10 @@ def locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy):
     hi = band_ptr[bstart + b + 1]
     crossings = 0
     for j in range(lo, hi):
-        v = band_edge[j]
-        x1 = vxy[v, 0]
-        y1 = vxy[v, 1]
-        x2 = vxy[v + 1, 0]
-        y2 = vxy[v + 1, 1]
+        x1 = seg[j, 0]
+        y1 = seg[j, 1]
+        x2 = seg[j, 2]
+        y2 = seg[j, 3]
         if x1 < px and x2 < px:
             continue
         if px == x2 and py == y2:
@@ -221,7 +220,7 @@ def _lon_shift(a, b, px):
 
 
 @njit(cache=True)
-def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, strict):
+def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, band_ptr, seg, strict):
     """Whether an edge of polygon slot s lies within ``acc`` metres of the point (``< acc`` when strict).
 
     Distances are measured in the local metric frame at the point (metres per degree kx, ky).
@@ -231,13 +230,12 @@ def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, s
     b1 = band_of(py + ry, rec[s, 5], rec[s, 6], nb)
     acc2 = acc * acc
     for j in range(band_ptr[bstart + b0], band_ptr[bstart + b1 + 1]):
-        v = band_edge[j]
-        y1 = vxy[v, 1]
-        y2 = vxy[v + 1, 1]
+        y1 = seg[j, 1]
+        y2 = seg[j, 3]
         if min(y1, y2) > py + ry or max(y1, y2) < py - ry:
             continue
-        x1 = vxy[v, 0]
-        x2 = vxy[v + 1, 0]
+        x1 = seg[j, 0]
+        x2 = seg[j, 2]
         sh = _lon_shift(x1, x2, px)
         ax = (x1 + sh - px) * kx
         bx = (x2 + sh - px) * kx
@@ -388,7 +386,7 @@ def _push(keys, ents, n, key, ent):
 
 
 @njit(cache=True)
-def raster_polygons(new_slots, level, cs0, rec, band_ptr, band_edge, vxy):
+def raster_polygons(new_slots, level, cs0, rec, band_ptr, seg):
     """Cell entries (key, slot * 2 + flag) of polygon slots: flag 1 covered, 0 crossed by the boundary."""
     cap = 64 + 16 * new_slots.shape[0]
     keys = np.empty(cap, dtype=np.int64)
@@ -409,11 +407,10 @@ def raster_polygons(new_slots, level, cs0, rec, band_ptr, band_edge, vxy):
         touched = np.zeros(nx * ny, dtype=np.bool_)
         bstart, nb = band_table(rec, s)
         for j in range(band_ptr[bstart], band_ptr[bstart + nb]):
-            v = band_edge[j]
-            x1 = vxy[v, 0]
-            y1 = vxy[v, 1]
-            x2 = vxy[v + 1, 0]
-            y2 = vxy[v + 1, 1]
+            x1 = seg[j, 0]
+            y1 = seg[j, 1]
+            x2 = seg[j, 2]
+            y2 = seg[j, 3]
             ex0 = max(ix0, cell_index(min(x1, x2) - eps, 180.0, inv))
             ex1 = min(ix1, cell_index(max(x1, x2) + eps, 180.0, inv))
             ey0 = max(iy0, cell_index(min(y1, y2) - eps, 90.0, inv))
@@ -435,7 +432,7 @@ def raster_polygons(new_slots, level, cs0, rec, band_ptr, band_edge, vxy):
                 else:
                     mx = (cx + 0.5) * cs - 180.0
                     my = (cy + 0.5) * cs - 90.0
-                    if locate_polygon(mx, my, s, rec, band_ptr, band_edge, vxy) == INSIDE:
+                    if locate_polygon(mx, my, s, rec, band_ptr, seg) == INSIDE:
                         keys, ents, n = _push(keys, ents, n, cell_key(lv, cx, cy), s * 2 + 1)
     return keys[:n], ents[:n]
 
@@ -697,10 +694,10 @@ def _sort_tail(out_s, out_c, start, end):
 
 
 @njit(cache=True, inline="always")
-def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy):
-    where = locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy)
+def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, seg):
+    where = locate_polygon(px, py, s, rec, band_ptr, seg)
     if where == INSIDE:
-        if a > 0.0 and edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, True):
+        if a > 0.0 and edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, seg, True):
             return 2
         return 3
     if where == BOUNDARY:
@@ -710,13 +707,13 @@ def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy):
     sh = _lon_shift(rec[s, 1], rec[s, 3], px)
     if not (rec[s, 1] + sh - rx <= px <= rec[s, 3] + sh + rx and rec[s, 2] - ry <= py <= rec[s, 4] + ry):
         return 0
-    if edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, False):
+    if edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, seg, False):
         return 1
     return 0
 
 
 @njit(cache=True, inline="always")
-def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, m, end):
+def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, seg, out_p, out_s, out_c, m, end):
     e0, e1 = lookup(htab, key)
     for e in range(e0, e1):
         ent = ents[e]
@@ -729,7 +726,7 @@ def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p
             if kind == 1.0:
                 hit = distance_m(rec[s, 1], rec[s, 2], px, py) <= rec[s, 3]
             else:
-                hit = locate_polygon(px, py, s, rec, band_ptr, band_edge, vxy) != OUTSIDE
+                hit = locate_polygon(px, py, s, rec, band_ptr, seg) != OUTSIDE
         if hit:
             if m == end:
                 return -1
@@ -741,7 +738,7 @@ def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p
 
 
 @njit(cache=True, inline="always")
-def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy, stamp,
+def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr, seg, stamp,
                    out_p, out_s, out_c, m, end):
     e0, e1 = lookup(htab, key)
     for e in range(e0, e1):
@@ -761,7 +758,7 @@ def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr,
             elif d <= r + a:
                 conf = 1
         else:
-            conf = _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, band_edge, vxy)
+            conf = _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, seg)
         if conf > 0:
             if m == end:
                 return -1
@@ -774,7 +771,7 @@ def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr,
 
 @njit(cache=True)
 def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
-                 band_ptr, band_edge, vxy, out_p, out_s, out_c, base, cap, stamp):
+                 band_ptr, seg, out_p, out_s, out_c, base, cap, stamp):
     """Match pings order[lo:hi] into out_*[base:base + cap]; the number written, or -1 when full.
 
     ``lon``, ``lat`` and ``acc`` are already in processing order (``order[k]`` is the ping's index).
@@ -797,12 +794,12 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
                 iy = cell_index(py, 90.0, inv)
                 key = cell_key(lv, ix, iy)
                 if occupied(meta, bits, li, ix, iy):
-                    m = _scan_point(htab0, ents0, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s,
+                    m = _scan_point(htab0, ents0, key, i, px, py, rec, band_ptr, seg, out_p, out_s,
                                     out_c, m, end)
                     if m < 0:
                         return -1
                 if ents1.shape[0]:
-                    m = _scan_point(htab1, ents1, key, i, px, py, rec, band_ptr, band_edge, vxy, out_p, out_s,
+                    m = _scan_point(htab1, ents1, key, i, px, py, rec, band_ptr, seg, out_p, out_s,
                                     out_c, m, end)
                     if m < 0:
                         return -1
@@ -826,12 +823,12 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
                             key = cell_key(lv, gx, gy)
                             if occupied(meta, bits, li, gx, gy):
                                 m = _scan_accuracy(htab0, ents0, key, i, px, py, a, kx, ky, rx, ry, rec,
-                                                   band_ptr, band_edge, vxy, stamp, out_p, out_s, out_c, m, end)
+                                                   band_ptr, seg, stamp, out_p, out_s, out_c, m, end)
                                 if m < 0:
                                     return -1
                             if ents1.shape[0]:
                                 m = _scan_accuracy(htab1, ents1, key, i, px, py, a, kx, ky, rx, ry, rec,
-                                                   band_ptr, band_edge, vxy, stamp, out_p, out_s, out_c, m, end)
+                                                   band_ptr, seg, stamp, out_p, out_s, out_c, m, end)
                                 if m < 0:
                                     return -1
         if m - start > 1:
@@ -841,14 +838,14 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
 
 @njit(cache=True)
 def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
-              band_edge, vxy, cap):
+              seg, cap):
     stamp = np.full(rec.shape[0], -1, dtype=np.int64)
     while True:
         out_p = np.empty(cap, dtype=np.int64)
         out_s = np.empty(cap, dtype=np.int64)
         out_c = np.empty(cap, dtype=np.int8)
         got = _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
-                           band_ptr, band_edge, vxy, out_p, out_s, out_c, 0, cap, stamp)
+                           band_ptr, seg, out_p, out_s, out_c, 0, cap, stamp)
         if got >= 0:
             return out_p[:got], out_s[:got], out_c[:got]
         stamp[:] = -1
@@ -868,18 +865,18 @@ def _plan(lon, lat, acc, use_acc, nchunks):
 
 @njit(cache=True)
 def _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
-               rec, band_ptr, band_edge, vxy, out_p, out_s, out_c):
+               rec, band_ptr, seg, out_p, out_s, out_c):
     """Match chunk c of the pings (in processing order) into its share of the output."""
     lo = c * chunk
     hi = min(order.shape[0], lo + chunk)
     stamp = np.full(rec.shape[0] if use_acc else 0, -1, dtype=np.int64)
     return _match_range(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
-                        ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c, c * cap, cap, stamp)
+                        ents1, rec, band_ptr, seg, out_p, out_s, out_c, c * cap, cap, stamp)
 
 
 @njit(cache=True)
 def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
-             rec, band_ptr, band_edge, vxy, out_p, out_s, out_c):
+             rec, band_ptr, seg, out_p, out_s, out_c):
     """Redo chunks that overflowed their share with room to grow, then scatter every point's run of
     pairs to its place in point order."""
     nchunks = got.shape[0]
@@ -892,7 +889,7 @@ def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, 
             lo = c * chunk
             hi = min(good, lo + chunk)
             p, s, cc = _grow_run(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
-                                 ents1, rec, band_ptr, band_edge, vxy, 8 * cap)
+                                 ents1, rec, band_ptr, seg, 8 * cap)
             extra_p.append(p)
             extra_s.append(s)
             extra_c.append(cc)
@@ -929,7 +926,7 @@ def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, 
 
 
 @njit(cache=True)
-def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy):
+def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr, seg):
     """Pairs (point, slot, confidence), sorted by point then slot; on the calling thread.
 
     Without accuracy every pair has confidence 2 (the point is inside or on the
@@ -943,14 +940,14 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
     got = np.zeros(nchunks, dtype=np.int64)
     for c in range(nchunks):
         got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
-                            htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+                            htab0, ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
     return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
-                    ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+                    ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
 
 
 @njit(cache=True, parallel=True)
 def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
-                   band_edge, vxy, nchunks):
+                   seg, nchunks):
     """:func:`match` with the chunks spread over numba's threads (one parallel region)."""
     order, slon, slat, sacc, nchunks, chunk, cap = _plan(lon, lat, acc, use_acc, nchunks)
     out_p = np.empty(nchunks * cap, dtype=np.int64)
@@ -959,6 +956,6 @@ def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0
     got = np.zeros(nchunks, dtype=np.int64)
     for c in prange(nchunks):
         got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
-                            htab0, ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+                            htab0, ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
     return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
-                    ents0, htab1, ents1, rec, band_ptr, band_edge, vxy, out_p, out_s, out_c)
+                    ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)

@@ -154,9 +154,8 @@ class FenceIndex:
         self._slot_fence: list[Fence] = []
         self._rec = _Pool(np.float64, width=K.REC_WIDTH, fill=-1.0)
         # geometry pools
-        self._vxy = _Pool(np.float64, width=2)
         self._band_ptr = _Pool(np.int64)
-        self._band_edge = _Pool(np.int64)
+        self._seg = _Pool(np.float64, width=4)  # polygon edges (x1, y1, x2, y2) in band order
         # grids
         self._levels = np.empty(0, dtype=np.int64)
         self._main_entries = _no_entries()
@@ -201,7 +200,7 @@ class FenceIndex:
         The :class:`Fence` objects themselves (and their shapely geometries) are the
         caller's and are not counted.
         """
-        arrays = [self._rec.data, self._vxy.data, self._band_ptr.data, self._band_edge.data, self._levels,
+        arrays = [self._rec.data, self._band_ptr.data, self._seg.data, self._levels,
                   *self._main_entries, *self._delta_entries, *self._main, *self._delta, *self._occupancy,
                   self._pos_of_slot]
         return int(sum({id(a): a.nbytes for a in arrays}.values()))  # a grid shares its entries array
@@ -264,7 +263,7 @@ class FenceIndex:
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"accuracy_m must be a finite number >= 0, got {acc[row]!r} at row {row}")
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
-                *self._delta, self._rec.view, self._band_ptr.view, self._band_edge.view, self._vxy.view)
+                *self._delta, self._rec.view, self._band_ptr.view, self._seg.view)
         threads = _threads()
         if threads > 1 and x.shape[0] >= PARALLEL_MIN_PINGS:
             p, s, c = K.match_parallel(*args, threads * 4)
@@ -361,20 +360,16 @@ class FenceIndex:
         np.cumsum(np.bincount(coord_ring, minlength=len(rings)), out=ring_ptr[1:])
         slot_ring_ptr = np.zeros(len(fences) + 1, dtype=np.int64)
         np.cumsum(np.bincount(ring_fence, minlength=len(fences)), out=slot_ring_ptr[1:])
-        vbase = self._vxy.n
-        self._vxy.extend(coords)
         bbase = self._band_ptr.n
-        ebase = self._band_edge.n
+        ebase = self._seg.n
         starts, band_edge = K.build_bands(
-            self._vxy.view[vbase:], ring_ptr, slot_ring_ptr, slots, self._edges_per_band, self._rec.data,
-            bbase, vbase,
+            coords, ring_ptr, slot_ring_ptr, slots, self._edges_per_band, self._rec.data, bbase, 0,
         )
         self._band_ptr.extend(starts + ebase)
-        self._band_edge.extend(band_edge)
+        self._seg.extend(np.hstack([coords[band_edge], coords[band_edge + 1]]))
         rec = self._rec.data[slots]
         levels = self._levels_for(np.maximum(rec[:, 3] - rec[:, 1], rec[:, 4] - rec[:, 2]))
-        return K.raster_polygons(slots, levels, self._cs0, self._rec.view, self._band_ptr.view,
-                                 self._band_edge.view, self._vxy.view)
+        return K.raster_polygons(slots, levels, self._cs0, self._rec.view, self._band_ptr.view, self._seg.view)
 
     def _insert_circles(self, fences: list[Fence], slots: np.ndarray) -> tuple[np.ndarray, ...]:
         cx = np.array([f.center[0] for f in fences], dtype=np.float64)  # type: ignore[index]
