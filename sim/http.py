@@ -12,9 +12,11 @@ workers (SIGTERM: graceful shutdown) at the end.
 
 Simulated time and the service's clock: the workers call ``engine.advance``
 on the wall clock, which a simulated day (in the past) cannot drive; the
-feeder turns that loop off (``advance_interval_s``), so a visit's exit comes
-with the device's next evidence instead of on the debounce timer, and exits
-still pending at the end of the day are not produced. The run's notes say so.
+feeder turns that loop off (``advance_interval_s``) and lets simulated time
+pass itself with ``POST /v1/advance`` (admin) at the end of every slice, as
+the in-process runner calls ``Engine.advance``: debounce exits come on the
+simulated clock. (With several workers the state is in Redis, and whichever
+worker takes the call advances every device due.)
 """
 
 from __future__ import annotations
@@ -59,11 +61,14 @@ class HttpFeeder(Feeder):
         self.sim = sim
         self.workers = max(1, int(workers))
         self.batch = sim.scenario.run.http_batch
-        self.notes = [
-            "via http: the workers' advance loop runs on the wall clock, which the simulated day cannot drive; "
-            "it is off, so exits come with each device's next evidence and exits pending at the end are missing"
-        ]
-        if sim.scenario.tracker:
+        self.notes: list[str] = []
+        if self.workers > 1 and len(sim.sightings):
+            self.notes.append(
+                "via http: each worker smooths RSSI with its own filter state (it is per process, not shared "
+                "in Redis), so a phone's sightings spread over several workers are ranged apart; beacon events "
+                "can differ from an in-process run (GPS events do not)"
+            )
+        if sim.scenario.tracker and len(sim.sightings):
             self.notes.append(
                 "via http: 'proximity serve' takes no beacon tracker settings, so the workers range beacons with "
                 f"the tracker's defaults, not the scenario's tracker: {dict(sim.scenario.tracker)}"
@@ -201,7 +206,8 @@ class HttpFeeder(Feeder):
         return self.loop.run_until_complete(self._gather(posts))
 
     def advance(self, now: float) -> tuple[list[Any], list[Any]]:
-        return [], []  # the workers' own loop is off (see the module docstring)
+        """Simulated time passes to ``now`` in the workers (their own wall-clock loop is off)."""
+        return self.loop.run_until_complete(self._gather([("/v1/advance", {"now": float(now)})]))
 
     def close(self) -> None:
         if getattr(self, "session", None) is not None:
