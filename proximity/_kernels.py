@@ -75,12 +75,33 @@ def _free(r, r_next, r_dev, meta):
 
 
 @njit(cache=True)
+def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi):
+    """Does evidence ``a:b`` also keep a confirmed visit of device ``d`` to a fence not overlapping ``p``?"""
+    q = d_head[d]
+    while q >= 0:
+        f = r_place[q]
+        if q != r and r_tent[q] == 0 and p_zone[f] == 0:
+            overlaps = False
+            if p < p_ovp.shape[0] - 1:
+                for j in range(p_ovp[p], p_ovp[p + 1]):
+                    if p_ovi[j] == f:
+                        overlaps = True
+                        break
+            if not overlaps:
+                for k in range(a, b):
+                    if obs_place[k] == f and obs_level[k] >= LEVEL_KEEP:
+                        return True
+        q = r_next[q]
+    return False
+
+
+@njit(cache=True)
 def apply_evidence(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
     d_last, d_head,
     r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_miss, r_tent, r_next, meta,
-    p_thr, p_zone, gps_deb, bcn_deb, exit_pings, confirm_s,
+    p_thr, p_zone, p_ovp, p_ovi, gps_deb, bcn_deb, exit_pings, confirm_s, one_store,
     o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
     status,
 ):
@@ -89,7 +110,9 @@ def apply_evidence(
     ``ev_cut`` is each evidence's device's newest applied time *before* this batch:
     evidence at or before it is late (dropped); within the batch equal times all apply.
     ``exit_pings``: unpaired GPS pings in a row that end a visit; ``confirm_s`` > 0: a
-    GPS enter waits for a second ENTER-level ping at least that long after the first.
+    GPS enter waits for a second ENTER-level ping at least that long after the first;
+    ``one_store``: nor is it confirmed while that ping also keeps a confirmed visit to a
+    fence that does not overlap it (``p_ovp``/``p_ovi``: each fence's overlapping fences, CSR).
     """
     n = ev_dev.shape[0]
     cap = o_kind.shape[0]
@@ -175,7 +198,10 @@ def apply_evidence(
                         r_bcn[r] = t
                     r_src[r] |= s
                     r_conf[r] = obs_conf[k]
-                    if r_tent[r] != 0 and lvl == LEVEL_ENTER and (s != SRC_GPS or t - r_enter[r] >= confirm_s):
+                    if r_tent[r] != 0 and lvl == LEVEL_ENTER and (s != SRC_GPS or (
+                            t - r_enter[r] >= confirm_s
+                            and not (one_store and _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head,
+                                                                        r_place, r_tent, r_next, p_zone, p_ovp, p_ovi)))):
                         r_tent[r] = 0
                         _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
                               ENTER, d, p, t, s, obs_conf[k], t - r_enter[r], cause, e)

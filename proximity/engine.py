@@ -71,7 +71,10 @@ class EngineConfig:
     - ``gps_exit_pings``: unpaired GPS pings in a row that end a visit (default 1);
     - ``gps_enter_confirm_s``: > 0 makes a GPS enter wait for a second inside ping
       (ENTER level) at least this long after the first (default 0: enter at once);
-      see :mod:`proximity.presence`. A fence property ``gps_enter: false`` makes GPS
+      see :mod:`proximity.presence`;
+    - ``gps_one_store_at_a_time``: with ``gps_enter_confirm_s``, a GPS enter is not
+      confirmed while the same ping keeps a visit to a fence that does not overlap
+      it (default off). A fence property ``gps_enter: false`` makes GPS
       keep visits to that fence but never start one (its beacons do);
     - ``max_future_skew_s``: evidence further than this ahead of the clock is
       rejected with a reason (``None``: never);
@@ -88,6 +91,7 @@ class EngineConfig:
     beacon_keep_proximity: int = 0
     gps_exit_pings: int = 1
     gps_enter_confirm_s: float = 0.0
+    gps_one_store_at_a_time: bool = False
     ttl_s: float = 7 * 24 * 3600.0
     max_future_skew_s: float | None = 300.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
@@ -110,7 +114,7 @@ class EngineConfig:
     @property
     def params(self) -> PresenceParams:
         return PresenceParams(self.gps_debounce_s, self.beacon_debounce_s, self.ttl_s, self.gps_exit_pings,
-                              self.gps_enter_confirm_s)
+                              self.gps_enter_confirm_s, bool(self.gps_one_store_at_a_time))
 
 
 @dataclass
@@ -168,6 +172,11 @@ class Engine:
         self._fence_place = np.asarray(pids, np.int32)
         self._fence_limit = np.array([self._accuracy_limit(f) for f in fences], np.float64)
         self._fence_gps_enter = np.array([f.properties.get("gps_enter", True) is not False for f in fences], bool)
+        if self.config.gps_one_store_at_a_time:
+            geoms = np.array([f.geometry for f in fences], dtype=object)
+            i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects") if len(geoms) else (np.zeros(0, int),) * 2
+            keep = (i < j) & ~shapely.touches(geoms[i], geoms[j])
+            self.places.set_overlaps(self._fence_place[i[keep]], self._fence_place[j[keep]])
         self.index = index
         self._ids_seen = index.fence_ids
         self.places.refresh()

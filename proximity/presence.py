@@ -22,6 +22,9 @@ The rules (each has a scenario test in ``tests/proximity/test_presence.py``):
   ``ENTER`` ping for the place at least T after the first, which emits the
   ``enter`` (its ``dwell_s`` counts from the first ping); a beacon ``ENTER``
   confirms at once; an unpaired ping or the debounce drops it without an event.
+  With ``gps_one_store_at_a_time`` as well, it is not confirmed while the
+  confirming ping also keeps a confirmed visit to a fence that does not overlap
+  it (the store next door); a mall and its shops overlap, so they do not block.
 - **Dwell** fires once per visit per threshold (the place's own dwell time plus
   the campaigns' extra ones), on the first inside evidence (``ENTER`` or
   ``KEEP``) for the place at or after it; the event's ``dwell_s`` is the threshold.
@@ -70,6 +73,8 @@ class PresenceParams:
     gps_exit_pings: int = 1
     #: > 0: a GPS enter waits for a second ENTER-level ping for the place at least this long after the first
     gps_enter_confirm_s: float = 0.0
+    #: with confirmation: not while the confirming ping also keeps a visit to a fence that does not overlap
+    gps_one_store_at_a_time: bool = False
 
     def __post_init__(self) -> None:
         for name in ("gps_debounce_s", "beacon_debounce_s", "ttl_s"):
@@ -100,6 +105,9 @@ class PlaceTable:
         self.keys: list[str | None] = []
         self.thresholds = np.full((0, 1), np.inf)
         self.is_zone = np.zeros(0, np.uint8)
+        #: fences whose interiors intersect, by place id (CSR: ``overlap_idx[overlap_ptr[p]:overlap_ptr[p + 1]]``)
+        self.overlap_ptr = np.zeros(1, np.int64)
+        self.overlap_idx = np.zeros(0, np.int32)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -133,6 +141,16 @@ class PlaceTable:
         known = [(k, i) for k, i in self.ids.items()]
         self.thresholds[:] = np.inf
         self.add_keys([k for k, _ in known], [i for _, i in known])
+
+    def set_overlaps(self, a: np.ndarray, b: np.ndarray) -> None:
+        """The pairs of places (ids) ``a[i]``, ``b[i]`` whose interiors intersect (both directions are added)."""
+        src = np.concatenate([a, b]).astype(np.int64)
+        dst = np.concatenate([b, a]).astype(np.int32)
+        order = np.argsort(src, kind="stable")
+        size = int(src.max()) + 2 if len(src) else 1
+        self.overlap_ptr = np.zeros(size, np.int64)
+        np.cumsum(np.bincount(src, minlength=size - 1), out=self.overlap_ptr[1:])
+        self.overlap_idx = dst[order]
 
     def split(self, pid: int) -> tuple[str, str | None]:
         key = self.keys[pid]
@@ -334,8 +352,9 @@ def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, param
             state.d_last, state.d_head,
             state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
             state.r_conf, state.r_miss, state.r_tent, state.r_next, state.meta,
-            thr, zone, float(params.gps_debounce_s), float(params.beacon_debounce_s), int(params.gps_exit_pings),
-            float(params.gps_enter_confirm_s),
+            thr, zone, places.overlap_ptr, places.overlap_idx, float(params.gps_debounce_s),
+            float(params.beacon_debounce_s), int(params.gps_exit_pings), float(params.gps_enter_confirm_s),
+            bool(params.gps_one_store_at_a_time),
             *out._buffers(), n_out, out.status,
         )
         if start >= n:

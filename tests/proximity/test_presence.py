@@ -433,6 +433,21 @@ def test_gps_enter_confirmation(make_engine: Callable[..., Engine]) -> None:
     assert [(e.device_id, e.kind, e.ts - T0) for e in eng.advance(T0 + 1000).events] == [("visitor", "exit", 280)]
 
 
+def test_one_store_at_a_time_holds_back_the_store_next_door(make_engine: Callable[..., Engine]) -> None:
+    # A and B share a wall (x = 30 m); the mall M overlaps B but not A
+    fences = [square("A", 0, 0, 30), square("B", 60, 0, 30), square("M", 80, 0, 45)]
+    rows = [("d1", 0, 0, 0, 5), ("d1", 40, 0, 0, 5),  # confirmed in A at 40
+            ("d1", 60, 36, 0, 10), ("d1", 100, 36, 0, 10),  # 6 m into B (and 1 m into M), still "maybe A"
+            ("d1", 140, 60, 0, 5)]  # deep in B: A ends, B and M are confirmed
+    plain = make_engine(fences, gps_enter_confirm_s=30)
+    assert [(e.kind, e.place, e.ts - T0) for e in plain.process_pings(pings(rows)).events] == [
+        ("enter", "A", 40), ("enter", "B", 100), ("enter", "M", 100), ("exit", "A", 140)]
+    one = make_engine(fences, gps_enter_confirm_s=30, gps_one_store_at_a_time=True)
+    r = one.process_pings(pings(rows))
+    assert [(e.kind, e.place, e.ts - T0, e.dwell_s) for e in r.events] == [
+        ("enter", "A", 40, 40.0), ("exit", "A", 140, 140.0), ("enter", "B", 140, 80.0), ("enter", "M", 140, 80.0)]
+
+
 def test_beacon_enter_is_never_held_back_by_gps_confirmation(make_engine: Callable[..., Engine]) -> None:
     eng = make_engine([circle("shop", 0, 0, 30)], tracker=tracker(), gps_enter_confirm_s=60)
     eng.process_pings(pings([("d1", 0, 0, 0, 5)]))  # tentative GPS visit ...

@@ -59,7 +59,7 @@ def key(e: Event) -> tuple[Any, ...]:
 
 
 #: the default rules, and the options against single-fix mistakes (exit after 2 pings out, confirmed enters)
-OPTIONS = [{}, {"gps_exit_pings": 2, "gps_enter_confirm_s": 30.0}]
+OPTIONS = [{}, {"gps_exit_pings": 2, "gps_enter_confirm_s": 30.0, "gps_one_store_at_a_time": True}]
 
 
 def engine(store: Any = None, **options: Any) -> Engine:
