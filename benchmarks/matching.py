@@ -564,22 +564,24 @@ def main(argv: list[str] | None = None) -> int:
             label = "spiky star" if spiky else "outline"
             big_one, small_one = (outline(n, cx, cy, 1000.0, 11, spiky) for n in (10_000, 32))
             lon, lat = box_pings(n_pings, big_one, 13)
-            t32 = run_fenceindex(FenceIndex([small_one]), lon, lat, repeat)
-            rows.append(Row(f"32-vertex {label}", "FenceIndex", n_pings, t32.seconds, None, t32.keys.size,
-                            "reference"))
-            print(f"\n32-vertex {label}: FenceIndex {t32.seconds:.3f} s", flush=True)
+            i32, i10k = FenceIndex([small_one]), FenceIndex([big_one])
+            # the two runs interleaved, best of 5 each: a noisy neighbour hits both alike
+            t32 = t10k = math.inf
+            for _ in range(max(5, repeat)):
+                t32 = min(t32, run_fenceindex(i32, lon, lat, 1).seconds)
+                t10k = min(t10k, run_fenceindex(i10k, lon, lat, 1).seconds)
+            key = "vertices_10k_vs_32_spiky" if spiky else "vertices_10k_vs_32"
+            targets[key] = t10k / t32
+            targets[key.replace("vs_32", "bytes")] = i10k.nbytes
+            rows.append(Row(f"32-vertex {label}", "FenceIndex", n_pings, t32, None, None, "reference"))
+            print(f"\n32-vertex {label}: FenceIndex {t32:.3f} s; 10,000-vertex {label}: FenceIndex {t10k:.3f} s "
+                  f"({t10k / t32:.2f}x), index {i10k.nbytes / 1e6:.1f} MB", flush=True)
             case = f"10,000-vertex {label}"
             if spiky:  # FenceIndex only: the peers' figures are those of the outline
-                t10k = run_fenceindex(FenceIndex([big_one]), lon, lat, repeat)
-                rows.append(Row(case, "FenceIndex", n_pings, t10k.seconds, None, t10k.keys.size, "reference"))
-                print(f"{case}: FenceIndex {t10k.seconds:.3f} s", flush=True)
-                targets["vertices_10k_vs_32_spiky"] = t10k.seconds / t32.seconds
+                rows.append(Row(case, "FenceIndex", n_pings, t10k, None, None, "reference"))
             else:
-                print(f"{case}:", flush=True)
-                r10k = compare(case, [big_one], FenceIndex([big_one]), lon, lat, repeat, peers, unavailable,
-                               postgis_pings, redis_pings)
-                rows += r10k
-                targets["vertices_10k_vs_32"] = r10k[0].seconds / t32.seconds
+                rows += compare(case, [big_one], i10k, lon, lat, repeat, peers, unavailable, postgis_pings,
+                                redis_pings)
 
         # dynamic updates in the largest polygon index, against rebuilding it
         assert big_polys is not None
@@ -639,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"vs shapely STRtree, {big:,} polygons, {n_pings:,} pings", ">= 5x", _fmt_ratio(targets["vs_shapely_big"])),
         ("10,000-vertex / 32-vertex outline, time per ping", "<= 2x", f"{targets['vertices_10k_vs_32']:.2f}x"),
         ("10,000-vertex / 32-vertex spiky star (worst case)", "<= 2x",
-         f"{targets['vertices_10k_vs_32_spiky']:.2f}x"),
+         f"{targets['vertices_10k_vs_32_spiky']:.2f}x (index {targets['vertices_10k_bytes_spiky'] / 1e6:.0f} MB)"),
         (f"build {big:,} polygon fences", "< 10 s", f"{targets['build_s']:.2f} s"),
         ("index bytes per fence (arrays; Fence objects not counted)", "reported", f"{targets['bytes_per_fence']:,.0f}"),
         (f"add 100 fences to {big:,} vs rebuild", ">= 50x",
