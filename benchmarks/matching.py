@@ -685,6 +685,11 @@ def compare(case: str, fences: list[Any], index: Any, lon: np.ndarray, lat: np.n
         except Unavailable as exc:
             unavailable[system] = str(exc)
             return
+        except Exception as exc:  # a peer that breaks is reported, never allowed to stop the others
+            first = (str(exc).strip().splitlines() or [""])[0]
+            unavailable[f"{system} ({case})"] = f"failed: {type(exc).__name__}: {first}"
+            print(f"  {system}: failed: {type(exc).__name__}: {first}", flush=True)
+            return
         chk = check_pairs(ref.keys, got.keys, fences, x, y)
         row = Row(case, system, n, got.seconds, got.seconds / ref.seconds if chk.ok else None, got.keys.size,
                   chk.note + (f"; {got.note}" if got.note else ""))
