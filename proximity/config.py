@@ -86,6 +86,9 @@ class ServiceConfig:
     offers_file: str | None = None
     #: Extra settings passed to the engine (``EngineConfig`` fields).
     engine: Mapping[str, Any] = field(default_factory=dict)
+    #: Beacon ranging settings (keyword arguments of ``beacons.ProximityTracker``: ``filter``,
+    #: ``window_s``, ``trim``, ``thresholds``, ``path_loss_exponent``, ...).
+    tracker: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -109,6 +112,7 @@ class ServiceConfig:
             problems.append(("workers", "more than one worker needs shared state: give --redis URL"))
         if not self.redis_prefix or any(c in self.redis_prefix for c in " {}"):
             problems.append(("redis_prefix", "redis_prefix must be non-empty, without spaces or braces"))
+        problems += _settings_problems("engine", self.engine) + _settings_problems("tracker", self.tracker)
         if problems:
             name, message = problems[0]
             raise ValidationError(message, field=name)
@@ -135,6 +139,29 @@ class ServiceConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _settings_problems(name: str, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Check ``engine:`` (``EngineConfig``) or ``tracker:`` (``ProximityTracker``) settings by building one."""
+    if not settings:
+        return []
+    try:
+        if name == "engine":
+            from proximity.engine import EngineConfig
+
+            EngineConfig(**settings)
+        else:
+            from beacons import ProximityTracker
+
+            ProximityTracker(None, **{k: tuple(v) if k == "thresholds" and isinstance(v, list) else v
+                                      for k, v in settings.items()})  # type: ignore[arg-type]
+    except TypeError as exc:
+        text = str(exc)
+        bad = text.split("'")[1] if "unexpected keyword argument" in text and "'" in text else None
+        return [(name, f"{name}: unknown setting {bad!r}" if bad else f"{name}: {text}")]
+    except (ValueError, KeyError) as exc:
+        return [(name, f"{name}: {exc}")]
+    return []
+
+
 _FIELDS = {f.name: f for f in fields(ServiceConfig)}
 _TYPES: dict[str, tuple[type, ...]] = {
     "host": (str,), "port": (int,), "fences": (str,), "campaigns": (str,), "beacons": (str,),
@@ -144,6 +171,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
     "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,), "webhook_url": (str,),
     "webhook_secret_env": (str,), "offers_file": (str,), "engine": (dict, Mapping),
+    "tracker": (dict, Mapping),
 }
 
 
@@ -183,7 +211,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>", ba
                                   line=line, col=col, field=key)
         if key in ("fences", "campaigns", "beacons", "keys", "offers_file") and value and base_dir:
             value = str((base_dir / value).resolve()) if not os.path.isabs(value) else value
-        if key == "engine":
+        if key in ("engine", "tracker"):
             value = dict(value)
         values[key] = value
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -714,7 +714,9 @@ class EngineHost:
             from beacons import ProximityTracker
 
             self.registry = parsed
-            self.tracker = ProximityTracker(parsed)
+            settings = {k: tuple(v) if k == "thresholds" and isinstance(v, list) else v
+                        for k, v in self.config.tracker.items()}
+            self.tracker = ProximityTracker(parsed, **settings)
             self.engine.tracker = self.tracker
 
     def count(self, kind: str, parsed: Any) -> int:

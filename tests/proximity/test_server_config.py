@@ -49,6 +49,32 @@ def test_config_file_with_line_and_col_errors(tmp_path: Path) -> None:
     assert info.value.source == str(p) and info.value.line
 
 
+async def test_tracker_and_engine_settings_are_checked_and_reach_the_engine(tmp_path: Path) -> None:
+    from proximity.config import example_path
+    from proximity.metrics import ServiceMetrics
+    from proximity.reload import media_type_for
+    from proximity.server import EngineHost
+
+    p = tmp_path / "service.yaml"
+    p.write_text("engine:\n  dwell_s: 120\ntracker:\n  thresholds: [0.5, 6.0]\n  window_s: 10\n")
+    cfg = load_config(p)
+    host = EngineHost(cfg, ServiceMetrics())
+    try:
+        beacons = example_path("beacons.yaml")
+        host.apply("beacons", host.validate("beacons", beacons.read_text(), media_type_for(beacons), str(beacons)))
+        assert (host.tracker.thresholds.immediate_m, host.tracker.thresholds.near_m) == (0.5, 6.0)
+        assert host.engine.config.dwell_s == 120
+    finally:
+        await host.close()
+    for text, field, match in (("tracker:\n  windw_s: 10\n", "tracker", "unknown setting 'windw_s'"),
+                               ("port: 1\ntracker:\n  filter: median\n", "tracker", "filter must be"),
+                               ("engine:\n  dwel_s: 1\n", "engine", "unknown setting 'dwel_s'")):
+        p.write_text(text)
+        with pytest.raises(ValidationError, match=match) as info:
+            load_config(p)
+        assert info.value.field == field and info.value.source == str(p) and info.value.line == text.count("\n", 0, text.index(field)) + 1
+
+
 @pytest.mark.parametrize(("field", "value"), [("port", 70000), ("max_batch", 0), ("rate_limit", float("nan")),
                                               ("reload_interval_s", 0), ("redis_prefix", "a b")])
 def test_config_rejects_bad_values(field: str, value: Any) -> None:
