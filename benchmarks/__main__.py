@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import time
@@ -11,9 +12,9 @@ from benchmarks._common import describe_machine
 
 #: run order for ``all``, with the arguments ``all`` gives each part (``--quick`` keeps the whole under 10 minutes)
 PARTS: dict[str, list[str]] = {
-    "matching": [],
+    "matching": ["--quick"],
     "engine": ["--quick"],
-    "http": ["--quick"],
+    "http": ["--quick", "--redis", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "--workers", "2"],
     "scaling": ["--quick"],
 }
 

@@ -67,8 +67,9 @@ def write_results(part: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def read_results(part: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{part}.json"
+def read_results(part: str, folder: Path | None = None) -> dict[str, Any] | None:
+    """The JSON a part last wrote (in ``folder``, default the results folder), or ``None``."""
+    path = (folder or RESULTS) / f"{part}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -46,29 +46,6 @@ def _centres(fences: list[Any]) -> np.ndarray:
     return np.array([f.center if f.kind == "circle" else f.geometry.representative_point().coords[0] for f in fences])
 
 
-def _index_bytes(index: Any) -> int:
-    """Bytes held by the index's numpy arrays (the fence objects themselves not counted)."""
-    seen: set[int] = set()
-    total = 0
-
-    def walk(o: Any, depth: int) -> None:
-        nonlocal total
-        if id(o) in seen or depth > 3:
-            return
-        seen.add(id(o))
-        if isinstance(o, np.ndarray):
-            total += o.nbytes
-        elif isinstance(o, tuple | list) and depth:
-            for v in o:
-                walk(v, depth + 1)
-        elif hasattr(o, "__dict__") and depth < 2:
-            for v in vars(o).values():
-                walk(v, depth + 1)
-
-    walk(index, 0)
-    return total
-
-
 def fences_part(sizes: list[int], n_pings: int, seed: int) -> list[dict[str, Any]]:
     import numba
 
@@ -84,7 +61,7 @@ def fences_part(sizes: list[int], n_pings: int, seed: int) -> list[dict[str, Any
         build_s = time.perf_counter() - t
         lon, lat, acc = _pings(n_pings, _centres(fences), seed + 1)
         index.match(lon[:1000], lat[:1000], accuracy_m=acc[:1000])  # compiled kernels loaded
-        row: dict[str, Any] = {"fences": n, "build_s": build_s, "bytes_per_fence": _index_bytes(index) / n}
+        row: dict[str, Any] = {"fences": n, "build_s": build_s, "bytes_per_fence": index.nbytes / n}
         for threads in (1, 2):
             if threads > numba.config.NUMBA_NUM_THREADS:
                 continue
@@ -128,16 +105,16 @@ def workers_part(redis: str, quick: bool) -> list[dict[str, Any]]:
     """``benchmarks.http`` with 1 and 2 workers on one Redis, each run in its own process."""
     out = []
     for workers in (1, 2):
-        cmd = [sys.executable, "-m", "benchmarks", "http", "--redis", redis, "--workers", str(workers),
-               "--redis-only"] + (["--quick"] if quick else [])
-        rc = subprocess.call(cmd, stdout=subprocess.DEVNULL)
-        doc = read_results("http")
-        runs = [r for r in (doc or {}).get("runs", []) if r.get("store") == "redis" and r.get("workers") == workers]
+        cmd = [sys.executable, "-m", "benchmarks", "http", "--redis", redis, "--workers", str(workers)]
+        rc = subprocess.call(cmd + (["--quick"] if quick else []), stdout=subprocess.DEVNULL,
+                             env={**os.environ, "PROXIMITY_BENCH_RESULTS": str(RESULTS / "scaling-http")})
+        doc = read_results("http", RESULTS / "scaling-http")
+        runs = [r for r in (doc or {}).get("setups", []) if "Redis" in r.get("setup", "") and r["workers"] == workers]
         if rc != 0 or not runs:
             print(f"  workers {workers}: http benchmark failed (exit {rc}); not measured", flush=True)
             continue
         r = runs[-1]
-        out.append({"workers": workers, "pings_s": r["pings_s"], "p99_ms_half_load": r.get("p99_ms")})
+        out.append({"workers": workers, "pings_s": r["pings_s"], "p99_ms_half_load": r["p99_ms"]})
         print(f"  workers {workers}: {r['pings_s']:,.0f} pings/s in all", flush=True)
     return out
 
