@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         return int(run(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`... | head`): stop quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (ValueError, OSError) as exc:
         # ValueError covers every validation error of the project (they all subclass it).
         print(f"error: {describe(exc)}" if not getattr(exc, "source", None) else describe(exc), file=sys.stderr)

@@ -34,3 +34,18 @@ def test_cli_missing_file_is_exit_2_naming_it(tmp_path, capsys) -> None:
     assert main(["fences", "match", str(missing), str(missing)]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "Traceback" not in err
+
+
+def test_cli_into_a_closed_pipe_stops_quietly() -> None:
+    import subprocess
+    import sys
+
+    hexes = " ".join(["0201061aff4c000215f7826da64fa24e988024bc5b71e0893e00640001c5"])
+    proc = subprocess.Popen([sys.executable, "-m", "proximity", "beacons", "parse", hexes],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before the command writes
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0
+    assert "Broken pipe" not in err and "Traceback" not in err
