@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         proc, base_url = _start_serve(paths, workers, redis)
         try:
             thr = _measure(base_url + "/v1/pings", bodies, seconds, None, args.inflight * workers,
-                           start_second, proc.pid, warmup=not args.quick)
+                           start_second, proc.pid, warmup=True)
             lat = _measure(base_url + "/v1/pings", bodies, seconds, thr["req_s"] / 2, args.inflight * workers,
                            thr["second"] + 1, proc.pid)
             label = "proximity serve, memory" if redis is None else "proximity serve, Redis"
