@@ -29,3 +29,17 @@ def test_quickstart_example_files_exist() -> None:
     for token in quickstart_commands()[0].split():
         if token.startswith("proximity/examples/"):
             assert (ROOT / token).is_file(), token
+
+
+def test_quickstart_main_job_runs(capsys, monkeypatch) -> None:
+    """The first command's `proximity ...` part, run from the checkout's root, succeeds and prints the table."""
+    import shlex
+
+    from proximity.cli import main
+
+    monkeypatch.chdir(ROOT)
+    argv = shlex.split(quickstart_commands()[0].split("&&", 1)[1])
+    assert argv[0] == "proximity"
+    assert main(argv[1:]) == 0
+    out = capsys.readouterr().out
+    assert "campaign" in out.splitlines()[0] and "offers" in out
