@@ -22,22 +22,38 @@ each event is produced exactly once across processes. A batch of at most
 :class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
 already applied is dropped as late or re-applied idempotently).
 
-Not done: Redis Cluster. The keys carry hash tags, but the save script touches
-the devices of a batch and the one due set together, which a cluster rejects
-across slots; a cluster deployment needs per-slot due sets and one script call per slot.
+Redis Cluster (``cluster=True``). No script may touch keys of two slots, so the
+due set is split by slot: ``P:due:{T}``, where the tag ``T`` (see :func:`slot_tags`)
+hashes to the slot that the devices listed in it hash to. The devices of a save are
+grouped by slot, and each group is one call of the same script (its devices plus
+its slot's due set); the calls are pipelined, per node when the client is a
+``redis.cluster.RedisCluster``. Loads are pipelined ``GET``s. ``advance`` reads every
+slot's due set (one pipelined ``ZRANGEBYSCORE`` per slot, 16384 per call; then only the
+slots whose page was full). Semantics and events are those of the single-Redis mode;
+what changes is the unit of atomicity: one slot group, not the whole chunk (a lost
+connection mid-batch can leave some groups saved: the retried request then drops
+their evidence as already applied, without their events). Redirections (``MOVED``,
+``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``) refresh the slot map and resend what did not run;
+a save group that still fails counts as a lost compare-and-set and is recomputed.
+The mode runs on a single Redis too (every slot on one server), which is how the
+shared presence suite tests it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from binascii import crc_hqx
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from itertools import count
 from typing import Any, TypeVar
 
 import numpy as np
 import redis as redis_lib
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from proximity.errors import StateError, StoreUnavailable
 from proximity.events import Device
@@ -58,6 +74,30 @@ HEADER = np.dtype([("last", "<f8"), ("n", "<u4")])
 RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "<f8"), ("mask", "<u4"),
                    ("src", "u1"), ("conf", "i1"), ("miss", "u1"), ("tent", "u1")])
 T = TypeVar("T")
+SLOTS = 16384  # Redis Cluster hash slots
+# error replies that mean the command did not run, so it can be sent again
+_NOT_RUN = (redis_lib.exceptions.AskError, redis_lib.exceptions.TryAgainError, redis_lib.exceptions.ClusterDownError)
+
+
+@cache
+def slot_tags() -> tuple[bytes, ...]:
+    """``slot_tags()[s]``: the smallest decimal number (as bytes) whose Redis Cluster hash slot is ``s``
+    (the tag of slot ``s``'s due set; at most 6 digits)."""
+    tags: list[bytes | None] = [None] * SLOTS
+    left, i = SLOTS, 0
+    while left:
+        tag = b"%d" % i
+        s = crc_hqx(tag, 0) % SLOTS
+        if tags[s] is None:
+            tags[s] = tag
+            left -= 1
+        i += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def _pack(parts: Sequence[bytes]) -> bytes:
+    """One command in the Redis protocol."""
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%b\r\n" % (len(x), x) for x in parts])
 
 _SAVE = """
 local ttl, skip = ARGV[1], tonumber(ARGV[2]) + 3
@@ -128,6 +168,23 @@ for i = 1, #ARGV do
 end
 return out
 """
+
+
+def _connect(url: str, cluster: bool) -> Any:
+    """A client for ``url``: with ``cluster=True`` a :class:`redis.cluster.RedisCluster` when the server is a
+    cluster node, else a plain client (cluster mode on one server)."""
+    client = redis_lib.Redis.from_url(url)
+    if not cluster:
+        return client
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+        client.close()
+        raise StoreUnavailable(f"Redis state store unavailable: {exc}", retry_after_s=1.0) from exc
+    if not enabled:
+        return client
+    client.close()
+    return RedisCluster.from_url(url)
 
 
 @dataclass
@@ -203,16 +260,24 @@ class RedisStateStore:
         chunk: int = 5000,
         cluster: bool = False,
     ) -> None:
-        if cluster:
-            raise NotImplementedError("Redis Cluster is not supported yet (see proximity._redis_store)")
+        if cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError(f"with cluster=True the key prefix must not contain '{{' or '}}' (it would change "
+                             f"the keys' hash slots): {prefix!r}")
         self._own = isinstance(client, str)
-        self.r = redis_lib.Redis.from_url(client) if isinstance(client, str) else client
+        self.r = _connect(client, cluster) if isinstance(client, str) else client
+        self.cluster = cluster
+        self._nodes = isinstance(self.r, RedisCluster)  # route each slot to its node
+        if self._nodes and not cluster:
+            raise ValueError("a RedisCluster client needs RedisStore(..., cluster=True)")
         self.prefix = prefix
         self.ttl_ms = max(1000, int(ttl_s * 1000))
         self.max_retries = max_retries
         self.chunk = chunk
-        self.due_key = f"{prefix}:due"
-        if self.r.connection_pool.connection_kwargs.get("decode_responses"):
+        self.due_key = f"{prefix}:due"  # single-Redis mode; cluster mode: due_key_of(device)
+        self._due_keys: list[bytes] | None = None  # cluster mode: slot -> its due set
+        self._scan_heads: list[bytes] | None = None  # cluster mode: slot -> packed "ZRANGEBYSCORE <its due set>"
+        kwargs = self.r.get_connection_kwargs() if self._nodes else self.r.connection_pool.connection_kwargs
+        if kwargs.get("decode_responses"):
             raise ValueError("the Redis state store needs a client without decode_responses (states are binary)")
         self._scripts = {name: (src, hashlib.sha1(src.encode()).hexdigest()) for name, src in
                          (("save", _SAVE), ("load", _LOAD))}
@@ -264,6 +329,111 @@ class RedisStateStore:
     def _info(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:info"
 
+    # -- cluster mode: slots, due sets, pipelines routed per node ---------------------------------
+
+    def _slot_due_key(self, slot: int) -> bytes:
+        if self._due_keys is None:
+            head = self.prefix.encode()
+            self._due_keys = [b"%b:due:{%b}" % (head, tag) for tag in slot_tags()]
+        return self._due_keys[slot]
+
+    def due_key_of(self, device_id: str) -> str:
+        """The due set that lists ``device_id`` (one per hash slot with ``cluster=True``)."""
+        if not self.cluster:
+            return self.due_key
+        return self._slot_due_key(key_slot(self._st(device_id).encode())).decode()
+
+    def _client_of(self, slot: int) -> Any:
+        if not self._nodes:
+            return self.r
+        return self.r.get_redis_connection(self.r.nodes_manager.get_node_from_slot(slot))
+
+    def _send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None) -> list[Any]:
+        """Run ``(slot, packed command)`` pairs, pipelined per node; replies in order, an error reply as its
+        exception.
+
+        A command refused without running (``NOSCRIPT``: ``script`` is loaded on that node;
+        a redirection or ``TRYAGAIN``: the slot map is refreshed) is sent again, at most twice.
+        """
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        for attempt in range(3):
+            by_node: dict[int, tuple[Any, list[int]]] = {}
+            if self._nodes:
+                for i in todo:
+                    client = self._client_of(commands[i][0])
+                    by_node.setdefault(id(client), (client, []))[1].append(i)
+            else:
+                by_node[0] = (self.r, todo)
+            again: list[int] = []
+            refresh = False
+            for client, idx in by_node.values():
+                pool = client.connection_pool
+                conn = pool.get_connection()
+                try:
+                    conn.send_packed_command([b"".join([commands[i][1] for i in idx])])
+                    for i in idx:
+                        try:
+                            replies[i] = conn.read_response()
+                        except redis_lib.ResponseError as exc:
+                            replies[i] = exc
+                except BaseException:
+                    conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
+                    raise
+                finally:
+                    pool.release(conn)
+                missing = [i for i in idx if isinstance(replies[i], redis_lib.exceptions.NoScriptError)]
+                if missing and script is not None:
+                    client.script_load(script)
+                redirected = [i for i in idx if isinstance(replies[i], _NOT_RUN)]
+                refresh = refresh or bool(redirected)
+                again += missing + redirected
+            if not again or attempt == 2:
+                break
+            if refresh and self._nodes:
+                self.r.nodes_manager.initialize()
+            todo = sorted(again)
+        return replies
+
+    def _group_by_slot(self, keys: Sequence[bytes]) -> list[tuple[int, np.ndarray]]:
+        """``(slot, indexes into keys)`` per slot, at most ``chunk`` indexes each."""
+        slots = np.fromiter(map(key_slot, keys), np.int64, len(keys))
+        order = np.argsort(slots, kind="stable")
+        cuts = np.flatnonzero(np.diff(slots[order])) + 1
+        out = []
+        for idx in np.split(order, cuts) if len(keys) else []:
+            for j in range(0, len(idx), self.chunk):
+                out.append((int(slots[idx[0]]), idx[j : j + self.chunk]))
+        return out
+
+    def _load_cluster(self, keys: Sequence[bytes]) -> Stored:
+        replies = self._call(lambda: self._send([(key_slot(k), _pack((b"GET", k))) for k in keys]))
+        bad = [r for r in replies if isinstance(r, Exception)]
+        if bad:
+            raise StoreUnavailable(f"Redis state store unavailable: {bad[0]}", retry_after_s=1.0)
+        sizes = np.fromiter((len(v) if v is not None else 0 for v in replies), np.int64, len(replies))
+        return Stored.parse(sizes, b"".join([v for v in replies if v]))
+
+    def _save_cluster(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes]) -> np.ndarray:
+        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode())]
+        src, sha = self._scripts["save"]
+        groups = self._group_by_slot(keys)
+        commands = []
+        for slot, idx in groups:
+            group = idx.tolist()
+            commands.append((slot, _pack([b"EVALSHA", sha.encode(), b"%d" % (len(group) + 1),
+                                          self._slot_due_key(slot), *[keys[i] for i in group], *head,
+                                          *[x for i in group for x in (heads[i], values[i])]])))
+        replies = self._call(lambda: self._send(commands, script=src))
+        won = np.zeros(len(keys), bool)
+        for (_slot, idx), reply in zip(groups, replies, strict=True):
+            if isinstance(reply, _NOT_RUN):
+                continue  # not saved: recomputed from a fresh load, like a lost compare-and-set
+            if isinstance(reply, Exception):
+                raise StateError(f"Redis state store error: {reply}")
+            won[idx] = np.frombuffer(reply, np.uint8) == ord("1")
+        return won
+
     # -- places ---------------------------------------------------------------------------
 
     def place_ids(self, keys: Sequence[str]) -> list[int]:
@@ -299,6 +469,8 @@ class RedisStateStore:
     def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None) -> Stored:
         """The stored state of each device, one script call per ``chunk`` devices."""
         keys = self._st_keys(names) if keys is None else keys
+        if self.cluster:
+            return self._load_cluster(keys)
         sizes: list[np.ndarray] = []
         blobs: list[bytes] = []
         for i in range(0, len(keys), self.chunk):
@@ -395,6 +567,8 @@ class RedisStateStore:
         score in the due set) or ``b" -"`` (remove it from the due set); ``values[i]`` is
         the new stored value, ``b""`` (delete) or ``b"="`` (leave the state as it is).
         """
+        if self.cluster:
+            return self._save_cluster(keys, heads, values)
         won: list[np.ndarray] = []
         head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode())]
         due_key = self.due_key.encode()
@@ -505,7 +679,22 @@ class RedisStateStore:
         tr.status = status
         return tr
 
+    def _due_pages(self, now: float, slots: Sequence[int]) -> tuple[list[bytes], list[int]]:
+        """Cluster mode: the first ``chunk`` devices due before ``now`` in each slot's due set; which pages were full."""
+        if self._scan_heads is None:
+            self._scan_heads = [_pack((b"ZRANGEBYSCORE", self._slot_due_key(s), b"-inf"))[4:] for s in range(SLOTS)]
+        heads = self._scan_heads
+        tail = _pack((b"(%r" % float(now), b"LIMIT", b"0", b"%d" % self.chunk))[4:]  # the rest of the command
+        replies = self._call(lambda: self._send([(s, b"*7\r\n" + heads[s] + tail) for s in slots]))
+        bad = [r for r in replies if isinstance(r, Exception)]
+        if bad:
+            raise StoreUnavailable(f"Redis state store unavailable: {bad[0]}", retry_after_s=1.0)
+        full = [s for s, r in zip(slots, replies, strict=True) if len(r) >= self.chunk]
+        return [x for r in replies for x in r], full
+
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        if self.cluster:
+            return self._advance_cluster(now, places, params)
         parts: list[Transitions] = []
         all_names: list[np.ndarray] = []
         offset = 0
@@ -528,6 +717,36 @@ class RedisStateStore:
             all_names.append(names)
             if len(due) < self.chunk or self.saved == saved:
                 break
+        names_all = np.concatenate(all_names) if all_names else np.empty(0, dtype=object)
+        return Transitions.concat(parts), names_all
+
+    def _advance_cluster(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        """``advance`` over every slot's due set: a round reads a page of each (the first round all 16384
+        slots, later rounds only those whose page was full) and runs the due devices ``chunk`` at a time."""
+        parts: list[Transitions] = []
+        all_names: list[np.ndarray] = []
+        offset = 0
+        slots: Sequence[int] = range(SLOTS)
+
+        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
+            return advance_state(state, np.arange(state.n_devices), now, params)
+
+        for _round in range(10_000):
+            due, full = self._due_pages(now, slots)
+            if not due:
+                break
+            saved = self.saved
+            for i in range(0, len(due), self.chunk):
+                names = np.empty(len(due[i : i + self.chunk]), dtype=object)
+                names[:] = [x.decode() for x in due[i : i + self.chunk]]
+                tr = self._run(names, step, places, params, lambda p: 16, refresh_due=True)
+                tr.dev = tr.dev + offset
+                offset += len(names)
+                parts.append(tr)
+                all_names.append(names)
+            if not full or self.saved == saved:
+                break
+            slots = full
         names_all = np.concatenate(all_names) if all_names else np.empty(0, dtype=object)
         return Transitions.concat(parts), names_all
 

@@ -82,8 +82,11 @@ def sightings(rows: list[tuple[str, float, str, float]]) -> Any:
                                 for d, t, k, rssi in rows])
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis-cluster-mode", marks=pytest.mark.redis)])
 def store_kind(request: pytest.FixtureRequest) -> str:
+    """``redis-cluster-mode``: ``RedisStore(cluster=True)`` (per-slot due sets and script calls) on the test
+    server, the code path a Redis Cluster runs."""
     return str(request.param)
 
 
@@ -102,7 +105,8 @@ def make_engine(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Cal
         else:
             url = request.getfixturevalue("redis_url")
             prefix = request.getfixturevalue("redis_prefix")
-            store = RedisStore(url, prefix=f"{prefix}:{len(stores)}", ttl_s=3600)
+            store = RedisStore(url, prefix=f"{prefix}:{len(stores)}", ttl_s=3600,
+                               cluster=store_kind == "redis-cluster-mode")
         stores.append(store)
         return Engine(FenceIndex(fences), store=store, tracker=tracker, rules=rules, config=EngineConfig(**cfg))
 
