@@ -8,7 +8,10 @@ Each test names the rule it guards; breaking the rule in ``proximity.presence`` 
 from __future__ import annotations
 
 import math
+import sys
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,9 @@ from proximity.engine import Engine, EngineConfig
 from proximity.events import Event
 from proximity.presence import PresenceParams
 from proximity.store import MemoryStore, RedisStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _redis_cluster
 
 LON0, LAT0 = 2.35, 48.85
 M_LAT = 1 / 111_320.0
@@ -82,11 +88,23 @@ def sightings(rows: list[tuple[str, float, str, float]]) -> Any:
                                 for d, t, k, rssi in rows])
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A real 3-master Redis Cluster started for this test process (skipped when it cannot start)."""
+    try:
+        url = _redis_cluster.acquire()
+    except RuntimeError as exc:
+        pytest.skip(f"no Redis Cluster: {exc}")
+    yield url
+    _redis_cluster.release()
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),
-                        pytest.param("redis-cluster-mode", marks=pytest.mark.redis)])
+                        pytest.param("redis-cluster-mode", marks=pytest.mark.redis),
+                        pytest.param("redis-cluster", marks=pytest.mark.redis)])
 def store_kind(request: pytest.FixtureRequest) -> str:
     """``redis-cluster-mode``: ``RedisStore(cluster=True)`` (per-slot due sets and script calls) on the test
-    server, the code path a Redis Cluster runs."""
+    server, the code path a Redis Cluster runs; ``redis-cluster``: the same on a real 3-master cluster."""
     return str(request.param)
 
 
@@ -102,6 +120,9 @@ def make_engine(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Cal
             store = share.store
         elif store_kind == "memory":
             store = MemoryStore()
+        elif store_kind == "redis-cluster":
+            url = request.getfixturevalue("redis_cluster_url")
+            store = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:12]}", ttl_s=3600, cluster=True)
         else:
             url = request.getfixturevalue("redis_url")
             prefix = request.getfixturevalue("redis_prefix")
