@@ -1,10 +1,19 @@
 """State stores: the memory store's compactness and handle reuse; the Redis store's keys, TTLs,
-compare-and-set under a racing writer, shared place ids, and failing whole when Redis is away."""
+compare-and-set under a racing writer, shared place ids, and failing whole when Redis is away.
+
+The Redis tests run on one Redis server, on that server with ``cluster=True`` (per-slot due sets
+and script calls: the code path of a cluster), and on a real 3-master Redis Cluster started for
+the session (skipped when it cannot start).
+"""
 
 from __future__ import annotations
 
 import math
 import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +23,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
+from proximity._redis_store import slot_tags
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StoreUnavailable
 from proximity.store import DeviceIds, MemoryStore, RedisStore, StateStore, open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _redis_cluster
 
 LON0, LAT0 = 2.35, 48.85
 M_LON = 1 / (111_320.0 * math.cos(math.radians(LAT0)))
@@ -79,6 +92,148 @@ def test_memory_store_is_compact_and_reuses_handles() -> None:
 
 
 # -- redis ---------------------------------------------------------------------------------------
+
+Open = Callable[..., Any]  # RedisStore(**options) on the test's server, with the test's prefix
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A real 3-master Redis Cluster started for this test process (skipped when it cannot start)."""
+    try:
+        url = _redis_cluster.acquire()
+    except RuntimeError as exc:
+        pytest.skip(f"no Redis Cluster: {exc}")
+    yield url
+    _redis_cluster.release()
+
+
+@pytest.fixture(params=["one-redis", "cluster-mode", "real-cluster"])
+def open_redis(request: pytest.FixtureRequest) -> Iterator[Open]:
+    """``open_redis(**options)``: a RedisStore on one server, on one server with ``cluster=True``, or on a
+    real cluster; every store of one test shares its prefix."""
+    if request.param == "real-cluster":
+        url, prefix = request.getfixturevalue("redis_cluster_url"), f"t{uuid.uuid4().hex[:12]}"
+    else:
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    stores: list[Any] = []
+
+    def open_store(**options: Any) -> Any:
+        options.setdefault("prefix", prefix)
+        stores.append(RedisStore(url, cluster=request.param != "one-redis", **options))
+        return stores[-1]
+
+    yield open_store
+    for store in stores:
+        store.close()
+
+
+def resp_commands(packed: bytes) -> list[list[bytes]]:
+    """The commands of a packed pipeline (Redis protocol arrays of bulk strings)."""
+    out, at = [], 0
+    while at < len(packed):
+        end = packed.index(b"\r\n", at)
+        parts = []
+        at = end + 2
+        for _ in range(int(packed[1 + packed.rindex(b"*", 0, end) : end])):
+            end = packed.index(b"\r\n", at)
+            n = int(packed[at + 1 : end])
+            parts.append(packed[end + 2 : end + 2 + n])
+            at = end + 2 + n + 2
+        out.append(parts)
+    return out
+
+
+def test_slot_tags_name_every_slot() -> None:
+    tags = slot_tags()
+    assert len(tags) == len(set(tags)) == 16384
+    assert all(redis.crc.key_slot(b"p:due:{%b}" % t) == s for s, t in enumerate(tags))
+
+
+@pytest.mark.redis
+def test_cluster_mode_keeps_every_command_in_one_slot(redis_url: str, redis_prefix: str,
+                                                      redis_client: Any) -> None:
+    """With cluster=True no command (load, save script, due-set scan) touches two slots, each goes to the
+    slot it is routed by, and each device's due time sits in its own slot's due set."""
+    store = RedisStore(redis_url, prefix=redis_prefix, cluster=True)
+    sent: list[tuple[int, list[bytes]]] = []
+    send = store._send
+
+    def spy(commands: Any, script: Any = None) -> Any:
+        for slot, packed in commands:
+            sent.extend((slot, c) for c in resp_commands(packed))
+        return send(commands, script)
+
+    store._send = spy  # type: ignore[method-assign]
+    eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+    names = [f"dev-{i}" for i in range(40)] + [f"shop}}{i}" for i in range(5)]  # the last 5 share one slot
+    r = eng.process_pings(pings([(d, 0, 0 if i % 2 else 500) for i, d in enumerate(names)]))
+    assert len(r.events) == len(names)
+    saves = [c for _, c in sent if c[0] == b"EVALSHA"]
+    slots = {redis.crc.key_slot(f"{redis_prefix}:{{{d}}}:st".encode()) for d in names}
+    assert len(saves) == len(slots) < len(names)  # one call per slot: the 5 "shop}" devices went together
+    assert any(sum(k.startswith(f"{redis_prefix}:{{shop}}".encode()) for k in c) == 5 for c in saves)
+    r = eng.advance(T0 + 61)
+    assert sorted(e.device_id for e in r.events) == sorted(names) and {e.kind for e in r.events} == {"exit"}
+    assert {b"GET", b"EVALSHA", b"ZRANGEBYSCORE"} <= {c[0] for _, c in sent}
+    for slot, cmd in sent:
+        keys = cmd[3 : 3 + int(cmd[2])] if cmd[0] == b"EVALSHA" else cmd[1:2]
+        assert {redis.crc.key_slot(k) for k in keys} == {slot}, cmd[:4]
+    # the due sets: one per slot, never the single-Redis one
+    assert not redis_client.exists(f"{redis_prefix}:due")
+    for d in names:
+        due = store.due_key_of(d)
+        assert redis.crc.key_slot(due.encode()) == redis.crc.key_slot(f"{redis_prefix}:{{{d}}}:st".encode())
+        assert redis_client.zscore(due, d) == T0 + 7 * 24 * 3600  # after the exit, only the idle TTL is due
+    store.close()
+
+
+def test_cluster_mode_refuses_a_prefix_with_hash_tag_braces() -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        RedisStore("redis://127.0.0.1:1/0", prefix="app{x}", cluster=True)
+
+
+@pytest.mark.redis
+def test_cluster_mode_reloads_scripts_flushed_from_the_server(redis_url: str, redis_prefix: str,
+                                                             redis_client: Any) -> None:
+    eng = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix, cluster=True), config=CONFIG)
+    eng.process_pings(pings([("d1", 0, 0)]))
+    redis_client.script_flush()
+    r = eng.process_pings(pings([("d1", 1, 2000), ("d2", 1, 500)]))
+    assert sorted((e.device_id, e.kind, e.fence_id) for e in r.events) == [("d1", "exit", "cafe"),
+                                                                          ("d2", "enter", "bank")]
+
+
+@pytest.mark.redis
+def test_real_cluster_save_follows_a_slot_that_moved(redis_cluster_url: str) -> None:
+    """A device's slot moves to another master between the load and the save: the save is redirected
+    (MOVED), the slot map refreshed, and the device saved on its new master with its events."""
+    store = RedisStore(redis_cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}", cluster=True)
+    eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+    masters = {n.name: store.r.get_redis_connection(n) for n in store.r.get_primaries()}
+    ids = {name: c.execute_command("CLUSTER", "MYID").decode() for name, c in masters.items()}
+    for i in range(1000):  # a device alone in its slot, so the slot can move without migrating keys
+        device = f"mover-{uuid.uuid4().hex[:8]}-{i}"
+        slot = redis.crc.key_slot(device.encode())
+        if all(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0 for c in masters.values()):
+            break
+    owner = store.r.nodes_manager.get_node_from_slot(slot).name
+    target = next(name for name in masters if name != owner)
+    load = store._load
+
+    def load_then_move(names: Any, keys: Any = None) -> Any:
+        raw = load(names, keys)
+        for c in [masters[target], *(c for n, c in masters.items() if n != target)]:
+            c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+        return raw
+
+    store._load = load_then_move  # type: ignore[method-assign]
+    r = eng.process_pings(pings([(device, 0, 0)]))
+    store._load = load  # type: ignore[method-assign]
+    assert [(e.device_id, e.kind) for e in r.events] == [(device, "enter")]
+    assert store.r.nodes_manager.get_node_from_slot(slot).name == target
+    assert masters[target].exists(f"{store.prefix}:{{{device}}}:st")
+    assert [e.kind for e in eng.advance(T0 + 61).events] == ["exit"]
+    store.close()
 
 
 @pytest.mark.redis
