@@ -237,9 +237,9 @@ def test_real_cluster_save_follows_a_slot_that_moved(redis_cluster_url: str) -> 
 
 
 @pytest.mark.redis
-def test_redis_keys_are_prefixed_hash_tagged_and_expire(redis_url: str, redis_prefix: str,
-                                                        redis_client: Any) -> None:
-    store = RedisStore(redis_url, prefix=redis_prefix, ttl_s=600)
+def test_redis_keys_are_prefixed_hash_tagged_and_expire(open_redis: Open) -> None:
+    store = open_redis(ttl_s=600)
+    redis_client, redis_prefix = store.r, store.prefix
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
     eng.process_pings(PingBatch.concat([pings([("d1", 0, 0), ("d2", 0, 2000)]),
                                         PingBatch.from_rows([{"device_id": "d1", "ts": T0 + 1, "lon": LON0,
@@ -251,18 +251,23 @@ def test_redis_keys_are_prefixed_hash_tagged_and_expire(redis_url: str, redis_pr
     assert f"{redis_prefix}:{{d1}}:info" in keys
     for k in (f"{redis_prefix}:{{d1}}:st", f"{redis_prefix}:{{d1}}:info"):
         assert 0 < redis_client.pttl(k) <= 600_000
-    # the due set knows when d1's visit can end (last inside evidence + 60 s)
-    assert redis_client.zscore(f"{redis_prefix}:due", "d1") == T0 + 1 + 60
+    # the due set (one, or in cluster mode the one of d1's slot) knows when d1's visit can end
+    # (last inside evidence + 60 s)
+    due = store.due_key_of("d1")
+    if store.cluster:
+        assert redis.crc.key_slot(due.encode()) == redis.crc.key_slot(b"d1")
+        assert not redis_client.exists(f"{redis_prefix}:due")
+    else:
+        assert due == f"{redis_prefix}:due"
+    assert redis_client.zscore(due, "d1") == T0 + 1 + 60
     eng.forget("d1")
     assert not redis_client.exists(f"{redis_prefix}:{{d1}}:st", f"{redis_prefix}:{{d1}}:info")
-    assert redis_client.zscore(f"{redis_prefix}:due", "d1") is None
-    store.close()
+    assert redis_client.zscore(due, "d1") is None
 
 
 @pytest.mark.redis
-def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(redis_url: str, redis_prefix: str) -> None:
-    a_store = RedisStore(redis_url, prefix=redis_prefix)
-    b_store = RedisStore(redis_url, prefix=redis_prefix)
+def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(open_redis: Open) -> None:
+    a_store, b_store = open_redis(), open_redis()
     a = Engine(FenceIndex(FENCES), store=a_store, config=CONFIG)
     b = Engine(FenceIndex(FENCES), store=b_store, config=CONFIG)
     batch = pings([("d1", 0, 0), ("d2", 0, 500), ("d3", 0, 2000)])
@@ -287,11 +292,11 @@ def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(redis_url:
 
 
 @pytest.mark.redis
-def test_a_loser_never_overwrites_the_winners_newer_state(redis_url: str, redis_prefix: str) -> None:
+def test_a_loser_never_overwrites_the_winners_newer_state(open_redis: Open) -> None:
     """The save writes and checks the version in one step; when it lost, the winner's state is what stays."""
-    a_store = RedisStore(redis_url, prefix=redis_prefix)
+    a_store = open_redis()
     a = Engine(FenceIndex(FENCES), store=a_store, config=CONFIG)
-    b = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+    b = Engine(FenceIndex(FENCES), store=open_redis(), config=CONFIG)
     b_events: list[Any] = []
     load = a_store._load
 
@@ -311,9 +316,9 @@ def test_a_loser_never_overwrites_the_winners_newer_state(redis_url: str, redis_
 
 
 @pytest.mark.redis
-def test_advance_in_two_engines_exits_once(redis_url: str, redis_prefix: str) -> None:
-    a = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
-    b = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+def test_advance_in_two_engines_exits_once(open_redis: Open) -> None:
+    a = Engine(FenceIndex(FENCES), store=open_redis(), config=CONFIG)
+    b = Engine(FenceIndex(FENCES), store=open_redis(), config=CONFIG)
     a.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
     first = a.advance(T0 + 61).events + b.advance(T0 + 61).events
     assert sorted((e.device_id, e.kind, e.cause) for e in first) == [("d1", "exit", "debounce"),
@@ -322,27 +327,29 @@ def test_advance_in_two_engines_exits_once(redis_url: str, redis_prefix: str) ->
 
 
 @pytest.mark.redis
-def test_advance_reaches_due_devices_behind_a_page_of_early_due_times(redis_url: str, redis_prefix: str,
-                                                                      redis_client: Any) -> None:
+def test_advance_reaches_due_devices_behind_a_page_of_early_due_times(open_redis: Open) -> None:
     """A ping that pushes a visit's end later leaves the device's due time early (one write less);
-    ``advance`` then sets the true time on the devices it finds with nothing to do, page after page."""
-    store = RedisStore(redis_url, prefix=redis_prefix)
+    ``advance`` then sets the true time on the devices it finds with nothing to do, page after page.
+    (The devices share one hash slot, so in cluster mode too they fill pages of one due set.)"""
+    store = open_redis()
     store.chunk = 2
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
-    eng.process_pings(pings([("a", 0, 0), ("b", 0, 0), ("c", 0, 0), ("z", 5, 500)]))
-    eng.process_pings(pings([("a", 30, 0), ("b", 30, 0), ("c", 30, 0)]))
-    due = f"{redis_prefix}:due"
-    assert [redis_client.zscore(due, d) for d in ("a", "z")] == [T0 + 60, T0 + 65]  # a's is early (true: +90)
+    a, b, c, z = "g}a", "g}b", "g}c", "g}z"
+    eng.process_pings(pings([(a, 0, 0), (b, 0, 0), (c, 0, 0), (z, 5, 500)]))
+    eng.process_pings(pings([(a, 30, 0), (b, 30, 0), (c, 30, 0)]))
+    due = store.due_key_of(a)
+    assert {store.due_key_of(d) for d in (a, b, c, z)} == {due}
+    assert [store.r.zscore(due, d) for d in (a, z)] == [T0 + 60, T0 + 65]  # a's is early (true: +90)
     r = eng.advance(T0 + 70)
-    assert [(e.device_id, e.kind, e.ts - T0) for e in r.events] == [("z", "exit", 65)]
-    assert [redis_client.zscore(due, d) for d in ("a", "b", "c")] == [T0 + 90] * 3
-    assert redis_client.zscore(due, "z") == T0 + 5 + 7 * 24 * 3600  # now only its idle TTL is due
+    assert [(e.device_id, e.kind, e.ts - T0) for e in r.events] == [(z, "exit", 65)]
+    assert [store.r.zscore(due, d) for d in (a, b, c)] == [T0 + 90] * 3
+    assert store.r.zscore(due, z) == T0 + 5 + 7 * 24 * 3600  # now only its idle TTL is due
 
 
 @pytest.mark.redis
-def test_place_ids_are_shared_between_processes(redis_url: str, redis_prefix: str) -> None:
-    a = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
-    b = Engine(FenceIndex(FENCES[::-1]), store=RedisStore(redis_url, prefix=redis_prefix), config=CONFIG)
+def test_place_ids_are_shared_between_processes(open_redis: Open) -> None:
+    a = Engine(FenceIndex(FENCES), store=open_redis(), config=CONFIG)
+    b = Engine(FenceIndex(FENCES[::-1]), store=open_redis(), config=CONFIG)
     assert a.places.ids == b.places.ids
     # A learns a beacon zone; B has never heard of it but still names it right when it ends
     zone = type("Z", (), {})()
@@ -357,28 +364,33 @@ def test_place_ids_are_shared_between_processes(redis_url: str, redis_prefix: st
 
 
 @pytest.mark.redis
-def test_redis_away_raises_store_unavailable_and_applies_nothing(redis_url: str, redis_prefix: str,
-                                                                 redis_client: Any) -> None:
-    down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix=redis_prefix)
+@pytest.mark.parametrize("cluster", [False, True], ids=["one-redis", "cluster-mode"])
+def test_redis_away_raises_store_unavailable(redis_prefix: str, cluster: bool) -> None:
     with pytest.raises(StoreUnavailable) as info:
+        down = RedisStore(f"redis://127.0.0.1:{free_port()}/0", prefix=redis_prefix, cluster=cluster)
         Engine(FenceIndex(FENCES), store=down, config=CONFIG)
     assert info.value.retry_after_s > 0
 
-    store = RedisStore(redis_url, prefix=redis_prefix)
+
+@pytest.mark.redis
+def test_a_connection_lost_before_the_save_applies_nothing(open_redis: Open) -> None:
+    store = open_redis()
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+    name = "_send" if store.cluster else "_script"
+    good = getattr(store, name)
 
-    good_script = store._script
-
-    def broken(name: str, keys: Any, args: Any) -> Any:
-        if name == "save":  # the connection drops between load and save
+    def broken(*args: Any, **kw: Any) -> Any:
+        # the connection drops between load and save (a save: the "save" script; in cluster mode, the
+        # pipelined script calls, sent with the script's source in case of NOSCRIPT)
+        if args[0] == "save" or kw.get("script"):
             raise redis.ConnectionError("connection reset by peer")
-        return good_script(name, keys, args)
+        return good(*args, **kw)
 
-    store._script = broken  # type: ignore[method-assign]
+    setattr(store, name, broken)
     with pytest.raises(StoreUnavailable):
         eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
-    assert not list(redis_client.scan_iter(match=f"{redis_prefix}:{{d*"))
-    store._script = good_script  # type: ignore[method-assign]
+    assert not list(store.r.scan_iter(match=f"{store.prefix}:{{d*"))
+    setattr(store, name, good)
     r = eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))  # the client's retry goes through whole
     assert sorted(e.device_id for e in r.events) == ["d1", "d2"]
 
