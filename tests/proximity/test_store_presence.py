@@ -8,6 +8,7 @@ the session (skipped when it cannot start).
 
 from __future__ import annotations
 
+import itertools
 import math
 import socket
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from hypothesis import given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
@@ -422,3 +423,37 @@ def test_device_ids_behave_like_a_dict(ops: list[tuple[bool, list[str]]]) -> Non
     live = sorted(oracle.values())
     assert table.live().tolist() == live
     assert max(live, default=-1) < len(oracle) + sum(len(b) for _, b in ops)
+
+
+# -- cluster mode agrees with the memory store -------------------------------------------------------
+
+#: "s}1".."s}4" share one hash slot (tag "s"), so with chunk=2 their saves split into several calls of
+#: one slot and their due set fills pages
+CLUSTER_DEVICES = ["a", "b", "s}1", "s}2", "s}3", "s}4"]
+SPOTS_M = [0.0, 30.0, 45.0, 500.0, 2000.0]  # metres east: cafe, its edge, just out, bank, nowhere
+cluster_rows = st.lists(st.tuples(st.sampled_from(CLUSTER_DEVICES), st.integers(0, 40).map(lambda k: 15.0 * k),
+                                  st.sampled_from(SPOTS_M)), min_size=1, max_size=40)
+
+
+@pytest.mark.redis
+# no shrinking: every example scans the 16384 due sets a few times (a failure shows its unshrunk example)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(rows=cluster_rows, cuts=st.lists(st.integers(0, 600), max_size=3))
+def test_cluster_mode_agrees_with_the_memory_store(rows: list[tuple[str, float, float]], cuts: list[int],
+                                                   redis_url: str, redis_prefix: str) -> None:
+    """Batches cut anywhere, with ``advance`` between them: cluster mode (chunk 2) gives the memory store's events."""
+    edges = [-1, *sorted(set(cuts)), 10_000]
+    batches = [(hi, [r for r in rows if lo < r[1] <= hi]) for lo, hi in itertools.pairwise(edges)]
+    store = RedisStore(redis_url, prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}", cluster=True)
+    store.chunk = 2
+    engines = [Engine(FenceIndex(FENCES), store=s, config=CONFIG) for s in (MemoryStore(), store)]
+    results: list[list[Any]] = [[], []]
+    for eng, out in zip(engines, results, strict=True):
+        for hi, b in batches:
+            if b:
+                out.extend(eng.process_pings(pings(sorted(b))).events)
+            out.extend(eng.advance(T0 + min(hi, 5000)).events)
+    store.close()
+    assert results[1] == results[0]
+    assert results[0] or not any(x in (0.0, 500.0) for _, _, x in rows)  # a ping at a fence's centre enters
