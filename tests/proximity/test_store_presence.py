@@ -9,9 +9,13 @@ the session (skipped when it cannot start).
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 import socket
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,10 +32,13 @@ from proximity._redis_store import slot_tags
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StoreUnavailable
+from proximity.events import Event
 from proximity.store import DeviceIds, MemoryStore, RedisStore, StateStore, open_store
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _redis_cluster
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _redis_cluster  # noqa: E402
+import _workers  # noqa: E402
 
 LON0, LAT0 = 2.35, 48.85
 M_LON = 1 / (111_320.0 * math.cos(math.radians(LAT0)))
@@ -457,3 +464,58 @@ def test_cluster_mode_agrees_with_the_memory_store(rows: list[tuple[str, float, 
     store.close()
     assert results[1] == results[0]
     assert results[0] or not any(x in (0.0, 500.0) for _, _, x in rows)  # a ping at a fence's centre enters
+
+
+@pytest.mark.redis
+def test_two_processes_in_cluster_mode_emit_each_event_once(tmp_path: Path, redis_url: str,
+                                                            redis_prefix: str) -> None:
+    """Two worker processes (``_cluster_worker.py``: cluster mode on the test server) racing through the
+    same batches: every event of the memory-store oracle comes out exactly once, from one of them."""
+    rng = np.random.default_rng(7)
+    spots = [(dx, dy) for _, dx, dy, _ in _workers.FENCES] + [(150, 150)]
+    here = {f"dev-{d:02d}": spots[rng.integers(len(spots))] for d in range(16)}
+    batches: list[list[dict[str, Any]]] = []
+    for minute in range(16):
+        rows = []
+        for d in here:
+            if rng.random() < 0.2:
+                here[d] = spots[rng.integers(len(spots))]
+            for k in range(4):
+                dx, dy = here[d][0] + rng.normal(0, 6), here[d][1] + rng.normal(0, 6)
+                rows.append({"device_id": d, "ts": T0 + 60 * minute + 15 * k, "accuracy_m": 5.0,
+                             "lon": _workers.LON0 + dx * _workers.M_LON, "lat": _workers.LAT0 + dy * _workers.M_LAT})
+        batches.append(rows)
+    oracle = Engine(FenceIndex(_workers.fences()), store=MemoryStore(), config=CONFIG)
+    expected = [e for rows in batches for e in oracle.process_pings(PingBatch.from_rows(rows)).events]
+    assert len(expected) > 20
+    inputs = [batches, batches]
+    client = redis.Redis.from_url(redis_url)
+    env = {**os.environ, "PYTHONPATH": f"{HERE.parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    procs = []
+    try:
+        for k, worker_batches in enumerate(inputs):
+            (tmp_path / f"in{k}.json").write_text(json.dumps(worker_batches))
+            procs.append(subprocess.Popen(
+                [sys.executable, str(HERE / "_cluster_worker.py"), "--redis", redis_url, "--prefix", redis_prefix,
+                 "--input", str(tmp_path / f"in{k}.json"), "--out", str(tmp_path / f"out{k}.jsonl")],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=HERE.parents[1]))
+        deadline = time.monotonic() + 60
+        while int(client.get(f"{redis_prefix}:ready") or 0) < 2:
+            assert time.monotonic() < deadline, "workers did not get ready within 60 s"
+            assert all(p.poll() is None for p in procs), "a worker died while starting"
+            time.sleep(0.01)
+        client.set(f"{redis_prefix}:go", 1)
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err.decode()
+            print("worker:", out.decode().strip())  # compare-and-set conflicts it retried
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        client.close()
+    got = [Event.from_dict(json.loads(line)) for k in (0, 1)
+           for line in (tmp_path / f"out{k}.jsonl").read_text().splitlines()]
+    canon = lambda evs: sorted((e.device_id, e.place, e.ts, e.kind, e.dwell_s, e.cause) for e in evs)  # noqa: E731
+    assert canon(got) == canon(expected)  # nothing twice, nothing missing
