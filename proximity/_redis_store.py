@@ -290,7 +290,8 @@ class RedisStateStore:
     def _call(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+        except (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.exceptions.ClusterError,
+                redis_lib.exceptions.RedisClusterException) as exc:  # the latter two: a slot without a master
             raise StoreUnavailable(f"Redis state store unavailable: {exc}", retry_after_s=1.0) from exc
         except redis_lib.RedisError as exc:
             raise StateError(f"Redis state store error: {exc}") from exc

@@ -7,7 +7,8 @@ engine knows of each device besides its visits: the latest ``attrs`` and
 ``timezone`` sent by the SDK, and the opt-out flag.
 
 Use :class:`MemoryStore` (default) or :func:`RedisStore` (``redis://`` URL or
-client, a key prefix, a TTL); see :mod:`proximity._redis_store` for its keys.
+client, a key prefix, a TTL; ``cluster=True`` for Redis Cluster); see
+:mod:`proximity._redis_store` for its keys.
 """
 
 from __future__ import annotations
@@ -323,6 +324,12 @@ def RedisStore(
 
     Keys start with ``prefix`` and carry the device's hash tag (``{device_id}``);
     see :class:`proximity._redis_store.RedisStateStore`.
+
+    ``cluster=True`` keeps every script call within one hash slot (per-slot due sets, one
+    save call per slot group), as Redis Cluster requires. With a URL it connects through
+    :class:`redis.cluster.RedisCluster` when the server is a cluster node (else it runs the
+    same per-slot code on the one server); a client may be a ``RedisCluster`` or a plain
+    ``Redis``. The prefix must not contain ``{`` or ``}``.
     """
     from proximity._redis_store import RedisStateStore
 
