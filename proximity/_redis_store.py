@@ -356,6 +356,8 @@ class RedisStateStore:
         A command refused without running (``NOSCRIPT``: ``script`` is loaded on that node;
         a redirection or ``TRYAGAIN``: the slot map is refreshed) is sent again, at most twice.
         """
+        if not commands:
+            return []
         replies: list[Any] = [None] * len(commands)
         todo = list(range(len(commands)))
         for attempt in range(3):
