@@ -5,19 +5,27 @@ Layout (built by :mod:`geofence.index`):
 - fences live in *slots* (append-only); ``rec[s]`` is one cache line per slot:
   ``kind`` (0 polygon, 1 circle, -1 removed), then for a polygon its bbox
   ``minx, miny, maxx, maxy``, band origin ``y0``, ``1 / band height`` and
-  ``bstart * 2**17 + nb`` (its band table); for a circle ``cx, cy, radius_m``;
-- band ``b`` of a polygon lists, in ``seg[band_ptr[bstart + b]:band_ptr[bstart + b + 1]]``,
-  every edge (``x1, y1, x2, y2``) whose y-range overlaps the band, copied in band
-  order so that a crossing-number test reads a handful of contiguous edges,
-  whatever the polygon's size;
+  ``bstart * 2**17 + nb`` (its band rows in ``cells``); for a circle ``cx, cy, radius_m``;
+- a polygon's bbox is cut into ``nb`` horizontal bands, each band into equal columns
+  (one for most bands; many where a horizontal line crosses many edges, as on a spiky
+  star). ``cells[bstart + b]`` is band b's row: its only cell, or ``(-1 - first cell
+  row, columns)``. A cell row is ``(first edge * 4 + ray * 2 + inside, end edge)``: it
+  lists in ``seg`` every edge (``x1, y1, x2, y2``, copied in cell order) that reaches
+  it. A point of a cell is located from the cell's reference point, whose state
+  (``inside``) is known from the build: each crossing of the segment between them
+  with the cell's edges flips it. The last cell of a band (``ray``) takes the point
+  right of the polygon at the point's height (outside), which is GEOS's ray; other
+  cells a fixed point ``refs[cell]`` off the boundary. So a point test reads the
+  handful of edges of one cell, whatever the polygon's size and shape, and a cell
+  with no edges answers with no geometry;
 - a grid per level (cell side ``cs0 * 2**level`` degrees) hashed by cell key
   (``htab`` rows: key, first entry, end entry); an entry is ``slot * 2 + flag``,
   flag 1 when the fence covers the whole cell (no geometry needed), 0 when its
   boundary may cross the cell (exact test).
 
 The point-in-polygon test is GEOS's ``RayCrossingCounter`` rule (boundary counts
-as inside, half-open vertex rule) with an exact orientation predicate, so the
-results equal shapely's ``intersects``.
+as inside, half-open vertex rule), generalised to any segment (see ``_crosses``),
+with an exact orientation predicate, so the results equal shapely's ``intersects``.
 """
 
 from __future__ import annotations
@@ -40,6 +48,13 @@ INSIDE = 2
 REC_WIDTH = 8
 NB_BITS = 131072.0  # 2**17: rec[7] = bstart * NB_BITS + nb
 MAX_BANDS = 1 << 16
+MAX_COLS = 1 << 12
+#: bands are capped so that an edge is copied into about this many cells at most, on average
+CELL_BUDGET = 16.0
+#: columns per band: this many per ``per_cell`` edges of the band
+COLS_PER_EDGE = 1
+#: a cell is at least this fraction of its coordinates' magnitude (plus one degree) a side
+CELL_RES = 1e-10
 
 
 # ---------------------------------------------------------------- exact orientation
@@ -138,6 +153,20 @@ def band_of(y, y0, invh, nb):
 
 
 @njit(cache=True, inline="always")
+def col_of(x, minx, maxx, nc):
+    """The column of longitude ``x`` in a band of ``nc`` equal columns over ``[minx, maxx]`` (clamped)."""
+    w = maxx - minx
+    if nc <= 1 or not w > 0.0:
+        return 0
+    c = math.floor((x - minx) * (nc / w))
+    if c < 0:
+        return 0
+    if c >= nc:
+        return nc - 1
+    return int(c)
+
+
+@njit(cache=True, inline="always")
 def band_table(rec, s):
     packed = rec[s, 7]
     bstart = np.int64(packed / NB_BITS)
@@ -145,38 +174,114 @@ def band_table(rec, s):
     return bstart, nb
 
 
+@njit(cache=True, inline="always")
+def band_cells(cells, row):
+    """(first cell row, number of columns) of the band whose row in ``cells`` is ``row``."""
+    head = cells[row, 0]
+    if head < 0.0:
+        return np.int64(-1.0 - head), np.int64(cells[row, 1])
+    return np.int64(row), np.int64(1)
+
+
+@njit(cache=True, inline="always")
+def cell_of(px, py, s, rec, cells):
+    """The row in ``cells`` of the polygon cell that holds (px, py)."""
+    bstart, nb = band_table(rec, s)
+    row = bstart + band_of(py, rec[s, 5], rec[s, 6], nb)
+    head = cells[row, 0]
+    if head < 0.0:  # a band of several columns
+        return np.int64(-1.0 - head) + col_of(px, rec[s, 1], rec[s, 3], np.int64(cells[row, 1]))
+    return row
+
+
+@njit(cache=True, inline="always")
+def _crosses(rx, ry, px, py, x1, y1, x2, y2, ob):
+    """Whether segment r -> p crosses edge (x1, y1) -> (x2, y2), neither r nor p lying on the edge.
+
+    ``ob`` is ``orient(edge, p)``. Vertices on the line r p count as lying on its right (a symbolic
+    shift of the segment), so an edge chain through such a vertex is counted once or not at all and
+    the parity of the crossings is the parity of the boundary crossings.
+    """
+    sa = orient(rx, ry, px, py, x1, y1) > 0
+    sb = orient(rx, ry, px, py, x2, y2) > 0
+    if sa == sb:
+        return False
+    oa = orient(x1, y1, x2, y2, rx, ry)
+    return (oa > 0 and ob < 0) or (oa < 0 and ob > 0)
+
+
+@njit(cache=True, inline="always")
+def locate_in_cell(px, py, c, cells, refs, seg):
+    """OUTSIDE, BOUNDARY or INSIDE for a point of polygon cell ``c``: the cell's reference point's state,
+    flipped by each crossing of the segment from it to the point with the cell's edges (the rule of
+    :func:`_crosses`, computed here with the point-on-edge test folded in)."""
+    head = np.int64(cells[c, 0])
+    lo = head >> 2
+    hi = np.int64(cells[c, 1])
+    inside = head & 1
+    if lo == hi:
+        return INSIDE if inside else OUTSIDE
+    if head & 2:
+        # the last cell of a band: its reference is the point right of the polygon at the point's height
+        # (outside), and the segment to it is GEOS's ray: one orientation test per edge it may cross
+        crossings = 0
+        for j in range(lo, hi):
+            x1 = seg[j, 0]
+            x2 = seg[j, 2]
+            if x1 < px and x2 < px:
+                continue
+            y1 = seg[j, 1]
+            y2 = seg[j, 3]
+            if px == x2 and py == y2:
+                return BOUNDARY
+            if y1 == py and y2 == py:
+                if min(x1, x2) <= px <= max(x1, x2):
+                    return BOUNDARY
+                continue
+            if (y1 > py and y2 <= py) or (y2 > py and y1 <= py):
+                o = orient(x1, y1, x2, y2, px, py)
+                if o == 0:
+                    return BOUNDARY
+                if y2 < y1:
+                    o = -o
+                if o > 0:
+                    crossings += 1
+        return INSIDE if crossings & 1 else OUTSIDE
+    rx = refs[c, 0]
+    ry = refs[c, 1]
+    sx0 = min(rx, px)
+    sx1 = max(rx, px)
+    sy0 = min(ry, py)
+    sy1 = max(ry, py)
+    for j in range(lo, hi):
+        x1 = seg[j, 0]
+        x2 = seg[j, 2]
+        if (x1 < sx0 and x2 < sx0) or (x1 > sx1 and x2 > sx1):
+            continue
+        y1 = seg[j, 1]
+        y2 = seg[j, 3]
+        if (y1 < sy0 and y2 < sy0) or (y1 > sy1 and y2 > sy1):
+            continue  # the segment's box (which holds the point) misses the edge's box
+        sa = orient(rx, ry, px, py, x1, y1)
+        sb = orient(rx, ry, px, py, x2, y2)
+        if (sa > 0 and sb > 0) or (sa < 0 and sb < 0):
+            continue  # both ends on one side of the line r p: no crossing, and the point is not on the edge
+        ob = orient(x1, y1, x2, y2, px, py)
+        if ob == 0 and min(x1, x2) <= px <= max(x1, x2) and min(y1, y2) <= py <= max(y1, y2):
+            return BOUNDARY
+        if (sa > 0) != (sb > 0):
+            oa = orient(x1, y1, x2, y2, rx, ry)
+            if (oa > 0 and ob < 0) or (oa < 0 and ob > 0):
+                inside ^= 1
+    return INSIDE if inside else OUTSIDE
+
+
 @njit(cache=True)
-def locate_polygon(px, py, s, rec, band_ptr, seg):
+def locate_polygon(px, py, s, rec, cells, refs, seg):
     """OUTSIDE, BOUNDARY or INSIDE for point (px, py) and polygon slot s (all rings of all parts)."""
     if px < rec[s, 1] or px > rec[s, 3] or py < rec[s, 2] or py > rec[s, 4]:
         return OUTSIDE
-    bstart, nb = band_table(rec, s)
-    b = band_of(py, rec[s, 5], rec[s, 6], nb)
-    lo = band_ptr[bstart + b]
-    hi = band_ptr[bstart + b + 1]
-    crossings = 0
-    for j in range(lo, hi):
-        x1 = seg[j, 0]
-        y1 = seg[j, 1]
-        x2 = seg[j, 2]
-        y2 = seg[j, 3]
-        if x1 < px and x2 < px:
-            continue
-        if px == x2 and py == y2:
-            return BOUNDARY
-        if y1 == py and y2 == py:
-            if min(x1, x2) <= px <= max(x1, x2):
-                return BOUNDARY
-            continue
-        if (y1 > py and y2 <= py) or (y2 > py and y1 <= py):
-            o = orient(x1, y1, x2, y2, px, py)
-            if o == 0:
-                return BOUNDARY
-            if y2 < y1:
-                o = -o
-            if o > 0:
-                crossings += 1
-    return INSIDE if crossings & 1 else OUTSIDE
+    return locate_in_cell(px, py, cell_of(px, py, s, rec, cells), cells, refs, seg)
 
 
 @njit(cache=True, inline="always")
@@ -220,120 +325,325 @@ def _lon_shift(a, b, px):
 
 
 @njit(cache=True)
-def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, band_ptr, seg, strict):
+def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, cells, refs, seg, strict):
     """Whether an edge of polygon slot s lies within ``acc`` metres of the point (``< acc`` when strict).
 
-    Distances are measured in the local metric frame at the point (metres per degree kx, ky).
+    Distances are measured in the local metric frame at the point (metres per degree kx, ky). The
+    cells scanned are those the box of half-sides (rx, ry) degrees around the point overlaps, with
+    the point's longitude taken as is and one turn either way (fences across the antimeridian).
     """
     bstart, nb = band_table(rec, s)
+    minx = rec[s, 1]
+    maxx = rec[s, 3]
     b0 = band_of(py - ry, rec[s, 5], rec[s, 6], nb)
     b1 = band_of(py + ry, rec[s, 5], rec[s, 6], nb)
     acc2 = acc * acc
-    for j in range(band_ptr[bstart + b0], band_ptr[bstart + b1 + 1]):
-        y1 = seg[j, 1]
-        y2 = seg[j, 3]
-        if min(y1, y2) > py + ry or max(y1, y2) < py - ry:
-            continue
-        x1 = seg[j, 0]
-        x2 = seg[j, 2]
-        sh = _lon_shift(x1, x2, px)
-        ax = (x1 + sh - px) * kx
-        bx = (x2 + sh - px) * kx
-        if min(ax, bx) > acc or max(ax, bx) < -acc:
-            continue
-        ay = (y1 - py) * ky
-        by = (y2 - py) * ky
-        dx = bx - ax
-        dy = by - ay
-        l2 = dx * dx + dy * dy
-        t = 0.0
-        if l2 > 0.0:
-            t = -(ax * dx + ay * dy) / l2
-            t = min(1.0, max(0.0, t))
-        qx = ax + t * dx
-        qy = ay + t * dy
-        d2 = qx * qx + qy * qy
-        if d2 < acc2 or (not strict and d2 == acc2):
-            return True
+    for b in range(b0, b1 + 1):
+        c0, nc = band_cells(cells, bstart + b)
+        for turn in (-360.0, 0.0, 360.0):
+            qlo = px - turn - rx
+            qhi = px - turn + rx
+            if qhi < minx or qlo > maxx:
+                continue
+            k0 = col_of(qlo, minx, maxx, nc)
+            k1 = col_of(qhi, minx, maxx, nc)
+            for c in range(c0 + k0, c0 + k1 + 1):
+                for j in range(np.int64(cells[c, 0]) >> 2, np.int64(cells[c, 1])):
+                    y1 = seg[j, 1]
+                    y2 = seg[j, 3]
+                    if min(y1, y2) > py + ry or max(y1, y2) < py - ry:
+                        continue
+                    x1 = seg[j, 0]
+                    x2 = seg[j, 2]
+                    sh = _lon_shift(x1, x2, px)
+                    ax = (x1 + sh - px) * kx
+                    bx = (x2 + sh - px) * kx
+                    if min(ax, bx) > acc or max(ax, bx) < -acc:
+                        continue
+                    ay = (y1 - py) * ky
+                    by = (y2 - py) * ky
+                    dx = bx - ax
+                    dy = by - ay
+                    l2 = dx * dx + dy * dy
+                    t = 0.0
+                    if l2 > 0.0:
+                        t = -(ax * dx + ay * dy) / l2
+                        t = min(1.0, max(0.0, t))
+                    qx = ax + t * dx
+                    qy = ay + t * dy
+                    d2 = qx * qx + qy * qy
+                    if d2 < acc2 or (not strict and d2 == acc2):
+                        return True
     return False
 
 
 # ---------------------------------------------------------------- building
 
-@njit(cache=True)
-def build_bands(vxy, ring_ptr, slot_ring_ptr, slot_of, edges_per_band, rec, band_base, edge_base):
-    """Fill ``rec`` of each new polygon slot; return (band_ptr_tail, band_edge_tail).
+@njit(cache=True, inline="always")
+def _halton(i, base):
+    f = 1.0
+    r = 0.0
+    while i > 0:
+        f /= base
+        r += f * (i % base)
+        i //= base
+    return r
 
-    ``vxy`` are the new vertices (rings closed, concatenated); ``ring_ptr`` the ring
-    offsets into them; ``slot_ring_ptr[i]:slot_ring_ptr[i+1]`` the rings of the i-th new
-    polygon, whose slot is ``slot_of[i]``. Edge starts are stored as ``edge_base + v``;
-    band table starts as ``band_base + ...``.
+
+@njit(cache=True, inline="always")
+def _edge_x_between(x1, y1, x2, y2, ylo, yhi):
+    # the x-range of the part of the edge with ylo <= y <= yhi (empty: lo > hi)
+    if y1 == y2:
+        return min(x1, x2), max(x1, x2)
+    ta = (ylo - y1) / (y2 - y1)
+    tb = (yhi - y1) / (y2 - y1)
+    t0 = max(0.0, min(ta, tb))
+    t1 = min(1.0, max(ta, tb))
+    if t0 > t1:
+        return np.inf, -np.inf
+    xa = x1 + t0 * (x2 - x1)
+    xb = x1 + t1 * (x2 - x1)
+    return min(xa, xb), max(xa, xb)
+
+
+@njit(cache=True, inline="always")
+def _edge_cols(x1, y1, x2, y2, b, nb, y0, h, eps_y, minx, maxx, nc, eps_x):
+    # columns of band b that the edge may reach (padded, so that float rounding in band_of/col_of
+    # never puts a point of the edge in a cell that does not list it); (0, -1) when none
+    ylo = -np.inf if b == 0 else y0 + b * h - eps_y
+    yhi = np.inf if b == nb - 1 else y0 + (b + 1) * h + eps_y
+    xl, xr = _edge_x_between(x1, y1, x2, y2, ylo, yhi)
+    if xl > xr:
+        return 0, -1
+    return col_of(xl - eps_x, minx, maxx, nc), col_of(xr + eps_x, minx, maxx, nc)
+
+
+@njit(cache=True)
+def _grow1(a, need):
+    if need <= a.shape[0]:
+        return a
+    out = np.empty(max(need, 2 * a.shape[0]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(cache=True)
+def _grow2(a, need):
+    if need <= a.shape[0]:
+        return a
+    out = np.empty((max(need, 2 * a.shape[0]), a.shape[1]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(cache=True)
+def _place_edges(edges, k, miny, h, invh, eps_y, minx, maxx, xmag, cstart, ccount, cseg, ceid, fill, counting):
+    # one pass over the edges and the cells each reaches: count them (counting) or copy them there
+    w = maxx - minx
+    for e in range(edges.shape[0]):
+        x1 = edges[e, 0]
+        y1 = edges[e, 1]
+        x2 = edges[e, 2]
+        y2 = edges[e, 3]
+        b0 = band_of(min(y1, y2) - eps_y, miny, invh, k)
+        b1 = band_of(max(y1, y2) + eps_y, miny, invh, k)
+        for b in range(b0, b1 + 1):
+            nc = cstart[b + 1] - cstart[b]
+            eps_x = 1e-6 * (w / nc) + 4e-15 * xmag
+            ka, kb = _edge_cols(x1, y1, x2, y2, b, k, miny, h, eps_y, minx, maxx, nc, eps_x)
+            for c in range(cstart[b] + ka, cstart[b] + kb + 1):
+                if counting:
+                    ccount[c + 1] += 1
+                else:
+                    f = fill[c]
+                    cseg[f, 0] = x1
+                    cseg[f, 1] = y1
+                    cseg[f, 2] = x2
+                    cseg[f, 3] = y2
+                    ceid[f] = e
+                    fill[c] = f + 1
+
+
+@njit(cache=True)
+def build_cells(vxy, ring_ptr, slot_ring_ptr, slot_of, per_cell, rec, cell_base, edge_base):
+    """Fill ``rec`` of each new polygon slot; return the tails of (cells, seg).
+
+    ``vxy`` are the new vertices (rings closed, concatenated); ``ring_ptr`` the ring offsets into
+    them; ``slot_ring_ptr[i]:slot_ring_ptr[i+1]`` the rings of the i-th new polygon, whose slot is
+    ``slot_of[i]``. Indexes written are absolute: band tables from ``band_base``, cell rows from
+    ``cell_base``, edges from ``edge_base``.
+
+    A polygon's bounding box is cut into horizontal bands (about ``per_cell`` edges each, fewer when
+    the edges are tall, so that the copies stay a few per edge), and each band into equal columns
+    (about ``per_cell`` edges per cell). A cell lists the edges that reach it and a reference point
+    off the boundary whose inside/outside state is found by walking the band from its left.
     """
-    npoly = slot_of.shape[0]
-    total = 0
-    nbs = np.empty(npoly, dtype=np.int64)
-    for i in range(npoly):
+    cell_out = np.empty((16, 2))
+    ref_out = np.empty((16, 2))
+    seg_out = np.empty((16, 4))
+    ncell = 0
+    nseg = 0
+    for i in range(slot_of.shape[0]):
         s = slot_of[i]
+        m = 0
+        for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
+            m += ring_ptr[r + 1] - ring_ptr[r] - 1
+        edges = np.empty((m, 4))
         minx = np.inf
         miny = np.inf
         maxx = -np.inf
         maxy = -np.inf
-        nedges = 0
+        sdy = 0.0
+        e = 0
         for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
-            for v in range(ring_ptr[r], ring_ptr[r + 1]):
+            for v in range(ring_ptr[r], ring_ptr[r + 1] - 1):
+                edges[e, 0] = vxy[v, 0]
+                edges[e, 1] = vxy[v, 1]
+                edges[e, 2] = vxy[v + 1, 0]
+                edges[e, 3] = vxy[v + 1, 1]
                 minx = min(minx, vxy[v, 0])
                 maxx = max(maxx, vxy[v, 0])
                 miny = min(miny, vxy[v, 1])
                 maxy = max(maxy, vxy[v, 1])
-            nedges += ring_ptr[r + 1] - ring_ptr[r] - 1
-        k = max(1, min(MAX_BANDS, nedges // edges_per_band))
-        h = (maxy - miny) / k
+                sdy += abs(vxy[v + 1, 1] - vxy[v, 1])
+                e += 1
+        w = maxx - minx
+        hh = maxy - miny
+        xmag = 1.0 + max(abs(minx), abs(maxx))
+        ymag = 1.0 + max(abs(miny), abs(maxy))
+        k = max(1, min(MAX_BANDS, m // per_cell))
+        if sdy > 0.0:
+            k = min(k, max(1, int((CELL_BUDGET - 1.0) * m * hh / sdy)))
+        k = max(1, min(k, int(hh / (CELL_RES * ymag))))
+        h = hh / k
         if not h > 0.0:
             k = 1
+            h = 0.0
+        invh = 1.0 / h if h > 0.0 else 0.0
         rec[s, 0] = 0.0
         rec[s, 1] = minx
         rec[s, 2] = miny
         rec[s, 3] = maxx
         rec[s, 4] = maxy
         rec[s, 5] = miny
-        rec[s, 6] = 1.0 / h if h > 0.0 else 0.0
-        rec[s, 7] = (band_base + total) * NB_BITS + k
-        nbs[i] = k
-        total += k + 1
-    counts = np.zeros(total, dtype=np.int64)
-    base = 0
-    for i in range(npoly):
-        s = slot_of[i]
-        for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
-            for v in range(ring_ptr[r], ring_ptr[r + 1] - 1):
-                b0 = band_of(min(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
-                b1 = band_of(max(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
-                for b in range(b0, b1 + 1):
-                    counts[base + b] += 1
-        base += nbs[i] + 1
-    starts = np.empty(total, dtype=np.int64)
-    run = 0
-    base = 0
-    for i in range(npoly):
-        for b in range(nbs[i]):
-            starts[base + b] = run
-            run += counts[base + b]
-        starts[base + nbs[i]] = run
-        base += nbs[i] + 1
-    band_edge = np.empty(run, dtype=np.int64)
-    fill = starts.copy()
-    base = 0
-    for i in range(npoly):
-        s = slot_of[i]
-        for r in range(slot_ring_ptr[i], slot_ring_ptr[i + 1]):
-            for v in range(ring_ptr[r], ring_ptr[r + 1] - 1):
-                b0 = band_of(min(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
-                b1 = band_of(max(vxy[v, 1], vxy[v + 1, 1]), rec[s, 5], rec[s, 6], nbs[i])
-                for b in range(b0, b1 + 1):
-                    band_edge[fill[base + b]] = edge_base + v
-                    fill[base + b] += 1
-        base += nbs[i] + 1
-    return starts, band_edge
+        rec[s, 6] = invh
+        rec[s, 7] = (cell_base + ncell) * NB_BITS + k
+        eps_y = 1e-6 * h + 4e-15 * ymag
+        # edges per band, then columns per band
+        cnt = np.zeros(k, dtype=np.int64)
+        for e in range(m):
+            b0 = band_of(min(edges[e, 1], edges[e, 3]) - eps_y, miny, invh, k)
+            b1 = band_of(max(edges[e, 1], edges[e, 3]) + eps_y, miny, invh, k)
+            for b in range(b0, b1 + 1):
+                cnt[b] += 1
+        max_cols = max(1, min(MAX_COLS, int(w / (CELL_RES * xmag))))
+        cstart = np.zeros(k + 1, dtype=np.int64)
+        for b in range(k):
+            cstart[b + 1] = cstart[b] + max(1, min(max_cols, COLS_PER_EDGE * cnt[b] // per_cell))
+        nc_all = cstart[k]
+        ccount = np.zeros(nc_all + 1, dtype=np.int64)
+        cseg = np.empty((0, 4))
+        ceid = np.empty(0, dtype=np.int64)
+        _place_edges(edges, k, miny, h, invh, eps_y, minx, maxx, xmag, cstart, ccount, cseg, ceid, ccount, True)
+        for c in range(nc_all):
+            ccount[c + 1] += ccount[c]
+        total = ccount[nc_all]
+        cseg = np.empty((total, 4))
+        ceid = np.empty(total, dtype=np.int64)
+        _place_edges(edges, k, miny, h, invh, eps_y, minx, maxx, xmag, cstart, ccount, cseg, ceid,
+                     ccount[:nc_all].copy(), False)
+        # a reference point off the boundary in every cell
+        ref = np.empty((nc_all, 2))
+        for b in range(k):
+            nc = cstart[b + 1] - cstart[b]
+            yl = miny + b * h
+            ref[cstart[b] + nc - 1, 0] = np.nan  # the ray to the right, see locate_in_cell
+            ref[cstart[b] + nc - 1, 1] = np.nan
+            for col in range(nc - 1):
+                c = cstart[b] + col
+                xl = minx + col * (w / nc)
+                xr = maxx if col == nc - 1 else minx + (col + 1) * (w / nc)
+                yh = maxy if b == k - 1 else miny + (b + 1) * h
+                found = False
+                for t in range(1, 257):
+                    qx = xl + _halton(t, 2) * (xr - xl)
+                    qy = yl + _halton(t, 3) * (yh - yl)
+                    if band_of(qy, miny, invh, k) != b or col_of(qx, minx, maxx, nc) != col:
+                        continue
+                    on_edge = False
+                    for j in range(ccount[c], ccount[c + 1]):
+                        ax = cseg[j, 0]
+                        ay = cseg[j, 1]
+                        bx = cseg[j, 2]
+                        by = cseg[j, 3]
+                        if (min(ax, bx) <= qx <= max(ax, bx) and min(ay, by) <= qy <= max(ay, by)
+                                and orient(ax, ay, bx, by, qx, qy) == 0):
+                            on_edge = True
+                            break
+                    if not on_edge:
+                        ref[c, 0] = qx
+                        ref[c, 1] = qy
+                        found = True
+                        break
+                if not found:
+                    raise ValueError("geofence: no reference point off the boundary in a polygon cell")
+        # their states, walking each band from a point left of the polygon
+        state = np.zeros(nc_all, dtype=np.int64)
+        stamp = np.full(m, -1, dtype=np.int64)
+        for b in range(k):
+            c0 = cstart[b]
+            ax = minx - (w + 1.0)
+            ay = ref[c0, 1]
+            inside = 0
+            for c in range(c0, cstart[b + 1] - 1):
+                bx = ref[c, 0]
+                by = ref[c, 1]
+                for cc in range(max(c0, c - 1), c + 1):
+                    for j in range(ccount[cc], ccount[cc + 1]):
+                        if stamp[ceid[j]] == c:
+                            continue
+                        stamp[ceid[j]] = c
+                        x1 = cseg[j, 0]
+                        y1 = cseg[j, 1]
+                        x2 = cseg[j, 2]
+                        y2 = cseg[j, 3]
+                        if _crosses(ax, ay, bx, by, x1, y1, x2, y2, orient(x1, y1, x2, y2, bx, by)):
+                            inside ^= 1
+                state[c] = inside
+                ax = bx
+                ay = by
+        # append: one row per band (the cell itself when the band has one column, else a pointer to its
+        # cells: -1 - first row, number of columns), then the cells of the bands of several columns
+        extra = 0
+        for b in range(k):
+            if cstart[b + 1] - cstart[b] > 1:
+                extra += cstart[b + 1] - cstart[b]
+        cell_out = _grow2(cell_out, ncell + k + extra)
+        ref_out = _grow2(ref_out, ncell + k + extra)
+        more = ncell + k
+        for b in range(k):
+            nc = cstart[b + 1] - cstart[b]
+            if nc > 1:
+                cell_out[ncell + b, 0] = -1.0 - (cell_base + more)
+                cell_out[ncell + b, 1] = nc
+                ref_out[ncell + b, 0] = 0.0
+                ref_out[ncell + b, 1] = 0.0
+                rows = more
+                more += nc
+            else:
+                rows = ncell + b
+            for col in range(nc):
+                c = cstart[b] + col
+                ray = 2 if col == nc - 1 else 0
+                cell_out[rows + col, 0] = (edge_base + nseg + ccount[c]) * 4 + ray + state[c]
+                cell_out[rows + col, 1] = edge_base + nseg + ccount[c + 1]
+                ref_out[rows + col, 0] = ref[c, 0]
+                ref_out[rows + col, 1] = ref[c, 1]
+        ncell = more
+        seg_out = _grow2(seg_out, nseg + total)
+        seg_out[nseg : nseg + total] = cseg
+        nseg += total
+    return cell_out[:ncell], ref_out[:ncell], seg_out[:nseg]
 
 
 @njit(cache=True, inline="always")
@@ -386,7 +696,7 @@ def _push(keys, ents, n, key, ent):
 
 
 @njit(cache=True)
-def raster_polygons(new_slots, level, cs0, rec, band_ptr, seg):
+def raster_polygons(new_slots, level, cs0, rec, cells, refs, seg):
     """Cell entries (key, slot * 2 + flag) of polygon slots: flag 1 covered, 0 crossed by the boundary."""
     cap = 64 + 16 * new_slots.shape[0]
     keys = np.empty(cap, dtype=np.int64)
@@ -406,7 +716,10 @@ def raster_polygons(new_slots, level, cs0, rec, band_ptr, seg):
         ny = iy1 - iy0 + 1
         touched = np.zeros(nx * ny, dtype=np.bool_)
         bstart, nb = band_table(rec, s)
-        for j in range(band_ptr[bstart], band_ptr[bstart + nb]):
+        first, _ = band_cells(cells, bstart)
+        last, nc = band_cells(cells, bstart + nb - 1)
+        # a polygon's edges are contiguous, its cells in band order
+        for j in range(np.int64(cells[first, 0]) >> 2, np.int64(cells[last + nc - 1, 1])):
             x1 = seg[j, 0]
             y1 = seg[j, 1]
             x2 = seg[j, 2]
@@ -432,7 +745,7 @@ def raster_polygons(new_slots, level, cs0, rec, band_ptr, seg):
                 else:
                     mx = (cx + 0.5) * cs - 180.0
                     my = (cy + 0.5) * cs - 90.0
-                    if locate_polygon(mx, my, s, rec, band_ptr, seg) == INSIDE:
+                    if locate_polygon(mx, my, s, rec, cells, refs, seg) == INSIDE:
                         keys, ents, n = _push(keys, ents, n, cell_key(lv, cx, cy), s * 2 + 1)
     return keys[:n], ents[:n]
 
@@ -694,10 +1007,10 @@ def _sort_tail(out_s, out_c, start, end):
 
 
 @njit(cache=True, inline="always")
-def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, seg):
-    where = locate_polygon(px, py, s, rec, band_ptr, seg)
+def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, cells, refs, seg):
+    where = locate_polygon(px, py, s, rec, cells, refs, seg)
     if where == INSIDE:
-        if a > 0.0 and edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, seg, True):
+        if a > 0.0 and edge_within(px, py, s, a, kx, ky, rx, ry, rec, cells, refs, seg, True):
             return 2
         return 3
     if where == BOUNDARY:
@@ -707,13 +1020,13 @@ def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, seg):
     sh = _lon_shift(rec[s, 1], rec[s, 3], px)
     if not (rec[s, 1] + sh - rx <= px <= rec[s, 3] + sh + rx and rec[s, 2] - ry <= py <= rec[s, 4] + ry):
         return 0
-    if edge_within(px, py, s, a, kx, ky, rx, ry, rec, band_ptr, seg, False):
+    if edge_within(px, py, s, a, kx, ky, rx, ry, rec, cells, refs, seg, False):
         return 1
     return 0
 
 
 @njit(cache=True, inline="always")
-def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, seg, out_p, out_s, out_c, m, end):
+def _scan_point(htab, ents, key, i, px, py, rec, cells, refs, seg, out_p, out_s, out_c, m, end):
     e0, e1 = lookup(htab, key)
     for e in range(e0, e1):
         ent = ents[e]
@@ -726,7 +1039,7 @@ def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, seg, out_p, out_s, ou
             if kind == 1.0:
                 hit = distance_m(rec[s, 1], rec[s, 2], px, py) <= rec[s, 3]
             else:
-                hit = locate_polygon(px, py, s, rec, band_ptr, seg) != OUTSIDE
+                hit = locate_polygon(px, py, s, rec, cells, refs, seg) != OUTSIDE
         if hit:
             if m == end:
                 return -1
@@ -738,7 +1051,7 @@ def _scan_point(htab, ents, key, i, px, py, rec, band_ptr, seg, out_p, out_s, ou
 
 
 @njit(cache=True, inline="always")
-def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr, seg, stamp,
+def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, cells, refs, seg, stamp,
                    out_p, out_s, out_c, m, end):
     e0, e1 = lookup(htab, key)
     for e in range(e0, e1):
@@ -758,7 +1071,7 @@ def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr,
             elif d <= r + a:
                 conf = 1
         else:
-            conf = _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, band_ptr, seg)
+            conf = _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, cells, refs, seg)
         if conf > 0:
             if m == end:
                 return -1
@@ -771,7 +1084,7 @@ def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, band_ptr,
 
 @njit(cache=True)
 def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
-                 band_ptr, seg, out_p, out_s, out_c, base, cap, stamp):
+                 cells, refs, seg, out_p, out_s, out_c, base, cap, stamp):
     """Match pings order[lo:hi] into out_*[base:base + cap]; the number written, or -1 when full.
 
     ``lon``, ``lat`` and ``acc`` are already in processing order (``order[k]`` is the ping's index).
@@ -794,12 +1107,12 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
                 iy = cell_index(py, 90.0, inv)
                 key = cell_key(lv, ix, iy)
                 if occupied(meta, bits, li, ix, iy):
-                    m = _scan_point(htab0, ents0, key, i, px, py, rec, band_ptr, seg, out_p, out_s,
+                    m = _scan_point(htab0, ents0, key, i, px, py, rec, cells, refs, seg, out_p, out_s,
                                     out_c, m, end)
                     if m < 0:
                         return -1
                 if ents1.shape[0]:
-                    m = _scan_point(htab1, ents1, key, i, px, py, rec, band_ptr, seg, out_p, out_s,
+                    m = _scan_point(htab1, ents1, key, i, px, py, rec, cells, refs, seg, out_p, out_s,
                                     out_c, m, end)
                     if m < 0:
                         return -1
@@ -823,12 +1136,12 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
                             key = cell_key(lv, gx, gy)
                             if occupied(meta, bits, li, gx, gy):
                                 m = _scan_accuracy(htab0, ents0, key, i, px, py, a, kx, ky, rx, ry, rec,
-                                                   band_ptr, seg, stamp, out_p, out_s, out_c, m, end)
+                                                   cells, refs, seg, stamp, out_p, out_s, out_c, m, end)
                                 if m < 0:
                                     return -1
                             if ents1.shape[0]:
                                 m = _scan_accuracy(htab1, ents1, key, i, px, py, a, kx, ky, rx, ry, rec,
-                                                   band_ptr, seg, stamp, out_p, out_s, out_c, m, end)
+                                                   cells, refs, seg, stamp, out_p, out_s, out_c, m, end)
                                 if m < 0:
                                     return -1
         if m - start > 1:
@@ -837,7 +1150,7 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
 
 
 @njit(cache=True)
-def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
+def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs,
               seg, cap):
     stamp = np.full(rec.shape[0], -1, dtype=np.int64)
     while True:
@@ -845,7 +1158,7 @@ def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, ht
         out_s = np.empty(cap, dtype=np.int64)
         out_c = np.empty(cap, dtype=np.int8)
         got = _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
-                           band_ptr, seg, out_p, out_s, out_c, 0, cap, stamp)
+                           cells, refs, seg, out_p, out_s, out_c, 0, cap, stamp)
         if got >= 0:
             return out_p[:got], out_s[:got], out_c[:got]
         stamp[:] = -1
@@ -865,18 +1178,18 @@ def _plan(lon, lat, acc, use_acc, nchunks):
 
 @njit(cache=True)
 def _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
-               rec, band_ptr, seg, out_p, out_s, out_c):
+               rec, cells, refs, seg, out_p, out_s, out_c):
     """Match chunk c of the pings (in processing order) into its share of the output."""
     lo = c * chunk
     hi = min(order.shape[0], lo + chunk)
     stamp = np.full(rec.shape[0] if use_acc else 0, -1, dtype=np.int64)
     return _match_range(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
-                        ents1, rec, band_ptr, seg, out_p, out_s, out_c, c * cap, cap, stamp)
+                        ents1, rec, cells, refs, seg, out_p, out_s, out_c, c * cap, cap, stamp)
 
 
 @njit(cache=True)
 def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
-             rec, band_ptr, seg, out_p, out_s, out_c):
+             rec, cells, refs, seg, out_p, out_s, out_c):
     """Redo chunks that overflowed their share with room to grow, then scatter every point's run of
     pairs to its place in point order."""
     nchunks = got.shape[0]
@@ -889,7 +1202,7 @@ def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, 
             lo = c * chunk
             hi = min(good, lo + chunk)
             p, s, cc = _grow_run(order, lo, hi, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1,
-                                 ents1, rec, band_ptr, seg, 8 * cap)
+                                 ents1, rec, cells, refs, seg, 8 * cap)
             extra_p.append(p)
             extra_s.append(s)
             extra_c.append(cc)
@@ -926,7 +1239,7 @@ def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, 
 
 
 @njit(cache=True)
-def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr, seg):
+def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs, seg):
     """Pairs (point, slot, confidence), sorted by point then slot; on the calling thread.
 
     Without accuracy every pair has confidence 2 (the point is inside or on the
@@ -940,13 +1253,13 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
     got = np.zeros(nchunks, dtype=np.int64)
     for c in range(nchunks):
         got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
-                            htab0, ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
+                            htab0, ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c)
     return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
-                    ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
+                    ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c)
 
 
 @njit(cache=True, parallel=True)
-def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, band_ptr,
+def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs,
                    seg, nchunks):
     """:func:`match` with the chunks spread over numba's threads (one parallel region)."""
     order, slon, slat, sacc, nchunks, chunk, cap = _plan(lon, lat, acc, use_acc, nchunks)
@@ -956,6 +1269,6 @@ def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0
     got = np.zeros(nchunks, dtype=np.int64)
     for c in prange(nchunks):
         got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
-                            htab0, ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
+                            htab0, ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c)
     return _collect(lon.shape[0], got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0,
-                    ents0, htab1, ents1, rec, band_ptr, seg, out_p, out_s, out_c)
+                    ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c)

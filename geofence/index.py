@@ -5,10 +5,10 @@ once in compiled kernels (:mod:`geofence._kernels`). The index is a hashed grid
 with one cell size per *level* (``cell_deg * 2**level``); each fence lives on the
 coarsest level where it spans at most ``2 * cells_per_fence`` cells a side, and
 each cell lists the fences that cover it entirely (answered without geometry)
-and those whose boundary may cross it (an exact test over the edges of one
-horizontal band of the polygon, so a 10,000-vertex outline costs about what a
-32-vertex one does; a polygon that a horizontal line crosses hundreds of times,
-such as a spiky star, costs more). Batches of ``PARALLEL_MIN_PINGS`` pings or more
+and those whose boundary may cross it (an exact test over the few edges of one
+cell of the polygon's own grid of bands and columns, so a 10,000-vertex polygon,
+even a spiky star that a horizontal line crosses hundreds of times, costs about
+what a 32-vertex one does). Batches of ``PARALLEL_MIN_PINGS`` pings or more
 run on numba's threads, smaller ones on the calling thread.
 
 Dynamic updates: ``add`` appends fences to a small *delta* grid (merged into the
@@ -128,8 +128,8 @@ class FenceIndex:
     """Which fences contain each of an array of points (and how surely, given accuracy).
 
     ``cell_deg`` (the finest cell side, degrees) defaults to the 90th percentile of the fence sizes
-    divided by ``cells_per_fence``; ``edges_per_band`` sets the band height of the
-    polygons' edge tables. Defaults suit store-sized fences and worldwide sets alike.
+    divided by ``cells_per_fence``; ``edges_per_band`` sets how many edges a band (and a
+    cell of a band cut into columns) of a polygon's own grid holds, about. Defaults suit store-sized fences and worldwide sets alike.
     """
 
     def __init__(
@@ -154,8 +154,10 @@ class FenceIndex:
         self._slot_fence: list[Fence] = []
         self._rec = _Pool(np.float64, width=K.REC_WIDTH, fill=-1.0)
         # geometry pools
-        self._band_ptr = _Pool(np.int64)
-        self._seg = _Pool(np.float64, width=4)  # polygon edges (x1, y1, x2, y2) in band order
+        # polygon bands and cells (first edge * 4 + flags, end edge) and the cells' reference points
+        self._cells = _Pool(np.float64, width=2)
+        self._refs = _Pool(np.float64, width=2)
+        self._seg = _Pool(np.float64, width=4)  # polygon edges (x1, y1, x2, y2) in cell order
         # grids
         self._levels = np.empty(0, dtype=np.int64)
         self._main_entries = _no_entries()
@@ -200,7 +202,7 @@ class FenceIndex:
         The :class:`Fence` objects themselves (and their shapely geometries) are the
         caller's and are not counted.
         """
-        arrays = [self._rec.data, self._band_ptr.data, self._seg.data, self._levels,
+        arrays = [self._rec.data, self._cells.data, self._refs.data, self._seg.data, self._levels,
                   *self._main_entries, *self._delta_entries, *self._main, *self._delta, *self._occupancy,
                   self._pos_of_slot]
         return int(sum({id(a): a.nbytes for a in arrays}.values()))  # a grid shares its entries array
@@ -263,7 +265,7 @@ class FenceIndex:
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"accuracy_m must be a finite number >= 0, got {acc[row]!r} at row {row}")
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
-                *self._delta, self._rec.view, self._band_ptr.view, self._seg.view)
+                *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view)
         threads = _threads()
         if threads > 1 and x.shape[0] >= PARALLEL_MIN_PINGS:
             p, s, c = K.match_parallel(*args, threads * 4)
@@ -360,16 +362,14 @@ class FenceIndex:
         np.cumsum(np.bincount(coord_ring, minlength=len(rings)), out=ring_ptr[1:])
         slot_ring_ptr = np.zeros(len(fences) + 1, dtype=np.int64)
         np.cumsum(np.bincount(ring_fence, minlength=len(fences)), out=slot_ring_ptr[1:])
-        bbase = self._band_ptr.n
-        ebase = self._seg.n
-        starts, band_edge = K.build_bands(
-            coords, ring_ptr, slot_ring_ptr, slots, self._edges_per_band, self._rec.data, bbase, 0,
-        )
-        self._band_ptr.extend(starts + ebase)
-        self._seg.extend(np.hstack([coords[band_edge], coords[band_edge + 1]]))
+        cells, refs, seg = K.build_cells(coords, ring_ptr, slot_ring_ptr, slots, self._edges_per_band, self._rec.data,
+                                   self._cells.n, self._seg.n)
+        self._cells.extend(cells)
+        self._refs.extend(refs)
+        self._seg.extend(seg)
         rec = self._rec.data[slots]
         levels = self._levels_for(np.maximum(rec[:, 3] - rec[:, 1], rec[:, 4] - rec[:, 2]))
-        return K.raster_polygons(slots, levels, self._cs0, self._rec.view, self._band_ptr.view, self._seg.view)
+        return K.raster_polygons(slots, levels, self._cs0, self._rec.view, self._cells.view, self._refs.view, self._seg.view)
 
     def _insert_circles(self, fences: list[Fence], slots: np.ndarray) -> tuple[np.ndarray, ...]:
         cx = np.array([f.center[0] for f in fences], dtype=np.float64)  # type: ignore[index]

@@ -136,9 +136,12 @@ def _probe_points(rng: np.random.Generator, geom: shapely.Geometry, n: int) -> t
     aspect=st.sampled_from([1.0, 0.01, 1e-4, 20.0]),
     holes=st.integers(0, 3),
     parts=st.integers(1, 3),
+    edges_per_band=st.sampled_from([1, 4]),
 )
 def test_random_polygons_match_shapely(seed: int, n: int, scale: float, aspect: float, holes: int,
-                                       parts: int) -> None:
+                                       parts: int, edges_per_band: int) -> None:
+    """Random stars with holes and parts; ``edges_per_band=1`` cuts the bands into many columns, so most
+    points are located from a cell's reference point rather than by the ray of a band's last cell."""
     rng = np.random.default_rng(seed)
     polys = []
     for p in range(parts):
@@ -157,13 +160,15 @@ def test_random_polygons_match_shapely(seed: int, n: int, scale: float, aspect: 
     assume(b[0] >= -180 and b[2] <= 180 and b[1] >= -90 and b[3] <= 90)
     fence = polygon_fence("p", geom)
     x, y = _probe_points(rng, geom, 200)
-    assert_matches_oracle(FenceIndex([fence]), x, y)
+    assert_matches_oracle(FenceIndex([fence], edges_per_band=edges_per_band), x, y)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), boxes=st.integers(1, 12), step=st.sampled_from([1e-5, 0.25, 1.0]))
-def test_lattice_polygons_with_points_on_the_lattice(seed: int, boxes: int, step: float) -> None:
-    """Unions of lattice boxes: horizontal edges, collinear vertices, points exactly on edges and vertices."""
+@given(seed=st.integers(0, 2**32 - 1), boxes=st.integers(1, 12), step=st.sampled_from([1e-5, 0.25, 1.0]),
+       edges_per_band=st.sampled_from([1, 4]))
+def test_lattice_polygons_with_points_on_the_lattice(seed: int, boxes: int, step: float, edges_per_band: int) -> None:
+    """Unions of lattice boxes: horizontal edges, collinear vertices, points exactly on edges and vertices
+    (with ``edges_per_band=1``, also segments from cell reference points through vertices and along edges)."""
     rng = np.random.default_rng(seed)
     x0, y0 = 2.0, 48.0
     cells = [shapely.box(x0 + step * a, y0 + step * b, x0 + step * (a + w), y0 + step * (b + h))
@@ -172,7 +177,7 @@ def test_lattice_polygons_with_points_on_the_lattice(seed: int, boxes: int, step
     fences = [polygon_fence(f"u{k}", g) for k, g in enumerate(shapely.get_parts(geom))]
     fences.append(polygon_fence("first-box", cells[0]))
     gx, gy = np.meshgrid(np.arange(-1, 20) * step / 2 + x0, np.arange(-1, 20) * step / 2 + y0)
-    assert_matches_oracle(FenceIndex(fences), gx.ravel(), gy.ravel())
+    assert_matches_oracle(FenceIndex(fences, edges_per_band=edges_per_band), gx.ravel(), gy.ravel())
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -398,3 +403,25 @@ def test_parallel_kernel_equals_the_serial_one(monkeypatch: pytest.MonkeyPatch, 
     for a, b in ((serial.point, parallel.point), (serial.fence, parallel.fence),
                  (serial.confidence, parallel.confidence)):
         assert np.array_equal(a, b)
+
+
+def test_a_spiky_polygon_is_read_a_few_edges_at_a_time() -> None:
+    """The rule behind "a 10,000-vertex polygon costs about what a 32-vertex one does", checked without
+    timing: a point test reads one cell's edges, and cells stay short even on a star whose every
+    horizontal line crosses hundreds of edges (a band table alone reads them all)."""
+    from geofence import _kernels as K
+    from tests.geofence.catalogue import _star
+
+    fence = polygon_fence("spiky", shapely.Polygon(_star(2.38, 48.88, 0.01, 10_000, seed=5, wobble=0.4)))
+    index = FenceIndex([fence])
+    x, y = probes(fence, n_random=2000, seed=3)
+    assert_matches_oracle(index, x, y)
+    minx, miny, maxx, maxy = shapely.bounds(fence.geometry)
+    keep = (x >= minx) & (x <= maxx) & (y >= miny) & (y <= maxy)
+    rec, cells = index._rec.view, index._cells.view
+    read = [cells[c, 1] - (int(cells[c, 0]) >> 2)
+            for c in (K.cell_of(px, py, 0, rec, cells) for px, py in zip(x[keep], y[keep], strict=True))]
+    y_line = miny + 0.85 * (maxy - miny)
+    line = shapely.LineString([(minx, y_line), (maxx, y_line)])
+    assert len(shapely.get_parts(shapely.intersection(line, fence.geometry.boundary))) > 200  # spiky indeed
+    assert np.mean(read) < 16 and np.max(read) < 200
