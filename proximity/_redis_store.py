@@ -52,7 +52,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import redis as redis_lib
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
 from redis.crc import key_slot
 
 from proximity.errors import StateError, StoreUnavailable
@@ -184,7 +185,13 @@ def _connect(url: str, cluster: bool) -> Any:
     if not enabled:
         return client
     client.close()
-    return RedisCluster.from_url(url)
+    # a seed node of our own: redis-py drops the seed it builds from a URL with its connection still open
+    options = parse_url(url)
+    options.pop("db", None)
+    seed = ClusterNode(options.pop("host"), options.pop("port"))
+    cluster_client = RedisCluster(startup_nodes=[seed], **options)
+    cluster_client._proximity_seeds = [seed]
+    return cluster_client
 
 
 @dataclass
@@ -816,8 +823,17 @@ class RedisStateStore:
         return out
 
     def close(self) -> None:
-        if self._own:
-            self.r.close()
+        if not self._own:
+            return
+        nodes = []
+        if self._nodes:  # RedisCluster.close() leaves the startup nodes' connections open
+            manager = self.r.nodes_manager
+            nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values(),
+                     *getattr(self.r, "_proximity_seeds", [])]
+        self.r.close()
+        for node in nodes:
+            if node.redis_connection is not None:
+                node.redis_connection.close()
 
 
 __all__ = ["HEADER", "RECORD", "RedisStateStore"]

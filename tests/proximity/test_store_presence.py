@@ -203,10 +203,12 @@ def test_cluster_mode_refuses_a_prefix_with_hash_tag_braces() -> None:
 @pytest.mark.redis
 def test_cluster_mode_reloads_scripts_flushed_from_the_server(redis_url: str, redis_prefix: str,
                                                              redis_client: Any) -> None:
-    eng = Engine(FenceIndex(FENCES), store=RedisStore(redis_url, prefix=redis_prefix, cluster=True), config=CONFIG)
+    store = RedisStore(redis_url, prefix=redis_prefix, cluster=True)
+    eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
     eng.process_pings(pings([("d1", 0, 0)]))
     redis_client.script_flush()
     r = eng.process_pings(pings([("d1", 1, 2000), ("d2", 1, 500)]))
+    store.close()
     assert sorted((e.device_id, e.kind, e.fence_id) for e in r.events) == [("d1", "exit", "cafe"),
                                                                           ("d2", "enter", "bank")]
 
