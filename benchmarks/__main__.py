@@ -12,7 +12,7 @@ from benchmarks._common import describe_machine
 
 #: run order for ``all``, with the arguments ``all`` gives each part (the whole stays under 10 minutes)
 PARTS: dict[str, list[str]] = {
-    "matching": ["--quick"],
+    "matching": [],
     "engine": [],
     "http": ["--quick", "--redis", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "--workers", "2"],
     "scaling": ["--quick"],
@@ -20,9 +20,9 @@ PARTS: dict[str, list[str]] = {
 
 USAGE = f"""usage: python -m benchmarks all [--full] | {{{','.join(PARTS)}}} [args...]
 
-  all        every part in turn, each in its own process: the engine at its full
-             size (1M devices), the others at their quick sizes, about 5 minutes
-             in all; --full: every part at its full size (about 10-15 minutes)
+  all        every part in turn, each in its own process: matching (1M pings) and
+             the engine (1M devices) at full size, http and scaling at their quick
+             sizes, about 6 minutes in all; --full: every part at its full size
   PART       one part; `python -m benchmarks PART --help` for its options
 Results go to benchmarks/results/PART.json."""
 
