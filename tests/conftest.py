@@ -24,6 +24,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# Machines running the tests are shared and busy: a slow example is not a failure (no timing is
+# ever asserted), so hypothesis' per-example deadline is off for every test.
+settings.register_profile("proximity", deadline=None)
+settings.load_profile("proximity")
 
 DEFAULT_REDIS = ("127.0.0.1", 6379)
 
