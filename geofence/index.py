@@ -21,6 +21,7 @@ insertion order: after ``remove`` the fences after a removed one move down.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,24 @@ PARALLEL_MIN_PINGS = 200_000
 
 def _threads() -> int:
     return max(1, int(numba.get_num_threads()))
+
+
+#: work buffers of a match call are kept per thread for batches up to this many pings (44 bytes a ping)
+_KEEP_WORK_PINGS = 1 << 21
+_work = threading.local()
+
+
+def _work_buffers(n: int, use_acc: bool) -> tuple[np.ndarray, ...]:
+    """(order, lon, lat, acc, tile, counts) buffers for a match of ``n`` pings, this thread's own when they fit:
+    fresh arrays of a million pings cost more in page faults than sorting the pings does."""
+    bufs = getattr(_work, "bufs", None)
+    if bufs is None or bufs[0].shape[0] < n or (use_acc and bufs[3].shape[0] < n):
+        size = max(n, 1024)
+        bufs = (np.empty(size, dtype=np.int64), np.empty(size), np.empty(size),
+                np.empty(size if use_acc else 0), np.empty(size, dtype=np.int32), np.empty(size + 1, dtype=np.int64))
+        if size <= _KEEP_WORK_PINGS:
+            _work.bufs = bufs
+    return bufs
 
 
 @dataclass(frozen=True)
@@ -265,7 +284,8 @@ class FenceIndex:
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"accuracy_m must be a finite number >= 0, got {acc[row]!r} at row {row}")
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
-                *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view)
+                *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view,
+                *_work_buffers(x.shape[0], accuracy_m is not None))
         threads = _threads()
         if threads > 1 and x.shape[0] >= PARALLEL_MIN_PINGS:
             p, s, c = K.match_parallel(*args, threads * 4)

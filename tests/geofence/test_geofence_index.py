@@ -197,6 +197,36 @@ def test_many_overlapping_fences_match_shapely(seed: int, count: int) -> None:
     assert_matches_oracle(FenceIndex(fences), x, y)
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 40), max_bits=st.sampled_from([0, 64, 4096, 1 << 27]),
+       added=st.integers(0, 3), removed=st.integers(0, 3))
+def test_pings_in_empty_cells_are_skipped_exactly(seed: int, count: int, max_bits: int, added: int,
+                                                   removed: int) -> None:
+    """Pings whose cell is empty on every level's occupancy bitmap are dropped before the spatial sort.
+    Whatever the bitmaps cover (none, some levels, all), with fences added to the delta table or removed,
+    the pairs are shapely's; fences from store size to city size put them on several levels."""
+    rng = np.random.default_rng(seed)
+    fences: list[Fence] = []
+    for k in range(count + added):
+        cx, cy = rng.uniform(2.2, 2.4), rng.uniform(48.8, 48.9)
+        size = float(10.0 ** rng.uniform(-4, -1.3))
+        if rng.uniform() < 0.3:
+            fences.append(circle_fence(f"c{k}", cx, cy, size * 70_000))
+        else:
+            fences.append(polygon_fence(f"p{k}", shapely.Polygon(
+                _star_ring(rng, cx, cy, size, int(rng.integers(3, 30)), 1.0, 0.5))))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("geofence.index._MAX_OCCUPANCY_BITS", max_bits)
+        index = FenceIndex(fences[:count])
+        if added:
+            index.add(fences[count:])
+    for fence in list(index.fences)[:removed]:
+        index.remove([fence.id])
+    x = np.concatenate([rng.uniform(2.15, 2.45, 600), [f.geometry.centroid.x for f in fences], [np.nan, 2.3]])
+    y = np.concatenate([rng.uniform(48.75, 48.95, 600), [f.geometry.centroid.y for f in fences], [48.85, np.inf]])
+    assert_matches_oracle(index, x, y)
+
+
 # ------------------------------------------------------------------ accuracy
 
 ACC_TOL_REL = 2e-3
