@@ -138,6 +138,19 @@ class ServiceConfig:
     def replace(self, **changes: Any) -> ServiceConfig:
         return dataclasses.replace(self, **changes)
 
+    def engine_settings(self, **fixed: Any) -> dict[str, Any]:
+        """``engine:`` as keyword arguments of ``EngineConfig``, with ``fixed`` settings winning."""
+        return {**dict(self.engine), **fixed}
+
+    def tracker_settings(self) -> dict[str, Any]:
+        """``tracker:`` as keyword arguments of ``beacons.ProximityTracker`` (YAML lists become tuples)."""
+        return tracker_kwargs(self.tracker)
+
+
+def tracker_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Tracker settings from YAML as ``ProximityTracker`` keyword arguments (``thresholds`` a tuple)."""
+    return {k: tuple(v) if k == "thresholds" and isinstance(v, list) else v for k, v in settings.items()}
+
 
 def _settings_problems(name: str, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Check ``engine:`` (``EngineConfig``) or ``tracker:`` (``ProximityTracker``) settings by building one."""
@@ -151,12 +164,24 @@ def _settings_problems(name: str, settings: Mapping[str, Any]) -> list[tuple[str
         else:
             from beacons import ProximityTracker
 
-            ProximityTracker(None, **{k: tuple(v) if k == "thresholds" and isinstance(v, list) else v
-                                      for k, v in settings.items()})  # type: ignore[arg-type]
+            ProximityTracker(None, **tracker_kwargs(settings))  # type: ignore[arg-type]
     except TypeError as exc:
         text = str(exc)
         bad = text.split("'")[1] if "unexpected keyword argument" in text and "'" in text else None
-        return [(name, f"{name}: unknown setting {bad!r}" if bad else f"{name}: {text}")]
+        if bad is None:
+            return [(name, f"{name}: {text}")]
+        if name == "engine":
+            from proximity.engine import EngineConfig
+
+            known = [f.name for f in fields(EngineConfig) if f.name != "clock"]
+        else:
+            import inspect
+
+            from beacons import ProximityTracker
+
+            known = [p for p in inspect.signature(ProximityTracker).parameters if p != "registry"]
+        close = difflib.get_close_matches(bad, known, n=1)
+        return [(name, f"{name}: unknown setting {bad!r}" + (f"; did you mean {close[0]!r}?" if close else ""))]
     except (ValueError, KeyError) as exc:
         return [(name, f"{name}: {exc}")]
     return []

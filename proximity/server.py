@@ -657,7 +657,7 @@ class EngineHost:
 
         index = FenceIndex(self.fences)
         if self.engine is None:
-            settings = {"max_future_skew_s": self.config.max_skew_s, **dict(self.config.engine)}
+            settings = {"max_future_skew_s": self.config.max_skew_s, **self.config.engine_settings()}
             self.engine = Engine(index, store=self.store, tracker=self.tracker, rules=self.campaigns,
                                  config=EngineConfig(**settings))
             return
@@ -714,9 +714,7 @@ class EngineHost:
             from beacons import ProximityTracker
 
             self.registry = parsed
-            settings = {k: tuple(v) if k == "thresholds" and isinstance(v, list) else v
-                        for k, v in self.config.tracker.items()}
-            self.tracker = ProximityTracker(parsed, **settings)
+            self.tracker = ProximityTracker(parsed, **self.config.tracker_settings())
             self.engine.tracker = self.tracker
 
     def count(self, kind: str, parsed: Any) -> int:

@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sightings", metavar="SIGHTINGS.csv", help="ts,observer_id,key,rssi,tx_power (needs --beacons)")
     p.add_argument("--beacons", metavar="REGISTRY.yaml", help="beacon registry for --sightings")
     p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (created if needed; without it only the table is printed)")
+    p.add_argument("--config", metavar="SERVICE.yaml",
+                   help="run presence with the engine: and tracker: settings of this 'proximity serve' config "
+                        "file (the rules the service runs with; defaults: EngineConfig's)")
     p.add_argument("--slice", type=float, default=60.0, metavar="SECONDS", help="simulated clock step (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(run=run_backtest)
@@ -146,16 +149,23 @@ def run_backtest(args: argparse.Namespace) -> int:
     except CampaignFileError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    service = None
+    if args.config:
+        from proximity.config import load_config
+
+        service = load_config(args.config)  # errors (engine: and tracker: too) name file:line:col
     pings = PingBatch.from_csv(args.pings)
     tracker = sightings = None
     if args.sightings:
         from beacons import ProximityTracker, load_registry, read_sightings_csv
 
-        tracker = ProximityTracker(load_registry(Path(args.beacons)))
+        tracker = ProximityTracker(load_registry(Path(args.beacons)),
+                                   **(service.tracker_settings() if service else {}))
         sightings = read_sightings_csv(args.sightings)  # errors name file:line:col
     rules = CampaignRules(campaign_set, infos, limiter=MemoryLimiter())
     # a replay runs on the log's clock: no wall-clock skew check
-    engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(max_future_skew_s=None))
+    settings = service.engine_settings(max_future_skew_s=None) if service else {"max_future_skew_s": None}
+    engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(**settings))
     report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

@@ -125,6 +125,34 @@ def test_backtest_slices_do_not_change_what_happens(world: dict[str, Path], tmp_
     assert outs[0] == outs[1] == outs[2]
 
 
+def test_backtest_runs_the_services_presence_rules_from_its_config(world: dict[str, Path], tmp_path: Path) -> None:
+    """``--config`` takes the ``engine:`` settings of a ``proximity serve`` file: with a GPS enter waiting
+    for a confirming fix 2 minutes later, each visit's enter comes at least 120 s after the one-fix enter."""
+    service = tmp_path / "service.yaml"
+    service.write_text("port: 9000\nengine:\n  gps_enter_confirm_s: 120\n  dwell_s: 600\n")
+    for name, extra in (("plain", []), ("service", ["--config", str(service)])):
+        assert main(["campaigns", "backtest", str(world["campaigns"]), "--fences", str(FENCES), "--pings",
+                     str(world["pings"]), "--out", str(tmp_path / name), *extra]) == 0
+    enters = {name: [(e["device_id"], e["place"], e["ts"]) for e in read_jsonl(tmp_path / name / "events.jsonl")
+                     if e["kind"] == "enter"] for name in ("plain", "service")}
+    assert len(enters["plain"]) == len(enters["service"]) == 6  # four café visits, one mall, one late café
+    for (dev, place, t_plain), (dev2, place2, t_confirmed) in zip(sorted(enters["plain"]), sorted(enters["service"]),
+                                                                  strict=True):
+        assert (dev, place) == (dev2, place2) and 120 <= t_confirmed - t_plain <= 150
+
+
+def test_backtest_config_errors_name_the_place(world: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    service = tmp_path / "service.yaml"
+    service.write_text("port: 9000\nengine:\n  gps_enter_confirm: 120\n")
+    args = ["campaigns", "backtest", str(world["campaigns"]), "--fences", str(FENCES), "--pings", str(world["pings"])]
+    assert main([*args, "--config", str(service)]) == 2
+    assert (f"{service}:2:1: engine: unknown setting 'gps_enter_confirm'; did you mean 'gps_enter_confirm_s'?"
+            in capsys.readouterr().err)
+    assert main([*args, "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: No such file or directory" in capsys.readouterr().err
+
+
 def test_backtest_rejects_bad_campaigns_with_every_problem(world: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     bad = world["campaigns"].with_name("bad.yaml")
     bad.write_text(CAMPAIGNS.replace("tags: [coffee]", "tags: [cofee]").replace("dwell: 10m", "dwell: 10 min"))
