@@ -106,6 +106,7 @@ local out = {}
 for i = 2, #KEYS do
   local j = (i - 2) * 2 + 3
   local want, due = string.match(ARGV[j], '^(%d+)(.*)$')
+  want = tonumber(want)
   local value = ARGV[j + 1]
   local write = value ~= '' and value ~= '='
   local cur
@@ -116,14 +117,14 @@ for i = 2, #KEYS do
   end
   local v = 0
   if cur then v = tonumber(string.match(cur, '^(%d+)|')) or 0 end
-  if v ~= tonumber(want) and write then  -- lost the race: put the winner's state back
+  if v ~= want and write then  -- lost the race: put the winner's state back
     if cur then
       redis.call('SET', KEYS[i], cur, 'PX', ttl)
     else
       redis.call('DEL', KEYS[i])
     end
   end
-  if v == tonumber(want) then
+  if v == want then
     if value == '' and cur then
       redis.call('DEL', KEYS[i])
     end
@@ -145,13 +146,16 @@ return table.concat(out)
 
 _LOAD = """
 local sizes, values = {}, {}
-for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v then
-    sizes[i] = #v
-    values[#values + 1] = v
-  else
-    sizes[i] = 0
+for a = 1, #KEYS, 4000 do  -- MGET, 4000 keys a call at most (unpack's limit is about 8000)
+  local got = redis.call('MGET', unpack(KEYS, a, math.min(a + 3999, #KEYS)))
+  for k = 1, #got do
+    local v = got[k]
+    if v then
+      sizes[a + k - 1] = #v
+      values[#values + 1] = v
+    else
+      sizes[a + k - 1] = 0
+    end
   end
 end
 return {table.concat(sizes, ','), table.concat(values)}

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
-from proximity._redis_store import slot_tags
+from proximity._redis_store import RedisStateStore, slot_tags
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StoreUnavailable
@@ -334,6 +334,24 @@ def test_advance_in_two_engines_exits_once(open_redis: Open) -> None:
     assert sorted((e.device_id, e.kind, e.cause) for e in first) == [("d1", "exit", "debounce"),
                                                                      ("d2", "exit", "debounce")]
     assert b.advance(T0 + 100).events == []
+
+
+@pytest.mark.redis
+def test_a_chunk_larger_than_one_mget_loads_every_device(redis_url: str, redis_prefix: str) -> None:
+    """The load script reads a chunk 4000 keys per MGET: 9,000 devices in one chunk come back whole
+    (the second visit of each device exits exactly the visit its first batch entered)."""
+    n = 9_000
+    store = RedisStateStore(redis_url, prefix=redis_prefix, chunk=n)
+    memory = Engine(FenceIndex(FENCES), config=CONFIG)
+    try:
+        engine = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
+        for t, east in ((0, 0), (30, 0), (60, 250)):
+            batch = pings([(f"dev-{k:05d}", t, east if k % 3 else 500 - east) for k in range(n)])
+            got = [(e.device_id, e.kind, e.place, e.ts) for e in engine.process_pings(batch).events]
+            want = [(e.device_id, e.kind, e.place, e.ts) for e in memory.process_pings(batch).events]
+            assert got == want and len(got) == (n if t != 30 else 0)
+    finally:
+        store.close()
 
 
 @pytest.mark.redis
