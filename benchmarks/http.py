@@ -4,7 +4,8 @@
 
 Starts real ``proximity serve`` workers on loopback (memory state; with
 ``--redis``, also N workers sharing Redis) and, as the peer in the same run, a
-bare aiohttp app that only reads and ``json.loads`` the same bodies: the ratio
+bare aiohttp app that only reads and parses the same bodies (with orjson, as the
+service does): the ratio
 says what presence, fences and campaigns cost on top of receiving the JSON.
 The load generator runs in its own process: first closed-loop (as fast as the
 server answers, a few requests in flight) for the throughput, then open-loop at
@@ -100,10 +101,11 @@ def _bodies(stores: list[list[float]], n: int, seed: int = 2) -> list[bytes]:
 
 def _baseline_server(port_file: str) -> None:
     """The peer: an aiohttp app that reads and parses the body, nothing else."""
+    import orjson
     from aiohttp import web
 
     async def pings(request: web.Request) -> web.Response:
-        doc = json.loads(await request.read())
+        doc = orjson.loads(await request.read())
         return web.json_response({"accepted": len(doc["pings"])})
 
     app = web.Application(client_max_size=8 << 20)
@@ -239,11 +241,11 @@ def _measure(url: str, bodies: list[bytes], seconds: float, rate: float | None, 
 
 
 def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> dict[str, Any]:
-    """The same batches straight into the service's engine host (json.loads + engine, no HTTP)."""
+    """The same batches straight into the service's engine host (parse_json + engine, no HTTP)."""
     from proximity.config import load_config
     from proximity.metrics import ServiceMetrics
     from proximity.reload import media_type_for
-    from proximity.server import EngineHost
+    from proximity.server import EngineHost, parse_json
 
     cfg = load_config(paths["config"], fences=str(paths["fences"]), campaigns=str(paths["campaigns"]))
     host = EngineHost(cfg, ServiceMetrics())
@@ -260,7 +262,7 @@ def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> 
         nonlocal second
         if k % len(bodies) == 0:
             second = max(second + 1, int(time.time()) - 1)
-        host.process_pings(json.loads(bodies[k % len(bodies)].replace(MARK, str(second).encode()))["pings"],
+        host.process_pings(parse_json(bodies[k % len(bodies)].replace(MARK, str(second).encode()))["pings"],
                            time.time())
 
     for k in range(len(bodies)):  # warm up: every device has state
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     start_second = int(time.time()) - 5
 
-    # the peer: aiohttp + json.loads only
+    # the peer: aiohttp + orjson.loads only
     ctx = multiprocessing.get_context("spawn")
     port_file = tmp / "baseline.port"
     base = ctx.Process(target=_baseline_server, args=(str(port_file),), daemon=True)
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         thr = _measure(url, bodies, seconds, None, args.inflight, start_second, base.pid)  # type: ignore[arg-type]
         lat = _measure(url, bodies, seconds, thr["req_s"] / 2, args.inflight, thr["second"] + 1,
                        base.pid)  # type: ignore[arg-type]
-        rows.append(("aiohttp + json.loads only (peer)", 1, thr, lat))
+        rows.append(("aiohttp + orjson.loads only (peer)", 1, thr, lat))
     finally:
         _stop(base)
 
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{lat['pings_s']:10,.0f} {lat['p50_ms']:7.2f} {lat['p99_ms']:7.2f} {thr['errors'] + lat['errors']:6d}")
     print(f"{'same batches, engine host in-process':34} {1:7d} {ref['pings_s']:10,.0f} {ref['pings_s']:10,.0f} "
           f"{ref['pings_s'] / peer:8.2f} {ref['cpu_ms_per_batch']:7.2f} {BATCH / ref['cpu_ms_per_batch'] * 1000:11,.0f}"
-          "   (json.loads + engine, no HTTP)")
+          "   (parse_json + engine, no HTTP)")
     print("CPU ms: the server's own CPU time per batch of 500 during the throughput phase (all its processes);\n"
           "pings/CPU-s: what one fully used core of the server ingests. On a shared machine these move much less\n"
           "than the wall-clock columns, which depend on how many cores the neighbours leave free.")
