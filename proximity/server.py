@@ -91,9 +91,10 @@ class ApiError(Exception):
 
 
 # orjson where it writes what json.dumps(default=_json_default) would: dataclasses (which may have a
-# to_dict), datetimes and subclasses of str, int, dict and list go through _json_default as with json
+# to_dict) and datetimes go through _json_default as with json; subclasses of str, int, dict and list are
+# written as their base type by both
 _ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
-                   | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
+                   | orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def _json_bytes(data: Any) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
 import math
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proximity.server import ApiError, _json_bytes, parse_json
+from proximity.server import ApiError, _json_bytes, _json_default, parse_json
 
 scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
            | st.text(max_size=8))
@@ -84,7 +85,17 @@ def test_responses_are_what_json_dumps_writes_with_nan_as_null(doc: Any) -> None
     assert _same(json.loads(_json_bytes(doc)), clean(doc))
 
 
+class Level(enum.IntEnum):
+    NEAR = 2
+
+
+class Tag(str):
+    pass
+
+
 def test_responses_keep_the_default_conversions() -> None:
+    odd = {"level": Level.NEAR, "tag": Tag("x"), "when": dt.datetime(2026, 3, 9, tzinfo=dt.UTC), "set": {1}}
+    assert json.loads(_json_bytes(odd)) == json.loads(json.dumps(odd, default=_json_default))
     out = json.loads(_json_bytes({
         "event": WithToDict(3), "when": dt.datetime(2026, 3, 9, 8, 0, tzinfo=dt.UTC),
         "arr": np.array([1.5, np.nan]), "n": np.int64(7), "tags": ("a", "b"), 5: "int key", "big": 2**70,
