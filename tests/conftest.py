@@ -24,12 +24,45 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import settings
 
-# Machines running the tests are shared and busy: a slow example is not a failure (no timing is
-# ever asserted), so hypothesis' per-example deadline is off for every test.
-settings.register_profile("proximity", deadline=None)
-settings.load_profile("proximity")
+DISTRIBUTION = "proximity-engine"
+INSTALL = "python -m pip install -e '.[test]'"
+
+
+def _missing_requirements() -> list[str]:
+    """What the installed project needs for its tests (its own requirements and the ``test`` extra, as
+    pip recorded them) and this Python lacks; the project itself when it is not installed."""
+    import importlib.metadata as md
+    import re
+
+    try:
+        requirements = md.requires(DISTRIBUTION) or []
+    except md.PackageNotFoundError:
+        return [DISTRIBUTION]
+    missing = []
+    for req in requirements:
+        name, _, marker = req.partition(";")
+        if "extra" in marker and not re.search(r"""extra\s*==\s*["']test["']""", marker):
+            continue
+        dist = re.split(r"[\s\[<>=!~(]", name.strip(), maxsplit=1)[0]
+        try:
+            md.version(dist)
+        except md.PackageNotFoundError:
+            missing.append(dist)
+    return missing
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = _missing_requirements()
+    if missing:  # one clear line, not an error per test module (or an unknown-option error from the ini)
+        pytest.exit(f"not installed in this Python: {', '.join(missing)}. Run the README's test command: "
+                    f"{INSTALL} && python -m pytest -q", returncode=4)
+    from hypothesis import settings
+
+    # Machines running the tests are shared and busy: a slow example is not a failure (no timing is
+    # ever asserted), so hypothesis' per-example deadline is off for every test.
+    settings.register_profile("proximity", deadline=None)
+    settings.load_profile("proximity")
 
 DEFAULT_REDIS = ("127.0.0.1", 6379)
 
