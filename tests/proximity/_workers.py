@@ -13,8 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 LON0, LAT0 = 2.35, 48.85
 M_LAT = 1 / 111_320.0
@@ -37,6 +41,45 @@ def engine(redis_url: str, prefix: str) -> object:
 
     return Engine(FenceIndex(fences()), store=RedisStore(redis_url, prefix=prefix, ttl_s=3600),
                   config=EngineConfig(max_future_skew_s=None))
+
+
+def run_workers(script: Path, tmp_path: Path, redis_url: str, prefix: str, inputs: list[Any],
+                timeout_s: float = 240) -> list[Any]:
+    """Start one ``script`` process (this module's ``main`` with some ``engine``) per entry of ``inputs`` (its
+    ping batches), let them go together once all are ready, and return every event they wrote."""
+    import redis
+
+    from proximity.events import Event
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    client = redis.Redis.from_url(redis_url)
+    procs, outs = [], []
+    try:
+        for k, batches in enumerate(inputs):
+            src, out = tmp_path / f"in{k}.json", tmp_path / f"out{k}.jsonl"
+            src.write_text(json.dumps(batches))
+            outs.append(out)
+            procs.append(subprocess.Popen(
+                [sys.executable, str(script), "--redis", redis_url, "--prefix", prefix, "--input", str(src),
+                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=root))
+        deadline = time.monotonic() + 60
+        while int(client.get(f"{prefix}:ready") or 0) < len(procs):
+            assert time.monotonic() < deadline, "workers did not get ready within 60 s"
+            assert all(p.poll() is None for p in procs), "a worker died while starting"
+            time.sleep(0.01)
+        client.set(f"{prefix}:go", 1)
+        for p in procs:
+            out_text, err = p.communicate(timeout=timeout_s)
+            assert p.returncode == 0, err.decode()
+            print("worker:", out_text.decode().strip())  # compare-and-set conflicts it retried
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        client.close()
+    return [Event.from_dict(json.loads(line)) for out in outs for line in out.read_text().splitlines()]
 
 
 def main(argv: list[str] | None = None) -> int:

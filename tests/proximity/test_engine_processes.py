@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import redis
 
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
@@ -51,38 +46,7 @@ def ping_log(seed: int, devices: int = 40, minutes: int = 40) -> list[list[dict[
 
 
 def run_workers(tmp_path: Path, redis_url: str, prefix: str, inputs: list[Any]) -> list[Event]:
-    client = redis.Redis.from_url(redis_url)
-    procs, outs = [], []
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    try:
-        for k, batches in enumerate(inputs):
-            src, out = tmp_path / f"in{k}.json", tmp_path / f"out{k}.jsonl"
-            src.write_text(json.dumps(batches))
-            outs.append(out)
-            procs.append(subprocess.Popen(
-                [sys.executable, str(HERE / "_workers.py"), "--redis", redis_url, "--prefix", prefix,
-                 "--input", str(src), "--out", str(out)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT))
-        deadline = time.monotonic() + 60
-        while int(client.get(f"{prefix}:ready") or 0) < len(procs):
-            assert time.monotonic() < deadline, "workers did not get ready within 60 s"
-            assert all(p.poll() is None for p in procs), "a worker died while starting"
-            time.sleep(0.01)
-        client.set(f"{prefix}:go", 1)
-        for p in procs:
-            out_text, err = p.communicate(timeout=240)
-            assert p.returncode == 0, err.decode()
-            print("worker:", out_text.decode().strip())  # compare-and-set conflicts it retried
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        client.close()
-    events = []
-    for out in outs:
-        events.extend(Event.from_dict(json.loads(line)) for line in out.read_text().splitlines())
-    return events
+    return _workers.run_workers(HERE / "_workers.py", tmp_path, redis_url, prefix, inputs)
 
 
 def oracle(batches: list[list[dict[str, Any]]]) -> list[Event]:

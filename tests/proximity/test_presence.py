@@ -26,7 +26,6 @@ from proximity.presence import PresenceParams
 from proximity.store import MemoryStore, RedisStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _redis_cluster
 
 LON0, LAT0 = 2.35, 48.85
 M_LAT = 1 / 111_320.0
@@ -86,17 +85,6 @@ def sightings(rows: list[tuple[str, float, str, float]]) -> Any:
 
     return Sightings.from_rows([{"observer": d, "ts": T0 + t, "key": k, "rssi": rssi, "tx_power": None}
                                 for d, t, k, rssi in rows])
-
-
-@pytest.fixture(scope="session")
-def redis_cluster_url() -> Iterator[str]:
-    """A real 3-master Redis Cluster started for this test process (skipped when it cannot start)."""
-    try:
-        url = _redis_cluster.acquire()
-    except RuntimeError as exc:
-        pytest.skip(f"no Redis Cluster: {exc}")
-    yield url
-    _redis_cluster.release()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis),

@@ -9,13 +9,9 @@ the session (skipped when it cannot start).
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,12 +28,10 @@ from proximity._redis_store import RedisStateStore, slot_tags
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StoreUnavailable
-from proximity.events import Event
 from proximity.store import DeviceIds, MemoryStore, RedisStore, StateStore, open_store
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import _redis_cluster  # noqa: E402
 import _workers  # noqa: E402
 
 LON0, LAT0 = 2.35, 48.85
@@ -102,17 +96,6 @@ def test_memory_store_is_compact_and_reuses_handles() -> None:
 # -- redis ---------------------------------------------------------------------------------------
 
 Open = Callable[..., Any]  # RedisStore(**options) on the test's server, with the test's prefix
-
-
-@pytest.fixture(scope="session")
-def redis_cluster_url() -> Iterator[str]:
-    """A real 3-master Redis Cluster started for this test process (skipped when it cannot start)."""
-    try:
-        url = _redis_cluster.acquire()
-    except RuntimeError as exc:
-        pytest.skip(f"no Redis Cluster: {exc}")
-    yield url
-    _redis_cluster.release()
 
 
 @pytest.fixture(params=["one-redis", "cluster-mode", "real-cluster"])
@@ -508,34 +491,7 @@ def test_two_processes_in_cluster_mode_emit_each_event_once(tmp_path: Path, redi
     oracle = Engine(FenceIndex(_workers.fences()), store=MemoryStore(), config=CONFIG)
     expected = [e for rows in batches for e in oracle.process_pings(PingBatch.from_rows(rows)).events]
     assert len(expected) > 20
-    inputs = [batches, batches]
-    client = redis.Redis.from_url(redis_url)
-    env = {**os.environ, "PYTHONPATH": f"{HERE.parents[1]}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    procs = []
-    try:
-        for k, worker_batches in enumerate(inputs):
-            (tmp_path / f"in{k}.json").write_text(json.dumps(worker_batches))
-            procs.append(subprocess.Popen(
-                [sys.executable, str(HERE / "_cluster_worker.py"), "--redis", redis_url, "--prefix", redis_prefix,
-                 "--input", str(tmp_path / f"in{k}.json"), "--out", str(tmp_path / f"out{k}.jsonl")],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=HERE.parents[1]))
-        deadline = time.monotonic() + 60
-        while int(client.get(f"{redis_prefix}:ready") or 0) < 2:
-            assert time.monotonic() < deadline, "workers did not get ready within 60 s"
-            assert all(p.poll() is None for p in procs), "a worker died while starting"
-            time.sleep(0.01)
-        client.set(f"{redis_prefix}:go", 1)
-        for p in procs:
-            out, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err.decode()
-            print("worker:", out.decode().strip())  # compare-and-set conflicts it retried
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        client.close()
-    got = [Event.from_dict(json.loads(line)) for k in (0, 1)
-           for line in (tmp_path / f"out{k}.jsonl").read_text().splitlines()]
+    got = _workers.run_workers(HERE / "_cluster_worker.py", tmp_path, redis_url, redis_prefix, [batches, batches],
+                               timeout_s=120)
     canon = lambda evs: sorted((e.device_id, e.place, e.ts, e.kind, e.dwell_s, e.cause) for e in evs)  # noqa: E731
     assert canon(got) == canon(expected)  # nothing twice, nothing missing
