@@ -1180,7 +1180,7 @@ def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, ht
 @njit(cache=True)
 def _plan(lon, lat, acc, use_acc, nchunks, levels, cs0, meta, bits, ents1, w_order, w_lon, w_lat, w_acc, w_tile):
     """Processing order (pings grouped by tile) and the pings in it that may match something, in views of
-    the work buffers ``w_*``, chunking, and per-chunk output room."""
+    the work buffers ``w_*``; chunking; each chunk's share of the output arrays, and its count (``got``)."""
     only_occupied = not use_acc and ents1.shape[0] == 0
     good = spatial_order(lon, lat, acc, use_acc, only_occupied, levels, cs0, meta, bits, w_order, w_lon, w_lat,
                          w_acc, w_tile)
@@ -1191,7 +1191,11 @@ def _plan(lon, lat, acc, use_acc, nchunks, levels, cs0, meta, bits, ents1, w_ord
     nchunks = max(1, min(nchunks, good // 2048 + 1))
     chunk = (good + nchunks - 1) // nchunks
     cap = 4096 + 2 * chunk
-    return order, slon, slat, sacc, nchunks, chunk, cap
+    out_p = np.empty(nchunks * cap, dtype=np.int64)
+    out_s = np.empty(nchunks * cap, dtype=np.int64)
+    out_c = np.empty(nchunks * cap, dtype=np.int8)
+    got = np.zeros(nchunks, dtype=np.int64)
+    return order, slon, slat, sacc, nchunks, chunk, cap, out_p, out_s, out_c, got
 
 
 @njit(cache=True)
@@ -1268,12 +1272,8 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
     ``w_*`` are work buffers, overwritten: ``w_order``, ``w_lon``, ``w_lat``, ``w_tile`` (int32) at
     least as long as ``lon``, ``w_acc`` too when ``use_acc``, ``w_counts`` one longer.
     """
-    order, slon, slat, sacc, nchunks, chunk, cap = _plan(lon, lat, acc, use_acc, 1, levels, cs0, meta, bits, ents1,
-                                                         w_order, w_lon, w_lat, w_acc, w_tile)
-    out_p = np.empty(nchunks * cap, dtype=np.int64)
-    out_s = np.empty(nchunks * cap, dtype=np.int64)
-    out_c = np.empty(nchunks * cap, dtype=np.int8)
-    got = np.zeros(nchunks, dtype=np.int64)
+    order, slon, slat, sacc, nchunks, chunk, cap, out_p, out_s, out_c, got = _plan(
+        lon, lat, acc, use_acc, 1, levels, cs0, meta, bits, ents1, w_order, w_lon, w_lat, w_acc, w_tile)
     for c in range(nchunks):
         got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
                             htab0, ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c)
@@ -1285,12 +1285,8 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
 def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs,
                    seg, w_order, w_lon, w_lat, w_acc, w_tile, w_counts, nchunks):
     """:func:`match` with the chunks spread over numba's threads (one parallel region)."""
-    order, slon, slat, sacc, nchunks, chunk, cap = _plan(lon, lat, acc, use_acc, nchunks, levels, cs0, meta, bits,
-                                                         ents1, w_order, w_lon, w_lat, w_acc, w_tile)
-    out_p = np.empty(nchunks * cap, dtype=np.int64)
-    out_s = np.empty(nchunks * cap, dtype=np.int64)
-    out_c = np.empty(nchunks * cap, dtype=np.int8)
-    got = np.zeros(nchunks, dtype=np.int64)
+    order, slon, slat, sacc, nchunks, chunk, cap, out_p, out_s, out_c, got = _plan(
+        lon, lat, acc, use_acc, nchunks, levels, cs0, meta, bits, ents1, w_order, w_lon, w_lat, w_acc, w_tile)
     for c in prange(nchunks):
         got[c] = _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits,
                             htab0, ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c)
