@@ -12,6 +12,9 @@ Adapters for shared state: :class:`RedisLimiter`, :class:`RedisOutbox`.
 Dispatch: :mod:`campaigns.dispatch`. Replay of logs: :mod:`campaigns.backtest`.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from campaigns.decider import CampaignRules, Decision, Verdict
 from campaigns.errors import CampaignError, CampaignFileError, DeliveryError
 from campaigns.limiter import CapCheck, Grant, Limiter, MemoryLimiter
@@ -33,9 +36,21 @@ from campaigns.model import (
 )
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, MemoryOutbox, Outbox, OutboxEntry
-from campaigns.redis_limiter import RedisLimiter
-from campaigns.redis_outbox import RedisOutbox
 from campaigns.schema import json_schema
+
+if TYPE_CHECKING:
+    from campaigns.redis_limiter import RedisLimiter
+    from campaigns.redis_outbox import RedisOutbox
+
+# the Redis adapters are imported when first used: ``import campaigns`` does not load redis
+_LAZY = {"RedisLimiter": "campaigns.redis_limiter", "RedisOutbox": "campaigns.redis_outbox"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'campaigns' has no attribute {name!r}")
+
 
 __all__ = [
     "Audience",

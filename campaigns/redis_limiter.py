@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from campaigns.limiter import CapCheck, Grant, trim_before
+from proxbase.errors import unavailable_on
 
 _ACQUIRE = """
 local now = ARGV[1]
@@ -70,6 +71,10 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
+# a Redis server away is StoreUnavailable (the service answers 503 + Retry-After)
+_away = unavailable_on((redis.ConnectionError, redis.TimeoutError), "Redis caps")
+
+
 class RedisLimiter:
     """Caps shared by every worker through Redis (see the module docstring for keys and atomicity)."""
 
@@ -91,6 +96,7 @@ class RedisLimiter:
         code, used = self._script(keys=[self.key(c) for c in checks], args=args)
         return int(code), int(used)
 
+    @_away
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
         if not checks:
             return Grant(True)
@@ -120,15 +126,18 @@ class RedisLimiter:
             return Grant(True, duplicate=True)
         return Grant(False, blocked_by=checks[code - 1].label, used=used)
 
+    @_away
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for c in checks:
             pipe.zrem(self.key(c), token)
         pipe.execute()
 
+    @_away
     def usage(self, check: CapCheck, now: float) -> int:
         return int(self.client.zcount(self.key(check), _num(check.since), "+inf"))
 
+    @_away
     def forget(self, device_id: str) -> None:
         """Erase a device's counters (its keys share the ``{device}`` tag)."""
         keys = list(self.client.scan_iter(match=f"{self.prefix}:cap:{{{device_id}}}:*", count=500))

@@ -26,6 +26,7 @@ import redis
 
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, OutboxEntry
+from proxbase.errors import unavailable_on
 
 GROUP = "dispatch"
 
@@ -59,9 +60,14 @@ return 1
 """
 
 
+# a Redis server away is StoreUnavailable (the service answers 503 + Retry-After)
+_away = unavailable_on((redis.ConnectionError, redis.TimeoutError), "Redis outbox")
+
+
 class RedisOutbox:
     """A durable outbox shared by every worker (see the module docstring)."""
 
+    @_away
     def __init__(
         self,
         client: Any,
@@ -87,12 +93,14 @@ class RedisOutbox:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    @_away
     def put(self, offer: Offer) -> bool:
         body = json.dumps(offer.to_dict(), separators=(",", ":"), sort_keys=True)
         after = "" if offer.deliver_after is None else repr(float(offer.deliver_after))
         keys = [self.stream, self.held, f"{self._base}:id:{offer.offer_id}"]
         return bool(self._put(keys=keys, args=[body, after, self.dedup_ttl_s]))
 
+    @_away
     def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
         t = self.clock() if now is None else now
         self._promote(keys=[self.stream, self.held], args=[repr(float(t)), 1000])
@@ -110,10 +118,12 @@ class RedisOutbox:
                         out.append(OutboxEntry(_s(entry_id), _offer(fields), 1))
         return out
 
+    @_away
     def ack(self, entry: OutboxEntry) -> bool:
         keys = [self.stream, f"{self._base}:done:{entry.offer.offer_id}"]
         return bool(self._ack(keys=keys, args=[entry.entry_id, self.dedup_ttl_s, GROUP]))
 
+    @_away
     def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
         body = json.dumps(entry.offer.to_dict(), separators=(",", ":"), sort_keys=True)
         pipe = self.client.pipeline(transaction=True)
@@ -122,6 +132,7 @@ class RedisOutbox:
         pipe.xdel(self.stream, entry.entry_id)
         pipe.execute()
 
+    @_away
     def dead_letters(self) -> list[DeadLetter]:
         entries: Any = self.client.xrange(self.dead_stream)
         return [
@@ -129,9 +140,11 @@ class RedisOutbox:
             for _id, f in entries
         ]
 
+    @_away
     def is_delivered(self, offer_id: str) -> bool:
         return bool(self.client.exists(f"{self._base}:done:{offer_id}"))
 
+    @_away
     def pending(self) -> int:
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(self.stream)
