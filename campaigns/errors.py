@@ -75,4 +75,19 @@ class DeliveryError(Exception):
         self.attempts = attempts
 
 
-__all__ = ["CampaignError", "CampaignFileError", "DeliveryError"]
+class StoreUnavailable(ConnectionError):
+    """The shared store (Redis, or a Redis Cluster slot without a master) cannot be reached. The call
+    that raised it may or may not have reached Redis; retrying it with the same arguments after
+    ``retry_after_s`` is safe (caps and the outbox are idempotent per offer id).
+
+    A :class:`ConnectionError`, so a caller that maps lost connections to "503, retry" needs no special
+    case; the message names the dependency and the reason, never the server's address.
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+__all__ = ["CampaignError", "CampaignFileError", "DeliveryError", "StoreUnavailable"]
