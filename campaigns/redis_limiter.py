@@ -148,9 +148,10 @@ class RedisLimiter(_Caps):
     Redis runs the cluster protocol there (tests, and a single Redis that will become a cluster).
     """
 
-    def __init__(self, client: Any, prefix: str = "proximity", *, cluster: bool | None = None) -> None:
+    def __init__(self, client: Any, prefix: str = "proximity", *, cluster: bool | None = None,
+                 timeout_s: float = 5.0) -> None:
         self._own = isinstance(client, str)
-        self.client = _redis.connect(client) if isinstance(client, str) else client
+        self.client = _redis.connect(client, timeout_s=timeout_s) if isinstance(client, str) else client
         on_cluster = _redis.is_cluster(self.client)
         if cluster is False and on_cluster:
             raise ValueError("a Redis Cluster client needs RedisLimiter(..., cluster=True) (or cluster=None)")

@@ -206,7 +206,7 @@ class RedisOutbox(_Shards):
 
     ``client``: a URL (a cluster node's URL gives a cluster client), a ``redis.Redis`` or a
     ``redis.cluster.RedisCluster``. Every Redis failure is raised as
-    :class:`campaigns.errors.StoreUnavailable`.
+    :class:`campaigns.errors.StoreUnavailable`; ``timeout_s`` bounds each call on a client made from a URL.
     """
 
     def __init__(
@@ -218,9 +218,10 @@ class RedisOutbox(_Shards):
         claim_idle_s: float = 30.0,
         dedup_ttl_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
+        timeout_s: float = 5.0,
     ) -> None:
         self._own = isinstance(client, str)
-        self.client = _redis.connect(client) if isinstance(client, str) else client
+        self.client = _redis.connect(client, timeout_s=timeout_s) if isinstance(client, str) else client
         self._setup(prefix, shards, _redis.is_cluster(self.client), claim_idle_s, dedup_ttl_s, clock)
         self._scripts = {name: self.client.register_script(src) for name, src in
                          (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
@@ -329,8 +330,11 @@ class AsyncRedisOutbox(_Shards):
                          (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
 
     @classmethod
-    async def connect(cls, url: str, prefix: str = "proximity", **kw: Any) -> AsyncRedisOutbox:
-        box = cls(await _redis.connect_async(url), prefix, **kw)
+    async def connect(cls, url: str, prefix: str = "proximity", *, timeout_s: float = 5.0,
+                      **kw: Any) -> AsyncRedisOutbox:
+        """An outbox on ``url`` (a cluster node's URL gives a cluster client); ``timeout_s`` bounds every
+        Redis call (a black-holed Redis raises :class:`~campaigns.errors.StoreUnavailable` after it)."""
+        box = cls(await _redis.connect_async(url, timeout_s=timeout_s), prefix, **kw)
         box._own = True
         try:
             await box.setup()

@@ -34,6 +34,7 @@ from campaigns.errors import DeliveryError
 from campaigns.outbox import MemoryOutbox, OutboxEntry
 
 log = logging.getLogger(__name__)
+Key = tuple[int, str]  # (shard, entry id): one outbox entry
 
 
 class DeliveryWorker:
@@ -95,40 +96,48 @@ class DeliveryWorker:
         else:
             report.duplicate_acks += 1
 
-    async def _one(self, entry: OutboxEntry, sem: asyncio.Semaphore, lost: set[str],
-                   started: set[str], report: DeliveryReport) -> None:
+    async def _one(self, entry: OutboxEntry, sem: asyncio.Semaphore, lost: set[Key],
+                   started: set[Key], finished: set[Key], report: DeliveryReport) -> None:
         async with sem:
-            if entry.entry_id in lost:
+            key = (entry.shard, entry.entry_id)
+            if key in lost:
                 report.lost_leases += 1
                 return
-            started.add(entry.entry_id)
+            started.add(key)
             try:
-                attempts = await self.dispatcher.deliver(entry.offer)
-            except DeliveryError as exc:
-                report.dead += 1
-                report.attempts += exc.attempts
-                try:
-                    await self._call("dead", entry, str(exc), exc.attempts)
-                except Exception:
-                    log.exception("offer %s: could not move it to dead letters; it stays claimed",
-                                  entry.offer.offer_id)
-                return
-            except Exception:
-                # Not a delivery outcome (a bug, a crash of the target's client): leave the entry
-                # claimed; after the outbox's claim_idle_s it is delivered again (same offer id).
-                log.exception("delivering offer %s failed; it stays in the outbox", entry.offer.offer_id)
-                report.errors += 1
-                return
-            report.attempts += attempts
-            self._delivered(entry.offer.offer_id)
-            await self._ack(entry, report)
+                await self._deliver(entry, report)
+            finally:
+                finished.add(key)
 
-    async def _heartbeat(self, entries: list[OutboxEntry], lost: set[str], started: set[str]) -> None:
+    async def _deliver(self, entry: OutboxEntry, report: DeliveryReport) -> None:
+        try:
+            attempts = await self.dispatcher.deliver(entry.offer)
+        except DeliveryError as exc:
+            report.dead += 1
+            report.attempts += exc.attempts
+            try:
+                await self._call("dead", entry, str(exc), exc.attempts)
+            except Exception:
+                log.exception("offer %s: could not move it to dead letters; it stays claimed",
+                              entry.offer.offer_id)
+            return
+        except Exception:
+            # Not a delivery outcome (a bug, a crash of the target's client): leave the entry
+            # claimed; after the outbox's claim_idle_s it is delivered again (same offer id).
+            log.exception("delivering offer %s failed; it stays in the outbox", entry.offer.offer_id)
+            report.errors += 1
+            return
+        report.attempts += attempts
+        self._delivered(entry.offer.offer_id)
+        await self._ack(entry, report)
+
+    async def _heartbeat(self, entries: list[OutboxEntry], lost: set[Key], started: set[Key],
+                         finished: set[Key]) -> None:
         """Renew the leases of ``entries`` until cancelled; record the ones lost."""
         idle = float(getattr(self.outbox, "claim_idle_s", 30.0))
         while True:
             await asyncio.sleep(max(0.05, idle / 3))
-            live = [e for e in entries if e.entry_id not in lost]
+            live = [e for e in entries if (e.shard, e.entry_id) not in lost | finished]
             if not live or not hasattr(self.outbox, "renew"):
                 return
             try:
@@ -137,9 +146,10 @@ class DeliveryWorker:
                 log.warning("renewing %d offer claims failed: %s", len(live), exc)
                 continue
             for e, ok in zip(live, held, strict=True):
-                if not ok:
-                    lost.add(e.entry_id)
-                    if e.entry_id in started:
+                key = (e.shard, e.entry_id)
+                if not ok and key not in finished:  # (an ack may have landed while the renew ran)
+                    lost.add(key)
+                    if key in started:
                         log.warning("offer %s: lease lost while it was being delivered", e.offer.offer_id)
 
     async def run_once(self, now: float | None = None) -> DeliveryReport:
@@ -161,11 +171,12 @@ class DeliveryWorker:
             else:
                 fresh.append(e)
         sem = asyncio.Semaphore(self.concurrency)
-        lost: set[str] = set()
-        started: set[str] = set()
-        beat = asyncio.create_task(self._heartbeat(fresh, lost, started))
+        lost: set[Key] = set()
+        started: set[Key] = set()
+        finished: set[Key] = set()
+        beat = asyncio.create_task(self._heartbeat(fresh, lost, started, finished))
         try:
-            await asyncio.gather(*(self._one(e, sem, lost, started, report) for e in fresh))
+            await asyncio.gather(*(self._one(e, sem, lost, started, finished, report) for e in fresh))
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
