@@ -5,7 +5,7 @@ exclusive ``flock`` on it, first reads what the others appended since this proce
 and skips an offer whose id is already in the file. The ids are kept in a bounded set (the last
 ``remember`` ids, seeded from the file's tail when the sink opens it), far more than the offers that
 can be redelivered within an outbox's claim time. A rotated or truncated file is read again from
-its start. On a system without ``fcntl`` only this process's own lines are deduplicated.
+its start (ids seen before stay remembered). On a system without ``fcntl`` only this process's own lines are deduplicated.
 """
 
 from __future__ import annotations
