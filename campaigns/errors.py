@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proxbase.errors import ValidationError, location
+from proxbase.errors import StoreUnavailable, ValidationError, location
 
 
 class CampaignError(ValidationError):
@@ -54,4 +54,4 @@ class DeliveryError(Exception):
         self.attempts = attempts
 
 
-__all__ = ["CampaignError", "CampaignFileError", "DeliveryError"]
+__all__ = ["CampaignError", "CampaignFileError", "DeliveryError", "StoreUnavailable"]

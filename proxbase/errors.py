@@ -77,11 +77,15 @@ class StateError(ProximityError):
     """A state store refused or could not apply an update."""
 
 
-class StoreUnavailable(StateError):
-    """A shared store (Redis) cannot be reached; nothing was applied, the caller should retry later."""
+class StoreUnavailable(StateError, ConnectionError):
+    """A shared store (Redis, or a Redis Cluster slot without a master) cannot be reached; the caller
+    should retry after ``retry_after_s``. Also a :class:`ConnectionError`, so code that maps lost
+    connections to "retry later" needs no special case. Its message names the dependency and the
+    reason, never the server's address."""
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
+        self.message = message
         self.retry_after_s = retry_after_s
 
 
