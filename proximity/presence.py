@@ -43,14 +43,14 @@ store hands it its whole table, the Redis store the devices it loaded.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from proximity import _kernels as K
-from proximity.events import Event, EventKind, ProximityClass, Source, place_key
+from proximity.events import Event, EventKind, ProximityClass, Source
 
 KINDS: tuple[EventKind, ...] = ("enter", "dwell", "exit")
 SOURCES: dict[int, Source] = {1: "gps", 2: "beacon", 3: "fused"}
@@ -504,10 +504,6 @@ def to_events(
     return [out[i] for i in order]
 
 
-def place_keys_for(fence_ids: Iterable[str], zones: Iterable[str | None]) -> list[str]:
-    return [place_key(f, z) for f, z in zip(fence_ids, zones, strict=True)]
-
-
 def thresholds_for(key: str, own: float, extra: Mapping[str, Sequence[float]]) -> list[float]:
     """The distinct dwell thresholds of a place: its own plus the rules' for it, its fence and ``"*"``."""
     fence = key.partition("#")[0]
@@ -540,7 +536,6 @@ __all__ = [
     "advance_state",
     "apply_evidence",
     "next_due",
-    "place_keys_for",
     "sort_evidence",
     "thresholds_for",
     "to_events",

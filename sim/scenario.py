@@ -29,6 +29,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from sim.errors import SimError
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+#: The bundled default scenario (``sim/scenarios/default.yaml``).
 DEFAULT_SCENARIO = SCENARIO_DIR / "default.yaml"
 
 
