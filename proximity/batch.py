@@ -63,7 +63,7 @@ def _ping_from_row(r: Any) -> tuple[str, float, float, float, float, float, int,
         except ValueError as exc:
             text = str(exc)
             raise _FieldError(name, text if text.startswith(name) else f"{name}: {text}") from None
-    return tuple(vals)  # type: ignore[return-value]
+    return tuple(vals)
 
 
 def _required(name: str, parse: Any) -> Any:

@@ -206,7 +206,7 @@ def _limit_kernel_threads(n: int) -> None:
         import numba
     except ImportError:  # pragma: no cover  (numba is a dependency of geofence)
         return
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(n, int(numba.config.NUMBA_NUM_THREADS))))
 
 
 def _by_row(*groups: Sequence[ValidationError]) -> list[ValidationError]:
