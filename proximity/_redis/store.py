@@ -50,8 +50,8 @@ import numpy as np
 import redis as redis_lib
 from redis.crc import key_slot
 
-from proximity._redis import cluster as C
-from proximity._redis import codec
+import proximity._redis.cluster as C
+import proximity._redis.codec as codec
 from proximity._redis.scripts import (
     DROP,
     LOAD_SCRIPT,
