@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 
-from campaigns import _redis
+import campaigns._redis as _redis
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, OutboxEntry
 
