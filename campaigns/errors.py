@@ -1,43 +1,22 @@
 """Errors of the campaigns package.
 
-``campaigns`` is usable on its own, so it does not import ``proximity.errors``;
-its errors carry the same location attributes (``message, source, line, col,
-field, row``) so ``proximity.errors.describe`` renders them as
-``file:line:col: message`` like every other error of the project.
+Campaign errors subclass the project's one located error (:class:`proxbase.ValidationError`:
+``message, source, line, col, field, row``), so they render as ``file:line:col: message`` like
+every other error of the project.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from proxbase.errors import StoreUnavailable, ValidationError, location
 
-class CampaignError(ValueError):
-    """One problem in a campaign file (or in a value handed to the campaigns package)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        line: int | None = None,
-        col: int | None = None,
-        field: str | None = None,
-        row: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.source = source
-        self.line = line
-        self.col = col
-        self.field = field
-        self.row = row
+class CampaignError(ValidationError):
+    """One problem in a campaign file (or in a value handed to the campaigns package), with where it is."""
 
     def where(self) -> str:
-        return ":".join(str(p) for p in (self.source, self.line, self.col) if p is not None)
-
-    def __str__(self) -> str:
-        where = self.where()
-        return f"{where}: {self.message}" if where else self.message
+        return location(self)
 
 
 class CampaignFileError(CampaignError):
@@ -73,21 +52,6 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.attempts = attempts
-
-
-class StoreUnavailable(ConnectionError):
-    """The shared store (Redis, or a Redis Cluster slot without a master) cannot be reached. The call
-    that raised it may or may not have reached Redis; retrying it with the same arguments after
-    ``retry_after_s`` is safe (caps and the outbox are idempotent per offer id).
-
-    A :class:`ConnectionError`, so a caller that maps lost connections to "503, retry" needs no special
-    case; the message names the dependency and the reason, never the server's address.
-    """
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after_s = retry_after_s
 
 
 __all__ = ["CampaignError", "CampaignFileError", "DeliveryError", "StoreUnavailable"]
