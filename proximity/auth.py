@@ -9,8 +9,10 @@ environment variable holds one line per key::
     ops:admin,sdk,gateway:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
 
 In the environment variable, lines may also be separated by ``;``. Scopes are
-``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``) and ``admin``
-(everything else under ``/v1``). ``proximity serve --new-key NAME:SCOPES``
+``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``), ``admin``
+(everything else under ``/v1``) and ``read`` (what ``admin`` may read, never
+change: the ``GET`` admin routes, the live feed and the console's data; an
+``admin`` key has it too). ``proximity serve --new-key NAME:SCOPES``
 prints a fresh key and the line to add.
 
 A presented key is hashed with SHA-256 and compared against every stored hash
@@ -35,7 +37,7 @@ from typing import Any
 
 from proximity.errors import ValidationError
 
-SCOPES: tuple[str, ...] = ("admin", "gateway", "sdk")
+SCOPES: tuple[str, ...] = ("admin", "gateway", "read", "sdk")
 ENV_VAR = "PROXIMITY_API_KEYS"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -60,7 +62,8 @@ class ApiKey:
     digest: bytes
 
     def allows(self, scope: str) -> bool:
-        return scope in self.scopes
+        """``read`` is part of ``admin``: an admin key may read what a read-only key may."""
+        return scope in self.scopes or (scope == "read" and "admin" in self.scopes)
 
     def line(self) -> str:
         return f"{self.name}:{','.join(sorted(self.scopes))}:{self.digest.hex()}"

@@ -14,15 +14,19 @@ method   path                            scope     what
 =======  ==============================  ========  ==========================================
 POST     /v1/pings                       sdk       a batch of location pings
 POST     /v1/scans                       gateway   a batch of BLE sightings from a gateway
-GET/PUT  /v1/fences                      admin     GeoJSON fences (validated, then replaced)
-GET/PUT  /v1/campaigns                   admin     campaign YAML (or JSON)
-GET/PUT  /v1/beacons                     admin     beacon registry YAML
-GET      /v1/devices/{id}                admin     a device's presence state
+GET      /v1/fences                      read      GeoJSON fences in force
+PUT      /v1/fences                      admin     GeoJSON fences (validated, then replaced)
+GET/PUT  /v1/campaigns                   read/adm  campaign YAML (or JSON)
+GET/PUT  /v1/beacons                     read/adm  beacon registry YAML
+GET      /v1/devices/{id}                read      a device's presence state
 DELETE   /v1/devices/{id}                admin     erase a device everywhere
 POST     /v1/devices/{id}/opt-out        admin     opt a device out of (or back into) offers
 POST     /v1/advance                     admin     time passes to ``now``: due exits (replays)
-GET      /v1/events                      admin     WebSocket live feed (filters: kind, fence,
-                                                   campaign, device)
+GET      /v1/events                      read      WebSocket live feed (filters: kind, fence,
+                                                   campaign, device); the key in a header or,
+                                                   from a browser, as the subprotocol
+                                                   ``proximity.key.<base64url of the key>``
+(console) /console, /v1/console/...      see       :mod:`proximity.service.console`
 GET      /metrics, /healthz, /readyz,    none
          /openapi.json
 =======  ==============================  ========  ==========================================
@@ -65,6 +69,7 @@ from proximity.errors import StoreUnavailable, ValidationError, as_json, describ
 from proximity.metrics import CONTENT_TYPE, ServiceMetrics
 from proximity.openapi import openapi_spec
 from proximity.reload import KINDS, ConfigChannel, ConfigDoc, MemoryChannel, RedisChannel, Reloader
+from proximity.service.console import FEED_SUBPROTOCOL, key_of_subprotocol, register_console
 
 log = logging.getLogger("proximity.server")
 
@@ -336,7 +341,7 @@ class FeedFilter:
     campaigns: frozenset[str] = frozenset()
     devices: frozenset[str] = frozenset()
 
-    KINDS = frozenset({"enter", "dwell", "exit", "offer"})
+    KINDS = frozenset({"enter", "dwell", "exit", "offer", "positions"})
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> FeedFilter:
@@ -344,19 +349,25 @@ class FeedFilter:
             values = [v for raw in query.getall(name, []) for v in raw.split(",")]  # type: ignore[attr-defined]
             return frozenset(v.strip() for v in values if v.strip())
 
-        known = {"kind", "fence", "campaign", "device", "key"}
+        known = {"kind", "fence", "campaign", "device"}
         for name in query:
+            if name == "key":
+                raise ApiError(400, "the key is never taken from the URL (logs keep URLs): send X-API-Key, or from "
+                                    "a browser the subprotocol proximity.key.<base64url of the key>", field="key",
+                               reason="key_in_url")
             if name not in known:
                 raise ApiError(400, f"unknown filter {name!r}; filters are kind, fence, campaign, device",
                                field=name, reason="bad_filter")
         kinds = split("kind")
         bad = sorted(kinds - cls.KINDS)
         if bad:
-            raise ApiError(400, f"unknown kind {bad[0]!r}; kinds are dwell, enter, exit, offer", field="kind",
+            raise ApiError(400, f"unknown kind {bad[0]!r}; kinds are dwell, enter, exit, offer, positions", field="kind",
                            reason="bad_filter")
         return cls(kinds, split("fence"), split("campaign"), split("device"))
 
     def accepts(self, msg: Mapping[str, Any]) -> bool:
+        if msg.get("type") == "positions":  # devices' latest positions (the console's map): only on request
+            return "positions" in self.kinds
         is_offer = msg.get("type") == "offer"
         kind = "offer" if is_offer else msg.get("kind")
         if self.kinds and kind not in self.kinds:
@@ -482,7 +493,10 @@ def requires(scope: str | None) -> Callable[[Handler], Handler]:
     return mark
 
 
-def presented_key(request: web.Request, *, allow_query: bool = False) -> str | None:
+def presented_key(request: web.Request) -> str | None:
+    """The key of ``X-API-Key``, ``Authorization: Bearer``, or (browsers cannot set headers on a
+    WebSocket) the ``Sec-WebSocket-Protocol`` token ``proximity.key.<base64url of the key>``; never
+    the URL, which proxies and access logs keep."""
     key = request.headers.get("X-API-Key")
     if key:
         return key.strip()
@@ -490,9 +504,7 @@ def presented_key(request: web.Request, *, allow_query: bool = False) -> str | N
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    if allow_query:
-        return request.query.get("key") or None
-    return None
+    return key_of_subprotocol(request.headers.get("Sec-WebSocket-Protocol", ""))
 
 
 def _route_name(request: web.Request) -> str:
@@ -586,7 +598,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scope is None:
         return await handler(request)
     svc = _service(request)
-    key = svc.keys.authenticate(presented_key(request, allow_query=request.path == "/v1/events"))
+    key = svc.keys.authenticate(presented_key(request))
     if key is None:
         raise ApiError(401, "an API key is required: send X-API-Key: KEY or Authorization: Bearer KEY",
                        field="X-API-Key", reason="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
@@ -628,6 +640,10 @@ class EngineHost:
         self.tracker: Any = None
         self.engine: Any = None
         self._redis: Any = None
+        #: called on the engine thread with each campaign Decision / each accepted ScanBatch (the console)
+        self.decision_listeners: list[Callable[[Any], None]] = []
+        self.ping_listeners: list[Callable[[Any], None]] = []
+        self.scan_listeners: list[Callable[[Any, Any], None]] = []
         self.store = self._make_store()
         self.limiter, self.outbox = self._make_caps()
         self._rebuild()
@@ -671,6 +687,8 @@ class EngineHost:
         for verdict in getattr(decision, "verdicts", ()):
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+        for listener in self.decision_listeners:
+            listener(decision)
 
     def _rebuild(self) -> None:
         from geofence import FenceIndex
@@ -758,6 +776,8 @@ class EngineHost:
         if not len(batch):
             return None, 0, errors
         result = self.engine.process_pings(batch)
+        for listener in self.ping_listeners:
+            listener(batch)
         refused = list(getattr(result, "rejected", ()) or ())
         if refused:
             good_rows = _good_rows(len(rows), errors)
@@ -785,6 +805,8 @@ class EngineHost:
                     "gateway clock", source="<request body>", field="ts", row=i)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
+        for listener in self.scan_listeners:
+            listener(scan, doc)
         if not n:
             return None, 0, errors
         return self.engine.process_sightings(sightings), n, errors
@@ -916,6 +938,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._sockets: set[web.WebSocketResponse] = set()
         self._delivery: Any = None
+        self.offer_listeners: list[Callable[[Mapping[str, Any]], None]] = []
 
     async def _apply(self, doc: ConfigDoc, parsed: Any) -> None:
         await self.host.run(self.host.apply, doc.kind, parsed)
@@ -1005,7 +1028,10 @@ class Service:
         await self.bus.publish([{"type": "event", **e.to_dict()} for e in events])
 
     async def _feed_offer(self, offer: Any) -> None:
-        await self.bus.publish([{"type": "offer", **offer_dict(offer)}])
+        message = {"type": "offer", **offer_dict(offer)}
+        for listener in self.offer_listeners:  # delivered offers (the console counts them per campaign)
+            listener(message)
+        await self.bus.publish([message])
 
     async def _deliver_once(self) -> int:
         from campaigns.dispatch import DeliveryWorker
@@ -1220,7 +1246,7 @@ async def post_scans(request: web.Request) -> web.Response:
 
 
 def _config_handlers(kind: str) -> tuple[Handler, Handler]:
-    @requires("admin")
+    @requires("read")
     async def get_config(request: web.Request) -> web.Response:
         svc = _service(request)
         doc = svc.reloader.loaded.get(kind)
@@ -1271,7 +1297,7 @@ def _device_id(request: web.Request) -> str:
     return device_id
 
 
-@requires("admin")
+@requires("read")
 async def get_device(request: web.Request) -> web.Response:
     svc = _service(request)
     device_id = _device_id(request)
@@ -1324,11 +1350,11 @@ async def post_advance(request: web.Request) -> web.Response:
     return json_response({"now": now, "devices": per_device(result), "stats": _stats(result)})
 
 
-@requires("admin")
+@requires("read")
 async def live_feed(request: web.Request) -> web.StreamResponse:
     svc = _service(request)
     filt = FeedFilter.from_query(request.query)
-    ws = web.WebSocketResponse(heartbeat=30.0)
+    ws = web.WebSocketResponse(heartbeat=30.0, protocols=(FEED_SUBPROTOCOL,))
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "this route is a WebSocket: connect with a WebSocket client", field="Upgrade",
                        reason="not_websocket")
@@ -1429,6 +1455,7 @@ def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = No
     app[APP_STATE] = svc
     for method, path, handler in routes():
         app.router.add_route(method, path, handler, name=handler.__name__)
+    register_console(app, svc)
 
     async def on_startup(app: web.Application) -> None:
         await svc.start()
