@@ -33,6 +33,7 @@ import base64
 import binascii
 import contextlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -200,7 +201,13 @@ async def console_campaigns(request: web.Request) -> web.Response:
                                 "tags": sorted(trig.tags) if trig.tags is not None else None,
                                 "zones": sorted(trig.zones) if trig.zones is not None else None},
                     **counts[c.id]})
-    return _json({"campaigns": out, "outbox_pending": pending, "worker_view": True, "now": time.time()})
+    reports = any(_REPORT_ROUTE.match(r.canonical) for r in request.app.router.resources())
+    return _json({"campaigns": out, "outbox_pending": pending, "worker_view": True, "now": time.time(),
+                  "reports": reports})
+
+
+# conversions and lift per campaign, once the service has campaign reports (the page asks only then)
+_REPORT_ROUTE = re.compile(r"^/v1/campaigns/\{[^}/]+\}/report$")
 
 
 @_scope("read")

@@ -198,6 +198,29 @@ class LiveFleet:
                     if h.tlm_ts is None or ts >= h.tlm_ts:
                         h.tlm_ts, h.battery_mv, h.temperature_c = ts, f.battery_mv, f.temperature_c
 
+    def observe_record(self, rec: Any, *, ts: float | None = None) -> None:
+        """One advertisement of a capture (``beacons.CaptureRecord``), heard at ``ts`` (default its own)."""
+        when = rec.ts if ts is None else ts
+        try:
+            frames = rec.frames()
+        except ValueError:
+            return
+        keys = [f.key for f in frames if f.key is not None]
+        if keys:
+            self.observe(np.array(keys, dtype=object), np.array([rec.gateway_id or rec.address] * len(keys), dtype=object),
+                         np.full(len(keys), float(rec.rssi)), np.full(len(keys), float(when)))
+            with self._lock:
+                self._identity[rec.address] = keys[-1]
+        with self._lock:
+            key = self._identity.get(rec.address)
+            for f in frames:
+                if isinstance(f, EddystoneTLM) and key is not None:
+                    h = self._keys.setdefault(key, _Heard())
+                    if h.tlm_ts is None or when >= h.tlm_ts:
+                        h.tlm_ts, h.battery_mv, h.temperature_c = when, f.battery_mv, f.temperature_c
+        if rec.gateway_id:
+            self.heartbeat(rec.gateway_id, when)
+
     def heartbeat(self, gateway_id: str, ts: float) -> None:
         with self._lock:
             self._gateways[gateway_id] = max(self._gateways.get(gateway_id, ts), ts)

@@ -8,6 +8,9 @@ no timestamp is in the future), and processed on the engine thread like any
 batch: presence, campaigns, offers, the live feed, the console's counters. At the
 end of the day it starts again.
 
+The gateways' ``capture.jsonl`` (beacon identities and Eddystone telemetry, 20
+minutes) loops on its own at the same speed into the console's fleet page.
+
 Presence timings (debounce, dwell) stay in wall-clock seconds: at SPEED 20 a
 40-minute visit lasts two minutes, so it still fires its 2-minute dwell, and a
 10-minute one does not.
@@ -48,6 +51,11 @@ class DemoReplay:
         self.t0 = float(min(starts))
         self.span = float(max(ends)) - self.t0 + GAP_S
         self.loops = 0
+        from beacons import read_capture
+
+        self.capture = sorted(read_capture(example_path("capture.jsonl")), key=lambda r: r.ts)
+        self.capture_ts = np.array([r.ts for r in self.capture])
+        self.capture_span = float(self.capture_ts[-1] - self.capture_ts[0]) + 1.0 if len(self.capture) else 0.0
 
     def window(self, lo: float, hi: float, wall0: float) -> tuple[Any, Any]:
         """Pings and sightings with data time in ``[lo, hi)``, their timestamps moved onto the wall clock."""
@@ -74,26 +82,40 @@ class DemoReplay:
                 self.fleet.heartbeat(gid, float(sightings.ts.max()))
         return results
 
+    def _fleet_capture(self, lo: float, hi: float, wall0: float) -> None:
+        """The gateways' capture (beacon identities and TLM telemetry) into the fleet page, as heard now."""
+        if not self.capture:
+            return
+        c0 = self.capture_ts[0]
+        a, b = np.searchsorted(self.capture_ts, [c0 + lo, c0 + hi], side="left")
+        for rec in self.capture[a:b]:
+            self.fleet.observe_record(rec, ts=wall0 + (rec.ts - c0) / self.speed)
+
     async def run(self) -> None:
         log.info("replaying the demo day (%.0f s of data) at %gx real time", self.span, self.speed)
-        wall0 = self.clock()
+        wall0 = cap_wall0 = self.clock()
         done = self.t0
+        cap_done = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             now = self.clock()
             upto = min(self.t0 + (now - wall0) * self.speed, self.t0 + self.span)
+            cap_upto = min((now - cap_wall0) * self.speed, self.capture_span)
             try:
                 pings, sightings = self.window(done, upto, wall0)
                 for result in await self.svc.host.run(self._process, pings, sightings):
                     await self.svc._publish(result)
+                self._fleet_capture(cap_done, cap_upto, cap_wall0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a demo never takes the service down
                 log.warning("demo replay step failed: %s", exc)
-            done = upto
+            done, cap_done = upto, cap_upto
             if done >= self.t0 + self.span:
                 self.loops += 1
                 wall0, done = now, self.t0
+            if cap_done >= self.capture_span:  # the capture is short: it loops on its own
+                cap_wall0, cap_done = now, 0.0
 
 
 __all__ = ["DemoReplay"]
