@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import shapely
-
 from _console_browser import Served, chromium_path, many_fences, serve, write_json
+
 from geofence import load_geojson
 from proximity.auth import hash_key
 from proximity.config import example_path
