@@ -6,7 +6,8 @@ go through the running engine as if phones and gateways sent them: every
 onto the wall clock (``wall0 + (ts - t0) / SPEED``, so per-device order holds and
 no timestamp is in the future), and processed on the engine thread like any
 batch: presence, campaigns, offers, the live feed, the console's counters. At the
-end of the day it starts again.
+end of the day it starts again; the night and other lulls longer than ``GAP_S``
+are cut short.
 
 The gateways' ``capture.jsonl`` (beacon identities and Eddystone telemetry, 20
 minutes) loops on its own at the same speed into the console's fleet page.
@@ -29,7 +30,7 @@ import numpy as np
 log = logging.getLogger("proximity.replay")
 
 TICK_S = 0.25
-GAP_S = 300.0  # data seconds of quiet between two replays of the day
+GAP_S = 300.0  # quiet data seconds kept: longer lulls are cut to this, and the day ends with one
 
 
 class DemoReplay:
@@ -46,10 +47,14 @@ class DemoReplay:
         self.pings = pings.take(np.argsort(pings.ts, kind="stable"))
         sightings = read_sightings_csv(example_path("sightings.csv"))
         self.sightings = sightings.take(np.argsort(sightings.ts, kind="stable"))
-        starts = [a.ts[0] for a in (self.pings, self.sightings) if len(a.ts)]
-        ends = [a.ts[-1] for a in (self.pings, self.sightings) if len(a.ts)]
-        self.t0 = float(min(starts))
-        self.span = float(max(ends)) - self.t0 + GAP_S
+        # quiet stretches of the day (no ping, no sighting for more than GAP_S) are skipped: replay time is
+        # data time minus the skipped seconds before it
+        every = np.sort(np.concatenate([self.pings.ts, self.sightings.ts]))
+        skip = np.concatenate([[0.0], np.cumsum(np.maximum(np.diff(every) - GAP_S, 0.0))])
+        self.pings_rt = self.pings.ts - np.interp(self.pings.ts, every, skip)
+        self.sightings_rt = self.sightings.ts - np.interp(self.sightings.ts, every, skip)
+        self.t0 = float(every[0] - skip[0])
+        self.span = float(every[-1] - skip[-1]) - self.t0 + GAP_S
         self.loops = 0
         from beacons import read_capture
 
@@ -58,12 +63,12 @@ class DemoReplay:
         self.capture_span = float(self.capture_ts[-1] - self.capture_ts[0]) + 1.0 if len(self.capture) else 0.0
 
     def window(self, lo: float, hi: float, wall0: float) -> tuple[Any, Any]:
-        """Pings and sightings with data time in ``[lo, hi)``, their timestamps moved onto the wall clock."""
+        """Pings and sightings with replay time in ``[lo, hi)``, their timestamps moved onto the wall clock."""
         out = []
-        for data in (self.pings, self.sightings):
-            a, b = np.searchsorted(data.ts, [lo, hi], side="left")
+        for data, rt in ((self.pings, self.pings_rt), (self.sightings, self.sightings_rt)):
+            a, b = np.searchsorted(rt, [lo, hi], side="left")
             part = data.take(np.arange(a, b))
-            out.append(dataclasses.replace(part, ts=wall0 + (part.ts - self.t0) / self.speed))
+            out.append(dataclasses.replace(part, ts=wall0 + (rt[a:b] - self.t0) / self.speed))
         return out[0], out[1]
 
     def _process(self, pings: Any, sightings: Any) -> list[Any]:

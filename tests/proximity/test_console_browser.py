@@ -316,3 +316,44 @@ def test_frame_rate_with_10000_fences_and_2000_moving_devices(browser, tmp_path:
             stop.set()
             walker.join(10)
             tab.close()
+
+
+# ------------------------------------------------------------------------------------- static reports
+
+
+@pytest.mark.parametrize("kind", ["backtest", "sim"])
+def test_the_static_reports_map_replays_the_run_offline(browser, tmp_path: Path, kind: str) -> None:
+    from proximity.cli import main
+
+    out = tmp_path / "out"
+    if kind == "backtest":
+        assert main(["campaigns", "backtest", str(example_path("campaigns.yaml")), "--fences",
+                     str(example_path("fences.geojson")), "--pings", str(example_path("pings.csv")),
+                     "--out", str(out)]) == 0
+        page, fences = out / "report.html", example_path("fences.geojson")
+    else:
+        assert main(["sim", "run", "--devices", "30", "--hours", "2", "--set", "start=2026-03-02T10:00:00+01:00",
+                     "--out", str(out), "--no-progress", "--no-plots"]) == 0
+        page, fences = out / "map.html", out / "fences.geojson"
+    events = len((out / "events.jsonl").read_text().splitlines())
+    tab = browser.new_page(viewport={"width": 1200, "height": 800})
+    errors: list[str] = []
+    tab.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    requests: list[str] = []
+    tab.on("request", lambda r: requests.append(r.url))
+    try:
+        tab.goto(page.as_uri())
+        tab.wait_for_function("() => window.reportMap && reportMap.map.stats.layerRenders > 0")
+        assert tab.evaluate("() => reportMap.map.stats.fencesDrawn") == len(json.loads(fences.read_text())["features"])
+        assert tab.evaluate("() => reportMap.data.events.length") >= events > 0
+        tab.select_option("#pm-speed", "3600")
+        tab.click("#pm-play")
+        tab.wait_for_function("() => reportMap.map.devices.size > 0 && document.querySelectorAll('#pm-events li').length > 3",
+                              timeout=20000)
+        if kind == "backtest":
+            tab.screenshot(path=str(DOCS / "console-backtest-report.png"))
+        assert [u for u in requests if not u.startswith("file:")] == []  # nothing from any network
+        assert errors == []
+    finally:
+        tab.close()
