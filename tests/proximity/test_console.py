@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacons import EddystoneTLM, EddystoneUID, IBeacon, encode_advertisement
+from beacons import EddystoneTLM, EddystoneUID, encode_advertisement
 from proximity.auth import KeyRing, hash_key
 from proximity.config import ServiceConfig, example_path
 from proximity.server import create_app
@@ -237,8 +237,8 @@ async def test_fences_check_names_file_line_col_and_changes_nothing(make_client)
     assert await (await client.get("/v1/fences", headers=h(READ))).text() == before
     fc = json.loads(before)
     fc["features"][0]["properties"]["name"] = "Renamed"
-    fc["features"] = fc["features"][:-1] + [{"type": "Feature", "id": "new-1", "properties": {"radius_m": 10},
-                                             "geometry": {"type": "Point", "coordinates": [2.35, 48.86]}}]
+    fc["features"] = [*fc["features"][:-1], {"type": "Feature", "id": "new-1", "properties": {"radius_m": 10},
+                                              "geometry": {"type": "Point", "coordinates": [2.35, 48.86]}}]
     doc = await (await client.post("/v1/fences/check", json=fc, headers=h(ADMIN))).json()
     removed = json.loads(before)["features"][-1]["id"]
     assert doc["valid"] is True and doc["diff"]["added"] == ["new-1"] and doc["diff"]["removed"] == [removed]
@@ -282,8 +282,9 @@ async def test_fleet_from_scans_battery_from_tlm_and_gateways_up_or_down(make_cl
 
 
 class _Registry:
-    beacons: dict[str, Any] = {}
-    gateways: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.beacons: dict[str, Any] = {}
+        self.gateways: dict[str, Any] = {}
 
     def advertiser(self, key: str) -> None:
         return None
