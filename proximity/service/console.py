@@ -33,6 +33,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -45,9 +46,11 @@ from aiohttp import web
 from proximity import __version__
 from proximity.auth import ApiKey
 from proximity.errors import as_json, describe, location
-from proximity.service.console_data import CampaignHourly, DevicePositions, LiveFleet
+from proximity.service.console_data import DevicePositions, LiveFleet
 from proximity.service.console_edit import set_campaign_status
+from proximity.service.console_hourly import HourlyCounters, RedisHourly
 
+log = logging.getLogger("proximity.console")
 FEED_SUBPROTOCOL = "proximity.v1"
 KEY_SUBPROTOCOL = "proximity.key."
 POSITIONS_INTERVAL_S = 0.25
@@ -101,7 +104,8 @@ class Console:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
         host = svc.host
-        self.hourly = CampaignHourly()
+        redis = getattr(svc, "_aioredis", None)
+        self.hourly = HourlyCounters() if redis is None else RedisHourly(redis, svc.config.redis_prefix)
         self.fleet = LiveFleet(lambda: getattr(host, "registry", None))
         self.positions = DevicePositions()
         self._edit_lock = asyncio.Lock()
@@ -115,6 +119,7 @@ class Console:
 
     async def start(self, app: web.Application) -> None:
         self._tasks.append(asyncio.create_task(self._positions_loop(), name="console-positions"))
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="console-counters"))
         speed = float(getattr(self.svc.config, "replay_demo", 0) or 0)
         if speed > 0:
             from proximity.service.demo_replay import DemoReplay
@@ -129,6 +134,14 @@ class Console:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.hourly.flush()
+            except Exception as exc:  # Redis away: the counts wait in the process for the next flush
+                log.warning("console counters not flushed: %s", exc)
 
     async def _positions_loop(self) -> None:
         hub = self.svc.hub
@@ -187,7 +200,7 @@ async def console_campaigns(request: web.Request) -> web.Response:
     console = _console(request)
     rules = getattr(console.svc.host, "campaigns", None)
     campaigns = list(getattr(getattr(rules, "campaigns", None), "campaigns", ()) or ())
-    counts = console.hourly.report(c.id for c in campaigns)
+    counts = await console.hourly.report([c.id for c in campaigns])
     outbox = getattr(console.svc.host, "outbox", None)
     try:
         pending = await console.svc.host.run(outbox.pending) if outbox is not None else None
@@ -202,7 +215,8 @@ async def console_campaigns(request: web.Request) -> web.Response:
                                 "zones": sorted(trig.zones) if trig.zones is not None else None},
                     **counts[c.id]})
     reports = any(_REPORT_ROUTE.match(r.canonical) for r in request.app.router.resources())
-    return _json({"campaigns": out, "outbox_pending": pending, "worker_view": True, "now": time.time(),
+    return _json({"campaigns": out, "outbox_pending": pending, "shared": isinstance(console.hourly, RedisHourly),
+                  "now": time.time(),
                   "reports": reports})
 
 
@@ -328,7 +342,7 @@ def openapi_paths(op: Callable[..., dict[str, Any]], err: Callable[[str], dict[s
             {"200": {"description": "The session.", **json_ok}})},
         "/v1/console/campaigns": {"get": op(
             "console_campaigns", "Campaigns with, per hour, events matched, offers issued, held, dropped, refusals "
-            "per cap and delivered; the backlog (this worker's counts; the outbox's pending offers for all).",
+            "per cap and delivered; the backlog (summed over every worker with Redis); the outbox's pending offers.",
             "read", {"200": {"description": "Campaign counters.", **json_ok}})},
         "/v1/console/fleet": {"get": op(
             "console_fleet", "Beacons (last heard, RSSI, battery, temperature, status as `proximity beacons "

@@ -1,21 +1,17 @@
-"""What the console shows that the service does not otherwise keep: campaign counters per hour,
-the beacon fleet as heard live, and the devices' latest positions.
+"""What the console shows that the service does not otherwise keep: the beacon fleet as heard live,
+and the devices' latest positions (the campaign counters are in :mod:`proximity.service.console_hourly`).
 
 Each is fed on the engine thread by a listener of :class:`proximity.server.EngineHost`
-(decisions, accepted scan batches, accepted ping batches) and read by the console's
-routes on the event loop, so each holds a lock. They are per worker and in memory:
-with several workers behind one Redis, each worker's console pages show what that
-worker saw (the campaign pages say so); the live feed and the outbox backlog are
-shared.
+(accepted scan batches, accepted ping batches) and read by the console's routes on
+the event loop, so each holds a lock. The fleet is per worker and in memory: with
+several workers, each sees the gateways that post to it.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,90 +19,6 @@ import numpy as np
 
 from beacons.frames import EddystoneTLM, parse_advertisement
 from beacons.health import LOW_BATTERY_MV, SILENT_AFTER_S, beacon_problems
-
-HOUR = 3600.0
-#: Outcomes of a campaign verdict that the campaign page counts (see campaigns.decider.Verdict).
-OUTCOMES = ("offer", "held", "blocked", "dropped", "outranked", "paused", "schedule", "audience")
-
-
-@dataclass
-class HourRow:
-    """One campaign's counts for one hour: ``matched`` events, each verdict outcome, refusals per cap,
-    and offers delivered out of the outbox."""
-
-    matched: int = 0
-    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    caps: dict[str, int] = field(default_factory=dict)
-    delivered: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"matched": self.matched, "issued": self.outcomes["offer"], "held": self.outcomes["held"],
-                "dropped": self.outcomes["dropped"], "blocked": self.outcomes["blocked"],
-                "outcomes": dict(self.outcomes), "caps": dict(sorted(self.caps.items())),
-                "delivered": self.delivered}
-
-
-class CampaignHourly:
-    """Per campaign, per hour of event time (UTC): what the decider did, and what was delivered.
-
-    ``backlog`` of a campaign is what it issued or held minus what was delivered
-    (this worker's view); the service-wide outbox backlog comes from the outbox.
-    Only the last ``keep_hours`` hours are kept.
-    """
-
-    def __init__(self, keep_hours: int = 48) -> None:
-        self.keep_hours = keep_hours
-        self._lock = threading.Lock()
-        self._rows: dict[str, dict[int, HourRow]] = defaultdict(dict)
-        self._issued: dict[str, int] = defaultdict(int)
-        self._delivered: dict[str, int] = defaultdict(int)
-
-    def _row(self, campaign_id: str, ts: float) -> HourRow:
-        hour = math.floor(ts / HOUR)
-        rows = self._rows[campaign_id]
-        row = rows.get(hour)
-        if row is None:
-            row = rows[hour] = HourRow()
-            if len(rows) > self.keep_hours:
-                for old in sorted(rows)[: len(rows) - self.keep_hours]:
-                    del rows[old]
-        return row
-
-    def record(self, decision: Any) -> None:
-        """One :class:`campaigns.Decision` (the engine host's decision listener)."""
-        verdicts = getattr(decision, "verdicts", ())
-        if not verdicts:
-            return
-        ts = float(decision.event.ts)
-        with self._lock:
-            for v in verdicts:
-                row = self._row(v.campaign_id, ts)
-                row.matched += 1
-                row.outcomes[v.outcome] = row.outcomes.get(v.outcome, 0) + 1
-                if v.outcome == "blocked":
-                    label = v.cap or "cap"
-                    row.caps[label] = row.caps.get(label, 0) + 1
-                if v.outcome in ("offer", "held"):
-                    self._issued[v.campaign_id] += 1
-
-    def delivered(self, offers: Iterable[Mapping[str, Any]]) -> None:
-        """Offers that left the outbox (the live feed's offer messages)."""
-        with self._lock:
-            for o in offers:
-                cid = str(o.get("campaign_id", ""))
-                self._row(cid, float(o.get("ts") or time.time())).delivered += 1
-                self._delivered[cid] += 1
-
-    def report(self, campaign_ids: Iterable[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        with self._lock:
-            for cid in campaign_ids:
-                rows = self._rows.get(cid, {})
-                out[cid] = {
-                    "hours": [{"hour": h * HOUR, **rows[h].to_dict()} for h in sorted(rows)],
-                    "backlog": max(0, self._issued.get(cid, 0) - self._delivered.get(cid, 0)),
-                }
-        return out
 
 
 @dataclass
@@ -190,6 +102,10 @@ class LiveFleet:
             frames = parse_advertisement(raw.replace(" ", "").replace(":", ""))
         except ValueError:
             return
+        self._apply_tlm(address, frames, ts)
+
+    def _apply_tlm(self, address: str, frames: Any, ts: float) -> None:
+        """As :func:`beacons.fleet_health`: telemetry belongs to the identity last heard from ``address``."""
         with self._lock:
             key = self._identity.get(address)
             for f in frames:
@@ -211,13 +127,7 @@ class LiveFleet:
                          np.full(len(keys), float(rec.rssi)), np.full(len(keys), float(when)))
             with self._lock:
                 self._identity[rec.address] = keys[-1]
-        with self._lock:
-            key = self._identity.get(rec.address)
-            for f in frames:
-                if isinstance(f, EddystoneTLM) and key is not None:
-                    h = self._keys.setdefault(key, _Heard())
-                    if h.tlm_ts is None or when >= h.tlm_ts:
-                        h.tlm_ts, h.battery_mv, h.temperature_c = when, f.battery_mv, f.temperature_c
+        self._apply_tlm(rec.address, frames, when)
         if rec.gateway_id:
             self.heartbeat(rec.gateway_id, when)
 
@@ -295,4 +205,4 @@ class DevicePositions:
         return [[d, round(lon, 7), round(lat, 7), round(acc, 1), ts] for d, (lon, lat, acc, ts) in pending.items()]
 
 
-__all__ = ["OUTCOMES", "CampaignHourly", "DevicePositions", "HourRow", "LiveFleet"]
+__all__ = ["DevicePositions", "LiveFleet"]

@@ -313,3 +313,56 @@ def test_live_fleet_grouping_matches_a_row_by_row_oracle(batches: list[list[tupl
         assert (got[k]["sightings"], got[k]["last_seen"], got[k]["heard_by"]) == (e["n"], e["last"], sorted(e["by"]))
         # the RSSI of the newest sighting (any of those at the newest time when several tie)
         assert got[k]["last_rssi"] in {float(r) for b in batches for kk, _, r, t in b if kk == k and t == e["last"]}
+
+
+# ----------------------------------------------------------------------------------- hourly counters
+
+
+def _decisions(seed: int, n: int) -> list[Any]:
+    from types import SimpleNamespace
+
+    from campaigns.decider import Verdict
+
+    rng = np.random.default_rng(seed)
+    outcomes = ["offer", "held", "blocked", "dropped", "outranked", "paused", "schedule", "audience"]
+    out = []
+    for _ in range(n):
+        verdicts = tuple(Verdict(str(rng.choice(["c1", "c2", "c3"])), str(o), "why",
+                                 str(rng.choice(["per_device 1/1d", "budget total 5"])) if o == "blocked" else None)
+                         for o in rng.choice(outcomes, size=int(rng.integers(0, 3))))
+        out.append(SimpleNamespace(event=SimpleNamespace(ts=1_800_000_000.0 + float(rng.integers(0, 5 * 3600))),
+                                   verdicts=verdicts))
+    return out
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_redis_hourly_counters_sum_every_workers_counts_as_the_memory_twin_does(
+        redis_url: str, redis_prefix: str, seed: int) -> None:
+    import redis.asyncio as aioredis
+
+    from proximity.service.console_hourly import HourlyCounters, RedisHourly
+
+    decisions = _decisions(seed, 300)
+    offers = [{"campaign_id": "c1", "ts": 1_800_000_000.0 + 60 * i} for i in range(7)]
+    memory = HourlyCounters()
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
+    workers = [RedisHourly(c, redis_prefix) for c in clients]
+    try:
+        for i, d in enumerate(decisions):  # the decisions land on either worker
+            memory.record(d)
+            workers[i % 2].record(d)
+        memory.delivered(offers)
+        workers[1].delivered(offers)
+        for w in workers:  # each worker's console loop flushes every second
+            await w.flush()
+        now = 1_800_000_000.0 + 5 * 3600
+        want = await memory.report(["c1", "c2", "c3", "none"], now=now)
+        for w in workers:  # each worker's page shows every worker's counts
+            assert await w.report(["c1", "c2", "c3", "none"], now=now) == want
+        assert sum(h["matched"] for c in want.values() for h in c["hours"]) == sum(len(d.verdicts) for d in decisions)
+        assert want["none"] == {"hours": [], "backlog": 0}
+        assert all(len(c["hours"]) <= 6 for c in want.values())
+    finally:
+        for c in clients:
+            await c.aclose()

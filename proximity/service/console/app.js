@@ -207,7 +207,8 @@
     let doc;
     try { doc = await api("/v1/console/campaigns"); } catch (e) { $("campaigns").textContent = e.message; return; }
     state.campaigns = doc.campaigns;
-    $("campaigns-note").textContent = `Counts per hour of event time (UTC hours shown in local time), as this worker saw them. `
+    $("campaigns-note").textContent = `Counts per hour of event time (UTC hours shown in local time), `
+      + (doc.shared ? "summed over every worker. " : "as this worker saw them. ")
       + `Outbox: ${doc.outbox_pending === null ? "unknown" : doc.outbox_pending + " offers waiting"} (all workers).`;
     const box = $("campaigns");
     const open = new Set([...box.querySelectorAll("details[open]")].map((d) => d.dataset.id));
