@@ -805,11 +805,10 @@ class EngineHost:
                     "gateway clock", source="<request body>", field="ts", row=i)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
-        for listener in self.scan_listeners:
+        result = self.engine.process_sightings(sightings) if n else None
+        for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
             listener(scan, doc)
-        if not n:
-            return None, 0, errors
-        return self.engine.process_sightings(sightings), n, errors
+        return result, n, errors
 
     def advance(self, now: float) -> Any:
         return self.engine.advance(now)
