@@ -29,8 +29,6 @@ each device that pinged meanwhile (nothing is computed while no one asks).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -44,34 +42,19 @@ import orjson
 from aiohttp import web
 
 from proximity import __version__
-from proximity.auth import ApiKey
 from proximity.errors import as_json, describe, location
+from proximity.service.auth import ApiKey
 from proximity.service.console_data import DevicePositions, LiveFleet
 from proximity.service.console_edit import set_campaign_status
 from proximity.service.console_hourly import HourlyCounters, RedisHourly
 
 log = logging.getLogger("proximity.console")
-FEED_SUBPROTOCOL = "proximity.v1"
-KEY_SUBPROTOCOL = "proximity.key."
 POSITIONS_INTERVAL_S = 0.25
 ASSETS = Path(__file__).resolve().parent / "console"
 _ASSET_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
                 ".txt": "text/plain", ".png": "image/png"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def key_of_subprotocol(header: str) -> str | None:
-    """The key carried by a ``Sec-WebSocket-Protocol`` list (``proximity.key.<base64url>``), or ``None``."""
-    for token in header.split(","):
-        token = token.strip()
-        if token.startswith(KEY_SUBPROTOCOL):
-            data = token[len(KEY_SUBPROTOCOL):]
-            try:
-                return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("utf-8") or None
-            except (binascii.Error, ValueError):
-                return None
-    return None
 
 
 def _scope(scope: str | None) -> Callable[[Handler], Handler]:
@@ -104,7 +87,7 @@ class Console:
     def __init__(self, svc: Any) -> None:
         self.svc = svc
         host = svc.host
-        redis = getattr(svc, "_aioredis", None)
+        redis = svc.backends.aioredis
         self.hourly = HourlyCounters() if redis is None else RedisHourly(redis, svc.config.redis_prefix)
         self.fleet = LiveFleet(lambda: getattr(host, "registry", None))
         self.positions = DevicePositions()
@@ -378,5 +361,4 @@ def register_console(app: web.Application, svc: Any) -> Console:
     return console
 
 
-__all__ = ["CONSOLE", "FEED_SUBPROTOCOL", "KEY_SUBPROTOCOL", "Console", "fence_diff", "key_of_subprotocol",
-           "openapi_paths", "register_console", "routes"]
+__all__ = ["CONSOLE", "Console", "fence_diff", "openapi_paths", "register_console", "routes"]

@@ -1,7 +1,7 @@
 """What the console shows that the service does not otherwise keep: the beacon fleet as heard live,
 and the devices' latest positions (the campaign counters are in :mod:`proximity.service.console_hourly`).
 
-Each is fed on the engine thread by a listener of :class:`proximity.server.EngineHost`
+Each is fed on the engine thread by a listener of :class:`proximity.service.host.EngineHost`
 (accepted scan batches, accepted ping batches) and read by the console's routes on
 the event loop, so each holds a lock. The fleet is per worker and in memory: with
 several workers, each sees the gateways that post to it.

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from proximity.service.render import render
+
 log = logging.getLogger("proximity.replay")
 
 TICK_S = 0.25
@@ -37,7 +39,7 @@ class DemoReplay:
     def __init__(self, svc: Any, fleet: Any, speed: float, *, clock: Any = time.time) -> None:
         from beacons import read_sightings_csv
         from proximity.batch import PingBatch
-        from proximity.config import example_path
+        from proximity.service.config import example_path
 
         self.svc = svc
         self.fleet = fleet
@@ -109,7 +111,7 @@ class DemoReplay:
             try:
                 pings, sightings = self.window(done, upto, wall0)
                 for result in await self.svc.host.run(self._process, pings, sightings):
-                    await self.svc._publish(result)
+                    await self.svc.publish(render(result))
                 self._fleet_capture(cap_done, cap_upto, cap_wall0)
             except asyncio.CancelledError:
                 raise

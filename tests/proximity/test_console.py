@@ -19,10 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacons import EddystoneTLM, EddystoneUID, encode_advertisement
-from proximity.auth import KeyRing, hash_key
-from proximity.config import ServiceConfig, example_path
-from proximity.server import create_app
-from proximity.service.console import key_of_subprotocol
+from proximity.service import create_app
+from proximity.service.auth import KeyRing, hash_key, key_of_subprotocol
+from proximity.service.config import ServiceConfig, example_path
 from proximity.service.console_data import LiveFleet
 from proximity.service.console_edit import set_campaign_status
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 import shapely
-from _console_browser import Served, chromium_path, many_fences, serve, write_json
 
 from geofence import load_geojson
-from proximity.auth import hash_key
-from proximity.config import example_path
+from proximity.service.auth import hash_key
+from proximity.service.config import example_path
+from tests.proximity._console_browser import Served, chromium_path, many_fences, serve, write_json
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 

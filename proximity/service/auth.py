@@ -22,6 +22,8 @@ the loop tells an attacker how close a guess was.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import math
@@ -41,6 +43,25 @@ SCOPES: tuple[str, ...] = ("admin", "gateway", "read", "sdk")
 ENV_VAR = "PROXIMITY_API_KEYS"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+#: The live feed's WebSocket subprotocol; a browser, which cannot set headers on a WebSocket, offers it
+#: together with ``proximity.key.<base64url of the key>`` (the server answers with this one only).
+FEED_SUBPROTOCOL = "proximity.v1"
+KEY_SUBPROTOCOL = "proximity.key."
+
+
+def key_of_subprotocol(header: str) -> str | None:
+    """The key carried by a ``Sec-WebSocket-Protocol`` list (``proximity.key.<base64url>``), or ``None``."""
+    for token in header.split(","):
+        token = token.strip()
+        if token.startswith(KEY_SUBPROTOCOL):
+            data = token[len(KEY_SUBPROTOCOL):]
+            try:
+                return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("utf-8") or None
+            except (binascii.Error, ValueError):
+                return None
+    return None
 
 
 def hash_key(key: str) -> str:
@@ -245,6 +266,8 @@ def retry_after_header(seconds: float) -> str:
 
 __all__ = [
     "ENV_VAR",
+    "FEED_SUBPROTOCOL",
+    "KEY_SUBPROTOCOL",
     "SCOPES",
     "ApiKey",
     "KeyRing",
@@ -252,5 +275,6 @@ __all__ = [
     "RedisRateLimiter",
     "generate_key",
     "hash_key",
+    "key_of_subprotocol",
     "retry_after_header",
 ]
