@@ -45,6 +45,11 @@ class EngineHost:
         self.campaigns: Any = None
         self.tracker: Any = None
         self.engine: Any = None
+        #: called on the engine thread with each campaign Decision, each accepted PingBatch, each accepted
+        #: ScanBatch and its body (the console's counters, positions and fleet)
+        self.decision_listeners: list[Callable[[Any], None]] = []
+        self.ping_listeners: list[Callable[[Any], None]] = []
+        self.scan_listeners: list[Callable[[Any, Any], None]] = []
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
         self._rebuild()
@@ -63,6 +68,8 @@ class EngineHost:
         for verdict in getattr(decision, "verdicts", ()):
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+        for listener in self.decision_listeners:
+            listener(decision)
 
     def _rebuild(self) -> None:
         from geofence import FenceIndex
@@ -146,6 +153,8 @@ class EngineHost:
         if not len(batch):
             return BatchResult(), 0, errors
         result = self.engine.process_pings(batch)
+        for listener in self.ping_listeners:
+            listener(batch)
         return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
 
     def process_scans(self, doc: Mapping[str, Any], now: float) -> tuple[BatchResult, int, list[ValidationError]]:
@@ -153,9 +162,9 @@ class EngineHost:
         scan, errors = scans_from_json(doc, source=SOURCE)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
-        if not len(scan.sightings):
-            return BatchResult(), 0, list(errors)
-        result = self.engine.process_sightings(scan.sightings)
+        result = self.engine.process_sightings(scan.sightings) if len(scan.sightings) else BatchResult()
+        for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
+            listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
 
     def advance(self, now: float) -> Any:
