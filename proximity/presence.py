@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from proximity import _kernels as K
+import proximity._kernels as K
 from proximity.events import Event, EventKind, ProximityClass, Source
 
 KINDS: tuple[EventKind, ...] = ("enter", "dwell", "exit")
