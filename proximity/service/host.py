@@ -47,10 +47,10 @@ class EngineHost:
         self.registry: BeaconRegistry | None = None
         self.campaigns: CampaignRules | None = None
         self.tracker: ProximityTracker | None = None
+        self.engine: Any = None
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
-        settings = {"max_future_skew_s": self.config.max_skew_s, **self.config.engine_settings()}
-        self.engine = Engine(FenceIndex(self.fences), store=self.store, config=EngineConfig(**settings))
+        self._rebuild()
 
     # -- plumbing
 
@@ -68,7 +68,12 @@ class EngineHost:
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
 
     def _rebuild(self) -> None:
-        self.engine.set_index(FenceIndex(self.fences))
+        index = FenceIndex(self.fences)
+        if self.engine is None:
+            settings = {"max_future_skew_s": self.config.max_skew_s, **self.config.engine_settings()}
+            self.engine = Engine(index, store=self.store, config=EngineConfig(**settings))
+            return
+        self.engine.set_index(index)
         if self.campaigns is not None:
             self.campaigns.replace(self.campaigns.campaigns, self.fences)
 
