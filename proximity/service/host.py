@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from beacons import BeaconRegistry, ProximityTracker, load_registry
 from beacons.scans import scans_from_json
+from campaigns import CampaignRules, CampaignSet, Decision, loads_campaigns
+from geofence import Fence, FenceIndex, load_geojson
 from proximity.batch import PingBatch
-from proximity.engine import BatchResult
+from proximity.engine import BatchResult, Engine, EngineConfig
 from proximity.errors import ValidationError
 from proximity.service.backends import Backends
 from proximity.service.config import ServiceConfig
@@ -39,11 +42,11 @@ class EngineHost:
         self.backends = backends if backends is not None else Backends.from_config(config)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="proximity-engine",
                                             initializer=_limit_kernel_threads, initargs=(config.engine_threads,))
-        self.fences: list[Any] = []
+        self.fences: list[Fence] = []
         self.fences_loaded = False
-        self.registry: Any = None
-        self.campaigns: Any = None
-        self.tracker: Any = None
+        self.registry: BeaconRegistry | None = None
+        self.campaigns: CampaignRules | None = None
+        self.tracker: ProximityTracker | None = None
         self.engine: Any = None
         #: called on the engine thread with each campaign Decision, each accepted PingBatch, each accepted
         #: ScanBatch and its body (the console's counters, positions and fleet)
@@ -64,22 +67,18 @@ class EngineHost:
         self._executor.shutdown(wait=True)
         self.backends.close()
 
-    def _on_decision(self, decision: Any) -> None:
-        for verdict in getattr(decision, "verdicts", ()):
+    def _on_decision(self, decision: Decision) -> None:
+        for verdict in decision.verdicts:
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
         for listener in self.decision_listeners:
             listener(decision)
 
     def _rebuild(self) -> None:
-        from geofence import FenceIndex
-        from proximity.engine import Engine, EngineConfig
-
         index = FenceIndex(self.fences)
         if self.engine is None:
             settings = {"max_future_skew_s": self.config.max_skew_s, **self.config.engine_settings()}
-            self.engine = Engine(index, store=self.store, tracker=self.tracker, rules=self.campaigns,
-                                 config=EngineConfig(**settings))
+            self.engine = Engine(index, store=self.store, config=EngineConfig(**settings))
             return
         self.engine.set_index(index)
         if self.campaigns is not None:
@@ -90,8 +89,6 @@ class EngineHost:
     def validate(self, kind: str, text: str, media_type: str, source: str) -> Any:
         """Parse and check one document; raises a located ``ValueError`` and changes nothing when bad."""
         if kind == "fences":
-            from geofence import load_geojson
-
             if not text.lstrip().startswith("{"):
                 raise ValidationError("fences must be a GeoJSON FeatureCollection object", source=source,
                                       line=1, col=1)
@@ -100,8 +97,6 @@ class EngineHost:
             except RecursionError:
                 raise ValidationError("malformed JSON: nested too deeply", source=source) from None
         if kind == "campaigns":
-            from campaigns import loads_campaigns
-
             if "json" in media_type:
                 try:
                     doc = json.loads(text)
@@ -111,8 +106,6 @@ class EngineHost:
                 text = json.dumps(doc, indent=1)  # JSON is YAML: positions stay meaningful
             return loads_campaigns(text, source=source, fences=self.fences if self.fences_loaded else None)
         if kind == "beacons":
-            from beacons import load_registry
-
             return load_registry(text if text.endswith("\n") else text + "\n")
         raise ValidationError(f"unknown configuration kind {kind!r}", field="kind")
 
@@ -123,25 +116,22 @@ class EngineHost:
             self._rebuild()
         elif kind == "campaigns":
             if self.campaigns is None:
-                from campaigns import CampaignRules
-
                 self.campaigns = CampaignRules(parsed, self.fences, limiter=self.limiter, outbox=self.outbox,
                                                on_decision=self._on_decision)
             else:
                 self.campaigns.replace(parsed, self.fences)
             self.engine.set_rules(self.campaigns)
         elif kind == "beacons":
-            from beacons import ProximityTracker
-
             self.registry = parsed
             self.tracker = ProximityTracker(parsed, **self.config.tracker_settings())
             self.engine.tracker = self.tracker
 
     def count(self, kind: str, parsed: Any) -> int:
-        if kind == "campaigns":
-            return len(getattr(parsed, "campaigns", ()) or ())
-        if kind == "beacons":
-            return len(getattr(parsed, "beacons", ()) or ())
+        """How many fences, campaigns or beacons a validated document holds."""
+        if isinstance(parsed, CampaignSet):
+            return len(parsed.campaigns)
+        if isinstance(parsed, BeaconRegistry):
+            return len(parsed.beacons)
         return len(parsed)
 
     # -- batches (called on the engine thread)
@@ -167,19 +157,16 @@ class EngineHost:
             listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
 
-    def advance(self, now: float) -> Any:
+    def advance(self, now: float) -> BatchResult:
         return self.engine.advance(now)
 
     def device_state(self, device_id: str) -> dict[str, Any]:
-        state = self.engine.device_state(device_id)
-        return dict(state) if isinstance(state, Mapping) else {"state": state}
+        return self.engine.device_state(device_id)
 
-    def forget(self, device_id: str) -> Any:
+    def forget(self, device_id: str) -> BatchResult:
         """Erase a device: presence state (engine store) and its per-device cap history (limiter)."""
         result = self.engine.forget(device_id)
-        forget = getattr(self.limiter, "forget", None)
-        if callable(forget):
-            forget(device_id)
+        self.limiter.forget(device_id)
         return result
 
     def set_opt_out(self, device_id: str, flag: bool) -> None:
