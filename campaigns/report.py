@@ -75,9 +75,9 @@ def ratio_interval(x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarra
     with np.errstate(invalid="ignore", divide="ignore"):
         log_rr = np.log((x1 / n1) / (x0 / n0))
         se = np.sqrt(1 / x1 - 1 / n1 + 1 / x0 - 1 / n0)
-    nan = np.full(len(x1), np.nan)
-    return (np.where(ok, np.exp(log_rr) - 1, nan), np.where(ok, np.exp(log_rr - z * se) - 1, nan),
-            np.where(ok, np.exp(log_rr + z * se) - 1, nan))
+        nan = np.full(len(x1), np.nan)
+        return (np.where(ok, np.exp(log_rr) - 1, nan), np.where(ok, np.exp(log_rr - z * se) - 1, nan),
+                np.where(ok, np.exp(log_rr + z * se) - 1, nan))
 
 
 @dataclass
