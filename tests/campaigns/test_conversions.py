@@ -139,8 +139,8 @@ def test_wilson_and_newcombe_agree_with_published_values() -> None:
     assert (round(float(d[0]), 4), round(float(lo[0]), 4), round(float(hi[0]), 4)) == (0.2, 0.0524, 0.3339)
     lo, hi = wilson(np.array([0]), np.array([10]))
     assert float(lo[0]) == 0.0 and round(float(hi[0]), 4) == 0.2775
-    r, rlo, rhi = ratio_interval(np.array([0]), np.array([10]), np.array([5]), np.array([10]))
-    assert np.isnan(r[0]) and np.isnan(rlo[0])
+    r, rlo, _rhi = ratio_interval(np.array([0]), np.array([10]), np.array([5]), np.array([10]))
+    assert np.isnan(r[0]) and np.isnan(rlo[0]) and np.isnan(_rhi[0])
 
 
 def test_report_rows_state_not_enough_data_and_lift() -> None:
