@@ -9,6 +9,9 @@ never more than the caps allow, never twice, never lost::
     engine = Engine(index, rules=rules)
 
 Adapters for shared state: :class:`RedisLimiter`, :class:`RedisOutbox`.
+What offers did (imported on demand: they load the compiled kernels): :mod:`campaigns.experiments`
+(holdouts, variants), :func:`campaigns.report.lift_report` (conversions and lift over arrays),
+:mod:`campaigns.counters` / :mod:`campaigns.redis_counters` (a service's report from counters).
 Dispatch: :mod:`campaigns.dispatch`. Replay of logs: :mod:`campaigns.backtest`.
 """
 
@@ -22,13 +25,16 @@ from campaigns.model import (
     CampaignSet,
     Cap,
     Condition,
+    Conversion,
     Defaults,
+    Experiment,
     FenceInfo,
     Limits,
     OfferTemplate,
     QuietHours,
     Schedule,
     Trigger,
+    Variant,
     fence_infos,
 )
 from campaigns.offers import Offer
@@ -47,10 +53,12 @@ __all__ = [
     "Cap",
     "CapCheck",
     "Condition",
+    "Conversion",
     "DeadLetter",
     "Decision",
     "Defaults",
     "DeliveryError",
+    "Experiment",
     "FenceInfo",
     "Grant",
     "Limiter",
@@ -66,6 +74,7 @@ __all__ = [
     "RedisOutbox",
     "Schedule",
     "Trigger",
+    "Variant",
     "Verdict",
     "fence_infos",
     "json_schema",

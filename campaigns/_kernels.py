@@ -17,37 +17,69 @@ LAST, EACH = 0, 1
 
 
 @njit(cache=True)
-def group_order(codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
-    """Stable order of rows by code (counting sort) and the start of each code's rows (``n_codes + 1``)."""
+def group_rows(codes: np.ndarray, cols: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The rows of ``cols`` (one row per input, a few float64 fields) regrouped by code (stable counting
+    sort that *scatters* whole rows: every input is read once in order, every row written once), and the
+    start of each code's rows. Grouped rows are then read in sequence, with no random gathers."""
     n = len(codes)
+    m = cols.shape[1]
     starts = np.zeros(n_codes + 1, np.int64)
     for i in range(n):
         starts[codes[i] + 1] += 1
     for c in range(n_codes):
         starts[c + 1] += starts[c]
     pos = starts[:-1].copy()
-    order = np.empty(n, np.int64)
+    out = np.empty_like(cols)
     for i in range(n):
         c = codes[i]
-        order[pos[c]] = i
-        pos[c] += 1
-    return order, starts
+        p = pos[c]
+        for k in range(m):
+            out[p, k] = cols[i, k]
+        pos[c] = p + 1
+    return out, starts
 
 
 @njit(cache=True)
-def sort_within(order: np.ndarray, starts: np.ndarray, ts: np.ndarray) -> None:  # pragma: no cover - numba
-    """Sort each group's rows of ``order`` by ``ts`` (stable), in place."""
+def sort_groups(rows: np.ndarray, starts: np.ndarray) -> None:  # pragma: no cover - numba
+    """Sort each group's rows by (column 0, column 1), stable, in place. Rows already in order (a log
+    written in time order) cost one comparison each; a few unordered rows, an insertion sort."""
     for g in range(len(starts) - 1):
         a, b = starts[g], starts[g + 1]
-        if b - a > 1:
-            rows = order[a:b].copy()
-            order[a:b] = rows[np.argsort(ts[rows], kind="mergesort")]
+        ordered = True
+        for j in range(a + 1, b):
+            if rows[j, 0] < rows[j - 1, 0] or (rows[j, 0] == rows[j - 1, 0] and rows[j, 1] < rows[j - 1, 1]):
+                ordered = False
+                break
+        if ordered:
+            continue
+        if b - a <= 32:
+            m = rows.shape[1]
+            r = np.empty(m, rows.dtype)
+            for j in range(a + 1, b):
+                for q in range(m):
+                    r[q] = rows[j, q]
+                k = j - 1
+                while k >= a and (rows[k, 0] > r[0] or (rows[k, 0] == r[0] and rows[k, 1] > r[1])):
+                    for q in range(m):
+                        rows[k + 1, q] = rows[k, q]
+                    k -= 1
+                for q in range(m):
+                    rows[k + 1, q] = r[q]
+        else:
+            sub = rows[a:b].copy()
+            o = np.argsort(sub[:, 1], kind="mergesort")
+            o = o[np.argsort(sub[o, 0], kind="mergesort")]
+            rows[a:b] = sub[o]
+
+
+#: columns of grouped event rows
+E_TS, E_KIND, E_FENCE, E_DWELL, E_PROB = 0, 1, 2, 3, 4
 
 
 @njit(cache=True)
-def build_visits(order: np.ndarray, starts: np.ndarray, kind: np.ndarray, fence: np.ndarray, ts: np.ndarray,
-                 dwell: np.ndarray, prob: np.ndarray):  # pragma: no cover - numba
-    """Visits from store-level events grouped by device (``order``, ``starts``).
+def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int):  # pragma: no cover - numba
+    """Visits from store-level event rows grouped by device and sorted by (time, kind) within a device
+    (``ts, kind, fence, dwell_s`` and ``probability`` when some event carries one).
 
     A visit opens at an enter and collects the dwell and exit events of the same
     fence until its exit; its dwell is the longest ``dwell_s`` seen, its
@@ -56,11 +88,14 @@ def build_visits(order: np.ndarray, starts: np.ndarray, kind: np.ndarray, fence:
     visits grouped by device and sorted by start within a device: ``device,
     fence, start, dwell, probability, closed, repeat`` (an earlier visit of the
     same device to the same fence is in the log) and each device's first visit.
+    One pass: per fence, the open visit and whether the device was seen there
+    are stamped with the device, so nothing is reset between devices.
     """
     n_dev = len(starts) - 1
+    has_prob = rows.shape[1] > E_PROB
     n = 0
-    for i in range(len(kind)):
-        if kind[i] == ENTER:
+    for i in range(len(rows)):
+        if rows[i, E_KIND] == ENTER:
             n += 1
     v_dev = np.empty(n, np.int64)
     v_fence = np.empty(n, np.int64)
@@ -70,53 +105,37 @@ def build_visits(order: np.ndarray, starts: np.ndarray, kind: np.ndarray, fence:
     v_closed = np.zeros(n, np.bool_)
     v_repeat = np.zeros(n, np.bool_)
     v_starts = np.zeros(n_dev + 1, np.int64)
+    open_visit = np.full(n_fences, -1, np.int64)
+    open_dev = np.full(n_fences, -1, np.int64)
+    seen_dev = np.full(n_fences, -1, np.int64)
     k = 0
     for d in range(n_dev):
-        a, b = starts[d], starts[d + 1]
         v_starts[d] = k
-        if b == a:
-            continue
-        rows = order[a:b].copy()
-        rows = rows[np.argsort(kind[rows], kind="mergesort")]
-        rows = rows[np.argsort(ts[rows], kind="mergesort")]
-        rows = rows[np.argsort(fence[rows], kind="mergesort")]
-        first = k
-        cur = -1
-        last_fence = -1
-        seen_fence = False
-        for r in rows:
-            f = fence[r]
-            if f != last_fence:
-                cur = -1
-                seen_fence = False
-                last_fence = f
-            if kind[r] == ENTER:
-                cur = k
+        for j in range(starts[d], starts[d + 1]):
+            f = int(rows[j, E_FENCE])
+            kind = rows[j, E_KIND]
+            if kind == ENTER:
                 v_dev[k] = d
                 v_fence[k] = f
-                v_ts[k] = ts[r]
-                v_dwell[k] = dwell[r]
-                v_prob[k] = prob[r]
-                v_repeat[k] = seen_fence
-                seen_fence = True
+                v_ts[k] = rows[j, E_TS]
+                v_dwell[k] = rows[j, E_DWELL]
+                v_prob[k] = rows[j, E_PROB] if has_prob else np.nan
+                v_repeat[k] = seen_dev[f] == d
+                seen_dev[f] = d
+                open_visit[f] = k
+                open_dev[f] = d
                 k += 1
-            elif cur >= 0:
-                if dwell[r] > v_dwell[cur]:
-                    v_dwell[cur] = dwell[r]
-                p = prob[r]
-                if p == p and not (v_prob[cur] >= p):
-                    v_prob[cur] = p
-                if kind[r] == EXIT:
+            elif open_dev[f] == d:
+                cur = open_visit[f]
+                if rows[j, E_DWELL] > v_dwell[cur]:
+                    v_dwell[cur] = rows[j, E_DWELL]
+                if has_prob:
+                    p = rows[j, E_PROB]
+                    if p == p and not (v_prob[cur] >= p):
+                        v_prob[cur] = p
+                if kind == EXIT:
                     v_closed[cur] = True
-                    cur = -1
-        if k - first > 1:
-            o = np.argsort(v_ts[first:k], kind="mergesort") + first
-            v_fence[first:k] = v_fence[o]
-            v_ts[first:k] = v_ts[o]
-            v_dwell[first:k] = v_dwell[o]
-            v_prob[first:k] = v_prob[o]
-            v_closed[first:k] = v_closed[o]
-            v_repeat[first:k] = v_repeat[o]
+                    open_dev[f] = -1
     v_starts[n_dev] = k
     return v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed, v_repeat, v_starts
 
@@ -132,14 +151,18 @@ def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob:
     return not (min_prob[c] > 0 and p == p and p < min_prob[c])
 
 
+#: columns of grouped exposure rows (the index breaks ties of time: input order)
+X_TS, X_INDEX, X_CAMPAIGN = 0, 1, 2
+
+
 @njit(cache=True)
-def convert(e_order: np.ndarray, e_starts: np.ndarray, e_camp: np.ndarray, e_ts: np.ndarray,
+def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
             v_starts: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
             place_ok: np.ndarray, within: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray,
             attribution: int):  # pragma: no cover - numba
     """For each exposure, the visit that converts it (-1: none).
 
-    Exposures (grouped by device by ``e_order``/``e_starts``, sorted by time
+    Exposure rows (``ts, index, campaign``; grouped by device, sorted by time
     within a device) and visits (grouped the same way, sorted by start) of one
     device are walked together. An exposure's candidate is its first visit
     that starts strictly after it, within its campaign's window, at one of its
@@ -148,15 +171,11 @@ def convert(e_order: np.ndarray, e_starts: np.ndarray, e_camp: np.ndarray, e_ts:
     an exposure converts only if its candidate belongs to it; with ``EACH``
     every exposure converts with its candidate.
     """
-    n_e = len(e_camp)
-    out = np.full(n_e, -1, np.int64)
-    max_within = 0.0
-    for c in range(len(within)):
-        if within[c] > max_within:
-            max_within = within[c]
-    n_dev = len(e_starts) - 1
+    out = np.full(n_exposures, -1, np.int64)
+    n_dev = len(x_starts) - 1
+    cand = np.full(len(x_rows), -1, np.int64)
     for d in range(n_dev):
-        ea, eb = e_starts[d], e_starts[d + 1]
+        ea, eb = x_starts[d], x_starts[d + 1]
         if eb == ea or d + 1 >= len(v_starts):
             continue
         va, vb = v_starts[d], v_starts[d + 1]
@@ -164,73 +183,61 @@ def convert(e_order: np.ndarray, e_starts: np.ndarray, e_camp: np.ndarray, e_ts:
             continue
         nxt = va
         for i in range(ea, eb):
-            e = e_order[i]
-            c = e_camp[e]
-            t = e_ts[e]
+            c = int(x_rows[i, X_CAMPAIGN])
+            t = x_rows[i, X_TS]
             while nxt < vb and v_ts[nxt] <= t:
                 nxt += 1
             for v in range(nxt, vb):
                 if v_ts[v] > t + within[c]:
                     break
                 if _qualifies(v, c, v_fence, v_dwell, v_prob, place_ok, min_dwell, min_prob):
-                    out[e] = v
+                    cand[i] = v
                     break
-        if attribution == EACH:
-            continue
-        # the owner of each candidate visit: the latest exposure before it that it qualifies for
         for i in range(ea, eb):
-            e = e_order[i]
-            v = out[e]
+            v = cand[i]
             if v < 0:
                 continue
-            for j in range(i + 1, eb):
-                e2 = e_order[j]
-                t2 = e_ts[e2]
-                if t2 >= v_ts[v]:
-                    break
-                c2 = e_camp[e2]
-                if v_ts[v] - t2 <= within[c2] and _qualifies(v, c2, v_fence, v_dwell, v_prob, place_ok,
-                                                            min_dwell, min_prob):
-                    out[e] = -1  # a later exposure claims the visit
-                    break
+            if attribution == LAST:
+                for j in range(i + 1, eb):  # a later exposure before the visit that it qualifies for claims it
+                    t2 = x_rows[j, X_TS]
+                    if t2 >= v_ts[v]:
+                        break
+                    c2 = int(x_rows[j, X_CAMPAIGN])
+                    if v_ts[v] - t2 <= within[c2] and _qualifies(v, c2, v_fence, v_dwell, v_prob, place_ok,
+                                                                min_dwell, min_prob):
+                        v = -1
+                        break
+            out[int(x_rows[i, X_INDEX])] = v
     return out
 
 
 @njit(cache=True)
 def store_day_visitors(v_starts: np.ndarray, sd: np.ndarray, repeat: np.ndarray, n_sd: int):  # pragma: no cover
-    """Per store-day: unique visitors, and those of them with a repeat visit (an earlier one to that store)."""
+    """Per store-day: unique visitors, and those of them with a repeat visit (an earlier one to that store).
+    One pass over the visits grouped by device, stamping each store-day with the device last counted."""
     unique = np.zeros(n_sd, np.int64)
     returning = np.zeros(n_sd, np.int64)
+    counted = np.full(n_sd, -1, np.int64)
+    counted_rep = np.full(n_sd, -1, np.int64)
     for d in range(len(v_starts) - 1):
-        a, b = v_starts[d], v_starts[d + 1]
-        if b == a:
-            continue
-        keys = sd[a:b]
-        o = np.argsort(keys, kind="mergesort")
-        prev = -1
-        rep = False
-        for j in range(len(o)):
-            k = keys[o[j]]
-            if k != prev:
-                if prev >= 0 and rep:
-                    returning[prev] += 1
+        for j in range(v_starts[d], v_starts[d + 1]):
+            k = sd[j]
+            if counted[k] != d:
+                counted[k] = d
                 unique[k] += 1
-                prev = k
-                rep = False
-            if repeat[a + o[j]]:
-                rep = True
-        if prev >= 0 and rep:
-            returning[prev] += 1
+            if repeat[j] and counted_rep[k] != d:
+                counted_rep[k] = d
+                returning[k] += 1
     return unique, returning
 
 
 @njit(cache=True)
-def group_medians(order: np.ndarray, starts: np.ndarray, values: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """The median of ``values`` in each group (NaN for an empty one)."""
+def group_medians(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """The median of column 0 of each group's rows (NaN for an empty group)."""
     n = len(starts) - 1
     out = np.full(n, np.nan)
     for g in range(n):
         a, b = starts[g], starts[g + 1]
         if b > a:
-            out[g] = np.median(values[order[a:b]])
+            out[g] = np.median(rows[a:b, 0])
     return out

@@ -156,12 +156,20 @@ def visits_of(events: Events, n_dev: int) -> Visits:
     device = _codes(events.device, "device")
     if len(device) and int(device.max()) >= n_dev:
         raise ValueError("a device code is not below n_dev")
-    order, starts = K.group_order(device, n_dev)
-    cols = K.build_visits(
-        order, starts, np.ascontiguousarray(events.kind, np.int8), _codes(events.fence, "fence"),
-        np.ascontiguousarray(events.ts, np.float64), np.ascontiguousarray(events.dwell_s, np.float64),
-        np.ascontiguousarray(events.probability, np.float64),
-    )
+    fence = _codes(events.fence, "fence")
+    prob = np.asarray(events.probability, np.float64)
+    has_prob = bool(len(prob)) and not bool(np.isnan(prob).all())
+    rows = np.empty((len(device), 5 if has_prob else 4), np.float64)
+    rows[:, K.E_TS] = events.ts
+    rows[:, K.E_KIND] = events.kind  # at one instant an exit (0) closes before an enter (1) opens
+    rows[:, K.E_FENCE] = fence
+    rows[:, K.E_DWELL] = events.dwell_s
+    if has_prob:
+        rows[:, K.E_PROB] = prob
+    grouped, starts = K.group_rows(device, rows, n_dev)
+    del rows
+    K.sort_groups(grouped, starts)
+    cols = K.build_visits(grouped, starts, int(fence.max()) + 1 if len(fence) else 1)
     return Visits(*cols)
 
 
@@ -174,9 +182,13 @@ def conversions(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fen
     device = _codes(exposures.device, "device")
     if len(device) and int(device.max()) >= n_dev:
         n_dev = int(device.max()) + 1
-    order, starts = K.group_order(device, n_dev)
-    ts = np.ascontiguousarray(exposures.ts, np.float64)
-    K.sort_within(order, starts, ts)
+    rows = np.empty((len(device), 3), np.float64)
+    rows[:, K.X_TS] = exposures.ts
+    rows[:, K.X_CAMPAIGN] = _codes(exposures.campaign, "campaign")
+    rows[:, K.X_INDEX] = np.arange(len(device))
+    grouped, starts = K.group_rows(device, rows, n_dev)
+    del rows
+    K.sort_groups(grouped, starts)
     index = {f: i for i, f in enumerate(fence_names)}
     n_fences = max(len(fence_names), int(visits.fence.max()) + 1 if len(visits) else 0, 1)
     place_ok = np.zeros((max(len(specs), 1), n_fences), np.bool_)
@@ -192,7 +204,7 @@ def conversions(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fen
     if len(v_starts) - 1 < n_dev:  # devices with exposures but no visit at all
         v_starts = np.concatenate([v_starts, np.full(n_dev - (len(v_starts) - 1), v_starts[-1], np.int64)])
     return K.convert(
-        order, starts, _codes(exposures.campaign, "campaign"), ts, v_starts, visits.fence, visits.ts,
+        grouped, starts, len(device), v_starts, visits.fence, visits.ts,
         visits.dwell_s, visits.probability, place_ok, within, min_dwell, min_prob,
         K.LAST if attribution == "last" else K.EACH,
     )

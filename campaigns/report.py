@@ -116,13 +116,17 @@ def _lift_rows(ex: Exposures, converted: np.ndarray, specs: Sequence[Spec], fenc
                arm_names: Sequence[str], min_exposed: int) -> list[dict[str, Any]]:
     n_c, n_a = max(len(specs), 1), max(len(arm_names), 1)
     n_f = max(len(fence_names), int(ex.fence.max()) + 1 if len(ex) else 0, 1)
-    camp = np.asarray(ex.campaign, np.int64)
-    arm = np.asarray(ex.arm, np.int64)
-    fence = np.asarray(ex.fence, np.int64)
-    cell = (camp * n_a + arm) * n_f + fence
+    cell = (np.asarray(ex.campaign, np.int64) * n_a + np.asarray(ex.arm, np.int64)) * n_f + np.asarray(ex.fence, np.int64)
     size = n_c * n_a * n_f
     exposed = np.bincount(cell, minlength=size).reshape(n_c, n_a, n_f)
     won = np.bincount(cell, weights=converted, minlength=size).astype(np.int64).reshape(n_c, n_a, n_f)
+    return rows_from_counts(exposed, won, specs, fence_names, arm_names, min_exposed)
+
+
+def rows_from_counts(exposed: np.ndarray, won: np.ndarray, specs: Sequence[Spec], fence_names: Sequence[str],
+                     arm_names: Sequence[str], min_exposed: int = MIN_EXPOSED) -> list[dict[str, Any]]:
+    """The lift rows from counts: ``exposed[c, a, f]`` and ``won[c, a, f]`` (conversions) per campaign,
+    arm and fence code. This is what a service answers from the counters it keeps."""
     h = list(arm_names).index(HOLDOUT) if HOLDOUT in arm_names else -1
     treated_arms = np.asarray([a for a in range(len(arm_names)) if a != h], np.int64)
     groups: list[tuple[int, str, str | None, str | None, int, int, int, int]] = []
@@ -138,12 +142,13 @@ def _lift_rows(ex: Exposures, converted: np.ndarray, specs: Sequence[Spec], fenc
                 n = int(exposed[c, a].sum())
                 if n:
                     groups.append((c, "variant", arm_names[a], None, n, int(won[c, a].sum()), h_n, h_x))
-        for f in sorted(np.flatnonzero(exposed[c].sum(axis=0)), key=lambda f: fence_names[f] if f < len(fence_names) else str(f)):
-            n = int(exposed[c][treated_arms][:, f].sum())
+        t_exp, t_won = exposed[c][treated_arms].sum(axis=0), won[c][treated_arms].sum(axis=0)
+        stores = np.flatnonzero(exposed[c].sum(axis=0))
+        for f in sorted(stores.tolist(), key=lambda f: fence_names[f] if f < len(fence_names) else str(f)):
             hn = int(exposed[c, h, f]) if h >= 0 else 0
             hx = int(won[c, h, f]) if h >= 0 else 0
             name = fence_names[f] if f < len(fence_names) else str(f)
-            groups.append((c, "store", None, name, n, int(won[c][treated_arms][:, f].sum()), hn, hx))
+            groups.append((c, "store", None, name, int(t_exp[f]), int(t_won[f]), hn, hx))
     if not groups:
         return []
     t_n, t_x, h_n, h_x = (np.asarray([g[i] for g in groups], np.float64) for i in (4, 5, 6, 7))
@@ -200,9 +205,9 @@ def _traffic_rows(v: Any, fence_names: Sequence[str], zone: ZoneInfo) -> list[di
     n_sd = n_f * n_days
     visits = np.bincount(sd, minlength=n_sd)
     unique, returning = K.store_day_visitors(v.starts, sd, v.repeat, n_sd)
-    closed = np.flatnonzero(v.closed)
-    order, bounds = K.group_order(sd[closed], n_sd)
-    medians = K.group_medians(order, bounds, np.ascontiguousarray(v.dwell_s[closed]))
+    closed = v.closed
+    grouped, bounds = K.group_rows(sd[closed], v.dwell_s[closed].reshape(-1, 1), n_sd)
+    medians = K.group_medians(grouped, bounds)
     rows = []
     for k in np.flatnonzero(visits):
         f, d = divmod(int(k), n_days)
@@ -217,4 +222,4 @@ def _traffic_rows(v: Any, fence_names: Sequence[str], zone: ZoneInfo) -> list[di
     return rows
 
 
-__all__ = ["MIN_EXPOSED", "Report", "diff_interval", "lift_report", "ratio_interval", "wilson"]
+__all__ = ["MIN_EXPOSED", "Report", "diff_interval", "lift_report", "ratio_interval", "rows_from_counts", "wilson"]

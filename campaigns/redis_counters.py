@@ -1,0 +1,84 @@
+"""Report counters in Redis: one script call per campaign and batch, every key in the campaign's slot.
+
+Keys (``prefix`` is the configured namespace):
+
+- ``<prefix>:report:{<campaign_id>}``: a hash, field ``<measure>\\x1f<arm>\\x1f<store>`` -> count;
+- ``<prefix>:report:{<campaign_id>}:seen``: a sorted set of ``<measure>:<token>`` scored by time,
+  trimmed to the last ``keep_s``.
+
+The ``{campaign_id}`` hash tag puts both keys of a campaign in one cluster
+slot, so one Lua call per campaign adds a batch atomically: a token already
+in ``seen`` is skipped (a retried batch, a replaying worker), each new one is
+recorded and its counter incremented with ``HINCRBY``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from campaigns.counters import MEASURES, Counts, Increment
+
+_ADD = """
+local now = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local done = 0
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - keep))
+for i = 3, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    done = done + 1
+  end
+end
+if done > 0 then
+  redis.call('PEXPIRE', KEYS[2], math.ceil(keep * 1000))
+end
+return done
+"""
+
+_SEP = "\x1f"
+
+
+class RedisCounters:
+    """Counters shared by every worker through Redis (see the module docstring for the keys)."""
+
+    def __init__(self, client: Any, prefix: str = "proximity", *, keep_s: float = 14 * 86400.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = redis.Redis.from_url(client) if isinstance(client, str) else client
+        self.prefix = prefix
+        self.keep_s = keep_s
+        self.clock = clock
+        self._script = self.client.register_script(_ADD)
+
+    def key(self, campaign_id: str) -> str:
+        return f"{self.prefix}:report:{{{campaign_id}}}"
+
+    def add(self, increments: Sequence[Increment], now: float | None = None) -> int:
+        now = self.clock() if now is None else now
+        by_campaign: dict[str, list[Any]] = defaultdict(list)
+        for inc in increments:
+            by_campaign[inc.campaign_id] += [f"{inc.measure}:{inc.token}",
+                                             _SEP.join((inc.measure, inc.arm, inc.store))]
+        if not by_campaign:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for cid, args in by_campaign.items():
+            key = self.key(cid)
+            self._script(keys=[key, f"{key}:seen"], args=[repr(float(now)), repr(float(self.keep_s)), *args],
+                         client=pipe)
+        return int(sum(int(x) for x in pipe.execute()))
+
+    def counts(self, campaign_id: str) -> Counts:
+        out: Counts = {}
+        for field, value in self.client.hgetall(self.key(campaign_id)).items():
+            measure, arm, store = (field.decode() if isinstance(field, bytes) else field).split(_SEP)
+            if measure in MEASURES:
+                out.setdefault((arm, store), dict.fromkeys(MEASURES, 0))[measure] = int(value)
+        return out
+
+
+__all__ = ["RedisCounters"]
