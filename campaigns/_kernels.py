@@ -151,8 +151,8 @@ def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob:
     return not (min_prob[c] > 0 and p == p and p < min_prob[c])
 
 
-#: columns of grouped exposure rows (the index breaks ties of time: input order)
-X_TS, X_INDEX, X_CAMPAIGN = 0, 1, 2
+#: columns of grouped exposure rows (the index breaks ties of time: input order; treated: 0 holdout, 1 not)
+X_TS, X_INDEX, X_CAMPAIGN, X_TREATED = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -173,7 +173,7 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
     """
     out = np.full(n_exposures, -1, np.int64)
     n_dev = len(x_starts) - 1
-    cand = np.full(len(x_rows), -1, np.int64)
+    cand = np.full(len(x_rows), -1, np.int64)  # by grouped row: the candidate, then the converting visit
     for d in range(n_dev):
         ea, eb = x_starts[d], x_starts[d + 1]
         if eb == ea or d + 1 >= len(v_starts):
@@ -207,8 +207,47 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
                                                                 min_dwell, min_prob):
                         v = -1
                         break
+            cand[i] = v
             out[int(x_rows[i, X_INDEX])] = v
-    return out
+    return out, cand
+
+
+@njit(cache=True)
+def cluster_sums(x_rows: np.ndarray, x_starts: np.ndarray, row_visit: np.ndarray, n_campaigns: int):  # pragma: no cover
+    """Per campaign and group (0 holdout, 1 treated), over devices: exposures N, conversions X, devices K,
+    and the sums of n_i^2, x_i n_i, x_i^2 of each device's exposures n_i and conversions x_i (the
+    cluster-robust variance of a rate whose unit of assignment is the device)."""
+    acc = np.zeros((n_campaigns, 2, 6))
+    n_c = np.zeros(n_campaigns)
+    x_c = np.zeros(n_campaigns)
+    t_c = np.zeros(n_campaigns, np.int64)
+    stamp = np.full(n_campaigns, -1, np.int64)
+    touched = np.empty(n_campaigns, np.int64)
+    for d in range(len(x_starts) - 1):
+        m = 0
+        for i in range(x_starts[d], x_starts[d + 1]):
+            c = int(x_rows[i, X_CAMPAIGN])
+            if stamp[c] != d:
+                stamp[c] = d
+                n_c[c] = 0.0
+                x_c[c] = 0.0
+                t_c[c] = int(x_rows[i, X_TREATED])
+                touched[m] = c
+                m += 1
+            n_c[c] += 1.0
+            if row_visit[i] >= 0:
+                x_c[c] += 1.0
+        for j in range(m):
+            c = touched[j]
+            t = t_c[c]
+            n, x = n_c[c], x_c[c]
+            acc[c, t, 0] += n
+            acc[c, t, 1] += x
+            acc[c, t, 2] += 1.0
+            acc[c, t, 3] += n * n
+            acc[c, t, 4] += x * n
+            acc[c, t, 5] += x * x
+    return acc
 
 
 @njit(cache=True)

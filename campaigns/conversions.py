@@ -176,16 +176,34 @@ def visits_of(events: Events, n_dev: int) -> Visits:
 def conversions(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_names: Sequence[str],
                 *, attribution: str = "last") -> np.ndarray:
     """The index (into ``visits``) of the visit converting each exposure, -1 for none."""
+    return match(exposures, visits, specs, fence_names, attribution=attribution).visit
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """What :func:`match` found: ``visit`` per exposure (-1: none), and the exposures as rows grouped by
+    device (``_kernels.X_*`` columns) with each row's converting visit, for per-device statistics."""
+
+    visit: np.ndarray
+    rows: np.ndarray
+    starts: np.ndarray
+    row_visit: np.ndarray
+
+
+def match(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_names: Sequence[str],
+          *, attribution: str = "last", holdout_arm: int = -1) -> Matched:
+    """:func:`conversions`, keeping the device-grouped rows (``holdout_arm``: the arm code of the control group)."""
     if attribution not in ATTRIBUTIONS:
         raise ValueError(f"attribution must be one of {', '.join(ATTRIBUTIONS)}, not {attribution!r}")
     n_dev = len(visits.starts) - 1
     device = _codes(exposures.device, "device")
     if len(device) and int(device.max()) >= n_dev:
         n_dev = int(device.max()) + 1
-    rows = np.empty((len(device), 3), np.float64)
+    rows = np.empty((len(device), 4), np.float64)
     rows[:, K.X_TS] = exposures.ts
     rows[:, K.X_CAMPAIGN] = _codes(exposures.campaign, "campaign")
     rows[:, K.X_INDEX] = np.arange(len(device))
+    rows[:, K.X_TREATED] = np.asarray(exposures.arm) != holdout_arm
     grouped, starts = K.group_rows(device, rows, n_dev)
     del rows
     K.sort_groups(grouped, starts)
@@ -203,11 +221,12 @@ def conversions(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fen
     v_starts = visits.starts
     if len(v_starts) - 1 < n_dev:  # devices with exposures but no visit at all
         v_starts = np.concatenate([v_starts, np.full(n_dev - (len(v_starts) - 1), v_starts[-1], np.int64)])
-    return K.convert(
+    out, row_visit = K.convert(
         grouped, starts, len(device), v_starts, visits.fence, visits.ts,
         visits.dwell_s, visits.probability, place_ok, within, min_dwell, min_prob,
         K.LAST if attribution == "last" else K.EACH,
     )
+    return Matched(out, grouped, starts, row_visit)
 
 
 def arm_names(specs: Sequence[Spec]) -> list[str]:
@@ -223,10 +242,12 @@ __all__ = [
     "KIND_CODES",
     "Events",
     "Exposures",
+    "Matched",
     "Spec",
     "Visits",
     "arm_names",
     "conversions",
+    "match",
     "n_devices",
     "specs_of",
     "visits_of",

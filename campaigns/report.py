@@ -17,8 +17,12 @@ the treated devices with the campaign's holdout:
 - below ``min_exposed`` exposures in the treated group or in the holdout the
   row says "not enough data" instead of a lift.
 
-Each exposure is one trial: a device exposed twice counts twice (its caps
-decide how often). A lift is significant when its interval excludes 0.
+Each exposure is one trial, but devices are what is assigned: a device exposed
+several times (its caps decide how often) brings correlated trials. The
+intervals use effective sample sizes, exposures / design effect, where the
+design effect is the cluster-robust (by device) variance of each group's rate
+over the binomial one (at least 1; 1 when every device is exposed once), so
+they keep their coverage. A lift is significant when its interval excludes 0.
 
 Foot-traffic KPIs per store and local day: visits, unique visitors, median
 dwell (closed visits), and the repeat-visit rate (share of the day's visitors
@@ -36,7 +40,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from campaigns import _kernels as K
-from campaigns.conversions import Events, Exposures, Spec, conversions, visits_of
+from campaigns.conversions import Events, Exposures, Spec, match, visits_of
 from campaigns.experiments import HOLDOUT
 
 Z95 = 1.959963984540054
@@ -105,28 +109,45 @@ def lift_report(exposures: Exposures, events: Events, specs: Sequence[Spec], fen
     n_dev = n_devices if n_devices is not None else int(max(
         (int(c.max()) + 1 for c in (events.device, exposures.device) if len(c)), default=0))
     visits = visits_of(events, n_dev)
-    won = conversions(exposures, visits, specs, fence_names, attribution=attribution)
+    h = list(arm_names).index(HOLDOUT) if HOLDOUT in arm_names else -1
+    m = match(exposures, visits, specs, fence_names, attribution=attribution, holdout_arm=h)
     report = Report(min_exposed=min_exposed, attribution=attribution, exposures=len(exposures), visits=len(visits))
-    report.lift = _lift_rows(exposures, won >= 0, specs, fence_names, arm_names, min_exposed)
+    deff = design_effects(K.cluster_sums(m.rows, m.starts, m.row_visit, max(len(specs), 1)))
+    report.lift = _lift_rows(exposures, m.visit >= 0, specs, fence_names, arm_names, min_exposed, deff)
     report.traffic = _traffic_rows(visits, fence_names, timezone or ZoneInfo("UTC"))
     return report
 
 
+def design_effects(sums: np.ndarray) -> np.ndarray:
+    """``deff[c, g]`` (g: 0 holdout, 1 treated): the cluster-robust variance of the conversion rate,
+    devices being the clusters (the unit of assignment), over the binomial one: sum over devices of
+    (x_i - p n_i)^2 / (N p (1 - p)); exactly 1 when every device is exposed once, at least 1."""
+    n, x, k, s_nn, s_xn, s_xx = (sums[..., i] for i in range(6))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = x / n
+        deff = (s_xx - 2 * p * s_xn + p * p * s_nn) / (n * p * (1 - p))
+    return np.where(np.isfinite(deff) & (k > 1) & (deff > 1.0 + 1e-9), deff, 1.0)
+
+
 def _lift_rows(ex: Exposures, converted: np.ndarray, specs: Sequence[Spec], fence_names: Sequence[str],
-               arm_names: Sequence[str], min_exposed: int) -> list[dict[str, Any]]:
+               arm_names: Sequence[str], min_exposed: int, deff: np.ndarray | None = None) -> list[dict[str, Any]]:
     n_c, n_a = max(len(specs), 1), max(len(arm_names), 1)
     n_f = max(len(fence_names), int(ex.fence.max()) + 1 if len(ex) else 0, 1)
     cell = (np.asarray(ex.campaign, np.int64) * n_a + np.asarray(ex.arm, np.int64)) * n_f + np.asarray(ex.fence, np.int64)
     size = n_c * n_a * n_f
     exposed = np.bincount(cell, minlength=size).reshape(n_c, n_a, n_f)
     won = np.bincount(cell, weights=converted, minlength=size).astype(np.int64).reshape(n_c, n_a, n_f)
-    return rows_from_counts(exposed, won, specs, fence_names, arm_names, min_exposed)
+    return rows_from_counts(exposed, won, specs, fence_names, arm_names, min_exposed, deff)
 
 
 def rows_from_counts(exposed: np.ndarray, won: np.ndarray, specs: Sequence[Spec], fence_names: Sequence[str],
-                     arm_names: Sequence[str], min_exposed: int = MIN_EXPOSED) -> list[dict[str, Any]]:
+                     arm_names: Sequence[str], min_exposed: int = MIN_EXPOSED,
+                     deff: np.ndarray | None = None) -> list[dict[str, Any]]:
     """The lift rows from counts: ``exposed[c, a, f]`` and ``won[c, a, f]`` (conversions) per campaign,
-    arm and fence code. This is what a service answers from the counters it keeps."""
+    arm and fence code. This is what a service answers from the counters it keeps. ``deff[c, g]``
+    (design effects, g: 0 holdout, 1 treated) widens the intervals of a campaign whose devices were
+    exposed several times; without it exposures count as independent."""
+    deff = np.ones((max(len(specs), 1), 2)) if deff is None else deff
     h = list(arm_names).index(HOLDOUT) if HOLDOUT in arm_names else -1
     treated_arms = np.asarray([a for a in range(len(arm_names)) if a != h], np.int64)
     groups: list[tuple[int, str, str | None, str | None, int, int, int, int]] = []
@@ -152,8 +173,10 @@ def rows_from_counts(exposed: np.ndarray, won: np.ndarray, specs: Sequence[Spec]
     if not groups:
         return []
     t_n, t_x, h_n, h_x = (np.asarray([g[i] for g in groups], np.float64) for i in (4, 5, 6, 7))
-    d, d_lo, d_hi = diff_interval(t_x, t_n, h_x, h_n)
-    r, r_lo, r_hi = ratio_interval(t_x, t_n, h_x, h_n)
+    camp = np.asarray([g[0] for g in groups], np.int64)
+    t_d, h_d = deff[camp, 1], deff[camp, 0]  # effective sample sizes: n / deff
+    d, d_lo, d_hi = diff_interval(t_x / t_d, t_n / t_d, h_x / h_d, h_n / h_d)
+    r, r_lo, r_hi = ratio_interval(t_x / t_d, t_n / t_d, h_x / h_d, h_n / h_d)
     rows = []
     for i, (c, level, variant, store, n, x, hn, hx) in enumerate(groups):
         spec = specs[c]
@@ -174,6 +197,8 @@ def rows_from_counts(exposed: np.ndarray, won: np.ndarray, specs: Sequence[Spec]
                 "relative_lift": _num(r[i]), "relative_lift_ci": [_num(r_lo[i]), _num(r_hi[i])],
                 "incremental_visits": _num(d[i] * n), "incremental_visits_ci": [_num(d_lo[i] * n), _num(d_hi[i] * n)],
             })
+        if level == "campaign":
+            row["design_effect"] = [_num(t_d[i]), _num(h_d[i])]
         rows.append(row)
     return rows
 

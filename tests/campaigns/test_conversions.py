@@ -19,16 +19,19 @@ KIND = {"enter": K.ENTER, "dwell": K.DWELL, "exit": K.EXIT}
 
 
 def oracle_visits(events: list[tuple[str, int, int, float, float, float]]) -> list[dict[str, Any]]:
-    """Visits, one (device, fence) at a time, in time order: literally the documented rule."""
+    """Visits, one (device, fence) at a time, in time order: literally the documented rule (``row``: the
+    enter's place in the log, which orders visits starting at the same instant)."""
     out = []
     rank = {"exit": 0, "enter": 1, "dwell": 2}
     for d, f in sorted({(e[1], e[2]) for e in events}):
-        mine = sorted((e for e in events if e[1] == d and e[2] == f), key=lambda e: (e[3], rank[e[0]]))
+        mine = sorted(((row, e) for row, e in enumerate(events) if e[1] == d and e[2] == f),
+                      key=lambda re: (re[1][3], rank[re[1][0]]))
         cur: dict[str, Any] | None = None
         seen = False
-        for kind, _, _, ts, dwell, prob in mine:
+        for row, (kind, _, _, ts, dwell, prob) in mine:
             if kind == "enter":
-                cur = {"device": d, "fence": f, "ts": ts, "dwell": dwell, "prob": prob, "closed": False, "repeat": seen}
+                cur = {"device": d, "fence": f, "ts": ts, "dwell": dwell, "prob": prob, "closed": False,
+                       "repeat": seen, "row": row}
                 seen = True
                 out.append(cur)
             elif cur is not None:
@@ -54,7 +57,7 @@ def oracle_conversions(exposures: list[tuple[int, int, float]], visits: list[dic
     for i, (c, d, t) in enumerate(exposures):
         spec = specs[c]
         cands = sorted((v for v in visits if v["device"] == d and t < v["ts"] <= t + spec.within_s and qualifies(v, spec)),
-                       key=lambda v: v["ts"])
+                       key=lambda v: (v["ts"], v["row"]))
         first = cands[0] if cands else None
         if first is not None and attribution == "last":
             for j, (c2, d2, t2) in enumerate(exposures):
@@ -165,3 +168,28 @@ def test_report_rows_state_not_enough_data_and_lift() -> None:
     traffic = {r["store"]: r for r in rep.traffic}
     assert traffic["s0"]["visits"] + traffic["s1"]["visits"] == k
     assert traffic["s0"]["unique_visitors"] == traffic["s0"]["visits"] and traffic["s0"]["repeat_visit_rate"] == 0.0
+
+
+def test_devices_exposed_many_times_widen_the_interval() -> None:
+    """Devices are assigned, exposures are counted: 40 devices x 25 exposures that all convert or all
+    do not is 40 trials, not 1000, and the interval says so (design effect ~25)."""
+    rng = np.random.default_rng(9)
+    n_dev, per = 40, 25
+    device = np.repeat(np.arange(n_dev), per)
+    arm = (device % 2).astype(np.int64)  # 0 holdout, 1 offer
+    converts = rng.random(n_dev) < np.where(np.arange(n_dev) % 2 == 1, 0.6, 0.4)
+    ts = np.tile(np.arange(per) * 1000.0, n_dev)
+    ex = Exposures(np.zeros(len(device), np.int64), arm, device, np.zeros(len(device), np.int64), ts)
+    conv_dev = np.flatnonzero(converts)
+    v_dev = np.repeat(conv_dev, per)
+    v_ts = np.tile(np.arange(per) * 1000.0 + 10, len(conv_dev))
+    events = Events(np.full(len(v_dev), K.ENTER, np.int8), v_dev, np.zeros(len(v_dev), np.int64), v_ts,
+                    np.zeros(len(v_dev)), np.full(len(v_dev), np.nan))
+    row = lift_report(ex, events, [Spec("c", holdout=0.5, within_s=100)], ["s"], ["holdout", "offer"], min_exposed=1).lift[0]
+    assert row["exposed"] == row["holdout_exposed"] == 500
+    t_d, h_d = row["design_effect"]
+    assert t_d == pytest.approx(25) and h_d == pytest.approx(25)
+    _, lo, hi = diff_interval(np.array([row["converted"] / t_d]), np.array([500 / t_d]),
+                              np.array([row["holdout_converted"] / h_d]), np.array([500 / h_d]))
+    assert row["lift_ci"] == pytest.approx([float(lo[0]), float(hi[0])], abs=1e-5)
+    assert row["lift_ci"][1] - row["lift_ci"][0] > 0.4  # 20 devices a side, not 500 exposures
