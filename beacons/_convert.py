@@ -18,10 +18,10 @@ import math
 import re
 import uuid as _uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from beacons.errors import BeaconError
+from proxbase.timestamps import parse_ts
 
 KEY_TYPES = ("ibeacon", "eddystone", "altbeacon")
 
@@ -187,27 +187,13 @@ def key_from_fields(d: Mapping[str, Any]) -> str:
 
 
 def to_epoch(value: Any, *, field: str | None = "ts") -> float:
-    """UTC epoch seconds from a number or an ISO 8601 string (naive means UTC)."""
-    if isinstance(value, bool):
-        raise BeaconError(f"{field} must be epoch seconds or ISO 8601 text, got {value!r}", field=field)
-    if isinstance(value, int | float):
-        out = float(value)
-    elif isinstance(value, str):
-        try:
-            out = float(value)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            except ValueError:
-                raise BeaconError(f"{field} is not a time: {value!r}", field=field) from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            out = dt.timestamp()
-    else:
-        raise BeaconError(f"{field} must be epoch seconds or ISO 8601 text, got {value!r}", field=field)
-    if not math.isfinite(out):
-        raise BeaconError(f"{field} must be finite, got {value!r}", field=field)
-    return out
+    """UTC epoch seconds by the project's one timestamp rule (:func:`proxbase.timestamps.parse_ts`: epoch
+    seconds, or ISO 8601 with an offset); a :class:`BeaconError` naming ``field`` otherwise."""
+    try:
+        return parse_ts(value)
+    except ValueError as exc:
+        text = str(exc)
+        raise BeaconError(text.replace("timestamp", field or "ts", 1), field=field) from None
 
 
 def to_dbm(value: Any, *, field: str, allow_none: bool = False) -> float:

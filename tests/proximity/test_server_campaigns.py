@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proximity.config import ServiceConfig, example_path
-from proximity.server import create_app
+from proximity.service import create_app
+from proximity.service.config import ServiceConfig, example_path
 from tests.proximity.test_server import ADMIN, GATEWAY, KEYS, SDK, h, ping
 from tests.proximity.test_server_fuzz import district
 
@@ -158,8 +158,8 @@ async def test_graceful_shutdown_finishes_in_flight_batches_and_flushes_the_outb
     import aiohttp
     from aiohttp import web
 
-    from proximity.metrics import ServiceMetrics
-    from proximity.server import EngineHost, bind_socket, make_runner
+    from proximity.service import EngineHost, bind_socket, make_runner
+    from proximity.service.metrics import ServiceMetrics
 
     class SlowHost(EngineHost):
         def process_pings(self, rows, now):  # type: ignore[no-untyped-def]

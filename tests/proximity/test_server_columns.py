@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proximity.batch import PingBatch
-from proximity.server import columns_of
+from proximity.service.host import columns_of
 
 numbers = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**70), 2**70)
            | st.floats(-200, 200) | st.sampled_from([0, -0.0, 90, 180, 1e11, 1e11 + 1, True, "1.5", None]))

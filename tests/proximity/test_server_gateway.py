@@ -16,7 +16,7 @@ import pytest
 from beacons import read_capture
 from beacons.gateway import sightings_of
 from proximity.cli import main
-from proximity.config import ServiceConfig, example_path
+from proximity.service.config import ServiceConfig, example_path
 from tests.proximity.test_server_fuzz import KEY, ServerThread, post
 
 # the app's iBeacon, advertised by the phone dev-007 (major 0, minor 7, 1 m power -65 dBm)
