@@ -166,14 +166,15 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
     within a device) and visits (grouped the same way, sorted by start) of one
     device are walked together. An exposure's candidate is its first visit
     that starts strictly after it, within its campaign's window, at one of its
-    places, long and probable enough. With ``LAST`` attribution a visit belongs
-    to the latest exposure before it for which it qualifies (any campaign), and
-    an exposure converts only if its candidate belongs to it; with ``EACH``
-    every exposure converts with its candidate.
+    places, long and probable enough. With ``LAST`` attribution, when several
+    exposures (any campaign) have the same candidate, the latest of them converts
+    with it and the others do not; with ``EACH`` every exposure converts with its
+    candidate.
     """
     out = np.full(n_exposures, -1, np.int64)
     n_dev = len(x_starts) - 1
-    cand = np.full(len(x_rows), -1, np.int64)  # by grouped row: the candidate, then the converting visit
+    cand = np.full(len(x_rows), -1, np.int64)  # by grouped row: the first qualifying visit
+    final = np.full(len(x_rows), -1, np.int64)  # by grouped row: the converting visit
     for d in range(n_dev):
         ea, eb = x_starts[d], x_starts[d + 1]
         if eb == ea or d + 1 >= len(v_starts):
@@ -198,18 +199,15 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
             if v < 0:
                 continue
             if attribution == LAST:
-                for j in range(i + 1, eb):  # a later exposure before the visit that it qualifies for claims it
-                    t2 = x_rows[j, X_TS]
-                    if t2 >= v_ts[v]:
+                for j in range(i + 1, eb):  # a later exposure whose first qualifying visit is the same one wins
+                    if x_rows[j, X_TS] >= v_ts[v]:
                         break
-                    c2 = int(x_rows[j, X_CAMPAIGN])
-                    if v_ts[v] - t2 <= within[c2] and _qualifies(v, c2, v_fence, v_dwell, v_prob, place_ok,
-                                                                min_dwell, min_prob):
+                    if cand[j] == v:
                         v = -1
                         break
-            cand[i] = v
+            final[i] = v
             out[int(x_rows[i, X_INDEX])] = v
-    return out, cand
+    return out, final
 
 
 @njit(cache=True)

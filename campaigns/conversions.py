@@ -16,9 +16,9 @@ A **conversion** of an exposure is the first qualifying visit after it:
   least ``min_probability`` likely (its highest probability counts).
 
 An exposure converts at most once. When exposures overlap (several
-campaigns, or one campaign twice), attribution decides who gets a visit:
-``"last"`` (the default) gives it to the latest exposure before it that it
-qualifies for, of any campaign, so a visit converts one exposure at most;
+campaigns, or one campaign twice), attribution decides who gets a visit that
+is the first qualifying visit of several of them: ``"last"`` (the default)
+gives it to the latest of them, so a visit converts one exposure at most;
 ``"each"`` lets every exposure convert with its own first qualifying visit
 (each campaign measured as if alone).
 

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from campaigns.counters import MEASURES, Counts, Increment
+from campaigns.live import Pending
 
 _ADD = """
 local now = tonumber(ARGV[1])
@@ -38,6 +39,29 @@ if done > 0 then
   redis.call('PEXPIRE', KEYS[2], math.ceil(keep * 1000))
 end
 return done
+"""
+
+_CLAIM = """
+local visit = tonumber(ARGV[1])
+local windows = {}
+for i = 2, #ARGV, 2 do windows[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local all = redis.call('HGETALL', KEYS[1])
+local best, best_ts, best_tok = false, 0, ''
+for i = 1, #all, 2 do
+  local tok, val = all[i], all[i + 1]
+  local p = cjson.decode(val)
+  local ts, w = tonumber(p[1]), windows[p[3]]
+  if w and ts < visit and visit <= ts + w then
+    redis.call('HDEL', KEYS[1], tok)
+    if (not best) or ts > best_ts or (ts == best_ts and tok > best_tok) then
+      best, best_ts, best_tok = val, ts, tok
+    end
+  elseif tonumber(p[2]) < visit then
+    redis.call('HDEL', KEYS[1], tok)
+  end
+end
+if best then return {best_tok, best} end
+return false
 """
 
 _SEP = "\x1f"
@@ -81,4 +105,42 @@ class RedisCounters:
         return out
 
 
-__all__ = ["RedisCounters"]
+class RedisPending:
+    """Pending exposures in Redis: ``<prefix>:pending:{<device_id>}``, a hash token -> JSON
+    ``[ts, until, campaign, arm, store]``; a claim is one Lua call in the device's slot."""
+
+    def __init__(self, client: Any, prefix: str = "proximity", *, keep_s: float = 86400.0) -> None:
+        self.client = redis.Redis.from_url(client) if isinstance(client, str) else client
+        self.prefix = prefix
+        self.keep_s = keep_s
+        self._claim = self.client.register_script(_CLAIM)
+
+    def key(self, device_id: str) -> str:
+        return f"{self.prefix}:pending:{{{device_id}}}"
+
+    def add(self, device_id: str, pending: Pending) -> None:
+        import json
+
+        value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
+        key = self.key(device_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, pending.token, value)
+        pipe.pexpire(key, int((pending.until - pending.ts + self.keep_s) * 1000), gt=True)
+        pipe.pexpire(key, int((pending.until - pending.ts + self.keep_s) * 1000), nx=True)
+        pipe.execute()
+
+    def claim(self, device_id: str, visit_ts: float, windows: Any) -> Pending | None:
+        import json
+
+        args: list[Any] = [repr(float(visit_ts))]
+        for cid, within in windows.items():
+            args += [cid, repr(float(within))]
+        got = self._claim(keys=[self.key(device_id)], args=args)
+        if not got:
+            return None
+        token, value = (x.decode() if isinstance(x, bytes) else x for x in got)
+        ts, until, cid, arm, store = json.loads(value)
+        return Pending(token, cid, arm, store, float(ts), float(until))
+
+
+__all__ = ["RedisCounters", "RedisPending"]

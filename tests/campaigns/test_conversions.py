@@ -51,19 +51,22 @@ def qualifies(v: dict[str, Any], spec: Spec) -> bool:
 
 def oracle_conversions(exposures: list[tuple[int, int, float]], visits: list[dict[str, Any]], specs: list[Spec],
                        attribution: str) -> list[dict[str, Any] | None]:
-    """Each exposure's first qualifying visit; with "last" it must also be the latest exposure the visit
-    qualifies for (ties between equal times: the later exposure in input order)."""
-    out: list[dict[str, Any] | None] = []
-    for i, (c, d, t) in enumerate(exposures):
+    """Each exposure's first qualifying visit; with "last", when several exposures have the same first
+    qualifying visit, only the latest of them (ties between equal times: the later in input order) keeps it."""
+    def first_of(c: int, d: int, t: float) -> dict[str, Any] | None:
         spec = specs[c]
         cands = sorted((v for v in visits if v["device"] == d and t < v["ts"] <= t + spec.within_s and qualifies(v, spec)),
                        key=lambda v: (v["ts"], v["row"]))
-        first = cands[0] if cands else None
+        return cands[0] if cands else None
+
+    firsts = [first_of(*e) for e in exposures]
+    out: list[dict[str, Any] | None] = []
+    for i, (_, d, t) in enumerate(exposures):
+        first = firsts[i]
         if first is not None and attribution == "last":
-            for j, (c2, d2, t2) in enumerate(exposures):
+            for j, (_, d2, t2) in enumerate(exposures):
                 later = t2 > t or (t2 == t and j > i)
-                if j != i and d2 == d and later and t2 < first["ts"] and first["ts"] - t2 <= specs[c2].within_s \
-                        and qualifies(first, specs[c2]):
+                if j != i and d2 == d and later and firsts[j] is first:
                     first = None
                     break
         out.append(first)
