@@ -82,6 +82,11 @@ class MemoryPending:
                 del self._by_device[device_id]
             return max(hit, key=lambda p: (p.ts, p.token)) if hit else None
 
+    def forget(self, device_id: str) -> None:
+        """Erase a device's pending exposures (privacy)."""
+        with self._lock:
+            self._by_device.pop(device_id, None)
+
 
 class LiveConversions:
     """Feeds report counters from a worker's decisions and events (see the module docstring)."""

@@ -6,6 +6,9 @@ Keys (``prefix`` is the configured namespace):
 - ``<prefix>:report:{<campaign_id>}:seen``: a sorted set of ``<measure>:<token>`` scored by time,
   trimmed to the last ``keep_s``.
 
+- ``<prefix>:pending:{<device_id>}``: the device's exposures waiting for a qualifying visit
+  (:class:`RedisPending`, for :class:`campaigns.live.LiveConversions`).
+
 The ``{campaign_id}`` hash tag puts both keys of a campaign in one cluster
 slot, so one Lua call per campaign adds a batch atomically: a token already
 in ``seen`` is skipped (a retried batch, a replaying worker), each new one is
@@ -19,8 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
+from campaigns import _redis
 from campaigns.counters import MEASURES, Counts, Increment
 from campaigns.live import Pending
 
@@ -72,7 +74,7 @@ class RedisCounters:
 
     def __init__(self, client: Any, prefix: str = "proximity", *, keep_s: float = 14 * 86400.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self.client = redis.Redis.from_url(client) if isinstance(client, str) else client
+        self.client = _redis.connect(client) if isinstance(client, str) else client
         self.prefix = prefix
         self.keep_s = keep_s
         self.clock = clock
@@ -89,16 +91,22 @@ class RedisCounters:
                                              _SEP.join((inc.measure, inc.arm, inc.store))]
         if not by_campaign:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for cid, args in by_campaign.items():
-            key = self.key(cid)
-            self._script(keys=[key, f"{key}:seen"], args=[repr(float(now)), repr(float(self.keep_s)), *args],
-                         client=pipe)
-        return int(sum(int(x) for x in pipe.execute()))
+        done = 0
+        try:
+            for cid, args in by_campaign.items():  # one call per campaign: each is one slot
+                key = self.key(cid)
+                done += int(self._script(keys=[key, f"{key}:seen"], args=[repr(float(now)), repr(float(self.keep_s)), *args]))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "report counters") from exc
+        return done
 
     def counts(self, campaign_id: str) -> Counts:
         out: Counts = {}
-        for field, value in self.client.hgetall(self.key(campaign_id)).items():
+        try:
+            fields = self.client.hgetall(self.key(campaign_id))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "report counters") from exc
+        for field, value in fields.items():
             measure, arm, store = (field.decode() if isinstance(field, bytes) else field).split(_SEP)
             if measure in MEASURES:
                 out.setdefault((arm, store), dict.fromkeys(MEASURES, 0))[measure] = int(value)
@@ -110,7 +118,7 @@ class RedisPending:
     ``[ts, until, campaign, arm, store]``; a claim is one Lua call in the device's slot."""
 
     def __init__(self, client: Any, prefix: str = "proximity", *, keep_s: float = 86400.0) -> None:
-        self.client = redis.Redis.from_url(client) if isinstance(client, str) else client
+        self.client = _redis.connect(client) if isinstance(client, str) else client
         self.prefix = prefix
         self.keep_s = keep_s
         self._claim = self.client.register_script(_CLAIM)
@@ -123,11 +131,15 @@ class RedisPending:
 
         value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
         key = self.key(device_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, pending.token, value)
-        pipe.pexpire(key, int((pending.until - pending.ts + self.keep_s) * 1000), gt=True)
-        pipe.pexpire(key, int((pending.until - pending.ts + self.keep_s) * 1000), nx=True)
-        pipe.execute()
+        ttl_ms = int((pending.until - pending.ts + self.keep_s) * 1000)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, pending.token, value)
+            pipe.pexpire(key, ttl_ms, gt=True)  # never shortens what an earlier exposure needs
+            pipe.pexpire(key, ttl_ms, nx=True)
+            pipe.execute()
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
 
     def claim(self, device_id: str, visit_ts: float, windows: Any) -> Pending | None:
         import json
@@ -135,12 +147,22 @@ class RedisPending:
         args: list[Any] = [repr(float(visit_ts))]
         for cid, within in windows.items():
             args += [cid, repr(float(within))]
-        got = self._claim(keys=[self.key(device_id)], args=args)
+        try:
+            got = self._claim(keys=[self.key(device_id)], args=args)
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
         if not got:
             return None
         token, value = (x.decode() if isinstance(x, bytes) else x for x in got)
         ts, until, cid, arm, store = json.loads(value)
         return Pending(token, cid, arm, store, float(ts), float(until))
+
+    def forget(self, device_id: str) -> None:
+        """Erase a device's pending exposures (privacy)."""
+        try:
+            self.client.delete(self.key(device_id))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
 
 
 __all__ = ["RedisCounters", "RedisPending"]

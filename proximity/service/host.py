@@ -44,6 +44,7 @@ class EngineHost:
         self.engine: Any = None
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
+        self.live: Any = None  # campaigns.live.LiveConversions, once campaigns are loaded
         self._rebuild()
 
     # -- plumbing
@@ -60,6 +61,23 @@ class EngineHost:
         for verdict in getattr(decision, "verdicts", ()):
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+        if self.live is not None:
+            self.live.on_decision(decision)
+
+    def _visits(self, result: Any) -> Any:
+        """Let the batch's events claim the exposures waiting for a visit (report counters)."""
+        if self.live is not None and getattr(result, "events", None):
+            self.live.on_events(result.events)
+        return result
+
+    def campaign_report(self, campaign_id: str, min_exposed: int) -> dict[str, Any] | None:
+        """One campaign's report from the counters (``None``: no such campaign is loaded)."""
+        from campaigns.counters import report_from_counts
+
+        spec = self.live.specs.get(campaign_id) if self.live is not None else None
+        if spec is None or self.backends.counters is None:
+            return None
+        return report_from_counts(spec, self.backends.counters.counts(campaign_id), min_exposed=min_exposed)
 
     def _rebuild(self) -> None:
         from geofence import FenceIndex
@@ -74,6 +92,8 @@ class EngineHost:
         self.engine.set_index(index)
         if self.campaigns is not None:
             self.campaigns.replace(self.campaigns.campaigns, self.fences)
+            if self.live is not None:
+                self.live.replace(self.campaigns.campaigns, self.campaigns.fences)
 
     # -- configuration
 
@@ -119,6 +139,14 @@ class EngineHost:
                                                on_decision=self._on_decision)
             else:
                 self.campaigns.replace(parsed, self.fences)
+            if self.backends.counters is not None and self.backends.pending is not None:
+                from campaigns.live import LiveConversions
+
+                if self.live is None:
+                    self.live = LiveConversions(self.backends.counters, self.backends.pending, parsed,
+                                                self.campaigns.fences)
+                else:
+                    self.live.replace(parsed, self.campaigns.fences)
             self.engine.set_rules(self.campaigns)
         elif kind == "beacons":
             from beacons import ProximityTracker
@@ -146,7 +174,7 @@ class EngineHost:
             errors.extend(found)
         if not len(batch):
             return BatchResult(), 0, errors
-        result = self.engine.process_pings(batch)
+        result = self._visits(self.engine.process_pings(batch))
         refused = list(getattr(result, "rejected", ()) or ())
         if refused:
             good_rows = _good_rows(len(rows), errors)
@@ -176,21 +204,23 @@ class EngineHost:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
         if not n:
             return BatchResult(), 0, errors
-        return self.engine.process_sightings(sightings), n, errors
+        return self._visits(self.engine.process_sightings(sightings)), n, errors
 
     def advance(self, now: float) -> Any:
-        return self.engine.advance(now)
+        return self._visits(self.engine.advance(now))
 
     def device_state(self, device_id: str) -> dict[str, Any]:
         state = self.engine.device_state(device_id)
         return dict(state) if isinstance(state, Mapping) else {"state": state}
 
     def forget(self, device_id: str) -> Any:
-        """Erase a device: presence state (engine store) and its per-device cap history (limiter)."""
+        """Erase a device: presence state (engine store), its per-device cap history (limiter) and its
+        exposures waiting for a visit (report counters keep only counts per campaign, arm and store)."""
         result = self.engine.forget(device_id)
-        forget = getattr(self.limiter, "forget", None)
-        if callable(forget):
-            forget(device_id)
+        for holder in (self.limiter, self.backends.pending):
+            forget = getattr(holder, "forget", None)
+            if callable(forget):
+                forget(device_id)
         return result
 
     def set_opt_out(self, device_id: str, flag: bool) -> None:
