@@ -37,7 +37,7 @@ def test_two_workers_on_redis_report_what_one_process_reports(tmp_path: Path, re
     paths = sw.write_scenario(tmp_path)
     paths["campaigns"].write_text(EXPERIMENT)
     batches = sw.ping_batches(time.time())  # every device: outside, shop A, outside, shop B
-    with sw.workers(paths, 2, redis=redis_url, prefix=redis_prefix) as urls:
+    with sw.workers(paths, 2, redis=redis_url, prefix=redis_prefix, timeout=240) as urls:
         events, offers = sw.play(urls, batches)
         answers = [sw.request(u, "GET", "/v1/campaigns/welcome/report?min_exposed=1") for u in urls]
         assert sw.request(urls[0], "GET", "/v1/campaigns/nope/report")[0] == 404
@@ -55,7 +55,7 @@ def test_two_workers_on_redis_report_what_one_process_reports(tmp_path: Path, re
     assert (top["converted"], top["holdout_converted"]) == (top["exposed"], top["holdout_exposed"])
     assert {r["variant"] for r in shared["lift"] if r["level"] == "variant"} == {"a", "b"}
     assert "lift_ci" in top and top["status"] == "not significant"
-    with sw.workers(paths, 1) as urls:
+    with sw.workers(paths, 1, timeout=240) as urls:
         sw.play(urls, batches)
         status, single = sw.request(urls[0], "GET", "/v1/campaigns/welcome/report?min_exposed=1")
     assert status == 200 and counts(single) == counts(shared)
