@@ -47,7 +47,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from proximity.service import admin, ingest, ops
+from proximity.service import admin, ingest, ops, reports
 from proximity.service.auth import KeyRing
 from proximity.service.config import ServiceConfig
 from proximity.service.console import register_console
@@ -61,7 +61,7 @@ log = logging.getLogger("proximity.service")
 
 def routes() -> list[tuple[str, str, Handler]]:
     """Every (method, path, handler) the app registers; the OpenAPI test reads this through the app."""
-    return [*ingest.ROUTES, *admin.ROUTES, *ops.ROUTES]
+    return [*ingest.ROUTES, *admin.ROUTES, *reports.ROUTES, *ops.ROUTES]
 
 
 def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = None, host: EngineHost | None = None,

@@ -55,6 +55,7 @@ class EngineHost:
         self.scan_listeners: list[Callable[[Any, Any], None]] = []
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
+        self.live: Any = None  # campaigns.live.LiveConversions, once campaigns are loaded
         self._rebuild()
 
     # -- plumbing
@@ -71,8 +72,25 @@ class EngineHost:
         for verdict in decision.verdicts:
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+        if self.live is not None:
+            self.live.on_decision(decision)
         for listener in self.decision_listeners:
             listener(decision)
+
+    def _visits(self, result: BatchResult) -> BatchResult:
+        """Let the batch's events claim the exposures waiting for a visit (report counters)."""
+        if self.live is not None and getattr(result, "events", None):
+            self.live.on_events(result.events)
+        return result
+
+    def campaign_report(self, campaign_id: str, min_exposed: int) -> dict[str, Any] | None:
+        """One campaign's report from the counters (``None``: no such campaign is loaded)."""
+        from campaigns.counters import report_from_counts
+
+        spec = self.live.specs.get(campaign_id) if self.live is not None else None
+        if spec is None or self.backends.counters is None:
+            return None
+        return report_from_counts(spec, self.backends.counters.counts(campaign_id), min_exposed=min_exposed)
 
     def _rebuild(self) -> None:
         index = FenceIndex(self.fences)
@@ -83,6 +101,8 @@ class EngineHost:
         self.engine.set_index(index)
         if self.campaigns is not None:
             self.campaigns.replace(self.campaigns.campaigns, self.fences)
+            if self.live is not None:
+                self.live.replace(self.campaigns.campaigns, self.campaigns.fences)
 
     # -- configuration
 
@@ -120,6 +140,14 @@ class EngineHost:
                                                on_decision=self._on_decision)
             else:
                 self.campaigns.replace(parsed, self.fences)
+            if self.backends.counters is not None and self.backends.pending is not None:
+                from campaigns.live import LiveConversions
+
+                if self.live is None:
+                    self.live = LiveConversions(self.backends.counters, self.backends.pending, parsed,
+                                                self.campaigns.fences)
+                else:
+                    self.live.replace(parsed, self.campaigns.fences)
             self.engine.set_rules(self.campaigns)
         elif kind == "beacons":
             self.registry = parsed
@@ -142,7 +170,7 @@ class EngineHost:
         batch, errors = PingBatch.from_json(rows, source=SOURCE)
         if not len(batch):
             return BatchResult(), 0, errors
-        result = self.engine.process_pings(batch)
+        result = self._visits(self.engine.process_pings(batch))
         for listener in self.ping_listeners:
             listener(batch)
         return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
@@ -152,21 +180,24 @@ class EngineHost:
         scan, errors = scans_from_json(doc, source=SOURCE)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
-        result = self.engine.process_sightings(scan.sightings) if len(scan.sightings) else BatchResult()
+        result = self._visits(self.engine.process_sightings(scan.sightings)) if len(scan.sightings) else BatchResult()
         for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
             listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
 
     def advance(self, now: float) -> BatchResult:
-        return self.engine.advance(now)
+        return self._visits(self.engine.advance(now))
 
     def device_state(self, device_id: str) -> dict[str, Any]:
         return self.engine.device_state(device_id)
 
     def forget(self, device_id: str) -> BatchResult:
-        """Erase a device: presence state (engine store) and its per-device cap history (limiter)."""
+        """Erase a device: presence state (engine store), its per-device cap history (limiter) and its
+        exposures waiting for a visit (report counters keep only counts per campaign, arm and store)."""
         result = self.engine.forget(device_id)
         self.limiter.forget(device_id)
+        if self.backends.pending is not None:
+            self.backends.pending.forget(device_id)
         return result
 
     def set_opt_out(self, device_id: str, flag: bool) -> None:
