@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from proximity.engine import BatchResult
 from proximity.errors import ValidationError
 from proximity.service.backends import Backends
@@ -154,9 +156,11 @@ class EngineHost:
         if not len(batch):
             return BatchResult(), 0, errors
         result = self.engine.process_pings(batch)
-        for listener in self.ping_listeners:
-            listener(batch)
         refused = list(getattr(result, "rejected", ()) or ())
+        if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
+            taken = batch.take(np.delete(np.arange(len(batch)), [int(r["row"]) for r in refused])) if refused else batch
+            for listener in self.ping_listeners:
+                listener(taken)
         if refused:
             good_rows = _good_rows(len(rows), errors)
             for r in refused:
@@ -166,8 +170,6 @@ class EngineHost:
         return result, len(batch) - len(refused), errors
 
     def process_scans(self, doc: Mapping[str, Any], now: float) -> tuple[Any, int, list[BaseException]]:
-        import numpy as np
-
         from beacons.scans import parse_scans_body
 
         scan = parse_scans_body(doc, source="<request body>")
