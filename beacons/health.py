@@ -91,6 +91,8 @@ def beacon_problems(last_seen: float | None, battery_mv: int | None, now: float 
 
 def fleet_health(registry: BeaconRegistry, records: Iterable[CaptureRecord], *, now: float | None = None,
                  silent_after_s: float = SILENT_AFTER_S, low_battery_mv: int = LOW_BATTERY_MV) -> HealthReport:
+    """Per registered beacon: when it was last heard in ``records``, its TLM battery and temperature, and
+    whether it needs attention (silent for ``silent_after_s``, battery under ``low_battery_mv``)."""
     records = sorted(records, key=lambda r: r.ts)
     seen: dict[str, BeaconHealth] = {}
     identity_of: dict[str, str] = {}

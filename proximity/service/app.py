@@ -93,6 +93,8 @@ def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = No
 
 
 def make_runner(app: web.Application, config: ServiceConfig) -> web.AppRunner:
+    """The runner of a worker's app: no auto-decompression (the service gunzips under its size limit), no
+    access log, no signal handling (the worker's own)."""
     return web.AppRunner(app, auto_decompress=False, shutdown_timeout=config.shutdown_timeout_s,
                          access_log=None, handle_signals=False)
 

@@ -34,7 +34,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +47,13 @@ from proximity.service.auth import ApiKey
 from proximity.service.console_data import DevicePositions, LiveFleet
 from proximity.service.console_edit import set_campaign_status
 from proximity.service.console_hourly import HourlyCounters, RedisHourly
+from proximity.service.middleware import Handler, requires
 
 log = logging.getLogger("proximity.console")
 POSITIONS_INTERVAL_S = 0.25
 ASSETS = Path(__file__).resolve().parent / "console"
 _ASSET_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
                 ".txt": "text/plain", ".png": "image/png"}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _scope(scope: str | None) -> Callable[[Handler], Handler]:
-    def mark(handler: Handler) -> Handler:
-        handler.scope = scope  # type: ignore[attr-defined]  (read by the service's auth middleware)
-        return handler
-
-    return mark
-
 
 def _json(data: Any, status: int = 200) -> web.Response:
     body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=str)
@@ -143,7 +133,7 @@ def _console(request: web.Request) -> Console:
     return request.app[CONSOLE]
 
 
-@_scope(None)
+@requires(None)
 async def console_page(request: web.Request) -> web.StreamResponse:
     name = request.match_info.get("asset") or "index.html"
     path = (ASSETS / name).resolve()
@@ -155,12 +145,12 @@ async def console_page(request: web.Request) -> web.StreamResponse:
     return web.Response(body=path.read_bytes(), content_type=_ASSET_TYPES[path.suffix], headers=headers)
 
 
-@_scope(None)
+@requires(None)
 async def console_redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/console/")
 
 
-@_scope("read")
+@requires("read")
 async def console_session(request: web.Request) -> web.Response:
     console = _console(request)
     key = _key_of(request)
@@ -178,7 +168,7 @@ async def console_session(request: web.Request) -> web.Response:
     })
 
 
-@_scope("read")
+@requires("read")
 async def console_campaigns(request: web.Request) -> web.Response:
     console = _console(request)
     rules = getattr(console.svc.host, "campaigns", None)
@@ -207,12 +197,12 @@ async def console_campaigns(request: web.Request) -> web.Response:
 _REPORT_ROUTE = re.compile(r"^/v1/campaigns/\{[^}/]+\}/report$")
 
 
-@_scope("read")
+@requires("read")
 async def console_fleet(request: web.Request) -> web.Response:
     return _json(_console(request).fleet.report())
 
 
-@_scope("admin")
+@requires("admin")
 async def campaign_status(request: web.Request) -> web.Response:
     console = _console(request)
     campaign_id = request.match_info["campaign_id"]
@@ -243,7 +233,7 @@ async def campaign_status(request: web.Request) -> web.Response:
     return _json({"campaign_id": campaign_id, "status": status, "version": new.version, "changed": True})
 
 
-@_scope("admin")
+@requires("admin")
 async def fences_check(request: web.Request) -> web.Response:
     console = _console(request)
     svc = console.svc
@@ -312,7 +302,7 @@ def openapi_paths(op: Callable[..., dict[str, Any]], err: Callable[[str], dict[s
     """The console's paths for the service's OpenAPI document (``op(id, summary, scope, responses)``)."""
     page = {"200": {"description": "The console (HTML, scripts, styles).", "content": {"text/html": {}}},
             "404": err("No such asset.")}
-    json_ok = {"content": {"application/json": {}}}
+    json_ok: dict[str, Any] = {"content": {"application/json": {}}}
     return {
         "/console": {"get": op("console_redirect", "Redirects to /console/.", None,
                                {"302": {"description": "To /console/."}})},

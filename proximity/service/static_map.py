@@ -71,7 +71,7 @@ def map_page(*, title: str, fences: Mapping[str, Any], pings: Mapping[str, Any] 
     if pings is not None and len(pings["ts"]):
         cols, names, note = _columns(pings, max_pings)
     shown = set(names) if note else None
-    marks = [{"kind": str(e["kind"]), "device_id": str(e["device_id"]), "fence_id": str(e.get("fence_id", "")),
+    marks: list[dict[str, Any]] = [{"kind": str(e["kind"]), "device_id": str(e["device_id"]), "fence_id": str(e.get("fence_id", "")),
               "t": float(e["ts"]), "probability": e.get("probability")} for e in events]
     marks += [{"kind": "offer", "type": "offer", "device_id": str(o["device_id"]), "fence_id": str(o.get("fence_id", "")),
                "campaign_id": str(o.get("campaign_id", "")), "t": float(o["ts"])} for o in offers]
