@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from beacons import BeaconRegistry, ProximityTracker, load_registry
 from beacons.scans import scans_from_json
 from campaigns import CampaignRules, CampaignSet, Decision, loads_campaigns
@@ -171,8 +173,11 @@ class EngineHost:
         if not len(batch):
             return BatchResult(), 0, errors
         result = self._visits(self.engine.process_pings(batch))
-        for listener in self.ping_listeners:
-            listener(batch)
+        if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
+            refused = [e.row for e in result.rejected]
+            taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch
+            for listener in self.ping_listeners:
+                listener(taken)
         return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
 
     def process_scans(self, doc: Mapping[str, Any], now: float) -> tuple[BatchResult, int, list[ValidationError]]:
