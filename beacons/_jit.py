@@ -13,7 +13,7 @@
   does by default. No kernel is inlined at numba's IR level (LLVM still inlines across kernels):
   copying and retyping the IR of small helpers at every call site cost most of a first compile.
 - **What the user sees**: a first compile that takes more than ``SLOW_COMPILE_S`` prints one
-  line on stderr naming the kernel and the cache.
+  line on stderr naming the kernel and the cache (and, in a log, one every ``STILL_EVERY_S``).
 
 ``geofence`` and ``beacons`` import no other package of the project, so ``beacons/_jit.py`` is a
 copy of this file (a test keeps the two identical); ``proximity`` and ``sim`` import this one.
@@ -37,6 +37,8 @@ from numba.core.registry import CPUDispatcher
 CACHE_ENV = "PROXIMITY_CACHE_DIR"
 #: a compile step slower than this (seconds) prints one line on stderr
 SLOW_COMPILE_S = 2.0
+#: ... and, when stderr is not a terminal, one more every this many seconds until it is done
+STILL_EVERY_S = 5.0
 
 _lock = threading.RLock()
 _chosen: list[str | None] = []  # [directory] once decided
@@ -89,33 +91,52 @@ class Kernel(CPUDispatcher):
 
 
 class _announce:
-    """Around the outermost compile of a thread: one line on stderr once it has taken SLOW_COMPILE_S."""
+    """Around the outermost compile of a thread: a line on stderr once it has taken SLOW_COMPILE_S, then,
+    when stderr is not a terminal (a log, ``| tee``), one every STILL_EVERY_S until it is done."""
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.timer: threading.Timer | None = None
+        self.done = threading.Event()
+        self.watcher: threading.Thread | None = None
 
     def __enter__(self) -> None:
         depth = getattr(_depth, "n", 0)
         _depth.n = depth + 1
         if depth == 0:
-            self.timer = threading.Timer(SLOW_COMPILE_S, _say, (self.kernel,))
-            self.timer.daemon = True
-            self.timer.start()
+            self.watcher = threading.Thread(target=self._watch, name="proximity-compile-progress", daemon=True)
+            self.watcher.start()
 
     def __exit__(self, *exc: object) -> None:
         _depth.n -= 1
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer.join()  # its line, if it fired, is out before the kernel runs
+        if self.watcher is not None:
+            self.done.set()
+            self.watcher.join()  # its lines, if any, are out before the kernel runs
+
+    def _watch(self) -> None:
+        if self.done.wait(SLOW_COMPILE_S):
+            return
+        func = self.kernel.py_func
+        name = f"{func.__module__}.{func.__qualname__}"
+        where = cache_dir()
+        cached = f"cached in {where}" if where else "not cached: no writable cache directory"
+        _say(f"proximity: compiling {name} for this machine (first run only; {cached}) ...")
+        if _terminal():
+            return
+        waited = SLOW_COMPILE_S
+        while not self.done.wait(STILL_EVERY_S):
+            waited += STILL_EVERY_S
+            _say(f"proximity: still compiling {name} ({waited:.0f} s)")
 
 
-def _say(kernel: Kernel) -> None:
-    func = kernel.py_func
-    where = cache_dir()
-    cached = f"cached in {where}" if where else "not cached: no writable cache directory"
-    print(f"proximity: compiling {func.__module__}.{func.__qualname__} for this machine "
-          f"(first run only; {cached}) ...", file=sys.stderr, flush=True)
+def _terminal() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def njit(fn: Callable[..., Any] | None = None, *, cache: bool = True, **options: Any) -> Any:

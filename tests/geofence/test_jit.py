@@ -155,3 +155,18 @@ def test_a_slow_first_compile_says_so_once(monkeypatch: pytest.MonkeyPatch, caps
     err = capsys.readouterr().err
     assert err.count("proximity: compiling") == 1
     assert "add_one" in err and "first run only" in err
+
+
+def test_a_slow_compile_in_a_log_says_it_is_still_going(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(jit, "SLOW_COMPILE_S", 0.0)
+    monkeypatch.setattr(jit, "STILL_EVERY_S", 0.001)  # stderr is captured here: not a terminal
+
+    @jit.njit(cache=False)
+    def add_two(x):
+        return x + 2
+
+    assert add_two(1) == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("proximity: compiling ") and "add_two" in lines[0]
+    assert len(lines) > 1 and all(line.startswith("proximity: still compiling ") for line in lines[1:])
