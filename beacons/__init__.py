@@ -48,7 +48,14 @@ from beacons.ranging import (
     TrimmedMeanFilter,
 )
 from beacons.registry import AdvertiserRule, BeaconPlace, BeaconRegistry, GatewayPlace, load_registry
-from beacons.scans import SCANS_SCHEMA, ScanBatch, build_scans_body, decode_scans_body, parse_scans_body
+from beacons.scans import (
+    SCANS_SCHEMA,
+    ScanBatch,
+    build_scans_body,
+    decode_scans_body,
+    parse_scans_body,
+    scans_from_json,
+)
 from beacons.sightings import Sightings, read_sightings_csv
 from beacons.tracker import ProximityTracker, ZoneSightings
 
@@ -101,5 +108,6 @@ __all__ = [
     "parse_scans_body",
     "read_capture",
     "read_sightings_csv",
+    "scans_from_json",
     "to_epoch",
 ]

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numba
-from numba.core import types
 from numba.core.registry import CPUDispatcher
+from numba.core.types.misc import unliteral
 
 #: environment variable naming the cache directory of compiled kernels
 CACHE_ENV = "PROXIMITY_CACHE_DIR"
@@ -81,8 +81,8 @@ class Kernel(CPUDispatcher):
 
     def get_call_template(self, args: Any, kws: Any) -> Any:
         # called while typing another kernel: compile for int64, not Literal[int](0)
-        args = tuple(types.unliteral(a) for a in args)
-        kws = {k: types.unliteral(v) for k, v in kws.items()}
+        args = tuple(unliteral(a) for a in args)
+        kws = {k: unliteral(v) for k, v in kws.items()}
         return super().get_call_template(args, kws)
 
     def _compile_for_args(self, *args: Any, **kws: Any) -> Any:

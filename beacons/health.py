@@ -74,6 +74,8 @@ class HealthReport:
 
 def fleet_health(registry: BeaconRegistry, records: Iterable[CaptureRecord], *, now: float | None = None,
                  silent_after_s: float = 600.0, low_battery_mv: int = 2500) -> HealthReport:
+    """Per registered beacon: when it was last heard in ``records``, its TLM battery and temperature, and
+    whether it needs attention (silent for ``silent_after_s``, battery under ``low_battery_mv``)."""
     records = sorted(records, key=lambda r: r.ts)
     seen: dict[str, BeaconHealth] = {}
     identity_of: dict[str, str] = {}

@@ -8,12 +8,16 @@ never more than the caps allow, never twice, never lost::
                           limiter=MemoryLimiter(), outbox=MemoryOutbox())
     engine = Engine(index, rules=rules)
 
-Adapters for shared state: :class:`RedisLimiter`, :class:`RedisOutbox`.
+Adapters for shared state (one Redis or a Redis Cluster): :class:`RedisLimiter`,
+:class:`RedisOutbox` and :class:`AsyncRedisOutbox`. They are imported on first use, so
+``import campaigns`` does not import redis.
 Dispatch: :mod:`campaigns.dispatch`. Replay of logs: :mod:`campaigns.backtest`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from campaigns.decider import CampaignRules, Decision, Verdict
-from campaigns.errors import CampaignError, CampaignFileError, DeliveryError
+from campaigns.errors import CampaignError, CampaignFileError, DeliveryError, StoreUnavailable
 from campaigns.limiter import CapCheck, Grant, Limiter, MemoryLimiter
 from campaigns.loader import load_campaigns, loads_campaigns, parse_file, parse_text
 from campaigns.model import (
@@ -33,11 +37,30 @@ from campaigns.model import (
 )
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, MemoryOutbox, Outbox, OutboxEntry
-from campaigns.redis_limiter import RedisLimiter
-from campaigns.redis_outbox import RedisOutbox
 from campaigns.schema import json_schema
 
+if TYPE_CHECKING:
+    from campaigns.redis_limiter import RedisLimiter
+    from campaigns.redis_outbox import AsyncRedisOutbox, RedisOutbox
+
+_LAZY = {"RedisLimiter": "campaigns.redis_limiter", "RedisOutbox": "campaigns.redis_outbox",
+         "AsyncRedisOutbox": "campaigns.redis_outbox"}
+
+
+def __getattr__(name: str) -> Any:
+    """The Redis adapters, imported on first use (redis is needed only by them)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'campaigns' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "AsyncRedisOutbox",
     "Audience",
     "Campaign",
     "CampaignError",
@@ -65,6 +88,7 @@ __all__ = [
     "RedisLimiter",
     "RedisOutbox",
     "Schedule",
+    "StoreUnavailable",
     "Trigger",
     "Verdict",
     "fence_infos",

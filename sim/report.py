@@ -279,7 +279,7 @@ def _json_default(o: Any) -> Any:
 
 
 def _definitions() -> str:
-    from sim import metrics
+    import sim.metrics as metrics
 
     return (metrics.__doc__ or "").strip()
 

@@ -154,7 +154,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         return 2
     service = None
     if args.config:
-        from proximity.config import load_config
+        from proximity.service.config import load_config
 
         service = load_config(args.config)  # errors (engine: and tracker: too) name file:line:col
     pings = PingBatch.from_csv(args.pings)

@@ -24,9 +24,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from proximity.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
-from proximity.config import ServiceConfig, config_from_mapping, load_config
 from proximity.errors import ValidationError
+from proximity.service.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
+from proximity.service.config import ServiceConfig, config_from_mapping, load_config
 
 log = logging.getLogger("proximity.serve")
 
@@ -130,7 +130,7 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
 
 
 def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> None:
-    from proximity.server import serve_forever
+    from proximity.service import serve_forever
 
     logging.basicConfig(level=level.upper(), format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
     keys = KeyRing([_key_from_line(line) for line in lines])
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and not path.is_file():
             raise ValidationError(f"{kind} file not found", source=str(path))
 
-    from proximity.server import bind_socket
+    from proximity.service import bind_socket
 
     sock = bind_socket(cfg.host, cfg.port, reuse_port=cfg.workers > 1)
     port = sock.getsockname()[1]

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestServer
 
-from proximity.auth import KeyRing, hash_key
-from proximity.config import ServiceConfig
-from proximity.server import create_app, service_of
+from proximity.service import create_app, service_of
+from proximity.service.auth import KeyRing, hash_key
+from proximity.service.config import ServiceConfig
 
 SDK, GATEWAY, ADMIN = "sdk-key-123", "gateway-key-456", "admin-key-789"
 KEYS = KeyRing.parse(
@@ -385,7 +385,7 @@ async def test_a_worker_answers_and_freezes_what_it_loaded_at_start(fences_file:
 
     import aiohttp
 
-    from proximity.server import bind_socket, serve_forever
+    from proximity.service import bind_socket, serve_forever
 
     cfg = ServiceConfig(fences=str(fences_file), rate_limit=0)
     sock = bind_socket("127.0.0.1", 0)

@@ -27,7 +27,7 @@ from typing import Any
 
 from proximity.errors import ValidationError
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def example_path(name: str) -> Path:
