@@ -212,7 +212,7 @@ class EngineHost:
             return BatchResult(), 0, errors
         result = self._visits(self.engine.process_pings(batch))
         if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
-            refused = [e.row for e in result.rejected]
+            refused = [e.row for e in result.rejected if e.row is not None]
             taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch
             for listener in self.ping_listeners:
                 listener(taken)
