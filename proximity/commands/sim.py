@@ -25,6 +25,7 @@ examples:
   proximity sim run                                   # the bundled default scenario, in memory
   proximity sim run --devices 200 --hours 4 --out /tmp/sim
   proximity sim run --compare gps-only                # beacons vs GPS only, same seed
+  proximity sim run --seeds 5                         # seeds 7-11: mean ± sd, targets on the means
   proximity sim run --compare --set gps.sigma_m=10    # every variant of the scenario
   proximity sim run --via redis --redis redis://127.0.0.1:6379/0
   proximity sim run --via http --workers 2            # starts and stops 'proximity serve' itself
@@ -49,6 +50,9 @@ def register(sub: Any) -> None:
                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("scenario", nargs="?", help="scenario YAML (default: the bundled default scenario)")
     r.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    r.add_argument("--seeds", type=int, metavar="N",
+                   help="run N seeds (the seed and the N-1 after it) and report each metric as mean ± sd, "
+                        "the targets judged on the means (each seed's report in OUT/seed-K/)")
     r.add_argument("--devices", type=int, help="number of devices (default: the scenario's)")
     r.add_argument("--hours", type=float, help="simulated hours (default: the scenario's)")
     r.add_argument("--via", choices=("memory", "redis", "http"), default="memory",
@@ -88,6 +92,28 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _run_seeds(args: argparse.Namespace, scenario: Any, compare: list[str], progress: Any) -> int:
+    seeds = _sim("seeds")
+    SimError = _sim("errors").SimError
+    if args.seeds < 1:
+        raise SimError(f"--seeds wants a number of seeds >= 1, not {args.seeds}", source="--seeds", field="seeds")
+    if compare:
+        raise SimError("--seeds runs the scenario only: leave out --compare", source="--seeds", field="compare")
+    runs = seeds.run_seeds(scenario, args.seeds, via=args.via, redis_url=args.redis, redis_prefix=args.redis_prefix,
+                           workers=args.workers, progress=progress)
+    out = Path(args.out)
+    summary = seeds.write_seeds(out, runs, plots=args.plots)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        sc = scenario
+        print(f"proximity sim: {sc.name} ({sc.devices:,} devices, {sc.hours:g} h, via {args.via})")
+        print(seeds.format_summary(summary))
+        print(f"\nsummary: {out / 'seeds.txt'}  per seed: {out}/seed-K/report.html")
+    missed = [t for t in summary["targets"] if t["met"] is False]
+    return 1 if (args.check and missed) else 0
+
+
 def _run(args: argparse.Namespace) -> int:
     report, runner = _sim("report"), _sim("runner")
     load_scenario = _sim("scenario").load_scenario
@@ -112,6 +138,8 @@ def _run(args: argparse.Namespace) -> int:
     for name in compare:
         scenario.variant(name)  # unknown names fail before any work
     progress = default_progress() if args.progress is None else (sys.stderr if args.progress else None)
+    if args.seeds is not None:
+        return _run_seeds(args, scenario, compare, progress)
     summaries = run_session(scenario, compare=compare, via=args.via, redis_url=args.redis,
                             redis_prefix=args.redis_prefix, workers=args.workers, progress=progress)
     out = Path(args.out)

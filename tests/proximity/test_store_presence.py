@@ -38,7 +38,7 @@ LON0, LAT0 = 2.35, 48.85
 M_LON = 1 / (111_320.0 * math.cos(math.radians(LAT0)))
 T0 = 1_700_000_000.0
 FENCES = [circle_fence("cafe", LON0, LAT0, 40.0), circle_fence("bank", LON0 + 500 * M_LON, LAT0, 40.0)]
-CONFIG = EngineConfig(max_future_skew_s=None)
+CONFIG = EngineConfig(max_future_skew_s=None, profile="crossing")
 
 
 def pings(rows: list[tuple[str, float, float]]) -> PingBatch:
