@@ -38,8 +38,10 @@ STATUS_APPLIED, STATUS_LATE, STATUS_IMPLAUSIBLE = 0, 1, 2
 # the visit-probability model's parameters, by index in the ``pm`` array (see proximity.visit)
 PM_PRIOR, PM_TAU, PM_UNPAIRED, PM_IND_W, PM_IND_LO, PM_IND_HI, PM_BASE_DOWN, PM_BASE_UP = 0, 1, 2, 3, 4, 5, 6, 7
 PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below 0.5, 1.2, 2.5 m/s, and above
-PM_ENTER_P, PM_CAL_A, PM_CAL_B, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
-PM_SIZE = 18
+PM_ENTER_P, PM_CAL_N, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 15, 16, 17
+PM_CAL = 18  # the calibration map: PM_CAL_N knots (x, then logit y) from here
+PM_CAL_MAX = 16
+PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
 # per-device fix memory ``d_fix[d]``: time, lon, lat of the last accepted GPS fix; log-accuracy baseline
 FIX_TS, FIX_LON, FIX_LAT, FIX_BASE = 0, 1, 2, 3
 M_PER_DEG = 111_320.0
@@ -136,8 +138,9 @@ def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_
 
     A store competes with the device's other candidate stores that do not overlap
     it (the shop next door, not the mall around a shop): the log-odds become
-    ``lo - log(1 + sum(exp(lo_q)))`` over those, then the calibration map
-    ``sigmoid(a * x + b)``. A beacon zone has no competitors.
+    ``lo - log(1 + sum(exp(lo_q)))`` over those, then the calibration map: a
+    non-decreasing piecewise-linear function of it in log-odds (knots in ``pm``),
+    flat beyond the end knots. A beacon zone has no competitors.
     """
     p = r_place[r]
     rest = 0.0
@@ -149,7 +152,19 @@ def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_
                 rest += np.exp(r_lo[q])
             q = r_next[q]
     x = lo - np.log1p(rest)
-    return 1.0 / (1.0 + np.exp(-(pm[PM_CAL_A] * x + pm[PM_CAL_B])))
+    k = int(pm[PM_CAL_N])
+    xs = pm[PM_CAL:PM_CAL + k]
+    ys = pm[PM_CAL + PM_CAL_MAX:PM_CAL + PM_CAL_MAX + k]
+    if x <= xs[0]:
+        y = ys[0]
+    elif x >= xs[k - 1]:
+        y = ys[k - 1]
+    else:
+        j = 1
+        while xs[j] < x:
+            j += 1
+        y = ys[j - 1] + (ys[j] - ys[j - 1]) * (x - xs[j - 1]) / (xs[j] - xs[j - 1])
+    return 1.0 / (1.0 + np.exp(-y))
 
 
 @njit(cache=True)

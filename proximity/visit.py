@@ -27,11 +27,12 @@ device is inside, updated by a forward filter in the transition kernel
 3. **competing places**: a store shares the probability with the device's other
    candidate stores that it does not overlap (the shop next door competes, the
    mall around a shop does not): ``lo - log(1 + sum(exp(lo_other)))``;
-4. **calibration**: ``sigmoid(calibration_a * x + calibration_b)``. Fixes a few
-   seconds apart are not independent (GPS error drifts), so the summed ratios
-   are over-confident; the calibration map is fitted on simulation seeds kept
-   apart from the ones the figures are measured on (``python -m sim.calibration
-   fit``).
+4. **calibration**: a non-decreasing piecewise-linear map of that score to the
+   final log-odds (``calibration``: knots ``(score, log-odds)``, flat beyond the
+   ends). Fixes a few seconds apart are not independent (GPS error drifts), so the
+   summed ratios are over-confident; the map is an isotonic regression of the
+   events' truth on their score, fitted on simulation seeds kept apart from the
+   ones the figures are measured on (``python -m sim.fit``).
 
 An accuracy circle fully inside is never evidence against the place (its ratio
 is at least 0), and a fix that could enter the place starts from no worse than
@@ -40,6 +41,7 @@ the prior; so more inside evidence never lowers a lone fence's probability.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -55,21 +57,21 @@ ACCURACY_EDGES = (0.5, 1.0, 2.0)
 class VisitModel:
     """The visit-probability filter's parameters (log-likelihood ratios in nats; see the module docstring)."""
 
-    prior_logodds: float = -1.0
+    # fitted by ``python -m sim.fit --seeds 101,102,103`` (training seeds, not the ones figures are quoted on)
+    prior_logodds: float = -0.404
     tau_s: float = 600.0
     gps_llr: tuple[tuple[float, ...], ...] = (
-        (-0.6, -0.8, -0.9, -0.6),  # confidence 1: point outside, within accuracy
-        (1.1, 0.8, 0.4, 0.2),  # confidence 2: point inside, circle crossing the boundary
-        (2.0, 1.6, 1.6, 1.6),  # confidence 3: circle fully inside
+        (-1.933, -2.592, -3.149, -3.414),  # confidence 1: point outside, within accuracy
+        (-0.121, -0.861, -1.957, -2.448),  # confidence 2: point inside, circle crossing the boundary
+        (2.048, 0.459, 0.0, 0.0),  # confidence 3: circle fully inside
     )
-    unpaired_llr: float = -1.5
-    indoor_weight: float = 2.0
-    indoor_clip: tuple[float, float] = (-0.3, 0.6)
-    baseline_rates: tuple[float, float] = (0.3, 0.02)  # toward lower readings, toward higher ones
-    speed_llr: tuple[float, float, float, float] = (0.2, 0.2, -0.3, -2.0)
+    unpaired_llr: float = -1.74
+    indoor_weight: float = 1.241
+    indoor_clip: tuple[float, float] = (-0.5, 1.0)
+    baseline_rates: tuple[float, float] = (0.05, 0.01)  # toward lower readings, toward higher ones
+    speed_llr: tuple[float, float, float, float] = (1.966, 1.59, 0.328, -3.884)
     beacon_llr: tuple[float, float, float, float] = (0.0, 3.0, 2.0, 0.5)
-    calibration_a: float = 1.0
-    calibration_b: float = 0.0
+    calibration: tuple[tuple[float, float], ...] = ((-8.0, -7.9), (10.0, 5.6))
     logodds_range: tuple[float, float] = (-8.0, 10.0)
 
     def __post_init__(self) -> None:
@@ -79,8 +81,11 @@ class VisitModel:
             raise ValueError(f"gps_llr must be 3 rows (confidence 1, 2, 3) of {len(ACCURACY_EDGES) + 1} values")
         if len(self.speed_llr) != 4 or len(self.beacon_llr) != 4:
             raise ValueError("speed_llr and beacon_llr must have 4 values each")
-        if not self.calibration_a > 0:
-            raise ValueError("calibration_a must be positive (a higher score must mean a higher probability)")
+        cal = self.calibration
+        if not (2 <= len(cal) <= K.PM_CAL_MAX and all(len(k) == 2 for k in cal)):
+            raise ValueError(f"calibration must be 2 to {K.PM_CAL_MAX} knots (score, log-odds)")
+        if any(b[0] <= a[0] or b[1] < a[1] for a, b in itertools.pairwise(cal)):
+            raise ValueError("calibration knots must rise in score and never fall in log-odds")
         lo, hi = self.logodds_range
         if not lo < self.prior_logodds < hi:
             raise ValueError("prior_logodds must lie inside logodds_range")
@@ -111,8 +116,10 @@ class VisitModel:
         out[K.PM_BASE_DOWN], out[K.PM_BASE_UP] = self.baseline_rates
         out[K.PM_SPD0:K.PM_SPD3 + 1] = self.speed_llr
         out[K.PM_ENTER_P] = enter_probability
-        out[K.PM_CAL_A] = self.calibration_a
-        out[K.PM_CAL_B] = self.calibration_b
+        out[K.PM_CAL_N] = len(self.calibration)
+        for j, (x, y) in enumerate(self.calibration):
+            out[K.PM_CAL + j] = x
+            out[K.PM_CAL + K.PM_CAL_MAX + j] = y
         out[K.PM_MAX_SPEED] = max_speed_mps
         out[K.PM_LO_MIN], out[K.PM_LO_MAX] = self.logodds_range
         return out

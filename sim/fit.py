@@ -10,10 +10,11 @@ must differ from the ones the figures are quoted on (1-5).
    pattern gives ``gps_llr``, ``speed_llr`` and ``indoor_weight`` (relative to the
    pairs' log-odds, the prior); ``unpaired_llr`` compares how often a device's next
    fix is not paired with the store when it is inside and when it is not.
-2. **Calibration map** (Platt scaling): the engine runs the training seeds with the
-   tables; a logistic regression of each store event's truth (see
-   :func:`sim.calibration.event_labels`) on its log-odds gives ``calibration_a``
-   and ``calibration_b`` (twice: the enter threshold changes which events exist).
+2. **Calibration map** (isotonic regression): the engine runs the training seeds
+   with the tables; the isotonic regression of each store event's truth (see
+   :func:`sim.calibration.event_labels`) on its log-odds, sampled at 14 quantiles,
+   becomes ``calibration`` (composed with the map the run used; twice, since the
+   enter threshold changes which events exist).
 3. **Enter threshold**: the lowest ``min_probability`` at which the training
    seeds' enters reach the precision target, pooled.
 """
@@ -46,7 +47,7 @@ def _log_ratio(n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
 def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
     """Every (fix, store) pair of a simulated day with its features and its truth."""
     import geofence
-    from proximity.visit import ACCURACY_EDGES
+    from proximity.visit import ACCURACY_EDGES, VisitModel
     from sim.runner import simulate
 
     sim = simulate(sc)
@@ -64,6 +65,7 @@ def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
     bucket = np.searchsorted(np.asarray(ACCURACY_EDGES), p.accuracy_m[pt] / np.maximum(radius, 1.0), side="right")
     # the indoor pattern: log accuracy above the device's baseline (fast down, slow up), before this fix
     la = np.log(np.maximum(p.accuracy_m, 1.0))
+    down, up = VisitModel().baseline_rates
     base = np.empty(len(p))
     dev = p.device
     b = np.nan
@@ -71,7 +73,7 @@ def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
         if i == 0 or dev[i] != dev[i - 1]:
             b = np.nan
         base[i] = b
-        b = la[i] if b != b else b + (0.3 if la[i] < b else 0.02) * (la[i] - b)
+        b = la[i] if b != b else b + (down if la[i] < b else up) * (la[i] - b)
     indoor = np.nan_to_num(la - base, nan=0.0)
     # fixes not paired with a store the device's previous fix was paired with
     nxt = pt + 1
@@ -103,6 +105,40 @@ def _logistic_nd(f: np.ndarray, y: np.ndarray, ridge: float = 1.0, iters: int = 
     return w
 
 
+def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pool-adjacent-violators: the non-decreasing fit of ``y`` on ``x`` (returned at the sorted ``x``)."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order].astype(np.float64)
+    vals: list[float] = []
+    wts: list[float] = []
+    for v in ys:  # offline fit, not a hot path
+        vals.append(float(v))
+        wts.append(1.0)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            w = wts[-2] + wts[-1]
+            vals[-2] = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
+            wts[-2] = w
+            vals.pop()
+            wts.pop()
+    return xs, np.repeat(vals, np.asarray(wts, np.int64))
+
+
+def calibration_knots(x: np.ndarray, y: np.ndarray, k: int = 14) -> tuple[tuple[float, float], ...]:
+    """Knots (score, log-odds) of the isotonic regression of ``y`` on ``x``, at ``k`` quantiles of ``x``."""
+    xs, fit = isotonic(x, y)
+    qx = np.unique(np.round(np.quantile(xs, np.linspace(0.0, 1.0, k)), 3))
+    qy = np.interp(qx, xs, fit)
+    ly = np.log(np.clip(qy, 1e-3, 1 - 1e-3) / (1 - np.clip(qy, 1e-3, 1 - 1e-3)))
+    ly = np.maximum.accumulate(ly)
+    return tuple((float(a), round(float(b), 3)) for a, b in zip(qx, ly, strict=True))
+
+
+def compose(old: tuple[tuple[float, float], ...], new: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    """``new`` after ``old``, sampled at ``old``'s knots."""
+    nx, ny = np.array([k[0] for k in new]), np.array([k[1] for k in new])
+    return tuple((x, round(float(np.interp(y, nx, ny)), 3)) for x, y in old)
+
+
 def fit_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """One logistic regression over every (fix, store) pair: geometry x accuracy, speed, indoor pattern."""
     t = {k: np.concatenate([x[k] for x in tables]) for k in tables[0]}
@@ -113,7 +149,10 @@ def fit_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     f = np.zeros((n, 12 + 4 + 1))
     f[np.arange(n), geo] = 1.0
     f[np.arange(n), 12 + sbin] = 1.0
-    f[:, 16] = np.clip(t["indoor"], -0.3, 0.6)
+    from proximity.visit import VisitModel
+
+    lo, hi = VisitModel().indoor_clip
+    f[:, 16] = np.clip(t["indoor"], lo, hi)
     w = _logistic_nd(f, y)
     prior = float(np.log(y.mean() / (1 - y.mean())))
     speed = w[12:16] - w[12:16].mean()
@@ -162,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     scs = [base.with_overrides({**over, "seed": s}, source="fit") for s in seeds]
     fitted = fit_tables([pair_table(sc) for sc in scs])
     print("tables:", fitted)
-    model = dataclasses.replace(VisitModel(), **fitted)
+    model = dataclasses.replace(VisitModel(), **fitted, calibration=((-20.0, -20.0), (20.0, 20.0)))
     engine_over = {} if args.enter_probability is None else {"enter_probability": args.enter_probability}
     for rnd in range(args.rounds):
         xs, ys, runs = [], [], []
@@ -175,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             ys.append(label[mask])
             runs.append((sim, cols))
         x, y = np.concatenate(xs), np.concatenate(ys).astype(np.float64)
-        # the events' log-odds are a * raw + b: refit on top of the current map
-        a2, b2 = _logistic(x, y)
-        a, b = model.calibration_a * a2, model.calibration_b * a2 + b2
-        model = dataclasses.replace(model, calibration_a=round(a, 4), calibration_b=round(b, 4))
-        print(f"round {rnd}: calibration a={a:.4f} b={b:.4f} on {len(x):,} events")
+        knots = calibration_knots(x, y)
+        if rnd == 0:
+            model = dataclasses.replace(model, calibration=knots)
+        else:  # the events' log-odds already went through the map: compose
+            model = dataclasses.replace(model, calibration=compose(model.calibration, knots))
+        print(f"round {rnd}: calibration {model.calibration} on {len(x):,} events")
     thresholds = np.round(np.arange(0.3, 0.991, 0.01), 2)
     tp = np.zeros(len(thresholds))
     k = np.zeros(len(thresholds))
