@@ -8,7 +8,7 @@ engine knows of each device besides its visits: the latest ``attrs`` and
 
 Use :class:`MemoryStore` (default) or :func:`RedisStore` (``redis://`` URL or
 client, a key prefix, a TTL; ``cluster=True`` for Redis Cluster); see
-:mod:`proximity._redis_store` for its keys.
+:mod:`proximity._redis.store` for its keys.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from proximity.presence import (
 )
 
 if TYPE_CHECKING:
-    from proximity._redis_store import RedisStateStore
+    from proximity._redis import RedisStateStore
 
 
 class StateStore(Protocol):
@@ -325,7 +325,7 @@ def RedisStore(
     """A Redis-backed store: ``redis`` is a URL (``redis://host:6379/0``) or a redis-py client.
 
     Keys start with ``prefix`` and carry the device's hash tag (``{device_id}``);
-    see :class:`proximity._redis_store.RedisStateStore`.
+    see :class:`proximity._redis.store.RedisStateStore`.
 
     ``cluster=True`` keeps every script call within one hash slot (per-slot due sets, one
     save call per slot group), as Redis Cluster requires. With a URL it connects through
@@ -333,7 +333,7 @@ def RedisStore(
     same per-slot code on the one server); a client may be a ``RedisCluster`` or a plain
     ``Redis``. The prefix must not contain ``{`` or ``}``.
     """
-    from proximity._redis_store import RedisStateStore
+    from proximity._redis import RedisStateStore
 
     return RedisStateStore(redis, prefix=prefix, ttl_s=ttl_s, max_retries=max_retries, cluster=cluster)
 

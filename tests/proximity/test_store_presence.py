@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
-from proximity._redis_store import RedisStateStore, slot_tags
+from proximity._redis import RedisStateStore, slot_tags
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StoreUnavailable
@@ -147,14 +147,14 @@ def test_cluster_mode_keeps_every_command_in_one_slot(redis_url: str, redis_pref
     slot it is routed by, and each device's due time sits in its own slot's due set."""
     store = RedisStore(redis_url, prefix=redis_prefix, cluster=True)
     sent: list[tuple[int, list[bytes]]] = []
-    send = store._send
+    send = store.router.send
 
     def spy(commands: Any, script: Any = None) -> Any:
         for slot, packed in commands:
             sent.extend((slot, c) for c in resp_commands(packed))
         return send(commands, script)
 
-    store._send = spy  # type: ignore[method-assign]
+    store.router.send = spy  # type: ignore[method-assign]
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
     names = [f"dev-{i}" for i in range(40)] + [f"shop}}{i}" for i in range(5)]  # the last 5 share one slot
     r = eng.process_pings(pings([(d, 0, 0 if i % 2 else 500) for i, d in enumerate(names)]))
@@ -387,21 +387,20 @@ def test_redis_away_raises_store_unavailable(redis_prefix: str, cluster: bool) -
 def test_a_connection_lost_before_the_save_applies_nothing(open_redis: Open) -> None:
     store = open_redis()
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
-    name = "_send" if store.cluster else "_script"
-    good = getattr(store, name)
+    good = store.router.send
 
     def broken(*args: Any, **kw: Any) -> Any:
-        # the connection drops between load and save (a save: the "save" script; in cluster mode, the
-        # pipelined script calls, sent with the script's source in case of NOSCRIPT)
-        if args[0] == "save" or kw.get("script"):
+        # the connection drops between load and save (a save: the pipelined script calls, sent with the
+        # script's source in case of NOSCRIPT)
+        if kw.get("script"):
             raise redis.ConnectionError("connection reset by peer")
         return good(*args, **kw)
 
-    setattr(store, name, broken)
+    store.router.send = broken  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailable):
         eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
     assert not list(store.r.scan_iter(match=f"{store.prefix}:{{d*"))
-    setattr(store, name, good)
+    store.router.send = good  # type: ignore[method-assign]
     r = eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))  # the client's retry goes through whole
     assert sorted(e.device_id for e in r.events) == ["d1", "d2"]
 

@@ -1,0 +1,9 @@
+"""The Redis state store, in four modules: :mod:`.codec` (the binary state, pure numpy),
+:mod:`.scripts` (the Lua scripts and their codes), :mod:`.cluster` (slots, routing, due sets)
+and :mod:`.store` (the compare-and-set loop). Build it with :func:`proximity.store.RedisStore`."""
+
+from proximity._redis.cluster import slot_tags
+from proximity._redis.codec import HEADER, RECORD
+from proximity._redis.store import RedisStateStore
+
+__all__ = ["HEADER", "RECORD", "RedisStateStore", "slot_tags"]

@@ -1,0 +1,159 @@
+"""The binary form of presence state in Redis: pure numpy, no Redis.
+
+A device's stored value is ``b"<version>|" + body``. The body is a 12-byte
+:data:`HEADER` (last evidence time, visit count) followed by one 36-byte
+:data:`RECORD` per visit; a device with no visits and no evidence time has an
+empty body (and no key). :class:`Stored` holds many devices' values in one
+buffer; :func:`encode` and :func:`decode` turn a :class:`PresenceState` into
+bodies and back, every device at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from proximity.errors import StateError
+from proximity.presence import PresenceState
+
+HEADER = np.dtype([("last", "<f8"), ("n", "<u4")])
+RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "<f8"), ("mask", "<u4"),
+                   ("src", "u1"), ("conf", "i1"), ("miss", "u1"), ("tent", "u1")])
+_VISIT_FIELDS = ("place", "enter", "gps", "bcn", "mask", "src", "conf", "miss", "tent")
+
+
+@dataclass
+class Stored:
+    """Device states as stored (one buffer): device i's binary state is ``buf[start[i]:start[i] + length[i]]``
+    (length 0: no state), written under ``version[i]`` (0: no key)."""
+
+    version: np.ndarray
+    buf: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def parse(cls, sizes: np.ndarray, blob: bytes) -> Stored:
+        """Values ``b"<version>|<state>"`` concatenated in ``blob`` (``sizes`` bytes each, 0 for none)."""
+        buf = np.frombuffer(blob, np.uint8)
+        n = len(sizes)
+        begin = np.zeros(n, np.int64)
+        np.cumsum(sizes[:-1], out=begin[1:])
+        version = np.zeros(n, np.int64)
+        start = begin.copy()
+        length = np.zeros(n, np.int64)
+        has = np.flatnonzero(sizes > 0)
+        if len(has):
+            bars = np.flatnonzero(buf == ord("|"))  # the first one after a value's start ends its version digits
+            at_bar = np.searchsorted(bars, begin[has])
+            sep = bars[np.minimum(at_bar, max(len(bars) - 1, 0))] if len(bars) else begin[has]
+            digits = sep - begin[has]
+            if (at_bar >= len(bars)).any() or digits.min() < 1 or digits.max() > 18 or (sep >= begin[has] + sizes[has]).any():
+                raise StateError("a presence state in Redis is not '<version>|<state>': was it written by this version?")
+            width = int(digits.max())
+            at = begin[has][:, None] + np.arange(width)
+            inside = np.arange(width) < digits[:, None]
+            d = np.where(inside, buf[np.minimum(at, len(buf) - 1)].astype(np.int64) - 48, 0)
+            if ((d < 0) | (d > 9)).any():
+                raise StateError("a presence state in Redis has a version that is not a number: "
+                                 "was it written by this version?")
+            scale = np.where(inside, 10 ** np.clip(digits[:, None] - 1 - np.arange(width), 0, None), 0)
+            version[has] = (d * scale).sum(axis=1)
+            start[has] = sep + 1
+            length[has] = begin[has] + sizes[has] - sep - 1
+        return cls(version, buf, start, length)
+
+    def body(self, i: int) -> bytes:
+        return self.buf[self.start[i] : self.start[i] + self.length[i]].tobytes()
+
+
+def changed(a: Stored, b: Stored) -> np.ndarray:
+    """Per device: do the binary states of ``a`` and ``b`` differ?"""
+    out = a.length != b.length
+    same = np.flatnonzero(~out & (a.length > 0))
+    if len(same):
+        lens = a.length[same]
+        total = int(lens.sum())
+        rep = np.repeat(np.arange(len(same)), lens)
+        first = np.cumsum(lens) - lens
+        within = np.arange(total) - first[rep]
+        diff = a.buf[a.start[same][rep] + within] != b.buf[b.start[same][rep] + within]
+        out[same] = np.bincount(rep, weights=diff, minlength=len(same)) > 0
+    return out
+
+
+def decode(stored: Stored, spare: int) -> tuple[PresenceState, np.ndarray]:
+    """A state table for the loaded devices (index i = device i of ``stored``) with ``spare`` free records,
+    and the place id of every loaded visit (the caller makes sure its place table knows them)."""
+    d = len(stored)
+    buf, offsets, has = stored.buf, stored.start, stored.length > 0
+    hdr = np.zeros(d, HEADER)
+    hdr["last"] = -np.inf
+    if has.any():
+        idx = offsets[has][:, None] + np.arange(HEADER.itemsize)
+        hdr[has] = buf[idx].copy().view(HEADER)[:, 0]
+    counts = hdr["n"].astype(np.int64)
+    if (stored.length[has] != HEADER.itemsize + counts[has] * RECORD.itemsize).any():
+        raise StateError("a presence state in Redis has the wrong size for its visit count: it was written "
+                         "by another version of proximity; use a new key prefix (or flush the old one)")
+    n_rec = int(counts.sum())
+    state = PresenceState(d, 0)
+    state.d_last[:] = hdr["last"]
+    state.grow_records(n_rec + spare)
+    if not n_rec:
+        return state, np.zeros(0, np.int32)
+    rec_starts = (offsets + HEADER.itemsize)[counts > 0]
+    per = counts[counts > 0]
+    owner = np.repeat(np.flatnonzero(counts > 0), per)
+    first = np.zeros(len(per), np.int64)
+    np.cumsum(per[:-1], out=first[1:])
+    k_in = np.arange(n_rec) - np.repeat(first, per)
+    byte0 = np.repeat(rec_starts, per) + k_in * RECORD.itemsize
+    recs = buf[byte0[:, None] + np.arange(RECORD.itemsize)].copy().view(RECORD)[:, 0]
+    # the first n_rec records of the fresh pool become the loaded visits
+    slots = np.arange(n_rec, dtype=np.int32)
+    state.meta[0] = n_rec if n_rec < len(state.r_place) else -1
+    state.meta[1] -= n_rec
+    state.r_dev[slots] = owner
+    for name in _VISIT_FIELDS:
+        getattr(state, f"r_{name}")[slots] = recs[name]
+    last_of_dev = np.r_[owner[1:] != owner[:-1], True]
+    state.r_next[slots] = np.where(last_of_dev, -1, slots + 1)
+    state.d_head[np.flatnonzero(counts > 0)] = first.astype(np.int32)
+    return state, recs["place"]
+
+
+def encode(state: PresenceState) -> Stored:
+    """The binary state (without version) of every device of ``state``; length 0 for a device with nothing."""
+    n = state.n_devices
+    live = np.flatnonzero(state.r_dev >= 0)
+    owner = state.r_dev[live]
+    order = np.argsort(owner, kind="stable")
+    live, owner = live[order], owner[order]
+    counts = np.bincount(owner, minlength=n).astype(np.int64)
+    recs = np.empty(len(live), RECORD)
+    for name in _VISIT_FIELDS:
+        recs[name] = getattr(state, f"r_{name}")[live]
+    hdr = np.empty(n, HEADER)
+    hdr["last"] = state.d_last
+    hdr["n"] = counts
+    length = np.where((counts > 0) | np.isfinite(state.d_last), HEADER.itemsize + counts * RECORD.itemsize, 0)
+    start = np.zeros(n, np.int64)
+    np.cumsum(length[:-1], out=start[1:])
+    buf = np.zeros(int(length.sum()), np.uint8)
+    kept = length > 0
+    buf[(start[kept][:, None] + np.arange(HEADER.itemsize)).ravel()] = hdr[kept].view(np.uint8)
+    if len(live):
+        first = np.zeros(n, np.int64)
+        np.cumsum(counts[:-1], out=first[1:])
+        k_in = np.arange(len(live)) - first[owner]
+        byte0 = start[owner] + HEADER.itemsize + k_in * RECORD.itemsize
+        buf[(byte0[:, None] + np.arange(RECORD.itemsize)).ravel()] = recs.view(np.uint8)
+    return Stored(np.zeros(n, np.int64), buf, start, length)
+
+
+__all__ = ["HEADER", "RECORD", "Stored", "changed", "decode", "encode"]

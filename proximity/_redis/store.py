@@ -1,0 +1,423 @@
+"""The Redis state store: presence state shared by any number of engine processes.
+
+Keys (``P`` is the configurable prefix, ``D`` the device id; ``{D}`` is the
+Redis Cluster hash tag, so a device's keys live in one slot):
+
+- ``P:{D}:st``: the device's presence state, ``b"<version>|" + binary`` (see
+  :mod:`proximity._redis.codec`); expires after ``ttl_s`` of wall-clock idleness;
+- ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out);
+- ``P:{places}``, ``P:{places}:seq``: place key -> integer id, shared by all processes;
+- ``P:due``: sorted set, device id -> the earliest time ``advance`` has work for it
+  (a debounce exit or the event-time TTL); one per hash slot in cluster mode
+  (see :mod:`proximity._redis.cluster`).
+
+One transition function for both stores, by optimistic concurrency: load the
+batch's devices (one ``MGET``), run :func:`proximity.presence.apply_evidence`,
+then save every changed device with one Lua script call (``SAVE`` in
+:mod:`proximity._redis.scripts`) that compare-and-sets each device on its
+version and updates its due time in the same atomic step. Devices whose version
+moved (another process won) are reloaded and recomputed from their fresh state;
+their events from the lost attempt are discarded, so each event is produced
+exactly once across processes. A batch of at most ``chunk`` devices is saved
+all-or-nothing; a lost connection raises
+:class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
+already applied is dropped as late or re-applied idempotently).
+
+Redis Cluster (``cluster=True``). The devices of a save are grouped by slot, and
+each group is one call of the same script (its devices plus its slot's due set);
+the calls are pipelined, per node when the client is a
+``redis.cluster.RedisCluster``. Loads are pipelined ``GET``s. ``advance`` reads
+every slot's due set (one pipelined ``ZRANGEBYSCORE`` per slot, 16384 per call;
+then only the slots whose page was full). Semantics and events are those of the
+single-Redis mode; what changes is the unit of atomicity: one slot group, not
+the whole chunk (a lost connection mid-batch can leave some groups saved: the
+retried request then drops their evidence as already applied, without their
+events). Redirections (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``) refresh
+the slot map and resend what did not run; a save group that still fails counts
+as a lost compare-and-set and is recomputed. The mode runs on a single Redis too
+(every slot on one server), which is how the shared presence suite tests it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from itertools import count
+from typing import Any, TypeVar
+
+import numpy as np
+import redis as redis_lib
+from redis.crc import key_slot
+
+from proximity._redis import cluster as C
+from proximity._redis import codec
+from proximity._redis.scripts import (
+    DROP,
+    LOAD_SCRIPT,
+    PLACES_SCRIPT,
+    SAVE_SCRIPT,
+    SET_DUE,
+    TOUCH,
+    WON,
+    Script,
+    save_args,
+)
+from proximity.errors import StateError, StoreUnavailable
+from proximity.events import Device
+from proximity.presence import (
+    Evidence,
+    PlaceTable,
+    PresenceParams,
+    PresenceState,
+    Resolved,
+    Transitions,
+    advance_state,
+    apply_evidence,
+    next_due,
+    visit_snapshot,
+)
+
+T = TypeVar("T")
+Step = Callable[[PresenceState, np.ndarray], tuple[Transitions, np.ndarray]]
+
+
+class RedisStateStore:
+    """Presence state in Redis (see the module docstring). Build it with :func:`proximity.store.RedisStore`."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "proximity",
+        ttl_s: float = 7 * 24 * 3600.0,
+        max_retries: int = 16,
+        chunk: int = 5000,
+        cluster: bool = False,
+    ) -> None:
+        if cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError(f"with cluster=True the key prefix must not contain '{{' or '}}' (it would change "
+                             f"the keys' hash slots): {prefix!r}")
+        self._own = isinstance(client, str)
+        self.r = C.connect(client, cluster) if isinstance(client, str) else client
+        self.cluster = cluster
+        self.router = C.Router(self.r, prefix, cluster)
+        if self.router.nodes and not cluster:
+            raise ValueError("a RedisCluster client needs RedisStore(..., cluster=True)")
+        self.prefix = prefix
+        self.ttl_ms = max(1000, int(ttl_s * 1000))
+        self.max_retries = max_retries
+        self.chunk = chunk
+        self.due_key = f"{prefix}:due"  # single-Redis mode; cluster mode: due_key_of(device)
+        kwargs = self.r.get_connection_kwargs() if self.router.nodes else self.r.connection_pool.connection_kwargs
+        if kwargs.get("decode_responses"):
+            raise ValueError("the Redis state store needs a client without decode_responses (states are binary)")
+        self._places_script = self.r.register_script(PLACES_SCRIPT.src)
+        self.retries = 0  # compare-and-set conflicts seen (for tests and metrics)
+        self.saved = 0  # device states written
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; Redis errors become :class:`StoreUnavailable` (unreachable) or :class:`StateError`."""
+        try:
+            return fn()
+        except C.UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis state store unavailable: {exc}", retry_after_s=1.0) from exc
+        except redis_lib.RedisError as exc:
+            raise StateError(f"Redis state store error: {exc}") from exc
+
+    def _st(self, device_id: str) -> str:
+        return f"{self.prefix}:{{{device_id}}}:st"
+
+    def _st_keys(self, names: Sequence[str]) -> list[bytes]:
+        head, tail = f"{self.prefix}:{{".encode(), b"}:st"
+        return [head + n.encode() + tail for n in names]
+
+    def _info(self, device_id: str) -> str:
+        return f"{self.prefix}:{{{device_id}}}:info"
+
+    def _script(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
+        """``EVALSHA`` of one of our scripts on the one server (``EVAL``-loading it when missing)."""
+        packed = script.evalsha(keys, args)
+        for attempt in (0, 1):
+            pool = self.r.connection_pool
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command([packed])
+                return conn.read_response()
+            except redis_lib.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.r.script_load(script.src)
+            except BaseException:
+                conn.disconnect()  # a half-read reply must not be left on a pooled connection
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
+
+    def due_key_of(self, device_id: str) -> str:
+        """The due set that lists ``device_id`` (one per hash slot with ``cluster=True``)."""
+        if not self.cluster:
+            return self.due_key
+        return self.router.due_key(key_slot(self._st(device_id).encode())).decode()
+
+    # -- places ---------------------------------------------------------------------------
+
+    def place_ids(self, keys: Sequence[str]) -> list[int]:
+        keys = list(keys)
+        out: list[int] = []
+        for i in range(0, len(keys), 1000):
+            part = keys[i : i + 1000]
+            out.extend(int(x) for x in self._call(lambda p=part: self._places_script(
+                keys=[f"{self.prefix}:{{places}}", f"{self.prefix}:{{places}}:seq"], args=p)))
+        return out
+
+    def _known_places(self, places: PlaceTable, ids: np.ndarray) -> None:
+        """Make sure ``places`` knows every id found in loaded state (another process may have made it)."""
+        if not len(ids):
+            return
+        top = int(ids.max())
+        if top < len(places) and all(places.keys[i] is not None for i in np.unique(ids).tolist()):
+            return
+        table = self._call(lambda: self.r.hgetall(f"{self.prefix}:{{places}}"))
+        new = [(k.decode(), int(v)) for k, v in table.items() if k.decode() not in places.ids]
+        if new:
+            places.add_keys([k for k, _ in new], [v for _, v in new])
+
+    # -- devices: load, decode, save ----------------------------------------------------------
+
+    def resolve(self, device_ids: np.ndarray) -> Resolved:
+        local = dict(zip(dict.fromkeys(device_ids), count()))
+        codes = np.fromiter(map(local.__getitem__, device_ids), np.int64, len(device_ids))
+        names = np.empty(len(local), dtype=object)
+        names[:] = list(local)
+        return Resolved(codes, names)
+
+    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None) -> codec.Stored:
+        """The stored state of each device: one script call per ``chunk`` devices (cluster: pipelined ``GET``s)."""
+        keys = self._st_keys(names) if keys is None else keys
+        if self.cluster:
+            values = self._call(lambda: self.router.get(keys))
+            sizes = np.fromiter((len(v) if v is not None else 0 for v in values), np.int64, len(values))
+            return codec.Stored.parse(sizes, b"".join([v for v in values if v]))
+        size_parts: list[np.ndarray] = []
+        blobs: list[bytes] = []
+        for i in range(0, len(keys), self.chunk):
+            size_text, blob = self._call(lambda k=keys[i : i + self.chunk]: self._script(LOAD_SCRIPT, k, ()))
+            size_parts.append(np.array(size_text.split(b","), np.int64))
+            blobs.append(blob)
+        sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, np.int64)
+        return codec.Stored.parse(sizes, b"".join(blobs))
+
+    def _decode(self, stored: codec.Stored, places: PlaceTable, spare: int) -> PresenceState:
+        state, place_ids = codec.decode(stored, spare)
+        self._known_places(places, place_ids)
+        return state
+
+    def _save(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes]) -> np.ndarray:
+        """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
+
+        One script call per ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per
+        node); each call is all-or-nothing. A call that was not run counts as lost (it is recomputed).
+        """
+        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode())]
+        if self.cluster:
+            groups = self.router.group_by_slot(keys, self.chunk)
+        else:
+            groups = [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
+        commands = []
+        for slot, idx in groups:
+            group = idx.tolist()
+            commands.append((slot, SAVE_SCRIPT.evalsha(
+                [self.router.due_key(slot), *[keys[i] for i in group]],
+                [*head, *[x for i in group for x in (heads[i], values[i])]])))
+        replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
+        won = np.zeros(len(keys), bool)
+        for (_slot, idx), reply in zip(groups, replies, strict=True):
+            if isinstance(reply, C.NOT_RUN):
+                continue  # not saved: recomputed from a fresh load, like a lost compare-and-set
+            if isinstance(reply, Exception):
+                raise StateError(f"Redis state store error: {reply}")
+            won[idx] = np.frombuffer(reply, np.uint8) == WON
+        return won
+
+    def _run(self, names: np.ndarray, step: Step, places: PlaceTable, params: PresenceParams, spare: int,
+             *, refresh_due: bool = False) -> Transitions:
+        """Load ``names``, run ``step(state, pending)`` (-> events, which devices to delete), save by CAS; retry losers.
+
+        ``pending`` are the indexes into ``names`` of the devices in the state table
+        (state device i is ``names[pending[i]]``). Event ``dev`` fields come back
+        as indexes into ``names``.
+
+        The due set holds, per device, a time *at or before* the first one at which
+        ``advance`` has work for it. A save moves it only when that comes earlier
+        (a new visit): a ping that merely pushes a debounce or the TTL later leaves it,
+        and ``advance`` (``refresh_due``) sets the exact time on the devices it finds
+        with nothing to do yet. So the common save is one ``GET`` and one ``SET``.
+        """
+        pending = np.arange(len(names))
+        parts: list[Transitions] = []
+        all_keys = self._st_keys(names.tolist())
+        for _attempt in range(self.max_retries + 1):
+            sub = pending.tolist()
+            keys = [all_keys[i] for i in sub]
+            old = self._load((), keys)
+            state = self._decode(old, places, spare)
+            local = np.arange(len(sub))
+            due_before = next_due(state, local, params)
+            tr, delete = step(state, pending)
+            new = codec.encode(state)
+            due = next_due(state, local, params)
+            has_old = old.version > 0
+            gone = delete | (new.length == 0)
+            changed = codec.changed(new, old)
+            drop = gone & (has_old | delete | refresh_due)
+            write = ~gone & changed
+            set_due = write & (~has_old | (due < due_before) | refresh_due)
+            touch = ~gone & ~changed & refresh_due
+            save = np.flatnonzero(drop | write | touch)
+            won = np.ones(len(sub), bool)
+            self.saved += len(save)
+            if len(save):
+                flags = drop * DROP + set_due * SET_DUE + touch * TOUCH
+                heads, values = save_args(save, flags, old.version, due, new.buf.tobytes(), new.start,
+                                          new.start + new.length)
+                res = self._save([keys[i] for i in save.tolist()], heads, values)
+                won[save[~res]] = False
+                gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
+                if gone_ids:
+                    self._call(lambda g=gone_ids: self.r.delete(*[self._info(x) for x in g]))
+            keep = won[tr.dev] if len(tr) else np.zeros(0, bool)
+            kept = Transitions(*(a[keep] for a in tr._buffers()), status=tr.status)
+            kept.dev = pending[kept.dev]
+            parts.append(kept)
+            if won.all():
+                return Transitions.concat(parts)
+            self.retries += int((~won).sum())
+            pending = pending[~won]
+        raise StateError(f"gave up after {self.max_retries} conflicting updates of {len(pending)} device(s)")
+
+    # -- the store interface ---------------------------------------------------------------
+
+    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
+        names = resolved.names
+        status = np.zeros(len(ev), np.int8)
+
+        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
+            in_batch = np.zeros(len(names), bool)
+            in_batch[pending] = True
+            idx = np.flatnonzero(in_batch[ev.dev])
+            sub = ev.take_devices(in_batch)
+            pos = np.full(len(names), -1, np.int64)
+            pos[pending] = np.arange(len(pending))
+            sub.dev = pos[sub.dev]
+            tr = apply_evidence(state, sub, places, params)
+            status[idx] = tr.status
+            named = tr.ev >= 0
+            tr.ev[named] = idx[tr.ev[named]]
+            return tr, np.zeros(len(pending), bool)
+
+        tr = self._run(names, step, places, params, 64)
+        tr.status = status
+        return tr
+
+    def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        """Run every device due before ``now``: a round reads a page of each due set (in cluster mode the
+        first round reads all 16384 slots', later rounds only those whose page was full) and runs the due
+        devices ``chunk`` at a time, until no page is full or a round saved nothing."""
+        parts: list[Transitions] = []
+        all_names: list[np.ndarray] = []
+        offset = 0
+        slots: Sequence[int] = self.router.due_slots
+
+        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
+            return advance_state(state, np.arange(state.n_devices), now, params)
+
+        for _round in range(10_000):
+            due, full = self._call(lambda s=slots: self.router.due_pages(now, s, self.chunk))
+            if not due:
+                break
+            saved = self.saved
+            for i in range(0, len(due), self.chunk):
+                names = np.empty(len(due[i : i + self.chunk]), dtype=object)
+                names[:] = [x.decode() for x in due[i : i + self.chunk]]
+                tr = self._run(names, step, places, params, 16, refresh_due=True)
+                tr.dev = tr.dev + offset
+                offset += len(names)
+                parts.append(tr)
+                all_names.append(names)
+            if not full or self.saved == saved:
+                break
+            slots = full
+        names_all = np.concatenate(all_names) if all_names else np.empty(0, dtype=object)
+        return Transitions.concat(parts), names_all
+
+    def forget(self, device_id: str, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+        names = np.empty(1, dtype=object)
+        names[0] = device_id
+
+        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
+            return advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True)
+
+        tr = self._run(names, step, places, params, 16)
+        self._call(lambda: self.r.delete(self._info(device_id), self._st(device_id)))
+        return tr, names
+
+    def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
+        has = (attrs != None) | (timezone != None)  # noqa: E711
+        if not has.any():
+            return
+        latest: dict[str, dict[str, str]] = {}
+        for d, a, z in zip(device_ids[has], attrs[has], timezone[has], strict=True):
+            fields = latest.setdefault(d, {})
+            if a is not None:
+                fields["a"] = json.dumps(a, sort_keys=True, default=str)
+            if z is not None:
+                fields["z"] = z
+
+        def write() -> None:
+            pipe = self.r.pipeline(transaction=False)
+            for d, fields in latest.items():
+                pipe.hset(self._info(d), mapping=fields)
+                pipe.pexpire(self._info(d), self.ttl_ms)
+            pipe.execute()
+
+        self._call(write)
+
+    def set_opt_out(self, device_id: str, flag: bool) -> None:
+        key = self._info(device_id)
+        if flag:
+            self._call(lambda: (self.r.hset(key, "o", "1"), self.r.pexpire(key, self.ttl_ms)))
+        else:
+            self._call(lambda: self.r.hdel(key, "o"))
+
+    def devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
+        ids = list(device_ids)
+
+        def read() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for d in ids:
+                pipe.hmget(self._info(d), "a", "z", "o")
+            return list(pipe.execute())
+
+        out = {}
+        for d, (a, z, o) in zip(ids, self._call(read) if ids else [], strict=True):
+            out[d] = Device(d, json.loads(a) if a else {}, z.decode() if z else None, bool(o))
+        return out
+
+    def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
+        stored = self._load([device_id])
+        if not stored.version[0]:
+            return None
+        state = self._decode(stored, places, 0)
+        out = visit_snapshot(state, 0, places)
+        out["version"] = int(stored.version[0])
+        return out
+
+    def close(self) -> None:
+        if self._own:
+            C.close(self.r)
+
+
+__all__ = ["RedisStateStore"]

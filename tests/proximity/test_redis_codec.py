@@ -1,0 +1,103 @@
+"""The Redis store's binary codec, without Redis: encode -> stored values -> parse -> decode round trips
+every device's visits exactly (the memory store is the oracle), versions parse from any value, and
+``changed`` finds exactly the devices whose bytes differ."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geofence import FenceIndex, circle_fence
+from proximity._redis import codec
+from proximity._redis.scripts import DELETE, DROP, KEEP, SET_DUE, TOUCH, UNDUE, save_args
+from proximity.batch import PingBatch
+from proximity.engine import Engine, EngineConfig
+from proximity.errors import StateError
+from proximity.presence import visit_snapshot
+from proximity.store import MemoryStore
+
+LON0, LAT0 = 2.35, 48.85
+M_LON = 1 / (111_320.0 * math.cos(math.radians(LAT0)))
+T0 = 1_700_000_000.0
+FENCES = [circle_fence(f"f{i}", LON0 + 120 * i * M_LON, LAT0, 40.0) for i in range(4)]
+
+
+def as_values(stored: codec.Stored, versions: list[int]) -> tuple[np.ndarray, bytes]:
+    """What Redis would hold: ``b"<version>|<body>"`` per device with a body (sizes, concatenation)."""
+    values = [b"%d|%b" % (v, stored.body(i)) if stored.length[i] else b"" for i, v in enumerate(versions)]
+    return np.array([len(v) for v in values], np.int64), b"".join(values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 600), st.integers(-60, 500)), max_size=60),
+       versions=st.lists(st.integers(1, 10**15), min_size=8, max_size=8))
+def test_round_trip_keeps_every_visit(rows: list[tuple[int, int, int]], versions: list[int]) -> None:
+    store = MemoryStore()
+    eng = Engine(FenceIndex(FENCES), store=store, config=EngineConfig(max_future_skew_s=None))
+    rows = sorted(rows, key=lambda r: r[1])
+    if rows:
+        eng.process_pings(PingBatch.from_arrays(
+            [f"d{r[0]}" for r in rows], [LON0 + r[2] * M_LON for r in rows], [LAT0] * len(rows), 5.0,
+            [T0 + r[1] for r in rows]))
+    state = store.state
+    stored = codec.encode(state)
+    n = state.n_devices
+    sizes, blob = as_values(stored, versions[:n] + [1] * max(0, n - len(versions)))
+    back = codec.Stored.parse(sizes, blob)
+    has = stored.length > 0
+    assert (back.version[has] == np.array(versions[:n] + [1] * max(0, n - 8))[has]).all()
+    assert (back.version[~has] == 0).all()
+    assert not codec.changed(back, stored).any()
+    decoded, place_ids = codec.decode(back, spare=3)
+    assert sorted(place_ids.tolist()) == sorted(state.r_place[state.r_dev >= 0].tolist())
+    for d in range(n):
+        assert visit_snapshot(decoded, d, eng.places) == visit_snapshot(state, d, eng.places)
+    again = codec.encode(decoded)
+    assert not codec.changed(again, stored).any()
+    assert again.buf.tobytes() == stored.buf.tobytes()
+
+
+@given(st.lists(st.tuples(st.integers(1, 10**18 - 1), st.binary(max_size=20)), max_size=12))
+def test_parse_reads_the_version_before_the_first_bar(values: list[tuple[int, bytes]]) -> None:
+    blobs = [b"%d|%b" % (v, body) for v, body in values]
+    stored = codec.Stored.parse(np.array([len(b) for b in blobs], np.int64), b"".join(blobs))
+    assert stored.version.tolist() == [v for v, _ in values]
+    assert [stored.body(i) for i in range(len(values))] == [body for _, body in values]
+
+
+@pytest.mark.parametrize("value", [b"12", b"|abc", b"x|abc", b"1234567890123456789|a"])
+def test_parse_refuses_what_this_version_did_not_write(value: bytes) -> None:
+    with pytest.raises(StateError, match="version"):
+        codec.Stored.parse(np.array([len(value)], np.int64), value)
+
+
+def test_decode_refuses_a_body_of_the_wrong_size() -> None:
+    body = np.zeros(1, codec.HEADER)
+    body["n"] = 2  # claims two visits, holds none
+    value = b"1|" + body.tobytes()
+    with pytest.raises(StateError, match="wrong size"):
+        codec.decode(codec.Stored.parse(np.array([len(value)], np.int64), value), 0)
+
+
+@given(st.lists(st.tuples(st.binary(max_size=6), st.binary(max_size=6)), max_size=10))
+def test_changed_is_byte_inequality(pairs: list[tuple[bytes, bytes]]) -> None:
+    def stored(bodies: list[bytes]) -> codec.Stored:
+        blobs = [b"1|" + b if b else b"" for b in bodies]
+        return codec.Stored.parse(np.array([len(x) for x in blobs], np.int64), b"".join(blobs))
+
+    a, b = stored([p[0] for p in pairs]), stored([p[1] for p in pairs])
+    assert codec.changed(a, b).tolist() == [x != y for x, y in pairs]
+
+
+def test_save_args_spell_each_flag() -> None:
+    flags = np.array([0, DROP, SET_DUE, TOUCH, SET_DUE | TOUCH])
+    version, due = np.array([3, 4, 5, 6, 7]), np.array([1.5, 2.5, 3.5, 4.5, 5.5])
+    body = b"aabbccddee"
+    start = np.arange(0, 10, 2)
+    heads, values = save_args(np.arange(5), flags, version, due, body, start, start + 2)
+    assert heads == [b"3", b"4" + UNDUE, b"5 3.5", b"6 4.5", b"7 5.5"]
+    assert values == [b"4|aa", DELETE, b"6|cc", KEEP, KEEP]
