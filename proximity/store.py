@@ -199,8 +199,8 @@ class MemoryStore:
     Device ids are interned to integer handles by :class:`DeviceIds` (a numba hash
     table over the ids' UTF-8 bytes), never a bytecode loop per ping. A device
     outside every place costs its id (one byte per ASCII character, padded to the
-    longest id), 32 to 48 bytes of hash table and 12 bytes of device table; a visit
-    record costs 44 bytes. Arrays grow by doubling, so up to half of that can be
+    longest id), 32 to 48 bytes of hash table and 44 bytes of device table (with the last fix); a visit
+    record costs 52 bytes. Arrays grow by doubling, so up to half of that can be
     headroom. See :meth:`bytes_per_device`.
     """
 

@@ -241,7 +241,8 @@ def plot_pr(path: Any, engine_pr: dict[str, Any], oracle: dict[str, Any], classe
                                       strict=True) if r is not None and q is not None]
         if pr:
             r, q = zip(*pr, strict=True)
-            ax.plot(r, q, color="tab:blue", marker=".", label="engine (min_probability swept)")
+            label = "engine (enter_probability swept)" if len(r) < 20 else "engine (min_probability swept)"
+            ax.plot(r, q, color="tab:blue", marker="o", label=label)
         ax.set_title(cls)
         ax.set_xlim(0.5, 1.0)
         ax.set_ylim(0.5, 1.0)

@@ -62,6 +62,9 @@ def register(sub: Any) -> None:
                    help="also run these variants of the scenario (all of them without a value) on the same seed")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set gps.sigma_m=10 --set engine.gps_debounce_s=90 (YAML value)")
+    r.add_argument("--pr-sweep", dest="pr_sweep", metavar="P[,P]",
+                   help="also run the scenario with these enter_probability values (e.g. 0.5,0.6,0.8,0.9) and "
+                        "plot the engine's precision-recall points against the oracle's curve")
     r.add_argument("--redis", metavar="URL", help="Redis for --via redis/http (default redis://127.0.0.1:6379/0)")
     r.add_argument("--redis-prefix", dest="redis_prefix",
                    help="key prefix in Redis (default: a fresh one, deleted afterwards)")
@@ -90,6 +93,12 @@ def _overrides(items: list[str]) -> dict[str, Any]:
         # YAML reads unquoted ISO times as timestamps: keep them as the text that was given
         out[key.strip()] = value.strip() if isinstance(parsed, datetime.date) else parsed
     return out
+
+
+def _default_enter() -> float:
+    from proximity.engine import EngineConfig
+
+    return float(EngineConfig().enter_probability)
 
 
 def _run_seeds(args: argparse.Namespace, scenario: Any, compare: list[str], progress: Any) -> int:
@@ -142,6 +151,12 @@ def _run(args: argparse.Namespace) -> int:
         return _run_seeds(args, scenario, compare, progress)
     summaries = run_session(scenario, compare=compare, via=args.via, redis_url=args.redis,
                             redis_prefix=args.redis_prefix, workers=args.workers, progress=progress)
+    if args.pr_sweep:
+        points = sorted({float(x) for x in args.pr_sweep.split(",") if x.strip()}
+                        | {float(summaries[0].sim.scenario.engine.get("enter_probability", _default_enter()))})
+        summaries[0].metrics["engine_sweep"] = _sim("presence_report").enter_threshold_sweep(
+            summaries[0].sim.scenario, points, via=args.via, redis_url=args.redis, redis_prefix=args.redis_prefix,
+            workers=args.workers, progress=progress)
     out = Path(args.out)
     doc = write_report(out, summaries, plots=args.plots)
     if args.json:
