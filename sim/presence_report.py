@@ -54,24 +54,6 @@ def presence_metrics(sim: Simulation, cols: EventColumns, metrics: Mapping[str, 
     return {"calibration": cal, "engine_pr": pr, "oracle": oracle, "gap_to_oracle": gap}
 
 
-def enter_threshold_sweep(scenario: Any, thresholds: Sequence[float], **kw: Any) -> dict[str, Any]:
-    """The engine's precision-recall points when its ``enter_probability`` is each of ``thresholds``
-    (one run each, same seed): the curve a deployment chooses its threshold on."""
-    import dataclasses
-
-    from sim.session import run_one
-
-    out: dict[str, Any] = {"threshold": [float(t) for t in thresholds]}
-    for t in thresholds:
-        sc = dataclasses.replace(scenario, engine={**dict(scenario.engine), "enter_probability": float(t)},
-                                 variants={})
-        m = run_one(sc, name=f"enter {t:g}", **kw).metrics
-        for cls, v in [("all", m), *m["by_size"].items()]:
-            out.setdefault(f"{cls}_precision", []).append(v["precision"])
-            out.setdefault(f"{cls}_recall", []).append(v["recall"])
-    return out
-
-
 def target_values(m: Mapping[str, Any]) -> dict[str, float | None]:
     """The value of every presence target in one run's metrics."""
     sizes = [v["precision"] for v in m["by_size"].values() if v.get("precision") is not None]
@@ -105,5 +87,4 @@ def presence_plots(out: Path, records: Sequence[tuple[str, Mapping[str, Any]]]) 
     return images
 
 
-__all__ = ["GPS_ONLY_CLASSES", "PRESENCE_TARGETS", "enter_threshold_sweep", "presence_metrics", "presence_plots",
-           "target_values"]
+__all__ = ["GPS_ONLY_CLASSES", "PRESENCE_TARGETS", "presence_metrics", "presence_plots", "target_values"]

@@ -64,6 +64,20 @@ def run_seeds(scenario: Scenario, n: int, **kw: Any) -> list[RunSummary]:
     return out
 
 
+def enter_threshold_sweep(scenario: Any, thresholds: Sequence[float], **kw: Any) -> dict[str, Any]:
+    """The engine's precision-recall points when its ``enter_probability`` is each of ``thresholds``
+    (one run each, same seed): the curve a deployment chooses its threshold on."""
+    out: dict[str, Any] = {"threshold": [float(t) for t in thresholds]}
+    for t in thresholds:
+        sc = dataclasses.replace(scenario, engine={**dict(scenario.engine), "enter_probability": float(t)},
+                                 variants={})
+        m = run_one(sc, name=f"enter {t:g}", **kw).metrics
+        for cls, v in [("all", m), *m["by_size"].items()]:
+            out.setdefault(f"{cls}_precision", []).append(v["precision"])
+            out.setdefault(f"{cls}_recall", []).append(v["recall"])
+    return out
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± sd per row, and every target judged on the mean (with each seed's verdict beside it)."""
     rows = {}
@@ -117,4 +131,4 @@ def write_seeds(out: Path, summaries: Sequence[RunSummary], *, plots: bool = Tru
     return summary
 
 
-__all__ = ["format_summary", "mean_sd", "run_seeds", "summarize", "write_seeds"]
+__all__ = ["enter_threshold_sweep", "format_summary", "mean_sd", "run_seeds", "summarize", "write_seeds"]

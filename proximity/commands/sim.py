@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.pr_sweep:
         points = sorted({float(x) for x in args.pr_sweep.split(",") if x.strip()}
                         | {float(summaries[0].sim.scenario.engine.get("enter_probability", _default_enter()))})
-        summaries[0].metrics["engine_sweep"] = _sim("presence_report").enter_threshold_sweep(
+        summaries[0].metrics["engine_sweep"] = _sim("seeds").enter_threshold_sweep(
             summaries[0].sim.scenario, points, via=args.via, redis_url=args.redis, redis_prefix=args.redis_prefix,
             workers=args.workers, progress=progress)
     out = Path(args.out)
