@@ -58,20 +58,20 @@ class VisitModel:
     """The visit-probability filter's parameters (log-likelihood ratios in nats; see the module docstring)."""
 
     # fitted by ``python -m sim.fit --seeds 101,102,103`` (training seeds, not the ones figures are quoted on)
-    prior_logodds: float = -0.404
+    prior_logodds: float = -0.431
     tau_s: float = 600.0
     gps_llr: tuple[tuple[float, ...], ...] = (
-        (-1.933, -2.592, -3.149, -3.414),  # confidence 1: point outside, within accuracy
-        (-0.121, -0.861, -1.957, -2.448),  # confidence 2: point inside, circle crossing the boundary
-        (2.048, 0.459, 0.0, 0.0),  # confidence 3: circle fully inside
+        (0.089, -0.58, -1.104, -1.457),  # confidence 1: point outside, within accuracy
+        (1.882, 1.17, 0.088, -0.468),  # confidence 2: point inside, circle crossing the boundary
+        (4.0, 2.52, 0.431, 0.431),  # confidence 3: circle fully inside
     )
-    unpaired_llr: float = -1.74
-    indoor_weight: float = 1.241
+    unpaired_llr: float = -1.743
+    indoor_weight: float = 1.061
     indoor_clip: tuple[float, float] = (-0.5, 1.0)
     baseline_rates: tuple[float, float] = (0.05, 0.01)  # toward lower readings, toward higher ones
-    speed_llr: tuple[float, float, float, float] = (1.966, 1.59, 0.328, -3.884)
+    speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -1.493, -5.745)
     beacon_llr: tuple[float, float, float, float] = (0.0, 3.0, 2.0, 0.5)
-    calibration: tuple[tuple[float, float], ...] = ((-8.0, -7.9), (10.0, 5.6))
+    calibration: tuple[tuple[float, float], ...] = ((-20.0, -20.0), (20.0, 20.0))
     logodds_range: tuple[float, float] = (-8.0, 10.0)
 
     def __post_init__(self) -> None:

@@ -129,7 +129,7 @@ def calibration_knots(x: np.ndarray, y: np.ndarray, k: int = 14) -> tuple[tuple[
     qx = np.unique(np.round(np.quantile(xs, np.linspace(0.0, 1.0, k)), 3))
     qy = np.interp(qx, xs, fit)
     ly = np.log(np.clip(qy, 1e-3, 1 - 1e-3) / (1 - np.clip(qy, 1e-3, 1 - 1e-3)))
-    ly = np.maximum.accumulate(ly)
+    ly = np.maximum.accumulate(ly) + 1e-3 * np.arange(len(ly))  # strictly rising: a threshold names one score
     return tuple((float(a), round(float(b), 3)) for a, b in zip(qx, ly, strict=True))
 
 
@@ -148,15 +148,19 @@ def fit_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     sbin = np.searchsorted(np.array([0.5, 1.2, 2.5]), t["speed"], side="right")
     f = np.zeros((n, 12 + 4 + 1))
     f[np.arange(n), geo] = 1.0
-    f[np.arange(n), 12 + sbin] = 1.0
+    # speed: only moving (walking pace and faster) is evidence; standing still is no evidence of a store
+    # (a car waiting at the kerb stands still too, and such cars are few among the pairs)
+    fast = sbin >= 2
+    f[np.flatnonzero(fast), 12 + sbin[fast]] = 1.0
     from proximity.visit import VisitModel
 
     lo, hi = VisitModel().indoor_clip
     f[:, 16] = np.clip(t["indoor"], lo, hi)
     w = _logistic_nd(f, y)
     prior = float(np.log(y.mean() / (1 - y.mean())))
-    speed = w[12:16] - w[12:16].mean()
-    gps = w[:12].reshape(3, 4) + w[12:16].mean() - prior
+    speed = np.minimum(w[12:16], 0.0)
+    speed[:2] = 0.0
+    gps = w[:12].reshape(3, 4) - prior
     gps[2] = np.maximum(gps[2], 0.0)
     # unpaired: of the devices inside the store, how often the next fix is unpaired vs for those outside
     f_in = t["unpaired_in"].sum() / max(t["unpaired_in"].sum() + t["stay_in"].sum(), 1)
@@ -190,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--precision", type=float, default=0.95)
-    ap.add_argument("--enter-probability", type=float, default=None,
-                    help="the enter threshold to fit the calibration under (default: the profile's)")
+    ap.add_argument("--tables-only", action="store_true", help="fit the likelihood tables only")
+    ap.add_argument("--raw-enter", type=float, default=None,
+                    help="fit the calibration with enters at this filter score (log-odds before the map); the "
+                         "enter_probability to ship is the map's value there")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     base = load_scenario(None)
@@ -199,10 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.devices:
         over["devices"] = args.devices
     scs = [base.with_overrides({**over, "seed": s}, source="fit") for s in seeds]
-    fitted = fit_tables([pair_table(sc) for sc in scs])
-    print("tables:", fitted)
-    model = dataclasses.replace(VisitModel(), **fitted, calibration=((-20.0, -20.0), (20.0, 20.0)))
-    engine_over = {} if args.enter_probability is None else {"enter_probability": args.enter_probability}
+    if args.raw_enter is None:
+        fitted = fit_tables([pair_table(sc) for sc in scs])
+        print("tables:", fitted)
+        if args.tables_only:
+            return 0
+        model = dataclasses.replace(VisitModel(), **fitted, calibration=((-20.0, -20.0), (20.0, 20.0)))
+        engine_over: dict[str, Any] = {}
+    else:  # the shipped tables, an identity map, enters at the raw score: one round suffices
+        model = dataclasses.replace(VisitModel(), calibration=((-20.0, -20.0), (20.0, 20.0)))
+        engine_over = {"enter_probability": float(1 / (1 + np.exp(-args.raw_enter)))}
+        args.rounds = 1
     for rnd in range(args.rounds):
         xs, ys, runs = [], [], []
         for sc in scs:
@@ -220,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         else:  # the events' log-odds already went through the map: compose
             model = dataclasses.replace(model, calibration=compose(model.calibration, knots))
         print(f"round {rnd}: calibration {model.calibration} on {len(x):,} events")
+    if args.raw_enter is not None:
+        kx = np.array([k[0] for k in model.calibration])
+        ky = np.array([k[1] for k in model.calibration])
+        y_e = float(np.interp(args.raw_enter, kx, ky))
+        print(f"enter_probability for enters at score {args.raw_enter:g}: {1 / (1 + np.exp(-y_e)):.4f}")
     thresholds = np.round(np.arange(0.3, 0.991, 0.01), 2)
     tp = np.zeros(len(thresholds))
     k = np.zeros(len(thresholds))

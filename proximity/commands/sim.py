@@ -25,7 +25,7 @@ examples:
   proximity sim run                                   # the bundled default scenario, in memory
   proximity sim run --devices 200 --hours 4 --out /tmp/sim
   proximity sim run --compare gps-only                # beacons vs GPS only, same seed
-  proximity sim run --seeds 5                         # seeds 7-11: mean ± sd, targets on the means
+  proximity sim run --seeds 5                         # seeds 1-5: mean ± sd, targets on the means
   proximity sim run --compare --set gps.sigma_m=10    # every variant of the scenario
   proximity sim run --via redis --redis redis://127.0.0.1:6379/0
   proximity sim run --via http --workers 2            # starts and stops 'proximity serve' itself
@@ -51,8 +51,8 @@ def register(sub: Any) -> None:
     r.add_argument("scenario", nargs="?", help="scenario YAML (default: the bundled default scenario)")
     r.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     r.add_argument("--seeds", type=int, metavar="N",
-                   help="run N seeds (the seed and the N-1 after it) and report each metric as mean ± sd, "
-                        "the targets judged on the means (each seed's report in OUT/seed-K/)")
+                   help="run N seeds (1..N, or --seed S and the N-1 after it) and report each metric as "
+                        "mean ± sd, the targets judged on the means (each seed's report in OUT/seed-K/)")
     r.add_argument("--devices", type=int, help="number of devices (default: the scenario's)")
     r.add_argument("--hours", type=float, help="simulated hours (default: the scenario's)")
     r.add_argument("--via", choices=("memory", "redis", "http"), default="memory",
@@ -108,6 +108,8 @@ def _run_seeds(args: argparse.Namespace, scenario: Any, compare: list[str], prog
         raise SimError(f"--seeds wants a number of seeds >= 1, not {args.seeds}", source="--seeds", field="seeds")
     if compare:
         raise SimError("--seeds runs the scenario only: leave out --compare", source="--seeds", field="compare")
+    if args.seed is None:
+        scenario = scenario.with_overrides({"seed": 1}, source="--seeds")
     runs = seeds.run_seeds(scenario, args.seeds, via=args.via, redis_url=args.redis, redis_prefix=args.redis_prefix,
                            workers=args.workers, progress=progress)
     out = Path(args.out)
