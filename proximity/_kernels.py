@@ -38,7 +38,7 @@ STATUS_APPLIED, STATUS_LATE, STATUS_IMPLAUSIBLE = 0, 1, 2
 # the visit-probability model's parameters, by index in the ``pm`` array (see proximity.visit)
 PM_PRIOR, PM_TAU, PM_UNPAIRED, PM_IND_W, PM_IND_LO, PM_IND_HI, PM_BASE_DOWN, PM_BASE_UP = 0, 1, 2, 3, 4, 5, 6, 7
 PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below 0.5, 1.2, 2.5 m/s, and above
-PM_ENTER_P, PM_CAL_N, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 15, 16, 17
+PM_ENTER_P, PM_CAL_N, PM_EXIT_P, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
 PM_CAL = 18  # the calibration map: PM_CAL_N knots (x, then logit y) from here
 PM_CAL_MAX = 16
 PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
@@ -236,7 +236,8 @@ def apply_evidence(
     the device-level GPS evidence of :func:`gps_context`; an unpaired GPS fix adds
     ``PM_UNPAIRED``). With ``pm[PM_ENTER_P]`` > 0 every new visit is tentative until its
     probability (:func:`visit_probability`) reaches it, and a tentative visit whose
-    log-odds fall below the prior is dropped. A GPS fix that could not have been reached
+    log-odds fall below the prior is dropped; with ``pm[PM_EXIT_P]`` > 0 unpaired fixes
+    end a visit only once its probability is below that (the debounce still ends it). A GPS fix that could not have been reached
     from the last accepted one (``gps_context``) is not applied (``STATUS_IMPLAUSIBLE``).
     """
     n = ev_dev.shape[0]
@@ -311,7 +312,8 @@ def apply_evidence(
                 elif not named and r_tent[r] == 0:
                     if r_miss[r] < 255:
                         r_miss[r] += 1
-                    if r_miss[r] >= exit_pings:
+                    if r_miss[r] >= exit_pings and (pm[PM_EXIT_P] <= 0.0 or visit_probability(
+                            d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm) < pm[PM_EXIT_P]):
                         r_gps[r] = NEG_INF
                         if r_bcn[r] + bcn_deb < t:
                             gone = True

@@ -58,7 +58,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_exit_pings": 3,
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
-        "enter_probability": 0.7,
+        "enter_probability": 0.8267,
+        "exit_probability": 0.5107,
     },
     "crossing": {
         "gps_debounce_s": 60.0,
@@ -68,6 +69,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
         "enter_probability": 0.0,
+        "exit_probability": 0.0,
     },
 }
 DEFAULT_PROFILE = "streaming"
@@ -110,6 +112,8 @@ class EngineConfig:
     - ``enter_probability``: > 0 makes every visit tentative until its probability
       (see :mod:`proximity.visit`) reaches this; campaigns can ask for more
       (``min_probability``);
+    - ``exit_probability``: > 0 makes unpaired GPS fixes end a visit only once its
+      probability is below this (no inside evidence for the debounce still ends it);
     - ``max_speed_mps``: a GPS fix farther from the device's last accepted fix than
       this speed allows (a spoofed or broken fix) is not applied and is counted as
       ``implausible`` (0: no check);
@@ -133,6 +137,7 @@ class EngineConfig:
     max_future_skew_s: float | None = 300.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
     enter_probability: float = None  # type: ignore[assignment]
+    exit_probability: float = None  # type: ignore[assignment]
     max_speed_mps: float = 300.0
     model: VisitModel = DEFAULT_MODEL
     profile: str = DEFAULT_PROFILE
@@ -163,7 +168,8 @@ class EngineConfig:
     def params(self) -> PresenceParams:
         return PresenceParams(self.gps_debounce_s, self.beacon_debounce_s, self.ttl_s, self.gps_exit_pings,
                               self.gps_enter_confirm_s, bool(self.gps_one_store_at_a_time),
-                              float(self.enter_probability), float(self.max_speed_mps), self.model)
+                              float(self.enter_probability), float(self.max_speed_mps), self.model,
+                              float(self.exit_probability))
 
 
 @dataclass

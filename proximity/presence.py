@@ -82,6 +82,8 @@ class PresenceParams:
     max_speed_mps: float = 0.0
     #: the visit-probability filter
     model: VisitModel = DEFAULT_MODEL
+    #: > 0: unpaired GPS fixes end a visit only once its probability is below this
+    exit_probability: float = 0.0
     pm: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,7 +104,10 @@ class PresenceParams:
         v = self.max_speed_mps
         if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
             raise ValueError(f"max_speed_mps must be a number of m/s >= 0 (0: no check), not {v!r}")
-        object.__setattr__(self, "pm", self.model.pm(float(e), float(v)))
+        x = self.exit_probability
+        if not (isinstance(x, int | float) and 0 <= x < 1):
+            raise ValueError(f"exit_probability must be a number in [0, 1), not {x!r}")
+        object.__setattr__(self, "pm", self.model.pm(float(e), float(v), float(x)))
 
 
 class PlaceTable:

@@ -71,7 +71,11 @@ class VisitModel:
     baseline_rates: tuple[float, float] = (0.05, 0.01)  # toward lower readings, toward higher ones
     speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -1.493, -5.745)
     beacon_llr: tuple[float, float, float, float] = (0.0, 3.0, 2.0, 0.5)
-    calibration: tuple[tuple[float, float], ...] = ((-20.0, -20.0), (20.0, 20.0))
+    # python -m sim.fit --seeds 101,102,103 --raw-enter 5 --raw-exit 4.4 (the streaming profile's thresholds
+    # are this map's values at those scores: 0.8267 and 0.5107)
+    calibration: tuple[tuple[float, float], ...] = (
+        (-13.816, -6.907), (-2.991, -3.998), (0.305, -3.997), (1.814, -3.996), (3.578, -2.039), (5.144, 1.927),
+        (5.355, 1.928), (5.623, 1.929), (6.073, 1.93), (6.724, 2.175), (8.517, 3.097), (13.816, 6.918))
     logodds_range: tuple[float, float] = (-8.0, 10.0)
 
     def __post_init__(self) -> None:
@@ -105,7 +109,7 @@ class VisitModel:
     def beacon_obs_llr(self, proximity: np.ndarray) -> np.ndarray:
         return np.asarray(self.beacon_llr, np.float64)[np.clip(np.asarray(proximity, np.int64), 0, 3)]
 
-    def pm(self, enter_probability: float, max_speed_mps: float) -> np.ndarray:
+    def pm(self, enter_probability: float, max_speed_mps: float, exit_probability: float = 0.0) -> np.ndarray:
         """The kernel's parameter array (indexes ``proximity._kernels.PM_*``)."""
         out = np.zeros(K.PM_SIZE)
         out[K.PM_PRIOR] = self.prior_logodds
@@ -116,6 +120,7 @@ class VisitModel:
         out[K.PM_BASE_DOWN], out[K.PM_BASE_UP] = self.baseline_rates
         out[K.PM_SPD0:K.PM_SPD3 + 1] = self.speed_llr
         out[K.PM_ENTER_P] = enter_probability
+        out[K.PM_EXIT_P] = exit_probability
         out[K.PM_CAL_N] = len(self.calibration)
         for j, (x, y) in enumerate(self.calibration):
             out[K.PM_CAL + j] = x

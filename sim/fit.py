@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--precision", type=float, default=0.95)
+    ap.add_argument("--raw-exit", type=float, default=None,
+                    help="with --raw-enter: unpaired fixes end a visit below this filter score")
     ap.add_argument("--tables-only", action="store_true", help="fit the likelihood tables only")
     ap.add_argument("--raw-enter", type=float, default=None,
                     help="fit the calibration with enters at this filter score (log-odds before the map); the "
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     else:  # the shipped tables, an identity map, enters at the raw score: one round suffices
         model = dataclasses.replace(VisitModel(), calibration=((-20.0, -20.0), (20.0, 20.0)))
         engine_over = {"enter_probability": float(1 / (1 + np.exp(-args.raw_enter)))}
+        if args.raw_exit is not None:
+            engine_over["exit_probability"] = float(1 / (1 + np.exp(-args.raw_exit)))
         args.rounds = 1
     for rnd in range(args.rounds):
         xs, ys, runs = [], [], []
@@ -238,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         ky = np.array([k[1] for k in model.calibration])
         y_e = float(np.interp(args.raw_enter, kx, ky))
         print(f"enter_probability for enters at score {args.raw_enter:g}: {1 / (1 + np.exp(-y_e)):.4f}")
+        if args.raw_exit is not None:
+            y_x = float(np.interp(args.raw_exit, kx, ky))
+            print(f"exit_probability for exits below score {args.raw_exit:g}: {1 / (1 + np.exp(-y_x)):.4f}")
     thresholds = np.round(np.arange(0.3, 0.991, 0.01), 2)
     tp = np.zeros(len(thresholds))
     k = np.zeros(len(thresholds))
