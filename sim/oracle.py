@@ -236,7 +236,7 @@ def plot_pr(path: Any, engine_pr: dict[str, Any], oracle: dict[str, Any], classe
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     for ax, cls in zip(axes.ravel(), classes, strict=False):
         c = oracle["curves"][cls]
-        ax.plot(c["recall"], c["precision"], color="black", label="oracle (true noise model)")
+        ax.plot(c["recall"], c["precision"], color="black", label="oracle (true noise model, GPS only)")
         pr = [(r, q) for r, q in zip(engine_pr.get(f"{cls}_recall", []), engine_pr.get(f"{cls}_precision", []),
                                       strict=True) if r is not None and q is not None]
         if pr:

@@ -80,9 +80,9 @@ def presence_plots(out: Path, records: Sequence[tuple[str, Mapping[str, Any]]]) 
         images.append(("reliability.png", "Reliability of the events' probability: share true per probability bin"))
     name, m = records[0]
     if "oracle" in m:
-        classes = ["all", *sorted(m["by_size"])]
+        classes = [c for c in GPS_ONLY_CLASSES if c in m["by_size"]]  # the oracle sees GPS only
         plot_pr(out / "pr_oracle.png", m.get("engine_sweep") or m["engine_pr"], m["oracle"], classes)
-        images.append(("pr_oracle.png", f"Precision-recall ({name}): the engine swept over min_probability "
+        images.append(("pr_oracle.png", f"Precision-recall ({name}) of the stores GPS alone enters: the engine "
                                         "against the oracle (true noise model, GPS only), per store size class"))
     return images
 
