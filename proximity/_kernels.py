@@ -44,6 +44,7 @@ PM_CAL_MAX = 16
 PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
 # per-device fix memory ``d_fix[d]``: time, lon, lat of the last accepted GPS fix; log-accuracy baseline
 FIX_TS, FIX_LON, FIX_LAT, FIX_BASE = 0, 1, 2, 3
+DEV_LAST, DEV_WIDTH = 4, 8  # the state's per-device row: the fix, the newest applied time, padding to 64 bytes
 M_PER_DEG = 111_320.0
 
 NEG_INF = -np.inf

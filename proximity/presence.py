@@ -261,9 +261,10 @@ class PresenceState:
     """The device table and the visit-record pool (see :mod:`proximity._kernels`), growable."""
 
     def __init__(self, devices: int = 0, records: int = 0) -> None:
-        self.d_last = np.full(devices, -np.inf)
+        #: per device one 64-byte row (one cache line): the last fix (``d_fix``, columns ``K.FIX_*``), then
+        #: the newest applied evidence time (``d_last``, column ``K.DEV_LAST``), then padding
+        self.d_dev = _fresh_dev(devices)
         self.d_head = np.full(devices, -1, np.int32)
-        self.d_fix = _fresh_fix(devices)
         self.r_place = np.zeros(0, np.int32)
         self.r_dev = np.zeros(0, np.int32)
         self.r_enter = np.zeros(0)
@@ -280,16 +281,25 @@ class PresenceState:
         self.grow_records(records)
 
     @property
+    def d_last(self) -> np.ndarray:
+        """Newest applied evidence time per device (a view into ``d_dev``)."""
+        return self.d_dev[:, K.DEV_LAST]
+
+    @property
+    def d_fix(self) -> np.ndarray:
+        """Last accepted GPS fix per device: time, lon, lat, log-accuracy baseline (a view into ``d_dev``)."""
+        return self.d_dev[:, : K.DEV_LAST]
+
+    @property
     def n_devices(self) -> int:
-        return len(self.d_last)
+        return len(self.d_dev)
 
     def grow_devices(self, n: int) -> None:
-        if n <= len(self.d_last):
+        if n <= len(self.d_dev):
             return
-        old = len(self.d_last)
-        self.d_last = np.concatenate([self.d_last, np.full(n - old, -np.inf)])
+        old = len(self.d_dev)
+        self.d_dev = np.concatenate([self.d_dev, _fresh_dev(n - old)])
         self.d_head = np.concatenate([self.d_head, np.full(n - old, -1, np.int32)])
-        self.d_fix = np.concatenate([self.d_fix, _fresh_fix(n - old)])
 
     def grow_records(self, free_needed: int) -> None:
         """Make at least ``free_needed`` records free (capacity at least doubles when it grows)."""
@@ -320,18 +330,18 @@ class PresenceState:
 
     def reset_devices(self, devs: np.ndarray) -> None:
         """Forget devices whose records were already freed (after ``advance`` with expiry)."""
-        self.d_last[devs] = -np.inf
+        self.d_dev[devs] = _fresh_dev(1)
         self.d_head[devs] = -1
-        self.d_fix[devs] = _fresh_fix(1)
 
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if isinstance(getattr(self, n), np.ndarray))
 
 
-def _fresh_fix(n: int) -> np.ndarray:
-    """``d_fix`` rows of devices with no fix yet: time -inf, position and baseline unknown."""
-    out = np.full((n, 4), np.nan)
+def _fresh_dev(n: int) -> np.ndarray:
+    """``d_dev`` rows of devices with nothing applied yet: times -inf, position and baseline unknown."""
+    out = np.full((n, K.DEV_WIDTH), np.nan)
     out[:, K.FIX_TS] = -np.inf
+    out[:, K.DEV_LAST] = -np.inf
     return out
 
 
@@ -413,7 +423,7 @@ def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, param
             float(params.beacon_debounce_s), int(params.gps_exit_pings), float(params.gps_enter_confirm_s),
             bool(params.gps_one_store_at_a_time),
             *out._buffers(), n_out, out.status,
-            ev.lon, ev.lat, ev.acc, ev.spd, ev.llr, state.d_fix, state.r_lo, params.pm,
+            ev.lon, ev.lat, ev.acc, ev.spd, ev.llr, state.d_dev, state.r_lo, params.pm,
         )
         if start >= n:
             return out.trimmed(int(n_out[0]))
