@@ -223,14 +223,18 @@ def oracle_metrics(sim: Simulation, *, window_s: float = 300.0, recalls: Sequenc
     return out
 
 
-def plot_pr(path: Any, engine_pr: dict[str, Any], oracle: dict[str, Any], classes: Sequence[str]) -> None:
-    """Precision-recall: the engine (enters swept over ``min_probability``) against the oracle, per size class."""
+def plot_pr(path: Any, engine_pr: dict[str, Any], oracle: dict[str, Any], classes: Sequence[str]) -> bool:
+    """Precision-recall: the engine (enters swept over ``min_probability``) against the oracle, per size class.
+
+    Returns whether there was anything to plot (a class with visits)."""
+    classes = [c for c in classes if c in oracle["curves"]]
+    if not classes:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classes = [c for c in classes if c in oracle["curves"]]
     cols = min(3, len(classes))
     rows = (len(classes) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
@@ -255,6 +259,7 @@ def plot_pr(path: Any, engine_pr: dict[str, Any], oracle: dict[str, Any], classe
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True
 
 
 __all__ = ["best_precision_at", "episodes", "fix_llr", "ndtr", "oracle_metrics", "plot_pr", "pr_curve", "scores"]

@@ -81,9 +81,9 @@ def presence_plots(out: Path, records: Sequence[tuple[str, Mapping[str, Any]]]) 
     name, m = records[0]
     if "oracle" in m:
         classes = [c for c in GPS_ONLY_CLASSES if c in m["by_size"]]  # the oracle sees GPS only
-        plot_pr(out / "pr_oracle.png", m.get("engine_sweep") or m["engine_pr"], m["oracle"], classes)
-        images.append(("pr_oracle.png", f"Precision-recall ({name}) of the stores GPS alone enters: the engine "
-                                        "against the oracle (true noise model, GPS only), per store size class"))
+        if plot_pr(out / "pr_oracle.png", m.get("engine_sweep") or m["engine_pr"], m["oracle"], classes):
+            images.append(("pr_oracle.png", f"Precision-recall ({name}) of the stores GPS alone enters: the "
+                                            "engine against the oracle (true noise model, GPS only), per size class"))
     return images
 
 
