@@ -79,6 +79,8 @@ class BacktestReport:
     end: float | None = None
     slices: int = 0
     outputs: list[str] = field(default_factory=list)
+    #: log rows the engine refused or did not apply, by reason (``accuracy_m``, ``late``, ``implausible``, ...)
+    refused: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class BacktestReport:
             "offers": self.offers,
             "held": self.held,
             "offered_devices": len(self.offered_devices),
+            "refused": dict(sorted(self.refused.items())),
             "campaigns": [s.to_dict() for s in self.campaigns.values()],
             "outputs": self.outputs,
         }
@@ -218,6 +221,7 @@ def _run(engine: Any, pings: Any, sightings: Any, slice_s: float, flush_s: float
             else:
                 result = engine.process_sightings(sightings.take(rows))
             _collect(result, report, writer)
+            _refused(result, "ping" if k[ra] == 0 else "sighting", report, writer)
         report.slices += 1
         engine_advance(engine, slice_start + slice_s, report, writer)
         if progress is not None:
@@ -239,6 +243,18 @@ def _collect(result: Any, report: BacktestReport, writer: _Writer) -> None:
     report.offered_devices.update(o.device_id for o in offers)
     writer.write("events", (e.to_dict() for e in events))
     writer.write("offers", (_offer_row(o) for o in offers))
+
+
+def _refused(result: Any, kind: str, report: BacktestReport, writer: _Writer) -> None:
+    """Rows of the log the engine refused (bad values) or did not apply (duplicate, late, implausible):
+    one ``{"decision": "refused", ...}`` line each in ``decisions.jsonl``, counted by reason."""
+    out = []
+    for r in [*getattr(result, "rejected", ()), *getattr(result, "dropped", ())]:
+        reason = str(getattr(r, "message", r))
+        key = reason.split(":", 1)[0] if ":" in reason else str(r.field or "row")
+        report.refused[key] += 1
+        out.append({"decision": "refused", kind: int(r.row), "field": r.field, "reason": reason})  # the log's row
+    writer.write("decisions", out)
 
 
 def _offer_row(offer: Any) -> dict[str, Any]:
@@ -279,6 +295,8 @@ def format_table(report: BacktestReport) -> str:
     )
     lines.append(f"events: {sum(report.events.values())} ({ev})")
     lines.append(f"offers: {report.offers} to {len(report.offered_devices)} devices ({report.held} held by quiet hours)")
+    if report.refused:
+        lines.append("evidence not applied: " + ", ".join(f"{k} {v}" for k, v in sorted(report.refused.items())))
     if report.outputs:
         lines.append("wrote: " + ", ".join(report.outputs))
     else:

@@ -210,6 +210,8 @@ class CampaignRules:
                 return False
             if trig.on == "dwell" and (trig.dwell_s is None or not math.isclose(event.dwell_s, trig.dwell_s, abs_tol=1e-6)):
                 return False
+        if trig.min_probability > 0 and (event.probability is None or event.probability < trig.min_probability):
+            return False
         if trig.fences is not None and event.fence_id not in trig.fences:
             return False
         return not (trig.tags is not None and (fence is None or not (fence.tags & trig.tags)))

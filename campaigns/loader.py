@@ -298,6 +298,7 @@ def _trigger(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) ->
         dwell_s=node.get("dwell"),
         zones=frozenset(node["zones"]) if node.get("zones") else None,
         proximity=node.get("proximity"),
+        min_probability=node.get("min_probability") or 0.0,
     )
 
 

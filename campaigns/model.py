@@ -52,6 +52,7 @@ class Trigger:
     dwell_s: float | None = None
     zones: frozenset[str] | None = None
     proximity: str | None = None
+    min_probability: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

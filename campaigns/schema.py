@@ -459,6 +459,22 @@ DEFAULTS = Obj(
     doc="Global settings: caps across campaigns and quiet hours.",
 )
 
+@dataclass
+class Probability(Spec):
+    """A number from 0 to 1."""
+
+    doc: str = ""
+
+    def json(self) -> dict[str, Any]:
+        return self._with_doc({"type": "number", "minimum": 0, "maximum": 1})
+
+    def load(self, node: Any, at: At, ctx: Context) -> Any:
+        if isinstance(node, bool) or not isinstance(node, int | float) or not 0 <= node <= 1:
+            ctx.problem(at, f"{at.path} must be a probability from 0 to 1, not {node!r}")
+            return INVALID
+        return float(node)
+
+
 TRIGGER = Obj(
     {
         "on": Key(Text(enum=("enter", "exit", "dwell", "beacon"), doc="The presence event that fires the campaign."), required=True),
@@ -467,6 +483,9 @@ TRIGGER = Obj(
         "dwell": Key(DURATION),
         "zones": Key(Seq(Text(), unique=True, doc="Beacon zones (e.g. entrance, checkout).")),
         "proximity": Key(Text(enum=("immediate", "near", "far"), doc="The farthest beacon proximity that fires.")),
+        "min_probability": Key(Probability(
+            doc="Only events whose visit probability is at least this fire (default 0: every event the engine "
+                "emits; the engine itself enters at its enter_probability, 0.7 in the streaming profile).")),
     },
     doc="What fires the campaign.",
 )

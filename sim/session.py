@@ -14,6 +14,7 @@ from sim.diagnose import what_if
 from sim.errors import SimError
 from sim.http import HttpFeeder
 from sim.metrics import EventColumns, score
+from sim.presence_report import presence_metrics
 from sim.report import RunSummary
 from sim.runner import VIAS, EngineFeeder, EngineRun, Feeder, Simulation, _chunks, run_engine, simulate
 from sim.scenario import Scenario
@@ -101,6 +102,7 @@ def run_one(scenario: Scenario, *, name: str | None = None, via: str = "memory",
                     exit_tolerance_s=scenario.metrics.exit_tolerance_s, details=details)
     metrics["what_if"] = what_if(sim.world, sim.truth, cols, sim.pings, scenario.start_ts,
                                  tolerance_s=scenario.metrics.tolerance_s)
+    metrics.update(presence_metrics(sim, cols, metrics, tolerance_s=scenario.metrics.tolerance_s))
     caps: dict[str, Any] = (audit_caps(result.offers, result.campaigns) if result.campaigns is not None
                             else {"offers": len(result.offers), "violations": 0, "by_cap": {}, "offers_by_campaign": {}})
     return RunSummary(label, sim, result, metrics, caps, details)

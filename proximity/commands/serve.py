@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proximity.errors import ValidationError
@@ -126,9 +126,12 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
             lon, lat = float(center[0]), float(center[1])
         except Exception:  # the banner is a convenience; the server reports real problems
             pass
-    ts = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).replace(microsecond=0)
+    # two fixes 30 s apart, as a phone that streams sends them: sure enough for the default profile to enter
+    stamps = [(now - timedelta(seconds=30 * k)).isoformat().replace("+00:00", "Z") for k in (1, 0)]
     body = json.dumps({"batch_id": "demo-1", "pings": [
-        {"device_id": "dev-demo", "lon": round(lon, 6), "lat": round(lat, 6), "accuracy_m": 5, "ts": ts}]})
+        {"device_id": "dev-demo", "lon": round(lon, 6), "lat": round(lat, 6), "accuracy_m": 5, "ts": ts}
+        for ts in stamps]})
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return (f"curl -s -X POST http://{host}:{port}/v1/pings -H 'X-API-Key: {key}' "
             f"-H 'Content-Type: application/json' -d '{body}'")

@@ -80,6 +80,8 @@ _EVENT = {
         "cause": {"type": "string"},
         "proximity": {"enum": ["immediate", "near", "far", "unknown"]},
         "distance_m": {"type": "number"},
+        "probability": {"type": "number", "minimum": 0, "maximum": 1,
+                        "description": "How likely the device really is inside the place at `ts` (calibrated)."},
     },
 }
 
