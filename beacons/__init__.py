@@ -38,7 +38,14 @@ from beacons.frames import (
     frames_from_bleak,
     parse_advertisement,
 )
-from beacons.health import BeaconHealth, HealthReport, fleet_health
+from beacons.health import (
+    LOW_BATTERY_MV,
+    SILENT_AFTER_S,
+    BeaconHealth,
+    HealthReport,
+    beacon_problems,
+    fleet_health,
+)
 from beacons.ranging import (
     PROXIMITY_NAMES,
     ArmaFilter,
@@ -61,8 +68,10 @@ from beacons.tracker import ProximityTracker, ZoneSightings
 
 __all__ = [
     "FRAME_TYPES",
+    "LOW_BATTERY_MV",
     "PROXIMITY_NAMES",
     "SCANS_SCHEMA",
+    "SILENT_AFTER_S",
     "AdvertiserRule",
     "AltBeacon",
     "ArmaFilter",
@@ -91,6 +100,7 @@ __all__ = [
     "TrimmedMeanFilter",
     "ZoneSightings",
     "altbeacon_key",
+    "beacon_problems",
     "bleak_fields",
     "build_scans_body",
     "canonical_key",

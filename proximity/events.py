@@ -147,6 +147,8 @@ class Offer:
     trigger: str = "enter"
     priority: int = 0
     deliver_after: float | None = None
+    variant: str | None = None
+    """The variant of the campaign's experiment this offer renders (``None`` without variants)."""
 
     @property
     def place(self) -> str:
@@ -173,6 +175,7 @@ class Offer:
             "deep_link": self.deep_link,
             "data": dict(self.data),
             "deliver_after": self.deliver_after,
+            **({"variant": self.variant} if self.variant is not None else {}),
         }
 
     @classmethod
@@ -191,6 +194,7 @@ class Offer:
             trigger=str(d.get("trigger", "enter")),
             priority=int(d.get("priority", 0)),
             deliver_after=None if d.get("deliver_after") is None else float(d["deliver_after"]),
+            variant=None if d.get("variant") is None else str(d["variant"]),
         )
 
 
