@@ -425,7 +425,11 @@ def _grow2(a, need):
     if need <= a.shape[0]:
         return a
     out = np.empty((max(need, 2 * a.shape[0]), a.shape[1]), dtype=a.dtype)
-    out[: a.shape[0]] = a
+    # copies here are loops (LLVM makes them a memcpy): an array-to-array slice assignment makes numba
+    # compile its shape-mismatch error message, which cost ~5 s of a first run's compile
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j]
     return out
 
 
@@ -634,7 +638,9 @@ def build_cells(vxy, ring_ptr, slot_ring_ptr, slot_of, per_cell, rec, cell_base,
                 ref_out[rows + col, 1] = ref[c, 1]
         ncell = more
         seg_out = _grow2(seg_out, nseg + total)
-        seg_out[nseg : nseg + total] = cseg
+        for i in range(total):  # a loop, not a slice assignment: see _grow2
+            for j in range(4):
+                seg_out[nseg + i, j] = cseg[i, j]
         nseg += total
     return cell_out[:ncell], ref_out[:ncell], seg_out[:nseg]
 
@@ -680,8 +686,9 @@ def _push(keys, ents, n, key, ent):
         cap = max(16, 2 * n)
         k2 = np.empty(cap, dtype=np.int64)
         e2 = np.empty(cap, dtype=np.int64)
-        k2[:n] = keys[:n]
-        e2[:n] = ents[:n]
+        for i in range(n):  # a loop, not a slice assignment: see _grow2
+            k2[i] = keys[i]
+            e2[i] = ents[i]
         keys, ents = k2, e2
     keys[n] = key
     ents[n] = ent
