@@ -90,9 +90,9 @@ class Service:
     async def stop(self) -> None:
         self.ready = False
         self.not_ready_reason = "shutting down"
+        await self.loops.stop()
         await self.reloader.stop()
         await self.bus.stop()
-        await self.loops.stop()
 
     async def close_sockets(self) -> None:
         await close_sockets(self.hub, self.sockets)
