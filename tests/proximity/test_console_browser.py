@@ -1,7 +1,8 @@
 """The web console in a real browser (Debian's chromium through Playwright) against a real ``proximity serve``.
 
 Marked ``browser``: without chromium or Playwright they skip loudly, except under
-``PROXIMITY_REQUIRE_BROWSER=1`` (``.ci/run`` sets it). Screenshots go to ``docs/console-*.png``.
+``PROXIMITY_REQUIRE_BROWSER=1`` (``.ci/run`` sets it). Screenshots go to ``docs/console-*.png`` with ``PROXIMITY_SCREENSHOTS=1``
+(a temporary folder otherwise).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,9 @@ from tests.proximity._console_browser import Served, chromium_path, many_fences,
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Screenshots: into docs/ (the README's pictures) only when asked, so a test run never dirties the checkout.
+DOCS = (Path(__file__).resolve().parents[2] / "docs" if os.environ.get("PROXIMITY_SCREENSHOTS") == "1"
+        else Path(tempfile.gettempdir()) / "proximity-console-screenshots")
 ADMIN, READ, SDK = "px-test-admin-key", "px-test-read-key", "px-test-sdk-key"
 KEYS_ENV = {"PROXIMITY_API_KEYS": f"ops:admin,sdk:{hash_key(ADMIN)};viewer:read:{hash_key(READ)};"
                                   f"app:sdk:{hash_key(SDK)}"}
