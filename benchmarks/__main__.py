@@ -18,6 +18,7 @@ PARTS: dict[str, list[str]] = {
     "scaling": ["--quick"],
     "redis_memory": ["--redis", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "--devices", "2000"],
     "report": [],
+    "firstrun": ["--rounds", "1"],
 }
 
 USAGE = f"""usage: python -m benchmarks all [--full] | {{{','.join(PARTS)}}} [args...]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -154,11 +154,12 @@ def replay(
     slice_s: float = 60.0,
     out: str | Path | None = None,
     flush_s: float = 3600.0,
+    progress: Callable[[float, str], None] | None = None,
 ) -> BacktestReport:
     """Feed ``pings`` (a ``PingBatch``) and ``sightings`` (``beacons.Sightings``) to ``engine`` in slices of
     simulated time; ``engine`` must use ``rules``. Writes ``events.jsonl``, ``offers.jsonl`` and
     ``decisions.jsonl`` to ``out`` when given. After the log, the clock runs ``flush_s`` more so
-    pending exits fire."""
+    pending exits fire. ``progress(fraction, note)`` is called after each slice."""
     if not slice_s > 0:
         raise ValueError("slice_s must be positive")
     report = new_report(rules)
@@ -178,7 +179,7 @@ def replay(
 
     rules.on_decision = on_decision
     try:
-        _run(engine, pings, sightings, slice_s, flush_s, report, writer)
+        _run(engine, pings, sightings, slice_s, flush_s, report, writer, progress)
     finally:
         rules.on_decision = previous
         report.outputs = writer.close()
@@ -186,7 +187,7 @@ def replay(
 
 
 def _run(engine: Any, pings: Any, sightings: Any, slice_s: float, flush_s: float,
-         report: BacktestReport, writer: _Writer) -> None:
+         report: BacktestReport, writer: _Writer, progress: Callable[[float, str], None] | None = None) -> None:
     p_ts = np.asarray(pings.ts, np.float64) if pings is not None else np.zeros(0)
     s_ts = np.asarray(sightings.ts, np.float64) if sightings is not None else np.zeros(0)
     report.pings, report.sightings = len(p_ts), len(s_ts)
@@ -219,6 +220,8 @@ def _run(engine: Any, pings: Any, sightings: Any, slice_s: float, flush_s: float
             _collect(result, report, writer)
         report.slices += 1
         engine_advance(engine, slice_start + slice_s, report, writer)
+        if progress is not None:
+            progress(b / len(ts), f"{b:,} of {len(ts):,} rows, {sum(report.events.values()):,} events")
     engine_advance(engine, float(ts[-1]) + flush_s, report, writer)
 
 

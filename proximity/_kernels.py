@@ -24,7 +24,8 @@ calls again from there; no evidence is ever half-applied).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from proximity._jit import njit
 
 # event kinds, sources and causes as small codes (see proximity.presence for the names)
 ENTER, DWELL, EXIT = 0, 1, 2
@@ -36,7 +37,7 @@ STATUS_APPLIED, STATUS_LATE = 0, 1
 NEG_INF = -np.inf
 
 
-@njit(cache=True, inline="always")
+@njit
 def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
           kind, dev, place, ts, src, conf, dwell, cause, ev):
     k = n_out[0]
@@ -52,12 +53,12 @@ def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n
     n_out[0] = k + 1
 
 
-@njit(cache=True, inline="always")
+@njit
 def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
     return max(r_gps[r] + gps_deb, r_bcn[r] + bcn_deb)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     if prev < 0:
         d_head[d] = nxt
@@ -66,7 +67,7 @@ def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     _free(r, r_next, r_dev, meta)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
@@ -74,7 +75,7 @@ def _free(r, r_next, r_dev, meta):
     meta[1] += 1
 
 
-@njit(cache=True)
+@njit
 def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi):
     """Does evidence ``a:b`` also keep a confirmed visit of device ``d`` to a fence not overlapping ``p``?"""
     q = d_head[d]
@@ -95,7 +96,7 @@ def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r
     return False
 
 
-@njit(cache=True)
+@njit
 def apply_evidence(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
@@ -247,7 +248,7 @@ def apply_evidence(
     return n
 
 
-@njit(cache=True)
+@njit
 def advance_devices(
     devs, now, ttl, forget,
     d_last, d_head,
@@ -284,7 +285,7 @@ def advance_devices(
         expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
 
 
-@njit(cache=True)
+@njit
 def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, out):
     """Per device: the time after which ``advance`` has work for it (a debounce exit or the TTL)."""
     for i in range(devs.shape[0]):
@@ -299,7 +300,7 @@ def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, 
         out[i] = best
 
 
-@njit(cache=True)
+@njit
 def order_ties(order, dev, ts, k1, k2, k3):
     """``order`` sorts by ``dev``; make it sort by (dev, ts, k1, k2, k3) with an insertion sort per device."""
     n = order.shape[0]
@@ -331,7 +332,7 @@ FNV_OFFSET = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _hash_bytes(buf, a, b):
     h = FNV_OFFSET
     for j in range(a, b):
@@ -339,7 +340,7 @@ def _hash_bytes(buf, a, b):
     return h
 
 
-@njit(cache=True, inline="always")
+@njit
 def _same_key(buf, a, b, keys, k):
     """Is ``buf[a:b]`` the key in row ``k`` (zero-padded)?"""
     n = b - a
@@ -352,7 +353,7 @@ def _same_key(buf, a, b, keys, k):
     return n == w or keys[k, n] == 0
 
 
-@njit(cache=True)
+@njit
 def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free, out):
     """Handles for the ids ``buf[starts[i]:starts[i] + lens[i]]`` (UTF-8, no NUL) from ``i0`` on.
 
@@ -406,7 +407,7 @@ def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free,
     return n
 
 
-@njit(cache=True)
+@njit
 def remove_ids(handles, slots, keys, key_hash, meta, free):
     """Forget these handles: tombstone their slots, clear their keys, push them on the free stack."""
     mask = slots.shape[0] - 1
@@ -424,7 +425,7 @@ def remove_ids(handles, slots, keys, key_hash, meta, free):
             s = (s + 1) & mask
 
 
-@njit(cache=True)
+@njit
 def rehash_ids(old, new, key_hash):
     """Move every live handle of ``old`` slots into the empty table ``new``; returns the used slot count."""
     mask = new.shape[0] - 1

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from proximity.progress import is_terminal
 from sim.caps import audit_caps
 from sim.diagnose import what_if
 from sim.errors import SimError
@@ -82,8 +83,11 @@ def run(sim: Simulation, *, via: str = "memory", redis_url: str | None = None, r
 def run_one(scenario: Scenario, *, name: str | None = None, via: str = "memory", redis_url: str | None = None,
             redis_prefix: str | None = None, workers: int = 2, progress: TextIO | None = None) -> RunSummary:
     """Simulate, run the engine, score the events and audit the caps."""
-    sim = simulate(scenario)
     label = name or scenario.name
+    if progress is not None and not is_terminal(progress):  # a log: say what the first seconds are spent on
+        progress.write(f"{label}: simulating {scenario.devices:,} devices over {scenario.hours:g} h\n")
+        progress.flush()
+    sim = simulate(scenario)
     result = run(sim, via=via, redis_url=redis_url, redis_prefix=redis_prefix, workers=workers, progress=progress,
                  label=f"{label:>12}")
     cols = EventColumns.from_events(

@@ -64,6 +64,8 @@ def register(subparsers: Any) -> None:
                         "file (the rules the service runs with; defaults: EngineConfig's)")
     p.add_argument("--slice", type=float, default=60.0, metavar="SECONDS", help="simulated clock step (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress lines on stderr (by default a line every 5 s once a replay runs that long)")
     p.set_defaults(run=run_backtest)
 
     p = sub.add_parser(
@@ -156,6 +158,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from geofence import FenceIndex, load_geojson
     from proximity.batch import PingBatch
     from proximity.engine import Engine, EngineConfig
+    from proximity.progress import Progress
 
     if args.sightings and not args.beacons:
         raise ValueError("--sightings needs --beacons (the registry that maps beacon keys to stores and zones)")
@@ -189,7 +192,12 @@ def run_backtest(args: argparse.Namespace) -> int:
     # a replay runs on the log's clock: no wall-clock skew check
     settings = service.engine_settings(max_future_skew_s=None) if service else {"max_future_skew_s": None}
     engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(**settings))
-    report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out)
+    rows = len(pings) + (len(sightings) if sightings is not None else 0)
+    progress = Progress(f"backtest {Path(args.pings).name}", 1.0, bar=False) if args.progress else None
+    report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out,
+                    progress=progress.update if progress else None)
+    if progress:
+        progress.close(f"{rows:,} rows")
     if args.out:  # the console's map, offline: the replayed devices moving, their events and offers
         from proximity.service.static_map import backtest_page
 

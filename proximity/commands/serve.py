@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,13 +134,15 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
             f"-H 'Content-Type: application/json' -d '{body}'")
 
 
-def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> None:
+def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str,
+                 on_ready: Callable[[], None] | None = None) -> None:
     from proximity.service import serve_forever
 
     logging.basicConfig(level=level.upper(), format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
     keys = KeyRing([_key_from_line(line) for line in lines])
     try:
-        asyncio.run(serve_forever(cfg, sock, keys=keys))
+        # on_ready: once the worker listens and its kernels are warm (compiled, or loaded from the cache)
+        asyncio.run(serve_forever(cfg, sock, keys=keys, on_ready=(lambda svc: on_ready()) if on_ready else None))
     except (ValueError, OSError) as exc:
         from proximity.errors import describe
 
@@ -177,32 +180,38 @@ def run(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     mode = f"redis {cfg.redis} (prefix {cfg.redis_prefix!r})" if cfg.redis else "embedded (memory)"
     loaded = ", ".join(f"{k}={p}" for k, p in cfg.resolved_paths().items() if p is not None) or "nothing loaded"
-    print(f"proximity serve: listening on http://{cfg.host}:{port} ({cfg.workers} worker(s), {mode})", flush=True)
-    print(f"  {'demo data' if cfg.demo else 'data'}: {loaded}", flush=True)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    print(f"  console: http://{host}:{port}/console/  (paste a key)", flush=True)
+    banner = [f"proximity serve: listening on http://{cfg.host}:{port} ({cfg.workers} worker(s), {mode})",
+              f"  {'demo data' if cfg.demo else 'data'}: {loaded}",
+              f"  console: http://{host}:{port}/console/  (paste a key)"]
     if demo_key is not None:
-        print(f"  demo key (every scope, this run only): {demo_key}", flush=True)
-        print(f"  read-only key (sees, cannot change): {read_key}", flush=True)
-        print(f"  try: {_demo_curl(cfg, port, demo_key)}", flush=True)
+        banner.append(f"  demo key (every scope, this run only): {demo_key}")
+        banner.append(f"  read-only key (sees, cannot change): {read_key}")
+        banner.append(f"  try: {_demo_curl(cfg, port, demo_key)}")
     if cfg.replay_demo:
-        print(f"  replaying the demo day in a loop at {cfg.replay_demo:g}x real time", flush=True)
-    print(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics", flush=True)
+        banner.append(f"  replaying the demo day in a loop at {cfg.replay_demo:g}x real time")
+    banner.append(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics")
+
+    def ready() -> None:  # "listening" only once requests get answers at once: /readyz says 200 from now on
+        print("\n".join(banner), flush=True)
 
     lines = [k.line() for k in keys]
     if cfg.workers == 1:
-        _worker_main(cfg, sock, lines, args.log_level)
+        _worker_main(cfg, sock, lines, args.log_level, ready)
         return 0
-    return _supervise(cfg, sock, lines, args.log_level)
+    return _supervise(cfg, sock, lines, args.log_level, ready)
 
 
-def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> int:
-    """Run ``cfg.workers`` forked workers on the shared socket; restart crashed ones; stop them on a signal."""
+def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str, ready: Callable[[], None]) -> int:
+    """Run ``cfg.workers`` forked workers on the shared socket; restart crashed ones; stop them on a signal.
+    ``ready()`` runs once every first worker is warm."""
     ctx = multiprocessing.get_context("fork")
     stopping = False
+    warm = ctx.Semaphore(0)
+    warm_workers = 0
 
     def spawn() -> Any:
-        proc = ctx.Process(target=_worker_main, args=(cfg, sock, lines, level), daemon=False)
+        proc = ctx.Process(target=_worker_main, args=(cfg, sock, lines, level, warm.release), daemon=False)
         proc.start()
         return proc
 
@@ -216,6 +225,11 @@ def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> i
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.2)
+        if warm_workers < cfg.workers:
+            while warm_workers < cfg.workers and warm.acquire(block=False):
+                warm_workers += 1
+            if warm_workers == cfg.workers:
+                ready()
         for i, proc in enumerate(procs):
             if proc.is_alive() or stopping:
                 continue

@@ -64,7 +64,8 @@ def register(sub: Any) -> None:
     r.add_argument("--workers", type=int, default=2, help="'proximity serve' workers for --via http (default 2)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     r.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
+                   help="show progress on stderr (the default): a bar on a terminal, a line every 5 s "
+                        "elsewhere (e.g. '2>&1 | tee log')")
     r.add_argument("--no-progress", dest="progress", action="store_false")
     r.add_argument("--json", action="store_true", help="print the metrics document as JSON instead of the table")
     r.add_argument("--check", action="store_true", help="exit 1 when a target of the issue is missed")

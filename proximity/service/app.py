@@ -65,10 +65,12 @@ def routes() -> list[tuple[str, str, Handler]]:
 
 
 def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = None, host: EngineHost | None = None,
-               metrics: ServiceMetrics | None = None) -> web.Application:
-    """The aiohttp application of one worker. ``host`` replaces the engine host (tests only)."""
+               metrics: ServiceMetrics | None = None, warm_on_start: bool = True) -> web.Application:
+    """The aiohttp application of one worker. ``host`` replaces the engine host (tests only). With
+    ``warm_on_start=False`` the app starts not ready and :meth:`Service.warm_up` makes it ready (as
+    :func:`serve_forever` does once it listens, so ``/readyz`` answers 503 while the kernels compile)."""
     config = config or ServiceConfig(demo=True)
-    svc = Service(config, keys=keys, host=host, metrics=metrics)
+    svc = Service(config, keys=keys, host=host, metrics=metrics, warm_on_start=warm_on_start)
     app = web.Application(middlewares=[observe_middleware, error_middleware, auth_middleware],
                           client_max_size=config.max_body_bytes)
     app[APP_STATE] = svc
@@ -117,11 +119,12 @@ async def serve_forever(config: ServiceConfig, sock: socket.socket, *, keys: Key
     """Run one worker on ``sock`` until SIGTERM/SIGINT, then shut down gracefully."""
     import signal
 
-    app = create_app(config, keys=keys)
+    app = create_app(config, keys=keys, warm_on_start=False)
     runner = make_runner(app, config)
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
+    await service_of(app).warm_up()  # /readyz says 503 "warming up" until then; on_ready after it
     # What exists now (modules, fences, campaigns, the engine) lives as long as the worker: move it out of
     # the collector's sight, so a full collection walks only what requests create. Measured under load:
     # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms.

@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from campaigns import Limiter, Outbox
 from proximity.service.auth import RateLimiter, RedisRateLimiter
 from proximity.service.config import ServiceConfig
 from proximity.service.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
@@ -29,8 +30,8 @@ class Backends:
     """The adapters of one worker and the (at most two) Redis clients they share."""
 
     store: StateStore
-    limiter: Any  # campaigns.Limiter
-    outbox: Any  # campaigns.Outbox
+    limiter: Limiter
+    outbox: Outbox
     idempotency: IdempotencyStore
     channel: ConfigChannel
     rate_limiter: RateLimiter | RedisRateLimiter
