@@ -7,6 +7,10 @@ decisions. Presence comes from the real engine over the simulated pings
 (``presence="truth"``: an enter at each visit's start, dwell events at the
 campaigns' dwell times, an exit at its end).
 
+Every seed is a new experiment: the campaigns' salts get the seed, so the
+holdout and the variants are drawn again (the simulated device ids repeat
+from seed to seed).
+
 Then the effect (``lift.effect`` of the scenario, per campaign in
 ``lift.effects``): the *organic* outcome of every exposure is what the
 measurement itself calls a conversion (:func:`campaigns.conversions.conversions`
@@ -129,6 +133,10 @@ def simulate_day(scenario: Scenario, presence: str = "truth") -> Day:
     if path is None:
         raise ValueError("the lift check needs a scenario with campaigns")
     campaign_set = campaigns.load_campaigns(path, infos)
+    # each seed is a new experiment: its own salt, so the groups are drawn again (the device ids repeat)
+    campaign_set = dataclasses.replace(campaign_set, campaigns=tuple(
+        dataclasses.replace(c, experiment=dataclasses.replace(c.experiment, salt=f"{c.id}:seed{scenario.seed}"))
+        if c.experiment is not None else c for c in campaign_set.campaigns))
     decisions: list[Any] = []
     if presence == "truth":
         rules = campaigns.CampaignRules(campaign_set, infos, on_decision=decisions.append, keep=1)

@@ -1,4 +1,4 @@
-"""Report routes (``read`` scope): ``GET /v1/campaigns/{campaign_id}/report``, a campaign's exposures,
+"""Report routes (``read`` scope, which admin keys include): ``GET /v1/campaigns/{campaign_id}/report``, a campaign's exposures,
 conversions and lift against its holdout, from the counters the workers keep (Redis when shared)."""
 
 from __future__ import annotations
