@@ -74,7 +74,7 @@ def _columns(decisions: Sequence[Any], events: Sequence[Any], specs: list[Any], 
     rows = [(camp_index[v.campaign_id], arm_index["holdout" if v.outcome == "holdout" else (v.variant or "offer")],
              devices[d.event.device_id], fences[d.event.fence_id], d.event.ts)
             for d in decisions for v in d.verdicts if v.outcome in EXPOSED]
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 5
+    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [[]] * 5
     exposures = Exposures(*(np.asarray(c, np.float64 if i == 4 else np.int64) for i, c in enumerate(cols)))
     store = [e for e in events if e.zone is None]
     ev = Events(np.asarray([KIND_CODES[e.kind] for e in store], np.int8),
@@ -147,14 +147,16 @@ def simulate_day(scenario: Scenario, presence: str = "truth") -> Day:
 
         now = [scenario.start_ts + scenario.run.step_s]
         feeder = EngineFeeder(sim, clock=lambda: now[0])
-        feeder.engine.rules.on_decision = decisions.append
+        engine_rules = feeder.engine.rules
+        assert isinstance(engine_rules, campaigns.CampaignRules), "the lift scenario runs campaigns"
+        engine_rules.on_decision = decisions.append
         advance = feeder.advance
 
-        def step(t_now: float) -> Any:
+        def step(t_now: float) -> tuple[list[Any], list[Any]]:
             now[0] = t_now + scenario.run.step_s
             return advance(t_now)
 
-        feeder.advance = step  # type: ignore[method-assign]
+        feeder.advance = step  # type: ignore[method-assign,assignment]
         events = run_engine(sim, feeder).events
     specs = specs_of(campaign_set, infos)
     devices = {str(d): i for i, d in enumerate(population.device_ids)}

@@ -27,7 +27,7 @@ def test_report_on_the_bundled_backtest(backtest_dir: Path, capsys: pytest.Captu
     assert out.startswith("conversions and lift against the holdout")
     assert "coffee-welcome" in out and "euro-off" in out and "free-cookie" in out
     assert "not enough data" in out  # 20 phones: a handful of holdout exposures
-    assert "foot traffic per store and day" in out and "store-05  2026-03-14" in out
+    assert "foot traffic per store and day" in out and "store-11  2026-03-14" in out
     decisions = [json.loads(line) for line in (backtest_dir / "decisions.jsonl").read_text().splitlines()]
     holdouts = [v for d in decisions for v in d["verdicts"] if v["outcome"] == "holdout"]
     assert holdouts and all(v["campaign_id"] == "coffee-welcome" and v["variant"] == "holdout" for v in holdouts)
