@@ -18,10 +18,10 @@ import math
 import re
 import uuid as _uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from beacons.errors import BeaconError
+from proxbase.timestamps import parse_ts
 
 KEY_TYPES = ("ibeacon", "eddystone", "altbeacon")
 
@@ -98,16 +98,19 @@ def _uint16(value: Any, field: str) -> int:
 
 
 def ibeacon_key(uuid: Any, major: Any, minor: Any) -> str:
+    """The canonical iBeacon key ``ibeacon:<uuid>/<major>/<minor>`` (the UUID in any spelling)."""
     return f"ibeacon:{normalize_uuid(uuid)}/{_uint16(major, 'major')}/{_uint16(minor, 'minor')}"
 
 
 def eddystone_key(namespace: Any, instance: Any) -> str:
+    """The canonical Eddystone-UID key ``eddystone:<namespace>/<instance>`` (10 and 6 bytes, hex)."""
     ns = _hex_id(namespace, 10, "namespace", "namespace")
     inst = _hex_id(instance, 6, "instance", "instance")
     return f"eddystone:{ns}/{inst}"
 
 
 def altbeacon_key(beacon_id: Any) -> str:
+    """The canonical AltBeacon key ``altbeacon:<20-byte id, hex>``."""
     return f"altbeacon:{_hex_id(beacon_id, 20, 'beacon id', 'id')}"
 
 
@@ -187,27 +190,13 @@ def key_from_fields(d: Mapping[str, Any]) -> str:
 
 
 def to_epoch(value: Any, *, field: str | None = "ts") -> float:
-    """UTC epoch seconds from a number or an ISO 8601 string (naive means UTC)."""
-    if isinstance(value, bool):
-        raise BeaconError(f"{field} must be epoch seconds or ISO 8601 text, got {value!r}", field=field)
-    if isinstance(value, int | float):
-        out = float(value)
-    elif isinstance(value, str):
-        try:
-            out = float(value)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            except ValueError:
-                raise BeaconError(f"{field} is not a time: {value!r}", field=field) from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            out = dt.timestamp()
-    else:
-        raise BeaconError(f"{field} must be epoch seconds or ISO 8601 text, got {value!r}", field=field)
-    if not math.isfinite(out):
-        raise BeaconError(f"{field} must be finite, got {value!r}", field=field)
-    return out
+    """UTC epoch seconds by the project's one timestamp rule (:func:`proxbase.timestamps.parse_ts`: epoch
+    seconds, or ISO 8601 with an offset); a :class:`BeaconError` naming ``field`` otherwise."""
+    try:
+        return parse_ts(value)
+    except ValueError as exc:
+        text = str(exc)
+        raise BeaconError(text.replace("timestamp", field or "ts", 1), field=field) from None
 
 
 def to_dbm(value: Any, *, field: str, allow_none: bool = False) -> float:

@@ -242,10 +242,11 @@ def _measure(url: str, bodies: list[bytes], seconds: float, rate: float | None, 
 
 def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> dict[str, Any]:
     """The same batches straight into the service's engine host (parse_json + engine, no HTTP)."""
-    from proximity.config import load_config
-    from proximity.metrics import ServiceMetrics
-    from proximity.reload import media_type_for
-    from proximity.server import EngineHost, parse_json
+    from proximity.service.codec import parse_json
+    from proximity.service.config import load_config
+    from proximity.service.host import EngineHost
+    from proximity.service.metrics import ServiceMetrics
+    from proximity.service.reload import media_type_for
 
     cfg = load_config(paths["config"], fences=str(paths["fences"]), campaigns=str(paths["campaigns"]))
     host = EngineHost(cfg, ServiceMetrics())

@@ -8,12 +8,19 @@ never more than the caps allow, never twice, never lost::
                           limiter=MemoryLimiter(), outbox=MemoryOutbox())
     engine = Engine(index, rules=rules)
 
-Adapters for shared state: :class:`RedisLimiter`, :class:`RedisOutbox`.
+Adapters for shared state (one Redis or a Redis Cluster): :class:`RedisLimiter`,
+:class:`RedisOutbox` and :class:`AsyncRedisOutbox`. They are imported on first use, so
+``import campaigns`` does not import redis.
+What offers did (imported on demand: they load the compiled kernels): :mod:`campaigns.experiments`
+(holdouts, variants), :func:`campaigns.report.lift_report` (conversions and lift over arrays),
+:mod:`campaigns.counters` / :mod:`campaigns.redis_counters` (a service's report from counters).
 Dispatch: :mod:`campaigns.dispatch`. Replay of logs: :mod:`campaigns.backtest`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from campaigns.decider import CampaignRules, Decision, Verdict
-from campaigns.errors import CampaignError, CampaignFileError, DeliveryError
+from campaigns.errors import CampaignError, CampaignFileError, DeliveryError, StoreUnavailable
 from campaigns.limiter import CapCheck, Grant, Limiter, MemoryLimiter
 from campaigns.loader import load_campaigns, loads_campaigns, parse_file, parse_text
 from campaigns.model import (
@@ -22,22 +29,44 @@ from campaigns.model import (
     CampaignSet,
     Cap,
     Condition,
+    Conversion,
     Defaults,
+    Experiment,
     FenceInfo,
     Limits,
     OfferTemplate,
     QuietHours,
     Schedule,
     Trigger,
+    Variant,
     fence_infos,
 )
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, MemoryOutbox, Outbox, OutboxEntry
-from campaigns.redis_limiter import RedisLimiter
-from campaigns.redis_outbox import RedisOutbox
 from campaigns.schema import json_schema
 
+if TYPE_CHECKING:
+    from campaigns.redis_limiter import RedisLimiter
+    from campaigns.redis_outbox import AsyncRedisOutbox, RedisOutbox
+
+_LAZY = {"RedisLimiter": "campaigns.redis_limiter", "RedisOutbox": "campaigns.redis_outbox",
+         "AsyncRedisOutbox": "campaigns.redis_outbox"}
+
+
+def __getattr__(name: str) -> Any:
+    """The Redis adapters, imported on first use (redis is needed only by them)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'campaigns' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "AsyncRedisOutbox",
     "Audience",
     "Campaign",
     "CampaignError",
@@ -47,10 +76,12 @@ __all__ = [
     "Cap",
     "CapCheck",
     "Condition",
+    "Conversion",
     "DeadLetter",
     "Decision",
     "Defaults",
     "DeliveryError",
+    "Experiment",
     "FenceInfo",
     "Grant",
     "Limiter",
@@ -65,7 +96,9 @@ __all__ = [
     "RedisLimiter",
     "RedisOutbox",
     "Schedule",
+    "StoreUnavailable",
     "Trigger",
+    "Variant",
     "Verdict",
     "fence_infos",
     "json_schema",

@@ -37,6 +37,7 @@ class CampaignStats:
     matched: int = 0
     offers: int = 0
     held: int = 0
+    holdout: int = 0
     dropped: int = 0
     schedule: int = 0
     audience: int = 0
@@ -53,6 +54,7 @@ class CampaignStats:
             "matched": self.matched,
             "offers": self.offers,
             "held": self.held,
+            "holdout": self.holdout,
             "dropped": self.dropped,
             "schedule": self.schedule,
             "audience": self.audience,
@@ -109,6 +111,9 @@ class BacktestReport:
                 s.devices.add(decision.event.device_id)
                 if v.outcome == "held":
                     s.held += 1
+            elif v.outcome == "holdout":
+                s.holdout += 1
+                s.devices.add(decision.event.device_id)
             elif v.outcome == "blocked":
                 s.blocked[v.cap or "cap"] += 1
             else:
@@ -138,7 +143,9 @@ class _Writer:
     def close(self) -> list[str]:
         for f in self.files.values():
             f.close()
-        return [str(self.dir / f"{n}.jsonl") for n in self.files] if self.dir is not None else []
+        if self.dir is None:
+            return []
+        return [*(str(self.dir / f"{n}.jsonl") for n in self.files), str(self.dir / "campaigns.json")]
 
 
 def replay(
@@ -159,6 +166,11 @@ def replay(
         raise ValueError("slice_s must be positive")
     report = new_report(rules)
     writer = _Writer(out)
+    if writer.dir is not None:
+        from campaigns.conversions import specs_of
+        from campaigns.report_files import SPECS_FILE, write_specs
+
+        write_specs(writer.dir / SPECS_FILE, specs_of(rules.campaigns, rules.fences), rules.campaigns.defaults.timezone)
     previous = rules.on_decision
 
     def on_decision(decision: Decision) -> None:
@@ -208,7 +220,7 @@ def _run(engine: Any, pings: Any, sightings: Any, slice_s: float, flush_s: float
             else:
                 result = engine.process_sightings(sightings.take(rows))
             _collect(result, report, writer)
-            _refused(result, rows, "ping" if k[ra] == 0 else "sighting", report, writer)
+            _refused(result, "ping" if k[ra] == 0 else "sighting", report, writer)
         report.slices += 1
         engine_advance(engine, slice_start + slice_s, report, writer)
     engine_advance(engine, float(ts[-1]) + flush_s, report, writer)
@@ -230,16 +242,19 @@ def _collect(result: Any, report: BacktestReport, writer: _Writer) -> None:
     writer.write("offers", (_offer_row(o) for o in offers))
 
 
-def _refused(result: Any, rows: np.ndarray, kind: str, report: BacktestReport, writer: _Writer) -> None:
+def _refused(result: Any, kind: str, report: BacktestReport, writer: _Writer) -> None:
     """Rows of the log the engine refused (bad values) or did not apply (duplicate, late, implausible):
-    one ``{"decision": "refused", ...}`` line each in ``decisions.jsonl``, counted by reason."""
+    one ``{"decision": "refused", ...}`` line each in ``decisions.jsonl``, counted by reason. Rows are the
+    log's own (the batch's ``row`` column travels through the engine)."""
     out = []
     for r in [*getattr(result, "rejected", ()), *getattr(result, "dropped", ())]:
-        reason = str(r.get("reason", ""))
-        key = reason.split(":", 1)[0] if ":" in reason else str(r.get("field", "row"))
+        if isinstance(r, dict):
+            row, fld, reason = r.get("row"), r.get("field"), str(r.get("reason", ""))
+        else:  # a ValidationError
+            row, fld, reason = getattr(r, "row", None), getattr(r, "field", None), str(getattr(r, "message", r))
+        key = reason.split(":", 1)[0] if ":" in reason else str(fld or "row")
         report.refused[key] += 1
-        out.append({"decision": "refused", kind: int(rows[int(r["row"])]), "field": r.get("field"),
-                    "reason": reason})
+        out.append({"decision": "refused", kind: None if row is None else int(row), "field": fld, "reason": reason})
     writer.write("decisions", out)
 
 
@@ -259,12 +274,12 @@ def _iso(ts: float | None) -> str | None:
 
 def format_table(report: BacktestReport) -> str:
     """The per-campaign table of a backtest, and a summary line."""
-    head = ["campaign", "matched", "offers", "held", "dropped", "schedule", "audience", "outranked", "blocked by caps"]
+    head = ["campaign", "matched", "offers", "held", "holdout", "dropped", "schedule", "audience", "outranked", "blocked by caps"]
     rows: list[list[Any]] = []
     for s in report.campaigns.values():
         caps = ", ".join(f"{k}: {v}" for k, v in sorted(s.blocked.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
         name = s.campaign_id + (" (paused)" if s.status != "active" else "")
-        rows.append([name, s.matched, s.offers, s.held, s.dropped, s.schedule, s.audience, s.outranked, caps])
+        rows.append([name, s.matched, s.offers, s.held, s.holdout, s.dropped, s.schedule, s.audience, s.outranked, caps])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
 
     def fmt(r: list[Any]) -> str:
@@ -286,5 +301,6 @@ def format_table(report: BacktestReport) -> str:
     if report.outputs:
         lines.append("wrote: " + ", ".join(report.outputs))
     else:
-        lines.append("(nothing written: add --out DIR for events.jsonl, offers.jsonl and decisions.jsonl)")
+        lines.append("(nothing written: add --out DIR for events.jsonl, offers.jsonl, decisions.jsonl and campaigns.json;"
+                     " then 'proximity campaigns report DIR')")
     return "\n".join(lines)

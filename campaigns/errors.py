@@ -1,43 +1,22 @@
 """Errors of the campaigns package.
 
-``campaigns`` is usable on its own, so it does not import ``proximity.errors``;
-its errors carry the same location attributes (``message, source, line, col,
-field, row``) so ``proximity.errors.describe`` renders them as
-``file:line:col: message`` like every other error of the project.
+Campaign errors subclass the project's one located error (:class:`proxbase.ValidationError`:
+``message, source, line, col, field, row``), so they render as ``file:line:col: message`` like
+every other error of the project.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from proxbase.errors import StoreUnavailable, ValidationError, location
 
-class CampaignError(ValueError):
-    """One problem in a campaign file (or in a value handed to the campaigns package)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        line: int | None = None,
-        col: int | None = None,
-        field: str | None = None,
-        row: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.source = source
-        self.line = line
-        self.col = col
-        self.field = field
-        self.row = row
+class CampaignError(ValidationError):
+    """One problem in a campaign file (or in a value handed to the campaigns package), with where it is."""
 
     def where(self) -> str:
-        return ":".join(str(p) for p in (self.source, self.line, self.col) if p is not None)
-
-    def __str__(self) -> str:
-        where = self.where()
-        return f"{where}: {self.message}" if where else self.message
+        return location(self)
 
 
 class CampaignFileError(CampaignError):
@@ -75,4 +54,4 @@ class DeliveryError(Exception):
         self.attempts = attempts
 
 
-__all__ = ["CampaignError", "CampaignFileError", "DeliveryError"]
+__all__ = ["CampaignError", "CampaignFileError", "DeliveryError", "StoreUnavailable"]

@@ -1,13 +1,22 @@
 """The outbox: offers that passed their caps, kept until a dispatcher has delivered them.
 
 An offer is written here before anyone tries to deliver it. Delivery workers
-``claim`` entries (each claim belongs to one consumer), deliver them and
-``ack``; an entry claimed by a worker that died (not acked within
-``claim_idle_s``) is claimed again by another worker, so every offer is
-delivered at least once while the outbox survives. ``ack`` is the at-most-once
-guard: it returns ``True`` only for the first ack of an offer id (the
-dispatcher's own accounting), and offers already acked are skipped when a
-stale entry turns up again. Offers held by quiet hours wait until their
+``claim`` entries, deliver them and ``ack``. A claim is a *lease*: it belongs to
+one consumer and carries a fencing token (``consumer``, ``deliveries``: the
+claim's number, which every new claim of the entry increases). A worker renews
+its leases while it delivers (``renew``); a lease neither renewed nor acked
+within ``claim_idle_s`` (its worker died, or lost Redis) is claimed again by
+another worker with a higher token, so every offer is delivered at least once
+while the outbox survives. ``renew`` answers ``False`` for a lease that was taken
+over or whose offer was delivered meanwhile: the old holder must not deliver it.
+
+``ack`` writes the offer's *delivered* mark (and releases the claim) in one
+atomic step; it returns ``True`` only for the first ack of an offer id. ``claim``
+never hands out an offer that carries the mark (such an entry is dropped in the
+same atomic step), so the only way one offer reaches a sink twice is a delivery
+whose ack was lost (Redis gone between the send and the ack, or the worker
+killed there): the sinks deduplicate by offer id for that case (see
+:mod:`campaigns.dispatch`). Offers held by quiet hours wait until their
 ``deliver_after`` time. Entries that fail too often go to dead letters.
 
 :class:`MemoryOutbox` is the embedded default; :class:`campaigns.redis_outbox.RedisOutbox`
@@ -20,7 +29,7 @@ import heapq
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -29,11 +38,14 @@ from campaigns.offers import Offer
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """One claimed offer: ``entry_id`` names the claim, ``deliveries`` counts how often it was claimed."""
+    """One claimed offer: ``entry_id`` names the entry; ``consumer`` and ``deliveries`` (how many times the
+    entry was claimed, this claim included) are the claim's fencing token; ``shard``: where it lives."""
 
     entry_id: str
     offer: Offer
     deliveries: int = 1
+    consumer: str = ""
+    shard: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,10 @@ class Outbox(Protocol):
 
     def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
         """Entries for ``consumer`` to deliver: new due ones, and ones idle too long at another consumer."""
+        ...
+
+    def renew(self, entries: Sequence[OutboxEntry]) -> list[bool]:
+        """Extend the leases of claims still held with the same token; ``False`` for each lost one."""
         ...
 
     def ack(self, entry: OutboxEntry) -> bool:
@@ -110,13 +126,28 @@ class MemoryOutbox:
                 if len(out) >= count:
                     break
                 if owner != consumer and t - since >= self.claim_idle_s:
+                    if offer.offer_id in self._delivered:  # delivered through another entry: drop it
+                        del self._claimed[entry_id]
+                        continue
                     self._claimed[entry_id] = (consumer, t, offer, n + 1)
-                    out.append(OutboxEntry(entry_id, offer, n + 1))
+                    out.append(OutboxEntry(entry_id, offer, n + 1, consumer))
             while self._ready and len(out) < count:
                 entry_id, offer = self._ready.popitem(last=False)
                 self._claimed[entry_id] = (consumer, t, offer, 1)
-                out.append(OutboxEntry(entry_id, offer, 1))
+                out.append(OutboxEntry(entry_id, offer, 1, consumer))
             return out
+
+    def renew(self, entries: Sequence[OutboxEntry]) -> list[bool]:
+        t = self.clock()
+        out = []
+        with self._lock:
+            for e in entries:
+                held = self._claimed.get(e.entry_id)
+                ok = held is not None and held[0] == e.consumer and held[3] == e.deliveries
+                if ok and held is not None:
+                    self._claimed[e.entry_id] = (held[0], t, held[2], held[3])
+                out.append(ok)
+        return out
 
     def ack(self, entry: OutboxEntry) -> bool:
         with self._lock:

@@ -1,36 +1,59 @@
-"""Caps in Redis: one Lua script checks and consumes every cap of an offer.
+"""Caps in Redis: one Lua script checks and consumes every cap of an offer that lives in one hash slot.
 
 Keys (``prefix`` is the configured namespace):
 
 - ``<prefix>:cap:{<device_id>}:<name>`` for per-device caps (per campaign,
   global, cooldown per fence): the ``{device}`` hash tag keeps all of one
   device's caps in one cluster slot, so one script call covers them atomically;
-- ``<prefix>:budget:{<campaign_id>}:<name>`` for campaign budgets.
+- ``<prefix>:budget:{<campaign_id>}:<name>`` for campaign budgets (total and per
+  day): every device's offers of a campaign count there, so they cannot share a
+  device's slot; the ``{campaign}`` tag keeps a campaign's budgets together.
 
 Each key is a sorted set of the offer ids it allowed, scored by issue time; the
-script trims entries older than the window (and one more ``ttl``, for late events), counts from the window start
-(``ZCOUNT``) and, only when every cap has room, adds the offer id to all keys.
+script trims entries older than the window (and one more ``ttl``, for late
+events), counts from the window start (``ZCOUNT``) and, only when every cap has
+room, adds the offer id to all keys.
 
-Atomicity across slots. On a single Redis (the default, ``cluster=False``) all
-keys of an offer go to ONE script call: the check and the consumption of every
-cap are one atomic step. On Redis Cluster a budget key lives in its campaign's
-slot, not the device's, and no script may span slots. With ``cluster=True`` the
-limiter runs the same script twice: first on the budget keys (reserving the
-offer's place in the budget), then on the device keys; if the device caps
-refuse, a compensating ``ZREM`` gives the budget place back. A budget can
-therefore, for the instant between the two calls, count an offer that is then
-refunded: a concurrent offer may be refused when it would just have fit (an
-under-issue, never an over-issue). No cap is ever exceeded in either mode.
+Atomicity across slots, and the guarantee. On a single Redis (``cluster=False``)
+all keys of an offer go to ONE script call: check and consumption of every cap
+are one atomic step. On Redis Cluster (``cluster=True``, the default for a
+cluster client) no script may span slots, so the limiter runs the script twice,
+in a fixed order:
+
+1. on the campaign's budget keys: this *reserves* the offer's place in the budget
+   (the offer id is added only if every budget has room);
+2. on the device's keys; if a device cap refuses (or its slot cannot be reached),
+   a compensating ``ZREM`` gives the budget place back.
+
+A reservation is counted by every concurrent check from the moment it is made,
+so **no cap is ever exceeded**, in either mode, whatever the interleaving. The
+price is an occasional *under*-issue: for the instant between steps 1 and 2 a
+budget counts an offer that is then refunded, and a concurrent offer can be
+refused when it would just have fit. If a worker dies between the two steps, or
+the refund cannot reach Redis, the reservation stays until the budget's window
+ends (a total budget keeps it): one offer fewer, never one more. Retrying the
+same decision (same offer id) finds its reservation and completes it.
+
+A failover loses no count when replicas are in sync (``CLUSTER FAILOVER``); a
+master killed before its replica received the last writes loses those counts
+(Redis replication is asynchronous), see the README's "Sizing and deployment".
+
+Blocking calls. :class:`RedisLimiter` uses redis-py's blocking client, because the decider that
+calls it is synchronous (it runs inside ``Engine.process``, with the presence store's own blocking
+Redis calls). A service on an event loop runs the whole engine call in a worker thread
+(``await asyncio.to_thread(engine.process, ...)`` or a small ``ThreadPoolExecutor``), never on the loop;
+the client's ``socket_timeout`` (5 s by default) bounds how long that thread can wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-
+import campaigns._redis as _redis
+from campaigns.errors import StoreUnavailable
 from campaigns.limiter import CapCheck, Grant, trim_before
 
 _ACQUIRE = """
@@ -70,47 +93,40 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-class RedisLimiter:
-    """Caps shared by every worker through Redis (see the module docstring for keys and atomicity)."""
+class _Caps:
+    """Keys, script arguments and results: everything but the I/O, shared by both clients."""
 
-    def __init__(self, client: Any, prefix: str = "proximity", *, cluster: bool = False) -> None:
-        self.client = redis.Redis.from_url(client) if isinstance(client, str) else client
+    prefix: str
+    cluster: bool
+
+    def _setup(self, prefix: str, cluster: bool) -> None:
+        if cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError(f"on Redis Cluster the key prefix must not contain '{{' or '}}' ({prefix!r}): "
+                             f"it would change the keys' hash slots")
         self.prefix = prefix
         self.cluster = cluster
-        self._script = self.client.register_script(_ACQUIRE)
 
     def key(self, c: CapCheck) -> str:
         kind = "cap" if c.scope == "device" else "budget"
         return f"{self.prefix}:{kind}:{{{c.scope_id}}}:{c.name}"
 
-    def _run(self, token: str, checks: Sequence[CapCheck], now: float) -> tuple[int, int]:
+    def _call_args(self, token: str, checks: Sequence[CapCheck], now: float) -> tuple[list[str], list[Any]]:
         args: list[Any] = [_num(now), token]
         for c in checks:
             ttl_ms = 0 if c.ttl_s <= 0 or math.isinf(c.ttl_s) else math.ceil(c.ttl_s * 1000) + 1000
             args += [c.limit, _num(c.since), _num(trim_before(c)), ttl_ms]
-        code, used = self._script(keys=[self.key(c) for c in checks], args=args)
-        return int(code), int(used)
+        return [self.key(c) for c in checks], args
 
-    def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
-        if not checks:
-            return Grant(True)
+    def _groups(self, checks: Sequence[CapCheck]) -> list[list[CapCheck]]:
+        """One group per hash slot, in the order the cluster protocol runs them (budgets first)."""
         if not self.cluster:
-            return self._grant(checks, *self._run(token, checks, now))
+            return [list(checks)]
         budget = [c for c in checks if c.scope == "campaign"]
         device = [c for c in checks if c.scope == "device"]
-        groups = [g for g in (budget, device) if g]
-        done: list[list[CapCheck]] = []
-        duplicate = True
-        for group in groups:
-            code, used = self._run(token, group, now)
-            if code > 0:
-                for taken in done:  # compensate: give back what the earlier slot reserved
-                    self.release(token, taken)
-                return self._grant(group, code, used)
-            duplicate = duplicate and code < 0
-            if code == 0:
-                done.append(group)
-        return Grant(True, duplicate=duplicate)
+        for group in (budget, device):
+            if len({c.scope_id for c in group}) > 1:
+                raise ValueError("one offer's caps must name one device and one campaign")
+        return [g for g in (budget, device) if g]
 
     @staticmethod
     def _grant(checks: Sequence[CapCheck], code: int, used: int) -> Grant:
@@ -120,17 +136,89 @@ class RedisLimiter:
             return Grant(True, duplicate=True)
         return Grant(False, blocked_by=checks[code - 1].label, used=used)
 
+    def _device_match(self, device_id: str) -> str:
+        return f"{self.prefix}:cap:{{{device_id}}}:*"
+
+
+class RedisLimiter(_Caps):
+    """Caps shared by every worker through Redis or Redis Cluster (see the module docstring).
+
+    ``client``: a URL (a cluster node's URL gives a cluster client), a ``redis.Redis`` or a
+    ``redis.cluster.RedisCluster``. ``cluster``: ``None`` follows the client; ``True`` on a single
+    Redis runs the cluster protocol there (tests, and a single Redis that will become a cluster).
+    """
+
+    def __init__(self, client: Any, prefix: str = "proximity", *, cluster: bool | None = None,
+                 timeout_s: float = 5.0) -> None:
+        self._own = isinstance(client, str)
+        self.client = _redis.connect(client, timeout_s=timeout_s) if isinstance(client, str) else client
+        on_cluster = _redis.is_cluster(self.client)
+        if cluster is False and on_cluster:
+            raise ValueError("a Redis Cluster client needs RedisLimiter(..., cluster=True) (or cluster=None)")
+        self._setup(prefix, on_cluster if cluster is None else cluster)
+        self._script = self.client.register_script(_ACQUIRE)
+
+    def _run(self, token: str, checks: Sequence[CapCheck], now: float) -> tuple[int, int]:
+        keys, args = self._call_args(token, checks, now)
+        code, used = self._script(keys=keys, args=args)
+        return int(code), int(used)
+
+    def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
+        if not checks:
+            return Grant(True)
+        done: list[list[CapCheck]] = []
+        duplicate = True
+        try:
+            for group in self._groups(checks):
+                code, used = self._run(token, group, now)
+                if code > 0:
+                    for taken in done:  # compensate: give back what the earlier slot reserved
+                        self.release(token, taken)
+                    return self._grant(group, code, used)
+                duplicate = duplicate and code < 0
+                if code == 0:
+                    done.append(group)
+        except _redis.UNAVAILABLE as exc:
+            for taken in done:  # best effort: a reservation left behind is an under-issue at worst
+                with contextlib.suppress(StoreUnavailable):
+                    self.release(token, taken)
+            raise _redis.unavailable(exc, "frequency caps") from exc
+        return Grant(True, duplicate=duplicate)
+
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for c in checks:
-            pipe.zrem(self.key(c), token)
-        pipe.execute()
+        try:
+            for group in self._groups(checks):
+                pipe = self.client.pipeline(transaction=False)
+                for c in group:
+                    pipe.zrem(self.key(c), token)
+                pipe.execute()
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "frequency caps") from exc
 
     def usage(self, check: CapCheck, now: float) -> int:
-        return int(self.client.zcount(self.key(check), _num(check.since), "+inf"))
+        try:
+            return int(self.client.zcount(self.key(check), _num(check.since), "+inf"))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "frequency caps") from exc
 
     def forget(self, device_id: str) -> None:
-        """Erase a device's counters (its keys share the ``{device}`` tag)."""
-        keys = list(self.client.scan_iter(match=f"{self.prefix}:cap:{{{device_id}}}:*", count=500))
-        if keys:
-            self.client.delete(*keys)
+        """Erase a device's counters (its keys share the ``{device}`` tag: one slot, one node)."""
+        match = self._device_match(device_id)
+        try:
+            if _redis.is_cluster(self.client):
+                node = self.client.get_node_from_key(match)
+                keys = list(self.client.scan_iter(match=match, count=500, target_nodes=node))
+            else:
+                keys = list(self.client.scan_iter(match=match, count=500))
+            for key in keys:
+                self.client.delete(key)
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "frequency caps") from exc
+
+    def close(self) -> None:
+        """Close the client when this limiter made it from a URL."""
+        if self._own:
+            _redis.close(self.client)
+
+
+__all__ = ["RedisLimiter"]

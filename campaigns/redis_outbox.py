@@ -1,143 +1,433 @@
-"""The outbox on a Redis stream with a consumer group.
+"""The outbox on Redis streams with a consumer group, on one Redis or a Redis Cluster.
 
-Keys (all carry the ``{outbox}`` hash tag, so every script touches one slot):
+The outbox is cut into ``shards`` (1 on a single Redis, 16 on a cluster by default); an offer's
+shard is ``crc32(offer_id) % shards``. Every key of shard ``k`` carries the hash tag ``{outbox}``
+(one shard) or ``{outbox:k}``, so each script below touches one slot, and the shards spread the
+outbox over the cluster's masters:
 
-- ``<prefix>:{outbox}:stream``: offers ready to deliver (field ``offer``: JSON);
+- ``<prefix>:{outbox:k}:stream``: offers ready to deliver (fields ``id`` and ``offer``: JSON);
   consumer group ``dispatch``; an entry is ``XACK``-ed and deleted once delivered;
-- ``<prefix>:{outbox}:held``: offers held by quiet hours, a sorted set scored by
-  ``deliver_after``; moved to the stream when due (a script, atomically);
-- ``<prefix>:{outbox}:id:<offer_id>``: set when an offer enters (``put`` is
-  idempotent per offer id); ``...:done:<offer_id>`` set by the first ack (at
-  most one delivery is ever counted per id);
-- ``<prefix>:{outbox}:dead``: a stream of dead letters (offer, reason, attempts).
+- ``...:held`` (sorted set of offer ids by ``deliver_after``) and ``...:heldbody`` (hash id -> JSON):
+  offers held by quiet hours, moved to the stream by the claim script when due;
+- ``...:ids``: offer ids put, scored by put time (``put`` is idempotent per offer id for ``dedup_ttl_s``);
+- ``...:done``: the *delivered* marks, offer ids scored by ack time (kept ``dedup_ttl_s``);
+- ``...:dead``: a stream of dead letters (offer, reason, attempts).
 
-A worker that dies keeps its entries pending in the group; after
-``claim_idle_s`` any other worker takes them over with ``XAUTOCLAIM``.
+The fencing protocol (see :mod:`campaigns.outbox`): the claim script promotes due held offers,
+takes over entries idle for ``claim_idle_s`` (``XAUTOCLAIM``: their delivery count, the token,
+goes up), reads new ones, and drops every entry whose offer carries the delivered mark, all in one
+atomic call. ``renew`` resets the idle time of claims whose pending entry still names this consumer
+with the same delivery count (``XCLAIM ... JUSTID`` keeps the count). ``ack`` writes the mark and
+acknowledges the entry in one call. Changing ``shards`` on a live outbox needs it drained first.
+
+:class:`RedisOutbox` uses redis-py's blocking client (for the synchronous decider's ``put``);
+:class:`AsyncRedisOutbox` is the same outbox on ``redis.asyncio`` for the delivery loop of a
+service, so ``claim``, ``renew`` and ``ack`` never block the event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 
+import campaigns._redis as _redis
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, OutboxEntry
 
 GROUP = "dispatch"
 
 _PUT = """
-if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) == false then
+local now = tonumber(ARGV[4])
+if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[1]) == 0 then
   return 0
 end
-if ARGV[2] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[5])))
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 else
-  redis.call('XADD', KEYS[1], '*', 'offer', ARGV[1])
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'offer', ARGV[2])
 end
 return 1
 """
 
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, offer in ipairs(due) do
-  redis.call('XADD', KEYS[1], '*', 'offer', offer)
-  redis.call('ZREM', KEYS[2], offer)
+# KEYS: stream, held, heldbody, done; ARGV: group, consumer, count, min_idle_ms, now, promote_limit
+_CLAIM = """
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local count = tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[5], 'LIMIT', 0, tonumber(ARGV[6]))
+for _, id in ipairs(due) do
+  local body = redis.call('HGET', KEYS[3], id)
+  if body then
+    redis.call('XADD', stream, '*', 'id', id, 'offer', body)
+  end
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
 end
-return #due
+local out = {}
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+local function take(entry, deliveries)
+  local fields = entry[2]
+  if not fields then return end
+  local oid = field(fields, 'id')
+  if oid and redis.call('ZSCORE', KEYS[4], oid) then
+    redis.call('XACK', stream, group, entry[1])
+    redis.call('XDEL', stream, entry[1])
+    return
+  end
+  out[#out + 1] = {entry[1], field(fields, 'offer'), deliveries}
+end
+local cursor = '0-0'
+for _ = 1, 10 do
+  local reply = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[4], cursor, 'COUNT', count - #out)
+  for _, entry in ipairs(reply[2]) do
+    local p = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
+    take(entry, p[1] and p[1][4] or 1)
+  end
+  cursor = reply[1]
+  if cursor == '0-0' or #out >= count then break end
+end
+if #out < count then
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #out, 'STREAMS', stream, '>')
+  if got then
+    for _, entry in ipairs(got[1][2]) do take(entry, 1) end
+  end
+end
+return out
 """
 
+# KEYS: stream; ARGV: group, consumer, then (entry id, deliveries) pairs
+_RENEW = """
+local out = {}
+for i = 3, #ARGV, 2 do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] and tonumber(p[1][4]) == tonumber(ARGV[i + 1]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+# KEYS: stream, done; ARGV: group, entry id, offer id, now, ttl
 _ACK = """
-local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2])
-redis.call('XACK', KEYS[1], ARGV[3], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-if first == false then return 0 end
+local now = tonumber(ARGV[4])
+local first = redis.call('ZADD', KEYS[2], 'NX', now, ARGV[3])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[5])))
+return first
+"""
+
+# KEYS: stream, dead; ARGV: group, entry id, offer JSON, reason, attempts
+_DEAD = """
+redis.call('XADD', KEYS[2], '*', 'offer', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
 
 
-class RedisOutbox:
-    """A durable outbox shared by every worker (see the module docstring)."""
+class _Shards:
+    """Keys, arguments and replies of the outbox scripts: everything but the I/O, for both clients."""
+
+    def _setup(self, prefix: str, shards: int | None, on_cluster: bool, claim_idle_s: float,
+               dedup_ttl_s: float, clock: Callable[[], float]) -> None:
+        if on_cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError(f"on Redis Cluster the key prefix must not contain '{{' or '}}' ({prefix!r})")
+        n = (16 if on_cluster else 1) if shards is None else shards
+        if n < 1:
+            raise ValueError(f"shards must be at least 1, not {n}")
+        self.prefix = prefix
+        self.shards = n
+        self.claim_idle_s = claim_idle_s
+        self.dedup_ttl_s = float(dedup_ttl_s)
+        self.clock = clock
+        tags = ["{outbox}"] if n == 1 else [f"{{outbox:{k}}}" for k in range(n)]
+        self._base = [f"{prefix}:{tag}" for tag in tags]
+        self._next = 0  # the shard the next claim starts at (claims rotate over the shards)
+
+    def shard_of(self, offer_id: str) -> int:
+        return zlib.crc32(offer_id.encode()) % self.shards
+
+    def _k(self, shard: int, name: str) -> str:
+        return f"{self._base[shard]}:{name}"
+
+    def _put_call(self, offer: Offer) -> tuple[list[str], list[Any]]:
+        k = self.shard_of(offer.offer_id)
+        after = "" if offer.deliver_after is None else repr(float(offer.deliver_after))
+        keys = [self._k(k, "stream"), self._k(k, "held"), self._k(k, "ids"), self._k(k, "heldbody")]
+        return keys, [offer.offer_id, _body(offer), after, repr(self.clock()), repr(self.dedup_ttl_s)]
+
+    def _claim_call(self, shard: int, consumer: str, count: int, t: float) -> tuple[list[str], list[Any]]:
+        keys = [self._k(shard, "stream"), self._k(shard, "held"), self._k(shard, "heldbody"), self._k(shard, "done")]
+        return keys, [GROUP, consumer, count, int(self.claim_idle_s * 1000), repr(float(t)), 1000]
+
+    def _order(self) -> list[int]:
+        start = self._next
+        self._next = (self._next + 1) % self.shards
+        return [(start + i) % self.shards for i in range(self.shards)]
+
+    @staticmethod
+    def _entries(reply: Any, consumer: str, shard: int) -> list[OutboxEntry]:
+        return [OutboxEntry(_s(eid), Offer.from_dict(json.loads(body)), int(n), consumer, shard)
+                for eid, body, n in reply if body]
+
+    def _renew_calls(self, entries: Sequence[OutboxEntry]) -> dict[tuple[int, str], list[int]]:
+        """Entries grouped by (shard, consumer): each group is one script call; values index ``entries``."""
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, e in enumerate(entries):
+            groups.setdefault((e.shard, e.consumer), []).append(i)
+        return groups
+
+    def _ack_call(self, entry: OutboxEntry) -> tuple[list[str], list[Any]]:
+        keys = [self._k(entry.shard, "stream"), self._k(entry.shard, "done")]
+        return keys, [GROUP, entry.entry_id, entry.offer.offer_id, repr(self.clock()), repr(self.dedup_ttl_s)]
+
+    def _dead_call(self, entry: OutboxEntry, reason: str, attempts: int) -> tuple[list[str], list[Any]]:
+        keys = [self._k(entry.shard, "stream"), self._k(entry.shard, "dead")]
+        return keys, [GROUP, entry.entry_id, _body(entry.offer), reason, attempts]
+
+
+class RedisOutbox(_Shards):
+    """A durable outbox shared by every worker (see the module docstring).
+
+    ``client``: a URL (a cluster node's URL gives a cluster client), a ``redis.Redis`` or a
+    ``redis.cluster.RedisCluster``. Every Redis failure is raised as
+    :class:`campaigns.errors.StoreUnavailable`; ``timeout_s`` bounds each call on a client made from a URL.
+    """
 
     def __init__(
         self,
         client: Any,
         prefix: str = "proximity",
         *,
+        shards: int | None = None,
         claim_idle_s: float = 30.0,
         dedup_ttl_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
+        timeout_s: float = 5.0,
     ) -> None:
-        self.client = redis.Redis.from_url(client) if isinstance(client, str) else client
-        self.prefix = prefix
-        self.claim_idle_s = claim_idle_s
-        self.dedup_ttl_s = int(dedup_ttl_s)
-        self.clock = clock
-        base = f"{prefix}:{{outbox}}"
-        self.stream, self.held, self.dead_stream, self._base = f"{base}:stream", f"{base}:held", f"{base}:dead", base
-        self._put = self.client.register_script(_PUT)
-        self._promote = self.client.register_script(_PROMOTE)
-        self._ack = self.client.register_script(_ACK)
+        self._own = isinstance(client, str)
+        self.client = _redis.connect(client, timeout_s=timeout_s) if isinstance(client, str) else client
+        self._setup(prefix, shards, _redis.is_cluster(self.client), claim_idle_s, dedup_ttl_s, clock)
+        self._scripts = {name: self.client.register_script(src) for name, src in
+                         (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
+        self._guard(self._groups)
+
+    def _groups(self) -> None:
+        for k in range(self.shards):
+            self._group(k)
+
+    def _group(self, shard: int) -> None:
         try:
-            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(self._k(shard, "stream"), GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "offer outbox") from exc
+
+    def _run(self, name: str, call: tuple[list[str], list[Any]], shard: int | None = None) -> Any:
+        def go() -> Any:
+            try:
+                return self._scripts[name](keys=call[0], args=call[1])
+            except redis.ResponseError as exc:  # the group went away (stream deleted): make it again
+                if shard is None or "NOGROUP" not in str(exc):
+                    raise
+                self._group(shard)
+                return self._scripts[name](keys=call[0], args=call[1])
+        return self._guard(go)
+
     def put(self, offer: Offer) -> bool:
-        body = json.dumps(offer.to_dict(), separators=(",", ":"), sort_keys=True)
-        after = "" if offer.deliver_after is None else repr(float(offer.deliver_after))
-        keys = [self.stream, self.held, f"{self._base}:id:{offer.offer_id}"]
-        return bool(self._put(keys=keys, args=[body, after, self.dedup_ttl_s]))
+        return bool(self._run("put", self._put_call(offer)))
 
     def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
         t = self.clock() if now is None else now
-        self._promote(keys=[self.stream, self.held], args=[repr(float(t)), 1000])
         out: list[OutboxEntry] = []
-        idle_ms = int(self.claim_idle_s * 1000)
-        reply: Any = self.client.xautoclaim(self.stream, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count)
-        for entry_id, fields in reply[1]:
-            if fields:
-                out.append(OutboxEntry(_s(entry_id), _offer(fields), 2))
-        if len(out) < count:
-            batches: Any = self.client.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count - len(out))
-            for _stream, entries in batches or []:
-                for entry_id, fields in entries:
-                    if fields:
-                        out.append(OutboxEntry(_s(entry_id), _offer(fields), 1))
+        for k in self._order():
+            if len(out) >= count:
+                break
+            reply = self._run("claim", self._claim_call(k, consumer, count - len(out), t), k)
+            out += self._entries(reply, consumer, k)
         return out
 
+    def renew(self, entries: Sequence[OutboxEntry]) -> list[bool]:
+        result = [False] * len(entries)
+        for (k, consumer), idx in self._renew_calls(entries).items():
+            args: list[Any] = [GROUP, consumer]
+            for i in idx:
+                args += [entries[i].entry_id, entries[i].deliveries]
+            for i, ok in zip(idx, self._run("renew", ([self._k(k, "stream")], args)), strict=True):
+                result[i] = bool(ok)
+        return result
+
     def ack(self, entry: OutboxEntry) -> bool:
-        keys = [self.stream, f"{self._base}:done:{entry.offer.offer_id}"]
-        return bool(self._ack(keys=keys, args=[entry.entry_id, self.dedup_ttl_s, GROUP]))
+        return bool(self._run("ack", self._ack_call(entry)))
 
     def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
-        body = json.dumps(entry.offer.to_dict(), separators=(",", ":"), sort_keys=True)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_stream, {"offer": body, "reason": reason, "attempts": attempts})
-        pipe.xack(self.stream, GROUP, entry.entry_id)
-        pipe.xdel(self.stream, entry.entry_id)
-        pipe.execute()
+        self._run("dead", self._dead_call(entry, reason, attempts))
 
     def dead_letters(self) -> list[DeadLetter]:
-        entries: Any = self.client.xrange(self.dead_stream)
-        return [
-            DeadLetter(_offer(f), _s(f[b"reason"]), int(f[b"attempts"]))
-            for _id, f in entries
-        ]
+        out: list[DeadLetter] = []
+        for k in range(self.shards):
+            entries: Any = self._guard(functools.partial(self.client.xrange, self._k(k, "dead")))
+            out += [DeadLetter(_offer(f), _s(f[b"reason"]), int(f[b"attempts"])) for _id, f in entries]
+        return out
 
     def is_delivered(self, offer_id: str) -> bool:
-        return bool(self.client.exists(f"{self._base}:done:{offer_id}"))
+        key = self._k(self.shard_of(offer_id), "done")
+        return self._guard(lambda: self.client.zscore(key, offer_id)) is not None
 
     def pending(self) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.stream)
-        pipe.zcard(self.held)
-        n_stream, n_held = pipe.execute()
-        return int(n_stream) + int(n_held)
+        total = 0
+        for k in range(self.shards):
+            total += int(self._guard(functools.partial(self.client.xlen, self._k(k, "stream"))))
+            total += int(self._guard(functools.partial(self.client.zcard, self._k(k, "held"))))
+        return total
+
+    def close(self) -> None:
+        """Close the client when this outbox made it from a URL."""
+        if self._own:
+            _redis.close(self.client)
+
+
+class AsyncRedisOutbox(_Shards):
+    """:class:`RedisOutbox` on ``redis.asyncio``: ``claim``, ``renew``, ``ack`` (and the rest) are
+    coroutines and never block the event loop. Same keys and scripts, so a synchronous
+    :class:`RedisOutbox` (the decider's ``put``) and this one share one outbox.
+
+    Build it with ``await AsyncRedisOutbox.connect(url, prefix)``, or from a ``redis.asyncio.Redis`` /
+    ``redis.asyncio.cluster.RedisCluster`` followed by ``await outbox.setup()``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "proximity",
+        *,
+        shards: int | None = None,
+        claim_idle_s: float = 30.0,
+        dedup_ttl_s: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._own = False
+        self.client = client
+        self._setup(prefix, shards, _redis.is_cluster(client), claim_idle_s, dedup_ttl_s, clock)
+        self._scripts = {name: client.register_script(src) for name, src in
+                         (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str = "proximity", *, timeout_s: float = 5.0,
+                      **kw: Any) -> AsyncRedisOutbox:
+        """An outbox on ``url`` (a cluster node's URL gives a cluster client); ``timeout_s`` bounds every
+        Redis call (a black-holed Redis raises :class:`~campaigns.errors.StoreUnavailable` after it)."""
+        box = cls(await _redis.connect_async(url, timeout_s=timeout_s), prefix, **kw)
+        box._own = True
+        try:
+            await box.setup()
+        except BaseException:
+            await box.aclose()
+            raise
+        return box
+
+    async def setup(self) -> None:
+        """Create the consumer groups (idempotent)."""
+        for k in range(self.shards):
+            await self._group(k)
+
+    async def _group(self, shard: int) -> None:
+        try:
+            await self.client.xgroup_create(self._k(shard, "stream"), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "offer outbox") from exc
+
+    async def _run(self, name: str, call: tuple[list[str], list[Any]], shard: int | None = None) -> Any:
+        try:
+            try:
+                return await self._scripts[name](keys=call[0], args=call[1])
+            except redis.ResponseError as exc:
+                if shard is None or "NOGROUP" not in str(exc):
+                    raise
+                await self._group(shard)
+                return await self._scripts[name](keys=call[0], args=call[1])
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "offer outbox") from exc
+
+    async def put(self, offer: Offer) -> bool:
+        return bool(await self._run("put", self._put_call(offer)))
+
+    async def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
+        t = self.clock() if now is None else now
+        out: list[OutboxEntry] = []
+        for k in self._order():
+            if len(out) >= count:
+                break
+            reply = await self._run("claim", self._claim_call(k, consumer, count - len(out), t), k)
+            out += self._entries(reply, consumer, k)
+        return out
+
+    async def renew(self, entries: Sequence[OutboxEntry]) -> list[bool]:
+        result = [False] * len(entries)
+        for (k, consumer), idx in self._renew_calls(entries).items():
+            args: list[Any] = [GROUP, consumer]
+            for i in idx:
+                args += [entries[i].entry_id, entries[i].deliveries]
+            reply = await self._run("renew", ([self._k(k, "stream")], args))
+            for i, ok in zip(idx, reply, strict=True):
+                result[i] = bool(ok)
+        return result
+
+    async def ack(self, entry: OutboxEntry) -> bool:
+        return bool(await self._run("ack", self._ack_call(entry)))
+
+    async def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
+        await self._run("dead", self._dead_call(entry, reason, attempts))
+
+    async def is_delivered(self, offer_id: str) -> bool:
+        try:
+            return await self.client.zscore(self._k(self.shard_of(offer_id), "done"), offer_id) is not None
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "offer outbox") from exc
+
+    async def pending(self) -> int:
+        total = 0
+        try:
+            for k in range(self.shards):
+                total += int(await self.client.xlen(self._k(k, "stream")))
+                total += int(await self.client.zcard(self._k(k, "held")))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "offer outbox") from exc
+        return total
+
+    async def aclose(self) -> None:
+        """Close the client when this outbox made it (:meth:`connect`)."""
+        if self._own:
+            await self.client.aclose()
+
+
+def _body(offer: Offer) -> str:
+    return json.dumps(offer.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
 def _s(x: Any) -> str:
@@ -147,3 +437,6 @@ def _s(x: Any) -> str:
 def _offer(fields: Any) -> Offer:
     raw = fields.get(b"offer", fields.get("offer"))
     return Offer.from_dict(json.loads(raw))
+
+
+__all__ = ["AsyncRedisOutbox", "RedisOutbox"]

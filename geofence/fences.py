@@ -11,17 +11,17 @@ from typing import Any, Literal
 import shapely
 
 from geofence.geodesy import MAX_RADIUS_M, circle_extent_deg, circle_polygon
+from proxbase.errors import ValidationError
 
 FenceKind = Literal["polygon", "circle"]
 
 
-class FenceError(ValueError):
+class FenceError(ValidationError):
     """A fence that cannot be accepted, with where it is.
 
-    Carries the project's location attributes (``message, source, line, col,
-    field, row``) so ``proximity.errors.describe`` renders it as
-    ``file:line:col: message``, plus ``feature`` (0-based index in the
-    FeatureCollection) and ``fence_id`` when known.
+    The project's located error (:class:`proxbase.ValidationError`), plus ``feature``
+    (0-based index in the FeatureCollection, also the ``row`` when none is given)
+    and ``fence_id`` when known.
     """
 
     def __init__(
@@ -36,19 +36,10 @@ class FenceError(ValueError):
         feature: int | None = None,
         fence_id: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.source = source
-        self.line = line
-        self.col = col
-        self.field = field
-        self.row = row if row is not None else feature
+        super().__init__(message, source=source, line=line, col=col, field=field,
+                         row=row if row is not None else feature)
         self.feature = feature
         self.fence_id = fence_id
-
-    def __str__(self) -> str:
-        where = ":".join(str(p) for p in (self.source, self.line, self.col) if p is not None)
-        return f"{where}: {self.message}" if where else self.message
 
 
 def _positive_finite(value: Any) -> bool:

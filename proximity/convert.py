@@ -1,6 +1,7 @@
 """Conversions at the boundary, done once: timestamps, numbers, device ids, time zones.
 
-Everything that enters the engine as text or JSON (ISO 8601 or epoch timestamps,
+Everything that enters the engine as text or JSON (ISO 8601 or epoch timestamps, by the
+project's one rule in :mod:`proxbase.timestamps`,
 numbers given as strings in a CSV, IANA zone names) is turned into the engine's
 own representation here, and nowhere else. Each function raises ``ValueError``
 with a short reason; the callers (:mod:`proximity.batch`) add where it happened.
@@ -9,45 +10,13 @@ with a short reason; the callers (:mod:`proximity.batch`) add where it happened.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-#: Epoch seconds above this are taken for milliseconds sent by mistake (year 5138).
-MAX_EPOCH_S = 1e11
+from proxbase.timestamps import MAX_EPOCH_S, parse_ts
+
 MAX_DEVICE_ID_LEN = 256
-
-
-def parse_ts(value: Any) -> float:
-    """UTC epoch seconds from an ISO 8601 string with an offset (``...Z``) or an epoch number."""
-    if isinstance(value, bool):
-        raise ValueError(f"timestamp must be ISO 8601 or epoch seconds, not {value!r}")
-    if isinstance(value, int | float):
-        ts = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            ts = float(text)
-        except ValueError:
-            ts = _parse_iso(text)
-    else:
-        raise ValueError(f"timestamp must be ISO 8601 or epoch seconds, not {type(value).__name__}")
-    if not math.isfinite(ts) or ts < 0:
-        raise ValueError(f"timestamp must be a finite time after 1970, not {value!r}")
-    if ts > MAX_EPOCH_S:
-        raise ValueError(f"timestamp {value!r} looks like milliseconds; send epoch seconds")
-    return ts
-
-
-def _parse_iso(text: str) -> float:
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"timestamp {text!r} is neither ISO 8601 nor epoch seconds") from None
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no UTC offset; add 'Z' or '+hh:mm'")
-    return dt.timestamp()
 
 
 def parse_float(value: Any, name: str, *, lo: float | None = None, hi: float | None = None) -> float:

@@ -26,7 +26,8 @@ import numpy as np
 import shapely
 
 from proximity.batch import PingBatch
-from proximity.events import Device, Event, place_key
+from proximity.errors import ValidationError
+from proximity.events import Device, Event, Offer, place_key
 from proximity.presence import (
     AMBIGUOUS,
     BEACON,
@@ -81,7 +82,7 @@ class Rules(Protocol):
     def dwell_thresholds(self) -> Mapping[str, Sequence[float]]:
         """Fence id (or place key ``fence#zone``, or ``"*"``) -> extra dwell times in seconds."""
 
-    def decide(self, events: Sequence[Event], devices: Mapping[str, Device], now: float) -> Sequence[Any]:
+    def decide(self, events: Sequence[Event], devices: Mapping[str, Device], now: float) -> Sequence[Offer]:
         """Offers for these events (``devices`` holds every device that has an event)."""
 
 
@@ -176,15 +177,16 @@ class EngineConfig:
 class BatchResult:
     """What one call produced: ``events`` (device then time order), ``offers`` (from the rules),
     ``stats`` (counts: input, applied, ``late``, ``duplicates``, ``rejected``, events by kind) and
-    ``rejected`` (``{"row", "field", "reason"}`` per input row refused, e.g. future timestamps) and
-    ``dropped`` (the same for valid rows that were not applied: ``duplicate``, ``late`` (not newer than
-    the device's newest applied evidence: out of order or replayed) or ``implausible`` (a fix too far
-    from the device's last one for the time between them))."""
+    ``rejected`` (a :class:`ValidationError` per input row refused, e.g. a future timestamp or an accuracy
+    that is not a real fix, naming the row the input gave it: ``PingBatch.row``, ``Sightings.row``) and
+    ``dropped`` (``{"row", "field", "reason"}`` for valid rows that were not applied: ``duplicate``,
+    ``late`` (not newer than the device's newest applied evidence: out of order or replayed) or
+    ``implausible`` (a fix too far from the device's last one for the time between them))."""
 
     events: list[Event] = field(default_factory=list)
-    offers: list[Any] = field(default_factory=list)
+    offers: list[Offer] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[ValidationError] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -192,10 +194,10 @@ _DROP_REASONS = {1: "late: not newer than the device's newest applied evidence (
                  2: "implausible: too far from the device's last accepted fix for the time between them"}
 
 
-def _dropped(rows: np.ndarray, dup_rows: np.ndarray, status: np.ndarray, ev_rows: np.ndarray) -> list[dict[str, Any]]:
-    """Per input row not applied, the reason (``rows`` map batch rows to input rows)."""
+def _dropped(dup_rows: np.ndarray, status: np.ndarray, ev_rows: np.ndarray) -> list[dict[str, Any]]:
+    """Per input row not applied, the reason (``dup_rows``: the input rows of duplicates)."""
     out = [{"row": int(r), "field": "ts", "reason": "duplicate: the same evidence twice in the batch"}
-           for r in rows[dup_rows].tolist()]
+           for r in dup_rows.tolist()]
     bad = np.flatnonzero(status != 0)
     out += [{"row": int(r), "field": "ts" if s == 1 else "lon,lat", "reason": _DROP_REASONS[int(s)]}
             for r, s in zip(ev_rows[bad].tolist(), status[bad].tolist(), strict=True)]
@@ -291,14 +293,16 @@ class Engine:
 
     # -- input ------------------------------------------------------------------------------
 
-    def _future(self, ts: np.ndarray, kind: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def _future(self, ts: np.ndarray, rows: np.ndarray, kind: str) -> tuple[np.ndarray, list[ValidationError]]:
+        """Which evidence is not too far ahead of the clock, and an error per input row that is (the one
+        place that decides it, for pings and sightings alike)."""
         skew = self.config.max_future_skew_s
         if skew is None or not len(ts):
             return np.ones(len(ts), bool), []
         limit = self.config.clock() + skew
         bad = ts > limit
-        rejected = [{"row": int(i), "field": "ts",
-                     "reason": f"{kind} time {ts[i]:.3f} is more than {skew:g} s ahead of the server clock"}
+        rejected = [ValidationError(f"{kind} time {ts[i]:.3f} is more than {skew:g} s ahead of the server clock",
+                                    field="ts", row=int(rows[i]))
                     for i in np.flatnonzero(bad)]
         return ~bad, rejected
 
@@ -306,15 +310,14 @@ class Engine:
         """Apply a batch of location pings; return the events, offers and counts."""
         self._check_index()
         n = len(batch)
-        ok, rejected = self._future(batch.ts, "ping")
+        ok, rejected = self._future(batch.ts, batch.row, "ping")
         acc_in = batch.accuracy_m
         unreal = ~(acc_in > 0.0) & ok  # 0, negative or NaN: not a fix anyone measured
         if unreal.any():
             ok &= ~unreal
-            rejected += [{"row": int(i), "field": "accuracy_m",
-                          "reason": f"accuracy_m {acc_in[i]!r} is not a real fix (must be > 0)"}
-                         for i in np.flatnonzero(unreal)]
-            rejected.sort(key=lambda r: r["row"])
+            rejected += [ValidationError(f"accuracy_m {float(acc_in[i])!r} is not a real fix (must be > 0)",
+                                         field="accuracy_m", row=int(batch.row[i])) for i in np.flatnonzero(unreal)]
+            rejected.sort(key=lambda e: e.row if e.row is not None else -1)
         rows = np.flatnonzero(ok)
         b = batch if len(rows) == n else batch.take(rows)
         res = self.store.resolve(b.device_id)
@@ -333,7 +336,7 @@ class Engine:
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
         llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
-                      self._fence_place[fence], level, conf, rows[order], lon, lat, acc, b.speed[order], llr)
+                      self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, b.speed[order], llr)
         tr = self.store.apply(res, ev, self.places, self.params)
         applied = tr.status == 0
         if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
@@ -346,23 +349,30 @@ class Engine:
         now = float(ts.max()) if len(ts) else self.config.clock()
         out = self._finish(events, stats, rejected, now)
         if stats["late"] or stats["duplicates"] or stats["implausible"]:
-            out.dropped = _dropped(rows, order_all[dup], tr.status, ev.row)
+            out.dropped = _dropped(b.row[order_all[dup]], tr.status, ev.row)
         return out
 
     def process_sightings(self, sightings: Any) -> BatchResult:
-        """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``)."""
+        """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``).
+
+        Sightings too far in the future are refused row by row (``sightings.row``) before they reach
+        the tracker's RSSI filters; the rest are ranged and applied."""
         if self.tracker is None:
             raise ValueError("this engine has no beacon tracker: pass tracker=ProximityTracker(registry)")
-        z = self.tracker.update(sightings)
-        n_in = len(sightings.ts) if hasattr(sightings, "ts") else len(z.ts)
-        return self.process_zone_sightings(z, n_input=n_in)
+        n_in = len(sightings)
+        ok, rejected = self._future(np.asarray(sightings.ts, np.float64), np.asarray(sightings.row), "sighting")
+        if rejected:
+            sightings = sightings.take(np.flatnonzero(ok))
+        result = self.process_zone_sightings(self.tracker.update(sightings), n_input=n_in)
+        result.rejected[:0] = rejected
+        result.stats["rejected"] += len(rejected)
+        self.counters["rejected"] += len(rejected)
+        return result
 
     def process_zone_sightings(self, z: Any, *, n_input: int | None = None) -> BatchResult:
         """Apply resolved sightings (columns ``device_id, fence_id, zone, distance_m, proximity, ts, row``)."""
         ts_all = np.asarray(z.ts, np.float64)
-        ok, rejected = self._future(ts_all, "sighting")
-        for r in rejected:
-            r["row"] = int(np.asarray(z.row)[r["row"]])
+        ok, rejected = self._future(ts_all, np.asarray(z.row), "sighting")
         keep = np.flatnonzero(ok)
         dev_ids = np.asarray(z.device_id, dtype=object)[keep]
         fence_ids = np.asarray(z.fence_id, dtype=object)[keep]
@@ -439,13 +449,13 @@ class Engine:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[dict[str, Any]], now: float,
+    def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[ValidationError], now: float,
                 *, decide: bool = True) -> BatchResult:
         for e in events:
             stats[e.kind] = stats.get(e.kind, 0) + 1
         stats["events"] = len(events)
         self.counters.update(stats)
-        offers: list[Any] = []
+        offers: list[Offer] = []
         if decide and events and self.rules is not None:
             devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
             offers = list(self.rules.decide(events, devices, now))

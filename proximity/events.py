@@ -1,4 +1,4 @@
-"""Presence events: the one type that crosses from presence into campaigns.
+"""Presence events and offers: the types that cross between presence and campaigns.
 
 This module is a leaf: it imports nothing from the project, so ``campaigns/``
 can depend on it (and only on it) without pulling in the engine.
@@ -7,6 +7,10 @@ An :class:`Event` says that a device entered, dwelled in or left a *place*.
 A place is a fence (a store) or a beacon zone inside one (``fence_id`` plus
 ``zone``). Times are UTC epoch seconds (float); conversion from ISO strings
 happens at the edge, never here.
+
+An :class:`Offer` is what campaign rules hand back for an event: one push for
+one device, rendered and ready to deliver (``campaigns`` builds them; the engine
+and the service carry them as this type).
 
 A :class:`Device` is what the engine knows of the device when the event is
 produced: attributes sent by the SDK, its time zone, and whether it opted out.
@@ -128,6 +132,78 @@ class Device:
     opted_out: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One push offer for one device, rendered and ready to deliver.
+
+    ``deliver_after`` is set when quiet hours hold the offer: it is the epoch
+    time the device's quiet window ends.
+    """
+
+    offer_id: str
+    campaign_id: str
+    device_id: str
+    fence_id: str
+    ts: float
+    title: str
+    body: str | None = None
+    deep_link: str | None = None
+    data: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    zone: str | None = None
+    trigger: str = "enter"
+    priority: int = 0
+    deliver_after: float | None = None
+    variant: str | None = None
+    """The variant of the campaign's experiment this offer renders (``None`` without variants)."""
+
+    @property
+    def place(self) -> str:
+        return self.fence_id if self.zone is None else f"{self.fence_id}#{self.zone}"
+
+    @property
+    def held(self) -> bool:
+        return self.deliver_after is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the shape of ``offers.jsonl``, webhook bodies and HTTP responses)."""
+        return {
+            "offer_id": self.offer_id,
+            "campaign_id": self.campaign_id,
+            "device_id": self.device_id,
+            "place": self.place,
+            "fence_id": self.fence_id,
+            "zone": self.zone,
+            "ts": self.ts,
+            "trigger": self.trigger,
+            "priority": self.priority,
+            "title": self.title,
+            "body": self.body,
+            "deep_link": self.deep_link,
+            "data": dict(self.data),
+            "deliver_after": self.deliver_after,
+            **({"variant": self.variant} if self.variant is not None else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Offer:
+        return cls(
+            offer_id=str(d["offer_id"]),
+            campaign_id=str(d["campaign_id"]),
+            device_id=str(d["device_id"]),
+            fence_id=str(d["fence_id"]),
+            ts=float(d["ts"]),
+            title=str(d["title"]),
+            body=d.get("body"),
+            deep_link=d.get("deep_link"),
+            data=MappingProxyType(dict(d.get("data") or {})),
+            zone=d.get("zone"),
+            trigger=str(d.get("trigger", "enter")),
+            priority=int(d.get("priority", 0)),
+            deliver_after=None if d.get("deliver_after") is None else float(d["deliver_after"]),
+            variant=None if d.get("variant") is None else str(d["variant"]),
+        )
+
+
 __all__ = [
     "EVENT_KINDS",
     "PROXIMITY_CLASSES",
@@ -135,6 +211,7 @@ __all__ = [
     "Device",
     "Event",
     "EventKind",
+    "Offer",
     "ProximityClass",
     "Source",
     "place_key",

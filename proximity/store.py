@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from proximity import _kernels as K
+import proximity._kernels as K
 from proximity.events import Device
 from proximity.presence import (
     Evidence,

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from proximity import _kernels as K
+import proximity._kernels as K
 
 #: accuracy / equivalent radius bucket edges for ``gps_llr``
 ACCURACY_EDGES = (0.5, 1.0, 2.0)

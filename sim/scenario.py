@@ -29,6 +29,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from sim.errors import SimError
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+#: The bundled default scenario (``sim/scenarios/default.yaml``).
 DEFAULT_SCENARIO = SCENARIO_DIR / "default.yaml"
 
 
@@ -146,6 +147,16 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LiftConfig:
+    """A true effect of the campaigns' offers (read by :mod:`sim.lift`): an offer raises the chance that
+    the device visits the campaign's conversion places within its window by ``effect`` (absolute; per
+    campaign in ``effects``); held-out devices are unaffected."""
+
+    effect: float = 0.0
+    effects: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str = "default"
     seed: int = 7
@@ -162,6 +173,7 @@ class Scenario:
     campaigns: str | None = None  # a campaigns YAML file, relative to the scenario file
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    lift: LiftConfig = field(default_factory=LiftConfig)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None  # the file it was read from (not a YAML key)
 
@@ -240,6 +252,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "run.step_s": (1, 3600),
     "run.http_batch": (1, 100_000),
     "mobility.red_light_prob": (0, 1),
+    "lift.effect": (0, 0.95),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"stores.beacons": ("none", "small", "small+shops", "all")}
 SIZE_CLASSES = ("small", "medium", "large", "mall", "shop")
@@ -333,7 +346,7 @@ def _convert(tp: Any, value: Any, dotted: str, source: str, line: int | None, co
     def fail(what: str) -> SimError:
         return SimError(f"{dotted}: {what}, not {value!r}", source=source, line=line, col=col, field=dotted)
 
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise fail("expected a mapping")
         return _build(tp, value, f"{dotted}.", source)
@@ -469,7 +482,7 @@ def _replace_dotted(obj: Any, parts: list[str], value: Any, dotted: str, source:
         else:
             new[head] = _replace_dotted(new.get(head, {}), parts[1:], value, dotted, source)
         return new
-    if not dataclasses.is_dataclass(obj):
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise SimError(f"{dotted}: {head!r} is not a group of settings", source=source, field=dotted)
     names = [f.name for f in dataclasses.fields(obj) if f.name not in ("source", "variants")]
     if head not in names:

@@ -10,6 +10,11 @@ keys on a shared server). The server is, in order:
 
 With none, the tests skip with a loud reason, except when ``PROXIMITY_REQUIRE_REDIS=1``
 (set by ``.ci/run``), where they fail.
+
+Redis Cluster: ``redis_cluster_url`` is a real 3-master cluster started once for the session
+(``tests/_redis_cluster.py``, from redis-server and redis-cli on PATH); ``redis_cluster_factory``
+starts private clusters (with replicas) for tests that break them. Where no cluster can start,
+these skip loudly, or fail under ``PROXIMITY_REQUIRE_REDIS=1``.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers: _redis_cluster, _faultproxy
+import _redis_cluster
 
 DISTRIBUTION = "proximity-engine"
 INSTALL = "python -m pip install -e '.[test]'"
@@ -166,3 +177,34 @@ def redis_client(redis_server_url: str) -> Iterator[object]:
     client = redis.Redis.from_url(redis_server_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A real 3-master Redis Cluster started for this test process (see the module docstring)."""
+    try:
+        url = _redis_cluster.acquire()
+    except RuntimeError as exc:
+        _no_redis(f"no Redis Cluster could start: {exc}")
+        raise
+    yield url
+    _redis_cluster.release()
+
+
+@pytest.fixture
+def redis_cluster_factory() -> Iterator[Callable[..., Any]]:
+    """``start(masters=3, replicas=1)``: a private cluster for this test, stopped and removed after it."""
+    started: list[Any] = []
+
+    def start(masters: int = 3, replicas: int = 1, **kw: Any) -> Any:
+        try:
+            cluster = _redis_cluster.start(masters, replicas, **kw)
+        except RuntimeError as exc:
+            _no_redis(f"no Redis Cluster could start: {exc}")
+            raise
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()

@@ -33,6 +33,8 @@ class DeliveryReport:
     attempts: int = 0
     duplicate_acks: int = 0
     errors: int = 0
+    ack_failures: int = 0
+    lost_leases: int = 0
 
     def add(self, other: DeliveryReport) -> None:
         for k in vars(self):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,14 +24,23 @@ class Subscribers:
     delivered (subscribers are a feed, not a guaranteed target). A queue
     subscription (:meth:`queue`) drops its oldest item when full, so a slow
     consumer never blocks delivery.
+
+    Each offer id is handed out once: an offer delivered again (its outbox ack
+    was lost and the entry came back) is skipped and counted in
+    :attr:`duplicates`. The last ``remember`` ids are kept. This holds per
+    process; a feed that fans out across worker processes deduplicates the same
+    way on the offer id every offer message carries.
     """
 
     name = "subscribers"
 
-    def __init__(self) -> None:
+    def __init__(self, *, remember: int = 100_000) -> None:
         self._callbacks: list[Callback] = []
         self.errors = 0
         self.dropped = 0
+        self.duplicates = 0
+        self.remember = remember
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """Add a callback; returns a function that removes it."""
@@ -58,6 +68,12 @@ class Subscribers:
         return len(self._callbacks)
 
     async def deliver(self, offer: Offer) -> int:
+        if offer.offer_id in self._seen:
+            self.duplicates += 1
+            return 1
+        self._seen[offer.offer_id] = None
+        if len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
         for callback in list(self._callbacks):
             try:
                 result = callback(offer)

@@ -1,4 +1,4 @@
-"""``proximity campaigns``: schema, validate and backtest campaign files."""
+"""``proximity campaigns``: schema, validate, backtest and report on campaign files."""
 
 from __future__ import annotations
 
@@ -58,13 +58,36 @@ def register(subparsers: Any) -> None:
                    "attrs (a JSON object) and any other column as a device attribute (e.g. age, segments, opt_out)")
     p.add_argument("--sightings", metavar="SIGHTINGS.csv", help="ts,observer_id,key,rssi,tx_power (needs --beacons)")
     p.add_argument("--beacons", metavar="REGISTRY.yaml", help="beacon registry for --sightings")
-    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (created if needed; without it only the table is printed)")
+    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl and report.html (the campaigns table and an interactive map replaying the log; created if needed; without it only the table is printed)")
     p.add_argument("--config", metavar="SERVICE.yaml",
                    help="run presence with the engine: and tracker: settings of this 'proximity serve' config "
                         "file (the rules the service runs with; defaults: EngineConfig's)")
     p.add_argument("--slice", type=float, default=60.0, metavar="SECONDS", help="simulated clock step (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.set_defaults(run=run_backtest)
+
+    p = sub.add_parser(
+        "report",
+        help="conversions, lift against the holdout and foot traffic, from a backtest's --out DIR",
+        description=(
+            "Read a backtest's --out DIR (decisions.jsonl, events.jsonl, campaigns.json) and print, per "
+            "campaign, variant and store: exposures (offers and holdout decisions), conversions (the first "
+            "qualifying visit within the campaign's window after an exposure), the conversion rate, and "
+            "the lift against the holdout (absolute and relative, 95%% confidence intervals, incremental "
+            "visits); then foot traffic per store and day. A directory without decisions exits with code 2."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", help="a 'proximity campaigns backtest --out DIR' directory")
+    p.add_argument("--campaigns", metavar="CAMPAIGNS.yaml",
+                   help="read conversion rules and experiments from this file instead of DIR/campaigns.json (needs --fences)")
+    p.add_argument("--fences", metavar="FENCES.geojson", help="fences for --campaigns (tags of conversion places)")
+    p.add_argument("--attribution", choices=("last", "each"), default="last",
+                   help="who gets a visit when exposures overlap: the last exposure before it (default), "
+                        "or each exposure its own first qualifying visit")
+    p.add_argument("--min-exposed", type=int, default=30, metavar="N",
+                   help="exposures needed in the treated group and in the holdout before a lift is given (default 30)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run_report)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -151,7 +174,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         return 2
     service = None
     if args.config:
-        from proximity.config import load_config
+        from proximity.service.config import load_config
 
         service = load_config(args.config)  # errors (engine: and tracker: too) name file:line:col
     pings = PingBatch.from_csv(args.pings)
@@ -167,8 +190,44 @@ def run_backtest(args: argparse.Namespace) -> int:
     settings = service.engine_settings(max_future_skew_s=None) if service else {"max_future_skew_s": None}
     engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(**settings))
     report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out)
+    if args.out:  # the console's map, offline: the replayed devices moving, their events and offers
+        from proximity.service.static_map import backtest_page
+
+        report.outputs.append(str(backtest_page(Path(args.out), report, args.fences, pings)))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(format_table(report))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from campaigns.report import lift_report
+    from campaigns.report_files import format_report, read_dir
+
+    if args.min_exposed < 1:
+        raise ValueError(f"--min-exposed must be at least 1, not {args.min_exposed}")
+    specs = None
+    if args.campaigns:
+        from campaigns import CampaignFileError, load_campaigns
+        from campaigns.conversions import specs_of
+
+        if not args.fences:
+            raise ValueError("--campaigns needs --fences (conversion places are fences and their tags)")
+        infos, problems = fence_infos_from(args.fences)
+        try:
+            if problems:
+                raise CampaignFileError(problems)
+            specs = specs_of(load_campaigns(args.campaigns, infos), infos)
+        except CampaignFileError as exc:
+            print(exc.report(), file=sys.stderr)
+            return 2
+    data = read_dir(args.dir, specs)
+    report = lift_report(data.exposures, data.events, data.specs, data.fence_names, data.arm_names,
+                         attribution=args.attribution, min_exposed=args.min_exposed, timezone=data.timezone,
+                         n_devices=len(data.device_names))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
     return 0

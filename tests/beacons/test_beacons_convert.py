@@ -55,7 +55,12 @@ def test_hex_and_time_conversions() -> None:
     assert parse_hex("0x02:01 06") == b"\x02\x01\x06"
     with pytest.raises(BeaconError, match="odd"):
         parse_hex("020")
-    assert to_epoch("1970-01-01T00:01:00Z") == to_epoch("1970-01-01T00:01:00") == to_epoch(60) == 60.0
+    assert to_epoch("1970-01-01T00:01:00Z") == to_epoch("1970-01-01T00:01:00+00:00") == to_epoch(60) == 60.0
+    # the project's one timestamp rule (the pings' rule): no offset, or milliseconds, is refused
+    with pytest.raises(BeaconError, match="offset"):
+        to_epoch("1970-01-01T00:01:00")
+    with pytest.raises(BeaconError, match="milliseconds"):
+        to_epoch(1_700_000_000_000)
     with pytest.raises(BeaconError):
         to_epoch(float("nan"))
     with pytest.raises(BeaconError):

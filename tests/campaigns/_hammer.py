@@ -6,7 +6,8 @@ cluster mode, and prints how many distinct offers it was granted per scenario
 (a JSON object ``{"<scenario>:<mode>": count}``). Each scenario has its own device,
 fence and campaign, and a different cap binds in each (see ``EXPECTED``).
 
-Usage: python _hammer.py REDIS_URL PREFIX INDEX ATTEMPTS BASE_TS PROCESSES
+Usage: python _hammer.py REDIS_URL PREFIX INDEX ATTEMPTS BASE_TS PROCESSES [MODE,...]
+(on a Redis Cluster only ``cluster-mode`` applies: one script cannot span a device's and a campaign's slots)
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-
-import redis
 
 from campaigns import CampaignRules, FenceInfo, RedisLimiter, loads_campaigns
 from proximity.events import Device, Event
@@ -54,21 +53,24 @@ MODES = {"one-script": False, "cluster-mode": True}
 
 def main() -> int:
     url, prefix, index, attempts, base_ts, processes = sys.argv[1:7]
+    modes = {m: MODES[m] for m in (sys.argv[7].split(",") if len(sys.argv) > 7 else MODES)}
     fences = {f"f-{s}": FenceInfo.create(f"f-{s}") for s in EXPECTED}
     campaign_set = loads_campaigns(CAMPAIGNS, fences=fences)
     rules = {
         mode: CampaignRules(campaign_set, fences, limiter=RedisLimiter(url, f"{prefix}:{mode}", cluster=cluster))
-        for mode, cluster in MODES.items()
+        for mode, cluster in modes.items()
     }
     devices = {f"d-{s}": Device(f"d-{s}") for s in EXPECTED}
-    client = redis.Redis.from_url(url)
+    from campaigns import _redis
+
+    client = _redis.connect(url)  # a cluster client on a cluster node
     client.incr(f"{prefix}:barrier")
     deadline = time.monotonic() + 60
     while int(client.get(f"{prefix}:barrier") or 0) < int(processes):  # start together
         if time.monotonic() > deadline:
             return 3
         time.sleep(0.001)
-    granted: dict[str, set[str]] = {f"{s}:{m}": set() for s in EXPECTED for m in MODES}
+    granted: dict[str, set[str]] = {f"{s}:{m}": set() for s in EXPECTED for m in modes}
     for i in range(int(attempts)):
         ts = float(base_ts) + i * 1e-3 + int(index) * 1e-5  # a distinct event per process and attempt
         for s in EXPECTED:

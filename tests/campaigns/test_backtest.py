@@ -102,8 +102,8 @@ def test_backtest_table(world: dict[str, Path], capsys: pytest.CaptureFixture[st
     assert main(["campaigns", "backtest", str(world["campaigns"]), "--fences", str(FENCES), "--pings", str(world["pings"])]) == 0
     out = capsys.readouterr().out
     header, _rule, coffee, *_ = out.splitlines()
-    assert header.split()[:8] == ["campaign", "matched", "offers", "held", "dropped", "schedule", "audience", "outranked"]
-    assert coffee.split()[:8] == ["coffee", "5", "3", "1", "0", "0", "0", "0"]
+    assert header.split()[:9] == ["campaign", "matched", "offers", "held", "holdout", "dropped", "schedule", "audience", "outranked"]
+    assert coffee.split()[:9] == ["coffee", "5", "3", "1", "0", "0", "0", "0", "0"]
     assert "per_device 2/1d calendar: 2" in coffee
     assert "offers: 5 to 3 devices (1 held by quiet hours)" in out
 

@@ -118,7 +118,7 @@ async def test_webhook_outage_every_offer_delivered_exactly_once(outbox: Any) ->
     finally:
         await dispatcher.aclose()
         await runner.cleanup()
-    assert set(receiver.taken) == set(ids)  # all arrived
+    assert set(receiver.taken) == set(ids), report  # all arrived
     assert all(c == 1 for c in receiver.taken.values())  # the receiver processed each once
     assert receiver.duplicates > 0  # ... though some were sent more than once (lost answers)
     assert report.delivered == 30 and report.duplicate_acks == 0 and report.dead == 0 and report.errors == 0

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -27,17 +28,24 @@ ATTEMPTS = 15  # per process and scenario: 120 tries against caps of 1 to 11
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_eight_processes_issue_exactly_the_cap(redis_url: str, redis_prefix: str) -> None:
+@pytest.mark.parametrize("where", ["redis", "cluster"])
+def test_eight_processes_issue_exactly_the_cap(where: str, request: pytest.FixtureRequest) -> None:
     sys.path.insert(0, str(HAMMER.parent))
     try:
         from _hammer import EXPECTED, MODES
     finally:
         sys.path.remove(str(HAMMER.parent))
+    if where == "cluster":  # a real 3-master cluster: the two-step protocol across the campaign's and devices' slots
+        redis_url, redis_prefix, modes = request.getfixturevalue("redis_cluster_url"), f"pxtest-{uuid.uuid4().hex[:12]}", ["cluster-mode"]
+    else:
+        redis_url, redis_prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        modes = list(MODES)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = f"{time.time():.3f}"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HAMMER), redis_url, redis_prefix, str(k), str(ATTEMPTS), base, str(PROCESSES)],
+            [sys.executable, str(HAMMER), redis_url, redis_prefix, str(k), str(ATTEMPTS), base, str(PROCESSES),
+             ",".join(modes)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         )
         for k in range(PROCESSES)
@@ -54,5 +62,5 @@ def test_eight_processes_issue_exactly_the_cap(redis_url: str, redis_prefix: str
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    expected = {f"{s}:{m}": cap for s, cap in EXPECTED.items() for m in MODES}
+    expected = {f"{s}:{m}": cap for s, cap in EXPECTED.items() for m in modes}
     assert dict(totals) == expected  # no more, no less, in every scenario and mode

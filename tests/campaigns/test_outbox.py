@@ -25,6 +25,8 @@ def test_put_is_idempotent_and_claims_in_order(outbox: Any) -> None:
     assert not outbox.put(offer(1))
     assert outbox.pending() == 2
     got = outbox.claim("w1", 10)
+    if getattr(outbox, "shards", 1) > 1:  # first in, first out within a shard only
+        got.sort(key=lambda e: e.offer.offer_id)
     assert [e.offer for e in got] == [offer(1), offer(2)]
     assert outbox.claim("w2", 10) == []  # claimed by w1 and not idle yet
     assert outbox.ack(got[0]) is True
@@ -39,12 +41,15 @@ def test_entries_of_a_dead_consumer_are_claimed_by_another(outbox: Any, clock: A
     lost = outbox.claim("dies", 3)
     assert len(lost) == 3
     rest = outbox.claim("lives", 10)
-    assert [e.offer.offer_id for e in rest] == ["of_0003", "of_0004"]
+    if getattr(outbox, "shards", 1) > 1:
+        assert len(rest) == 2 and {e.offer.offer_id for e in rest}.isdisjoint(e.offer.offer_id for e in lost)
+    else:
+        assert [e.offer.offer_id for e in rest] == ["of_0003", "of_0004"]
     for e in rest:
         outbox.ack(e)
     idle(outbox, clock)
     taken = outbox.claim("lives", 10)
-    assert sorted(e.offer.offer_id for e in taken) == ["of_0000", "of_0001", "of_0002"]
+    assert sorted(e.offer.offer_id for e in taken) == sorted(e.offer.offer_id for e in lost)
     assert all(e.deliveries >= 2 for e in taken)
     for e in taken:
         assert outbox.ack(e)

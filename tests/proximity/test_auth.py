@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proximity.auth import KeyRing, RateLimiter, generate_key, hash_key, retry_after_header
 from proximity.errors import ValidationError, describe
+from proximity.service.auth import KeyRing, RateLimiter, generate_key, hash_key, retry_after_header
 
 
 def test_hash_key_is_sha256_hex() -> None:
@@ -127,7 +127,7 @@ def test_rate_zero_disables_and_retry_after_rounds_up() -> None:
 async def test_redis_bucket_is_shared_and_falls_back_to_the_local_one(redis_url: str, redis_prefix: str) -> None:
     import redis.asyncio as aioredis
 
-    from proximity.auth import RedisRateLimiter
+    from proximity.service.auth import RedisRateLimiter
 
     one, two = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
     try:

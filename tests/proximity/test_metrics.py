@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proximity.metrics import Registry, ServiceMetrics, format_value
+from proximity.service.metrics import Registry, ServiceMetrics, format_value
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 

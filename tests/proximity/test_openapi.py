@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from proximity.config import ServiceConfig
-from proximity.openapi import HTTP_METHODS, openapi_spec, operations
-from proximity.server import create_app
+from proximity.service import create_app
+from proximity.service.config import ServiceConfig
+from proximity.service.openapi import HTTP_METHODS, openapi_spec, operations
 
 
 def registered(app) -> dict[tuple[str, str], str | None]:

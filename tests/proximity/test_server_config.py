@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from proximity.cli import main
-from proximity.config import ServiceConfig, config_from_mapping, load_config
 from proximity.errors import ValidationError
-from proximity.reload import FileWatcher, MemoryChannel, RedisChannel, Reloader
+from proximity.service.config import ServiceConfig, config_from_mapping, load_config
+from proximity.service.reload import FileWatcher, MemoryChannel, RedisChannel, Reloader
 
 # ------------------------------------------------------------------ config
 
@@ -50,10 +50,10 @@ def test_config_file_with_line_and_col_errors(tmp_path: Path) -> None:
 
 
 async def test_tracker_and_engine_settings_are_checked_and_reach_the_engine(tmp_path: Path) -> None:
-    from proximity.config import example_path
-    from proximity.metrics import ServiceMetrics
-    from proximity.reload import media_type_for
-    from proximity.server import EngineHost
+    from proximity.service import EngineHost
+    from proximity.service.config import example_path
+    from proximity.service.metrics import ServiceMetrics
+    from proximity.service.reload import media_type_for
 
     p = tmp_path / "service.yaml"
     p.write_text("engine:\n  dwell_s: 120\ntracker:\n  thresholds: [0.5, 6.0]\n  window_s: 10\n")
@@ -86,8 +86,8 @@ def test_config_rejects_bad_values(field: str, value: Any) -> None:
 async def test_engine_kernels_use_the_configured_thread_count() -> None:
     import numba
 
-    from proximity.metrics import ServiceMetrics
-    from proximity.server import EngineHost
+    from proximity.service import EngineHost
+    from proximity.service.metrics import ServiceMetrics
 
     for n in (1, 2):
         host = EngineHost(ServiceConfig(engine_threads=n), ServiceMetrics())
@@ -193,8 +193,8 @@ def test_new_key_prints_a_key_and_its_line(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_keys_come_from_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from proximity.auth import hash_key
     from proximity.commands.serve import load_keys
+    from proximity.service.auth import hash_key
 
     keys = tmp_path / "keys.txt"
     keys.write_text(f"ios:sdk:{hash_key('from-file')}\n")
@@ -225,7 +225,7 @@ def test_serve_with_no_arguments_runs_the_demo_and_prints_a_working_curl(tmp_pat
                             stderr=subprocess.STDOUT, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
+        lines = [proc.stdout.readline() for _ in range(7)]  # the banner, up to the docs line
         text = "".join(lines)
         url = re.search(r"listening on (http://[\d.]+:\d+)", text).group(1)  # type: ignore[union-attr]
         key = re.search(r"demo key \(every scope, this run only\): (\S+)", text).group(1)  # type: ignore[union-attr]

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proximity.auth import KeyRing, hash_key
-from proximity.config import ServiceConfig, example_path
-from proximity.server import bind_socket, create_app, make_runner
+from proximity.service import bind_socket, create_app, make_runner
+from proximity.service.auth import KeyRing, hash_key
+from proximity.service.config import ServiceConfig, example_path
 
 KEY = "fuzz-key-all-scopes"
 KEYS = KeyRing.parse(f"fuzz:sdk,gateway,admin:{hash_key(KEY)}")

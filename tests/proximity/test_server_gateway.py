@@ -16,7 +16,7 @@ import pytest
 from beacons import read_capture
 from beacons.gateway import sightings_of
 from proximity.cli import main
-from proximity.config import ServiceConfig, example_path
+from proximity.service.config import ServiceConfig, example_path
 from tests.proximity.test_server_fuzz import KEY, ServerThread, post
 
 # the app's iBeacon, advertised by the phone dev-007 (major 0, minor 7, 1 m power -65 dBm)
@@ -96,8 +96,9 @@ def test_a_bad_sighting_is_refused_naming_entry_and_field(server: ServerThread, 
     now = time.time()
     good = {"key": KEY_DEV_007, "rssi": -60, "ts": now - 5}
     status, body = _scan(server, [good, {"ts": now - 4, **entry}], f"bad-{field}")
-    assert status == 400, body
-    assert body["row"] == 1 and body["field"] == field and body["error"]
-    # nothing of the batch was applied
-    status, state = post(server.port, "GET", "/v1/devices/dev-007", b"", {"X-API-Key": KEY})
-    assert json.loads(state)["visits"] == []
+    assert status == 200, body
+    assert body["accepted"] == 1 and len(body["rejected"]) == 1
+    assert body["rejected"][0]["row"] == 1 and body["rejected"][0]["field"] == field and body["rejected"][0]["error"]
+    # alone, the bad entry is the whole batch: refused (422) and nothing applied
+    status, body = _scan(server, [{"ts": now - 4, **entry}], f"only-bad-{field}")
+    assert status == 422 and body["row"] == 0 and body["field"] == field.replace("[1]", "[0]")

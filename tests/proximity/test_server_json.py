@@ -14,7 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proximity.server import ApiError, _json_bytes, _json_default, parse_json
+from proximity.service.codec import json_bytes as _json_bytes
+from proximity.service.codec import json_default as _json_default
+from proximity.service.codec import parse_json
+from proximity.service.errors import ApiError
 
 scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
            | st.text(max_size=8))

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proximity.config import ServiceConfig
-from proximity.server import create_app
+from proximity.service import create_app
+from proximity.service.config import ServiceConfig
 from tests.proximity.test_server import (
     ADMIN,
     INSIDE_A,

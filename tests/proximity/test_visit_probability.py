@@ -141,7 +141,7 @@ def test_zero_accuracy_never_enters_and_is_counted(profile: str) -> None:
     eng = engine(LONE, profile=profile)
     r = eng.process_pings(pings([inside(k * 20.0, 0.0) for k in range(10)]))
     assert r.events == [] and r.stats["bad_accuracy"] == 10 and r.stats["rejected"] == 10
-    assert {x["field"] for x in r.rejected} == {"accuracy_m"} and "not a real fix" in r.rejected[0]["reason"]
+    assert {x.field for x in r.rejected} == {"accuracy_m"} and "not a real fix" in r.rejected[0].message
 
 
 @pytest.mark.parametrize("acc", [-5.0, math.nan])

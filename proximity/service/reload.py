@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("proximity.reload")
+from proximity.service.errors import redis_unavailable
+
+log = logging.getLogger("proximity.service.reload")
 
 KINDS: tuple[str, ...] = ("fences", "campaigns", "beacons")
 
@@ -164,14 +166,16 @@ class RedisChannel(ConfigChannel):
 
     async def publish(self, kind: str, text: str, media_type: str, origin: str) -> ConfigDoc:
         sha = ConfigDoc.digest(text)
-        version = int(await self._script(keys=self._keys(kind), args=[sha, text, media_type, origin, kind]))
+        with redis_unavailable("configuration channel"):
+            version = int(await self._script(keys=self._keys(kind), args=[sha, text, media_type, origin, kind]))
         doc = await self.latest(kind)
         if doc is None or doc.version != version:  # a newer one landed in between: report ours
             return ConfigDoc(kind, text, media_type, version, sha, origin)
         return doc
 
     async def latest(self, kind: str) -> ConfigDoc | None:
-        raw = await self._client.hgetall(self._keys(kind)[0])
+        with redis_unavailable("configuration channel"):
+            raw = await self._client.hgetall(self._keys(kind)[0])
         if not raw:
             return None
         d = {k.decode(): v.decode("utf-8") for k, v in raw.items()}

@@ -1,0 +1,110 @@
+"""Plumbing shared by the Redis adapters: clients for one Redis or a Redis Cluster, error mapping.
+
+redis is imported here, lazily by the adapters, so ``import campaigns`` works without it.
+
+- :func:`connect` / :func:`connect_async`: a URL becomes a ``redis.Redis`` (one server) or, when the
+  server is a cluster node, a ``redis.cluster.RedisCluster`` seeded with that node (MOVED, ASK and
+  TRYAGAIN are followed by redis-py; every script of the adapters touches one hash slot);
+- :func:`unavailable`: which redis errors mean "the store cannot be reached now" (connection refused or
+  lost, timeouts, a cluster slot without a master, a cluster that is down or still failing over);
+  the adapters raise :class:`campaigns.errors.StoreUnavailable` for them, without the server's address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
+
+from campaigns.errors import StoreUnavailable
+
+UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError: a slot without a master
+    redis.exceptions.RedisClusterException,  # SlotNotCoveredError, no node reachable
+    redis.exceptions.TryAgainError,  # a multi-key call during a slot migration, past redis-py's retries
+    redis.exceptions.ReadOnlyError,  # a master demoted to replica under our connection
+)
+
+
+def unavailable(exc: BaseException, what: str) -> StoreUnavailable:
+    """The :class:`StoreUnavailable` for a redis error (the message names the reason, not the address)."""
+    reason = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.ClusterError | redis.exceptions.RedisClusterException):
+        reason = f"{reason}: {text.split(':')[0][:80]}" if text else reason
+    return StoreUnavailable(f"shared state unavailable ({what}: {reason}); retry", retry_after_s=1.0)
+
+
+def _cluster_seed(url: str) -> tuple[str, int, dict[str, Any]]:
+    options = parse_url(url)
+    options.pop("db", None)
+    return options.pop("host", "127.0.0.1"), int(options.pop("port", 6379)), options
+
+
+def connect(url: str, *, timeout_s: float = 5.0) -> Any:
+    """A client for ``url``: a ``RedisCluster`` when the server is a cluster node, else a ``Redis``."""
+    kw: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": min(timeout_s, 2.0)}
+    client = redis.Redis.from_url(url, **kw)
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except UNAVAILABLE as exc:
+        client.close()
+        raise unavailable(exc, "connect") from exc
+    if not enabled:
+        return client
+    client.close()
+    host, port, options = _cluster_seed(url)
+    seed = ClusterNode(host, port)
+    cluster = RedisCluster(startup_nodes=[seed], **options, **kw)
+    cluster._campaigns_seeds = [seed]  # type: ignore[attr-defined]  # closed by close(): redis-py leaves a seed's connection open
+    return cluster
+
+
+async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
+    """:func:`connect` for ``redis.asyncio``."""
+    kw: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": min(timeout_s, 2.0)}
+    client = aredis.Redis.from_url(url, **kw)
+    try:
+        enabled = (await client.info("cluster")).get("cluster_enabled")
+    except UNAVAILABLE as exc:
+        await client.aclose()
+        raise unavailable(exc, "connect") from exc
+    if not enabled:
+        return client
+    await client.aclose()
+    host, port, options = _cluster_seed(url)
+    cluster = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], **options, **kw)
+    try:
+        await cluster.initialize()
+    except UNAVAILABLE as exc:
+        await cluster.aclose()
+        raise unavailable(exc, "connect") from exc
+    return cluster
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster | AsyncRedisCluster)
+
+
+def close(client: Any) -> None:
+    """Close a client from :func:`connect`, every cluster node connection included."""
+    nodes = []
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values(),
+                 *getattr(client, "_campaigns_seeds", [])]
+    client.close()
+    for node in nodes:
+        if node.redis_connection is not None:
+            node.redis_connection.close()
+
+
+async def aclose(client: Any) -> None:
+    await client.aclose()

@@ -1,0 +1,224 @@
+"""The live feed: events and offers fanned out to WebSocket clients, across workers over Redis pub/sub.
+
+:class:`FeedHub` holds this worker's clients (each with a filter and a bounded
+queue: a slow client loses its oldest messages, never blocks the service);
+:class:`FeedBus` carries messages to every worker's hub. A message is encoded
+once (:func:`proximity.service.codec.json_bytes`) and the same bytes go to every
+client that wants it. ``GET /v1/events`` (:func:`live_feed`) is the route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from proximity.service.auth import FEED_SUBPROTOCOL
+from proximity.service.codec import clean, json_bytes
+from proximity.service.errors import ApiError
+from proximity.service.metrics import ServiceMetrics
+
+log = logging.getLogger("proximity.service.feed")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FeedFilter:
+    """Which messages a live feed client wants; an empty set means any."""
+
+    kinds: frozenset[str] = frozenset()
+    fences: frozenset[str] = frozenset()
+    campaigns: frozenset[str] = frozenset()
+    devices: frozenset[str] = frozenset()
+
+    KINDS = frozenset({"enter", "dwell", "exit", "offer", "positions"})
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> FeedFilter:
+        def split(name: str) -> frozenset[str]:
+            values = [v for raw in query.getall(name, []) for v in raw.split(",")]  # type: ignore[attr-defined]
+            return frozenset(v.strip() for v in values if v.strip())
+
+        known = {"kind", "fence", "campaign", "device"}
+        for name in query:
+            if name == "key":
+                raise ApiError(400, "the key is never taken from the URL (logs keep URLs): send X-API-Key, or from "
+                                    "a browser the subprotocol proximity.key.<base64url of the key>", field="key",
+                               reason="key_in_url")
+            if name not in known:
+                raise ApiError(400, f"unknown filter {name!r}; filters are kind, fence, campaign, device",
+                               field=name, reason="bad_filter")
+        kinds = split("kind")
+        bad = sorted(kinds - cls.KINDS)
+        if bad:
+            raise ApiError(400, f"unknown kind {bad[0]!r}; kinds are dwell, enter, exit, offer, positions", field="kind",
+                           reason="bad_filter")
+        return cls(kinds, split("fence"), split("campaign"), split("device"))
+
+    def accepts(self, msg: Mapping[str, Any]) -> bool:
+        if msg.get("type") == "positions":  # devices' newest positions (the console's map): only on request
+            return "positions" in self.kinds
+        is_offer = msg.get("type") == "offer"
+        kind = "offer" if is_offer else msg.get("kind")
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.devices and msg.get("device_id") not in self.devices:
+            return False
+        if self.fences and msg.get("fence_id") not in self.fences:
+            return False
+        return not (self.campaigns and (not is_offer or msg.get("campaign_id") not in self.campaigns))
+
+
+class FeedClient:
+    def __init__(self, filt: FeedFilter, maxsize: int) -> None:
+        self.filter = filt
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+
+class FeedHub:
+    """Fans events and offers out to live feed clients; a slow client loses its oldest messages, never blocks."""
+
+    def __init__(self, maxsize: int = 1000, metrics: ServiceMetrics | None = None) -> None:
+        self.maxsize = maxsize
+        self.metrics = metrics
+        self.clients: set[FeedClient] = set()
+
+    def subscribe(self, filt: FeedFilter) -> FeedClient:
+        client = FeedClient(filt, self.maxsize)
+        self.clients.add(client)
+        if self.metrics:
+            self.metrics.ws_clients.set(len(self.clients))
+        return client
+
+    def unsubscribe(self, client: FeedClient) -> None:
+        self.clients.discard(client)
+        if self.metrics:
+            self.metrics.ws_clients.set(len(self.clients))
+
+    def deliver(self, messages: Iterable[Mapping[str, Any]]) -> None:
+        if not self.clients:
+            return
+        for msg in messages:
+            data: bytes | None = None
+            for client in self.clients:
+                if not client.filter.accepts(msg):
+                    continue
+                if data is None:
+                    data = json_bytes(clean(dict(msg)))
+                if client.queue.full():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        client.queue.get_nowait()
+                    client.dropped += 1
+                    if self.metrics:
+                        self.metrics.ws_dropped.inc()
+                client.queue.put_nowait(data)
+
+    def close(self) -> None:
+        for client in list(self.clients):
+            with contextlib.suppress(asyncio.QueueFull):
+                client.queue.put_nowait(None)
+
+
+class FeedBus:
+    """Carries feed messages to the hub of every worker: directly in memory, or over Redis pub/sub."""
+
+    def __init__(self, hub: FeedHub, client: Any = None, prefix: str = "proximity") -> None:
+        self.hub = hub
+        self._client = client
+        self.channel = f"{prefix}:feed"
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        if not messages:
+            return
+        if self._client is None:
+            self.hub.deliver(messages)
+            return
+        try:
+            await self._client.publish(self.channel, json_bytes(clean(list(messages))))
+        except Exception as exc:  # the feed is best effort; the batch itself already succeeded
+            log.warning("live feed publish failed: %s", exc)
+            self.hub.deliver(messages)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self.hub.deliver(json.loads(msg["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("live feed subscription lost (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def start(self) -> None:
+        if self._client is not None:
+            self._task = asyncio.create_task(self._listen(), name="feed-listen")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+
+
+async def serve_socket(request: web.Request, hub: FeedHub, sockets: set[web.WebSocketResponse]) -> web.StreamResponse:
+    """A WebSocket that receives the feed's messages matching the request's filters until it closes."""
+    filt = FeedFilter.from_query(request.query)
+    ws = web.WebSocketResponse(heartbeat=30.0, protocols=(FEED_SUBPROTOCOL,))
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "this route is a WebSocket: connect with a WebSocket client", field="Upgrade",
+                       reason="not_websocket")
+    await ws.prepare(request)
+    client = hub.subscribe(filt)
+    sockets.add(ws)
+
+    async def pump() -> None:
+        while True:
+            data = await client.queue.get()
+            if data is None:
+                return
+            await ws.send_str(data.decode("utf-8"))
+
+    sender = asyncio.create_task(pump())
+    try:
+        await ws.send_str(json.dumps({"type": "hello", "filter": {
+            "kind": sorted(filt.kinds), "fence": sorted(filt.fences), "campaign": sorted(filt.campaigns),
+            "device": sorted(filt.devices)}}))
+        async for msg in ws:
+            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                break
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        hub.unsubscribe(client)
+        sockets.discard(ws)
+        await ws.close()
+    return ws
+
+
+async def close_sockets(hub: FeedHub, sockets: set[web.WebSocketResponse]) -> None:
+    """Shutdown: end every client's queue and close its socket."""
+    hub.close()
+    for ws in list(sockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+__all__ = ["FeedBus", "FeedClient", "FeedFilter", "FeedHub", "close_sockets", "serve_socket"]
