@@ -3,9 +3,9 @@
 >>> from geofence import FenceIndex, circle_fence
 >>> from proximity import Engine, PingBatch
 >>> engine = Engine(FenceIndex([circle_fence("cafe", 2.35, 48.85, 30.0)]))
->>> r = engine.process_pings(PingBatch.from_arrays(["d1"], [2.35], [48.85], 5.0, [1.7e9]))
->>> [(e.kind, e.fence_id) for e in r.events]
-[('enter', 'cafe')]
+>>> r = engine.process_pings(PingBatch.from_arrays(["d1", "d1"], [2.35, 2.35], [48.85, 48.85], 5.0, [1.7e9, 1.7e9 + 30]))
+>>> [(e.kind, e.fence_id, e.probability) for e in r.events]   # two fixes: sure enough for the default profile
+[('enter', 'cafe', 0.9248)]
 
 The engine (:class:`Engine`, :class:`EngineConfig`, :class:`BatchResult`) takes
 columnar batches (:class:`PingBatch`; beacon sightings from ``beacons``), keeps
