@@ -56,9 +56,10 @@ def make_client(aiohttp_client, tmp_path: Path):
     async def make(**overrides: Any):
         campaigns = tmp_path / "campaigns.yaml"
         campaigns.write_text(CAMPAIGNS)
+        # one ping enters: these tests pin the crossing profile's behaviour in the console
         cfg = ServiceConfig(**{"fences": str(example_path("fences.geojson")), "campaigns": str(campaigns),
                                "beacons": str(example_path("beacons.yaml")), "rate_limit": 0,
-                               "reload_interval_s": 0.1, **overrides})
+                               "reload_interval_s": 0.1, "engine": {"profile": "crossing"}, **overrides})
         server = TestServer(create_app(cfg, keys=KEYS))
         await server.start_server(auto_decompress=False)
         return await aiohttp_client(server)
