@@ -161,8 +161,10 @@ def served(tmp_path_factory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("console")
     campaigns = tmp / "campaigns.yaml"
     campaigns.write_text(CAMPAIGNS)
-    with serve("--fences", str(example_path("fences.geojson")), "--campaigns", str(campaigns),
-               "--beacons", str(example_path("beacons.yaml")), env=KEYS_ENV) as s:
+    config = tmp / "service.yaml"  # one posted ping enters: these tests pin the crossing profile's behaviour
+    config.write_text("engine:\n  profile: crossing\n")
+    with serve("--config", str(config), "--fences", str(example_path("fences.geojson")), "--campaigns",
+               str(campaigns), "--beacons", str(example_path("beacons.yaml")), env=KEYS_ENV) as s:
         yield s
 
 
