@@ -15,8 +15,11 @@ EXAMPLES = Path(__file__).parents[2] / "proximity" / "examples"
 @pytest.fixture(scope="module")
 def backtest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bt")
+    # the one-fix crossing profile: its many enters give the report enough exposures to compute lift from
+    crossing = out / "crossing.yaml"
+    crossing.write_text("engine:\n  profile: crossing\n")
     assert main(["campaigns", "backtest", str(EXAMPLES / "campaigns.yaml"), "--fences", str(EXAMPLES / "fences.geojson"),
-                 "--pings", str(EXAMPLES / "pings.csv"), "--out", str(out)]) == 0
+                 "--pings", str(EXAMPLES / "pings.csv"), "--out", str(out), "--config", str(crossing)]) == 0
     return out
 
 

@@ -56,6 +56,7 @@ def make_client(aiohttp_client, tmp_path: Path):
     async def make(**overrides: Any):
         campaigns = tmp_path / "campaigns.yaml"
         campaigns.write_text(CAMPAIGNS)
+        # one ping enters: these tests pin the crossing profile's behaviour in the console
         cfg = ServiceConfig(**{"fences": str(example_path("fences.geojson")), "campaigns": str(campaigns),
                                "beacons": str(example_path("beacons.yaml")), "rate_limit": 0,
                                "engine": {"profile": "crossing"},  # one ping inside enters: short tests
