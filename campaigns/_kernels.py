@@ -8,7 +8,8 @@ never sorts them all at once.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from proxbase.jit import njit
 
 #: event kinds as the kernels see them (ranked so that at one instant an exit closes before an enter opens)
 EXIT, ENTER, DWELL = 0, 1, 2
@@ -16,7 +17,7 @@ EXIT, ENTER, DWELL = 0, 1, 2
 LAST, EACH = 0, 1
 
 
-@njit(cache=True)
+@njit
 def group_rows(codes: np.ndarray, cols: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """The rows of ``cols`` (one row per input, a few float64 fields) regrouped by code (stable counting
     sort that *scatters* whole rows: every input is read once in order, every row written once), and the
@@ -39,7 +40,7 @@ def group_rows(codes: np.ndarray, cols: np.ndarray, n_codes: int) -> tuple[np.nd
     return out, starts
 
 
-@njit(cache=True)
+@njit
 def sort_groups(rows: np.ndarray, starts: np.ndarray) -> None:  # pragma: no cover - numba
     """Sort each group's rows by (column 0, column 1), stable, in place. Rows already in order (a log
     written in time order) cost one comparison each; a few unordered rows, an insertion sort."""
@@ -76,7 +77,7 @@ def sort_groups(rows: np.ndarray, starts: np.ndarray) -> None:  # pragma: no cov
 E_TS, E_KIND, E_FENCE, E_DWELL, E_PROB = 0, 1, 2, 3, 4
 
 
-@njit(cache=True)
+@njit
 def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int):  # pragma: no cover - numba
     """Visits from store-level event rows grouped by device and sorted by (time, kind) within a device
     (``ts, kind, fence, dwell_s`` and ``probability`` when some event carries one).
@@ -140,7 +141,7 @@ def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int):  # pragma
     return v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed, v_repeat, v_starts
 
 
-@njit(cache=True)
+@njit
 def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
                place_ok: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray) -> bool:  # pragma: no cover
     if not place_ok[c, v_fence[v]]:
@@ -155,7 +156,7 @@ def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob:
 X_TS, X_INDEX, X_CAMPAIGN, X_TREATED = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit
 def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
             v_starts: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
             place_ok: np.ndarray, within: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray,
@@ -210,7 +211,7 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
     return out, final
 
 
-@njit(cache=True)
+@njit
 def cluster_sums(x_rows: np.ndarray, x_starts: np.ndarray, row_visit: np.ndarray, n_campaigns: int):  # pragma: no cover
     """Per campaign and group (0 holdout, 1 treated), over devices: exposures N, conversions X, devices K,
     and the sums of n_i^2, x_i n_i, x_i^2 of each device's exposures n_i and conversions x_i (the
@@ -248,7 +249,7 @@ def cluster_sums(x_rows: np.ndarray, x_starts: np.ndarray, row_visit: np.ndarray
     return acc
 
 
-@njit(cache=True)
+@njit
 def store_day_visitors(v_starts: np.ndarray, sd: np.ndarray, repeat: np.ndarray, n_sd: int):  # pragma: no cover
     """Per store-day: unique visitors, and those of them with a repeat visit (an earlier one to that store).
     One pass over the visits grouped by device, stamping each store-day with the device last counted."""
@@ -268,7 +269,7 @@ def store_day_visitors(v_starts: np.ndarray, sd: np.ndarray, repeat: np.ndarray,
     return unique, returning
 
 
-@njit(cache=True)
+@njit
 def group_medians(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """The median of column 0 of each group's rows (NaN for an empty group)."""
     n = len(starts) - 1
