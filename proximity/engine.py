@@ -27,6 +27,7 @@ import shapely
 
 from proximity.batch import PingBatch
 from proximity.events import Device, Event, place_key
+from proximity.journal import Journal
 from proximity.presence import (
     AMBIGUOUS,
     BEACON,
@@ -226,8 +227,9 @@ class Engine:
                     for i in np.flatnonzero(bad)]
         return ~bad, rejected
 
-    def process_pings(self, batch: PingBatch) -> BatchResult:
-        """Apply a batch of location pings; return the events, offers and counts."""
+    def process_pings(self, batch: PingBatch, *, journal: Journal | None = None) -> BatchResult:
+        """Apply a batch of location pings; return the events, offers and counts. With a ``journal`` (a
+        batch id's), a retry answers what the first try committed (see :mod:`proximity.journal`)."""
         self._check_index()
         n = len(batch)
         ok, rejected = self._future(batch.ts, "ping")
@@ -249,26 +251,33 @@ class Engine:
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
                       self._fence_place[fence], level, conf, rows[order])
-        tr = self.store.apply(res, ev, self.places, self.params)
+        tr = self._apply(res, ev, journal)
         applied = tr.status == 0
         if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
             rows_in_order = order[applied]
             self.store.update_info(b.device_id[rows_in_order], b.attrs[rows_in_order], b.timezone[rows_in_order])
-        events = to_events(tr, res.names, self.places)
+        prox, dist = journal.details(len(ev)) if journal is not None else (None, None)
+        events = to_events(tr, res.names, self.places, proximity=prox, distance=dist)
         stats = {"pings": n, "applied": int(applied.sum()), "late": tr.late, "duplicates": int(dup.sum()),
                  "rejected": len(rejected), "matches": len(point)}
         now = float(ts.max()) if len(ts) else self.config.clock()
         return self._finish(events, stats, rejected, now)
 
-    def process_sightings(self, sightings: Any) -> BatchResult:
+    def process_sightings(self, sightings: Any, *, journal: Journal | None = None) -> BatchResult:
         """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``)."""
         if self.tracker is None:
             raise ValueError("this engine has no beacon tracker: pass tracker=ProximityTracker(registry)")
         z = self.tracker.update(sightings)
         n_in = len(sightings.ts) if hasattr(sightings, "ts") else len(z.ts)
-        return self.process_zone_sightings(z, n_input=n_in)
+        return self.process_zone_sightings(z, n_input=n_in, journal=journal)
 
-    def process_zone_sightings(self, z: Any, *, n_input: int | None = None) -> BatchResult:
+    def _apply(self, res: Any, ev: Evidence, journal: Journal | None) -> Any:
+        if journal is None:
+            return self.store.apply(res, ev, self.places, self.params)
+        return self.store.apply(res, ev, self.places, self.params, journal=journal)
+
+    def process_zone_sightings(self, z: Any, *, n_input: int | None = None,
+                               journal: Journal | None = None) -> BatchResult:
         """Apply resolved sightings (columns ``device_id, fence_id, zone, distance_m, proximity, ts, row``)."""
         ts_all = np.asarray(z.ts, np.float64)
         ok, rejected = self._future(ts_all, "sighting")
@@ -313,8 +322,11 @@ class Engine:
         ev = Evidence(res.codes[order], ts[order], np.full(n, BEACON, np.int8), obs,
                       pairs[valid].astype(np.int32), np.repeat(level, valid.sum(axis=1)),
                       np.repeat(conf, valid.sum(axis=1)), in_rows[order])
-        tr = self.store.apply(res, ev, self.places, self.params)
-        events = to_events(tr, res.names, self.places, proximity=p, distance=dist[order])
+        if journal is not None:
+            journal.proximity, journal.distance = p, dist[order]
+        tr = self._apply(res, ev, journal)
+        prox, distance = journal.details(n) if journal is not None else (p, dist[order])
+        events = to_events(tr, res.names, self.places, proximity=prox, distance=distance)
         stats = {"sightings": len(ts_all) if n_input is None else n_input, "zone_sightings": len(ts_all),
                  "applied": int((tr.status == 0).sum()), "late": tr.late, "duplicates": int(dup.sum()),
                  "rejected": len(rejected)}

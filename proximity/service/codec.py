@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -138,12 +139,25 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})", field="body", reason="bad_json") from None
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc.msg}", field="body", reason="bad_json",
                        line=exc.lineno, col=exc.colno) from None
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply", field="body", reason="bad_json") from None
+    except ValueError as exc:  # an integer of more digits than int() converts (4300 by default)
+        raise ApiError(400, f"malformed JSON: a number is too long ({exc})", field="body",
+                       reason="bad_json") from None
+    if b"\\u" in body and _SURROGATE_ESCAPE.search(body):
+        try:  # a lone UTF-16 surrogate (an escape without its pair) is no Unicode text: it cannot be encoded
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "a string holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its "
+                                "pair); send valid Unicode", field="body", reason="bad_json") from None
+    return doc
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 

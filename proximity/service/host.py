@@ -136,7 +136,15 @@ class EngineHost:
 
     # -- batches (called on the engine thread)
 
-    def process_pings(self, rows: list[Any], now: float) -> tuple[Any, int, list[BaseException]]:
+    def _journal(self, key: str | None) -> Any:
+        if key is None:
+            return None
+        from proximity.journal import Journal
+
+        return Journal(key, ttl_s=self.config.idempotency_ttl_s)
+
+    def process_pings(self, rows: list[Any], now: float,
+                      journal: str | None = None) -> tuple[Any, int, list[BaseException]]:
         from proximity.batch import PingBatch
 
         errors: list[BaseException] = []
@@ -146,7 +154,7 @@ class EngineHost:
             errors.extend(found)
         if not len(batch):
             return BatchResult(), 0, errors
-        result = self.engine.process_pings(batch)
+        result = self.engine.process_pings(batch, journal=self._journal(journal))
         refused = list(getattr(result, "rejected", ()) or ())
         if refused:
             good_rows = _good_rows(len(rows), errors)
@@ -156,7 +164,8 @@ class EngineHost:
             errors.sort(key=lambda e: getattr(e, "row", 0) or 0)
         return result, len(batch) - len(refused), errors
 
-    def process_scans(self, doc: Mapping[str, Any], now: float) -> tuple[Any, int, list[BaseException]]:
+    def process_scans(self, doc: Mapping[str, Any], now: float,
+                      journal: str | None = None) -> tuple[Any, int, list[BaseException]]:
         import numpy as np
 
         from beacons.scans import parse_scans_body
@@ -176,7 +185,7 @@ class EngineHost:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
         if not n:
             return BatchResult(), 0, errors
-        return self.engine.process_sightings(sightings), n, errors
+        return self.engine.process_sightings(sightings, journal=self._journal(journal)), n, errors
 
     def advance(self, now: float) -> Any:
         return self.engine.advance(now)

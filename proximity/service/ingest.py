@@ -81,9 +81,9 @@ async def post_pings(request: web.Request) -> web.Response:
         raise ApiError(400, "pings is empty", field="pings", reason="bad_body")
     batch_id = batch_id_of(doc)
 
-    async def work() -> web.Response:
+    async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await svc.host.run(svc.host.process_pings, rows, time.time())
+        result, accepted, errors = await svc.host.run(svc.host.process_pings, rows, time.time(), journal)
         svc.metrics.engine_latency.labels("pings").observe(time.perf_counter() - started)
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))
@@ -118,9 +118,9 @@ async def post_scans(request: web.Request) -> web.Response:
                        field="sightings", reason="too_many_rows", limit=svc.config.max_scan_rows)
     batch_id = batch_id_of(doc)
 
-    async def work() -> web.Response:
+    async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await svc.host.run(svc.host.process_scans, doc, time.time())
+        result, accepted, errors = await svc.host.run(svc.host.process_scans, doc, time.time(), journal)
         svc.metrics.engine_latency.labels("scans").observe(time.perf_counter() - started)
         svc.metrics.sightings.labels("accepted").inc(accepted)
         svc.metrics.sightings.labels("rejected").inc(len(errors))

@@ -146,7 +146,7 @@ _COMMON_ERRORS = {
     "403": _err("The key lacks the scope this route needs."),
     "429": {**_err("Too many requests for this key; see `Retry-After`."),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-    "503": {**_err("Shared state (Redis) unreachable; nothing was applied. Retry after `Retry-After`."),
+    "503": {**_err("Shared state unreachable (the body names the dependency, never its address). Retry after `Retry-After` with the same `batch_id`: the retry answers exactly what this try committed."),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
 }
 
