@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from proximity.errors import ValidationError
+from proximity.errors import StoreUnavailable, ValidationError
 from proximity.service.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
 from proximity.service.config import ServiceConfig, config_from_mapping, load_config
 
@@ -135,7 +135,15 @@ def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) ->
     logging.basicConfig(level=level.upper(), format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
     keys = KeyRing([_key_from_line(line) for line in lines])
     try:
-        asyncio.run(serve_forever(cfg, sock, keys=keys))
+        while True:
+            try:
+                asyncio.run(serve_forever(cfg, sock, keys=keys))
+                return
+            except StoreUnavailable as exc:
+                # Redis away while this worker starts (a restart during an outage): not a configuration
+                # error; wait and start again (the other workers keep serving the shared socket)
+                print(f"worker {os.getpid()}: {exc}; starting again in 1 s", file=sys.stderr, flush=True)
+                time.sleep(1.0)
     except (ValueError, OSError) as exc:
         from proximity.errors import describe
 

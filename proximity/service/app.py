@@ -112,13 +112,14 @@ async def serve_forever(config: ServiceConfig, sock: socket.socket, *, keys: Key
     app = create_app(config, keys=keys)
     runner = make_runner(app, config)
     await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
     # What exists now (modules, fences, campaigns, the engine) lives as long as the worker: move it out of
     # the collector's sight, so a full collection walks only what requests create. Measured under load:
-    # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms.
+    # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms. Done before the worker
+    # accepts connections, so no request on the shared socket waits for it.
     gc.collect()
     gc.freeze()
+    site = web.SockSite(runner, sock)
+    await site.start()
     if on_ready is not None:
         on_ready(service_of(app))
     stop = asyncio.Event()
