@@ -91,7 +91,8 @@ def batches(now: float, groups: int, per_group: int, steps: int, steps_per_batch
                     lon, lat = slon + SIZE * rng.uniform(0.3, 0.7), slat + SIZE * rng.uniform(0.3, 0.7)
                 rows_by_step[s].append({"device_id": dev, "lon": round(lon, 7), "lat": round(lat, 7),
                                         "accuracy_m": 8.0, "ts": round(t0 + s * 10 + d * 0.01, 3)})
-        out.append([sum(rows_by_step[s:s + steps_per_batch], []) for s in range(0, steps, steps_per_batch)])
+        out.append([[r for rows in rows_by_step[s:s + steps_per_batch] for r in rows]
+                    for s in range(0, steps, steps_per_batch)])
     return out
 
 
@@ -182,7 +183,7 @@ async def drive(url: str, plan: list[list[list[dict[str, Any]]]], run: Run, tag:
                     try:
                         async with session.post(f"{url}/v1/pings", json=body, headers=headers) as r:
                             status, doc = r.status, await r.json(content_type=None)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+                    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
                         status, doc = 0, repr(exc)
                     run.attempts[str(status)] += 1
                     last = (status, doc)
@@ -214,7 +215,7 @@ async def probe_healthz(url: str, run: Run, stop: asyncio.Event) -> None:
                                                                      run.current)], reverse=True)[:3]
                 if run.blackholed:
                     run.healthz_blackhole_max_s = max(run.healthz_blackhole_max_s, took)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 run.healthz_failures += 1  # a worker just killed: its connection reset
             await asyncio.sleep(0.05)
 

@@ -6,6 +6,7 @@ The oracle is the memory store processing each batch once, with no failure.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -90,7 +91,7 @@ def test_a_retry_after_a_failure_answers_what_the_first_try_committed(make_store
                                                                          cuts: list[int], fail_every: int) -> None:
     rows = sorted(walks, key=lambda r: r[1])
     bounds = sorted({0, len(rows), *[c for c in cuts if c < len(rows)]})
-    batches = [batch(rows[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    batches = [batch(rows[a:b]) for a, b in itertools.pairwise(bounds)]
     oracle_rules = FlakyRules()
     oracle = Engine(FenceIndex(FENCES), store=MemoryStore(), rules=oracle_rules, config=CONFIG)
     rules = FlakyRules()
