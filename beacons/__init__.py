@@ -38,7 +38,14 @@ from beacons.frames import (
     frames_from_bleak,
     parse_advertisement,
 )
-from beacons.health import BeaconHealth, HealthReport, fleet_health
+from beacons.health import (
+    LOW_BATTERY_MV,
+    SILENT_AFTER_S,
+    BeaconHealth,
+    HealthReport,
+    beacon_problems,
+    fleet_health,
+)
 from beacons.ranging import (
     PROXIMITY_NAMES,
     ArmaFilter,
@@ -48,14 +55,23 @@ from beacons.ranging import (
     TrimmedMeanFilter,
 )
 from beacons.registry import AdvertiserRule, BeaconPlace, BeaconRegistry, GatewayPlace, load_registry
-from beacons.scans import SCANS_SCHEMA, ScanBatch, build_scans_body, decode_scans_body, parse_scans_body
+from beacons.scans import (
+    SCANS_SCHEMA,
+    ScanBatch,
+    build_scans_body,
+    decode_scans_body,
+    parse_scans_body,
+    scans_from_json,
+)
 from beacons.sightings import Sightings, read_sightings_csv
 from beacons.tracker import ProximityTracker, ZoneSightings
 
 __all__ = [
     "FRAME_TYPES",
+    "LOW_BATTERY_MV",
     "PROXIMITY_NAMES",
     "SCANS_SCHEMA",
+    "SILENT_AFTER_S",
     "AdvertiserRule",
     "AltBeacon",
     "ArmaFilter",
@@ -84,6 +100,7 @@ __all__ = [
     "TrimmedMeanFilter",
     "ZoneSightings",
     "altbeacon_key",
+    "beacon_problems",
     "bleak_fields",
     "build_scans_body",
     "canonical_key",
@@ -101,5 +118,6 @@ __all__ = [
     "parse_scans_body",
     "read_capture",
     "read_sightings_csv",
+    "scans_from_json",
     "to_epoch",
 ]

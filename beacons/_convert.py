@@ -98,16 +98,19 @@ def _uint16(value: Any, field: str) -> int:
 
 
 def ibeacon_key(uuid: Any, major: Any, minor: Any) -> str:
+    """The canonical iBeacon key ``ibeacon:<uuid>/<major>/<minor>`` (the UUID in any spelling)."""
     return f"ibeacon:{normalize_uuid(uuid)}/{_uint16(major, 'major')}/{_uint16(minor, 'minor')}"
 
 
 def eddystone_key(namespace: Any, instance: Any) -> str:
+    """The canonical Eddystone-UID key ``eddystone:<namespace>/<instance>`` (10 and 6 bytes, hex)."""
     ns = _hex_id(namespace, 10, "namespace", "namespace")
     inst = _hex_id(instance, 6, "instance", "instance")
     return f"eddystone:{ns}/{inst}"
 
 
 def altbeacon_key(beacon_id: Any) -> str:
+    """The canonical AltBeacon key ``altbeacon:<20-byte id, hex>``."""
     return f"altbeacon:{_hex_id(beacon_id, 20, 'beacon id', 'id')}"
 
 

@@ -231,6 +231,7 @@ class EddystoneEID:
 
 
 Frame = Union[IBeacon, AltBeacon, EddystoneUID, EddystoneURL, EddystoneTLM, EddystoneETLM, EddystoneEID]  # noqa: UP007
+#: The frame types :func:`parse_advertisement` recognises (``Frame.type`` values).
 FRAME_TYPES = ("ibeacon", "altbeacon", "eddystone_uid", "eddystone_url", "eddystone_tlm", "eddystone_eid")
 
 

@@ -72,8 +72,27 @@ class HealthReport:
                 "unregistered": [b.to_dict() for b in self.unregistered]}
 
 
+#: The thresholds of ``proximity beacons health`` and of the service's fleet page.
+SILENT_AFTER_S = 600.0
+LOW_BATTERY_MV = 2500
+
+
+def beacon_problems(last_seen: float | None, battery_mv: int | None, now: float | None, *,
+                    silent_after_s: float = SILENT_AFTER_S, low_battery_mv: int = LOW_BATTERY_MV) -> list[str]:
+    """What is wrong with a beacon heard last at ``last_seen`` with this battery: ``silent``,
+    ``low_battery`` (empty: ok). The one rule of the CLI report and of the live fleet page."""
+    problems = []
+    if last_seen is None or (now is not None and now - last_seen > silent_after_s):
+        problems.append("silent")
+    if battery_mv is not None and battery_mv < low_battery_mv:
+        problems.append("low_battery")
+    return problems
+
+
 def fleet_health(registry: BeaconRegistry, records: Iterable[CaptureRecord], *, now: float | None = None,
-                 silent_after_s: float = 600.0, low_battery_mv: int = 2500) -> HealthReport:
+                 silent_after_s: float = SILENT_AFTER_S, low_battery_mv: int = LOW_BATTERY_MV) -> HealthReport:
+    """Per registered beacon: when it was last heard in ``records``, its TLM battery and temperature, and
+    whether it needs attention (silent for ``silent_after_s``, battery under ``low_battery_mv``)."""
     records = sorted(records, key=lambda r: r.ts)
     seen: dict[str, BeaconHealth] = {}
     identity_of: dict[str, str] = {}
@@ -119,14 +138,12 @@ def fleet_health(registry: BeaconRegistry, records: Iterable[CaptureRecord], *, 
     report: list[BeaconHealth] = []
     for key, place in sorted(registry.beacons.items()):
         h = seen.get(key) or BeaconHealth(key, place.fence_id, place.zone)
-        if h.last_seen is None or (now is not None and now - h.last_seen > silent_after_s):
-            h.problems.append("silent")
-        if h.battery_mv is not None and h.battery_mv < low_battery_mv:
-            h.problems.append("low_battery")
+        h.problems.extend(beacon_problems(h.last_seen, h.battery_mv, now, silent_after_s=silent_after_s,
+                                          low_battery_mv=low_battery_mv))
         report.append(h)
     unregistered = [h for k, h in sorted(seen.items())
                     if registry.beacon(k) is None and registry.advertiser(k) is None]
     return HealthReport(now, silent_after_s, low_battery_mv, report, unregistered)
 
 
-__all__ = ["BeaconHealth", "HealthReport", "fleet_health"]
+__all__ = ["LOW_BATTERY_MV", "SILENT_AFTER_S", "BeaconHealth", "HealthReport", "beacon_problems", "fleet_health"]

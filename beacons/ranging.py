@@ -31,6 +31,7 @@ import numpy as np
 
 from beacons._kernels import arma, trimmed_window_mean
 
+#: Proximity class names by code: 0 unknown, 1 immediate, 2 near, 3 far.
 PROXIMITY_NAMES = ("unknown", "immediate", "near", "far")
 UNKNOWN, IMMEDIATE, NEAR, FAR = 0, 1, 2, 3
 

@@ -23,10 +23,13 @@ format has one definition::
   ``tx_power`` is the power at 1 m in dBm or ``null``.
 - ``address`` (optional): the advertiser's Bluetooth address, kept for diagnostics.
 
-The body may be gzip-compressed (``Content-Encoding: gzip``). A body with a bad
-entry is rejected whole (nothing of it is processed) with a :class:`BeaconError`
-naming the entry (``row``) and field (``sightings[3].rssi``); the gateway never
-retries a rejected batch. At most :data:`MAX_SIGHTINGS` entries per batch.
+The body may be gzip-compressed (``Content-Encoding: gzip``). A bad body (not an
+object, a bad ``gateway_id``/``batch_id``/``sent_at``) is refused whole with a
+:class:`BeaconError`. A bad *entry* is refused on its own: the service
+(:func:`scans_from_json`) processes the good entries and answers each bad one with
+its ``row`` and field (``sightings[3].rssi``), as it does for pings;
+:func:`parse_scans_body` (all or nothing) raises on the first. The gateway never
+retries a refused batch. At most :data:`MAX_SIGHTINGS` entries per batch.
 Idempotency: the server remembers ``batch_id`` and acknowledges a repeat
 without processing it again.
 """
@@ -56,6 +59,7 @@ _ENTRY_RAW = {"ts", "rssi", "raw", "address"}
 _ENTRY_KEY = {"ts", "rssi", "key", "tx_power", "address", "type", "uuid", "major", "minor", "namespace",
               "instance", "id"}
 
+#: The JSON Schema of the ``POST /v1/scans`` body.
 SCANS_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://proximity.invalid/schemas/scans.json",
@@ -162,7 +166,20 @@ def _field(where: str, exc: BeaconError, row: int, source: str) -> BeaconError:
 
 
 def parse_scans_body(obj: Any, *, source: str = SOURCE) -> ScanBatch:
-    """Validate a decoded body and turn it into a :class:`ScanBatch` (all or nothing)."""
+    """Validate a decoded body and turn it into a :class:`ScanBatch` (all or nothing: the first bad
+    entry raises)."""
+    return _parse_body(obj, source, collect=False)[0]
+
+
+def scans_from_json(obj: Any, *, source: str = SOURCE) -> tuple[ScanBatch, list[BeaconError]]:
+    """The service's seam, twin of ``PingBatch.from_json``: a bad body (not an object, a bad
+    ``gateway_id``, ``batch_id`` or ``sent_at``, too many entries) raises; a bad *entry* becomes an
+    error naming its row and field (``sightings[3].rssi``), and the good entries are kept (each
+    sighting's ``row`` is its entry's index)."""
+    return _parse_body(obj, source, collect=True)
+
+
+def _parse_body(obj: Any, source: str, *, collect: bool) -> tuple[ScanBatch, list[BeaconError]]:
     if not isinstance(obj, Mapping):
         raise BeaconError("the body must be a JSON object", source=source)
     extra = set(obj) - {"gateway_id", "batch_id", "sent_at", "sightings"}
@@ -193,61 +210,66 @@ def parse_scans_body(obj: Any, *, source: str = SOURCE) -> ScanBatch:
     txp: list[float] = []
     ts: list[float] = []
     rows: list[int] = []
+    errors: list[BeaconError] = []
     skipped = 0
     canon: dict[str, str] = {}
     for i, e in enumerate(entries):
-        where = f"sightings[{i}]"
         try:
-            if not isinstance(e, Mapping):
-                raise BeaconError(f"a sighting must be an object, got {type(e).__name__}")
-            allowed = _ENTRY_RAW if "raw" in e else _ENTRY_KEY
-            bad = sorted(set(e) - allowed)
-            if bad:
-                raise BeaconError(f"unknown field {bad[0]!r}" + (" next to raw" if "raw" in e else ""),
-                                  field=bad[0])
-            for name in ("ts", "rssi"):
-                if name not in e:
-                    raise BeaconError(f"{name} is missing", field=name)
-            when = to_epoch(e["ts"])
-            r = to_dbm(e["rssi"], field="rssi")
-            if "raw" in e:
-                try:
-                    frames = [f for f in parse_advertisement(_hex_text(e["raw"])) if f.key is not None]
-                except BeaconError as exc:
-                    raise BeaconError(exc.message, field="raw") from None
-                if not frames:
-                    skipped += 1
-                for f in frames:
-                    keys.append(str(f.key))
-                    txp.append(math.nan if f.power_1m is None else float(f.power_1m))
-                    rssi.append(r)
-                    ts.append(when)
-                    rows.append(i)
-                continue
-            raw_key = e.get("key")
-            if isinstance(raw_key, str):
-                k = canon.get(raw_key)
-                if k is None:
-                    k = canon[raw_key] = canonical_key(raw_key)
-            else:
-                k = key_from_fields(e)
-            t = to_dbm(e.get("tx_power"), field="tx_power", allow_none=True)
+            found = _entry(e, canon)
         except BeaconError as exc:
-            raise _field(where, exc, i, source) from None
-        keys.append(k)
-        rssi.append(r)
-        txp.append(t)
-        ts.append(when)
-        rows.append(i)
+            err = _field(f"sightings[{i}]", exc, i, source)
+            if not collect:
+                raise err from None
+            errors.append(err)
+            continue
+        if not found:
+            skipped += 1
+        for k, r, t, when in found:
+            keys.append(k)
+            rssi.append(r)
+            txp.append(t)
+            ts.append(when)
+            rows.append(i)
     n = len(keys)
     observer = np.empty(n, dtype=object)
     observer[:] = gateway
     key_arr = np.empty(n, dtype=object)
     key_arr[:] = keys
+    entry = np.asarray(rows, dtype=np.int64)
     sightings = Sightings(observer, key_arr, np.asarray(rssi, dtype=np.float64), np.asarray(txp, dtype=np.float64),
-                          np.asarray(ts, dtype=np.float64))
+                          np.asarray(ts, dtype=np.float64), entry)
     return ScanBatch(gateway, obj["batch_id"], sent_at, sightings, entries=len(entries), skipped=skipped,
-                     entry=np.asarray(rows, dtype=np.int64))
+                     entry=entry), errors
+
+
+def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, float, float, float]]:
+    """One entry's sightings ``(key, rssi, tx_power, ts)``: one for a key, one per beacon frame for a raw
+    payload (none: skipped)."""
+    if not isinstance(e, Mapping):
+        raise BeaconError(f"a sighting must be an object, got {type(e).__name__}")
+    allowed = _ENTRY_RAW if "raw" in e else _ENTRY_KEY
+    bad = sorted(set(e) - allowed)
+    if bad:
+        raise BeaconError(f"unknown field {bad[0]!r}" + (" next to raw" if "raw" in e else ""), field=bad[0])
+    for name in ("ts", "rssi"):
+        if name not in e:
+            raise BeaconError(f"{name} is missing", field=name)
+    when = to_epoch(e["ts"])
+    r = to_dbm(e["rssi"], field="rssi")
+    if "raw" in e:
+        try:
+            frames = [f for f in parse_advertisement(_hex_text(e["raw"])) if f.key is not None]
+        except BeaconError as exc:
+            raise BeaconError(exc.message, field="raw") from None
+        return [(str(f.key), r, math.nan if f.power_1m is None else float(f.power_1m), when) for f in frames]
+    raw_key = e.get("key")
+    if isinstance(raw_key, str):
+        k = canon.get(raw_key)
+        if k is None:
+            k = canon[raw_key] = canonical_key(raw_key)
+    else:
+        k = key_from_fields(e)
+    return [(k, r, to_dbm(e.get("tx_power"), field="tx_power", allow_none=True), when)]
 
 
 def _hex_text(value: Any) -> str:
@@ -264,4 +286,5 @@ __all__ = [
     "decode_scans_body",
     "encode_scans_body",
     "parse_scans_body",
+    "scans_from_json",
 ]

@@ -8,7 +8,13 @@ Two shapes are both real and share this type:
 
 Columns are numpy arrays of equal length. ``tx_power`` is the beacon's
 calibrated power **at 1 m** in dBm (NaN when unknown): Eddystone's 0 m
-calibration is converted when frames become sightings.
+calibration is converted when frames become sightings. ``row`` is each
+sighting's row in the input it came from (default ``0..n-1``; a scan body's raw
+entry with two frames gives two sightings of one row): whatever is refused later
+is reported by that row.
+
+:meth:`Sightings.from_json` is the twin of ``PingBatch.from_json``: JSON rows in,
+``(sightings of the good rows, [BeaconError per bad row])`` out.
 """
 
 from __future__ import annotations
@@ -43,10 +49,13 @@ class Sightings:
     rssi: np.ndarray
     tx_power: np.ndarray
     ts: np.ndarray
+    row: np.ndarray = None  # type: ignore[assignment]  # (None: 0..n-1, set in __post_init__)
 
     def __post_init__(self) -> None:
         n = len(self.observer)
-        for name in ("key", "rssi", "tx_power", "ts"):
+        if self.row is None:
+            object.__setattr__(self, "row", np.arange(n, dtype=np.int64))
+        for name in ("key", "rssi", "tx_power", "ts", "row"):
             if len(getattr(self, name)) != n:
                 raise BeaconError(f"column {name!r} has {len(getattr(self, name))} values, observer has {n}",
                                   field=name)
@@ -83,15 +92,29 @@ class Sightings:
                   observer: str | None = None) -> Sightings:
         """From dicts: ``observer`` (or ``observer_id``; or the ``observer`` argument for all rows),
         ``key`` (or its parts: ``uuid/major/minor``, ``namespace/instance``, ``id``), ``rssi``,
-        ``tx_power`` (optional, ``None`` = unknown), ``ts`` (epoch seconds or ISO 8601).
+        ``tx_power`` (optional, ``None`` = unknown), ``ts`` (epoch seconds or ISO 8601 with an offset).
 
         A bad row raises :class:`BeaconError` naming the row (0-based) and the field.
         """
+        return cls._parse_rows(rows, source, observer, collect=False)[0]
+
+    @classmethod
+    def from_json(cls, rows: Iterable[Any], *, source: str | None = "<request body>",
+                  observer: str | None = None) -> tuple[Sightings, list[BeaconError]]:
+        """Like :meth:`from_rows`, but each bad row becomes an error (naming its row and field) and the
+        good ones are kept, each with its input row in ``row``."""
+        return cls._parse_rows(rows, source, observer, collect=True)
+
+    @classmethod
+    def _parse_rows(cls, rows: Iterable[Any], source: str | None, observer: str | None,
+                    *, collect: bool) -> tuple[Sightings, list[BeaconError]]:
         obs: list[str] = []
         keys: list[str] = []
         rssi: list[float] = []
         txp: list[float] = []
         ts: list[float] = []
+        good: list[int] = []
+        errors: list[BeaconError] = []
         canon: dict[str, str] = {}
         for i, row in enumerate(rows):
             try:
@@ -115,14 +138,19 @@ class Sightings:
                 t = to_dbm(row.get("tx_power"), field="tx_power", allow_none=True)
                 when = to_epoch(row["ts"])
             except BeaconError as exc:
-                raise exc.located(source=source, row=i) from None
+                if not collect:
+                    raise exc.located(source=source, row=i) from None
+                errors.append(exc.located(source=source, row=i))
+                continue
             obs.append(o)
             keys.append(k)
             rssi.append(r)
             txp.append(t)
             ts.append(when)
+            good.append(i)
         return cls(_object_array(obs), _object_array(keys), np.asarray(rssi, dtype=np.float64),
-                   np.asarray(txp, dtype=np.float64), np.asarray(ts, dtype=np.float64))
+                   np.asarray(txp, dtype=np.float64), np.asarray(ts, dtype=np.float64),
+                   np.asarray(good, dtype=np.int64)), errors
 
     @classmethod
     def from_frames(cls, records: Iterable[tuple[str, float, float, Frame]]) -> Sightings:
@@ -145,11 +173,11 @@ class Sightings:
         if not parts:
             return cls.empty()
         return cls(*(np.concatenate([getattr(p, name) for p in parts])
-                     for name in ("observer", "key", "rssi", "tx_power", "ts")))
+                     for name in ("observer", "key", "rssi", "tx_power", "ts", "row")))
 
     def take(self, index: np.ndarray | slice) -> Sightings:
         return Sightings(self.observer[index], self.key[index], self.rssi[index], self.tx_power[index],
-                         self.ts[index])
+                         self.ts[index], self.row[index])
 
     def to_rows(self) -> list[dict[str, Any]]:
         return [

@@ -49,7 +49,7 @@ def _objects(n: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class ZoneSightings:
-    """One row per resolved input sighting; ``row`` is its index in the input batch."""
+    """One row per resolved input sighting; ``row`` is its input row (``Sightings.row``)."""
 
     device_id: np.ndarray
     fence_id: np.ndarray
@@ -217,7 +217,7 @@ class ProximityTracker:
             distance_m=distance,
             proximity=self.thresholds.classify(distance),
             ts=ts,
-            row=rows.astype(np.int64),
+            row=np.asarray(sightings.row)[rows].astype(np.int64),
             rssi=rssi,
             key=sightings.key[rows],
             observer=sightings.observer[rows],

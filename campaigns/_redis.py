@@ -63,7 +63,7 @@ def connect(url: str, *, timeout_s: float = 5.0) -> Any:
     host, port, options = _cluster_seed(url)
     seed = ClusterNode(host, port)
     cluster = RedisCluster(startup_nodes=[seed], **options, **kw)
-    cluster._campaigns_seeds = [seed]  # closed by close(): redis-py leaves a seed's connection open
+    cluster._campaigns_seeds = [seed]  # type: ignore[attr-defined]  # closed by close(): redis-py leaves a seed's connection open
     return cluster
 
 

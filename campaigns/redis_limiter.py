@@ -52,7 +52,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from campaigns import _redis
+import campaigns._redis as _redis
 from campaigns.errors import StoreUnavailable
 from campaigns.limiter import CapCheck, Grant, trim_before
 

@@ -27,6 +27,7 @@ service, so ``claim``, ``renew`` and ``ack`` never block the event loop.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import zlib
@@ -35,7 +36,7 @@ from typing import Any
 
 import redis
 
-from campaigns import _redis
+import campaigns._redis as _redis
 from campaigns.offers import Offer
 from campaigns.outbox import DeadLetter, OutboxEntry
 
@@ -225,7 +226,11 @@ class RedisOutbox(_Shards):
         self._setup(prefix, shards, _redis.is_cluster(self.client), claim_idle_s, dedup_ttl_s, clock)
         self._scripts = {name: self.client.register_script(src) for name, src in
                          (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
-        self._guard(lambda: [self._group(k) for k in range(self.shards)])
+        self._guard(self._groups)
+
+    def _groups(self) -> None:
+        for k in range(self.shards):
+            self._group(k)
 
     def _group(self, shard: int) -> None:
         try:
@@ -283,7 +288,7 @@ class RedisOutbox(_Shards):
     def dead_letters(self) -> list[DeadLetter]:
         out: list[DeadLetter] = []
         for k in range(self.shards):
-            entries: Any = self._guard(lambda k=k: self.client.xrange(self._k(k, "dead")))
+            entries: Any = self._guard(functools.partial(self.client.xrange, self._k(k, "dead")))
             out += [DeadLetter(_offer(f), _s(f[b"reason"]), int(f[b"attempts"])) for _id, f in entries]
         return out
 
@@ -294,8 +299,8 @@ class RedisOutbox(_Shards):
     def pending(self) -> int:
         total = 0
         for k in range(self.shards):
-            total += int(self._guard(lambda k=k: self.client.xlen(self._k(k, "stream"))))
-            total += int(self._guard(lambda k=k: self.client.zcard(self._k(k, "held"))))
+            total += int(self._guard(functools.partial(self.client.xlen, self._k(k, "stream"))))
+            total += int(self._guard(functools.partial(self.client.zcard, self._k(k, "held"))))
         return total
 
     def close(self) -> None:

@@ -419,15 +419,6 @@ def _edge_cols(x1, y1, x2, y2, b, nb, y0, h, eps_y, minx, maxx, nc, eps_x):
 
 
 @njit(cache=True)
-def _grow1(a, need):
-    if need <= a.shape[0]:
-        return a
-    out = np.empty(max(need, 2 * a.shape[0]), dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
-@njit(cache=True)
 def _grow2(a, need):
     if need <= a.shape[0]:
         return a

@@ -44,7 +44,8 @@ def distance_m(lon0: npt.ArrayLike, lat0: npt.ArrayLike, lon: npt.ArrayLike, lat
     lat0 = np.asarray(lat0, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     kx, ky = metres_per_degree((lat0 + lat) / 2.0)
-    return np.hypot(kx * wrap_lon(np.asarray(lon, dtype=np.float64) - lon0), ky * (lat - lat0))
+    lon_a, lon0_a = np.asarray(lon, dtype=np.float64), np.asarray(lon0, dtype=np.float64)
+    return np.hypot(kx * wrap_lon(lon_a - lon0_a), ky * (lat - lat0))
 
 
 def circle_extent_deg(lat: float, radius_m: float) -> tuple[float, float]:

@@ -264,7 +264,8 @@ def load_geojson(source: str | os.PathLike[str] | Mapping[str, Any], *, repair: 
             off = locate(text, problem.path)
             if off is not None:
                 line, col = _line_col(text, off)
-        feature = problem.path[1] if len(problem.path) > 1 and problem.path[0] == "features" else None
+        at = problem.path[1] if len(problem.path) > 1 and problem.path[0] == "features" else None
+        feature = at if isinstance(at, int) else None
         fence_id = None
         if isinstance(feature, int):
             feat = doc["features"][feature]

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from geofence import _kernels as K
+import geofence._kernels as K
 from geofence.fences import Fence, FenceError
 from geofence.geodesy import metres_per_degree
 

@@ -114,6 +114,7 @@ def location(exc: BaseException) -> str:
 
 
 def message_of(exc: BaseException) -> str:
+    """What went wrong, without where: a located error's message, an ``OSError``'s reason and file."""
     msg = getattr(exc, "message", None)
     if msg is not None:
         return str(msg)

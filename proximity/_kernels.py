@@ -370,7 +370,7 @@ def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free,
         h = _hash_bytes(buf, a, b)
         fp = np.int64(h >> np.uint64(33))
         s = np.int64(h & np.uint64(mask))
-        tomb = -1
+        tomb = np.int64(-1)
         found = -1
         while True:
             v = slots[s]

@@ -10,7 +10,12 @@ record index), the field and, for files, ``file:line:col``.
 Columns: ``device_id`` (object, str), ``lon``, ``lat``, ``accuracy_m`` and ``ts``
 (float64, UTC epoch seconds), ``speed`` (float64 m/s, NaN when unknown),
 ``foreground`` (int8: 1, 0, or -1 unknown), ``attrs`` (object: dict or None) and
-``timezone`` (object: IANA name or None).
+``timezone`` (object: IANA name or None), and ``row`` (int64: the ping's row in the
+request or file it came from, carried through the engine so that whatever is
+refused later, e.g. a future timestamp, is reported by the row the client sent).
+
+:meth:`PingBatch.from_json` is the service's seam: JSON rows in, ``(batch of the
+good rows, [ValidationError per bad row])`` out.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +63,7 @@ def _ping_from_row(r: Any) -> tuple[str, float, float, float, float, float, int,
         except ValueError as exc:
             text = str(exc)
             raise _FieldError(name, text if text.startswith(name) else f"{name}: {text}") from None
-    return tuple(vals)  # type: ignore[return-value]
+    return tuple(vals)
 
 
 def _required(name: str, parse: Any) -> Any:
@@ -115,6 +121,7 @@ class PingBatch:
     foreground: np.ndarray
     attrs: np.ndarray
     timezone: np.ndarray
+    row: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -134,9 +141,12 @@ class PingBatch:
         foreground: Any = None,
         attrs: Sequence[Mapping[str, Any] | None] | np.ndarray | None = None,
         timezone: Sequence[str | None] | np.ndarray | None = None,
+        row: Any = None,
         source: str = "<arrays>",
     ) -> PingBatch:
-        """A batch from columns (numbers already parsed: epoch seconds, degrees, metres), validated vectorially."""
+        """A batch from columns (numbers already parsed: epoch seconds, degrees, metres), validated vectorially.
+
+        ``row`` numbers the pings for error reports (default ``0..n-1``); errors name the index given."""
         ids = device_id if isinstance(device_id, np.ndarray) and device_id.dtype == object else _object_array(list(device_id))
         n = len(ids)
 
@@ -177,7 +187,10 @@ class PingBatch:
         tz_a = np.full(n, None, dtype=object) if timezone is None else _object_array(list(timezone))
         if len(attrs_a) != n or len(tz_a) != n:
             raise ValidationError("attrs and timezone must have one value per ping", source=source)
-        return cls(ids, lon_a, lat_a, acc_a, ts_a, speed_a, fg, attrs_a, tz_a)
+        row_a = np.arange(n, dtype=np.int64) if row is None else np.asarray(row, dtype=np.int64)
+        if row_a.shape != (n,):
+            raise ValidationError("row must have one value per ping", source=source, field="row")
+        return cls(ids, lon_a, lat_a, acc_a, ts_a, speed_a, fg, attrs_a, tz_a, row_a)
 
     @overload
     @classmethod
@@ -201,17 +214,33 @@ class PingBatch:
         if errors not in ("raise", "collect"):
             raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}")
         parsed: list[tuple[Any, ...]] = []
+        good: list[int] = []
         found: list[ValidationError] = []
         for i, r in enumerate(rows):
             try:
                 parsed.append(_ping_from_row(r))
+                good.append(i)
             except _FieldError as exc:
                 err = ValidationError(str(exc), source=source, field=exc.field or None, row=i)
                 if errors == "raise":
                     raise err from None
                 found.append(err)
-        batch = cls._from_parsed(parsed)
+        batch = cls._from_parsed(parsed, good)
         return (batch, found) if errors == "collect" else batch
+
+    @classmethod
+    def from_json(cls, rows: Sequence[Any], source: str = "<request body>") -> tuple[PingBatch, list[ValidationError]]:
+        """The service's seam: JSON rows (decoded dicts) -> ``(batch of the good rows, [error per bad row])``.
+
+        Each good ping keeps its request row in ``batch.row``; each error names its row and field.
+        The common case (every row exactly ``{device_id, lon, lat, accuracy_m, ts}`` with JSON
+        numbers) is built as columns and validated vectorially; anything else goes row by row
+        (:meth:`from_rows`). Both paths accept and refuse exactly the same rows (a property test).
+        """
+        fast = _plain_columns(rows, source)
+        if fast is not None:
+            return fast, []
+        return cls.from_rows(rows, source=source, errors="collect")
 
     @classmethod
     def from_csv(cls, path: str | Path) -> PingBatch:
@@ -266,10 +295,10 @@ class PingBatch:
                     raise ValidationError(str(exc), source=src, line=line, col=col, field=exc.field,
                                           row=data_row) from None
                 data_row += 1
-        return cls._from_parsed(parsed)
+        return cls._from_parsed(parsed, range(len(parsed)))
 
     @classmethod
-    def _from_parsed(cls, parsed: list[tuple[Any, ...]]) -> PingBatch:
+    def _from_parsed(cls, parsed: list[tuple[Any, ...]], rows: Sequence[int]) -> PingBatch:
         n = len(parsed)
         cols = list(zip(*parsed, strict=True)) if n else [()] * 9
         return cls(
@@ -282,6 +311,7 @@ class PingBatch:
             np.array(cols[6], dtype=np.int8),
             _object_array(cols[7]),
             _object_array(cols[8]),
+            np.asarray(rows, dtype=np.int64).reshape(n),
         )
 
     # -- operations ---------------------------------------------------------------------------
@@ -293,7 +323,7 @@ class PingBatch:
     @classmethod
     def concat(cls, batches: Sequence[PingBatch]) -> PingBatch:
         if not batches:
-            return cls._from_parsed([])
+            return cls._from_parsed([], [])
         return cls(*(np.concatenate([getattr(b, f) for b in batches]) for f in _FIELDS))
 
     def to_rows(self) -> list[dict[str, Any]]:
@@ -319,7 +349,29 @@ class PingBatch:
         return out
 
 
-_FIELDS = ("device_id", "lon", "lat", "accuracy_m", "ts", "speed", "foreground", "attrs", "timezone")
+_FIELDS = ("device_id", "lon", "lat", "accuracy_m", "ts", "speed", "foreground", "attrs", "timezone", "row")
+_REQUIRED = ("device_id", "lon", "lat", "accuracy_m", "ts")
+_REQUIRED_OF = operator.itemgetter(*_REQUIRED)
+_NUMBER_TYPES = {int, float}
+
+
+def _plain_columns(rows: Sequence[Any], source: str) -> PingBatch | None:
+    """The common case, fast: every row exactly ``{device_id, lon, lat, accuracy_m, ts}`` with JSON numbers,
+    as columns (list comprehensions in C) validated by :meth:`PingBatch.from_arrays`. ``None`` for anything
+    else (optional fields, numeric strings, ISO times, any bad row): the caller goes row by row."""
+    try:
+        if set(map(type, rows)) != {dict} or set(map(len, rows)) != {5}:
+            return None
+        ids, *cols = zip(*map(_REQUIRED_OF, rows), strict=True)  # rows -> columns, in C
+    except (KeyError, TypeError, ValueError):
+        return None
+    for col in cols:
+        if not set(map(type, col)) <= _NUMBER_TYPES:
+            return None
+    try:
+        return PingBatch.from_arrays(ids, *cols, source=source)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _is_device_id(x: Any) -> bool:

@@ -19,7 +19,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from proximity import commands
+import proximity.commands as commands
 from proximity.errors import describe
 
 EXIT_OK = 0

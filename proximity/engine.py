@@ -26,7 +26,8 @@ import numpy as np
 import shapely
 
 from proximity.batch import PingBatch
-from proximity.events import Device, Event, place_key
+from proximity.errors import ValidationError
+from proximity.events import Device, Event, Offer, place_key
 from proximity.journal import Journal
 from proximity.presence import (
     AMBIGUOUS,
@@ -52,7 +53,7 @@ class Rules(Protocol):
     def dwell_thresholds(self) -> Mapping[str, Sequence[float]]:
         """Fence id (or place key ``fence#zone``, or ``"*"``) -> extra dwell times in seconds."""
 
-    def decide(self, events: Sequence[Event], devices: Mapping[str, Device], now: float) -> Sequence[Any]:
+    def decide(self, events: Sequence[Event], devices: Mapping[str, Device], now: float) -> Sequence[Offer]:
         """Offers for these events (``devices`` holds every device that has an event)."""
 
 
@@ -122,12 +123,13 @@ class EngineConfig:
 class BatchResult:
     """What one call produced: ``events`` (device then time order), ``offers`` (from the rules),
     ``stats`` (counts: input, applied, ``late``, ``duplicates``, ``rejected``, events by kind) and
-    ``rejected`` (``{"row", "field", "reason"}`` per input row refused, e.g. future timestamps)."""
+    ``rejected`` (a :class:`ValidationError` per input row refused, e.g. a future timestamp, naming
+    the row the input gave it: ``PingBatch.row``, ``Sightings.row``)."""
 
     events: list[Event] = field(default_factory=list)
-    offers: list[Any] = field(default_factory=list)
+    offers: list[Offer] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[ValidationError] = field(default_factory=list)
 
 
 class Engine:
@@ -216,14 +218,16 @@ class Engine:
 
     # -- input ------------------------------------------------------------------------------
 
-    def _future(self, ts: np.ndarray, kind: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def _future(self, ts: np.ndarray, rows: np.ndarray, kind: str) -> tuple[np.ndarray, list[ValidationError]]:
+        """Which evidence is not too far ahead of the clock, and an error per input row that is (the one
+        place that decides it, for pings and sightings alike)."""
         skew = self.config.max_future_skew_s
         if skew is None or not len(ts):
             return np.ones(len(ts), bool), []
         limit = self.config.clock() + skew
         bad = ts > limit
-        rejected = [{"row": int(i), "field": "ts",
-                     "reason": f"{kind} time {ts[i]:.3f} is more than {skew:g} s ahead of the server clock"}
+        rejected = [ValidationError(f"{kind} time {ts[i]:.3f} is more than {skew:g} s ahead of the server clock",
+                                    field="ts", row=int(rows[i]))
                     for i in np.flatnonzero(bad)]
         return ~bad, rejected
 
@@ -232,7 +236,7 @@ class Engine:
         batch id's), a retry answers what the first try committed (see :mod:`proximity.journal`)."""
         self._check_index()
         n = len(batch)
-        ok, rejected = self._future(batch.ts, "ping")
+        ok, rejected = self._future(batch.ts, batch.row, "ping")
         rows = np.flatnonzero(ok)
         b = batch if len(rows) == n else batch.take(rows)
         res = self.store.resolve(b.device_id)
@@ -250,7 +254,7 @@ class Engine:
         obs = np.zeros(len(order) + 1, np.int64)
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
-                      self._fence_place[fence], level, conf, rows[order])
+                      self._fence_place[fence], level, conf, b.row[order])
         tr = self._apply(res, ev, journal)
         applied = tr.status == 0
         if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
@@ -264,12 +268,21 @@ class Engine:
         return self._finish(events, stats, rejected, now)
 
     def process_sightings(self, sightings: Any, *, journal: Journal | None = None) -> BatchResult:
-        """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``)."""
+        """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``).
+
+        Sightings too far in the future are refused row by row (``sightings.row``) before they reach
+        the tracker's RSSI filters; the rest are ranged and applied."""
         if self.tracker is None:
             raise ValueError("this engine has no beacon tracker: pass tracker=ProximityTracker(registry)")
-        z = self.tracker.update(sightings)
-        n_in = len(sightings.ts) if hasattr(sightings, "ts") else len(z.ts)
-        return self.process_zone_sightings(z, n_input=n_in, journal=journal)
+        n_in = len(sightings)
+        ok, rejected = self._future(np.asarray(sightings.ts, np.float64), np.asarray(sightings.row), "sighting")
+        if rejected:
+            sightings = sightings.take(np.flatnonzero(ok))
+        result = self.process_zone_sightings(self.tracker.update(sightings), n_input=n_in, journal=journal)
+        result.rejected[:0] = rejected
+        result.stats["rejected"] += len(rejected)
+        self.counters["rejected"] += len(rejected)
+        return result
 
     def _apply(self, res: Any, ev: Evidence, journal: Journal | None) -> Any:
         if journal is None:
@@ -280,9 +293,7 @@ class Engine:
                                journal: Journal | None = None) -> BatchResult:
         """Apply resolved sightings (columns ``device_id, fence_id, zone, distance_m, proximity, ts, row``)."""
         ts_all = np.asarray(z.ts, np.float64)
-        ok, rejected = self._future(ts_all, "sighting")
-        for r in rejected:
-            r["row"] = int(np.asarray(z.row)[r["row"]])
+        ok, rejected = self._future(ts_all, np.asarray(z.row), "sighting")
         keep = np.flatnonzero(ok)
         dev_ids = np.asarray(z.device_id, dtype=object)[keep]
         fence_ids = np.asarray(z.fence_id, dtype=object)[keep]
@@ -361,13 +372,13 @@ class Engine:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[dict[str, Any]], now: float,
+    def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[ValidationError], now: float,
                 *, decide: bool = True) -> BatchResult:
         for e in events:
             stats[e.kind] = stats.get(e.kind, 0) + 1
         stats["events"] = len(events)
         self.counters.update(stats)
-        offers: list[Any] = []
+        offers: list[Offer] = []
         if decide and events and self.rules is not None:
             devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
             offers = list(self.rules.decide(events, devices, now))

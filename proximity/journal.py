@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from proximity import _kernels as K
+import proximity._kernels as K
 from proximity.presence import Transitions
 
 #: one transition of one device, as kept in a journal entry

@@ -45,12 +45,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from proximity import _kernels as K
-from proximity.events import Event, EventKind, ProximityClass, Source, place_key
+import proximity._kernels as K
+from proximity.events import Event, EventKind, ProximityClass, Source
 
 KINDS: tuple[EventKind, ...] = ("enter", "dwell", "exit")
 SOURCES: dict[int, Source] = {1: "gps", 2: "beacon", 3: "fused"}
@@ -207,15 +207,22 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.cumsum(out)
 
 
+class DeviceNames(Protocol):
+    """Handles -> device ids: ``names[handles]`` is an object array of ids."""
+
+    def __getitem__(self, handles: Any, /) -> Any: ...
+
+
 @dataclass
 class Resolved:
     """Device ids of a batch resolved to the store's integer handles.
 
-    ``codes[i]`` is the handle of row ``i``; ``names[codes[i]]`` is its device id.
+    ``codes[i]`` is the handle of row ``i``; ``names[codes[i]]`` is its device id (``names`` is an
+    object array, or anything indexed the same way by an array of handles).
     """
 
     codes: np.ndarray
-    names: np.ndarray
+    names: DeviceNames
 
 
 class PresenceState:
@@ -309,6 +316,12 @@ class Transitions:
     def _buffers(self) -> tuple[np.ndarray, ...]:
         return (self.kind, self.dev, self.place, self.ts, self.src, self.conf, self.dwell, self.cause, self.ev)
 
+    @classmethod
+    def from_buffers(cls, buffers: Iterable[np.ndarray], status: np.ndarray) -> Transitions:
+        """The inverse of ``_buffers`` (event columns in that order), with the evidence ``status``."""
+        kind, dev, place, ts, src, conf, dwell, cause, ev = buffers
+        return cls(kind, dev, place, ts, src, conf, dwell, cause, ev, status)
+
     def grown(self, cap: int) -> Transitions:
         bigger = Transitions.empty(cap)
         for a, b in zip(self._buffers(), bigger._buffers(), strict=True):
@@ -317,7 +330,7 @@ class Transitions:
         return bigger
 
     def trimmed(self, n: int) -> Transitions:
-        return Transitions(*(a[:n] for a in self._buffers()), status=self.status)
+        return Transitions.from_buffers((a[:n] for a in self._buffers()), self.status)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -330,8 +343,8 @@ class Transitions:
     def concat(cls, parts: Sequence[Transitions]) -> Transitions:
         if not parts:
             return cls.empty(0)
-        return Transitions(*(np.concatenate(cols) for cols in zip(*(p._buffers() for p in parts), strict=True)),
-                           status=np.concatenate([p.status for p in parts]))
+        return Transitions.from_buffers((np.concatenate(cols) for cols in zip(*(p._buffers() for p in parts), strict=True)),
+                                        np.concatenate([p.status for p in parts]))
 
 
 def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
@@ -446,7 +459,7 @@ def visit_snapshot(state: PresenceState, d: int, places: PlaceTable) -> dict[str
             "source": SOURCES[int(state.r_src[r])],
             "confidence": int(state.r_conf[r]),
         })
-    visits.sort(key=lambda v: v["place"])
+    visits.sort(key=lambda v: str(v["place"]))
     return {"last_ts": _finite(state.d_last[d]), "visits": visits}
 
 
@@ -456,7 +469,7 @@ def _finite(x: float) -> float | None:
 
 def to_events(
     tr: Transitions,
-    device_ids: np.ndarray,
+    device_ids: DeviceNames,
     places: PlaceTable,
     *,
     proximity: np.ndarray | None = None,
@@ -504,10 +517,6 @@ def to_events(
     return [out[i] for i in order]
 
 
-def place_keys_for(fence_ids: Iterable[str], zones: Iterable[str | None]) -> list[str]:
-    return [place_key(f, z) for f, z in zip(fence_ids, zones, strict=True)]
-
-
 def thresholds_for(key: str, own: float, extra: Mapping[str, Sequence[float]]) -> list[float]:
     """The distinct dwell thresholds of a place: its own plus the rules' for it, its fence and ``"*"``."""
     fence = key.partition("#")[0]
@@ -540,7 +549,6 @@ __all__ = [
     "advance_state",
     "apply_evidence",
     "next_due",
-    "place_keys_for",
     "sort_evidence",
     "thresholds_for",
     "to_events",

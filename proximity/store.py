@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from proximity import _kernels as K
-from proximity import journal as _journal
+import proximity._kernels as K
+import proximity.journal as _journal
 from proximity.events import Device
 from proximity.journal import Journal
 from proximity.presence import (

@@ -101,7 +101,7 @@ class HttpFeeder(Feeder):
             cmd += ["--campaigns", str(path)]
         self._owns_prefix = False
         if self.workers > 1 or redis_url:
-            self.redis_url = redis_url or "redis://127.0.0.1:6379/0"
+            self.redis_url: str | None = redis_url or "redis://127.0.0.1:6379/0"
             self.prefix = redis_prefix or f"sim:{uuid.uuid4().hex[:10]}"
             self._owns_prefix = redis_prefix is None
             cmd += ["--redis", self.redis_url, "--redis-prefix", self.prefix]

@@ -302,15 +302,3 @@ def score(truth: Truth, events: EventColumns, *, tolerance_s: float = 60.0,
     }
     out["events_by_source"] = {str(s): int(np.sum(events.source == s)) for s in sorted(set(events.source.tolist()))}
     return out
-
-
-def visit_outcomes(truth: Truth, events: EventColumns, tolerance_s: float) -> np.ndarray:
-    """Per true visit: was it found (bool)? For plots."""
-    v = truth.visits
-    store_ev = events.take(np.asarray([z is None for z in events.zone], dtype=bool) & (events.kind == "enter")
-                           & (events.store >= 0) & (events.device >= 0))
-    which = _match(v.device * _KEY + v.store, v.start, v.end, store_ev.device * _KEY + store_ev.store,
-                   store_ev.ts, tolerance_s)
-    found = np.zeros(len(v), dtype=bool)
-    found[which[which >= 0]] = True
-    return found

@@ -264,6 +264,7 @@ def write_report(out: Path, summaries: Sequence[RunSummary], *, plots: bool = Tr
     doc["notes"] = notes
     (out / "metrics.json").write_text(json.dumps(doc, indent=2, default=_json_default), encoding="utf-8")
     (out / "report.html").write_text(_html(doc, images, records), encoding="utf-8")
+    (out / "map.html").write_text(_map_html(summaries[0]), encoding="utf-8")
     (out / "table.md").write_text(format_markdown(records), encoding="utf-8")
     return doc
 
@@ -279,7 +280,7 @@ def _json_default(o: Any) -> Any:
 
 
 def _definitions() -> str:
-    from sim import metrics
+    import sim.metrics as metrics
 
     return (metrics.__doc__ or "").strip()
 
@@ -395,6 +396,17 @@ def _plots(out: Path, summaries: Sequence[RunSummary]) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------- HTML
 
 
+def _map_html(s: RunSummary) -> str:
+    """The console's interactive map, offline: the stores, the devices' pings replayed, events and offers."""
+    from proximity.service.static_map import map_page
+
+    p = s.sim.pings
+    events = [e.to_dict() if hasattr(e, "to_dict") else dict(e) for e in s.run.events]
+    return map_page(title=f"proximity sim: {s.name}", fences=s.sim.world.to_geojson(), events=events,
+                    offers=s.run.offers, pings={"device_id": np.asarray(s.sim.device_ids)[p.device], "lon": p.lon,
+                                                "lat": p.lat, "accuracy_m": p.accuracy_m, "ts": p.ts})
+
+
 def _html(doc: Mapping[str, Any], images: Sequence[tuple[str, str]], records: Sequence[Mapping[str, Any]]) -> str:
     e = html.escape
     sc = doc["scenario"]
@@ -442,6 +454,8 @@ img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }} pre {{ background: #f6f
 <pre>exits inside a visit, by cause/source: {e(json.dumps(records[0]['metrics']['diagnosis'], indent=1))}
 
 {what_if}</pre>
+<h2>Map</h2><p><a href="map.html">The interactive map</a> (the console's, offline): press Play.</p>
+<iframe src="map.html" title="interactive map" style="width:100%;height:80vh;border:1px solid #ccc"></iframe>
 <h2>Plots</h2>{imgs or '<p>No plots.</p>'}
 <h2>Definitions</h2><pre>{e(doc['definitions'])}</pre>
 </body></html>

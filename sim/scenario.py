@@ -29,6 +29,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from sim.errors import SimError
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+#: The bundled default scenario (``sim/scenarios/default.yaml``).
 DEFAULT_SCENARIO = SCENARIO_DIR / "default.yaml"
 
 
@@ -333,7 +334,7 @@ def _convert(tp: Any, value: Any, dotted: str, source: str, line: int | None, co
     def fail(what: str) -> SimError:
         return SimError(f"{dotted}: {what}, not {value!r}", source=source, line=line, col=col, field=dotted)
 
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise fail("expected a mapping")
         return _build(tp, value, f"{dotted}.", source)
@@ -469,7 +470,7 @@ def _replace_dotted(obj: Any, parts: list[str], value: Any, dotted: str, source:
         else:
             new[head] = _replace_dotted(new.get(head, {}), parts[1:], value, dotted, source)
         return new
-    if not dataclasses.is_dataclass(obj):
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise SimError(f"{dotted}: {head!r} is not a group of settings", source=source, field=dotted)
     names = [f.name for f in dataclasses.fields(obj) if f.name not in ("source", "variants")]
     if head not in names:

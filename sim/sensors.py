@@ -70,6 +70,7 @@ class Sightings:
 
 
 def gps_pings(world: World, pop: Population, scenario: Scenario | None = None) -> Pings:
+    """What the phones report of their true tracks: GPS pings with the scenario's noise and accuracy model."""
     sc = scenario or world.scenario
     g = sc.gps
     rng = np.random.default_rng([sc.seed, 3])
@@ -102,6 +103,7 @@ def gps_pings(world: World, pop: Population, scenario: Scenario | None = None) -
 
 
 def ble_sightings(world: World, pop: Population, scenario: Scenario | None = None) -> Sightings:
+    """What the phones' SDKs report of the store beacons they pass: sightings with the scenario's RSSI model."""
     sc = scenario or world.scenario
     b = sc.ble
     empty = Sightings(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0), np.empty(0))

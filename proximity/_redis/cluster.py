@@ -66,9 +66,15 @@ def connect(url: str, cluster: bool) -> Any:
     options = parse_url(url)
     options.pop("db", None)
     seed = ClusterNode(options.pop("host"), options.pop("port"))
-    cluster_client = RedisCluster(startup_nodes=[seed], **options)
-    cluster_client._proximity_seeds = [seed]
+    cluster_client = _SeededCluster(startup_nodes=[seed], **options)
+    cluster_client.seeds = [seed]
     return cluster_client
+
+
+class _SeededCluster(RedisCluster):
+    """A cluster client that remembers the seed node built for it (closed with it, see :func:`close`)."""
+
+    seeds: list[ClusterNode]
 
 
 def close(client: Any) -> None:
@@ -78,7 +84,7 @@ def close(client: Any) -> None:
     if isinstance(client, RedisCluster):
         manager = client.nodes_manager
         nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values(),
-                 *getattr(client, "_proximity_seeds", [])]
+                 *getattr(client, "seeds", [])]
     client.close()
     for node in nodes:
         if node.redis_connection is not None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import count
 from typing import Any, TypeVar
 
@@ -49,8 +50,8 @@ import numpy as np
 import redis as redis_lib
 from redis.crc import key_slot
 
-from proximity._redis import cluster as C
-from proximity._redis import codec
+import proximity._redis.cluster as C
+import proximity._redis.codec as codec
 from proximity._redis.scripts import (
     DROP,
     LOAD_SCRIPT,
@@ -173,8 +174,8 @@ class RedisStateStore:
         out: list[int] = []
         for i in range(0, len(keys), 1000):
             part = keys[i : i + 1000]
-            out.extend(int(x) for x in self._call(lambda p=part: self._places_script(
-                keys=[f"{self.prefix}:{{places}}", f"{self.prefix}:{{places}}:seq"], args=p)))
+            out.extend(int(x) for x in self._call(partial(
+                self._places_script, keys=[f"{self.prefix}:{{places}}", f"{self.prefix}:{{places}}:seq"], args=part)))
         return out
 
     def _known_places(self, places: PlaceTable, ids: np.ndarray) -> None:
@@ -208,7 +209,7 @@ class RedisStateStore:
         size_parts: list[np.ndarray] = []
         blobs: list[bytes] = []
         for i in range(0, len(keys), self.chunk):
-            size_text, blob = self._call(lambda k=keys[i : i + self.chunk]: self._script(LOAD_SCRIPT, k, ()))
+            size_text, blob = self._call(partial(self._script, LOAD_SCRIPT, keys[i : i + self.chunk], ()))
             size_parts.append(np.array(size_text.split(b","), np.int64))
             blobs.append(blob)
         sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, np.int64)
@@ -329,9 +330,9 @@ class RedisStateStore:
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
-                    self._call(lambda g=gone_ids: self.r.delete(*[self._info(x) for x in g]))
+                    self._call(partial(self.r.delete, *[self._info(x) for x in gone_ids]))
             keep = won[tr.dev] if len(tr) else np.zeros(0, bool)
-            kept = Transitions(*(a[keep] for a in tr._buffers()), status=tr.status)
+            kept = Transitions.from_buffers((a[keep] for a in tr._buffers()), tr.status)
             kept.dev = pending[kept.dev]
             parts.append(kept)
             if won.all():
@@ -344,7 +345,7 @@ class RedisStateStore:
 
     def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams,
               journal: Journal | None = None) -> Transitions:
-        names = resolved.names
+        names = np.asarray(resolved.names)  # this store's own: an object array (see resolve)
         status = np.zeros(len(ev), np.int8)
 
         def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
@@ -378,7 +379,7 @@ class RedisStateStore:
             return advance_state(state, np.arange(state.n_devices), now, params)
 
         for _round in range(10_000):
-            due, full = self._call(lambda s=slots: self.router.due_pages(now, s, self.chunk))
+            due, full = self._call(partial(self.router.due_pages, now, slots, self.chunk))
             if not due:
                 break
             saved = self.saved

@@ -77,9 +77,11 @@ def register(subparsers: Any) -> None:
                     "some need attention, 2 on bad input.")
     h.add_argument("registry", metavar="REGISTRY.yaml")
     h.add_argument("capture", metavar="CAPTURE.jsonl")
-    h.add_argument("--silent-after", type=parse_duration, default=600.0,
+    from beacons.health import LOW_BATTERY_MV, SILENT_AFTER_S
+
+    h.add_argument("--silent-after", type=parse_duration, default=SILENT_AFTER_S,
                    help="a beacon not heard for this long is silent (default 10m)")
-    h.add_argument("--low-battery-mv", type=int, default=2500, help="low battery threshold in mV (default 2500)")
+    h.add_argument("--low-battery-mv", type=int, default=LOW_BATTERY_MV, help="low battery threshold in mV (default 2500)")
     h.add_argument("--now", type=float, default=None,
                    help="evaluate at this epoch time (default: the newest timestamp of the capture)")
     h.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
                    "attrs (a JSON object) and any other column as a device attribute (e.g. age, segments, opt_out)")
     p.add_argument("--sightings", metavar="SIGHTINGS.csv", help="ts,observer_id,key,rssi,tx_power (needs --beacons)")
     p.add_argument("--beacons", metavar="REGISTRY.yaml", help="beacon registry for --sightings")
-    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl (created if needed; without it only the table is printed)")
+    p.add_argument("--out", metavar="DIR", help="directory for events.jsonl, offers.jsonl, decisions.jsonl and report.html (the campaigns table and an interactive map replaying the log; created if needed; without it only the table is printed)")
     p.add_argument("--config", metavar="SERVICE.yaml",
                    help="run presence with the engine: and tracker: settings of this 'proximity serve' config "
                         "file (the rules the service runs with; defaults: EngineConfig's)")
@@ -167,6 +167,10 @@ def run_backtest(args: argparse.Namespace) -> int:
     settings = service.engine_settings(max_future_skew_s=None) if service else {"max_future_skew_s": None}
     engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(**settings))
     report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out)
+    if args.out:  # the console's map, offline: the replayed devices moving, their events and offers
+        from proximity.service.static_map import backtest_page
+
+        report.outputs.append(str(backtest_page(Path(args.out), report, args.fences, pings)))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -33,7 +33,7 @@ log = logging.getLogger("proximity.serve")
 _OPTION_FIELDS = (
     "host", "port", "fences", "campaigns", "beacons", "keys", "redis", "redis_prefix", "workers", "max_batch",
     "max_scan_rows", "max_body_bytes", "rate_limit", "rate_burst", "max_skew_s", "reload_interval_s",
-    "webhook_url", "offers_file", "shutdown_timeout_s", "engine_threads",
+    "webhook_url", "offers_file", "shutdown_timeout_s", "engine_threads", "replay_demo",
 )
 
 
@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="API keys: --keys FILE and/or $PROXIMITY_API_KEYS, lines 'name:scope[,scope]:sha256hex' "
-               "(scopes: sdk, gateway, admin). Without any, a demo key with every scope is made and printed.",
+               "(scopes: sdk, gateway, admin, read). Without any, a demo key with every scope and a read-only one "
+               "are made and printed. The web console is at /console.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML file of settings (the option names, with _)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
@@ -72,6 +73,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="threads of the fence-matching kernels per worker (default 1; scale with --workers)")
     p.add_argument("--webhook-url", dest="webhook_url", help="deliver offers to this URL (HMAC-signed)")
     p.add_argument("--offers-file", dest="offers_file", help="append offers to this JSONL file")
+    p.add_argument("--replay-demo", dest="replay_demo", type=float, metavar="SPEED",
+                   help="with the demo data: replay the bundled day of pings and sightings in a loop at SPEED "
+                        "times real time (e.g. 20), so the console's map moves")
     p.add_argument("--new-key", metavar="NAME:SCOPES",
                    help="print a new random key and its key-file line (e.g. ios-app:sdk), then exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -163,10 +167,14 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = build_config(args)
     keys = load_keys(cfg)
-    demo_key = None
+    demo_key = read_key = None
     if len(keys) == 0:
-        demo_key = generate_key()
-        keys = KeyRing([ApiKey("demo", frozenset(SCOPES), bytes.fromhex(hash_key(demo_key)))])
+        demo_key, read_key = generate_key(), generate_key()
+        keys = KeyRing([ApiKey("demo", frozenset(SCOPES), bytes.fromhex(hash_key(demo_key))),
+                        ApiKey("demo-read", frozenset({"read"}), bytes.fromhex(hash_key(read_key)))])
+    if cfg.replay_demo and not cfg.demo:
+        raise ValidationError("--replay-demo replays the bundled demo day: it needs the demo data (no --fences, "
+                              "--campaigns or --beacons, no --no-demo)", field="replay_demo")
     for kind, path in cfg.resolved_paths().items():
         if path is not None and not path.is_file():
             raise ValidationError(f"{kind} file not found", source=str(path))
@@ -179,9 +187,14 @@ def run(args: argparse.Namespace) -> int:
     loaded = ", ".join(f"{k}={p}" for k, p in cfg.resolved_paths().items() if p is not None) or "nothing loaded"
     print(f"proximity serve: listening on http://{cfg.host}:{port} ({cfg.workers} worker(s), {mode})", flush=True)
     print(f"  {'demo data' if cfg.demo else 'data'}: {loaded}", flush=True)
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    print(f"  console: http://{host}:{port}/console/  (paste a key)", flush=True)
     if demo_key is not None:
         print(f"  demo key (every scope, this run only): {demo_key}", flush=True)
+        print(f"  read-only key (sees, cannot change): {read_key}", flush=True)
         print(f"  try: {_demo_curl(cfg, port, demo_key)}", flush=True)
+    if cfg.replay_demo:
+        print(f"  replaying the demo day in a loop at {cfg.replay_demo:g}x real time", flush=True)
     print(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics", flush=True)
 
     lines = [k.line() for k in keys]

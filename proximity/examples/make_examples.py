@@ -150,7 +150,7 @@ def build_pings(doc: dict) -> list[tuple[str, ...]]:
     rng = np.random.default_rng(SEED)
     feats = {f["id"]: f for f in doc["features"]}
     visitable = [fid for fid in feats if fid != "store-11"]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for d in range(1, 21):
         device = f"dev-{d:03d}"
         attrs = device_attrs(rng, d)

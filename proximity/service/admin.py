@@ -24,7 +24,7 @@ from proximity.service.worker import service_of
 
 
 def _config_handlers(kind: str) -> tuple[Handler, Handler]:
-    @requires("admin")
+    @requires("read")
     async def get_config(request: web.Request) -> web.Response:
         svc = service_of(request)
         doc = svc.reloader.loaded.get(kind)
@@ -75,7 +75,7 @@ def _device_id(request: web.Request) -> str:
     return device_id
 
 
-@requires("admin")
+@requires("read")
 async def get_device(request: web.Request) -> web.Response:
     svc = service_of(request)
     device_id = _device_id(request)
@@ -127,7 +127,7 @@ async def post_advance(request: web.Request) -> web.Response:
     return json_response({"now": now, "devices": rendered.devices(), "stats": rendered.stats})
 
 
-@requires("admin")
+@requires("read")
 async def live_feed(request: web.Request) -> web.StreamResponse:
     svc = service_of(request)
     return await serve_socket(request, svc.hub, svc.sockets)

@@ -14,15 +14,19 @@ method   path                            scope     what
 =======  ==============================  ========  ==========================================
 POST     /v1/pings                       sdk       a batch of location pings
 POST     /v1/scans                       gateway   a batch of BLE sightings from a gateway
-GET/PUT  /v1/fences                      admin     GeoJSON fences (validated, then replaced)
-GET/PUT  /v1/campaigns                   admin     campaign YAML (or JSON)
-GET/PUT  /v1/beacons                     admin     beacon registry YAML
-GET      /v1/devices/{id}                admin     a device's presence state
+GET      /v1/fences                      read      GeoJSON fences in force
+PUT      /v1/fences                      admin     GeoJSON fences (validated, then replaced)
+GET/PUT  /v1/campaigns                   read/adm  campaign YAML (or JSON)
+GET/PUT  /v1/beacons                     read/adm  beacon registry YAML
+GET      /v1/devices/{id}                read      a device's presence state
 DELETE   /v1/devices/{id}                admin     erase a device everywhere
 POST     /v1/devices/{id}/opt-out        admin     opt a device out of (or back into) offers
 POST     /v1/advance                     admin     time passes to ``now``: due exits (replays)
-GET      /v1/events                      admin     WebSocket live feed (filters: kind, fence,
-                                                   campaign, device)
+GET      /v1/events                      read      WebSocket live feed (filters: kind, fence,
+                                                   campaign, device); the key in a header or,
+                                                   from a browser, as the subprotocol
+                                                   ``proximity.key.<base64url of the key>``
+(console) /console, /v1/console/...      see       :mod:`proximity.service.console`
 GET      /metrics, /healthz, /readyz,    none
          /openapi.json
 =======  ==============================  ========  ==========================================
@@ -46,6 +50,7 @@ from aiohttp import web
 from proximity.service import admin, ingest, ops
 from proximity.service.auth import KeyRing
 from proximity.service.config import ServiceConfig
+from proximity.service.console import register_console
 from proximity.service.host import EngineHost
 from proximity.service.metrics import ServiceMetrics
 from proximity.service.middleware import Handler, auth_middleware, error_middleware, observe_middleware
@@ -69,6 +74,7 @@ def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = No
     app[APP_STATE] = svc
     for method, path, handler in routes():
         app.router.add_route(method, path, handler, name=handler.__name__)
+    register_console(app, svc)
 
     async def on_startup(app: web.Application) -> None:
         await svc.start()
@@ -87,6 +93,8 @@ def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = No
 
 
 def make_runner(app: web.Application, config: ServiceConfig) -> web.AppRunner:
+    """The runner of a worker's app: no auto-decompression (the service gunzips under its size limit), no
+    access log, no signal handling (the worker's own)."""
     return web.AppRunner(app, auto_decompress=False, shutdown_timeout=config.shutdown_timeout_s,
                          access_log=None, handle_signals=False)
 

@@ -9,8 +9,10 @@ environment variable holds one line per key::
     ops:admin,sdk,gateway:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
 
 In the environment variable, lines may also be separated by ``;``. Scopes are
-``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``) and ``admin``
-(everything else under ``/v1``). ``proximity serve --new-key NAME:SCOPES``
+``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``), ``admin``
+(everything else under ``/v1``) and ``read`` (what ``admin`` may read, never
+change: the ``GET`` admin routes, the live feed and the console's data; an
+``admin`` key has it too). ``proximity serve --new-key NAME:SCOPES``
 prints a fresh key and the line to add.
 
 A presented key is hashed with SHA-256 and compared against every stored hash
@@ -20,6 +22,8 @@ the loop tells an attacker how close a guess was.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import math
@@ -35,10 +39,29 @@ from typing import Any
 
 from proximity.errors import ValidationError
 
-SCOPES: tuple[str, ...] = ("admin", "gateway", "sdk")
+SCOPES: tuple[str, ...] = ("admin", "gateway", "read", "sdk")
 ENV_VAR = "PROXIMITY_API_KEYS"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+#: The live feed's WebSocket subprotocol; a browser, which cannot set headers on a WebSocket, offers it
+#: together with ``proximity.key.<base64url of the key>`` (the server answers with this one only).
+FEED_SUBPROTOCOL = "proximity.v1"
+KEY_SUBPROTOCOL = "proximity.key."
+
+
+def key_of_subprotocol(header: str) -> str | None:
+    """The key carried by a ``Sec-WebSocket-Protocol`` list (``proximity.key.<base64url>``), or ``None``."""
+    for token in header.split(","):
+        token = token.strip()
+        if token.startswith(KEY_SUBPROTOCOL):
+            data = token[len(KEY_SUBPROTOCOL):]
+            try:
+                return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("utf-8") or None
+            except (binascii.Error, ValueError):
+                return None
+    return None
 
 
 def hash_key(key: str) -> str:
@@ -60,7 +83,8 @@ class ApiKey:
     digest: bytes
 
     def allows(self, scope: str) -> bool:
-        return scope in self.scopes
+        """``read`` is part of ``admin``: an admin key may read what a read-only key may."""
+        return scope in self.scopes or (scope == "read" and "admin" in self.scopes)
 
     def line(self) -> str:
         return f"{self.name}:{','.join(sorted(self.scopes))}:{self.digest.hex()}"
@@ -242,6 +266,8 @@ def retry_after_header(seconds: float) -> str:
 
 __all__ = [
     "ENV_VAR",
+    "FEED_SUBPROTOCOL",
+    "KEY_SUBPROTOCOL",
     "SCOPES",
     "ApiKey",
     "KeyRing",
@@ -249,5 +275,6 @@ __all__ = [
     "RedisRateLimiter",
     "generate_key",
     "hash_key",
+    "key_of_subprotocol",
     "retry_after_header",
 ]

@@ -21,7 +21,7 @@ from proximity.service.reload import ConfigChannel, MemoryChannel, RedisChannel
 from proximity.store import MemoryStore, RedisStore, StateStore
 
 # client time-outs: a Redis that does not answer is an outage (503 + Retry-After), not a hung worker
-_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 2}
+_TIMEOUT_S, _CONNECT_S = 5.0, 2.0
 
 
 @dataclass
@@ -50,8 +50,8 @@ class Backends:
         from campaigns import RedisLimiter, RedisOutbox
 
         prefix = config.redis_prefix
-        sync = redis.Redis.from_url(config.redis, **_TIMEOUTS)
-        aio = aioredis.Redis.from_url(config.redis, **_TIMEOUTS)
+        sync = redis.Redis.from_url(config.redis, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_CONNECT_S)
+        aio = aioredis.Redis.from_url(config.redis, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_CONNECT_S)
         return cls(
             store=RedisStore(sync, prefix=prefix),
             limiter=RedisLimiter(sync, prefix=prefix),

@@ -89,6 +89,13 @@ class ServiceConfig:
     #: Beacon ranging settings (keyword arguments of ``beacons.ProximityTracker``: ``filter``,
     #: ``window_s``, ``trim``, ``thresholds``, ``path_loss_exponent``, ...).
     tracker: Mapping[str, Any] = field(default_factory=dict)
+    #: The console's map: a raster tile URL template (``https://tiles.example/{z}/{x}/{y}.png``, Web
+    #: Mercator) drawn under the fences, and its attribution; ``None`` draws on a plain background.
+    console_tile_url: str | None = None
+    console_tile_attribution: str | None = None
+    #: With the embedded demo: replay the bundled day of pings and sightings in a loop at this many
+    #: times real time (0: off), so the console's map moves.
+    replay_demo: float = 0.0
 
     def __post_init__(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -106,6 +113,10 @@ class ServiceConfig:
             v = getattr(self, name)
             if not math.isfinite(v) or v <= 0:
                 problems.append((name, f"{name} must be a finite number > 0, not {v}"))
+        if not math.isfinite(self.replay_demo) or not 0 <= self.replay_demo <= 10_000:
+            problems.append(("replay_demo", f"replay_demo must be 0 (off) to 10000 times real time, not {self.replay_demo}"))
+        if self.console_tile_url is not None and not all(p in self.console_tile_url for p in ("{z}", "{x}", "{y}")):
+            problems.append(("console_tile_url", "console_tile_url must contain {z}, {x} and {y}"))
         if self.rate_limit > 0 and self.rate_burst < 1:
             problems.append(("rate_burst", "rate_burst must be at least 1 when a rate limit is set"))
         if self.workers > 1 and not self.redis:
@@ -196,7 +207,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
     "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,), "webhook_url": (str,),
     "webhook_secret_env": (str,), "offers_file": (str,), "engine": (dict, Mapping),
-    "tracker": (dict, Mapping),
+    "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),
+    "replay_demo": (int, float),
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from proximity.service.auth import FEED_SUBPROTOCOL
 from proximity.service.codec import clean, json_bytes
 from proximity.service.errors import ApiError
 from proximity.service.metrics import ServiceMetrics
@@ -35,7 +36,7 @@ class FeedFilter:
     campaigns: frozenset[str] = frozenset()
     devices: frozenset[str] = frozenset()
 
-    KINDS = frozenset({"enter", "dwell", "exit", "offer"})
+    KINDS = frozenset({"enter", "dwell", "exit", "offer", "positions"})
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> FeedFilter:
@@ -43,19 +44,25 @@ class FeedFilter:
             values = [v for raw in query.getall(name, []) for v in raw.split(",")]  # type: ignore[attr-defined]
             return frozenset(v.strip() for v in values if v.strip())
 
-        known = {"kind", "fence", "campaign", "device", "key"}
+        known = {"kind", "fence", "campaign", "device"}
         for name in query:
+            if name == "key":
+                raise ApiError(400, "the key is never taken from the URL (logs keep URLs): send X-API-Key, or from "
+                                    "a browser the subprotocol proximity.key.<base64url of the key>", field="key",
+                               reason="key_in_url")
             if name not in known:
                 raise ApiError(400, f"unknown filter {name!r}; filters are kind, fence, campaign, device",
                                field=name, reason="bad_filter")
         kinds = split("kind")
         bad = sorted(kinds - cls.KINDS)
         if bad:
-            raise ApiError(400, f"unknown kind {bad[0]!r}; kinds are dwell, enter, exit, offer", field="kind",
+            raise ApiError(400, f"unknown kind {bad[0]!r}; kinds are dwell, enter, exit, offer, positions", field="kind",
                            reason="bad_filter")
         return cls(kinds, split("fence"), split("campaign"), split("device"))
 
     def accepts(self, msg: Mapping[str, Any]) -> bool:
+        if msg.get("type") == "positions":  # devices' newest positions (the console's map): only on request
+            return "positions" in self.kinds
         is_offer = msg.get("type") == "offer"
         kind = "offer" if is_offer else msg.get("kind")
         if self.kinds and kind not in self.kinds:
@@ -173,7 +180,7 @@ class FeedBus:
 async def serve_socket(request: web.Request, hub: FeedHub, sockets: set[web.WebSocketResponse]) -> web.StreamResponse:
     """A WebSocket that receives the feed's messages matching the request's filters until it closes."""
     filt = FeedFilter.from_query(request.query)
-    ws = web.WebSocketResponse(heartbeat=30.0)
+    ws = web.WebSocketResponse(heartbeat=30.0, protocols=(FEED_SUBPROTOCOL,))
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "this route is a WebSocket: connect with a WebSocket client", field="Upgrade",
                        reason="not_websocket")

@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import operator
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from beacons.scans import scans_from_json
+from proximity.batch import PingBatch
 from proximity.engine import BatchResult
 from proximity.errors import ValidationError
+from proximity.journal import Journal
 from proximity.service.backends import Backends
 from proximity.service.config import ServiceConfig
 from proximity.service.metrics import ServiceMetrics
+
+SOURCE = "<request body>"
 
 
 class EngineHost:
@@ -42,6 +46,11 @@ class EngineHost:
         self.campaigns: Any = None
         self.tracker: Any = None
         self.engine: Any = None
+        #: called on the engine thread with each campaign Decision, each accepted PingBatch, each accepted
+        #: ScanBatch and its body (the console's counters, positions and fleet)
+        self.decision_listeners: list[Callable[[Any], None]] = []
+        self.ping_listeners: list[Callable[[Any], None]] = []
+        self.scan_listeners: list[Callable[[Any, Any], None]] = []
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
         self._rebuild()
@@ -60,6 +69,8 @@ class EngineHost:
         for verdict in getattr(decision, "verdicts", ()):
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+        for listener in self.decision_listeners:
+            listener(decision)
 
     def _rebuild(self) -> None:
         from geofence import FenceIndex
@@ -136,56 +147,32 @@ class EngineHost:
 
     # -- batches (called on the engine thread)
 
-    def _journal(self, key: str | None) -> Any:
-        if key is None:
-            return None
-        from proximity.journal import Journal
-
-        return Journal(key, ttl_s=self.config.idempotency_ttl_s)
+    def _journal(self, key: str | None) -> Journal | None:
+        return None if key is None else Journal(key, ttl_s=self.config.idempotency_ttl_s)
 
     def process_pings(self, rows: list[Any], now: float,
-                      journal: str | None = None) -> tuple[Any, int, list[BaseException]]:
-        from proximity.batch import PingBatch
-
-        errors: list[BaseException] = []
-        batch = columns_of(rows)
-        if batch is None:
-            batch, found = PingBatch.from_rows(rows, source="<request body>", errors="collect")
-            errors.extend(found)
+                      journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
+        """JSON rows -> the engine: ``(result, accepted, rejected)``, each rejected row named by its request row
+        (the bad rows found by ``PingBatch.from_json``, then those the engine refused)."""
+        batch, errors = PingBatch.from_json(rows, source=SOURCE)
         if not len(batch):
             return BatchResult(), 0, errors
         result = self.engine.process_pings(batch, journal=self._journal(journal))
-        refused = list(getattr(result, "rejected", ()) or ())
-        if refused:
-            good_rows = _good_rows(len(rows), errors)
-            for r in refused:
-                errors.append(ValidationError(str(r.get("reason", "refused")), source="<request body>",
-                                              field=r.get("field"), row=int(good_rows[int(r["row"])])))
-            errors.sort(key=lambda e: getattr(e, "row", 0) or 0)
-        return result, len(batch) - len(refused), errors
+        for listener in self.ping_listeners:
+            listener(batch)
+        return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
 
     def process_scans(self, doc: Mapping[str, Any], now: float,
-                      journal: str | None = None) -> tuple[Any, int, list[BaseException]]:
-        import numpy as np
-
-        from beacons.scans import parse_scans_body
-
-        scan = parse_scans_body(doc, source="<request body>")
-        sightings = scan.sightings
-        errors: list[BaseException] = []
-        n = len(sightings.ts)
-        if n:
-            future = sightings.ts > now + self.config.max_skew_s
-            if future.any():
-                i = int(np.flatnonzero(future)[0])
-                raise ValidationError(
-                    f"ts is beyond the clock-skew limit of {self.config.max_skew_s:g} s in the future; check the "
-                    "gateway clock", source="<request body>", field="ts", row=i)
+                      journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
+        """A scan body -> the engine, row by row as for pings (a bad or future entry is refused on its own)."""
+        scan, errors = scans_from_json(doc, source=SOURCE)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
-        if not n:
-            return BatchResult(), 0, errors
-        return self.engine.process_sightings(sightings, journal=self._journal(journal)), n, errors
+        result = (self.engine.process_sightings(scan.sightings, journal=self._journal(journal))
+                  if len(scan.sightings) else BatchResult())
+        for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
+            listener(scan, doc)
+        return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
 
     def advance(self, now: float) -> Any:
         return self.engine.advance(now)
@@ -235,46 +222,18 @@ def _limit_kernel_threads(n: int) -> None:
         import numba
     except ImportError:  # pragma: no cover  (numba is a dependency of geofence)
         return
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(n, int(numba.config.NUMBA_NUM_THREADS))))
 
 
-_REQUIRED = ("device_id", "lon", "lat", "accuracy_m", "ts")
-_REQUIRED_OF = operator.itemgetter(*_REQUIRED)
-_NUMBER_TYPES = {int, float}
+def _by_row(*groups: Sequence[ValidationError]) -> list[ValidationError]:
+    """The rejected rows of a batch in row order, one error per (row, field)."""
+    seen: set[tuple[int | None, str | None]] = set()
+    out: list[ValidationError] = []
+    for e in sorted((e for g in groups for e in g), key=lambda e: e.row if e.row is not None else -1):
+        if (e.row, e.field) not in seen:
+            seen.add((e.row, e.field))
+            out.append(e)
+    return out
 
 
-def columns_of(rows: Sequence[Any]) -> Any:
-    """The common case, fast: every row exactly ``{device_id, lon, lat, accuracy_m, ts}`` with JSON numbers.
-
-    Builds the columns with list comprehensions and lets
-    ``PingBatch.from_arrays`` validate them vectorially. Returns ``None`` for
-    anything else (optional fields, numeric strings, ISO times, any bad row), and
-    the caller takes ``PingBatch.from_rows``, which names every bad row: both
-    paths accept and refuse exactly the same rows (a property test checks it).
-    """
-    from proximity.batch import PingBatch
-
-    try:
-        if set(map(type, rows)) != {dict} or set(map(len, rows)) != {5}:
-            return None
-        ids, *cols = zip(*map(_REQUIRED_OF, rows), strict=True)  # rows -> columns, in C
-    except (KeyError, TypeError, ValueError):
-        return None
-    for col in cols:
-        if not set(map(type, col)) <= _NUMBER_TYPES:
-            return None
-    try:
-        return PingBatch.from_arrays(ids, *cols, source="<request body>")
-    except (ValueError, OverflowError):
-        return None
-
-
-def _good_rows(n_rows: int, errors: Sequence[BaseException]) -> list[int]:
-    """Row numbers (in the request) of the rows that survived ``from_rows``, in order."""
-    bad = {getattr(e, "row", None) for e in errors}
-    return [i for i in range(n_rows) if i not in bad]
-
-
-
-
-__all__ = ["EngineHost", "columns_of"]
+__all__ = ["EngineHost"]

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proximity.errors import StoreUnavailable, as_json
-from proximity.service.auth import ApiKey, retry_after_header
+from proximity.service.auth import ApiKey, key_of_subprotocol, retry_after_header
 from proximity.service.codec import json_response
 from proximity.service.errors import ApiError
 from proximity.service.worker import API_KEY, service_of
@@ -37,7 +37,10 @@ def requires(scope: str | None) -> Callable[[Handler], Handler]:
     return mark
 
 
-def presented_key(request: web.Request, *, allow_query: bool = False) -> str | None:
+def presented_key(request: web.Request) -> str | None:
+    """The key of ``X-API-Key``, ``Authorization: Bearer``, or (browsers cannot set headers on a
+    WebSocket) the ``Sec-WebSocket-Protocol`` token ``proximity.key.<base64url of the key>``; never
+    the URL, which proxies and access logs keep."""
     key = request.headers.get("X-API-Key")
     if key:
         return key.strip()
@@ -45,9 +48,7 @@ def presented_key(request: web.Request, *, allow_query: bool = False) -> str | N
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    if allow_query:
-        return request.query.get("key") or None
-    return None
+    return key_of_subprotocol(request.headers.get("Sec-WebSocket-Protocol", ""))
 
 
 def _route_name(request: web.Request) -> str:
@@ -119,7 +120,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scope is None:
         return await handler(request)
     svc = service_of(request)
-    key = svc.keys.authenticate(presented_key(request, allow_query=request.path == "/v1/events"))
+    key = svc.keys.authenticate(presented_key(request))
     if key is None:
         raise ApiError(401, "an API key is required: send X-API-Key: KEY or Authorization: Bearer KEY",
                        field="X-API-Key", reason="unauthenticated", headers={"WWW-Authenticate": "Bearer"})

@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from proximity import __version__
+from proximity.service.console import openapi_paths as _console_paths
 
 _ERROR = {
     "type": "object",
@@ -174,7 +175,7 @@ def _op(op_id: str, summary: str, scope: str | None, responses: dict[str, Any], 
 
 def _config_ops(kind: str, media: str, description: str) -> dict[str, Any]:
     return {
-        "get": _op(f"get_{kind}", f"The {kind} in force, with their version.", "admin", {
+        "get": _op(f"get_{kind}", f"The {kind} in force, with their version.", "read", {
             "200": {"description": description, "content": {media: {}},
                     "headers": {"X-Config-Version": {"schema": {"type": "integer"}}}},
         }),
@@ -212,7 +213,7 @@ _SPEC: dict[str, Any] = {
         "/v1/beacons": _config_ops("beacons", "application/yaml", "The beacon registry YAML."),
         "/v1/devices/{device_id}": {
             "parameters": [_DEVICE_PARAM],
-            "get": _op("get_device", "A device's presence state.", "admin", {
+            "get": _op("get_device", "A device's presence state.", "read", {
                 "200": {"description": "State per place.", "content": {"application/json": {}}},
             }),
             "delete": _op("delete_device", "Erase a device everywhere (privacy).", "admin", {
@@ -236,13 +237,16 @@ _SPEC: dict[str, Any] = {
             requestBody={"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["now"], "properties": {"now": {"type": "number"}}}}}})},
         "/v1/events": {"get": _op(
-            "live_feed", "WebSocket live feed of events and offers (key also as `?key=`).", "admin", {
+            "live_feed", "WebSocket live feed of events and offers. The key goes in a header or, from a browser "
+            "(which cannot set WebSocket headers), as the subprotocol `proximity.key.<base64url of the key>` next "
+            "to `proximity.v1`; never in the URL.", "read", {
                 "101": {"description": "Switching to WebSocket; each message is a JSON object "
                                        "`{\"type\": \"event\"|\"offer\", ...}`."},
                 "400": _err("A bad filter."),
             }, parameters=[
                 {"name": "kind", "in": "query", "schema": {"type": "string"},
-                 "description": "Comma list of enter, dwell, exit, offer."},
+                 "description": "Comma list of enter, dwell, exit, offer, positions (positions: the newest "
+                                "position of each device that pinged, every 0.25 s; only when asked for)."},
                 {"name": "fence", "in": "query", "schema": {"type": "string"}, "description": "Comma list of fence ids."},
                 {"name": "campaign", "in": "query", "schema": {"type": "string"},
                  "description": "Comma list of campaign ids (offers only)."},
@@ -258,6 +262,7 @@ _SPEC: dict[str, Any] = {
             "503": _err("Not ready; the body says why.")})},
         "/openapi.json": {"get": _op("openapi", "This document.", None, {
             "200": {"description": "OpenAPI 3.1.", "content": {"application/json": {}}}})},
+        **_console_paths(_op, _err),
     },
     "components": {
         "securitySchemes": {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +46,8 @@ class Service:
         self.ready = False
         self.not_ready_reason = "starting"
         self.sockets: set[web.WebSocketResponse] = set()
+        #: called with each offer's feed message as it leaves the outbox (the console counts deliveries)
+        self.offer_listeners: list[Callable[[Mapping[str, Any]], None]] = []
 
     async def _apply(self, doc: ConfigDoc, parsed: Any) -> None:
         await self.host.run(self.host.apply, doc.kind, parsed)
@@ -106,7 +109,10 @@ class Service:
         await self.bus.publish(rendered.feed())
 
     async def feed_offer(self, offer: Any) -> None:
-        await self.bus.publish([offer_message(offer)])
+        message = offer_message(offer)
+        for listener in self.offer_listeners:
+            listener(message)
+        await self.bus.publish([message])
 
 
 APP_STATE: web.AppKey[Service] = web.AppKey("proximity_service", Service)

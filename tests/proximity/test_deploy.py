@@ -15,7 +15,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from proximity.config import load_config
+from proximity.service.config import load_config
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -71,7 +71,7 @@ def test_the_image_runs_as_a_user_and_checks_readyz() -> None:
     for copy in doc["COPY"]:  # everything copied exists in the repository
         for src in shlex.split(copy)[:-1]:
             assert (ROOT / src).exists(), src
-    from proximity.openapi import openapi_spec
+    from proximity.service.openapi import openapi_spec
 
     assert "/readyz" in openapi_spec()["paths"]
 

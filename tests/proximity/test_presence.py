@@ -332,8 +332,8 @@ def test_future_timestamps_are_rejected_with_a_reason(make_engine: Callable[...,
     eng = make_engine([circle("cafe", 0, 0, 40)], max_future_skew_s=300, clock=lambda: now)
     r = eng.process_pings(pings([("d1", 1000, 0, 0, 5), ("d2", 1301, 0, 0, 5), ("d3", 1299, 0, 0, 5)]))
     assert [e.device_id for e in r.events] == ["d1", "d3"]
-    assert len(r.rejected) == 1 and r.rejected[0]["row"] == 1 and r.rejected[0]["field"] == "ts"
-    assert "ahead of the server clock" in r.rejected[0]["reason"]
+    assert len(r.rejected) == 1 and r.rejected[0].row == 1 and r.rejected[0].field == "ts"
+    assert "ahead of the server clock" in r.rejected[0].message
     assert r.stats["rejected"] == 1
     assert eng.device_state("d2")["visits"] == []
 

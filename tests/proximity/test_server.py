@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip
 import json
@@ -18,9 +19,10 @@ from proximity.service import create_app, service_of
 from proximity.service.auth import KeyRing, hash_key
 from proximity.service.config import ServiceConfig
 
-SDK, GATEWAY, ADMIN = "sdk-key-123", "gateway-key-456", "admin-key-789"
+SDK, GATEWAY, ADMIN, READ = "sdk-key-123", "gateway-key-456", "admin-key-789", "read-key-000"
 KEYS = KeyRing.parse(
-    f"app:sdk:{hash_key(SDK)}\ngw:gateway:{hash_key(GATEWAY)}\nops:admin:{hash_key(ADMIN)}"
+    f"app:sdk:{hash_key(SDK)}\ngw:gateway:{hash_key(GATEWAY)}\nops:admin:{hash_key(ADMIN)}\n"
+    f"viewer:read:{hash_key(READ)}"
 )
 
 
@@ -83,9 +85,11 @@ async def test_public_routes(make_client) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path", "scope"),
-    [("POST", "/v1/pings", "sdk"), ("POST", "/v1/scans", "gateway"), ("GET", "/v1/fences", "admin"),
-     ("PUT", "/v1/campaigns", "admin"), ("GET", "/v1/devices/d1", "admin"), ("DELETE", "/v1/devices/d1", "admin"),
-     ("POST", "/v1/devices/d1/opt-out", "admin"), ("GET", "/v1/events", "admin")],
+    [("POST", "/v1/pings", "sdk"), ("POST", "/v1/scans", "gateway"), ("GET", "/v1/fences", "read"),
+     ("PUT", "/v1/campaigns", "admin"), ("GET", "/v1/devices/d1", "read"), ("DELETE", "/v1/devices/d1", "admin"),
+     ("POST", "/v1/devices/d1/opt-out", "admin"), ("GET", "/v1/events", "read"),
+     ("PUT", "/v1/fences", "admin"), ("POST", "/v1/advance", "admin"), ("GET", "/v1/console/fleet", "read"),
+     ("POST", "/v1/campaigns/c1/status", "admin"), ("POST", "/v1/fences/check", "admin")],
 )
 async def test_keys_and_scopes(make_client, method: str, path: str, scope: str) -> None:
     client = await make_client()
@@ -95,9 +99,9 @@ async def test_keys_and_scopes(make_client, method: str, path: str, scope: str) 
     assert "API key" in body["error"] and body["field"] == "X-API-Key"
     r = await client.request(method, path, data=b"{}", headers=h("not-a-key"))
     assert r.status == 401
-    for key, key_scope in ((SDK, "sdk"), (GATEWAY, "gateway"), (ADMIN, "admin")):
+    for key, key_scope in ((SDK, "sdk"), (GATEWAY, "gateway"), (ADMIN, "admin"), (READ, "read")):
         r = await client.request(method, path, data=b"{}", headers={"Authorization": f"Bearer {key}"})
-        if key_scope == scope:
+        if key_scope == scope or (scope == "read" and key_scope == "admin"):  # admin keys may read
             assert r.status not in (401, 403), await r.text()
         else:
             assert r.status == 403
@@ -321,7 +325,9 @@ async def test_live_feed_filters(make_client) -> None:
     fences_b = fences_doc(STORE_A, STORE_B)
     await client.put("/v1/fences", data=fences_b, headers=h(ADMIN))
     ws_all = await client.ws_connect("/v1/events", headers=h(ADMIN))
-    ws_b = await client.ws_connect(f"/v1/events?fence=store-b&kind=enter&key={ADMIN}")
+    token = "proximity.key." + base64.urlsafe_b64encode(READ.encode()).decode().rstrip("=")
+    ws_b = await client.ws_connect("/v1/events?fence=store-b&kind=enter", protocols=("proximity.v1", token))
+    assert ws_b.protocol == "proximity.v1"  # the key is never echoed back
     assert (await ws_all.receive_json())["type"] == "hello"
     hello = await ws_b.receive_json()
     assert hello["filter"]["fence"] == ["store-b"]

@@ -104,17 +104,25 @@ async def test_scans_from_a_gateway_produce_beacon_events(make_client) -> None:
     # the retry of the same batch is replayed, not reprocessed
     r2 = await client.post("/v1/scans", json=doc, headers=h(GATEWAY))
     assert r2.headers["Idempotent-Replay"] == "true"
-    # a bad entry rejects the batch whole, naming the entry and field
+    # a bad entry is refused on its own, naming the entry and field; the good ones are processed
     bad = {**doc, "batch_id": "scan-2", "sightings": [*sightings, {"ts": now, "rssi": "loud", "key": "x"}]}
     r = await client.post("/v1/scans", json=bad, headers=h(GATEWAY))
     body = await r.json()
-    assert r.status == 400 and body["row"] == 5 and body["field"].startswith("sightings[5]")
+    assert r.status == 200 and body["accepted"] == 5
+    assert [(e["row"], e["field"][:12]) for e in body["rejected"]] == [(5, "sightings[5]")]
     r = await client.post("/v1/scans", json={**doc, "batch_id": "scan-3", "sightings": sightings * 2},
                           headers=h(GATEWAY))
     assert r.status == 413 and (await r.json())["field"] == "sightings"
+    # a future time is refused row by row, as for pings: a batch of only that is refused whole (422)
     future = {**doc, "batch_id": "scan-4", "sightings": [{**sightings[0], "ts": now + 3600}]}
     r = await client.post("/v1/scans", json=future, headers=h(GATEWAY))
-    assert r.status == 400 and (await r.json())["field"] == "ts"
+    body = await r.json()
+    assert r.status == 422 and body["field"] == "ts" and body["row"] == 0
+    mixed = {**doc, "batch_id": "scan-5", "sightings": [{**sightings[0], "ts": now + 3600}, sightings[1]]}
+    r = await client.post("/v1/scans", json=mixed, headers=h(GATEWAY))
+    body = await r.json()
+    assert r.status == 200 and body["accepted"] == 1
+    assert [(e["row"], e["field"]) for e in body["rejected"]] == [(0, "ts")]
 
 
 async def test_put_campaigns_yaml_errors_name_line_and_col_and_json_is_accepted(make_client) -> None:

@@ -1,4 +1,5 @@
-"""The server's fast path from JSON rows to columns accepts and refuses exactly what PingBatch.from_rows does."""
+"""PingBatch.from_json's fast path from JSON rows to columns accepts and refuses exactly what PingBatch.from_rows does,
+and from_json keeps each good row's request row."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proximity.batch import PingBatch
-from proximity.service.host import columns_of
+from proximity.batch import PingBatch, _plain_columns
 
 numbers = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**70), 2**70)
            | st.floats(-200, 200) | st.sampled_from([0, -0.0, 90, 180, 1e11, 1e11 + 1, True, "1.5", None]))
@@ -20,6 +20,10 @@ row = st.fixed_dictionaries(
 ) | st.sampled_from([{}, [], "row", 3])
 
 
+def columns_of(rows: list) -> PingBatch | None:
+    return _plain_columns(rows, "<request body>")
+
+
 def same(a: PingBatch, b: PingBatch) -> None:
     assert len(a) == len(b)
     assert list(a.device_id) == list(b.device_id)
@@ -27,6 +31,7 @@ def same(a: PingBatch, b: PingBatch) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     np.testing.assert_array_equal(a.foreground, b.foreground)
     assert list(a.attrs) == list(b.attrs) and list(a.timezone) == list(b.timezone)
+    np.testing.assert_array_equal(a.row, b.row)
 
 
 @given(st.lists(row, min_size=1, max_size=8))
@@ -36,6 +41,11 @@ def test_fast_path_agrees_with_from_rows(rows: list) -> None:
     if fast is not None:
         assert errors == [], "the fast path accepted a batch from_rows refuses"
         same(fast, slow)
+    batch, rejects = PingBatch.from_json(rows)
+    same(batch, slow)
+    assert [(e.row, e.field) for e in rejects] == [(e.row, e.field) for e in errors]
+    # every request row is either in the batch or rejected, once
+    assert sorted([*batch.row.tolist(), *(e.row for e in rejects)]) == list(range(len(rows)))
 
 
 def test_fast_path_is_taken_for_plain_rows() -> None:

@@ -225,7 +225,7 @@ def test_serve_with_no_arguments_runs_the_demo_and_prints_a_working_curl(tmp_pat
                             stderr=subprocess.STDOUT, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
+        lines = [proc.stdout.readline() for _ in range(7)]  # the banner, up to the docs line
         text = "".join(lines)
         url = re.search(r"listening on (http://[\d.]+:\d+)", text).group(1)  # type: ignore[union-attr]
         key = re.search(r"demo key \(every scope, this run only\): (\S+)", text).group(1)  # type: ignore[union-attr]

@@ -116,12 +116,17 @@ def test_cli_run_writes_the_report_and_prints_the_table(tmp_path: Path, capsys: 
     assert doc["runs"][1]["throughput"]["sightings"] == 0
     lift = next(t for t in doc["targets"] if t["target"] == "small_store_beacon_lift")
     assert lift["value"] is not None
-    for name in ("report.html", "table.md", "map.png", "latency.png", "accuracy.png", "compare.png", "events.jsonl",
+    for name in ("report.html", "map.html", "table.md", "map.png", "latency.png", "accuracy.png", "compare.png", "events.jsonl",
                  "offers.jsonl", "truth_visits.csv", "fences.geojson", "beacons.yaml"):
         assert (out / name).is_file(), name
     assert (out / "variants" / "gps-only" / "events.jsonl").is_file()
     html = (out / "report.html").read_text()
-    assert "<img src='map.png'" in html and "gps-only" in html
+    assert "<img src='map.png'" in html and "gps-only" in html and '<iframe src="map.html"' in html
+    page = (out / "map.html").read_text()  # the console's map, offline: every store, the events inlined
+    data = json.loads(page.split('id="pm-data">', 1)[1].split("</script>", 1)[0].replace("<\\/", "</"))
+    assert len(data["fences"]["features"]) == len(json.loads((out / "fences.geojson").read_text())["features"])
+    assert len(data["events"]) >= len([line for line in (out / "events.jsonl").read_text().splitlines() if line])
+    assert "<script src=" not in page and "http://" not in page.split("<script>", 1)[1]
 
 
 def test_cli_without_matplotlib_still_writes_json_and_html(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
