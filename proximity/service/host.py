@@ -174,6 +174,20 @@ class EngineHost:
             listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
 
+    def warm_up(self) -> None:
+        """Load the compiled kernels (match, presence, state) with a throwaway engine on one fence, before the
+        worker takes connections: loading them on a first batch holds the interpreter for a second or two,
+        which stalls the event loop (``/healthz`` of a just restarted worker) as well."""
+        from geofence import FenceIndex, circle_fence
+        from proximity.engine import Engine, EngineConfig
+        from proximity.store import MemoryStore
+
+        engine = Engine(FenceIndex([circle_fence("warm-up", 0.0, 0.0, 50.0)]), store=MemoryStore(),
+                        config=EngineConfig(max_future_skew_s=None))
+        batch = PingBatch.from_arrays(["warm-up"] * 2, [0.0, 0.01], [0.0, 0.0], 5.0, [1.0, 2.0])
+        engine.process_pings(batch)
+        engine.advance(1e6)
+
     def advance(self, now: float) -> Any:
         return self.engine.advance(now)
 

@@ -143,6 +143,8 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        with contextlib.suppress(Exception):
+            proc.stdout.close()
 
 
 @dataclass
