@@ -38,6 +38,14 @@ def batch_id_of(doc: Any) -> str | None:
     return bid
 
 
+def gateway_label(registry: Any, gateway: str) -> str:
+    """The ``gateway`` label of a scan's metrics: its id when the beacon registry lists it, else
+    ``"unregistered"`` (a key can send any gateway_id: labels come only from the registry, so the
+    number of series stays bounded)."""
+    known = getattr(registry, "gateways", None) or {}
+    return gateway if gateway in known else "unregistered"
+
+
 def batch_response(batch_id: str | None, accepted: int, errors: Sequence[BaseException], rendered: Rendered,
                    extra: Mapping[str, Any] | None = None) -> web.Response:
     """The answer to a batch: 200 with its per-device events and offers and its rejected rows, or 422 when
@@ -124,7 +132,7 @@ async def post_scans(request: web.Request) -> web.Response:
         svc.metrics.engine_latency.labels("scans").observe(time.perf_counter() - started)
         svc.metrics.sightings.labels("accepted").inc(accepted)
         svc.metrics.sightings.labels("rejected").inc(len(errors))
-        svc.metrics.scans.labels(gateway).inc()
+        svc.metrics.scans.labels(gateway_label(svc.host.registry, gateway)).inc()
         rendered = render(result)
         if accepted == 0 and not errors:  # an empty scan (a heartbeat): fine
             return json_response({"batch_id": batch_id, "accepted": 0, "rejected": [], "devices": {},
@@ -139,4 +147,4 @@ async def post_scans(request: web.Request) -> web.Response:
 
 ROUTES = [("POST", "/v1/pings", post_pings), ("POST", "/v1/scans", post_scans)]
 
-__all__ = ["ROUTES", "batch_id_of", "batch_response", "post_pings", "post_scans"]
+__all__ = ["ROUTES", "batch_id_of", "batch_response", "gateway_label", "post_pings", "post_scans"]
