@@ -3,6 +3,7 @@ library deciding what orjson refuses), and NaN written as ``null``."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -64,6 +65,9 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 _GZIP = ("gzip", "x-gzip")
+#: the whole body must arrive within this many seconds (a client that announces a body and trickles it, or
+#: never sends it, does not hold a connection and a handler for longer)
+BODY_TIMEOUT_S = 30.0
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -80,11 +84,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise ApiError(413, f"body of {request.content_length} bytes is over the limit of {limit}",
                        field="body", reason="too_large", limit=limit)
     raw = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes", field="body", reason="too_large",
-                           limit=limit)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                raw += chunk
+                if len(raw) > limit:
+                    raise ApiError(413, f"body is over the limit of {limit} bytes", field="body",
+                                   reason="too_large", limit=limit)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", field="body",
+                       reason="body_timeout", headers={"Connection": "close"}) from None
     if encoding in _GZIP and raw[:2] == b"\x1f\x8b":
         return gunzip_limited(bytes(raw), limit)
     if encoding in _GZIP and raw[:1] in (b"{", b"[", b" ", b"\n"):
