@@ -242,11 +242,14 @@ def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> i
     for proc in procs:
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGTERM)
+    # the supervisor's copy of the listening socket would keep it open (new connections queued, never
+    # answered) until the last worker is gone: close it now; each worker closes its own when it stops
+    # accepting, so new connections are refused at once while in-flight requests finish
+    sock.close()
     deadline = time.monotonic() + cfg.shutdown_timeout_s + 5
     for proc in procs:
         proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
             proc.kill()
             proc.join(5)
-    sock.close()
     return 0 if all(p.exitcode in (0, -signal.SIGTERM) for p in procs) else 1

@@ -102,7 +102,7 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
     cmd = [sys.executable, "-m", "proximity", "serve", "--port", "0", "--config", str(paths["config"]),
            "--fences", str(paths["fences"]), "--campaigns", str(paths["campaigns"]), "--keys", str(paths["keys"]),
            "--workers", str(workers), "--redis", redis_url, "--redis-prefix", prefix,
-           "--offers-file", str(paths["offers"]), "--log-level", "error"]
+           "--offers-file", str(paths["offers"]), "--log-level", os.environ.get("PROXIMITY_FAULT_LOG_LEVEL", "error")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROXIMITY_API_KEYS", None)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
