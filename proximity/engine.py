@@ -336,8 +336,8 @@ class Engine:
         if journal is not None:
             journal.proximity, journal.distance = p, dist[order]
         tr = self._apply(res, ev, journal)
-        prox, distance = journal.details(n) if journal is not None else (p, dist[order])
-        events = to_events(tr, res.names, self.places, proximity=prox, distance=distance)
+        details = journal.details(n) if journal is not None else (p, dist[order])
+        events = to_events(tr, res.names, self.places, proximity=details[0], distance=details[1])
         stats = {"sightings": len(ts_all) if n_input is None else n_input, "zone_sightings": len(ts_all),
                  "applied": int((tr.status == 0).sum()), "late": tr.late, "duplicates": int(dup.sum()),
                  "rejected": len(rejected)}

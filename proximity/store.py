@@ -259,7 +259,7 @@ class MemoryStore:
         status = np.zeros(len(ev), np.int8)
         status[idx] = tr.status
         fresh = handles[~done]
-        local = Transitions(*tr._buffers(), status=tr.status)
+        local = tr.where(np.ones(len(tr), bool))
         local.dev = np.searchsorted(fresh, tr.dev)
         for name, entry in zip([n for n, d in zip(names, done.tolist(), strict=True) if not d],
                                _journal.encode(local, len(fresh), journal), strict=True):

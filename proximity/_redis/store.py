@@ -298,14 +298,14 @@ class RedisStateStore:
                 done = np.fromiter((v is not None for v in found), bool, len(sub))
                 if done.any():
                     at = np.flatnonzero(done)
-                    parts.append(journal_replay(pending[at], [found[i] for i in at.tolist()], n_evidence,
+                    parts.append(journal_replay(pending[at], [found[i] or b"" for i in at.tolist()], n_evidence,
                                                 journal))
             state = self._decode(old, places, spare)
             local = np.arange(len(sub))
             due_before = next_due(state, local, params)
             tr, delete = step(state, pending)
             if done.any():  # committed by an earlier try of this batch: its events are the journal's
-                tr = Transitions(*(a[~done[tr.dev]] for a in tr._buffers()), status=tr.status)
+                tr = tr.where(~done[tr.dev])
             new = codec.encode(state)
             due = next_due(state, local, params)
             has_old = old.version > 0
