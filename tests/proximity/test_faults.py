@@ -43,6 +43,7 @@ async def test_nothing_lost_nothing_twice_under_faults(tmp_path: Path, redis_url
                                                        aiohttp_client) -> None:
     seed = int(os.environ.get("PROXIMITY_FAULT_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
+    print(f"fault suite: PROXIMITY_FAULT_SEED={seed}")  # shown with a failure: replay the same schedule
     u = urlparse(redis_url)
     paths = F.write_scenario(tmp_path)
     plan = F.batches(time.time(), groups=12, per_group=4, steps=240, steps_per_batch=2, seed=seed)
