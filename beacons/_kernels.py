@@ -2,16 +2,17 @@
 
 Every kernel takes rows already sorted by (group, ts) — ``group`` is an int64
 group id per row — and returns one float64 per row. numba compiles them once
-(``cache=True``); there is no pure-Python twin.
+(cached in the user's cache directory, see ``_jit.py``); there is no pure-Python twin.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from beacons._jit import njit
 
 
-@njit(cache=True)
+@njit
 def trimmed_window_mean(group: np.ndarray, ts: np.ndarray, rssi: np.ndarray, window_s: float,
                         trim: float) -> np.ndarray:  # pragma: no cover - compiled
     """For each row: the mean of its group's samples in ``(ts - window_s, ts]`` (rows up to it),
@@ -62,7 +63,7 @@ def trimmed_window_mean(group: np.ndarray, ts: np.ndarray, rssi: np.ndarray, win
     return out
 
 
-@njit(cache=True)
+@njit
 def arma(group: np.ndarray, rssi: np.ndarray, seed: np.ndarray, coefficient: float) -> np.ndarray:  # pragma: no cover
     """ARMA smoothing ``x += c * (rssi - x)`` per group; the group's seed (NaN: none) or first sample starts it."""
     n = len(rssi)

@@ -24,7 +24,7 @@ Counters (:attr:`GatewayAgent.counters`, logged every ``log_every_s`` and at exi
 ``heard`` (advertisements), ``sightings``, ``unkeyed`` (frames without a beacon
 identity: URL, TLM, EID), ``sent``, ``spooled`` (had to wait in the spool
 because the server was unreachable), ``dropped`` (spool overflow, oldest first),
-``rejected`` (the server refused the batch as invalid), plus ``batches_sent``
+``rejected`` (sightings the server refused: the batch as invalid, or entries of it on their own), plus ``batches_sent``
 and ``retries``.
 """
 
@@ -165,7 +165,10 @@ class GatewayAgent:
         sightings = body.get("sightings", [])
         result = await self.uplink.send(body)
         if result.outcome == "delivered":
-            return result, len(sightings), 0
+            if result.refused:
+                log.warning("server refused %d of the %d sightings of batch %s, e.g. %s", result.refused,
+                            len(sightings), body["batch_id"], result.detail)
+            return result, len(sightings) - result.refused, result.refused
         if result.outcome == "rejected" and result.status == 413 and len(sightings) > 1:
             half = len(sightings) // 2
             sent = rejected = 0

@@ -3,7 +3,9 @@
 :class:`HttpUplink` POSTs the gzip-compressed body (:mod:`beacons.scans`) to
 ``<server>/v1/scans`` with ``Authorization: Bearer <key>`` and classifies the answer:
 
-- ``2xx``: delivered (a repeated ``batch_id`` is answered with the stored response, also 2xx);
+- ``2xx``: delivered (a repeated ``batch_id`` is answered with the stored response, also 2xx); the
+  entries the server refused on their own (its ``rejected`` list: a bad field, a time too far ahead)
+  are counted in ``SendResult.refused`` and named in ``detail``;
 - ``400``, ``413``, ``422``: rejected, the batch is bad and retrying cannot help;
 - anything else (``401/403/404`` — a misconfiguration an operator can fix —,
   ``408``, ``409`` (the same ``batch_id`` is still being processed by an earlier
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -30,12 +33,26 @@ class SendResult:
     status: int | None = None
     retry_after_s: float | None = None
     detail: str = ""
+    refused: int = 0  # delivered, but this many entries were refused on their own (bad or future rows)
 
 
 class Uplink(Protocol):
     async def send(self, body: dict[str, Any]) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+def _with_refused(result: SendResult, text: str) -> SendResult:
+    """A delivered batch's answer with the entries the server refused on their own (``rejected``)."""
+    try:
+        rejected = json.loads(text).get("rejected") or []
+    except (ValueError, AttributeError):
+        return result
+    if not isinstance(rejected, list) or not rejected:
+        return result
+    first = rejected[0] if isinstance(rejected[0], dict) else {}
+    detail = f"row {first.get('row')}: {first.get('error')} ({first.get('field')})"
+    return SendResult("delivered", result.status, detail=detail, refused=len(rejected))
 
 
 def classify(status: int, retry_after: str | None = None, detail: str = "") -> SendResult:
@@ -77,7 +94,8 @@ class HttpUplink:
         try:
             async with session.post(self.url, data=data, headers=headers) as resp:
                 text = await resp.text(errors="replace")
-                return classify(resp.status, resp.headers.get("Retry-After"), text[:500])
+                result = classify(resp.status, resp.headers.get("Retry-After"), text[:500])
+                return _with_refused(result, text) if result.outcome == "delivered" else result
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return SendResult("retry", None, None, f"{type(exc).__name__}: {exc}")
 

@@ -17,6 +17,8 @@ PARTS: dict[str, list[str]] = {
     "http": ["--quick", "--redis", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "--workers", "2"],
     "scaling": ["--quick"],
     "redis_memory": ["--redis", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), "--devices", "2000"],
+    "report": [],
+    "firstrun": ["--rounds", "1"],
 }
 
 USAGE = f"""usage: python -m benchmarks all [--full] | {{{','.join(PARTS)}}} [args...]

@@ -91,7 +91,7 @@ def devices_part(sizes: list[int], n_fences: int, seed: int) -> list[dict[str, A
     for n in sizes:
         store = MemoryStore(capacity=n)
         engine = Engine(index, store=store, config=EngineConfig(max_future_skew_s=None))
-        r = run_rounds(engine, Population(n, centres, seed), 3, 100_000, 1_700_000_000.0)
+        r = run_rounds(engine, Population(n, centres, seed), 4, 100_000, 1_700_000_000.0, timed_from=2)
         row = {"devices": n, "engine_pps": r["pings"] / r["engine_s"], "match_pps": r["pings"] / r["match_s"],
                "bytes_per_device": store.bytes_per_device()}
         out.append(row)

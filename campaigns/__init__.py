@@ -11,6 +11,9 @@ never more than the caps allow, never twice, never lost::
 Adapters for shared state (one Redis or a Redis Cluster): :class:`RedisLimiter`,
 :class:`RedisOutbox` and :class:`AsyncRedisOutbox`. They are imported on first use, so
 ``import campaigns`` does not import redis.
+What offers did (imported on demand: they load the compiled kernels): :mod:`campaigns.experiments`
+(holdouts, variants), :func:`campaigns.report.lift_report` (conversions and lift over arrays),
+:mod:`campaigns.counters` / :mod:`campaigns.redis_counters` (a service's report from counters).
 Dispatch: :mod:`campaigns.dispatch`. Replay of logs: :mod:`campaigns.backtest`.
 """
 
@@ -26,13 +29,16 @@ from campaigns.model import (
     CampaignSet,
     Cap,
     Condition,
+    Conversion,
     Defaults,
+    Experiment,
     FenceInfo,
     Limits,
     OfferTemplate,
     QuietHours,
     Schedule,
     Trigger,
+    Variant,
     fence_infos,
 )
 from campaigns.offers import Offer
@@ -70,10 +76,12 @@ __all__ = [
     "Cap",
     "CapCheck",
     "Condition",
+    "Conversion",
     "DeadLetter",
     "Decision",
     "Defaults",
     "DeliveryError",
+    "Experiment",
     "FenceInfo",
     "Grant",
     "Limiter",
@@ -90,6 +98,7 @@ __all__ = [
     "Schedule",
     "StoreUnavailable",
     "Trigger",
+    "Variant",
     "Verdict",
     "fence_infos",
     "json_schema",

@@ -41,6 +41,21 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
+_PERCENT_RE = re.compile(PERCENT_PATTERN)
+
+
+def parse_share(value: object) -> float:
+    """A share strictly between 0% and 100%, written ``'10%'`` or ``'2.5%'``, as a fraction (``0.1``)."""
+    if not isinstance(value, str) or not _PERCENT_RE.match(value):
+        raise ValueError(f"bad share {value!r}: write a percentage like '10%'")
+    share = float(value.strip().rstrip("%").strip()) / 100.0
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"{value.strip()} must be above 0% and below 100% (a holdout of 0% has no control group, "
+                         "one of 100% sends nothing)")
+    return share
+
+
 def parse_clock(text: str) -> int:
     """Minutes after midnight for ``HH:MM`` (``24:00`` is 1440)."""
     h, m = text.strip().split(":")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +37,7 @@ class CampaignStats:
     matched: int = 0
     offers: int = 0
     held: int = 0
+    holdout: int = 0
     dropped: int = 0
     schedule: int = 0
     audience: int = 0
@@ -53,6 +54,7 @@ class CampaignStats:
             "matched": self.matched,
             "offers": self.offers,
             "held": self.held,
+            "holdout": self.holdout,
             "dropped": self.dropped,
             "schedule": self.schedule,
             "audience": self.audience,
@@ -77,6 +79,8 @@ class BacktestReport:
     end: float | None = None
     slices: int = 0
     outputs: list[str] = field(default_factory=list)
+    #: log rows the engine refused or did not apply, by reason (``accuracy_m``, ``late``, ``implausible``, ...)
+    refused: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +94,7 @@ class BacktestReport:
             "offers": self.offers,
             "held": self.held,
             "offered_devices": len(self.offered_devices),
+            "refused": dict(sorted(self.refused.items())),
             "campaigns": [s.to_dict() for s in self.campaigns.values()],
             "outputs": self.outputs,
         }
@@ -106,6 +111,9 @@ class BacktestReport:
                 s.devices.add(decision.event.device_id)
                 if v.outcome == "held":
                     s.held += 1
+            elif v.outcome == "holdout":
+                s.holdout += 1
+                s.devices.add(decision.event.device_id)
             elif v.outcome == "blocked":
                 s.blocked[v.cap or "cap"] += 1
             else:
@@ -135,7 +143,9 @@ class _Writer:
     def close(self) -> list[str]:
         for f in self.files.values():
             f.close()
-        return [str(self.dir / f"{n}.jsonl") for n in self.files] if self.dir is not None else []
+        if self.dir is None:
+            return []
+        return [*(str(self.dir / f"{n}.jsonl") for n in self.files), str(self.dir / "campaigns.json")]
 
 
 def replay(
@@ -147,15 +157,21 @@ def replay(
     slice_s: float = 60.0,
     out: str | Path | None = None,
     flush_s: float = 3600.0,
+    progress: Callable[[float, str], None] | None = None,
 ) -> BacktestReport:
     """Feed ``pings`` (a ``PingBatch``) and ``sightings`` (``beacons.Sightings``) to ``engine`` in slices of
     simulated time; ``engine`` must use ``rules``. Writes ``events.jsonl``, ``offers.jsonl`` and
     ``decisions.jsonl`` to ``out`` when given. After the log, the clock runs ``flush_s`` more so
-    pending exits fire."""
+    pending exits fire. ``progress(fraction, note)`` is called after each slice."""
     if not slice_s > 0:
         raise ValueError("slice_s must be positive")
     report = new_report(rules)
     writer = _Writer(out)
+    if writer.dir is not None:
+        from campaigns.conversions import specs_of
+        from campaigns.report_files import SPECS_FILE, write_specs
+
+        write_specs(writer.dir / SPECS_FILE, specs_of(rules.campaigns, rules.fences), rules.campaigns.defaults.timezone)
     previous = rules.on_decision
 
     def on_decision(decision: Decision) -> None:
@@ -166,7 +182,7 @@ def replay(
 
     rules.on_decision = on_decision
     try:
-        _run(engine, pings, sightings, slice_s, flush_s, report, writer)
+        _run(engine, pings, sightings, slice_s, flush_s, report, writer, progress)
     finally:
         rules.on_decision = previous
         report.outputs = writer.close()
@@ -174,7 +190,7 @@ def replay(
 
 
 def _run(engine: Any, pings: Any, sightings: Any, slice_s: float, flush_s: float,
-         report: BacktestReport, writer: _Writer) -> None:
+         report: BacktestReport, writer: _Writer, progress: Callable[[float, str], None] | None = None) -> None:
     p_ts = np.asarray(pings.ts, np.float64) if pings is not None else np.zeros(0)
     s_ts = np.asarray(sightings.ts, np.float64) if sightings is not None else np.zeros(0)
     report.pings, report.sightings = len(p_ts), len(s_ts)
@@ -205,8 +221,11 @@ def _run(engine: Any, pings: Any, sightings: Any, slice_s: float, flush_s: float
             else:
                 result = engine.process_sightings(sightings.take(rows))
             _collect(result, report, writer)
+            _refused(result, "ping" if k[ra] == 0 else "sighting", report, writer)
         report.slices += 1
         engine_advance(engine, slice_start + slice_s, report, writer)
+        if progress is not None:
+            progress(b / len(ts), f"{b:,} of {len(ts):,} rows, {sum(report.events.values()):,} events")
     engine_advance(engine, float(ts[-1]) + flush_s, report, writer)
 
 
@@ -226,6 +245,22 @@ def _collect(result: Any, report: BacktestReport, writer: _Writer) -> None:
     writer.write("offers", (_offer_row(o) for o in offers))
 
 
+def _refused(result: Any, kind: str, report: BacktestReport, writer: _Writer) -> None:
+    """Rows of the log the engine refused (bad values) or did not apply (duplicate, late, implausible):
+    one ``{"decision": "refused", ...}`` line each in ``decisions.jsonl``, counted by reason. Rows are the
+    log's own (the batch's ``row`` column travels through the engine)."""
+    out = []
+    for r in [*getattr(result, "rejected", ()), *getattr(result, "dropped", ())]:
+        if isinstance(r, dict):
+            row, fld, reason = r.get("row"), r.get("field"), str(r.get("reason", ""))
+        else:  # a ValidationError
+            row, fld, reason = getattr(r, "row", None), getattr(r, "field", None), str(getattr(r, "message", r))
+        key = reason.split(":", 1)[0] if ":" in reason else str(fld or "row")
+        report.refused[key] += 1
+        out.append({"decision": "refused", kind: None if row is None else int(row), "field": fld, "reason": reason})
+    writer.write("decisions", out)
+
+
 def _offer_row(offer: Any) -> dict[str, Any]:
     row: dict[str, Any] = dict(offer.to_dict())
     row["time"] = _iso(offer.ts)
@@ -242,12 +277,12 @@ def _iso(ts: float | None) -> str | None:
 
 def format_table(report: BacktestReport) -> str:
     """The per-campaign table of a backtest, and a summary line."""
-    head = ["campaign", "matched", "offers", "held", "dropped", "schedule", "audience", "outranked", "blocked by caps"]
+    head = ["campaign", "matched", "offers", "held", "holdout", "dropped", "schedule", "audience", "outranked", "blocked by caps"]
     rows: list[list[Any]] = []
     for s in report.campaigns.values():
         caps = ", ".join(f"{k}: {v}" for k, v in sorted(s.blocked.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
         name = s.campaign_id + (" (paused)" if s.status != "active" else "")
-        rows.append([name, s.matched, s.offers, s.held, s.dropped, s.schedule, s.audience, s.outranked, caps])
+        rows.append([name, s.matched, s.offers, s.held, s.holdout, s.dropped, s.schedule, s.audience, s.outranked, caps])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
 
     def fmt(r: list[Any]) -> str:
@@ -264,8 +299,11 @@ def format_table(report: BacktestReport) -> str:
     )
     lines.append(f"events: {sum(report.events.values())} ({ev})")
     lines.append(f"offers: {report.offers} to {len(report.offered_devices)} devices ({report.held} held by quiet hours)")
+    if report.refused:
+        lines.append("evidence not applied: " + ", ".join(f"{k} {v}" for k, v in sorted(report.refused.items())))
     if report.outputs:
         lines.append("wrote: " + ", ".join(report.outputs))
     else:
-        lines.append("(nothing written: add --out DIR for events.jsonl, offers.jsonl and decisions.jsonl)")
+        lines.append("(nothing written: add --out DIR for events.jsonl, offers.jsonl, decisions.jsonl and campaigns.json;"
+                     " then 'proximity campaigns report DIR')")
     return "\n".join(lines)

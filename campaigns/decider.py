@@ -14,6 +14,7 @@ matched campaign saying why it did or did not fire.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import threading
@@ -23,13 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from campaigns.experiments import HOLDOUT, arm, offer_for
 from campaigns.limiter import CapCheck, Grant, Limiter, MemoryLimiter, day_start, ttl_for, window_start
 from campaigns.model import PROXIMITY_RANK, Audience, Campaign, CampaignSet, FenceInfo, fence_infos, render
 from campaigns.offers import Offer, offer_id
 from campaigns.schedule import quiet_until, schedule_refusal
 from proximity.events import Device, Event
 
-Outcome = Literal["offer", "held", "blocked", "dropped", "outranked", "paused", "schedule", "audience"]
+Outcome = Literal["offer", "held", "holdout", "blocked", "dropped", "outranked", "paused", "schedule", "audience"]
+EXPOSED: frozenset[str] = frozenset({"offer", "held", "holdout"})
+"""The outcomes that expose a device to a campaign (its conversions are counted from them)."""
 
 
 class OutboxWriter(Protocol):
@@ -44,11 +48,15 @@ class Verdict:
     outcome: Outcome
     reason: str
     cap: str | None = None
+    variant: str | None = None
+    """The device's arm of the campaign's experiment: ``"holdout"``, a variant id, or ``None``."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"campaign_id": self.campaign_id, "outcome": self.outcome, "reason": self.reason}
         if self.cap is not None:
             out["cap"] = self.cap
+        if self.variant is not None:
+            out["variant"] = self.variant
         return out
 
 
@@ -131,6 +139,11 @@ class CampaignRules:
     def campaigns(self) -> CampaignSet:
         return self._tables.campaign_set
 
+    @property
+    def fences(self) -> Mapping[str, FenceInfo]:
+        """The fences the campaigns are matched against (id -> :class:`FenceInfo`)."""
+        return self._tables.fences
+
     # ----------------------------------------------------------------- Rules
 
     def dwell_thresholds(self) -> dict[str, list[float]]:
@@ -197,6 +210,8 @@ class CampaignRules:
                 return False
             if trig.on == "dwell" and (trig.dwell_s is None or not math.isclose(event.dwell_s, trig.dwell_s, abs_tol=1e-6)):
                 return False
+        if trig.min_probability > 0 and (event.probability is None or event.probability < trig.min_probability):
+            return False
         if trig.fences is not None and event.fence_id not in trig.fences:
             return False
         return not (trig.tags is not None and (fence is None or not (fence.tags & trig.tags)))
@@ -236,26 +251,54 @@ class CampaignRules:
                     verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
                 eligible = []
         cap_zone = device_zone or store_zone or defaults.timezone
+        taken: Verdict | None = None  # the verdict that took the event's one slot (an offer or a holdout)
         for c in eligible:
-            if offer is not None:
-                verdicts[c.id] = Verdict(c.id, "outranked", f"{offer.campaign_id} fired (at most one offer per event)")
+            if taken is not None:
+                verdicts[c.id] = Verdict(c.id, "outranked", (
+                    f"{taken.campaign_id} fired (at most one offer per event)" if taken.outcome != "holdout"
+                    else f"{taken.campaign_id} held this device out (its control group gets no offer for the event)"))
                 continue
             oid = offer_id(c.id, event.device_id, event.place, event.kind, event.ts, event.dwell_s)
             checks = self._checks(c, event, cap_zone, defaults)
+            variant = arm(c, event.device_id) if c.experiment is not None else None
+            if variant == HOLDOUT:
+                verdicts[c.id] = taken = self._holdout(c, oid, checks, event.ts, dry_run)
+                if taken.outcome != "holdout":
+                    taken = None
+                continue
             grant = self._peek(checks, event.ts) if dry_run else self.limiter.acquire(oid, checks, event.ts)
             if not grant.ok:
-                verdicts[c.id] = Verdict(c.id, "blocked", f"cap {grant.blocked_by} reached ({grant.used} used)", grant.blocked_by)
+                verdicts[c.id] = Verdict(c.id, "blocked", f"cap {grant.blocked_by} reached ({grant.used} used)",
+                                         grant.blocked_by, variant)
                 continue
-            offer = self._render(c, event, device, fence, oid, hold_until)
+            offer = self._render(c, event, device, fence, oid, hold_until, variant)
             if hold_until is not None:
                 local = dt.datetime.fromtimestamp(hold_until, device_zone or store_zone or defaults.timezone or ZoneInfo("UTC"))
-                verdicts[c.id] = Verdict(c.id, "held", f"quiet hours: held until {local.isoformat(timespec='minutes')}")
+                verdicts[c.id] = Verdict(c.id, "held", f"quiet hours: held until {local.isoformat(timespec='minutes')}",
+                                         variant=variant)
             else:
-                verdicts[c.id] = Verdict(c.id, "offer", "fired" + (" (already issued: same offer id)" if grant.duplicate else ""))
+                verdicts[c.id] = Verdict(c.id, "offer", "fired" + (" (already issued: same offer id)" if grant.duplicate else ""),
+                                         variant=variant)
+            taken = verdicts[c.id]
             if not dry_run and self.outbox is not None:
                 self.outbox.put(offer)
         ordered = tuple(verdicts[c.id] for c in sorted(matched, key=lambda c: (-c.priority, t.order[c.id])))
         return Decision(event, offer, ordered)
+
+    def _holdout(self, c: Campaign, oid: str, checks: list[CapCheck], now: float, dry_run: bool) -> Verdict:
+        """A held-out device passes the same caps as a treated one (read, not taken), then a ledger of its
+        own mirrors the campaign's per-device caps and cooldown, so it is exposed as often as it would have
+        been offered. No real cap is used: the device's other offers and the campaign's budget are untouched."""
+        grant = self._peek(checks, now)
+        if grant.ok:
+            mirror = [
+                dataclasses.replace(chk, name="holdout:" + chk.name) for chk in checks
+                if chk.scope == "device" and chk.name.startswith((f"c:{c.id}:", f"cd:{c.id}:"))
+            ]
+            grant = self._peek(mirror, now) if dry_run else self.limiter.acquire(oid, mirror, now)
+        if not grant.ok:
+            return Verdict(c.id, "blocked", f"cap {grant.blocked_by} reached ({grant.used} used)", grant.blocked_by, HOLDOUT)
+        return Verdict(c.id, "holdout", "control group: no offer (every check passed; no cap used)", variant=HOLDOUT)
 
     def _peek(self, checks: Sequence[CapCheck], now: float) -> Grant:
         for chk in checks:
@@ -302,7 +345,8 @@ class CampaignRules:
 
     @staticmethod
     def _render(
-        c: Campaign, event: Event, device: Device, fence: FenceInfo | None, oid: str, hold_until: float | None
+        c: Campaign, event: Event, device: Device, fence: FenceInfo | None, oid: str, hold_until: float | None,
+        variant: str | None = None,
     ) -> Offer:
         values: dict[str, Any] = {
             "store.id": event.fence_id,
@@ -318,7 +362,7 @@ class CampaignRules:
                 values.setdefault(f"store.{k}", v)
         for k, v in device.attrs.items():
             values.setdefault(f"device.{k}", v)
-        tpl = c.offer
+        tpl = offer_for(c, variant)
         return Offer(
             offer_id=oid,
             campaign_id=c.id,
@@ -333,6 +377,7 @@ class CampaignRules:
             trigger=c.trigger.on,
             priority=c.priority,
             deliver_after=hold_until,
+            variant=variant,
         )
 
 

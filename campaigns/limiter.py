@@ -78,6 +78,10 @@ class Limiter(Protocol):
         """How many offers the check's window holds at ``now``."""
         ...
 
+    def forget(self, device_id: str) -> None:
+        """Erase a device's counters (privacy: ``DELETE /v1/devices/{id}``)."""
+        ...
+
 
 def window_start(cap: Cap, now: float, zone: ZoneInfo | None) -> float:
     """The start of ``cap``'s window at ``now`` (calendar windows in ``zone``, UTC when ``None``)."""

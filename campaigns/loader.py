@@ -29,7 +29,9 @@ from campaigns.model import (
     CampaignSet,
     Cap,
     Condition,
+    Conversion,
     Defaults,
+    Experiment,
     FenceInfo,
     Limits,
     OfferTemplate,
@@ -37,6 +39,7 @@ from campaigns.model import (
     QuietHours,
     Schedule,
     Trigger,
+    Variant,
     placeholders,
 )
 from campaigns.schema import CAMPAIGN_FILE, INVALID, At, Context, Loaded
@@ -227,6 +230,8 @@ def _campaign(
     audience = _audience(node.get("audience"), ctx)
     offer = _offer(node.get("offer"), ctx, fences)
     limits = _limits(node.get("limits"), ctx)
+    experiment = _experiment(node.get("experiment"), ctx, fences, offer)
+    conversion = _conversion(node.get("conversion"), ctx, fences)
     if schedule is not None and schedule.opening_hours and fences is not None and trigger is not None:
         targets = _target_fences(trigger, fences)
         closed = sorted(f.id for f in targets if f.opening is None)
@@ -250,6 +255,8 @@ def _campaign(
         audience=audience or Audience(),
         offer=offer,
         limits=limits or Limits(),
+        experiment=experiment,
+        conversion=conversion or Conversion(),
         source=ctx.source,
         line=node.at.line,
     )
@@ -280,20 +287,8 @@ def _trigger(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) ->
         if on != "beacon" and node.get(key) is not None and node.get(key) is not INVALID:
             ctx.problem(node.key_at[key], f"{path}.{key} only applies to 'on: beacon' (this trigger is 'on: {on}')")
             ok = False
-    if fences is not None:
-        known_tags = sorted({t for f in fences.values() for t in f.tags})
-        for i, fid in enumerate(node.get("fences") or []):
-            if fid not in fences:
-                close = difflib.get_close_matches(fid, list(fences), n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                ctx.problem(_item_at(node, "fences", i), f"{path}.fences[{i}]: unknown fence id {fid!r}{hint}")
-                ok = False
-        for i, tag in enumerate(node.get("tags") or []):
-            if tag not in known_tags:
-                close = difflib.get_close_matches(tag, known_tags, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (known tags: {', '.join(known_tags)})"
-                ctx.problem(_item_at(node, "tags", i), f"{path}.tags[{i}]: no fence has the tag {tag!r}{hint}")
-                ok = False
+    if not _known_places(node, ctx, fences):
+        ok = False
     if not ok:
         return None
     return Trigger(
@@ -303,6 +298,104 @@ def _trigger(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) ->
         dwell_s=node.get("dwell"),
         zones=frozenset(node["zones"]) if node.get("zones") else None,
         proximity=node.get("proximity"),
+        min_probability=node.get("min_probability") or 0.0,
+    )
+
+
+def _known_places(node: Loaded, ctx: Context, fences: Mapping[str, FenceInfo] | None) -> bool:
+    """Whether the ``fences`` and ``tags`` lists under ``node`` name fences that exist (each unknown one is a problem)."""
+    if fences is None:
+        return True
+    ok = True
+    path = node.at.path
+    known_tags = sorted({t for f in fences.values() for t in f.tags})
+    for i, fid in enumerate(v for v in (node.get("fences") or []) if v is not INVALID):
+        if fid not in fences:
+            close = difflib.get_close_matches(fid, list(fences), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            ctx.problem(_item_at(node, "fences", i), f"{path}.fences[{i}]: unknown fence id {fid!r}{hint}")
+            ok = False
+    for i, tag in enumerate(v for v in (node.get("tags") or []) if v is not INVALID):
+        if tag not in known_tags:
+            close = difflib.get_close_matches(tag, known_tags, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known tags: {', '.join(known_tags)})"
+            ctx.problem(_item_at(node, "tags", i), f"{path}.tags[{i}]: no fence has the tag {tag!r}{hint}")
+            ok = False
+    return ok
+
+
+def _experiment(
+    node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, base: OfferTemplate | None
+) -> Experiment | None:
+    if node is None or node is INVALID:
+        return None
+    ok = not any(v is INVALID for v in node.values())
+    variants: list[Variant] = []
+    seen: dict[str, At] = {}
+    for item in node.get("variants") or ():
+        if item is INVALID:
+            continue
+        vid, over = item.get("id"), item.get("offer")
+        if isinstance(vid, str):
+            if vid == "holdout":
+                ctx.problem(item.where("id"), f"{item.where('id').path}: 'holdout' names the control group; give the variant another id")
+                ok = False
+            elif vid in seen:
+                ctx.problem(item.where("id"), f"{item.where('id').path}: variant {vid!r} is listed twice (first at line {seen[vid].line})")
+                ok = False
+            seen[vid] = item.where("id")
+        offer = _variant_offer(over, ctx, fences, base)
+        if offer is None or any(v is INVALID for v in item.values()):
+            ok = False
+            continue
+        variants.append(Variant(id=vid, weight=float(item["weight"]), offer=offer))
+    if not ok:
+        return None
+    return Experiment(holdout=float(node.get("holdout") or 0.0), variants=tuple(variants),
+                      salt=str(node.get("salt") or ""))
+
+
+def _variant_offer(
+    node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, base: OfferTemplate | None
+) -> OfferTemplate | None:
+    """The campaign's offer with the fields the variant replaces (``data``: keys added or replaced)."""
+    if node is INVALID:
+        return None
+    if node is None:
+        return base
+    for key in ("title", "body", "deep_link"):
+        if isinstance(node.get(key), str):
+            _check_text(node.raw_value(key), node.where(key), ctx, fences)
+    data = node.get("data")
+    if data and data is not INVALID:
+        for key, value in data.items():
+            if isinstance(value, str):
+                _check_text(data.raw_value(key), data.where(key), ctx, fences)
+    if base is None or INVALID in node.values() or data is INVALID or (data and INVALID in data.values()):
+        return None
+    return OfferTemplate(
+        title=str(node["title"]) if node.get("title") is not None else base.title,
+        body=str(node["body"]) if node.get("body") is not None else base.body,
+        deep_link=str(node["deep_link"]) if node.get("deep_link") is not None else base.deep_link,
+        data=MappingProxyType({**base.data, **dict(data or {})}),
+    )
+
+
+def _conversion(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) -> Conversion | None:
+    if node is None or node is INVALID:
+        return None
+    visit = node.get("visit")
+    ok = not any(v is INVALID for v in node.values())
+    if visit is not None and visit is not INVALID:
+        ok = _known_places(visit, ctx, fences) and ok and INVALID not in visit.values()
+    if not ok:
+        return None
+    return Conversion(
+        within_s=float(node["within"]),
+        fences=frozenset(visit["fences"]) if visit and visit.get("fences") else None,
+        tags=frozenset(visit["tags"]) if visit and visit.get("tags") else None,
+        min_dwell_s=float(node.get("min_dwell") or 0.0),
+        min_probability=float(node.get("min_probability") or 0.0),
     )
 
 

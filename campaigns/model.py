@@ -52,6 +52,7 @@ class Trigger:
     dwell_s: float | None = None
     zones: frozenset[str] | None = None
     proximity: str | None = None
+    min_probability: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,41 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """One variant of a campaign's offer: its share of the treated devices and its own offer."""
+
+    id: str
+    weight: float
+    offer: OfferTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """A control group (``holdout``, a fraction) and variants; assignment is in :mod:`campaigns.experiments`."""
+
+    holdout: float = 0.0
+    variants: tuple[Variant, ...] = ()
+    salt: str = ""
+
+
+#: The attribution window of a campaign without a ``conversion:`` section.
+DEFAULT_CONVERSION_WINDOW_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """What counts as a conversion of an exposure: a visit to ``fences`` or a fence with one of ``tags``
+    (both ``None``: the campaign's own places) starting within ``within_s`` after it, staying at least
+    ``min_dwell_s``, with a presence probability of at least ``min_probability`` (when events carry one)."""
+
+    within_s: float = DEFAULT_CONVERSION_WINDOW_S
+    fences: frozenset[str] | None = None
+    tags: frozenset[str] | None = None
+    min_dwell_s: float = 0.0
+    min_probability: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Campaign:
     id: str
     trigger: Trigger
@@ -143,8 +179,22 @@ class Campaign:
     schedule: Schedule = field(default_factory=Schedule)
     audience: Audience = field(default_factory=Audience)
     limits: Limits = field(default_factory=Limits)
+    experiment: Experiment | None = None
+    conversion: Conversion = field(default_factory=Conversion)
     source: str | None = None
     line: int | None = None
+
+    def conversion_places(self, fences: Mapping[str, FenceInfo]) -> frozenset[str] | None:
+        """The fence ids where a visit converts (``None``: any fence): the ``conversion.visit``
+        fences and tags, else the trigger's."""
+        conv = self.conversion
+        ids, tags = (conv.fences, conv.tags) if conv.fences is not None or conv.tags is not None else (
+            self.trigger.fences, self.trigger.tags)
+        if ids is None and tags is None:
+            return None
+        return frozenset(
+            f.id for f in fences.values() if (ids is None or f.id in ids) and (tags is None or f.tags & tags)
+        ) | (frozenset(ids) if tags is None and ids is not None else frozenset())
 
 
 @dataclass(frozen=True, slots=True)

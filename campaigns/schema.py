@@ -184,13 +184,28 @@ class Integer(Spec):
 @dataclass
 class Number(Spec):
     doc: str = ""
+    above: float | None = None
+    """Exclusive minimum."""
+    maximum: float | None = None
 
     def json(self) -> dict[str, Any]:
-        return self._with_doc({"type": "number"})
+        out: dict[str, Any] = {"type": "number"}
+        if self.above is not None:
+            out["exclusiveMinimum"] = self.above
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return self._with_doc(out)
 
     def load(self, node: Any, at: At, ctx: Context) -> Any:
-        if isinstance(node, bool) or not isinstance(node, int | float):
+        if isinstance(node, bool) or not isinstance(node, int | float) or node != node:
             ctx.problem(at, f"{at.path} must be a number, not {_kind(node)}")
+            return INVALID
+        if self.above is not None and not node > self.above:
+            what = " (it must be positive)" if self.above == 0 else ""
+            ctx.problem(at, f"{at.path} must be above {self.above:g}, not {node:g}{what}")
+            return INVALID
+        if self.maximum is not None and node > self.maximum:
+            ctx.problem(at, f"{at.path} must be at most {self.maximum:g}, not {node:g}")
             return INVALID
         return float(node)
 
@@ -444,6 +459,22 @@ DEFAULTS = Obj(
     doc="Global settings: caps across campaigns and quiet hours.",
 )
 
+@dataclass
+class Probability(Spec):
+    """A number from 0 to 1."""
+
+    doc: str = ""
+
+    def json(self) -> dict[str, Any]:
+        return self._with_doc({"type": "number", "minimum": 0, "maximum": 1})
+
+    def load(self, node: Any, at: At, ctx: Context) -> Any:
+        if isinstance(node, bool) or not isinstance(node, int | float) or not 0 <= node <= 1:
+            ctx.problem(at, f"{at.path} must be a probability from 0 to 1, not {node!r}")
+            return INVALID
+        return float(node)
+
+
 TRIGGER = Obj(
     {
         "on": Key(Text(enum=("enter", "exit", "dwell", "beacon"), doc="The presence event that fires the campaign."), required=True),
@@ -452,6 +483,9 @@ TRIGGER = Obj(
         "dwell": Key(DURATION),
         "zones": Key(Seq(Text(), unique=True, doc="Beacon zones (e.g. entrance, checkout).")),
         "proximity": Key(Text(enum=("immediate", "near", "far"), doc="The farthest beacon proximity that fires.")),
+        "min_probability": Key(Probability(
+            doc="Only events whose visit probability is at least this fire (default 0: every event the engine "
+                "emits; the engine itself enters at its enter_probability, 0.7 in the streaming profile).")),
     },
     doc="What fires the campaign.",
 )
@@ -507,6 +541,52 @@ OFFER = Obj(
     doc="The push offer. Placeholders: {store.name}, {store.id}, {store.<property>}, {device.id}, {device.<attribute>}, {zone}, {campaign.id}, {campaign.name}, {dwell_min}.",
 )
 
+VARIANT_OFFER = Obj(
+    {name: Key(key.spec) for name, key in OFFER.keys.items()},
+    min_keys=1,
+    doc="The fields of the campaign's offer this variant replaces (data: keys added or replaced).",
+)
+
+VARIANT = Obj(
+    {
+        "id": Key(IDENT, required=True),
+        "weight": Key(Number(above=0, doc="Relative share of the treated devices (default 1)."), default=1.0),
+        "offer": Key(VARIANT_OFFER),
+    },
+    doc="One variant of the offer.",
+)
+
+EXPERIMENT = Obj(
+    {
+        "holdout": Key(Converted(
+            {"type": "string", "pattern": _convert.PERCENT_PATTERN}, _convert.parse_share,
+            doc="Control group: this share of devices ('10%') passes every check but gets no push; "
+                "the decision is recorded as 'holdout'.",
+        )),
+        "variants": Key(Seq(VARIANT, doc="Variants of the offer; each treated device gets one, by weight.")),
+        "salt": Key(Text(doc="Salt of the assignment hash (default: the campaign id); change it to re-draw the groups.")),
+    },
+    min_keys=1,
+    doc="Holdout and variants. Assignment is a salted hash of (campaign, device): stable, no state.",
+)
+
+CONVERSION = Obj(
+    {
+        "visit": Key(Obj(
+            {
+                "fences": Key(Seq(IDENT, unique=True, doc="Fence ids.")),
+                "tags": Key(Seq(Text(), unique=True, doc="Fence tags (any of them).")),
+            },
+            min_keys=1,
+            doc="Where a visit converts (default: the campaign's own fences and tags).",
+        )),
+        "min_dwell": Key(DURATION),
+        "min_probability": Key(Number(above=0, maximum=1, doc="Only visits whose presence probability reaches this (when events carry one).")),
+        "within": Key(DURATION, required=True),
+    },
+    doc="A conversion: the first qualifying visit within `within` after an exposure (an offer or a holdout decision).",
+)
+
 LIMITS = Obj(
     {
         "per_device": Key(CAPS),
@@ -534,6 +614,8 @@ CAMPAIGN = Obj(
         "audience": Key(AUDIENCE),
         "offer": Key(OFFER, required=True),
         "limits": Key(LIMITS),
+        "experiment": Key(EXPERIMENT),
+        "conversion": Key(CONVERSION),
     },
     doc="One campaign.",
 )

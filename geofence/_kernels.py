@@ -33,7 +33,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from geofence._jit import njit
 
 A = 6378137.0
 E2 = (1.0 / 298.257223563) * (2.0 - 1.0 / 298.257223563)
@@ -59,7 +61,7 @@ CELL_RES = 1e-10
 
 # ---------------------------------------------------------------- exact orientation
 
-@njit(cache=True, inline="always")
+@njit
 def _two_sum(a, b):
     s = a + b
     bb = s - a
@@ -67,14 +69,14 @@ def _two_sum(a, b):
     return s, err
 
 
-@njit(cache=True, inline="always")
+@njit
 def _split(a):
     c = 134217729.0 * a
     hi = c - (c - a)
     return hi, a - hi
 
 
-@njit(cache=True, inline="always")
+@njit
 def _two_product(a, b):
     p = a * b
     ah, al = _split(a)
@@ -83,7 +85,7 @@ def _two_product(a, b):
     return p, err
 
 
-@njit(cache=True)
+@njit
 def _exact_orient_sign(ax, ay, bx, by, cx, cy):
     # det = (ax - cx) * (by - cy) - (ay - cy) * (bx - cx), evaluated exactly.
     d1, d1e = _two_sum(ax, -cx)
@@ -116,7 +118,7 @@ def _exact_orient_sign(ax, ay, bx, by, cx, cy):
     return 0
 
 
-@njit(cache=True, inline="always")
+@njit
 def orient(ax, ay, bx, by, cx, cy):
     """Sign of the turn a -> b -> c: 1 left (counter-clockwise), -1 right, 0 collinear. Exact."""
     detleft = (ax - cx) * (by - cy)
@@ -142,7 +144,7 @@ def orient(ax, ay, bx, by, cx, cy):
 
 # ---------------------------------------------------------------- geometry on one fence
 
-@njit(cache=True, inline="always")
+@njit
 def band_of(y, y0, invh, nb):
     b = math.floor((y - y0) * invh)
     if b < 0:
@@ -152,7 +154,7 @@ def band_of(y, y0, invh, nb):
     return int(b)
 
 
-@njit(cache=True, inline="always")
+@njit
 def col_of(x, minx, maxx, nc):
     """The column of longitude ``x`` in a band of ``nc`` equal columns over ``[minx, maxx]`` (clamped)."""
     w = maxx - minx
@@ -166,7 +168,7 @@ def col_of(x, minx, maxx, nc):
     return int(c)
 
 
-@njit(cache=True, inline="always")
+@njit
 def band_table(rec, s):
     packed = rec[s, 7]
     bstart = np.int64(packed / NB_BITS)
@@ -174,7 +176,7 @@ def band_table(rec, s):
     return bstart, nb
 
 
-@njit(cache=True, inline="always")
+@njit
 def band_cells(cells, row):
     """(first cell row, number of columns) of the band whose row in ``cells`` is ``row``."""
     head = cells[row, 0]
@@ -183,7 +185,7 @@ def band_cells(cells, row):
     return np.int64(row), np.int64(1)
 
 
-@njit(cache=True, inline="always")
+@njit
 def cell_of(px, py, s, rec, cells):
     """The row in ``cells`` of the polygon cell that holds (px, py)."""
     bstart, nb = band_table(rec, s)
@@ -194,7 +196,7 @@ def cell_of(px, py, s, rec, cells):
     return row
 
 
-@njit(cache=True, inline="always")
+@njit
 def _crosses(rx, ry, px, py, x1, y1, x2, y2, ob):
     """Whether segment r -> p crosses edge (x1, y1) -> (x2, y2), neither r nor p lying on the edge.
 
@@ -210,7 +212,7 @@ def _crosses(rx, ry, px, py, x1, y1, x2, y2, ob):
     return (oa > 0 and ob < 0) or (oa < 0 and ob > 0)
 
 
-@njit(cache=True, inline="always")
+@njit
 def locate_in_cell(px, py, c, cells, refs, seg):
     """OUTSIDE, BOUNDARY or INSIDE for a point of polygon cell ``c``: the cell's reference point's state,
     flipped by each crossing of the segment from it to the point with the cell's edges (the rule of
@@ -276,7 +278,7 @@ def locate_in_cell(px, py, c, cells, refs, seg):
     return INSIDE if inside else OUTSIDE
 
 
-@njit(cache=True)
+@njit
 def locate_polygon(px, py, s, rec, cells, refs, seg):
     """OUTSIDE, BOUNDARY or INSIDE for point (px, py) and polygon slot s (all rings of all parts)."""
     if px < rec[s, 1] or px > rec[s, 3] or py < rec[s, 2] or py > rec[s, 4]:
@@ -284,7 +286,7 @@ def locate_polygon(px, py, s, rec, cells, refs, seg):
     return locate_in_cell(px, py, cell_of(px, py, s, rec, cells), cells, refs, seg)
 
 
-@njit(cache=True, inline="always")
+@njit
 def metres_per_degree(lat):
     phi = lat * DEG
     s = math.sin(phi)
@@ -294,7 +296,7 @@ def metres_per_degree(lat):
     return n * math.cos(phi) * DEG, m * DEG
 
 
-@njit(cache=True, inline="always")
+@njit
 def wrap(d):
     if d > 180.0:
         return d - 360.0
@@ -303,13 +305,13 @@ def wrap(d):
     return d
 
 
-@njit(cache=True, inline="always")
+@njit
 def distance_m(lon0, lat0, lon, lat):
     kx, ky = metres_per_degree(0.5 * (lat0 + lat))
     return math.hypot(kx * wrap(lon - lon0), ky * (lat - lat0))
 
 
-@njit(cache=True, inline="always")
+@njit
 def _lon_shift(a, b, px):
     # the shift in {-360, 0, 360} that brings x-range [a, b] (relative to px) nearest to 0
     lo = min(a, b) - px
@@ -324,7 +326,7 @@ def _lon_shift(a, b, px):
     return best
 
 
-@njit(cache=True)
+@njit
 def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, cells, refs, seg, strict):
     """Whether an edge of polygon slot s lies within ``acc`` metres of the point (``< acc`` when strict).
 
@@ -379,7 +381,7 @@ def edge_within(px, py, s, acc, kx, ky, rx, ry, rec, cells, refs, seg, strict):
 
 # ---------------------------------------------------------------- building
 
-@njit(cache=True, inline="always")
+@njit
 def _halton(i, base):
     f = 1.0
     r = 0.0
@@ -390,7 +392,7 @@ def _halton(i, base):
     return r
 
 
-@njit(cache=True, inline="always")
+@njit
 def _edge_x_between(x1, y1, x2, y2, ylo, yhi):
     # the x-range of the part of the edge with ylo <= y <= yhi (empty: lo > hi)
     if y1 == y2:
@@ -406,7 +408,7 @@ def _edge_x_between(x1, y1, x2, y2, ylo, yhi):
     return min(xa, xb), max(xa, xb)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _edge_cols(x1, y1, x2, y2, b, nb, y0, h, eps_y, minx, maxx, nc, eps_x):
     # columns of band b that the edge may reach (padded, so that float rounding in band_of/col_of
     # never puts a point of the edge in a cell that does not list it); (0, -1) when none
@@ -418,16 +420,20 @@ def _edge_cols(x1, y1, x2, y2, b, nb, y0, h, eps_y, minx, maxx, nc, eps_x):
     return col_of(xl - eps_x, minx, maxx, nc), col_of(xr + eps_x, minx, maxx, nc)
 
 
-@njit(cache=True)
+@njit
 def _grow2(a, need):
     if need <= a.shape[0]:
         return a
     out = np.empty((max(need, 2 * a.shape[0]), a.shape[1]), dtype=a.dtype)
-    out[: a.shape[0]] = a
+    # copies here are loops (LLVM makes them a memcpy): an array-to-array slice assignment makes numba
+    # compile its shape-mismatch error message, which cost ~5 s of a first run's compile
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j]
     return out
 
 
-@njit(cache=True)
+@njit
 def _place_edges(edges, k, miny, h, invh, eps_y, minx, maxx, xmag, cstart, ccount, cseg, ceid, fill, counting):
     # one pass over the edges and the cells each reaches: count them (counting) or copy them there
     w = maxx - minx
@@ -455,7 +461,7 @@ def _place_edges(edges, k, miny, h, invh, eps_y, minx, maxx, xmag, cstart, ccoun
                     fill[c] = f + 1
 
 
-@njit(cache=True)
+@njit
 def build_cells(vxy, ring_ptr, slot_ring_ptr, slot_of, per_cell, rec, cell_base, edge_base):
     """Fill ``rec`` of each new polygon slot; return the tails of (cells, seg).
 
@@ -632,23 +638,25 @@ def build_cells(vxy, ring_ptr, slot_ring_ptr, slot_of, per_cell, rec, cell_base,
                 ref_out[rows + col, 1] = ref[c, 1]
         ncell = more
         seg_out = _grow2(seg_out, nseg + total)
-        seg_out[nseg : nseg + total] = cseg
+        for i in range(total):  # a loop, not a slice assignment: see _grow2
+            for j in range(4):
+                seg_out[nseg + i, j] = cseg[i, j]
         nseg += total
     return cell_out[:ncell], ref_out[:ncell], seg_out[:nseg]
 
 
-@njit(cache=True, inline="always")
+@njit
 def cell_key(level, ix, iy):
     return (np.int64(level) << 58) | (np.int64(iy) << KEY_BITS) | np.int64(ix)
 
 
-@njit(cache=True, inline="always")
+@njit
 def cell_index(v, origin, inv):
     # ``inv`` is 1 / cell side, computed as ``1.0 / (cs0 * 2.0 ** level)`` by every caller (same cells)
     return np.int64(math.floor((v + origin) * inv))
 
 
-@njit(cache=True, inline="always")
+@njit
 def _segment_touches_box(x1, y1, x2, y2, xmin, ymin, xmax, ymax):
     # Liang-Barsky clip of the segment against the (closed) box
     t0 = 0.0
@@ -672,21 +680,22 @@ def _segment_touches_box(x1, y1, x2, y2, xmin, ymin, xmax, ymax):
     return True
 
 
-@njit(cache=True)
+@njit
 def _push(keys, ents, n, key, ent):
     if n == keys.shape[0]:
         cap = max(16, 2 * n)
         k2 = np.empty(cap, dtype=np.int64)
         e2 = np.empty(cap, dtype=np.int64)
-        k2[:n] = keys[:n]
-        e2[:n] = ents[:n]
+        for i in range(n):  # a loop, not a slice assignment: see _grow2
+            k2[i] = keys[i]
+            e2[i] = ents[i]
         keys, ents = k2, e2
     keys[n] = key
     ents[n] = ent
     return keys, ents, n + 1
 
 
-@njit(cache=True)
+@njit
 def raster_polygons(new_slots, level, cs0, rec, cells, refs, seg):
     """Cell entries (key, slot * 2 + flag) of polygon slots: flag 1 covered, 0 crossed by the boundary."""
     cap = 64 + 16 * new_slots.shape[0]
@@ -741,7 +750,7 @@ def raster_polygons(new_slots, level, cs0, rec, cells, refs, seg):
     return keys[:n], ents[:n]
 
 
-@njit(cache=True)
+@njit
 def lon_pieces(lo, hi):
     """Split a longitude interval that may leave [-180, 180] into at most two inside it."""
     out = np.empty((2, 2))
@@ -764,7 +773,7 @@ def lon_pieces(lo, hi):
     return out[:k]
 
 
-@njit(cache=True)
+@njit
 def raster_circles(new_slots, level, cs0, rec, dlon, dlat):
     cap = 64 + 16 * new_slots.shape[0]
     keys = np.empty(cap, dtype=np.int64)
@@ -808,7 +817,7 @@ def raster_circles(new_slots, level, cs0, rec, dlon, dlat):
     return keys[:n], ents[:n]
 
 
-@njit(cache=True, inline="always")
+@njit
 def _hash(key, mask):
     # splitmix64 finaliser of the key's 4 x 4 block of cells, plus the cell's place in its block:
     # neighbouring cells land in neighbouring table slots (pings are processed in spatial order)
@@ -820,7 +829,7 @@ def _hash(key, mask):
     return (np.int64(z & np.uint64(mask)) + fine) & mask
 
 
-@njit(cache=True)
+@njit
 def build_hash(keys):
     """Open-addressing table over entries sorted by key: rows (key, first entry, end entry)."""
     ncells = 0
@@ -847,7 +856,7 @@ def build_hash(keys):
     return htab
 
 
-@njit(cache=True, inline="always")
+@njit
 def lookup(htab, key):
     """(first, end) entries of the cell ``key`` (an empty range when absent)."""
     mask = htab.shape[0] - 1
@@ -861,7 +870,7 @@ def lookup(htab, key):
         h = (h + 1) & mask
 
 
-@njit(cache=True)
+@njit
 def build_occupancy(keys, levels, max_bits):
     """Per level, a bitmap of the cells that have entries: ``meta[li] = (ox, oy, w, h, word offset)``
     (``w == 0``: no bitmap for that level, always probe the table)."""
@@ -907,7 +916,7 @@ def build_occupancy(keys, levels, max_bits):
     return meta, bits
 
 
-@njit(cache=True, inline="always")
+@njit
 def occupied(meta, bits, li, ix, iy):
     """Whether cell (ix, iy) of level li may have entries in the main table."""
     w = meta[li, 2]
@@ -923,7 +932,7 @@ def occupied(meta, bits, li, ix, iy):
 
 # ---------------------------------------------------------------- matching
 
-@njit(cache=True)
+@njit
 def spatial_order(lon, lat, acc, use_acc, only_occupied, levels, cs0, meta, bits, order, slon, slat, sacc, tile):
     """Group the ping indices by a coarse tile (counting sort), so that nearby pings are processed together:
     writes into ``order``, ``slon``, ``slat`` (and ``sacc``) the indices and coordinates (and accuracies)
@@ -994,7 +1003,7 @@ def spatial_order(lon, lat, acc, use_acc, only_occupied, levels, cs0, meta, bits
     return good
 
 
-@njit(cache=True, inline="always")
+@njit
 def _sort_tail(out_s, out_c, start, end):
     # insertion sort of one point's results by slot (a handful of entries)
     for a in range(start + 1, end):
@@ -1009,7 +1018,7 @@ def _sort_tail(out_s, out_c, start, end):
         out_c[b + 1] = cv
 
 
-@njit(cache=True, inline="always")
+@njit
 def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, cells, refs, seg):
     where = locate_polygon(px, py, s, rec, cells, refs, seg)
     if where == INSIDE:
@@ -1028,7 +1037,7 @@ def _polygon_conf(px, py, a, s, kx, ky, rx, ry, rec, cells, refs, seg):
     return 0
 
 
-@njit(cache=True, inline="always")
+@njit
 def _scan_point(htab, ents, key, i, px, py, rec, cells, refs, seg, out_p, out_s, out_c, m, end):
     e0, e1 = lookup(htab, key)
     for e in range(e0, e1):
@@ -1053,7 +1062,7 @@ def _scan_point(htab, ents, key, i, px, py, rec, cells, refs, seg, out_p, out_s,
     return m
 
 
-@njit(cache=True, inline="always")
+@njit
 def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, cells, refs, seg, stamp,
                    out_p, out_s, out_c, m, end):
     e0, e1 = lookup(htab, key)
@@ -1085,7 +1094,7 @@ def _scan_accuracy(htab, ents, key, i, px, py, a, kx, ky, rx, ry, rec, cells, re
     return m
 
 
-@njit(cache=True)
+@njit
 def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec,
                  cells, refs, seg, out_p, out_s, out_c, base, cap, stamp):
     """Match pings order[lo:hi] into out_*[base:base + cap]; the number written, or -1 when full.
@@ -1152,7 +1161,7 @@ def _match_range(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits,
     return m - base
 
 
-@njit(cache=True)
+@njit
 def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs,
               seg, cap):
     stamp = np.full(rec.shape[0], -1, dtype=np.int64)
@@ -1168,7 +1177,7 @@ def _grow_run(order, lo, hi, lon, lat, acc, use_acc, levels, cs0, meta, bits, ht
         cap *= 4
 
 
-@njit(cache=True)
+@njit
 def _plan(lon, lat, acc, use_acc, nchunks, levels, cs0, meta, bits, ents1, w_order, w_lon, w_lat, w_acc, w_tile):
     """Processing order (pings grouped by tile) and the pings in it that may match something, in views of
     the work buffers ``w_*``; chunking; each chunk's share of the output arrays, and its count (``got``)."""
@@ -1189,7 +1198,7 @@ def _plan(lon, lat, acc, use_acc, nchunks, levels, cs0, meta, bits, ents1, w_ord
     return order, slon, slat, sacc, nchunks, chunk, cap, out_p, out_s, out_c, got
 
 
-@njit(cache=True)
+@njit
 def _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
                rec, cells, refs, seg, out_p, out_s, out_c):
     """Match chunk c of the pings (in processing order) into its share of the output."""
@@ -1200,7 +1209,7 @@ def _run_chunk(c, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, met
                         ents1, rec, cells, refs, seg, out_p, out_s, out_c, c * cap, cap, stamp)
 
 
-@njit(cache=True)
+@njit
 def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1,
              rec, cells, refs, seg, out_p, out_s, out_c, w_counts):
     """Redo chunks that overflowed their share with room to grow, then scatter every point's run of
@@ -1252,7 +1261,7 @@ def _collect(n, got, order, chunk, cap, slon, slat, sacc, use_acc, levels, cs0, 
     return res_p, res_s, res_c
 
 
-@njit(cache=True)
+@njit
 def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs, seg,
           w_order, w_lon, w_lat, w_acc, w_tile, w_counts):
     """Pairs (point, slot, confidence), sorted by point then slot; on the calling thread.
@@ -1272,7 +1281,7 @@ def match(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, 
                     ents0, htab1, ents1, rec, cells, refs, seg, out_p, out_s, out_c, w_counts)
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True)
 def match_parallel(lon, lat, acc, use_acc, levels, cs0, meta, bits, htab0, ents0, htab1, ents1, rec, cells, refs,
                    seg, w_order, w_lon, w_lat, w_acc, w_tile, w_counts, nchunks):
     """:func:`match` with the chunks spread over numba's threads (one parallel region)."""

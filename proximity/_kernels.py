@@ -7,11 +7,16 @@ records*, one per (device, place) the device is currently inside: ``r_place``,
 from GPS / beacons, ``-inf`` when none or when GPS said outside), ``r_mask``
 (dwell thresholds already fired, bit j for threshold j of the place),
 ``r_src`` (1 GPS, 2 beacon, 3 both during this visit), ``r_conf``, ``r_miss``
-(unpaired GPS pings in a row, for ``gps_exit_pings``), ``r_tent`` (1 while a GPS
-visit waits for its confirming ping, ``gps_enter_confirm_s``: no event has been
-emitted for it yet) and ``r_next`` (the device's next record; also links the
-free list, whose head and length live in ``meta``). A device outside every place has no record at all,
-which is what keeps the memory store small.
+(unpaired GPS pings in a row, for ``gps_exit_pings``), ``r_tent`` (1 while a
+visit waits for its confirming ping or for its probability to reach the enter
+threshold: no event has been emitted for it yet), ``r_lo`` (the log-odds that the
+device is inside the place: the visit probability's forward filter) and ``r_next``
+(the device's next record; also links the free list, whose head and length live in
+``meta``). A device outside every place has no record at all, which is what keeps
+the memory store small. ``d_fix`` is the device's 64-byte row: its last accepted
+GPS fix (time, lon, lat), its log-accuracy baseline (the indoor pattern) and, in
+column ``DEV_LAST``, ``d_last`` (the stores pass a strided view of that column),
+so one cache line holds what a ping reads of its device.
 
 The same function is run by both stores: the memory store passes its whole
 table, the Redis store a table of the devices it loaded for one batch.
@@ -24,22 +29,35 @@ calls again from there; no evidence is ever half-applied).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from proximity._jit import njit
 
 # event kinds, sources and causes as small codes (see proximity.presence for the names)
 ENTER, DWELL, EXIT = 0, 1, 2
 SRC_GPS, SRC_BEACON = 1, 2
 CAUSE_PING, CAUSE_SIGHTING, CAUSE_DEBOUNCE, CAUSE_FORGET = 0, 1, 2, 3
 LEVEL_AMBIGUOUS, LEVEL_KEEP, LEVEL_ENTER = 0, 1, 2
-STATUS_APPLIED, STATUS_LATE = 0, 1
+STATUS_APPLIED, STATUS_LATE, STATUS_IMPLAUSIBLE = 0, 1, 2
+# the visit-probability model's parameters, by index in the ``pm`` array (see proximity.visit)
+PM_PRIOR, PM_TAU, PM_UNPAIRED, PM_IND_W, PM_IND_LO, PM_IND_HI, PM_BASE_DOWN, PM_BASE_UP = 0, 1, 2, 3, 4, 5, 6, 7
+PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below 0.5, 1.2, 2.5 m/s, and above
+PM_ENTER_P, PM_CAL_N, PM_EXIT_P, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
+PM_CAL = 18  # the calibration map: PM_CAL_N knots (x, then logit y) from here
+PM_CAL_MAX = 16
+PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
+# per-device fix memory ``d_fix[d]``: time, lon, lat of the last accepted GPS fix; log-accuracy baseline
+FIX_TS, FIX_LON, FIX_LAT, FIX_BASE = 0, 1, 2, 3
+DEV_LAST, DEV_WIDTH = 4, 8  # the state's per-device row: the fix, the newest applied time, padding to 64 bytes
+M_PER_DEG = 111_320.0
 
 NEG_INF = -np.inf
 
 
-@njit(cache=True, inline="always")
-def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-          kind, dev, place, ts, src, conf, dwell, cause, ev):
+@njit
+def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+          kind, dev, place, ts, src, conf, dwell, cause, ev, prob):
     k = n_out[0]
+    o_prob[k] = prob
     o_kind[k] = kind
     o_dev[k] = dev
     o_place[k] = place
@@ -52,12 +70,12 @@ def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n
     n_out[0] = k + 1
 
 
-@njit(cache=True, inline="always")
+@njit
 def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
     return max(r_gps[r] + gps_deb, r_bcn[r] + bcn_deb)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     if prev < 0:
         d_head[d] = nxt
@@ -66,7 +84,7 @@ def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     _free(r, r_next, r_dev, meta)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
@@ -74,7 +92,7 @@ def _free(r, r_next, r_dev, meta):
     meta[1] += 1
 
 
-@njit(cache=True)
+@njit
 def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi):
     """Does evidence ``a:b`` also keep a confirmed visit of device ``d`` to a fence not overlapping ``p``?"""
     q = d_head[d]
@@ -95,15 +113,117 @@ def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r
     return False
 
 
-@njit(cache=True)
+@njit
+def _relax(lo, dt, pm):
+    """The filter's prediction step: with no evidence for ``dt`` seconds the log-odds relax toward the prior."""
+    if dt <= 0.0:
+        return lo
+    prior = pm[PM_PRIOR]
+    return prior + (lo - prior) * np.exp(-dt / pm[PM_TAU])
+
+
+@njit
+def _clamp_lo(lo, pm):
+    return min(max(lo, pm[PM_LO_MIN]), pm[PM_LO_MAX])
+
+
+@njit
+def _overlaps(p, f, p_ovp, p_ovi):
+    if p < p_ovp.shape[0] - 1:
+        for j in range(p_ovp[p], p_ovp[p + 1]):
+            if p_ovi[j] == f:
+                return True
+    return False
+
+
+@njit
+def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm):
+    """The calibrated probability that device ``d`` is inside the place of record ``r`` (log-odds ``lo``).
+
+    A store competes with the device's other candidate stores that do not overlap
+    it (the shop next door, not the mall around a shop): the log-odds become
+    ``lo - log(1 + sum(exp(lo_q)))`` over those, then the calibration map: a
+    non-decreasing piecewise-linear function of it in log-odds (knots in ``pm``),
+    flat beyond the end knots. A beacon zone has no competitors.
+    """
+    p = r_place[r]
+    rest = 0.0
+    if p_zone[p] == 0:
+        q = d_head[d]
+        while q >= 0:
+            f = r_place[q]
+            if q != r and p_zone[f] == 0 and not _overlaps(p, f, p_ovp, p_ovi):
+                rest += np.exp(r_lo[q])
+            q = r_next[q]
+    x = lo - np.log1p(rest)
+    k = int(pm[PM_CAL_N])
+    xs = pm[PM_CAL:PM_CAL + k]
+    ys = pm[PM_CAL + PM_CAL_MAX:PM_CAL + PM_CAL_MAX + k]
+    if x <= xs[0]:
+        y = ys[0]
+    elif x >= xs[k - 1]:
+        y = ys[k - 1]
+    else:
+        j = 1
+        while xs[j] < x:
+            j += 1
+        y = ys[j - 1] + (ys[j] - ys[j - 1]) * (x - xs[j - 1]) / (xs[j] - xs[j - 1])
+    return 1.0 / (1.0 + np.exp(-y))
+
+
+@njit
+def gps_context(d, t, lon, lat, acc, spd, d_fix, pm):
+    """A GPS fix against the device's fix memory: ``(plausible, llr)``, and the memory updated when plausible.
+
+    Implausible: the fix is farther from the last accepted one than ``PM_MAX_SPEED``
+    allows over the time between them, counted as at least 10 s (beyond the fix's
+    accuracy and a 100 m slack): a spoofed or broken fix, e.g. 100 km in a second. ``llr`` is the device-level
+    evidence of being inside some store: the indoor pattern (log accuracy above the
+    device's own outdoor baseline, which follows low readings fast and high ones
+    slowly) and the reported speed.
+    """
+    last = d_fix[d, FIX_TS]
+    if pm[PM_MAX_SPEED] > 0.0 and last > -np.inf:
+        dy = (lat - d_fix[d, FIX_LAT]) * M_PER_DEG
+        dx = (lon - d_fix[d, FIX_LON]) * M_PER_DEG * np.cos(np.radians(lat))
+        dist = np.sqrt(dx * dx + dy * dy)
+        if dist - acc - 100.0 > pm[PM_MAX_SPEED] * max(t - last, 10.0):
+            return False, 0.0
+    la = np.log(max(acc, 1.0))
+    base = d_fix[d, FIX_BASE]
+    llr = 0.0
+    if base == base:  # known baseline
+        x = min(max(la - base, pm[PM_IND_LO]), pm[PM_IND_HI])
+        llr += pm[PM_IND_W] * x
+        rate = pm[PM_BASE_DOWN] if la < base else pm[PM_BASE_UP]
+        d_fix[d, FIX_BASE] = base + rate * (la - base)
+    else:
+        d_fix[d, FIX_BASE] = la
+    if spd == spd:  # known speed
+        if spd < 0.5:
+            llr += pm[PM_SPD0]
+        elif spd < 1.2:
+            llr += pm[PM_SPD1]
+        elif spd < 2.5:
+            llr += pm[PM_SPD2]
+        else:
+            llr += pm[PM_SPD3]
+    d_fix[d, FIX_TS] = t
+    d_fix[d, FIX_LON] = lon
+    d_fix[d, FIX_LAT] = lat
+    return True, llr
+
+
+@njit
 def apply_evidence(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
     d_last, d_head,
     r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_miss, r_tent, r_next, meta,
     p_thr, p_zone, p_ovp, p_ovi, gps_deb, bcn_deb, exit_pings, confirm_s, one_store,
-    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
     status,
+    ev_lon, ev_lat, ev_acc, ev_spd, obs_llr, d_fix, r_lo, pm,
 ):
     """Apply evidence ``start:`` (sorted by device, time) to the state; append events to the ``o_*`` buffers.
 
@@ -113,10 +233,22 @@ def apply_evidence(
     GPS enter waits for a second ENTER-level ping at least that long after the first;
     ``one_store``: nor is it confirmed while that ping also keeps a confirmed visit to a
     fence that does not overlap it (``p_ovp``/``p_ovi``: each fence's overlapping fences, CSR).
+
+    The visit probability: each record carries the log-odds ``r_lo`` that the device is
+    inside its place, a forward filter over the device's evidence: relax toward the prior
+    with time (:func:`_relax`), add each evidence's log-likelihood ratio (``obs_llr``, plus
+    the device-level GPS evidence of :func:`gps_context`; an unpaired GPS fix adds
+    ``PM_UNPAIRED``). With ``pm[PM_ENTER_P]`` > 0 every new visit is tentative until its
+    probability (:func:`visit_probability`) reaches it, and a tentative visit whose
+    log-odds fall below the prior is dropped; with ``pm[PM_EXIT_P]`` > 0 unpaired fixes
+    end a visit only once its probability is below that (the debounce still ends it). A GPS fix that could not have been reached
+    from the last accepted one (``gps_context``) is not applied (``STATUS_IMPLAUSIBLE``).
     """
     n = ev_dev.shape[0]
     cap = o_kind.shape[0]
     n_thr = p_thr.shape[1]
+    prior = pm[PM_PRIOR]
+    enter_p = pm[PM_ENTER_P]
     for e in range(start, n):
         d = ev_dev[e]
         t = ev_ts[e]
@@ -135,8 +267,15 @@ def apply_evidence(
         nobs = b - a
         if meta[1] < nobs or cap - n_out[0] < 2 * nrec + nobs + (nrec + nobs) * (n_thr + 1):
             return e
+        dev_llr = 0.0
+        if s == SRC_GPS:
+            ok, dev_llr = gps_context(d, t, ev_lon[e], ev_lat[e], ev_acc[e], ev_spd[e], d_fix, pm)
+            if not ok:
+                status[e] = STATUS_IMPLAUSIBLE
+                continue
         status[e] = STATUS_APPLIED
         cause = CAUSE_PING if s == SRC_GPS else CAUSE_SIGHTING
+        dt = t - d_last[d] if d_last[d] > -np.inf else 0.0
         # 1. visits whose inside evidence ran out (debounce) before this evidence
         prev = -1
         r = d_head[d]
@@ -145,10 +284,13 @@ def apply_evidence(
             due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
             if due < t:
                 if r_tent[r] == 0:  # a visit never confirmed ends without a word
-                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                          EXIT, d, r_place[r], due, r_src[r], r_conf[r], due - r_enter[r], CAUSE_DEBOUNCE, e)
+                    lo = _relax(r_lo[r], due - d_last[d], pm)
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                          EXIT, d, r_place[r], due, r_src[r], r_conf[r], due - r_enter[r], CAUSE_DEBOUNCE, e,
+                          visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
                 _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
             else:
+                r_lo[r] = _relax(r_lo[r], dt, pm)
                 prev = r
             r = nxt
         # 2. a GPS ping not paired with a fence is outside it by more than its accuracy
@@ -166,30 +308,44 @@ def apply_evidence(
                         named = True
                     k += 1
                 gone = False
-                if not named and r_tent[r] != 0:
+                if not named:
+                    r_lo[r] = _clamp_lo(r_lo[r] + pm[PM_UNPAIRED], pm)
+                if not named and r_tent[r] != 0 and (enter_p <= 0.0 or r_lo[r] < prior):
                     gone = True
                     _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
-                elif not named:
+                elif not named and r_tent[r] == 0:
                     if r_miss[r] < 255:
                         r_miss[r] += 1
-                    if r_miss[r] >= exit_pings:
+                    if r_miss[r] >= exit_pings and (pm[PM_EXIT_P] <= 0.0 or visit_probability(
+                            d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm) < pm[PM_EXIT_P]):
                         r_gps[r] = NEG_INF
                         if r_bcn[r] + bcn_deb < t:
                             gone = True
-                            _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                                  EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e)
+                            _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
+                                  n_out, EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e,
+                                  visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp,
+                                                    p_ovi, pm))
                             _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
                 if not gone:
                     prev = r
                 r = nxt
-        # 3. what this evidence says about each place it names
+        # 3a. what this evidence says about each place it names: the filter's update, new visits
         for k in range(a, b):
             p = obs_place[k]
             lvl = obs_level[k]
+            llr = obs_llr[k]
+            if s == SRC_GPS:
+                llr += dev_llr
+                if lvl == LEVEL_ENTER and obs_conf[k] >= 3 and llr < 0.0:
+                    llr = 0.0  # an accuracy circle fully inside is never evidence against the place
             r = d_head[d]
             while r >= 0 and r_place[r] != p:
                 r = r_next[r]
             if r >= 0:
+                lo = r_lo[r]
+                if lvl == LEVEL_ENTER and lo < prior:
+                    lo = prior  # a new approach starts from no worse than the prior
+                r_lo[r] = _clamp_lo(lo + llr, pm)
                 if lvl >= LEVEL_KEEP:
                     if s == SRC_GPS:
                         r_gps[r] = t
@@ -198,13 +354,6 @@ def apply_evidence(
                         r_bcn[r] = t
                     r_src[r] |= s
                     r_conf[r] = obs_conf[k]
-                    if r_tent[r] != 0 and lvl == LEVEL_ENTER and (s != SRC_GPS or (
-                            t - r_enter[r] >= confirm_s
-                            and not (one_store and _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head,
-                                                                        r_place, r_tent, r_next, p_zone, p_ovp, p_ovi)))):
-                        r_tent[r] = 0
-                        _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                              ENTER, d, p, t, s, obs_conf[k], t - r_enter[r], cause, e)
             elif lvl == LEVEL_ENTER:
                 r = meta[0]
                 meta[0] = r_next[r]
@@ -218,12 +367,38 @@ def apply_evidence(
                 r_src[r] = s
                 r_conf[r] = obs_conf[k]
                 r_miss[r] = 0
-                r_tent[r] = 1 if (s == SRC_GPS and confirm_s > 0) else 0
+                r_lo[r] = _clamp_lo(prior + llr, pm)
+                r_tent[r] = 1 if ((s == SRC_GPS and confirm_s > 0) or enter_p > 0.0) else 2
                 r_next[r] = d_head[d]
                 d_head[d] = r
-                if r_tent[r] == 0:
-                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                          ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e)
+        # 3b. enters: new visits that need no confirmation, tentative ones confirmed now
+        for k in range(a, b):
+            p = obs_place[k]
+            lvl = obs_level[k]
+            r = d_head[d]
+            while r >= 0 and r_place[r] != p:
+                r = r_next[r]
+            if r < 0 or r_tent[r] == 0:
+                continue
+            if r_tent[r] == 2:  # created by this evidence, enters at once
+                r_tent[r] = 0
+                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                      ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e,
+                      visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
+                continue
+            if lvl < (LEVEL_KEEP if enter_p > 0.0 else LEVEL_ENTER):
+                continue
+            if s == SRC_GPS and (t - r_enter[r] < confirm_s or (one_store and _held_by_other_store(
+                    d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi))):
+                continue
+            if s == SRC_GPS and confirm_s > 0 and lvl < LEVEL_ENTER:
+                continue
+            prob = visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm)
+            if prob < enter_p:
+                continue
+            r_tent[r] = 0
+            _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                  ENTER, d, p, t, s, obs_conf[k], t - r_enter[r], cause, e, prob)
         # 4. dwell thresholds reached by now, each once per visit, on inside evidence for the place
         r = d_head[d]
         while r >= 0:
@@ -239,22 +414,24 @@ def apply_evidence(
                 bit = np.uint32(1) << np.uint32(j)
                 if (r_mask[r] & bit) == 0:
                     r_mask[r] |= bit
-                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                          DWELL, d, p, t, r_src[r], r_conf[r], thr, cause, e)
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                          DWELL, d, p, t, r_src[r], r_conf[r], thr, cause, e,
+                          visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
             r = r_next[r]
         if t > d_last[d]:
             d_last[d] = t
     return n
 
 
-@njit(cache=True)
+@njit
 def advance_devices(
     devs, now, ttl, forget,
     d_last, d_head,
     r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_tent, r_next, meta,
     gps_deb, bcn_deb,
-    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
+    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
     expired,
+    r_lo, p_zone, p_ovp, p_ovi, pm,
 ):
     """Time passes to ``now`` for ``devs``: exits due before then; devices idle longer than ``ttl`` expire.
 
@@ -275,8 +452,10 @@ def advance_devices(
                     ts = max(d_last[d], r_enter[r])
                     cause = CAUSE_FORGET
                 if r_tent[r] == 0:
-                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, n_out,
-                          EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, -1)
+                    lo = _relax(r_lo[r], ts - d_last[d], pm)
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                          EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, -1,
+                          visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
                 _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
             else:
                 prev = r
@@ -284,7 +463,7 @@ def advance_devices(
         expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
 
 
-@njit(cache=True)
+@njit
 def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, out):
     """Per device: the time after which ``advance`` has work for it (a debounce exit or the TTL)."""
     for i in range(devs.shape[0]):
@@ -299,7 +478,7 @@ def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, 
         out[i] = best
 
 
-@njit(cache=True)
+@njit
 def order_ties(order, dev, ts, k1, k2, k3):
     """``order`` sorts by ``dev``; make it sort by (dev, ts, k1, k2, k3) with an insertion sort per device."""
     n = order.shape[0]
@@ -331,7 +510,7 @@ FNV_OFFSET = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
 
 
-@njit(cache=True, inline="always")
+@njit
 def _hash_bytes(buf, a, b):
     h = FNV_OFFSET
     for j in range(a, b):
@@ -339,7 +518,7 @@ def _hash_bytes(buf, a, b):
     return h
 
 
-@njit(cache=True, inline="always")
+@njit
 def _same_key(buf, a, b, keys, k):
     """Is ``buf[a:b]`` the key in row ``k`` (zero-padded)?"""
     n = b - a
@@ -352,7 +531,7 @@ def _same_key(buf, a, b, keys, k):
     return n == w or keys[k, n] == 0
 
 
-@njit(cache=True)
+@njit
 def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free, out):
     """Handles for the ids ``buf[starts[i]:starts[i] + lens[i]]`` (UTF-8, no NUL) from ``i0`` on.
 
@@ -406,7 +585,7 @@ def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free,
     return n
 
 
-@njit(cache=True)
+@njit
 def remove_ids(handles, slots, keys, key_hash, meta, free):
     """Forget these handles: tombstone their slots, clear their keys, push them on the free stack."""
     mask = slots.shape[0] - 1
@@ -424,7 +603,7 @@ def remove_ids(handles, slots, keys, key_hash, meta, free):
             s = (s + 1) & mask
 
 
-@njit(cache=True)
+@njit
 def rehash_ids(old, new, key_hash):
     """Move every live handle of ``old`` slots into the empty table ``new``; returns the used slot count."""
     mask = new.shape[0] - 1

@@ -26,11 +26,35 @@ EXIT_OK = 0
 EXIT_INVALID = 2
 
 
+class _Version(argparse.Action):
+    """``--version``: the line is computed when asked for (it imports numba), not for every command."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_line())
+        parser.exit()
+
+
+def version_line() -> str:
+    """``proximity 0.1.0 (/path/to/proximity; Python 3.11.7; numba 0.60.0; kernel cache DIR)``."""
+    import platform
+
+    import numba
+
+    from proximity import __version__
+    from proximity._jit import cache_dir
+
+    here = os.path.dirname(os.path.abspath(commands.__path__[0]))
+    return (f"proximity {__version__} ({here}; Python {platform.python_version()}; numba {numba.__version__}; "
+            f"kernel cache {cache_dir() or 'off: no writable directory'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="proximity",
         description="BLE beacon and geofencing proximity engine.",
     )
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version, where the package is imported from and the kernel cache; exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

@@ -43,8 +43,38 @@ from proximity.presence import (
     to_events,
 )
 from proximity.store import MemoryStore, StateStore
+from proximity.visit import DEFAULT_MODEL, VisitModel
 
 M_PER_DEG = 111_320.0
+
+#: Named rule sets. ``streaming`` (the default) is what the simulation measures best for
+#: phones that report every 10-60 s: a visit starts when its probability reaches
+#: ``enter_probability``, three fixes in a row outside end it, debounces cover lost fixes.
+#: ``crossing`` is for SDKs that send one ping per OS region crossing: one fix enters,
+#: one fix exits (the engine's behaviour before profiles existed).
+PROFILES: dict[str, dict[str, Any]] = {
+    "streaming": {
+        "gps_debounce_s": 180.0,
+        "beacon_debounce_s": 120.0,
+        "beacon_keep_proximity": 3,
+        "gps_exit_pings": 3,
+        "gps_enter_confirm_s": 0.0,
+        "gps_one_store_at_a_time": False,
+        "enter_probability": 0.8267,
+        "exit_probability": 0.5107,
+    },
+    "crossing": {
+        "gps_debounce_s": 60.0,
+        "beacon_debounce_s": 30.0,
+        "beacon_keep_proximity": 0,
+        "gps_exit_pings": 1,
+        "gps_enter_confirm_s": 0.0,
+        "gps_one_store_at_a_time": False,
+        "enter_probability": 0.0,
+        "exit_probability": 0.0,
+    },
+}
+DEFAULT_PROFILE = "streaming"
 
 
 class Rules(Protocol):
@@ -80,25 +110,48 @@ class EngineConfig:
       keep visits to that fence but never start one (its beacons do);
     - ``max_future_skew_s``: evidence further than this ahead of the clock is
       rejected with a reason (``None``: never);
-    - ``clock``: wall-clock seconds (for the skew check).
+    - ``clock``: wall-clock seconds (for the skew check);
+    - ``enter_probability``: > 0 makes every visit tentative until its probability
+      (see :mod:`proximity.visit`) reaches this; campaigns can ask for more
+      (``min_probability``);
+    - ``exit_probability``: > 0 makes unpaired GPS fixes end a visit only once its
+      probability is below this (no inside evidence for the debounce still ends it);
+    - ``max_speed_mps``: a GPS fix farther from the device's last accepted fix than
+      this speed allows (a spoofed or broken fix) is not applied and is counted as
+      ``implausible`` (0: no check);
+    - ``model``: the visit-probability filter (:class:`proximity.visit.VisitModel`);
+    - ``profile``: the named rule set (:data:`PROFILES`) that gives every setting
+      left unset (``None``) its value: ``streaming`` (default) or ``crossing``.
     """
 
-    gps_debounce_s: float = 60.0
-    beacon_debounce_s: float = 30.0
+    gps_debounce_s: float = None  # type: ignore[assignment]  # (None: the profile's; same below)
+    beacon_debounce_s: float = None  # type: ignore[assignment]
     dwell_s: float = 300.0
     zone_dwell_s: float = 60.0
     max_accuracy_m: float = 50.0
     accuracy_factor: float | None = 2.0
     beacon_enter_proximity: int = 2
-    beacon_keep_proximity: int = 0
-    gps_exit_pings: int = 1
-    gps_enter_confirm_s: float = 0.0
-    gps_one_store_at_a_time: bool = False
+    beacon_keep_proximity: int = None  # type: ignore[assignment]
+    gps_exit_pings: int = None  # type: ignore[assignment]
+    gps_enter_confirm_s: float = None  # type: ignore[assignment]
+    gps_one_store_at_a_time: bool = None  # type: ignore[assignment]
     ttl_s: float = 7 * 24 * 3600.0
     max_future_skew_s: float | None = 300.0
     clock: Callable[[], float] = field(default=time.time, compare=False)
+    enter_probability: float = None  # type: ignore[assignment]
+    exit_probability: float = None  # type: ignore[assignment]
+    max_speed_mps: float = 300.0
+    model: VisitModel = DEFAULT_MODEL
+    profile: str = DEFAULT_PROFILE
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        for name, value in PROFILES[self.profile].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if not isinstance(self.model, VisitModel):
+            raise ValueError("model must be a proximity.visit.VisitModel")
         for name in ("dwell_s", "zone_dwell_s", "max_accuracy_m"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
@@ -116,20 +169,41 @@ class EngineConfig:
     @property
     def params(self) -> PresenceParams:
         return PresenceParams(self.gps_debounce_s, self.beacon_debounce_s, self.ttl_s, self.gps_exit_pings,
-                              self.gps_enter_confirm_s, bool(self.gps_one_store_at_a_time))
+                              self.gps_enter_confirm_s, bool(self.gps_one_store_at_a_time),
+                              float(self.enter_probability), float(self.max_speed_mps), self.model,
+                              float(self.exit_probability))
 
 
 @dataclass
 class BatchResult:
     """What one call produced: ``events`` (device then time order), ``offers`` (from the rules),
     ``stats`` (counts: input, applied, ``late``, ``duplicates``, ``rejected``, events by kind) and
-    ``rejected`` (a :class:`ValidationError` per input row refused, e.g. a future timestamp, naming
-    the row the input gave it: ``PingBatch.row``, ``Sightings.row``)."""
+    ``rejected`` (a :class:`ValidationError` per input row refused, e.g. a future timestamp or an
+    accuracy that is not a real fix, naming the row the input gave it: ``PingBatch.row``,
+    ``Sightings.row``) and ``dropped`` (the same, for valid rows that were not applied: ``duplicate``,
+    ``late`` (not newer than the device's newest applied evidence: out of order or replayed) or
+    ``implausible`` (a fix too far from the device's last one for the time between them))."""
 
     events: list[Event] = field(default_factory=list)
     offers: list[Offer] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     rejected: list[ValidationError] = field(default_factory=list)
+    dropped: list[ValidationError] = field(default_factory=list)
+
+
+_DROP_REASONS = {1: "late: not newer than the device's newest applied evidence (out of order or replayed)",
+                 2: "implausible: too far from the device's last accepted fix for the time between them"}
+
+
+def _dropped(rows: np.ndarray, dup_rows: np.ndarray, status: np.ndarray, ev_rows: np.ndarray) -> list[ValidationError]:
+    """Per input row not applied, the reason (``rows``: the input row of each batch row)."""
+    out = [ValidationError("duplicate: the same evidence twice in the batch", field="ts", row=int(r))
+           for r in rows[dup_rows].tolist()]
+    bad = np.flatnonzero(status != 0)
+    out += [ValidationError(_DROP_REASONS[int(s)], field="ts" if s == 1 else "lon,lat", row=int(r))
+            for r, s in zip(ev_rows[bad].tolist(), status[bad].tolist(), strict=True)]
+    out.sort(key=lambda e: e.row or 0)
+    return out
 
 
 class Engine:
@@ -158,6 +232,7 @@ class Engine:
         self._fence_place = np.zeros(0, np.int32)
         self._fence_limit = np.zeros(0)
         self._fence_gps_enter = np.zeros(0, bool)
+        self._fence_radius = np.zeros(0)
         if rules is not None:
             self._extra = dict(rules.dwell_thresholds())
         if index is not None:
@@ -175,7 +250,8 @@ class Engine:
         self._fence_place = np.asarray(pids, np.int32)
         self._fence_limit = np.array([self._accuracy_limit(f) for f in fences], np.float64)
         self._fence_gps_enter = np.array([f.properties.get("gps_enter", True) is not False for f in fences], bool)
-        if self.config.gps_one_store_at_a_time:
+        self._fence_radius = np.array([_equivalent_radius_m(f) for f in fences], np.float64)
+        if len(fences):  # overlapping fences do not compete for a device's probability (nor block one-store)
             geoms = np.array([f.geometry for f in fences], dtype=object)
             i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects") if len(geoms) else (np.zeros(0, int),) * 2
             keep = (i < j) & ~shapely.touches(geoms[i], geoms[j])
@@ -237,11 +313,18 @@ class Engine:
         self._check_index()
         n = len(batch)
         ok, rejected = self._future(batch.ts, batch.row, "ping")
+        acc_in = batch.accuracy_m
+        unreal = ~(acc_in > 0.0) & ok  # 0, negative or NaN: not a fix anyone measured
+        if unreal.any():
+            ok &= ~unreal
+            rejected += [ValidationError(f"accuracy_m {float(acc_in[i])!r} is not a real fix (must be > 0)",
+                                         field="accuracy_m", row=int(batch.row[i])) for i in np.flatnonzero(unreal)]
+            rejected.sort(key=lambda e: e.row if e.row is not None else -1)
         rows = np.flatnonzero(ok)
         b = batch if len(rows) == n else batch.take(rows)
         res = self.store.resolve(b.device_id)
-        order, dup = sort_evidence(res.codes, b.ts, b.lon, b.lat, b.accuracy_m)
-        order = order[~dup]
+        order_all, dup = sort_evidence(res.codes, b.ts, b.lon, b.lat, b.accuracy_m)
+        order = order_all[~dup]
         lon, lat, acc, ts = b.lon[order], b.lat[order], b.accuracy_m[order], b.ts[order]
         m = self.index.match(lon, lat, accuracy_m=acc)
         point, fence, conf = np.asarray(m.point), np.asarray(m.fence), np.asarray(m.confidence, np.int8)
@@ -253,8 +336,9 @@ class Engine:
         np.minimum(level, np.where(self._fence_gps_enter[fence], ENTER, KEEP), out=level)  # fences beacons enter
         obs = np.zeros(len(order) + 1, np.int64)
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
+        llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
-                      self._fence_place[fence], level, conf, b.row[order])
+                      self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, b.speed[order], llr)
         tr = self._apply(res, ev, journal)
         applied = tr.status == 0
         if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
@@ -263,9 +347,13 @@ class Engine:
         prox, dist = journal.details(len(ev)) if journal is not None else (None, None)
         events = to_events(tr, res.names, self.places, proximity=prox, distance=dist)
         stats = {"pings": n, "applied": int(applied.sum()), "late": tr.late, "duplicates": int(dup.sum()),
-                 "rejected": len(rejected), "matches": len(point)}
+                 "rejected": len(rejected), "matches": len(point), "implausible": tr.implausible,
+                 "bad_accuracy": int(unreal.sum())}
         now = float(ts.max()) if len(ts) else self.config.clock()
-        return self._finish(events, stats, rejected, now)
+        out = self._finish(events, stats, rejected, now)
+        if stats["late"] or stats["duplicates"] or stats["implausible"]:
+            out.dropped = _dropped(b.row, order_all[dup], tr.status, ev.row)
+        return out
 
     def process_sightings(self, sightings: Any, *, journal: Journal | None = None) -> BatchResult:
         """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``).
@@ -330,9 +418,10 @@ class Engine:
         valid = pairs >= 0
         obs = np.zeros(n + 1, np.int64)
         np.cumsum(valid.sum(axis=1), out=obs[1:])
+        per = valid.sum(axis=1)
         ev = Evidence(res.codes[order], ts[order], np.full(n, BEACON, np.int8), obs,
-                      pairs[valid].astype(np.int32), np.repeat(level, valid.sum(axis=1)),
-                      np.repeat(conf, valid.sum(axis=1)), in_rows[order])
+                      pairs[valid].astype(np.int32), np.repeat(level, per), np.repeat(conf, per), in_rows[order],
+                      llr=np.repeat(self.config.model.beacon_obs_llr(p), per))
         if journal is not None:
             journal.proximity, journal.distance = p, dist[order]
         tr = self._apply(res, ev, journal)
@@ -365,7 +454,7 @@ class Engine:
 
     def device_state(self, device_id: str) -> dict[str, Any]:
         """What the engine holds for a device: its open visits, last evidence time, attrs, time zone, opt-out."""
-        snap = self.store.snapshot(device_id, self.places) or {"last_ts": None, "visits": []}
+        snap = self.store.snapshot(device_id, self.places, self.params) or {"last_ts": None, "visits": []}
         dev = self.store.devices([device_id])[device_id]
         return {"device_id": device_id, **snap, "attrs": dict(dev.attrs), "timezone": dev.timezone,
                 "opted_out": dev.opted_out}

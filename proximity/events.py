@@ -49,6 +49,8 @@ class Event:
     immediate/near/far; ``dwell_s`` is the time spent at the place so far (0 on
     enter). ``cause`` says what produced the event: ``"ping"``, ``"sighting"``,
     ``"debounce"`` (no inside evidence for the debounce time) or ``"forget"``.
+    ``probability`` (0 to 1) is how likely the device really is inside the place at
+    ``ts`` given all the evidence so far (``None`` when unknown, e.g. an event made by hand).
     """
 
     kind: EventKind
@@ -62,6 +64,7 @@ class Event:
     cause: str = "ping"
     proximity: ProximityClass | None = None
     distance_m: float | None = None
+    probability: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
@@ -93,6 +96,8 @@ class Event:
             out["proximity"] = self.proximity
         if self.distance_m is not None:
             out["distance_m"] = self.distance_m
+        if self.probability is not None:
+            out["probability"] = self.probability
         return out
 
     @classmethod
@@ -109,6 +114,7 @@ class Event:
             cause=str(d.get("cause", "ping")),
             proximity=d.get("proximity"),
             distance_m=None if d.get("distance_m") is None else float(d["distance_m"]),
+            probability=None if d.get("probability") is None else float(d["probability"]),
         )
 
 
@@ -147,6 +153,8 @@ class Offer:
     trigger: str = "enter"
     priority: int = 0
     deliver_after: float | None = None
+    variant: str | None = None
+    """The variant of the campaign's experiment this offer renders (``None`` without variants)."""
 
     @property
     def place(self) -> str:
@@ -173,6 +181,7 @@ class Offer:
             "deep_link": self.deep_link,
             "data": dict(self.data),
             "deliver_after": self.deliver_after,
+            **({"variant": self.variant} if self.variant is not None else {}),
         }
 
     @classmethod
@@ -191,6 +200,7 @@ class Offer:
             trigger=str(d.get("trigger", "enter")),
             priority=int(d.get("priority", 0)),
             deliver_after=None if d.get("deliver_after") is None else float(d["deliver_after"]),
+            variant=None if d.get("variant") is None else str(d["variant"]),
         )
 
 

@@ -51,6 +51,7 @@ import numpy as np
 
 import proximity._kernels as K
 from proximity.events import Event, EventKind, ProximityClass, Source
+from proximity.visit import DEFAULT_MODEL, VisitModel
 
 KINDS: tuple[EventKind, ...] = ("enter", "dwell", "exit")
 SOURCES: dict[int, Source] = {1: "gps", 2: "beacon", 3: "fused"}
@@ -75,6 +76,15 @@ class PresenceParams:
     gps_enter_confirm_s: float = 0.0
     #: with confirmation: not while the confirming ping also keeps a visit to a fence that does not overlap
     gps_one_store_at_a_time: bool = False
+    #: > 0: a visit is tentative (no event) until its probability reaches this (see :mod:`proximity.visit`)
+    enter_probability: float = 0.0
+    #: > 0: a GPS fix farther from the device's last accepted fix than this speed allows is not applied
+    max_speed_mps: float = 0.0
+    #: the visit-probability filter
+    model: VisitModel = DEFAULT_MODEL
+    #: > 0: unpaired GPS fixes end a visit only once its probability is below this
+    exit_probability: float = 0.0
+    pm: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("gps_debounce_s", "beacon_debounce_s", "ttl_s"):
@@ -88,6 +98,16 @@ class PresenceParams:
         c = self.gps_enter_confirm_s
         if not (isinstance(c, int | float) and math.isfinite(c) and c >= 0):
             raise ValueError(f"gps_enter_confirm_s must be a number of seconds >= 0, not {c!r}")
+        e = self.enter_probability
+        if not (isinstance(e, int | float) and 0 <= e < 1):
+            raise ValueError(f"enter_probability must be a number in [0, 1), not {e!r}")
+        v = self.max_speed_mps
+        if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"max_speed_mps must be a number of m/s >= 0 (0: no check), not {v!r}")
+        x = self.exit_probability
+        if not (isinstance(x, int | float) and 0 <= x < 1):
+            raise ValueError(f"exit_probability must be a number in [0, 1), not {x!r}")
+        object.__setattr__(self, "pm", self.model.pm(float(e), float(v), float(x)))
 
 
 class PlaceTable:
@@ -167,6 +187,9 @@ class Evidence:
     ``obs`` holds, for evidence ``e``, the places it names at ``obs[e]:obs[e+1]``
     with a level (AMBIGUOUS, KEEP, ENTER) and a confidence (3/2/1).
     ``row`` is the input row of each evidence (for reporting and event details).
+    GPS evidence also carries its fix (``lon``, ``lat``, ``acc``, ``spd``; NaN for a
+    sighting or an unknown speed) and every place it names a log-likelihood ratio
+    ``llr`` (see :mod:`proximity.visit`); both default to "nothing known".
     """
 
     dev: np.ndarray
@@ -177,6 +200,19 @@ class Evidence:
     level: np.ndarray
     conf: np.ndarray
     row: np.ndarray
+    lon: np.ndarray | None = None
+    lat: np.ndarray | None = None
+    acc: np.ndarray | None = None
+    spd: np.ndarray | None = None
+    llr: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.dev)
+        for name in ("lon", "lat", "acc", "spd"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, np.nan))
+        if self.llr is None:
+            self.llr = np.zeros(len(self.place))
 
     def __len__(self) -> int:
         return len(self.dev)
@@ -189,8 +225,11 @@ class Evidence:
         obs = np.zeros(len(idx) + 1, np.int64)
         np.cumsum(counts, out=obs[1:])
         pidx = _ranges(self.obs[idx], counts)
+        assert self.lon is not None and self.lat is not None and self.acc is not None and self.spd is not None
+        assert self.llr is not None
         return Evidence(self.dev[idx], self.ts[idx], self.src[idx], obs, self.place[pidx], self.level[pidx],
-                        self.conf[pidx], self.row[idx])
+                        self.conf[pidx], self.row[idx], self.lon[idx], self.lat[idx], self.acc[idx],
+                        self.spd[idx], self.llr[pidx])
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -229,7 +268,9 @@ class PresenceState:
     """The device table and the visit-record pool (see :mod:`proximity._kernels`), growable."""
 
     def __init__(self, devices: int = 0, records: int = 0) -> None:
-        self.d_last = np.full(devices, -np.inf)
+        #: per device one 64-byte row (one cache line): the last fix (``d_fix``, columns ``K.FIX_*``), then
+        #: the newest applied evidence time (``d_last``, column ``K.DEV_LAST``), then padding
+        self.d_dev = _fresh_dev(devices)
         self.d_head = np.full(devices, -1, np.int32)
         self.r_place = np.zeros(0, np.int32)
         self.r_dev = np.zeros(0, np.int32)
@@ -241,19 +282,30 @@ class PresenceState:
         self.r_conf = np.zeros(0, np.int8)
         self.r_miss = np.zeros(0, np.uint8)
         self.r_tent = np.zeros(0, np.uint8)
+        self.r_lo = np.zeros(0)
         self.r_next = np.zeros(0, np.int32)
         self.meta = np.array([-1, 0], np.int64)  # free-list head, free count
         self.grow_records(records)
 
     @property
+    def d_last(self) -> np.ndarray:
+        """Newest applied evidence time per device (a view into ``d_dev``)."""
+        return self.d_dev[:, K.DEV_LAST]
+
+    @property
+    def d_fix(self) -> np.ndarray:
+        """Last accepted GPS fix per device: time, lon, lat, log-accuracy baseline (a view into ``d_dev``)."""
+        return self.d_dev[:, : K.DEV_LAST]
+
+    @property
     def n_devices(self) -> int:
-        return len(self.d_last)
+        return len(self.d_dev)
 
     def grow_devices(self, n: int) -> None:
-        if n <= len(self.d_last):
+        if n <= len(self.d_dev):
             return
-        old = len(self.d_last)
-        self.d_last = np.concatenate([self.d_last, np.full(n - old, -np.inf)])
+        old = len(self.d_dev)
+        self.d_dev = np.concatenate([self.d_dev, _fresh_dev(n - old)])
         self.d_head = np.concatenate([self.d_head, np.full(n - old, -1, np.int32)])
 
     def grow_records(self, free_needed: int) -> None:
@@ -263,7 +315,7 @@ class PresenceState:
         old = len(self.r_place)
         new = max(old * 2, old + int(free_needed - self.meta[1]), 64)
         for name, fill in (("r_place", 0), ("r_dev", -1), ("r_enter", 0.0), ("r_gps", 0.0), ("r_bcn", 0.0),
-                           ("r_mask", 0), ("r_src", 0), ("r_conf", 0), ("r_miss", 0), ("r_tent", 0), ("r_next", -1)):
+                           ("r_mask", 0), ("r_src", 0), ("r_conf", 0), ("r_miss", 0), ("r_tent", 0), ("r_lo", 0.0), ("r_next", -1)):
             a = getattr(self, name)
             b = np.full(new, fill, dtype=a.dtype)
             b[:old] = a
@@ -285,11 +337,19 @@ class PresenceState:
 
     def reset_devices(self, devs: np.ndarray) -> None:
         """Forget devices whose records were already freed (after ``advance`` with expiry)."""
-        self.d_last[devs] = -np.inf
+        self.d_dev[devs] = _fresh_dev(1)
         self.d_head[devs] = -1
 
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if isinstance(getattr(self, n), np.ndarray))
+
+
+def _fresh_dev(n: int) -> np.ndarray:
+    """``d_dev`` rows of devices with nothing applied yet: times -inf, position and baseline unknown."""
+    out = np.full((n, K.DEV_WIDTH), np.nan)
+    out[:, K.FIX_TS] = -np.inf
+    out[:, K.DEV_LAST] = -np.inf
+    return out
 
 
 @dataclass
@@ -305,22 +365,24 @@ class Transitions:
     dwell: np.ndarray
     cause: np.ndarray
     ev: np.ndarray
+    prob: np.ndarray
     status: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
 
     @classmethod
     def empty(cls, cap: int, n_evidence: int = 0) -> Transitions:
         return cls(np.zeros(cap, np.int8), np.zeros(cap, np.int64), np.zeros(cap, np.int32), np.zeros(cap),
                    np.zeros(cap, np.int8), np.zeros(cap, np.int8), np.zeros(cap), np.zeros(cap, np.int8),
-                   np.zeros(cap, np.int64), np.zeros(n_evidence, np.int8))
+                   np.zeros(cap, np.int64), np.zeros(cap), np.zeros(n_evidence, np.int8))
 
     def _buffers(self) -> tuple[np.ndarray, ...]:
-        return (self.kind, self.dev, self.place, self.ts, self.src, self.conf, self.dwell, self.cause, self.ev)
+        return (self.kind, self.dev, self.place, self.ts, self.src, self.conf, self.dwell, self.cause, self.ev,
+                self.prob)
 
     @classmethod
     def from_buffers(cls, buffers: Iterable[np.ndarray], status: np.ndarray) -> Transitions:
         """The inverse of ``_buffers`` (event columns in that order), with the evidence ``status``."""
-        kind, dev, place, ts, src, conf, dwell, cause, ev = buffers
-        return cls(kind, dev, place, ts, src, conf, dwell, cause, ev, status)
+        kind, dev, place, ts, src, conf, dwell, cause, ev, prob = buffers
+        return cls(kind, dev, place, ts, src, conf, dwell, cause, ev, prob, status)
 
     def grown(self, cap: int) -> Transitions:
         bigger = Transitions.empty(cap)
@@ -343,6 +405,11 @@ class Transitions:
     @property
     def late(self) -> int:
         return int(np.count_nonzero(self.status == K.STATUS_LATE))
+
+    @property
+    def implausible(self) -> int:
+        """GPS fixes not applied: too far from the device's last accepted fix for the time between them."""
+        return int(np.count_nonzero(self.status == K.STATUS_IMPLAUSIBLE))
 
     @classmethod
     def concat(cls, parts: Sequence[Transitions]) -> Transitions:
@@ -374,6 +441,7 @@ def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, param
             float(params.beacon_debounce_s), int(params.gps_exit_pings), float(params.gps_enter_confirm_s),
             bool(params.gps_one_store_at_a_time),
             *out._buffers(), n_out, out.status,
+            ev.lon, ev.lat, ev.acc, ev.spd, ev.llr, state.d_dev, state.r_lo, params.pm,
         )
         if start >= n:
             return out.trimmed(int(n_out[0]))
@@ -387,7 +455,8 @@ def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, param
 
 
 def advance_state(
-    state: PresenceState, devs: np.ndarray, now: float, params: PresenceParams, *, forget: bool = False
+    state: PresenceState, devs: np.ndarray, now: float, params: PresenceParams, *, forget: bool = False,
+    places: PlaceTable | None = None,
 ) -> tuple[Transitions, np.ndarray]:
     """Time passes to ``now`` for the devices ``devs``: exits whose debounce ran out; expired devices.
 
@@ -395,6 +464,9 @@ def advance_state(
     the TTL with no visit left, or all of them with ``forget``).
     """
     devs = np.ascontiguousarray(devs, dtype=np.int64)
+    if places is None:  # no place table: no competition between places (probabilities of lone places)
+        places = PlaceTable()
+        places.is_zone = np.zeros(int(state.r_place.max(initial=0)) + 1, np.uint8)
     cap = 16 + sum(len(state.records_of(int(d))) for d in devs) if len(devs) < 64 else 16 + len(state.r_place)
     out = Transitions.empty(cap)
     n_out = np.zeros(1, np.int64)
@@ -406,6 +478,7 @@ def advance_state(
         state.r_conf, state.r_tent, state.r_next, state.meta,
         float(params.gps_debounce_s), float(params.beacon_debounce_s),
         *out._buffers(), n_out, expired,
+        state.r_lo, places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm,
     )
     return out.trimmed(int(n_out[0])), expired
 
@@ -443,11 +516,26 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
     return order, dup
 
 
-def visit_snapshot(state: PresenceState, d: int, places: PlaceTable) -> dict[str, Any]:
-    """A JSON-ready view of one device's state (for ``device_state`` and debugging)."""
+def record_probability(state: PresenceState, d: int, r: int, places: PlaceTable, params: PresenceParams) -> float:
+    """The calibrated visit probability of record ``r`` of device ``d`` as of its last evidence."""
+    return float(K.visit_probability(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
+                                     places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm))
+
+
+def visit_snapshot(state: PresenceState, d: int, places: PlaceTable,
+                   params: PresenceParams | None = None) -> dict[str, Any]:
+    """A JSON-ready view of one device's state (for ``device_state`` and debugging).
+
+    Tentative visits (no ``enter`` yet) are listed under ``candidates``.
+    """
     visits = []
+    candidates = []
+    prm = params or PresenceParams()
     for r in state.records_of(d):
-        if state.r_tent[r]:  # not a visit until its confirming ping
+        prob = round(record_probability(state, d, r, places, prm), 4)
+        if state.r_tent[r]:  # not a visit until its confirming ping (or probability)
+            candidates.append({"place": places.keys[int(state.r_place[r])], "since_ts": float(state.r_enter[r]),
+                               "probability": prob})
             continue
         pid = int(state.r_place[r])
         fence, zone = places.split(pid)
@@ -463,9 +551,11 @@ def visit_snapshot(state: PresenceState, d: int, places: PlaceTable) -> dict[str
             "dwell_fired_s": [float(thr[j]) for j in range(len(thr)) if mask >> j & 1],
             "source": SOURCES[int(state.r_src[r])],
             "confidence": int(state.r_conf[r]),
+            "probability": prob,
         })
     visits.sort(key=lambda v: str(v["place"]))
-    return {"last_ts": _finite(state.d_last[d]), "visits": visits}
+    candidates.sort(key=lambda v: str(v["place"]))
+    return {"last_ts": _finite(state.d_last[d]), "visits": visits, "candidates": candidates}
 
 
 def _finite(x: float) -> float | None:
@@ -514,6 +604,7 @@ def to_events(
             cause=CAUSES[int(tr.cause[i])],
             proximity=prox,
             distance_m=dist,
+            probability=round(float(tr.prob[i]), 4),
         ))
     rank = {"exit": 0, "enter": 1, "dwell": 2}
     ev = tr.ev.tolist()
@@ -554,6 +645,7 @@ __all__ = [
     "advance_state",
     "apply_evidence",
     "next_due",
+    "record_probability",
     "sort_evidence",
     "thresholds_for",
     "to_events",

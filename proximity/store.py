@@ -70,8 +70,9 @@ class StateStore(Protocol):
     def devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
         """What is known of these devices (attrs, time zone, opt-out)."""
 
-    def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
-        """A device's visits and last evidence time, or ``None`` when unknown."""
+    def snapshot(self, device_id: str, places: PlaceTable,
+                 params: PresenceParams | None = None) -> dict[str, Any] | None:
+        """A device's visits (with their probability under ``params``) and last evidence time, or ``None``."""
 
     def close(self) -> None: ...
 
@@ -204,8 +205,8 @@ class MemoryStore:
     Device ids are interned to integer handles by :class:`DeviceIds` (a numba hash
     table over the ids' UTF-8 bytes), never a bytecode loop per ping. A device
     outside every place costs its id (one byte per ASCII character, padded to the
-    longest id), 32 to 48 bytes of hash table and 12 bytes of device table; a visit
-    record costs 44 bytes. Arrays grow by doubling, so up to half of that can be
+    longest id), 32 to 48 bytes of hash table and 44 bytes of device table (with the last fix); a visit
+    record costs 52 bytes. Arrays grow by doubling, so up to half of that can be
     headroom. See :meth:`bytes_per_device`.
     """
 
@@ -278,7 +279,7 @@ class MemoryStore:
         live_devs = self.ids.live()
         idle = live_devs[st.d_last[live_devs] + params.ttl_s < now]
         devs = np.unique(np.concatenate([with_exits.astype(np.int64), idle]))
-        tr, expired = advance_state(st, devs, now, params)
+        tr, expired = advance_state(st, devs, now, params, places=places)
         out = self._named(tr)
         self._drop(devs[expired])
         return out
@@ -291,7 +292,7 @@ class MemoryStore:
         if h is None:
             return Transitions.empty(0), np.empty(0, dtype=object)
         devs = np.array([h], np.int64)
-        tr, _ = advance_state(self.state, devs, 0.0, params, forget=True)
+        tr, _ = advance_state(self.state, devs, 0.0, params, forget=True, places=places)
         out = self._named(tr)
         self._drop(devs)
         return out
@@ -334,11 +335,12 @@ class MemoryStore:
             out[d] = Device(d, attrs if attrs is not None else {}, self._tz.get(d), d in self._opt_out)
         return out
 
-    def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
+    def snapshot(self, device_id: str, places: PlaceTable,
+                 params: PresenceParams | None = None) -> dict[str, Any] | None:
         h = self.ids.get(device_id)
         if h is None:
             return None
-        return visit_snapshot(self.state, h, places)
+        return visit_snapshot(self.state, h, places, params)
 
     def close(self) -> None:
         pass

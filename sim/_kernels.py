@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from sim._jit import njit
 
 
-@njit(cache=True)
+@njit
 def _clip(x0: float, y0: float, x1: float, y1: float,
           bx0: float, by0: float, bx1: float, by1: float) -> tuple[float, float]:
     """Liang-Barsky: the parameter range [u0, u1] of the segment inside the box (u0 > u1: none)."""
@@ -34,7 +35,7 @@ def _clip(x0: float, y0: float, x1: float, y1: float,
     return u0, u1
 
 
-@njit(cache=True)
+@njit
 def segments_near_boxes(sx0: np.ndarray, sy0: np.ndarray, sx1: np.ndarray, sy1: np.ndarray,
                         bx0: np.ndarray, by0: np.ndarray, bx1: np.ndarray, by1: np.ndarray,
                         radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,7 +67,7 @@ def segments_near_boxes(sx0: np.ndarray, sy0: np.ndarray, sx1: np.ndarray, sy1: 
     return seg, box, lo, hi
 
 
-@njit(cache=True)
+@njit
 def run_starts(same: np.ndarray, start: np.ndarray, end: np.ndarray, gap: float) -> np.ndarray:
     """Where a new run begins in intervals sorted by group then start: a new group, or a start more
     than ``gap`` after every earlier interval of the group has ended."""
@@ -85,7 +86,7 @@ def run_starts(same: np.ndarray, start: np.ndarray, end: np.ndarray, gap: float)
     return new
 
 
-@njit(cache=True)
+@njit
 def gauss_markov(device: np.ndarray, t: np.ndarray, tau: float, z: np.ndarray) -> np.ndarray:
     """A unit-variance first-order Gauss-Markov process per device, sampled at times ``t``
     (sorted by device then time): n_k = rho n_{k-1} + sqrt(1 - rho^2) z_k, rho = exp(-dt / tau)."""
@@ -100,7 +101,7 @@ def gauss_markov(device: np.ndarray, t: np.ndarray, tau: float, z: np.ndarray) -
     return out
 
 
-@njit(cache=True)
+@njit
 def sample_clock(device: np.ndarray, t0: np.ndarray, t1: np.ndarray, interval: np.ndarray,
                  jitter: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A phone's own clock: per device, samples every ``interval`` of the segment it is in (jittered by

@@ -63,6 +63,7 @@ class EventColumns:
     source: np.ndarray  # object
     cause: np.ndarray  # object: ping | sighting | debounce | forget
     confidence: np.ndarray  # int64
+    probability: np.ndarray  # float64, NaN when the event has none
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -82,10 +83,16 @@ class EventColumns:
             source=np.asarray([e.source for e in events], dtype=object).reshape(n),
             cause=np.asarray([getattr(e, "cause", "ping") for e in events], dtype=object).reshape(n),
             confidence=np.asarray([getattr(e, "confidence", 0) for e in events], dtype=np.int64).reshape(n),
+            probability=np.asarray([_prob(getattr(e, "probability", None)) for e in events],
+                                   dtype=np.float64).reshape(n),
         )
 
     def take(self, mask: np.ndarray) -> EventColumns:
         return EventColumns(**{k: getattr(self, k)[mask] for k in self.__dataclass_fields__})
+
+
+def _prob(p: Any) -> float:
+    return float("nan") if p is None else float(p)
 
 
 @dataclass

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from sim.presence_report import PRESENCE_TARGETS, presence_plots, target_values
 from sim.runner import EngineRun, Simulation
 from sim.scenario import scenario_to_dict
 
 TARGETS = {
-    "precision": (">=", 0.98),
-    "recall": (">=", 0.97),
-    "drive_by_false_enter_rate": ("<=", 0.005),
+    **PRESENCE_TARGETS,
     "small_store_beacon_lift": (">=", 0.20),
     "cap_violations": ("<=", 0),
 }
@@ -117,6 +116,10 @@ def table_rows(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str
         lambda r: f"{_fmt(m(r)['enter_latency_s']['median'])} / {_fmt(m(r)['enter_latency_s']['p90'])}")
     add("dwell latency after threshold median / p90 (s)",
         lambda r: f"{_fmt(m(r)['dwell_latency_s']['median'])} / {_fmt(m(r)['dwell_latency_s']['p90'])}")
+    add("probability ECE (all / enters)", lambda r: f"{_fmt(m(r).get('calibration', {}).get('ece'))} / "
+        f"{_fmt(m(r).get('calibration', {}).get('by_kind', {}).get('enter', {}).get('ece'))}")
+    add("GPS-only stores: oracle - engine precision",
+        lambda r: ", ".join(f"{k} {v:+.3f}" for k, v in m(r).get("gap_to_oracle", {}).items()) or "-")
     add("missed exits", lambda r: f"{m(r)['missed_exits']:,} of {m(r)['exits_judged']:,}")
     add("offers issued", lambda r: _fmt(r["offers"]["issued"]))
     add("offers per device per day", lambda r: _fmt(r["offers"]["per_device_per_day"]))
@@ -159,9 +162,7 @@ def targets(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     base = records[0]
     m = base["metrics"]
     values: dict[str, Any] = {
-        "precision": m["precision"],
-        "recall": m["recall"],
-        "drive_by_false_enter_rate": m["drive_by_false_enter_rate"],
+        **target_values(m),
         "cap_violations": base["cap_violations"],
         "small_store_beacon_lift": None,
     }
@@ -257,7 +258,7 @@ def write_report(out: Path, summaries: Sequence[RunSummary], *, plots: bool = Tr
     notes: list[str] = []
     if plots:
         try:
-            images = _plots(out, summaries)
+            images = _plots(out, summaries) + presence_plots(out, [(s.name, s.metrics) for s in summaries])
         except ImportError:
             notes.append("matplotlib is not installed: no plots (pip install 'proximity-engine[sim]')")
     doc["plots"] = [name for name, _ in images]

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from proximity.progress import Progress
 from sim.errors import SimError
 from sim.metrics import Truth
 from sim.mobility import Population, passes, simulate_population
@@ -130,30 +131,6 @@ def rounds(dev_p: np.ndarray, ts_p: np.ndarray, dev_s: np.ndarray, ts_s: np.ndar
     return r[:n_p], r[n_p:]
 
 
-class _Progress:
-    def __init__(self, total: float, out: TextIO | None, label: str) -> None:
-        self.total = max(total, 1e-9)
-        self.out = out
-        self.label = label
-        self.last = -1
-
-    def update(self, done: float, note: str = "") -> None:
-        if self.out is None:
-            return
-        pct = int(100 * min(done / self.total, 1.0))
-        if pct == self.last:
-            return
-        self.last = pct
-        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
-        self.out.write(f"\r{self.label} [{bar}] {pct:3d}% {note}")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.out is not None:
-            self.out.write("\n")
-            self.out.flush()
-
-
 class Feeder:
     """Where a slice of evidence goes. Implementations: in-process engine, HTTP workers."""
 
@@ -238,7 +215,7 @@ def run_engine(sim: Simulation, feeder: Feeder, *, progress: TextIO | None = Non
     s_cut = np.searchsorted(s.ts, edges, side="left")
     events: list[Any] = []
     offers: list[dict[str, Any]] = []
-    bar = _Progress(len(edges) - 1, progress, label)
+    bar = Progress(label, len(edges) - 1, progress) if progress is not None else None
     busy = 0.0
     for k in range(len(edges) - 1):
         ps = p.take(slice(p_cut[k], p_cut[k + 1]))
@@ -267,8 +244,10 @@ def run_engine(sim: Simulation, feeder: Feeder, *, progress: TextIO | None = Non
         busy += time.perf_counter() - t
         events += ev
         offers += of
-        bar.update(k + 1, f"{p_cut[k + 1]:,} pings, {len(events):,} events, {len(offers):,} offers")
-    bar.close()
+        if bar is not None:
+            bar.update(k + 1, f"{p_cut[k + 1]:,} pings, {len(events):,} events, {len(offers):,} offers")
+    if bar is not None:
+        bar.close(f"{len(p):,} pings, {len(events):,} events, {len(offers):,} offers")
     stats: Counter[str] = Counter(getattr(feeder, "stats", {}))
     stats["pings"] = max(stats.get("pings", 0), len(p))
     stats["sightings"] = max(stats.get("sightings", 0), len(s))
@@ -281,4 +260,5 @@ def _chunks(items: list[Any], n: int) -> list[list[Any]]:
 
 
 def default_progress() -> TextIO | None:
-    return sys.stderr if sys.stderr.isatty() else None
+    """stderr: a bar on a terminal, a line every few seconds anywhere else (``| tee log``)."""
+    return sys.stderr

@@ -147,6 +147,16 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LiftConfig:
+    """A true effect of the campaigns' offers (read by :mod:`sim.lift`): an offer raises the chance that
+    the device visits the campaign's conversion places within its window by ``effect`` (absolute; per
+    campaign in ``effects``); held-out devices are unaffected."""
+
+    effect: float = 0.0
+    effects: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str = "default"
     seed: int = 7
@@ -163,6 +173,7 @@ class Scenario:
     campaigns: str | None = None  # a campaigns YAML file, relative to the scenario file
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    lift: LiftConfig = field(default_factory=LiftConfig)
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str | None = None  # the file it was read from (not a YAML key)
 
@@ -241,6 +252,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "run.step_s": (1, 3600),
     "run.http_batch": (1, 100_000),
     "mobility.red_light_prob": (0, 1),
+    "lift.effect": (0, 0.95),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"stores.beacons": ("none", "small", "small+shops", "all")}
 SIZE_CLASSES = ("small", "medium", "large", "mall", "shop")

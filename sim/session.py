@@ -8,11 +8,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from proximity.progress import is_terminal
 from sim.caps import audit_caps
 from sim.diagnose import what_if
 from sim.errors import SimError
 from sim.http import HttpFeeder
 from sim.metrics import EventColumns, score
+from sim.presence_report import presence_metrics
 from sim.report import RunSummary
 from sim.runner import VIAS, EngineFeeder, EngineRun, Feeder, Simulation, _chunks, run_engine, simulate
 from sim.scenario import Scenario
@@ -82,8 +84,11 @@ def run(sim: Simulation, *, via: str = "memory", redis_url: str | None = None, r
 def run_one(scenario: Scenario, *, name: str | None = None, via: str = "memory", redis_url: str | None = None,
             redis_prefix: str | None = None, workers: int = 2, progress: TextIO | None = None) -> RunSummary:
     """Simulate, run the engine, score the events and audit the caps."""
-    sim = simulate(scenario)
     label = name or scenario.name
+    if progress is not None and not is_terminal(progress):  # a log: say what the first seconds are spent on
+        progress.write(f"{label}: simulating {scenario.devices:,} devices over {scenario.hours:g} h\n")
+        progress.flush()
+    sim = simulate(scenario)
     result = run(sim, via=via, redis_url=redis_url, redis_prefix=redis_prefix, workers=workers, progress=progress,
                  label=f"{label:>12}")
     cols = EventColumns.from_events(
@@ -97,6 +102,7 @@ def run_one(scenario: Scenario, *, name: str | None = None, via: str = "memory",
                     exit_tolerance_s=scenario.metrics.exit_tolerance_s, details=details)
     metrics["what_if"] = what_if(sim.world, sim.truth, cols, sim.pings, scenario.start_ts,
                                  tolerance_s=scenario.metrics.tolerance_s)
+    metrics.update(presence_metrics(sim, cols, metrics, tolerance_s=scenario.metrics.tolerance_s))
     caps: dict[str, Any] = (audit_caps(result.offers, result.campaigns) if result.campaigns is not None
                             else {"offers": len(result.offers), "violations": 0, "by_cap": {}, "offers_by_campaign": {}})
     return RunSummary(label, sim, result, metrics, caps, details)

@@ -62,10 +62,13 @@ def _documented(pkg: ModuleType, name: str, obj: object) -> bool:
 
 
 def _preceding(source: str, name: str) -> list[str]:
+    """The comment lines right above ``name``'s assignment (or above the group of constants it belongs to)."""
     lines = source.splitlines()
     for i, line in enumerate(lines):
         if line.startswith((f"{name} =", f"{name}:")):
             j = i - 1
+            while j >= 0 and lines[j][:1].isupper() and " = " in lines[j]:  # a group of constants
+                j -= 1
             out = []
             while j >= 0 and lines[j].lstrip().startswith("#"):
                 out.append(lines[j])

@@ -1,8 +1,9 @@
 """The binary form of presence state in Redis: pure numpy, no Redis.
 
-A device's stored value is ``b"<version>|" + body``. The body is a 12-byte
-:data:`HEADER` (last evidence time, visit count) followed by one 36-byte
-:data:`RECORD` per visit; a device with no visits and no evidence time has an
+A device's stored value is ``b"<version>|" + body``. The body is a 44-byte
+:data:`HEADER` (last evidence time, visit count, the last accepted GPS fix's time,
+lon and lat and the log-accuracy baseline) followed by one 44-byte :data:`RECORD`
+per visit (with ``lo``, the log-odds of the visit probability's filter); a device with no visits and no evidence time has an
 empty body (and no key). :class:`Stored` holds many devices' values in one
 buffer; :func:`encode` and :func:`decode` turn a :class:`PresenceState` into
 bodies and back, every device at once.
@@ -17,10 +18,10 @@ import numpy as np
 from proximity.errors import StateError
 from proximity.presence import PresenceState
 
-HEADER = np.dtype([("last", "<f8"), ("n", "<u4")])
+HEADER = np.dtype([("last", "<f8"), ("n", "<u4"), ("fix", "<f8", (4,))])
 RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "<f8"), ("mask", "<u4"),
-                   ("src", "u1"), ("conf", "i1"), ("miss", "u1"), ("tent", "u1")])
-_VISIT_FIELDS = ("place", "enter", "gps", "bcn", "mask", "src", "conf", "miss", "tent")
+                   ("src", "u1"), ("conf", "i1"), ("miss", "u1"), ("tent", "u1"), ("lo", "<f8")])
+_VISIT_FIELDS = ("place", "enter", "gps", "bcn", "mask", "src", "conf", "miss", "tent", "lo")
 
 
 @dataclass
@@ -93,6 +94,7 @@ def decode(stored: Stored, spare: int) -> tuple[PresenceState, np.ndarray]:
     buf, offsets, has = stored.buf, stored.start, stored.length > 0
     hdr = np.zeros(d, HEADER)
     hdr["last"] = -np.inf
+    hdr["fix"] = PresenceState(1, 0).d_fix[0]  # no fix yet
     if has.any():
         idx = offsets[has][:, None] + np.arange(HEADER.itemsize)
         hdr[has] = buf[idx].copy().view(HEADER)[:, 0]
@@ -103,6 +105,7 @@ def decode(stored: Stored, spare: int) -> tuple[PresenceState, np.ndarray]:
     n_rec = int(counts.sum())
     state = PresenceState(d, 0)
     state.d_last[:] = hdr["last"]
+    state.d_fix[:] = hdr["fix"]
     state.grow_records(n_rec + spare)
     if not n_rec:
         return state, np.zeros(0, np.int32)
@@ -141,6 +144,7 @@ def encode(state: PresenceState) -> Stored:
     hdr = np.empty(n, HEADER)
     hdr["last"] = state.d_last
     hdr["n"] = counts
+    hdr["fix"] = state.d_fix
     length = np.where((counts > 0) | np.isfinite(state.d_last), HEADER.itemsize + counts * RECORD.itemsize, 0)
     start = np.zeros(n, np.int64)
     np.cumsum(length[:-1], out=start[1:])

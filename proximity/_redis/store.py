@@ -376,7 +376,7 @@ class RedisStateStore:
         slots: Sequence[int] = self.router.due_slots
 
         def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
-            return advance_state(state, np.arange(state.n_devices), now, params)
+            return advance_state(state, np.arange(state.n_devices), now, params, places=places)
 
         for _round in range(10_000):
             due, full = self._call(partial(self.router.due_pages, now, slots, self.chunk))
@@ -402,7 +402,7 @@ class RedisStateStore:
         names[0] = device_id
 
         def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
-            return advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True)
+            return advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True, places=places)
 
         tr = self._run(names, step, places, params, 16)
         self._call(lambda: self.r.delete(self._info(device_id), self._st(device_id)))
@@ -450,12 +450,13 @@ class RedisStateStore:
             out[d] = Device(d, json.loads(a) if a else {}, z.decode() if z else None, bool(o))
         return out
 
-    def snapshot(self, device_id: str, places: PlaceTable) -> dict[str, Any] | None:
+    def snapshot(self, device_id: str, places: PlaceTable,
+                 params: PresenceParams | None = None) -> dict[str, Any] | None:
         stored = self._load([device_id])
         if not stored.version[0]:
             return None
         state = self._decode(stored, places, 0)
-        out = visit_snapshot(state, 0, places)
+        out = visit_snapshot(state, 0, places, params)
         out["version"] = int(stored.version[0])
         return out
 

@@ -1,4 +1,4 @@
-"""``proximity campaigns``: schema, validate and backtest campaign files."""
+"""``proximity campaigns``: schema, validate, backtest and report on campaign files."""
 
 from __future__ import annotations
 
@@ -64,7 +64,32 @@ def register(subparsers: Any) -> None:
                         "file (the rules the service runs with; defaults: EngineConfig's)")
     p.add_argument("--slice", type=float, default=60.0, metavar="SECONDS", help="simulated clock step (default 60)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress lines on stderr (by default a line every 5 s once a replay runs that long)")
     p.set_defaults(run=run_backtest)
+
+    p = sub.add_parser(
+        "report",
+        help="conversions, lift against the holdout and foot traffic, from a backtest's --out DIR",
+        description=(
+            "Read a backtest's --out DIR (decisions.jsonl, events.jsonl, campaigns.json) and print, per "
+            "campaign, variant and store: exposures (offers and holdout decisions), conversions (the first "
+            "qualifying visit within the campaign's window after an exposure), the conversion rate, and "
+            "the lift against the holdout (absolute and relative, 95%% confidence intervals, incremental "
+            "visits); then foot traffic per store and day. A directory without decisions exits with code 2."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", help="a 'proximity campaigns backtest --out DIR' directory")
+    p.add_argument("--campaigns", metavar="CAMPAIGNS.yaml",
+                   help="read conversion rules and experiments from this file instead of DIR/campaigns.json (needs --fences)")
+    p.add_argument("--fences", metavar="FENCES.geojson", help="fences for --campaigns (tags of conversion places)")
+    p.add_argument("--attribution", choices=("last", "each"), default="last",
+                   help="who gets a visit when exposures overlap: the last exposure before it (default), "
+                        "or each exposure its own first qualifying visit")
+    p.add_argument("--min-exposed", type=int, default=30, metavar="N",
+                   help="exposures needed in the treated group and in the holdout before a lift is given (default 30)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run_report)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -133,6 +158,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from geofence import FenceIndex, load_geojson
     from proximity.batch import PingBatch
     from proximity.engine import Engine, EngineConfig
+    from proximity.progress import Progress
 
     if args.sightings and not args.beacons:
         raise ValueError("--sightings needs --beacons (the registry that maps beacon keys to stores and zones)")
@@ -166,7 +192,12 @@ def run_backtest(args: argparse.Namespace) -> int:
     # a replay runs on the log's clock: no wall-clock skew check
     settings = service.engine_settings(max_future_skew_s=None) if service else {"max_future_skew_s": None}
     engine = Engine(FenceIndex(fences), tracker=tracker, rules=rules, config=EngineConfig(**settings))
-    report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out)
+    rows = len(pings) + (len(sightings) if sightings is not None else 0)
+    progress = Progress(f"backtest {Path(args.pings).name}", 1.0, bar=False) if args.progress else None
+    report = replay(engine, rules, pings, sightings, slice_s=args.slice, out=args.out,
+                    progress=progress.update if progress else None)
+    if progress:
+        progress.close(f"{rows:,} rows")
     if args.out:  # the console's map, offline: the replayed devices moving, their events and offers
         from proximity.service.static_map import backtest_page
 
@@ -175,4 +206,36 @@ def run_backtest(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(format_table(report))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from campaigns.report import lift_report
+    from campaigns.report_files import format_report, read_dir
+
+    if args.min_exposed < 1:
+        raise ValueError(f"--min-exposed must be at least 1, not {args.min_exposed}")
+    specs = None
+    if args.campaigns:
+        from campaigns import CampaignFileError, load_campaigns
+        from campaigns.conversions import specs_of
+
+        if not args.fences:
+            raise ValueError("--campaigns needs --fences (conversion places are fences and their tags)")
+        infos, problems = fence_infos_from(args.fences)
+        try:
+            if problems:
+                raise CampaignFileError(problems)
+            specs = specs_of(load_campaigns(args.campaigns, infos), infos)
+        except CampaignFileError as exc:
+            print(exc.report(), file=sys.stderr)
+            return 2
+    data = read_dir(args.dir, specs)
+    report = lift_report(data.exposures, data.events, data.specs, data.fence_names, data.arm_names,
+                         attribution=args.attribution, min_exposed=args.min_exposed, timezone=data.timezone,
+                         n_devices=len(data.device_names))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
     return 0

@@ -21,12 +21,15 @@ import os
 import signal
 import sys
 import time
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from proximity.errors import StoreUnavailable, ValidationError
-from proximity.service.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
-from proximity.service.config import ServiceConfig, config_from_mapping, load_config
+
+if TYPE_CHECKING:  # the service (aiohttp, campaigns, ...) is imported when serve runs, not for every command
+    from proximity.service.auth import ApiKey, KeyRing
+    from proximity.service.config import ServiceConfig
 
 log = logging.getLogger("proximity.serve")
 
@@ -84,6 +87,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def new_key_line(spec: str) -> tuple[str, str]:
     """``(key, key-file line)`` for ``NAME:SCOPE[,SCOPE]``."""
+    from proximity.service.auth import KeyRing, generate_key, hash_key
+
     name, _, scopes = spec.partition(":")
     scopes = scopes or "sdk"
     line = f"{name}:{scopes}:{hash_key('x')}"
@@ -93,6 +98,8 @@ def new_key_line(spec: str) -> tuple[str, str]:
 
 
 def build_config(args: argparse.Namespace) -> ServiceConfig:
+    from proximity.service.config import config_from_mapping, load_config
+
     overrides: dict[str, Any] = {f: getattr(args, f, None) for f in _OPTION_FIELDS}
     given = any(getattr(args, k, None) for k in ("fences", "campaigns", "beacons"))
     if args.config:
@@ -105,6 +112,8 @@ def build_config(args: argparse.Namespace) -> ServiceConfig:
 
 
 def load_keys(cfg: ServiceConfig) -> KeyRing:
+    from proximity.service.auth import KeyRing
+
     ring = KeyRing.from_file(cfg.keys) if cfg.keys else KeyRing()
     return ring.merged(KeyRing.from_env())
 
@@ -125,23 +134,30 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
             lon, lat = float(center[0]), float(center[1])
         except Exception:  # the banner is a convenience; the server reports real problems
             pass
-    ts = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).replace(microsecond=0)
+    # two fixes 30 s apart, as a phone that streams sends them: sure enough for the default profile to enter
+    stamps = [(now - timedelta(seconds=30 * k)).isoformat().replace("+00:00", "Z") for k in (1, 0)]
     body = json.dumps({"batch_id": "demo-1", "pings": [
-        {"device_id": "dev-demo", "lon": round(lon, 6), "lat": round(lat, 6), "accuracy_m": 5, "ts": ts}]})
+        {"device_id": "dev-demo", "lon": round(lon, 6), "lat": round(lat, 6), "accuracy_m": 5, "ts": ts}
+        for ts in stamps]})
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return (f"curl -s -X POST http://{host}:{port}/v1/pings -H 'X-API-Key: {key}' "
             f"-H 'Content-Type: application/json' -d '{body}'")
 
 
-def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> None:
+def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str,
+                 on_ready: Callable[[], None] | None = None) -> None:
     from proximity.service import serve_forever
+    from proximity.service.auth import KeyRing
 
     logging.basicConfig(level=level.upper(), format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
     keys = KeyRing([_key_from_line(line) for line in lines])
     try:
+        # on_ready: once the worker listens and its kernels are warm (compiled, or loaded from the cache)
+        ready = (lambda svc: on_ready()) if on_ready else None
         while True:
             try:
-                asyncio.run(serve_forever(cfg, sock, keys=keys))
+                asyncio.run(serve_forever(cfg, sock, keys=keys, on_ready=ready))
                 return
             except StoreUnavailable as exc:
                 # Redis away while this worker starts (a restart during an outage): not a configuration
@@ -156,10 +172,14 @@ def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) ->
 
 
 def _key_from_line(line: str) -> ApiKey:
+    from proximity.service.auth import KeyRing
+
     return next(iter(KeyRing.parse(line)))
 
 
 def run(args: argparse.Namespace) -> int:
+    from proximity.service.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
+
     if args.new_key:
         key, line = new_key_line(args.new_key)
         print(f"key:  {key}\nline: {line}\n(add the line to your --keys file; the key itself is shown only now)")
@@ -185,32 +205,38 @@ def run(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     mode = f"redis {cfg.redis} (prefix {cfg.redis_prefix!r})" if cfg.redis else "embedded (memory)"
     loaded = ", ".join(f"{k}={p}" for k, p in cfg.resolved_paths().items() if p is not None) or "nothing loaded"
-    print(f"proximity serve: listening on http://{cfg.host}:{port} ({cfg.workers} worker(s), {mode})", flush=True)
-    print(f"  {'demo data' if cfg.demo else 'data'}: {loaded}", flush=True)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    print(f"  console: http://{host}:{port}/console/  (paste a key)", flush=True)
+    banner = [f"proximity serve: listening on http://{cfg.host}:{port} ({cfg.workers} worker(s), {mode})",
+              f"  {'demo data' if cfg.demo else 'data'}: {loaded}",
+              f"  console: http://{host}:{port}/console/  (paste a key)"]
     if demo_key is not None:
-        print(f"  demo key (every scope, this run only): {demo_key}", flush=True)
-        print(f"  read-only key (sees, cannot change): {read_key}", flush=True)
-        print(f"  try: {_demo_curl(cfg, port, demo_key)}", flush=True)
+        banner.append(f"  demo key (every scope, this run only): {demo_key}")
+        banner.append(f"  read-only key (sees, cannot change): {read_key}")
+        banner.append(f"  try: {_demo_curl(cfg, port, demo_key)}")
     if cfg.replay_demo:
-        print(f"  replaying the demo day in a loop at {cfg.replay_demo:g}x real time", flush=True)
-    print(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics", flush=True)
+        banner.append(f"  replaying the demo day in a loop at {cfg.replay_demo:g}x real time")
+    banner.append(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics")
+
+    def ready() -> None:  # "listening" only once requests get answers at once: /readyz says 200 from now on
+        print("\n".join(banner), flush=True)
 
     lines = [k.line() for k in keys]
     if cfg.workers == 1:
-        _worker_main(cfg, sock, lines, args.log_level)
+        _worker_main(cfg, sock, lines, args.log_level, ready)
         return 0
-    return _supervise(cfg, sock, lines, args.log_level)
+    return _supervise(cfg, sock, lines, args.log_level, ready)
 
 
-def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> int:
-    """Run ``cfg.workers`` forked workers on the shared socket; restart crashed ones; stop them on a signal."""
+def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str, ready: Callable[[], None]) -> int:
+    """Run ``cfg.workers`` forked workers on the shared socket; restart crashed ones; stop them on a signal.
+    ``ready()`` runs once every first worker is warm."""
     ctx = multiprocessing.get_context("fork")
     stopping = False
+    warm = ctx.Semaphore(0)
+    warm_workers = 0
 
     def spawn() -> Any:
-        proc = ctx.Process(target=_worker_main, args=(cfg, sock, lines, level), daemon=False)
+        proc = ctx.Process(target=_worker_main, args=(cfg, sock, lines, level, warm.release), daemon=False)
         proc.start()
         return proc
 
@@ -224,6 +250,11 @@ def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str) -> i
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.2)
+        if warm_workers < cfg.workers:
+            while warm_workers < cfg.workers and warm.acquire(block=False):
+                warm_workers += 1
+            if warm_workers == cfg.workers:
+                ready()
         for i, proc in enumerate(procs):
             if proc.is_alive() or stopping:
                 continue

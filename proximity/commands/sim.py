@@ -25,6 +25,7 @@ examples:
   proximity sim run                                   # the bundled default scenario, in memory
   proximity sim run --devices 200 --hours 4 --out /tmp/sim
   proximity sim run --compare gps-only                # beacons vs GPS only, same seed
+  proximity sim run --seeds 5                         # seeds 1-5: mean ± sd, targets on the means
   proximity sim run --compare --set gps.sigma_m=10    # every variant of the scenario
   proximity sim run --via redis --redis redis://127.0.0.1:6379/0
   proximity sim run --via http --workers 2            # starts and stops 'proximity serve' itself
@@ -49,6 +50,9 @@ def register(sub: Any) -> None:
                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("scenario", nargs="?", help="scenario YAML (default: the bundled default scenario)")
     r.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    r.add_argument("--seeds", type=int, metavar="N",
+                   help="run N seeds (1..N, or --seed S and the N-1 after it) and report each metric as "
+                        "mean ± sd, the targets judged on the means (each seed's report in OUT/seed-K/)")
     r.add_argument("--devices", type=int, help="number of devices (default: the scenario's)")
     r.add_argument("--hours", type=float, help="simulated hours (default: the scenario's)")
     r.add_argument("--via", choices=("memory", "redis", "http"), default="memory",
@@ -58,13 +62,17 @@ def register(sub: Any) -> None:
                    help="also run these variants of the scenario (all of them without a value) on the same seed")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set gps.sigma_m=10 --set engine.gps_debounce_s=90 (YAML value)")
+    r.add_argument("--pr-sweep", dest="pr_sweep", metavar="P[,P]",
+                   help="also run the scenario with these enter_probability values (e.g. 0.5,0.6,0.8,0.9) and "
+                        "plot the engine's precision-recall points against the oracle's curve")
     r.add_argument("--redis", metavar="URL", help="Redis for --via redis/http (default redis://127.0.0.1:6379/0)")
     r.add_argument("--redis-prefix", dest="redis_prefix",
                    help="key prefix in Redis (default: a fresh one, deleted afterwards)")
     r.add_argument("--workers", type=int, default=2, help="'proximity serve' workers for --via http (default 2)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     r.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress bar (default: when stderr is a terminal)")
+                   help="show progress on stderr (the default): a bar on a terminal, a line every 5 s "
+                        "elsewhere (e.g. '2>&1 | tee log')")
     r.add_argument("--no-progress", dest="progress", action="store_false")
     r.add_argument("--json", action="store_true", help="print the metrics document as JSON instead of the table")
     r.add_argument("--check", action="store_true", help="exit 1 when a target of the issue is missed")
@@ -86,6 +94,36 @@ def _overrides(items: list[str]) -> dict[str, Any]:
         # YAML reads unquoted ISO times as timestamps: keep them as the text that was given
         out[key.strip()] = value.strip() if isinstance(parsed, datetime.date) else parsed
     return out
+
+
+def _default_enter() -> float:
+    from proximity.engine import EngineConfig
+
+    return float(EngineConfig().enter_probability)
+
+
+def _run_seeds(args: argparse.Namespace, scenario: Any, compare: list[str], progress: Any) -> int:
+    seeds = _sim("seeds")
+    SimError = _sim("errors").SimError
+    if args.seeds < 1:
+        raise SimError(f"--seeds wants a number of seeds >= 1, not {args.seeds}", source="--seeds", field="seeds")
+    if compare:
+        raise SimError("--seeds runs the scenario only: leave out --compare", source="--seeds", field="compare")
+    if args.seed is None:
+        scenario = scenario.with_overrides({"seed": 1}, source="--seeds")
+    runs = seeds.run_seeds(scenario, args.seeds, via=args.via, redis_url=args.redis, redis_prefix=args.redis_prefix,
+                           workers=args.workers, progress=progress)
+    out = Path(args.out)
+    summary = seeds.write_seeds(out, runs, plots=args.plots)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        sc = scenario
+        print(f"proximity sim: {sc.name} ({sc.devices:,} devices, {sc.hours:g} h, via {args.via})")
+        print(seeds.format_summary(summary))
+        print(f"\nsummary: {out / 'seeds.txt'}  per seed: {out}/seed-K/report.html")
+    missed = [t for t in summary["targets"] if t["met"] is False]
+    return 1 if (args.check and missed) else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -112,8 +150,16 @@ def _run(args: argparse.Namespace) -> int:
     for name in compare:
         scenario.variant(name)  # unknown names fail before any work
     progress = default_progress() if args.progress is None else (sys.stderr if args.progress else None)
+    if args.seeds is not None:
+        return _run_seeds(args, scenario, compare, progress)
     summaries = run_session(scenario, compare=compare, via=args.via, redis_url=args.redis,
                             redis_prefix=args.redis_prefix, workers=args.workers, progress=progress)
+    if args.pr_sweep:
+        points = sorted({float(x) for x in args.pr_sweep.split(",") if x.strip()}
+                        | {float(summaries[0].sim.scenario.engine.get("enter_probability", _default_enter()))})
+        summaries[0].metrics["engine_sweep"] = _sim("seeds").enter_threshold_sweep(
+            summaries[0].sim.scenario, points, via=args.via, redis_url=args.redis, redis_prefix=args.redis_prefix,
+            workers=args.workers, progress=progress)
     out = Path(args.out)
     doc = write_report(out, summaries, plots=args.plots)
     if args.json:

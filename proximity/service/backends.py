@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from campaigns import Limiter, Outbox
 from proximity.service.auth import RateLimiter, RedisRateLimiter
 from proximity.service.config import ServiceConfig
 from proximity.service.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
@@ -29,25 +30,31 @@ class Backends:
     """The adapters of one worker and the (at most two) Redis clients they share."""
 
     store: StateStore
-    limiter: Any  # campaigns.Limiter
-    outbox: Any  # campaigns.Outbox
+    limiter: Limiter
+    outbox: Outbox
     idempotency: IdempotencyStore
     channel: ConfigChannel
     rate_limiter: RateLimiter | RedisRateLimiter
+    counters: Any = None  # campaigns.counters.ReportCounters: exposures and conversions per campaign
+    pending: Any = None  # campaigns.live.PendingStore: exposures waiting for a visit, per device
     redis: Any = None  # redis.Redis: the engine thread's client
     aioredis: Any = None  # redis.asyncio.Redis: the event loop's client (also the live feed's pub/sub)
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> Backends:
         from campaigns import MemoryLimiter, MemoryOutbox
+        from campaigns.counters import MemoryCounters
+        from campaigns.live import MemoryPending
 
         if not config.redis:
             return cls(MemoryStore(), MemoryLimiter(), MemoryOutbox(), MemoryIdempotency(config.idempotency_ttl_s),
-                       MemoryChannel(), RateLimiter(config.rate_limit, config.rate_burst))
+                       MemoryChannel(), RateLimiter(config.rate_limit, config.rate_burst), MemoryCounters(),
+                       MemoryPending())
         import redis
         import redis.asyncio as aioredis
 
         from campaigns import RedisLimiter, RedisOutbox
+        from campaigns.redis_counters import RedisCounters, RedisPending
 
         prefix = config.redis_prefix
         sync = redis.Redis.from_url(config.redis, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_CONNECT_S)
@@ -59,6 +66,8 @@ class Backends:
             idempotency=RedisIdempotency(aio, prefix, config.idempotency_ttl_s),
             channel=RedisChannel(aio, prefix),
             rate_limiter=RedisRateLimiter(aio, prefix, config.rate_limit, config.rate_burst),
+            counters=RedisCounters(sync, prefix=prefix),
+            pending=RedisPending(sync, prefix=prefix),
             redis=sync,
             aioredis=aio,
         )

@@ -171,8 +171,10 @@ class FeedBus:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # bounded: a subscription stuck closing its connection must not hold the worker's shutdown
+            done, _ = await asyncio.wait([self._task], timeout=5.0)
+            for task in done:  # retrieve what it ended with (cancelled, or an error already logged)
+                task.cancelled() or task.exception()
 
 
 

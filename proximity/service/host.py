@@ -7,13 +7,19 @@ import asyncio
 import functools
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
+from beacons import BeaconRegistry, ProximityTracker, load_registry
 from beacons.scans import scans_from_json
+from campaigns import CampaignRules, CampaignSet, Decision, loads_campaigns
+from geofence import Fence, FenceIndex, load_geojson
 from proximity.batch import PingBatch
-from proximity.engine import BatchResult
+from proximity.engine import BatchResult, Engine, EngineConfig
 from proximity.errors import ValidationError
 from proximity.journal import Journal
 from proximity.service.backends import Backends
@@ -40,11 +46,11 @@ class EngineHost:
         self.backends = backends if backends is not None else Backends.from_config(config)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="proximity-engine",
                                             initializer=_limit_kernel_threads, initargs=(config.engine_threads,))
-        self.fences: list[Any] = []
+        self.fences: list[Fence] = []
         self.fences_loaded = False
-        self.registry: Any = None
-        self.campaigns: Any = None
-        self.tracker: Any = None
+        self.registry: BeaconRegistry | None = None
+        self.campaigns: CampaignRules | None = None
+        self.tracker: ProximityTracker | None = None
         self.engine: Any = None
         #: called on the engine thread with each campaign Decision, each accepted PingBatch, each accepted
         #: ScanBatch and its body (the console's counters, positions and fleet)
@@ -53,6 +59,7 @@ class EngineHost:
         self.scan_listeners: list[Callable[[Any, Any], None]] = []
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
+        self.live: Any = None  # campaigns.live.LiveConversions, once campaigns are loaded
         self._rebuild()
 
     # -- plumbing
@@ -65,34 +72,47 @@ class EngineHost:
         self._executor.shutdown(wait=True)
         self.backends.close()
 
-    def _on_decision(self, decision: Any) -> None:
-        for verdict in getattr(decision, "verdicts", ()):
+    def _on_decision(self, decision: Decision) -> None:
+        for verdict in decision.verdicts:
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+        if self.live is not None:
+            self.live.on_decision(decision)
         for listener in self.decision_listeners:
             listener(decision)
 
-    def _rebuild(self) -> None:
-        from geofence import FenceIndex
-        from proximity.engine import Engine, EngineConfig
+    def _visits(self, result: BatchResult) -> BatchResult:
+        """Let the batch's events claim the exposures waiting for a visit (report counters)."""
+        if self.live is not None and getattr(result, "events", None):
+            self.live.on_events(result.events)
+        return result
 
+    def campaign_report(self, campaign_id: str, min_exposed: int) -> dict[str, Any] | None:
+        """One campaign's report from the counters (``None``: no such campaign is loaded)."""
+        from campaigns.counters import report_from_counts
+
+        spec = self.live.specs.get(campaign_id) if self.live is not None else None
+        if spec is None or self.backends.counters is None:
+            return None
+        return report_from_counts(spec, self.backends.counters.counts(campaign_id), min_exposed=min_exposed)
+
+    def _rebuild(self) -> None:
         index = FenceIndex(self.fences)
         if self.engine is None:
             settings = {"max_future_skew_s": self.config.max_skew_s, **self.config.engine_settings()}
-            self.engine = Engine(index, store=self.store, tracker=self.tracker, rules=self.campaigns,
-                                 config=EngineConfig(**settings))
+            self.engine = Engine(index, store=self.store, config=EngineConfig(**settings))
             return
         self.engine.set_index(index)
         if self.campaigns is not None:
             self.campaigns.replace(self.campaigns.campaigns, self.fences)
+            if self.live is not None:
+                self.live.replace(self.campaigns.campaigns, self.campaigns.fences)
 
     # -- configuration
 
     def validate(self, kind: str, text: str, media_type: str, source: str) -> Any:
         """Parse and check one document; raises a located ``ValueError`` and changes nothing when bad."""
         if kind == "fences":
-            from geofence import load_geojson
-
             if not text.lstrip().startswith("{"):
                 raise ValidationError("fences must be a GeoJSON FeatureCollection object", source=source,
                                       line=1, col=1)
@@ -101,8 +121,6 @@ class EngineHost:
             except RecursionError:
                 raise ValidationError("malformed JSON: nested too deeply", source=source) from None
         if kind == "campaigns":
-            from campaigns import loads_campaigns
-
             if "json" in media_type:
                 try:
                     doc = json.loads(text)
@@ -112,8 +130,6 @@ class EngineHost:
                 text = json.dumps(doc, indent=1)  # JSON is YAML: positions stay meaningful
             return loads_campaigns(text, source=source, fences=self.fences if self.fences_loaded else None)
         if kind == "beacons":
-            from beacons import load_registry
-
             return load_registry(text if text.endswith("\n") else text + "\n")
         raise ValidationError(f"unknown configuration kind {kind!r}", field="kind")
 
@@ -124,26 +140,68 @@ class EngineHost:
             self._rebuild()
         elif kind == "campaigns":
             if self.campaigns is None:
-                from campaigns import CampaignRules
-
                 self.campaigns = CampaignRules(parsed, self.fences, limiter=self.limiter, outbox=self.outbox,
                                                on_decision=self._on_decision)
             else:
                 self.campaigns.replace(parsed, self.fences)
+            if self.backends.counters is not None and self.backends.pending is not None:
+                from campaigns.live import LiveConversions
+
+                if self.live is None:
+                    self.live = LiveConversions(self.backends.counters, self.backends.pending, parsed,
+                                                self.campaigns.fences)
+                else:
+                    self.live.replace(parsed, self.campaigns.fences)
             self.engine.set_rules(self.campaigns)
         elif kind == "beacons":
-            from beacons import ProximityTracker
-
             self.registry = parsed
             self.tracker = ProximityTracker(parsed, **self.config.tracker_settings())
             self.engine.tracker = self.tracker
 
     def count(self, kind: str, parsed: Any) -> int:
-        if kind == "campaigns":
-            return len(getattr(parsed, "campaigns", ()) or ())
-        if kind == "beacons":
-            return len(getattr(parsed, "beacons", ()) or ())
+        """How many fences, campaigns or beacons a validated document holds."""
+        if isinstance(parsed, CampaignSet):
+            return len(parsed.campaigns)
+        if isinstance(parsed, BeaconRegistry):
+            return len(parsed.beacons)
         return len(parsed)
+
+    # -- kernels
+
+    def warm_up(self) -> float:
+        """Compile, or load from the kernel cache, what a request runs; called on the engine thread before the
+        worker says it is ready (on a cold cache the first request would wait for the compiler instead).
+
+        A throwaway engine on the loaded fences, with its own memory store and tracker (the live state is
+        untouched), takes a ping inside a fence and one outside, a sighting of a registered beacon when a
+        registry is loaded, an advance and a forget. Returns the seconds it took.
+        """
+        import shapely
+
+        from proximity.store import MemoryStore
+
+        start = time.perf_counter()
+        t0 = time.time() - 600.0
+        lon, lat = 0.0, 0.0
+        if self.fences:
+            point = shapely.point_on_surface(self.fences[0].geometry)
+            lon, lat = float(point.x), float(point.y)
+        tracker = sightings = None
+        if self.registry is not None and self.registry.beacons:
+            from beacons import ProximityTracker, Sightings
+
+            tracker = ProximityTracker(self.registry, **self.config.tracker_settings())
+            sightings = Sightings.from_rows([{"observer": "warm-up", "key": next(iter(self.registry.beacons)),
+                                              "rssi": -60.0, "tx_power": -59.0, "ts": t0 + 1.0}])
+        engine = Engine(self.engine.index, store=MemoryStore(), tracker=tracker, config=self.engine.config)
+        engine.process_pings(PingBatch.from_rows([
+            {"device_id": "warm-up", "ts": t0, "lon": lon, "lat": lat, "accuracy_m": 10.0},
+            {"device_id": "warm-up-2", "ts": t0, "lon": lon + 1.0, "lat": lat, "accuracy_m": 10.0}]))
+        if sightings is not None:
+            engine.process_sightings(sightings)
+        engine.advance(t0 + 86400.0)
+        engine.forget("warm-up")
+        return time.perf_counter() - start
 
     # -- batches (called on the engine thread)
 
@@ -157,9 +215,12 @@ class EngineHost:
         batch, errors = PingBatch.from_json(rows, source=SOURCE)
         if not len(batch):
             return BatchResult(), 0, errors
-        result = self.engine.process_pings(batch, journal=self._journal(journal))
-        for listener in self.ping_listeners:
-            listener(batch)
+        result = self._visits(self.engine.process_pings(batch, journal=self._journal(journal)))
+        if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
+            refused = [e.row for e in result.rejected if e.row is not None]
+            taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch
+            for listener in self.ping_listeners:
+                listener(taken)
         return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
 
     def process_scans(self, doc: Mapping[str, Any], now: float,
@@ -168,39 +229,25 @@ class EngineHost:
         scan, errors = scans_from_json(doc, source=SOURCE)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
-        result = (self.engine.process_sightings(scan.sightings, journal=self._journal(journal))
+        result = (self._visits(self.engine.process_sightings(scan.sightings, journal=self._journal(journal)))
                   if len(scan.sightings) else BatchResult())
         for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
             listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
 
-    def warm_up(self) -> None:
-        """Load the compiled kernels (match, presence, state) with a throwaway engine on one fence, before the
-        worker takes connections: loading them on a first batch holds the interpreter for a second or two,
-        which stalls the event loop (``/healthz`` of a just restarted worker) as well."""
-        from geofence import FenceIndex, circle_fence
-        from proximity.engine import Engine, EngineConfig
-        from proximity.store import MemoryStore
-
-        engine = Engine(FenceIndex([circle_fence("warm-up", 0.0, 0.0, 50.0)]), store=MemoryStore(),
-                        config=EngineConfig(max_future_skew_s=None))
-        batch = PingBatch.from_arrays(["warm-up"] * 2, [0.0, 0.01], [0.0, 0.0], 5.0, [1.0, 2.0])
-        engine.process_pings(batch)
-        engine.advance(1e6)
-
-    def advance(self, now: float) -> Any:
-        return self.engine.advance(now)
+    def advance(self, now: float) -> BatchResult:
+        return self._visits(self.engine.advance(now))
 
     def device_state(self, device_id: str) -> dict[str, Any]:
-        state = self.engine.device_state(device_id)
-        return dict(state) if isinstance(state, Mapping) else {"state": state}
+        return self.engine.device_state(device_id)
 
-    def forget(self, device_id: str) -> Any:
-        """Erase a device: presence state (engine store) and its per-device cap history (limiter)."""
+    def forget(self, device_id: str) -> BatchResult:
+        """Erase a device: presence state (engine store), its per-device cap history (limiter) and its
+        exposures waiting for a visit (report counters keep only counts per campaign, arm and store)."""
         result = self.engine.forget(device_id)
-        forget = getattr(self.limiter, "forget", None)
-        if callable(forget):
-            forget(device_id)
+        self.limiter.forget(device_id)
+        if self.backends.pending is not None:
+            self.backends.pending.forget(device_id)
         return result
 
     def set_opt_out(self, device_id: str, flag: bool) -> None:

@@ -84,6 +84,8 @@ _EVENT = {
         "cause": {"type": "string"},
         "proximity": {"enum": ["immediate", "near", "far", "unknown"]},
         "distance_m": {"type": "number"},
+        "probability": {"type": "number", "minimum": 0, "maximum": 1,
+                        "description": "How likely the device really is inside the place at `ts` (calibrated)."},
     },
 }
 
@@ -215,6 +217,21 @@ _SPEC: dict[str, Any] = {
         "/v1/fences": _config_ops("fences", "application/geo+json", "A GeoJSON FeatureCollection."),
         "/v1/campaigns": _config_ops("campaigns", "application/yaml", "The campaign YAML (JSON accepted on PUT)."),
         "/v1/beacons": _config_ops("beacons", "application/yaml", "The beacon registry YAML."),
+        "/v1/campaigns/{campaign_id}/report": {
+            "parameters": [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _op(
+            "campaign_report", "Exposures, conversions and lift against the holdout of one campaign, per variant "
+            "and store, from the counters the workers keep (see `proximity campaigns report`).", "read", {
+                "200": {"description": "`lift`: rows of level campaign | variant | store with `exposed`, `converted`, "
+                                       "`rate`, the holdout's, and (from `min_exposed` up) `lift`, `lift_ci`, "
+                                       "`relative_lift`, `relative_lift_ci`, `incremental_visits`, `status`.",
+                        "content": {"application/json": {}}},
+                "400": _err("`min_exposed` is not a whole number of at least 1."),
+                "404": _err("No campaign with this id is loaded."),
+            }, parameters=[
+                {"name": "min_exposed", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 30},
+                 "description": "Exposures needed in the treated group and in the holdout before a lift is given."},
+            ])},
         "/v1/devices/{device_id}": {
             "parameters": [_DEVICE_PARAM],
             "get": _op("get_device", "A device's presence state.", "read", {

@@ -314,9 +314,10 @@ class Reloader:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:  # bounded: a subscription stuck closing its connection must not hold the shutdown
+            done, _ = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in done:  # retrieve what it ended with (cancelled, or an error already logged)
+                task.cancelled() or task.exception()
         self._tasks = []
 
 

@@ -28,8 +28,9 @@ class Service:
     """One worker: config, keys, limits, metrics, the engine host, the feed, reload and the loops."""
 
     def __init__(self, config: ServiceConfig, *, keys: KeyRing | None = None, host: EngineHost | None = None,
-                 metrics: ServiceMetrics | None = None) -> None:
+                 metrics: ServiceMetrics | None = None, warm_on_start: bool = True) -> None:
         self.config = config
+        self.warm_on_start = warm_on_start
         self.metrics = metrics or ServiceMetrics()
         self.metrics.info.labels(str(os.getpid()), __version__).set(1)
         self.keys = keys if keys is not None else KeyRing()
@@ -71,15 +72,27 @@ class Service:
         self.bus.start()
         self.reloader.start()
         self.loops.start()
+        if self.warm_on_start:
+            await self.warm_up()
+        else:
+            self.not_ready_reason = "warming up: compiling the kernels (first run only)"
+
+    async def warm_up(self) -> float:
+        """Compile (or load from the cache) the kernels a request runs, then report ready: on a cold cache the
+        first request would otherwise wait for the compiler. Requests that come meanwhile wait their turn."""
+        log.info("worker %d: warming up the kernels", os.getpid())
+        seconds = float(await self.host.run(self.host.warm_up))
+        log.info("worker %d: kernels ready in %.1f s", os.getpid(), seconds)
         self.ready = True
         self.not_ready_reason = ""
+        return seconds
 
     async def stop(self) -> None:
         self.ready = False
         self.not_ready_reason = "shutting down"
+        await self.loops.stop()
         await self.reloader.stop()
         await self.bus.stop()
-        await self.loops.stop()
 
     async def close_sockets(self) -> None:
         await close_sockets(self.hub, self.sockets)

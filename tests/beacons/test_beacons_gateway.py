@@ -76,6 +76,7 @@ class ScanServer:
         self.lose_next_ack = False
         self.status: int | None = None
         self.auth: set[str] = set()
+        self.refuse_first_row = False  # answer 200 but refuse each batch's first entry on its own
 
     async def handle(self, request: web.Request) -> web.Response:
         self.auth.add(request.headers.get("Authorization", ""))
@@ -90,6 +91,9 @@ class ScanServer:
         if self.lose_next_ack:
             self.lose_next_ack = False
             return web.json_response({"error": "lost"}, status=503, headers={"Retry-After": "0.05"})
+        if self.refuse_first_row:
+            return web.json_response({"accepted": len(batch.sightings) - 1, "rejected": [
+                {"error": "ts is more than 300 s ahead of the server clock", "field": "ts", "row": 0}]})
         return web.json_response({"accepted": len(batch.sightings)})
 
     async def start(self) -> None:
@@ -225,6 +229,25 @@ async def test_rejected_batches_are_counted_not_retried(tmp_path: Path) -> None:
     finally:
         await server.stop()
     assert counters["rejected"] == 10 and counters["sent"] == 0 and counters["retries"] == 0 and len(spool) == 0
+
+
+async def test_entries_refused_in_a_delivered_batch_are_counted_and_logged(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    capture = tmp_path / "c.jsonl"
+    write_capture(capture, range(10))
+    server = ScanServer()
+    server.refuse_first_row = True
+    await server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="beacons.gateway"):
+            counters = await GatewayAgent(ReplaySource(capture), HttpUplink(server.url), Spool(tmp_path / "spool"),
+                                          GatewayConfig("gw-test", **FAST)).run()
+    finally:
+        await server.stop()
+    batches = len(server.batch_ids)
+    assert batches >= 1 and counters["rejected"] == batches and counters["sent"] == 10 - batches
+    assert counters["retries"] == 0
+    assert any("row 0: ts is more than 300 s ahead" in r.getMessage() for r in caplog.records)
 
 
 async def test_record_writes_a_replayable_capture(tmp_path: Path) -> None:

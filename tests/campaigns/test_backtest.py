@@ -102,8 +102,8 @@ def test_backtest_table(world: dict[str, Path], capsys: pytest.CaptureFixture[st
     assert main(["campaigns", "backtest", str(world["campaigns"]), "--fences", str(FENCES), "--pings", str(world["pings"])]) == 0
     out = capsys.readouterr().out
     header, _rule, coffee, *_ = out.splitlines()
-    assert header.split()[:8] == ["campaign", "matched", "offers", "held", "dropped", "schedule", "audience", "outranked"]
-    assert coffee.split()[:8] == ["coffee", "5", "3", "1", "0", "0", "0", "0"]
+    assert header.split()[:9] == ["campaign", "matched", "offers", "held", "holdout", "dropped", "schedule", "audience", "outranked"]
+    assert coffee.split()[:9] == ["coffee", "5", "3", "1", "0", "0", "0", "0", "0"]
     assert "per_device 2/1d calendar: 2" in coffee
     assert "offers: 5 to 3 devices (1 held by quiet hours)" in out
 
@@ -126,11 +126,14 @@ def test_backtest_slices_do_not_change_what_happens(world: dict[str, Path], tmp_
 
 
 def test_backtest_runs_the_services_presence_rules_from_its_config(world: dict[str, Path], tmp_path: Path) -> None:
-    """``--config`` takes the ``engine:`` settings of a ``proximity serve`` file: with a GPS enter waiting
-    for a confirming fix 2 minutes later, each visit's enter comes at least 120 s after the one-fix enter."""
+    """``--config`` takes the ``engine:`` settings of a ``proximity serve`` file: in the one-fix ``crossing``
+    profile with a GPS enter waiting for a confirming fix 2 minutes later, each visit's enter comes at least
+    120 s after the one-fix enter."""
+    crossing = tmp_path / "crossing.yaml"
+    crossing.write_text("port: 9000\nengine:\n  profile: crossing\n")
     service = tmp_path / "service.yaml"
-    service.write_text("port: 9000\nengine:\n  gps_enter_confirm_s: 120\n  dwell_s: 600\n")
-    for name, extra in (("plain", []), ("service", ["--config", str(service)])):
+    service.write_text("port: 9000\nengine:\n  profile: crossing\n  gps_enter_confirm_s: 120\n  dwell_s: 600\n")
+    for name, extra in (("plain", ["--config", str(crossing)]), ("service", ["--config", str(service)])):
         assert main(["campaigns", "backtest", str(world["campaigns"]), "--fences", str(FENCES), "--pings",
                      str(world["pings"]), "--out", str(tmp_path / name), *extra]) == 0
     enters = {name: [(e["device_id"], e["place"], e["ts"]) for e in read_jsonl(tmp_path / name / "events.jsonl")
@@ -217,9 +220,16 @@ def test_the_bundled_demo_is_worth_showing(tmp_path: Path, capsys: pytest.Captur
     stats = {c["campaign_id"]: c for c in report["campaigns"]}
     assert sum(1 for c in stats.values() if c["offers"] > 0) >= 4
     assert sum(c["held"] for c in stats.values()) >= 2 and report["held"] >= 2
-    blocked = {cap for c in stats.values() for cap in c["blocked"]}
+    assert {cap for c in stats.values() for cap in c["blocked"]}  # some cap bites on the real visits
+    # the one-fix crossing profile enters far more often (walk-bys, visits split by jitter): every kind of cap bites
+    crossing = tmp_path / "crossing.yaml"
+    crossing.write_text("engine:\n  profile: crossing\n")
+    assert main([*DEMO, "--json", "--config", str(crossing)]) == 0
+    one_fix = json.loads(capsys.readouterr().out)
+    blocked = {cap for c in one_fix["campaigns"] for cap in c["blocked"]}
     assert {"per_device 1/1d calendar", "per_device 1/12h", "budget per_day 3"} <= blocked
     assert any(cap.startswith("global per_device") for cap in blocked)
+    assert sum(one_fix["events"].values()) > 2 * sum(report["events"].values())
     assert sum(c["audience"] for c in stats.values()) > 0 and sum(c["schedule"] for c in stats.values()) > 0
     assert stats["winter-sale-paused"]["offers"] == 0 and stats["winter-sale-paused"]["paused"] > 0
     # without --out the table is printed and nothing is written

@@ -16,7 +16,7 @@ def engine(redis_url: str, prefix: str) -> object:
     from proximity.store import RedisStore
 
     return Engine(FenceIndex(_workers.fences()), store=RedisStore(redis_url, prefix=prefix, ttl_s=3600, cluster=True),
-                  config=EngineConfig(max_future_skew_s=None))
+                  config=EngineConfig(max_future_skew_s=None, profile="crossing"))
 
 
 if __name__ == "__main__":

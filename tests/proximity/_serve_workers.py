@@ -80,7 +80,8 @@ def write_scenario(directory: Path) -> dict[str, Path]:
 
     paths["keys"].write_text(f"driver:sdk,admin:{hashlib.sha256(KEY.encode()).hexdigest()}\n")
     paths["config"].write_text(
-        "rate_limit: 0\nadvance_interval_s: 0.5\nengine:\n  gps_debounce_s: 3600\n  beacon_debounce_s: 3600\n"
+        "rate_limit: 0\nadvance_interval_s: 0.5\nengine:\n  profile: crossing\n  gps_debounce_s: 3600\n"
+        "  beacon_debounce_s: 3600\n"
     )
     return paths
 

@@ -40,7 +40,7 @@ def engine(redis_url: str, prefix: str) -> object:
     from proximity.store import RedisStore
 
     return Engine(FenceIndex(fences()), store=RedisStore(redis_url, prefix=prefix, ttl_s=3600),
-                  config=EngineConfig(max_future_skew_s=None))
+                  config=EngineConfig(max_future_skew_s=None, profile="crossing"))
 
 
 def run_workers(script: Path, tmp_path: Path, redis_url: str, prefix: str, inputs: list[Any],

@@ -56,8 +56,10 @@ def make_client(aiohttp_client, tmp_path: Path):
     async def make(**overrides: Any):
         campaigns = tmp_path / "campaigns.yaml"
         campaigns.write_text(CAMPAIGNS)
+        # one ping enters: these tests pin the crossing profile's behaviour in the console
         cfg = ServiceConfig(**{"fences": str(example_path("fences.geojson")), "campaigns": str(campaigns),
                                "beacons": str(example_path("beacons.yaml")), "rate_limit": 0,
+                               "engine": {"profile": "crossing"},  # one ping inside enters: short tests
                                "reload_interval_s": 0.1, **overrides})
         server = TestServer(create_app(cfg, keys=KEYS))
         await server.start_server(auto_decompress=False)
@@ -146,7 +148,8 @@ async def test_positions_reach_only_the_clients_that_ask_for_them(make_client) -
         assert (await ws.receive_json())["type"] == "hello"
     await asyncio.sleep(0.4)  # the console notices the watcher
     now = time.time()
-    rows = [ping("d1", ts=now - 2), ping("d1", (2.35, 48.86), now - 1), ping("d2", ts=now)]
+    rows = [ping("d1", ts=now - 2), ping("d1", (2.35, 48.86), now - 1), ping("d2", ts=now),
+            ping("d3", ts=now + 3600)]  # refused by the engine (future): not on the map either
     assert (await client.post("/v1/pings", json=rows, headers=h(SDK))).status == 200
     got: dict[str, Any] = {}
     deadline = time.monotonic() + 5
@@ -155,11 +158,12 @@ async def test_positions_reach_only_the_clients_that_ask_for_them(make_client) -
         got[msg["type"]] = msg
     devices = {d[0]: d for d in got["positions"]["devices"]}
     assert devices["d1"][1:3] == [2.35, 48.86] and devices["d2"][1:3] == list(STORE_01)  # the newest of each
+    assert "d3" not in devices
     kinds = set()
     with pytest.raises(asyncio.TimeoutError):
         while True:
             kinds.add((await plain.receive_json(timeout=0.6))["type"])
-    assert "positions" not in kinds and "event" in kinds
+    assert "positions" not in kinds  # a client that did not ask gets no positions
     await plain.close()
     await pos.close()
 

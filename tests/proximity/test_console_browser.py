@@ -1,14 +1,17 @@
 """The web console in a real browser (Debian's chromium through Playwright) against a real ``proximity serve``.
 
 Marked ``browser``: without chromium or Playwright they skip loudly, except under
-``PROXIMITY_REQUIRE_BROWSER=1`` (``.ci/run`` sets it). Screenshots go to ``docs/console-*.png``.
+``PROXIMITY_REQUIRE_BROWSER=1`` (``.ci/run`` sets it). Screenshots go to ``docs/console-*.png`` with ``PROXIMITY_SCREENSHOTS=1``
+(a temporary folder otherwise).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +28,9 @@ from tests.proximity._console_browser import Served, chromium_path, many_fences,
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Screenshots: into docs/ (the README's pictures) only when asked, so a test run never dirties the checkout.
+DOCS = (Path(__file__).resolve().parents[2] / "docs" if os.environ.get("PROXIMITY_SCREENSHOTS") == "1"
+        else Path(tempfile.gettempdir()) / "proximity-console-screenshots")
 ADMIN, READ, SDK = "px-test-admin-key", "px-test-read-key", "px-test-sdk-key"
 KEYS_ENV = {"PROXIMITY_API_KEYS": f"ops:admin,sdk:{hash_key(ADMIN)};viewer:read:{hash_key(READ)};"
                                   f"app:sdk:{hash_key(SDK)}"}
@@ -156,8 +161,10 @@ def served(tmp_path_factory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("console")
     campaigns = tmp / "campaigns.yaml"
     campaigns.write_text(CAMPAIGNS)
-    with serve("--fences", str(example_path("fences.geojson")), "--campaigns", str(campaigns),
-               "--beacons", str(example_path("beacons.yaml")), env=KEYS_ENV) as s:
+    cfg = tmp / "service.yaml"  # the one-ping-per-crossing profile: one ping inside enters (short tests)
+    cfg.write_text(f"fences: {example_path('fences.geojson')}\ncampaigns: {campaigns}\n"
+                   f"beacons: {example_path('beacons.yaml')}\nengine: {{profile: crossing}}\n")
+    with serve("--config", str(cfg), env=KEYS_ENV) as s:
         yield s
 
 
@@ -357,3 +364,64 @@ def test_the_static_reports_map_replays_the_run_offline(browser, tmp_path: Path,
         assert errors == []
     finally:
         tab.close()
+
+
+# ------------------------------------------------------------------------------------------- tiles
+
+
+def _png(rgb: tuple[int, int, int], size: int = 256) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + bytes(rgb) * size for _ in range(size))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_tiles_from_the_configured_url_template_are_drawn_under_the_fences(browser, tmp_path: Path) -> None:
+    import http.server
+
+    tile = _png((200, 220, 240))
+    asked: list[str] = []
+
+    class Tiles(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(tile)))
+            self.end_headers()
+            self.wfile.write(tile)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = tmp_path / "service.yaml"
+    cfg.write_text(f"fences: {example_path('fences.geojson')}\n"
+                   f"console_tile_url: http://127.0.0.1:{server.server_address[1]}/{{z}}/{{x}}/{{y}}.png\n"
+                   "console_tile_attribution: test tiles\n")
+    try:
+        with serve("--config", str(cfg), env=KEYS_ENV) as served:
+            tab = Page(browser, served)
+            try:
+                session = tab.sign_in(READ)
+                assert session["tile_url"].endswith("/{z}/{x}/{y}.png")
+                tab.wait("consoleApp.map.stats.tilesDrawn > 0", timeout=10000)
+                zxy = [tuple(int(v) for v in re.match(r"/(\d+)/(\d+)/(\d+)\.png$", p).groups()) for p in asked]  # type: ignore[union-attr]
+                lon, lat = inside("store-01")  # the tiles asked for cover the demo district (Web Mercator)
+                for z, x, y in zxy:
+                    n = 2 ** z
+                    assert 14 <= z <= 20 and abs(x - (lon + 180) / 360 * n) < 4
+                    assert abs(y - (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n) < 4
+                assert tab.js("consoleApp.map.stats.fencesDrawn") == 19
+                assert tab.errors == []
+            finally:
+                tab.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -52,7 +52,7 @@ def run_workers(tmp_path: Path, redis_url: str, prefix: str, inputs: list[Any]) 
 def oracle(batches: list[list[dict[str, Any]]]) -> list[Event]:
     from geofence import FenceIndex
 
-    eng = Engine(FenceIndex(_workers.fences()), store=MemoryStore(), config=EngineConfig(max_future_skew_s=None))
+    eng = Engine(FenceIndex(_workers.fences()), store=MemoryStore(), config=EngineConfig(max_future_skew_s=None, profile="crossing"))
     out: list[Event] = []
     for rows in batches:
         out.extend(eng.process_pings(PingBatch.from_rows(rows)).events)

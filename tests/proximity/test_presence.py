@@ -117,7 +117,7 @@ def make_engine(store_kind: str, request: pytest.FixtureRequest) -> Iterator[Cal
             store = RedisStore(url, prefix=f"{prefix}:{len(stores)}", ttl_s=3600,
                                cluster=store_kind == "redis-cluster-mode")
         stores.append(store)
-        return Engine(FenceIndex(fences), store=store, tracker=tracker, rules=rules, config=EngineConfig(**cfg))
+        return Engine(FenceIndex(fences), store=store, tracker=tracker, rules=rules, config=EngineConfig(**{"profile": "crossing", **cfg}))
 
     yield make
     for s in stores:
@@ -217,11 +217,11 @@ def test_debounce_exit_is_found_by_the_next_ping_too(make_engine: Callable[..., 
     assert [(e.kind, e.ts, e.cause) for e in r.events] == [("enter", T0, "ping"), ("exit", T0 + 60, "debounce")]
 
 
-def test_default_debounce_and_dwell_times(make_engine: Callable[..., Engine]) -> None:
-    """Untuned engine: GPS debounce 60 s, beacon debounce 30 s, dwell 300 s (the issue's defaults)."""
-    cfg = EngineConfig()
+def test_crossing_profile_debounce_and_dwell_times(make_engine: Callable[..., Engine]) -> None:
+    """The ``crossing`` profile: GPS debounce 60 s, beacon debounce 30 s, dwell 300 s, one fix enters."""
+    cfg = EngineConfig(profile="crossing")
     assert (cfg.gps_debounce_s, cfg.beacon_debounce_s, cfg.dwell_s) == (60.0, 30.0, 300.0)
-    assert PresenceParams() == cfg.params
+    assert PresenceParams(max_speed_mps=cfg.max_speed_mps) == cfg.params
     eng = make_engine([circle("shop", 0, 0, 40)], tracker=tracker())
     r = eng.process_pings(pings(track("d1", 0, 400, 20, 0, 0)))
     assert [(e.kind, e.ts - T0, e.dwell_s) for e in r.events] == [("enter", 0, 0.0), ("dwell", 300, 300.0)]

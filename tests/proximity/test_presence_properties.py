@@ -58,13 +58,16 @@ def key(e: Event) -> tuple[Any, ...]:
     return (e.device_id, e.ts, {"exit": 0, "enter": 1, "dwell": 2}[e.kind], e.place, e.dwell_s)
 
 
-#: the default rules, and the options against single-fix mistakes (exit after 2 pings out, confirmed enters)
-OPTIONS = [{}, {"gps_exit_pings": 2, "gps_enter_confirm_s": 30.0, "gps_one_store_at_a_time": True}]
+#: the one-fix ``crossing`` profile, the options against single-fix mistakes (exit after 2 pings out, confirmed
+#: enters) and the ``streaming`` profile (enter on the visit probability)
+OPTIONS = [{}, {"gps_exit_pings": 2, "gps_enter_confirm_s": 30.0, "gps_one_store_at_a_time": True},
+           {"profile": "streaming"}]
 
 
 def engine(store: Any = None, **options: Any) -> Engine:
     return Engine(FenceIndex(FENCES), store=store,
-                  config=EngineConfig(max_future_skew_s=None, dwell_s=120, gps_debounce_s=60, **options))
+                  config=EngineConfig(**{"profile": "crossing", "max_future_skew_s": None, "dwell_s": 120,
+                                       "gps_debounce_s": 60, **options}))
 
 
 def run(eng: Engine, batches: list[list[tuple[str, float, int, float]]], end: float) -> list[Event]:
@@ -94,7 +97,7 @@ def assert_well_formed(events: list[Event]) -> None:
                 visit_thresholds.append(e.dwell_s)
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=["default", "confirmations"])
+@pytest.mark.parametrize("options", OPTIONS, ids=["crossing", "confirmations", "streaming"])
 @settings(max_examples=150, deadline=None)
 @given(rows=ping_lists, data=st.data())
 def test_arrival_order_and_duplicates_do_not_matter(options: dict[str, Any], rows: list[Any],
@@ -106,7 +109,7 @@ def test_arrival_order_and_duplicates_do_not_matter(options: dict[str, Any], row
     assert run(engine(**options), [shuffled], 5000) == expected
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=["default", "confirmations"])
+@pytest.mark.parametrize("options", OPTIONS, ids=["crossing", "confirmations", "streaming"])
 @settings(max_examples=150, deadline=None)
 @given(rows=ping_lists, cuts=st.lists(st.integers(0, 600), max_size=4))
 def test_batch_boundaries_and_resent_batches_do_not_matter(options: dict[str, Any], rows: list[Any],
@@ -122,7 +125,7 @@ def test_batch_boundaries_and_resent_batches_do_not_matter(options: dict[str, An
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("options", OPTIONS, ids=["default", "confirmations"])
+@pytest.mark.parametrize("options", OPTIONS, ids=["crossing", "confirmations", "streaming"])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=ping_lists, cuts=st.lists(st.integers(0, 600), max_size=3))
 def test_redis_store_agrees_with_memory_store(options: dict[str, Any], rows: list[Any], cuts: list[int],

@@ -25,6 +25,16 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "PROXIMITY_REQUIRE_REDIS=1" in ci
 
 
+def test_ci_runs_both_quickstart_commands_in_order_then_the_command_from_outside() -> None:
+    """Both set-up commands in one venv, as a new user runs them, then `proximity` away from the checkout
+    (numba caches once left in site-packages shadowed the editable install: every command failed)."""
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    first, second = (re.search(r"^" + re.escape(c) + r"$", ci, re.M) for c in quickstart_commands())
+    assert first and second and first.start() < second.start()
+    outside = re.search(r"^\(cd /tmp && proximity --version && proximity ", ci[second.end():], re.M)
+    assert outside, "after both commands, CI runs `proximity` from outside the checkout"
+
+
 def test_quickstart_example_files_exist() -> None:
     for token in quickstart_commands()[0].split():
         if token.startswith("proximity/examples/"):
@@ -43,3 +53,21 @@ def test_quickstart_main_job_runs(capsys, monkeypatch) -> None:
     assert main(argv[1:]) == 0
     out = capsys.readouterr().out
     assert "campaign" in out.splitlines()[0] and "offers" in out
+
+
+def test_version(capsys) -> None:
+    import tomllib
+
+    import pytest
+
+    from proximity import __version__
+    from proximity.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"proximity {__version__} (")
+    assert str(ROOT / "proximity") in out and "kernel cache" in out
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["version"] == __version__

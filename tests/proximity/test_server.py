@@ -56,8 +56,9 @@ def fences_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_client(aiohttp_client, fences_file: Path):
     async def make(**overrides: Any):
+        # one ping enters and one ping exits: these tests pin the crossing profile's behaviour over HTTP
         cfg = ServiceConfig(**{"fences": str(fences_file), "reload_interval_s": 0.1, "rate_limit": 0,
-                               **overrides})
+                               "engine": {"profile": "crossing"}, **overrides})
         server = TestServer(create_app(cfg, keys=KEYS))
         await server.start_server(auto_decompress=False)  # as make_runner() runs it: we gunzip ourselves
         return await aiohttp_client(server)
@@ -356,7 +357,7 @@ async def test_unknown_route_and_method_are_json(make_client) -> None:
 
 
 async def test_graceful_shutdown_closes_feed(aiohttp_server, fences_file: Path) -> None:
-    cfg = ServiceConfig(fences=str(fences_file), rate_limit=0)
+    cfg = ServiceConfig(fences=str(fences_file), rate_limit=0, engine={"profile": "crossing"})
     app = create_app(cfg, keys=KEYS)
     server = await aiohttp_server(app)
     import aiohttp
@@ -393,7 +394,7 @@ async def test_a_worker_answers_and_freezes_what_it_loaded_at_start(fences_file:
 
     from proximity.service import bind_socket, serve_forever
 
-    cfg = ServiceConfig(fences=str(fences_file), rate_limit=0)
+    cfg = ServiceConfig(fences=str(fences_file), rate_limit=0, engine={"profile": "crossing"})
     sock = bind_socket("127.0.0.1", 0)
     ready = asyncio.Event()
     frozen: list[int] = []

@@ -46,8 +46,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def make_client(aiohttp_client, files: dict[str, Path]):
     async def make(**overrides: Any):
+        # one ping enters and one ping exits: these tests pin the crossing profile's behaviour over HTTP
         cfg = ServiceConfig(**{"fences": str(files["fences"]), "campaigns": str(files["campaigns"]),
-                               "beacons": str(files["beacons"]), "rate_limit": 0, **overrides})
+                               "beacons": str(files["beacons"]), "rate_limit": 0, "engine": {"profile": "crossing"},
+                               **overrides})
         server = TestServer(create_app(cfg, keys=KEYS))
         await server.start_server(auto_decompress=False)
         return await aiohttp_client(server)
@@ -176,7 +178,7 @@ async def test_graceful_shutdown_finishes_in_flight_batches_and_flushes_the_outb
 
     offers_file = tmp_path / "offers.jsonl"
     cfg = ServiceConfig(fences=str(files["fences"]), campaigns=str(files["campaigns"]), rate_limit=0,
-                        offers_file=str(offers_file))
+                        offers_file=str(offers_file), engine={"profile": "crossing"})
     metrics = ServiceMetrics()
     app = create_app(cfg, keys=KEYS, host=SlowHost(cfg, metrics), metrics=metrics)
     runner = make_runner(app, cfg)

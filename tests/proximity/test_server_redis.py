@@ -41,8 +41,10 @@ def fences_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_worker(aiohttp_client, fences_file: Path, redis_url: str, redis_prefix: str):
     async def make(url: str | None = None, **overrides: Any):
+        # one ping enters and one ping exits: these tests pin the crossing profile's behaviour over HTTP
         cfg = ServiceConfig(**{"fences": str(fences_file), "redis": url or redis_url, "redis_prefix": redis_prefix,
-                               "reload_interval_s": 0.2, "rate_limit": 0, **overrides})
+                               "reload_interval_s": 0.2, "rate_limit": 0, "engine": {"profile": "crossing"},
+                               **overrides})
         server = TestServer(create_app(cfg, keys=KEYS))
         await server.start_server(auto_decompress=False)
         return await aiohttp_client(server)

@@ -106,7 +106,7 @@
       this.view = { cx: 0, cy: 0, res: 10 }; // centre (mercator m) and metres per CSS pixel
       this.layerView = null;
       this.layerDirty = true;
-      this.stats = { frames: 0, fencesDrawn: 0, devicesDrawn: 0, layerRenders: 0, lastFrameMs: 0 };
+      this.stats = { frames: 0, fencesDrawn: 0, devicesDrawn: 0, layerRenders: 0, lastFrameMs: 0, tilesDrawn: 0 };
       this.frameTimes = [];
       this.tiles = new Map();
       this.tileUrl = this.options.tileUrl || null;
@@ -190,6 +190,7 @@
       this.view.cx = (b[0] + b[2]) / 2; this.view.cy = (b[1] + b[3]) / 2;
       this.view.res = Math.max(w / Math.max(this.width - 40, 50), h / Math.max(this.height - 40, 50));
       this.layerDirty = true;
+      this.placed = true;
     }
     _extent() {
       let b = [Infinity, Infinity, -Infinity, -Infinity];
@@ -373,7 +374,7 @@
       this.layerDirty = false;
     }
     _drawTiles(ctx) {
-      if (!this.tileUrl) return;
+      if (!this.tileUrl || !this.placed) return;  // no tiles for the placeholder view before the first fit
       const v = this.view;
       const z = Math.max(0, Math.min(22, Math.round(Math.log2(2 * Math.PI * R / 256 / v.res))));
       const n = Math.pow(2, z), size = 2 * Math.PI * R / n;
@@ -387,12 +388,13 @@
           const url = this.tileUrl.replace("{z}", z).replace("{x}", wx).replace("{y}", ty);
           let img = this.tiles.get(url);
           if (!img) {
-            img = new Image(); img.crossOrigin = "anonymous"; img.src = url; this.tiles.set(url, img);
+            img = new Image(); img.src = url; this.tiles.set(url, img);  // no CORS needed: pixels are never read
             if (this.tiles.size > 400) this.tiles.delete(this.tiles.keys().next().value);
           }
           if (!img.complete || !img.naturalWidth) continue;
           const p = this.toScreen(tx * size - Math.PI * R, Math.PI * R - ty * size);
           ctx.drawImage(img, p[0], p[1], size / v.res + 0.5, size / v.res + 0.5);
+          this.stats.tilesDrawn++;
         }
       }
     }

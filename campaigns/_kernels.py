@@ -1,0 +1,280 @@
+"""The hot loops of conversion reports (numba): grouping by device, visits, conversions, per-group medians.
+
+Every kernel walks rows grouped by device (a counting sort, O(n)), and sorts
+only inside one device's few rows, so a report over tens of millions of events
+never sorts them all at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: event kinds as the kernels see them (ranked so that at one instant an exit closes before an enter opens)
+EXIT, ENTER, DWELL = 0, 1, 2
+#: attribution rules
+LAST, EACH = 0, 1
+
+
+@njit(cache=True)
+def group_rows(codes: np.ndarray, cols: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """The rows of ``cols`` (one row per input, a few float64 fields) regrouped by code (stable counting
+    sort that *scatters* whole rows: every input is read once in order, every row written once), and the
+    start of each code's rows. Grouped rows are then read in sequence, with no random gathers."""
+    n = len(codes)
+    m = cols.shape[1]
+    starts = np.zeros(n_codes + 1, np.int64)
+    for i in range(n):
+        starts[codes[i] + 1] += 1
+    for c in range(n_codes):
+        starts[c + 1] += starts[c]
+    pos = starts[:-1].copy()
+    out = np.empty_like(cols)
+    for i in range(n):
+        c = codes[i]
+        p = pos[c]
+        for k in range(m):
+            out[p, k] = cols[i, k]
+        pos[c] = p + 1
+    return out, starts
+
+
+@njit(cache=True)
+def sort_groups(rows: np.ndarray, starts: np.ndarray) -> None:  # pragma: no cover - numba
+    """Sort each group's rows by (column 0, column 1), stable, in place. Rows already in order (a log
+    written in time order) cost one comparison each; a few unordered rows, an insertion sort."""
+    for g in range(len(starts) - 1):
+        a, b = starts[g], starts[g + 1]
+        ordered = True
+        for j in range(a + 1, b):
+            if rows[j, 0] < rows[j - 1, 0] or (rows[j, 0] == rows[j - 1, 0] and rows[j, 1] < rows[j - 1, 1]):
+                ordered = False
+                break
+        if ordered:
+            continue
+        if b - a <= 32:
+            m = rows.shape[1]
+            r = np.empty(m, rows.dtype)
+            for j in range(a + 1, b):
+                for q in range(m):
+                    r[q] = rows[j, q]
+                k = j - 1
+                while k >= a and (rows[k, 0] > r[0] or (rows[k, 0] == r[0] and rows[k, 1] > r[1])):
+                    for q in range(m):
+                        rows[k + 1, q] = rows[k, q]
+                    k -= 1
+                for q in range(m):
+                    rows[k + 1, q] = r[q]
+        else:
+            sub = rows[a:b].copy()
+            o = np.argsort(sub[:, 1], kind="mergesort")
+            o = o[np.argsort(sub[o, 0], kind="mergesort")]
+            rows[a:b] = sub[o]
+
+
+#: columns of grouped event rows
+E_TS, E_KIND, E_FENCE, E_DWELL, E_PROB = 0, 1, 2, 3, 4
+
+
+@njit(cache=True)
+def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int):  # pragma: no cover - numba
+    """Visits from store-level event rows grouped by device and sorted by (time, kind) within a device
+    (``ts, kind, fence, dwell_s`` and ``probability`` when some event carries one).
+
+    A visit opens at an enter and collects the dwell and exit events of the same
+    fence until its exit; its dwell is the longest ``dwell_s`` seen, its
+    probability the highest (NaN when no event carried one). Events of a visit
+    whose enter is not in the log (it began before) are ignored. Returns the
+    visits grouped by device and sorted by start within a device: ``device,
+    fence, start, dwell, probability, closed, repeat`` (an earlier visit of the
+    same device to the same fence is in the log) and each device's first visit.
+    One pass: per fence, the open visit and whether the device was seen there
+    are stamped with the device, so nothing is reset between devices.
+    """
+    n_dev = len(starts) - 1
+    has_prob = rows.shape[1] > E_PROB
+    n = 0
+    for i in range(len(rows)):
+        if rows[i, E_KIND] == ENTER:
+            n += 1
+    v_dev = np.empty(n, np.int64)
+    v_fence = np.empty(n, np.int64)
+    v_ts = np.empty(n, np.float64)
+    v_dwell = np.empty(n, np.float64)
+    v_prob = np.empty(n, np.float64)
+    v_closed = np.zeros(n, np.bool_)
+    v_repeat = np.zeros(n, np.bool_)
+    v_starts = np.zeros(n_dev + 1, np.int64)
+    open_visit = np.full(n_fences, -1, np.int64)
+    open_dev = np.full(n_fences, -1, np.int64)
+    seen_dev = np.full(n_fences, -1, np.int64)
+    k = 0
+    for d in range(n_dev):
+        v_starts[d] = k
+        for j in range(starts[d], starts[d + 1]):
+            f = int(rows[j, E_FENCE])
+            kind = rows[j, E_KIND]
+            if kind == ENTER:
+                v_dev[k] = d
+                v_fence[k] = f
+                v_ts[k] = rows[j, E_TS]
+                v_dwell[k] = rows[j, E_DWELL]
+                v_prob[k] = rows[j, E_PROB] if has_prob else np.nan
+                v_repeat[k] = seen_dev[f] == d
+                seen_dev[f] = d
+                open_visit[f] = k
+                open_dev[f] = d
+                k += 1
+            elif open_dev[f] == d:
+                cur = open_visit[f]
+                if rows[j, E_DWELL] > v_dwell[cur]:
+                    v_dwell[cur] = rows[j, E_DWELL]
+                if has_prob:
+                    p = rows[j, E_PROB]
+                    if p == p and not (v_prob[cur] >= p):
+                        v_prob[cur] = p
+                if kind == EXIT:
+                    v_closed[cur] = True
+                    open_dev[f] = -1
+    v_starts[n_dev] = k
+    return v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed, v_repeat, v_starts
+
+
+@njit(cache=True)
+def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
+               place_ok: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray) -> bool:  # pragma: no cover
+    if not place_ok[c, v_fence[v]]:
+        return False
+    if v_dwell[v] < min_dwell[c]:
+        return False
+    p = v_prob[v]
+    return not (min_prob[c] > 0 and p == p and p < min_prob[c])
+
+
+#: columns of grouped exposure rows (the index breaks ties of time: input order; treated: 0 holdout, 1 not)
+X_TS, X_INDEX, X_CAMPAIGN, X_TREATED = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
+            v_starts: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
+            place_ok: np.ndarray, within: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray,
+            attribution: int):  # pragma: no cover - numba
+    """For each exposure, the visit that converts it (-1: none).
+
+    Exposure rows (``ts, index, campaign``; grouped by device, sorted by time
+    within a device) and visits (grouped the same way, sorted by start) of one
+    device are walked together. An exposure's candidate is its first visit
+    that starts strictly after it, within its campaign's window, at one of its
+    places, long and probable enough. With ``LAST`` attribution, when several
+    exposures (any campaign) have the same candidate, the latest of them converts
+    with it and the others do not; with ``EACH`` every exposure converts with its
+    candidate.
+    """
+    out = np.full(n_exposures, -1, np.int64)
+    n_dev = len(x_starts) - 1
+    cand = np.full(len(x_rows), -1, np.int64)  # by grouped row: the first qualifying visit
+    final = np.full(len(x_rows), -1, np.int64)  # by grouped row: the converting visit
+    for d in range(n_dev):
+        ea, eb = x_starts[d], x_starts[d + 1]
+        if eb == ea or d + 1 >= len(v_starts):
+            continue
+        va, vb = v_starts[d], v_starts[d + 1]
+        if vb == va:
+            continue
+        nxt = va
+        for i in range(ea, eb):
+            c = int(x_rows[i, X_CAMPAIGN])
+            t = x_rows[i, X_TS]
+            while nxt < vb and v_ts[nxt] <= t:
+                nxt += 1
+            for v in range(nxt, vb):
+                if v_ts[v] > t + within[c]:
+                    break
+                if _qualifies(v, c, v_fence, v_dwell, v_prob, place_ok, min_dwell, min_prob):
+                    cand[i] = v
+                    break
+        for i in range(ea, eb):
+            v = cand[i]
+            if v < 0:
+                continue
+            if attribution == LAST:
+                for j in range(i + 1, eb):  # a later exposure whose first qualifying visit is the same one wins
+                    if x_rows[j, X_TS] >= v_ts[v]:
+                        break
+                    if cand[j] == v:
+                        v = -1
+                        break
+            final[i] = v
+            out[int(x_rows[i, X_INDEX])] = v
+    return out, final
+
+
+@njit(cache=True)
+def cluster_sums(x_rows: np.ndarray, x_starts: np.ndarray, row_visit: np.ndarray, n_campaigns: int):  # pragma: no cover
+    """Per campaign and group (0 holdout, 1 treated), over devices: exposures N, conversions X, devices K,
+    and the sums of n_i^2, x_i n_i, x_i^2 of each device's exposures n_i and conversions x_i (the
+    cluster-robust variance of a rate whose unit of assignment is the device)."""
+    acc = np.zeros((n_campaigns, 2, 6))
+    n_c = np.zeros(n_campaigns)
+    x_c = np.zeros(n_campaigns)
+    t_c = np.zeros(n_campaigns, np.int64)
+    stamp = np.full(n_campaigns, -1, np.int64)
+    touched = np.empty(n_campaigns, np.int64)
+    for d in range(len(x_starts) - 1):
+        m = 0
+        for i in range(x_starts[d], x_starts[d + 1]):
+            c = int(x_rows[i, X_CAMPAIGN])
+            if stamp[c] != d:
+                stamp[c] = d
+                n_c[c] = 0.0
+                x_c[c] = 0.0
+                t_c[c] = int(x_rows[i, X_TREATED])
+                touched[m] = c
+                m += 1
+            n_c[c] += 1.0
+            if row_visit[i] >= 0:
+                x_c[c] += 1.0
+        for j in range(m):
+            c = touched[j]
+            t = t_c[c]
+            n, x = n_c[c], x_c[c]
+            acc[c, t, 0] += n
+            acc[c, t, 1] += x
+            acc[c, t, 2] += 1.0
+            acc[c, t, 3] += n * n
+            acc[c, t, 4] += x * n
+            acc[c, t, 5] += x * x
+    return acc
+
+
+@njit(cache=True)
+def store_day_visitors(v_starts: np.ndarray, sd: np.ndarray, repeat: np.ndarray, n_sd: int):  # pragma: no cover
+    """Per store-day: unique visitors, and those of them with a repeat visit (an earlier one to that store).
+    One pass over the visits grouped by device, stamping each store-day with the device last counted."""
+    unique = np.zeros(n_sd, np.int64)
+    returning = np.zeros(n_sd, np.int64)
+    counted = np.full(n_sd, -1, np.int64)
+    counted_rep = np.full(n_sd, -1, np.int64)
+    for d in range(len(v_starts) - 1):
+        for j in range(v_starts[d], v_starts[d + 1]):
+            k = sd[j]
+            if counted[k] != d:
+                counted[k] = d
+                unique[k] += 1
+            if repeat[j] and counted_rep[k] != d:
+                counted_rep[k] = d
+                returning[k] += 1
+    return unique, returning
+
+
+@njit(cache=True)
+def group_medians(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """The median of column 0 of each group's rows (NaN for an empty group)."""
+    n = len(starts) - 1
+    out = np.full(n, np.nan)
+    for g in range(n):
+        a, b = starts[g], starts[g + 1]
+        if b > a:
+            out[g] = np.median(rows[a:b, 0])
+    return out

@@ -1,0 +1,254 @@
+"""Exposures, visits and conversions as arrays.
+
+An **exposure** is a decision that showed a campaign to a device, or would
+have: an offer issued (``offer`` or ``held``) or a ``holdout`` decision. A
+**visit** is a store-level enter of presence, with what the rest of its
+events tell (how long it lasted, how probable it was).
+
+A **conversion** of an exposure is the first qualifying visit after it:
+
+- it starts strictly after the exposure (a visit in progress when the offer
+  went out, such as the one that triggered it, does not count) and at most
+  the campaign's ``conversion.within`` after it;
+- at one of the campaign's conversion places (``conversion.visit`` fences or
+  tags, else the trigger's; a campaign with neither converts at any fence);
+- lasting at least ``min_dwell`` and, when events carry a ``probability``, at
+  least ``min_probability`` likely (its highest probability counts).
+
+An exposure converts at most once. When exposures overlap (several
+campaigns, or one campaign twice), attribution decides who gets a visit that
+is the first qualifying visit of several of them: ``"last"`` (the default)
+gives it to the latest of them, so a visit converts one exposure at most;
+``"each"`` lets every exposure convert with its own first qualifying visit
+(each campaign measured as if alone).
+
+Everything here takes integer codes (devices, fences, campaigns, arms) and
+numpy columns; names live in the tables of :class:`Specs`. The loops are in
+:mod:`campaigns._kernels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from campaigns import _kernels as K
+from campaigns.experiments import HOLDOUT
+from campaigns.model import DEFAULT_CONVERSION_WINDOW_S, CampaignSet, FenceInfo
+
+ATTRIBUTIONS = ("last", "each")
+KIND_CODES = {"exit": K.EXIT, "enter": K.ENTER, "dwell": K.DWELL}
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What a report needs to know of one campaign: its conversion rule and its experiment."""
+
+    campaign_id: str
+    name: str = ""
+    places: frozenset[str] | None = None
+    within_s: float = DEFAULT_CONVERSION_WINDOW_S
+    min_dwell_s: float = 0.0
+    min_probability: float = 0.0
+    holdout: float = 0.0
+    variants: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.campaign_id, "name": self.name,
+            "places": None if self.places is None else sorted(self.places),
+            "within_s": self.within_s, "min_dwell_s": self.min_dwell_s, "min_probability": self.min_probability,
+            "holdout": self.holdout, "variants": list(self.variants),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Spec:
+        places = d.get("places")
+        return cls(
+            campaign_id=str(d["id"]), name=str(d.get("name") or d["id"]),
+            places=None if places is None else frozenset(str(p) for p in places),
+            within_s=float(d.get("within_s", DEFAULT_CONVERSION_WINDOW_S)),
+            min_dwell_s=float(d.get("min_dwell_s", 0.0)), min_probability=float(d.get("min_probability", 0.0)),
+            holdout=float(d.get("holdout", 0.0)), variants=tuple(str(v) for v in d.get("variants") or ()),
+        )
+
+
+def specs_of(campaigns: CampaignSet, fences: Mapping[str, FenceInfo]) -> list[Spec]:
+    """The report's view of each campaign (conversion places resolved against ``fences``)."""
+    out = []
+    for c in campaigns.campaigns:
+        exp = c.experiment
+        out.append(Spec(
+            campaign_id=c.id, name=c.name, places=c.conversion_places(fences),
+            within_s=c.conversion.within_s, min_dwell_s=c.conversion.min_dwell_s,
+            min_probability=c.conversion.min_probability,
+            holdout=exp.holdout if exp is not None else 0.0,
+            variants=tuple(v.id for v in exp.variants) if exp is not None else (),
+        ))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Exposures:
+    """One row per exposure: campaign code, arm code (an index into the report's arm names, where
+    ``"holdout"`` is the control group), device code, fence code (the store), time."""
+
+    campaign: np.ndarray
+    arm: np.ndarray
+    device: np.ndarray
+    fence: np.ndarray
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    """Store-level presence events: kind code (:data:`KIND_CODES`), device code, fence code, time,
+    ``dwell_s``, and ``probability`` (NaN where an event carries none)."""
+
+    kind: np.ndarray
+    device: np.ndarray
+    fence: np.ndarray
+    ts: np.ndarray
+    dwell_s: np.ndarray
+    probability: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class Visits:
+    """Visits grouped by device (``starts[d]:starts[d+1]``), sorted by start within a device."""
+
+    device: np.ndarray
+    fence: np.ndarray
+    ts: np.ndarray
+    dwell_s: np.ndarray
+    probability: np.ndarray
+    closed: np.ndarray
+    repeat: np.ndarray
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+def _codes(values: np.ndarray, name: str) -> np.ndarray:
+    codes = np.ascontiguousarray(values, dtype=np.int64)
+    if len(codes) and codes.min() < 0:
+        raise ValueError(f"{name} codes must not be negative")
+    return codes
+
+
+def n_devices(*columns: np.ndarray) -> int:
+    """One more than the highest device code of the columns."""
+    return int(max((int(c.max()) + 1 for c in columns if len(c)), default=0))
+
+
+def visits_of(events: Events, n_dev: int) -> Visits:
+    """The visits in ``events`` (see :func:`campaigns._kernels.build_visits`)."""
+    device = _codes(events.device, "device")
+    if len(device) and int(device.max()) >= n_dev:
+        raise ValueError("a device code is not below n_dev")
+    fence = _codes(events.fence, "fence")
+    prob = np.asarray(events.probability, np.float64)
+    has_prob = bool(len(prob)) and not bool(np.isnan(prob).all())
+    rows = np.empty((len(device), 5 if has_prob else 4), np.float64)
+    rows[:, K.E_TS] = events.ts
+    rows[:, K.E_KIND] = events.kind  # at one instant an exit (0) closes before an enter (1) opens
+    rows[:, K.E_FENCE] = fence
+    rows[:, K.E_DWELL] = events.dwell_s
+    if has_prob:
+        rows[:, K.E_PROB] = prob
+    grouped, starts = K.group_rows(device, rows, n_dev)
+    del rows
+    K.sort_groups(grouped, starts)
+    cols = K.build_visits(grouped, starts, int(fence.max()) + 1 if len(fence) else 1)
+    return Visits(*cols)
+
+
+def conversions(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_names: Sequence[str],
+                *, attribution: str = "last") -> np.ndarray:
+    """The index (into ``visits``) of the visit converting each exposure, -1 for none."""
+    return match(exposures, visits, specs, fence_names, attribution=attribution).visit
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """What :func:`match` found: ``visit`` per exposure (-1: none), and the exposures as rows grouped by
+    device (``_kernels.X_*`` columns) with each row's converting visit, for per-device statistics."""
+
+    visit: np.ndarray
+    rows: np.ndarray
+    starts: np.ndarray
+    row_visit: np.ndarray
+
+
+def match(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_names: Sequence[str],
+          *, attribution: str = "last", holdout_arm: int = -1) -> Matched:
+    """:func:`conversions`, keeping the device-grouped rows (``holdout_arm``: the arm code of the control group)."""
+    if attribution not in ATTRIBUTIONS:
+        raise ValueError(f"attribution must be one of {', '.join(ATTRIBUTIONS)}, not {attribution!r}")
+    n_dev = len(visits.starts) - 1
+    device = _codes(exposures.device, "device")
+    if len(device) and int(device.max()) >= n_dev:
+        n_dev = int(device.max()) + 1
+    rows = np.empty((len(device), 4), np.float64)
+    rows[:, K.X_TS] = exposures.ts
+    rows[:, K.X_CAMPAIGN] = _codes(exposures.campaign, "campaign")
+    rows[:, K.X_INDEX] = np.arange(len(device))
+    rows[:, K.X_TREATED] = np.asarray(exposures.arm) != holdout_arm
+    grouped, starts = K.group_rows(device, rows, n_dev)
+    del rows
+    K.sort_groups(grouped, starts)
+    index = {f: i for i, f in enumerate(fence_names)}
+    n_fences = max(len(fence_names), int(visits.fence.max()) + 1 if len(visits) else 0, 1)
+    place_ok = np.zeros((max(len(specs), 1), n_fences), np.bool_)
+    for c, spec in enumerate(specs):
+        if spec.places is None:
+            place_ok[c, :] = True
+        else:
+            place_ok[c, [index[p] for p in spec.places if p in index]] = True
+    within = np.asarray([s.within_s for s in specs] or [0.0], np.float64)
+    min_dwell = np.asarray([s.min_dwell_s for s in specs] or [0.0], np.float64)
+    min_prob = np.asarray([s.min_probability for s in specs] or [0.0], np.float64)
+    v_starts = visits.starts
+    if len(v_starts) - 1 < n_dev:  # devices with exposures but no visit at all
+        v_starts = np.concatenate([v_starts, np.full(n_dev - (len(v_starts) - 1), v_starts[-1], np.int64)])
+    out, row_visit = K.convert(
+        grouped, starts, len(device), v_starts, visits.fence, visits.ts,
+        visits.dwell_s, visits.probability, place_ok, within, min_dwell, min_prob,
+        K.LAST if attribution == "last" else K.EACH,
+    )
+    return Matched(out, grouped, starts, row_visit)
+
+
+def arm_names(specs: Sequence[Spec]) -> list[str]:
+    """Arm names a report uses: ``holdout``, ``offer`` (a campaign without variants), then every variant id."""
+    names = [HOLDOUT, "offer"]
+    for s in specs:
+        names.extend(v for v in s.variants if v not in names)
+    return names
+
+
+__all__ = [
+    "ATTRIBUTIONS",
+    "KIND_CODES",
+    "Events",
+    "Exposures",
+    "Matched",
+    "Spec",
+    "Visits",
+    "arm_names",
+    "conversions",
+    "match",
+    "n_devices",
+    "specs_of",
+    "visits_of",
+]

@@ -1,0 +1,141 @@
+"""Conversions as they happen: what a service keeps so it can answer a report without its logs.
+
+:class:`LiveConversions` takes every decision (``on_decision``) and every
+presence event (``on_events``) of a worker and keeps the report counters
+(:mod:`campaigns.counters`) up to date:
+
+- an exposure (offer, held offer or holdout decision) is counted and becomes
+  *pending* for its device, until the campaign's window has passed;
+- a store-level event that makes a visit qualify for some campaigns (any event
+  of a visit at their places whose ``dwell_s`` reaches their ``min_dwell``, and
+  whose probability, when events carry one, reaches theirs) *claims* the device's
+  pending exposures of those campaigns made before the visit started and
+  within their windows: each of them has met its first qualifying visit and is
+  resolved; the latest converts (last-exposure attribution), the others do not.
+
+The visit's start is the event time minus its ``dwell_s`` (the visit's first
+evidence), so the visit that triggered an exposure, in progress when it was
+made, never converts it. This is the rule of :func:`campaigns.report.lift_report`
+decided as events arrive: visits are taken in the order they qualify, which is
+their start order except when a ``min_dwell`` visit overlaps another one.
+
+Pending exposures live where the state lives: :class:`MemoryPending` here,
+:class:`campaigns.redis_counters.RedisPending` in Redis (one hash per device,
+``{device}``-tagged, claimed by one Lua call), so any worker may see the visit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from campaigns.conversions import Spec, specs_of
+from campaigns.counters import Increment, ReportCounters
+from campaigns.decider import EXPOSED
+from campaigns.experiments import HOLDOUT
+from campaigns.offers import offer_id
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An exposure waiting for its first qualifying visit."""
+
+    token: str
+    campaign_id: str
+    arm: str
+    store: str
+    ts: float
+    until: float
+
+
+class PendingStore(Protocol):
+    def add(self, device_id: str, pending: Pending) -> None: ...
+
+    def claim(self, device_id: str, visit_ts: float, windows: Mapping[str, float]) -> Pending | None:
+        """Resolve the pending exposures of ``device_id`` that a visit starting at ``visit_ts`` qualifies for
+        (campaign in ``windows``, made before the visit, at most its window before it); return the latest."""
+        ...
+
+
+class MemoryPending:
+    """Pending exposures in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_device: dict[str, dict[str, Pending]] = {}
+
+    def add(self, device_id: str, pending: Pending) -> None:
+        with self._lock:
+            self._by_device.setdefault(device_id, {})[pending.token] = pending
+
+    def claim(self, device_id: str, visit_ts: float, windows: Mapping[str, float]) -> Pending | None:
+        with self._lock:
+            mine = self._by_device.get(device_id)
+            if not mine:
+                return None
+            hit = [p for p in mine.values() if p.campaign_id in windows and p.ts < visit_ts <= p.ts + windows[p.campaign_id]]
+            for p in [*hit, *(p for p in mine.values() if p.until < visit_ts)]:
+                mine.pop(p.token, None)
+            if not mine:
+                del self._by_device[device_id]
+            return max(hit, key=lambda p: (p.ts, p.token)) if hit else None
+
+    def forget(self, device_id: str) -> None:
+        """Erase a device's pending exposures (privacy)."""
+        with self._lock:
+            self._by_device.pop(device_id, None)
+
+
+class LiveConversions:
+    """Feeds report counters from a worker's decisions and events (see the module docstring)."""
+
+    def __init__(self, counters: ReportCounters, pending: PendingStore, campaigns: Any, fences: Mapping[str, Any]) -> None:
+        self.counters = counters
+        self.pending = pending
+        self.replace(campaigns, fences)
+
+    def replace(self, campaigns: Any, fences: Mapping[str, Any]) -> None:
+        self.specs: dict[str, Spec] = {s.campaign_id: s for s in specs_of(campaigns, fences)}
+
+    def on_decision(self, decision: Any) -> None:
+        e = decision.event
+        incs = []
+        for v in decision.verdicts:
+            spec = self.specs.get(v.campaign_id)
+            if v.outcome not in EXPOSED or spec is None:
+                continue
+            arm = HOLDOUT if v.outcome == "holdout" else (v.variant or "offer")
+            token = offer_id(v.campaign_id, e.device_id, e.place, e.kind, e.ts, e.dwell_s)
+            self.pending.add(e.device_id, Pending(token, v.campaign_id, arm, e.fence_id, e.ts, e.ts + spec.within_s))
+            incs.append(Increment(v.campaign_id, arm, e.fence_id, "exposed", token))
+        if incs:
+            self.counters.add(incs, now=e.ts)
+
+    def on_events(self, events: Iterable[Any]) -> None:
+        incs = []
+        for e in events:
+            if e.zone is not None:
+                continue
+            prob = e.to_dict().get("probability")
+            windows = {cid: s.within_s for cid, s in self.specs.items() if _qualifies(s, e, prob)}
+            if not windows:
+                continue
+            won = self.pending.claim(e.device_id, e.ts - e.dwell_s, windows)
+            if won is not None:
+                incs.append(Increment(won.campaign_id, won.arm, won.store, "converted", won.token))
+        if incs:
+            self.counters.add(incs)
+
+
+def _qualifies(spec: Spec, event: Any, prob: Any) -> bool:
+    """Whether ``event`` is the moment its visit qualifies for ``spec``."""
+    if spec.places is not None and event.fence_id not in spec.places:
+        return False
+    if spec.min_probability > 0 and prob is not None and float(prob) < spec.min_probability:
+        return False
+    return bool(event.dwell_s >= spec.min_dwell_s)
+
+
+__all__ = ["LiveConversions", "MemoryPending", "Pending", "PendingStore"]

@@ -1,0 +1,168 @@
+"""Report counters in Redis: one script call per campaign and batch, every key in the campaign's slot.
+
+Keys (``prefix`` is the configured namespace):
+
+- ``<prefix>:report:{<campaign_id>}``: a hash, field ``<measure>\\x1f<arm>\\x1f<store>`` -> count;
+- ``<prefix>:report:{<campaign_id>}:seen``: a sorted set of ``<measure>:<token>`` scored by time,
+  trimmed to the last ``keep_s``.
+
+- ``<prefix>:pending:{<device_id>}``: the device's exposures waiting for a qualifying visit
+  (:class:`RedisPending`, for :class:`campaigns.live.LiveConversions`).
+
+The ``{campaign_id}`` hash tag puts both keys of a campaign in one cluster
+slot, so one Lua call per campaign adds a batch atomically: a token already
+in ``seen`` is skipped (a retried batch, a replaying worker), each new one is
+recorded and its counter incremented with ``HINCRBY``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from campaigns import _redis
+from campaigns.counters import MEASURES, Counts, Increment
+from campaigns.live import Pending
+
+_ADD = """
+local now = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local done = 0
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - keep))
+for i = 3, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    done = done + 1
+  end
+end
+if done > 0 then
+  redis.call('PEXPIRE', KEYS[2], math.ceil(keep * 1000))
+end
+return done
+"""
+
+_CLAIM = """
+local visit = tonumber(ARGV[1])
+local windows = {}
+for i = 2, #ARGV, 2 do windows[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local all = redis.call('HGETALL', KEYS[1])
+local best, best_ts, best_tok = false, 0, ''
+for i = 1, #all, 2 do
+  local tok, val = all[i], all[i + 1]
+  local p = cjson.decode(val)
+  local ts, w = tonumber(p[1]), windows[p[3]]
+  if w and ts < visit and visit <= ts + w then
+    redis.call('HDEL', KEYS[1], tok)
+    if (not best) or ts > best_ts or (ts == best_ts and tok > best_tok) then
+      best, best_ts, best_tok = val, ts, tok
+    end
+  elseif tonumber(p[2]) < visit then
+    redis.call('HDEL', KEYS[1], tok)
+  end
+end
+if best then return {best_tok, best} end
+return false
+"""
+
+_SEP = "\x1f"
+
+
+class RedisCounters:
+    """Counters shared by every worker through Redis (see the module docstring for the keys)."""
+
+    def __init__(self, client: Any, prefix: str = "proximity", *, keep_s: float = 14 * 86400.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = _redis.connect(client) if isinstance(client, str) else client
+        self.prefix = prefix
+        self.keep_s = keep_s
+        self.clock = clock
+        self._script = self.client.register_script(_ADD)
+
+    def key(self, campaign_id: str) -> str:
+        return f"{self.prefix}:report:{{{campaign_id}}}"
+
+    def add(self, increments: Sequence[Increment], now: float | None = None) -> int:
+        now = self.clock() if now is None else now
+        by_campaign: dict[str, list[Any]] = defaultdict(list)
+        for inc in increments:
+            by_campaign[inc.campaign_id] += [f"{inc.measure}:{inc.token}",
+                                             _SEP.join((inc.measure, inc.arm, inc.store))]
+        if not by_campaign:
+            return 0
+        done = 0
+        try:
+            for cid, args in by_campaign.items():  # one call per campaign: each is one slot
+                key = self.key(cid)
+                done += int(self._script(keys=[key, f"{key}:seen"], args=[repr(float(now)), repr(float(self.keep_s)), *args]))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "report counters") from exc
+        return done
+
+    def counts(self, campaign_id: str) -> Counts:
+        out: Counts = {}
+        try:
+            fields = self.client.hgetall(self.key(campaign_id))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "report counters") from exc
+        for field, value in fields.items():
+            measure, arm, store = (field.decode() if isinstance(field, bytes) else field).split(_SEP)
+            if measure in MEASURES:
+                out.setdefault((arm, store), dict.fromkeys(MEASURES, 0))[measure] = int(value)
+        return out
+
+
+class RedisPending:
+    """Pending exposures in Redis: ``<prefix>:pending:{<device_id>}``, a hash token -> JSON
+    ``[ts, until, campaign, arm, store]``; a claim is one Lua call in the device's slot."""
+
+    def __init__(self, client: Any, prefix: str = "proximity", *, keep_s: float = 86400.0) -> None:
+        self.client = _redis.connect(client) if isinstance(client, str) else client
+        self.prefix = prefix
+        self.keep_s = keep_s
+        self._claim = self.client.register_script(_CLAIM)
+
+    def key(self, device_id: str) -> str:
+        return f"{self.prefix}:pending:{{{device_id}}}"
+
+    def add(self, device_id: str, pending: Pending) -> None:
+        import json
+
+        value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
+        key = self.key(device_id)
+        ttl_ms = int((pending.until - pending.ts + self.keep_s) * 1000)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, pending.token, value)
+            pipe.pexpire(key, ttl_ms, gt=True)  # never shortens what an earlier exposure needs
+            pipe.pexpire(key, ttl_ms, nx=True)
+            pipe.execute()
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
+
+    def claim(self, device_id: str, visit_ts: float, windows: Any) -> Pending | None:
+        import json
+
+        args: list[Any] = [repr(float(visit_ts))]
+        for cid, within in windows.items():
+            args += [cid, repr(float(within))]
+        try:
+            got = self._claim(keys=[self.key(device_id)], args=args)
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
+        if not got:
+            return None
+        token, value = (x.decode() if isinstance(x, bytes) else x for x in got)
+        ts, until, cid, arm, store = json.loads(value)
+        return Pending(token, cid, arm, store, float(ts), float(until))
+
+    def forget(self, device_id: str) -> None:
+        """Erase a device's pending exposures (privacy)."""
+        try:
+            self.client.delete(self.key(device_id))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
+
+
+__all__ = ["RedisCounters", "RedisPending"]

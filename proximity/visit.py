@@ -1,0 +1,135 @@
+"""The visit probability: how likely a device really is inside a place, from all the evidence so far.
+
+Every visit record (device x candidate place) carries the log-odds that the
+device is inside, updated by a forward filter in the transition kernel
+(:func:`proximity._kernels.apply_evidence`), one evidence at a time:
+
+1. **time**: with no evidence the log-odds relax toward the prior
+   (``prior_logodds``) with time constant ``tau_s`` (a visit seen a while ago
+   says less about now);
+2. **each evidence** adds a log-likelihood ratio (inside the place vs near it
+   but not inside):
+
+   - a GPS fix paired with the fence, by geofence's confidence (3 the accuracy
+     circle fully inside, 2 the point inside, 1 the point outside within its
+     accuracy) and by the accuracy relative to the fence's equivalent radius
+     (``gps_llr[confidence - 1][bucket]``, buckets cut at ``ACCURACY_EDGES``);
+   - the indoor pattern: fixes degrade indoors, so a reported accuracy above the
+     device's own outdoor baseline (which follows low readings fast and high ones
+     slowly) is evidence of being inside a building: ``indoor_weight`` per unit
+     of log accuracy, clipped to ``indoor_clip``;
+   - the reported speed: ``speed_llr`` below 0.5, 1.2, 2.5 m/s and above (a
+     shopper browses, a car passes);
+   - a GPS fix not paired with the fence (outside it by more than its accuracy):
+     ``unpaired_llr``;
+   - a beacon sighting of the place's own beacon, by proximity class:
+     ``beacon_llr[unknown, immediate, near, far]``;
+3. **competing places**: a store shares the probability with the device's other
+   candidate stores that it does not overlap (the shop next door competes, the
+   mall around a shop does not): ``lo - log(1 + sum(exp(lo_other)))``;
+4. **calibration**: a non-decreasing piecewise-linear map of that score to the
+   final log-odds (``calibration``: knots ``(score, log-odds)``, flat beyond the
+   ends). Fixes a few seconds apart are not independent (GPS error drifts), so the
+   summed ratios are over-confident; the map is an isotonic regression of the
+   events' truth on their score, fitted on simulation seeds kept apart from the
+   ones the figures are measured on (``python -m sim.fit``).
+
+An accuracy circle fully inside is never evidence against the place (its ratio
+is at least 0), and a fix that could enter the place starts from no worse than
+the prior; so more inside evidence never lowers a lone fence's probability.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+import proximity._kernels as K
+
+#: accuracy / equivalent radius bucket edges for ``gps_llr``
+ACCURACY_EDGES = (0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class VisitModel:
+    """The visit-probability filter's parameters (log-likelihood ratios in nats; see the module docstring)."""
+
+    # fitted by ``python -m sim.fit --seeds 101,102,103`` (training seeds, not the ones figures are quoted on)
+    prior_logodds: float = -0.431
+    tau_s: float = 600.0
+    gps_llr: tuple[tuple[float, ...], ...] = (
+        (0.089, -0.58, -1.104, -1.457),  # confidence 1: point outside, within accuracy
+        (1.882, 1.17, 0.088, -0.468),  # confidence 2: point inside, circle crossing the boundary
+        (4.0, 2.52, 0.431, 0.431),  # confidence 3: circle fully inside
+    )
+    unpaired_llr: float = -1.743
+    indoor_weight: float = 1.061
+    indoor_clip: tuple[float, float] = (-0.5, 1.0)
+    baseline_rates: tuple[float, float] = (0.05, 0.01)  # toward lower readings, toward higher ones
+    speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -1.493, -5.745)
+    beacon_llr: tuple[float, float, float, float] = (0.0, 3.0, 2.0, 0.5)
+    # python -m sim.fit --seeds 101,102,103 --raw-enter 5 --raw-exit 4.4 (the streaming profile's thresholds
+    # are this map's values at those scores: 0.8267 and 0.5107)
+    calibration: tuple[tuple[float, float], ...] = (
+        (-13.816, -6.907), (-2.991, -3.998), (0.305, -3.997), (1.814, -3.996), (3.578, -2.039), (5.144, 1.927),
+        (5.355, 1.928), (5.623, 1.929), (6.073, 1.93), (6.724, 2.175), (8.517, 3.097), (13.816, 6.918))
+    logodds_range: tuple[float, float] = (-8.0, 10.0)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tau_s) and self.tau_s > 0):
+            raise ValueError(f"tau_s must be a positive number of seconds, not {self.tau_s!r}")
+        if len(self.gps_llr) != 3 or any(len(row) != len(ACCURACY_EDGES) + 1 for row in self.gps_llr):
+            raise ValueError(f"gps_llr must be 3 rows (confidence 1, 2, 3) of {len(ACCURACY_EDGES) + 1} values")
+        if len(self.speed_llr) != 4 or len(self.beacon_llr) != 4:
+            raise ValueError("speed_llr and beacon_llr must have 4 values each")
+        cal = self.calibration
+        if not (2 <= len(cal) <= K.PM_CAL_MAX and all(len(k) == 2 for k in cal)):
+            raise ValueError(f"calibration must be 2 to {K.PM_CAL_MAX} knots (score, log-odds)")
+        if any(b[0] <= a[0] or b[1] < a[1] for a, b in itertools.pairwise(cal)):
+            raise ValueError("calibration knots must rise in score and never fall in log-odds")
+        lo, hi = self.logodds_range
+        if not lo < self.prior_logodds < hi:
+            raise ValueError("prior_logodds must lie inside logodds_range")
+        if min(self.gps_llr[2]) < 0:
+            raise ValueError("gps_llr for confidence 3 (accuracy circle fully inside) must be >= 0")
+
+    def gps_table(self) -> np.ndarray:
+        return np.asarray(self.gps_llr, np.float64)
+
+    def gps_obs_llr(self, conf: np.ndarray, accuracy_m: np.ndarray, radius_m: np.ndarray) -> np.ndarray:
+        """Per (fix, fence) pair: the geometric log-likelihood ratio (arrays in, array out)."""
+        ratio = np.asarray(accuracy_m, np.float64) / np.maximum(np.asarray(radius_m, np.float64), 1.0)
+        bucket = np.searchsorted(np.asarray(ACCURACY_EDGES), ratio, side="right")
+        c = np.clip(np.asarray(conf, np.int64), 1, 3) - 1
+        return self.gps_table()[c, bucket]
+
+    def beacon_obs_llr(self, proximity: np.ndarray) -> np.ndarray:
+        return np.asarray(self.beacon_llr, np.float64)[np.clip(np.asarray(proximity, np.int64), 0, 3)]
+
+    def pm(self, enter_probability: float, max_speed_mps: float, exit_probability: float = 0.0) -> np.ndarray:
+        """The kernel's parameter array (indexes ``proximity._kernels.PM_*``)."""
+        out = np.zeros(K.PM_SIZE)
+        out[K.PM_PRIOR] = self.prior_logodds
+        out[K.PM_TAU] = self.tau_s
+        out[K.PM_UNPAIRED] = self.unpaired_llr
+        out[K.PM_IND_W] = self.indoor_weight
+        out[K.PM_IND_LO], out[K.PM_IND_HI] = self.indoor_clip
+        out[K.PM_BASE_DOWN], out[K.PM_BASE_UP] = self.baseline_rates
+        out[K.PM_SPD0:K.PM_SPD3 + 1] = self.speed_llr
+        out[K.PM_ENTER_P] = enter_probability
+        out[K.PM_EXIT_P] = exit_probability
+        out[K.PM_CAL_N] = len(self.calibration)
+        for j, (x, y) in enumerate(self.calibration):
+            out[K.PM_CAL + j] = x
+            out[K.PM_CAL + K.PM_CAL_MAX + j] = y
+        out[K.PM_MAX_SPEED] = max_speed_mps
+        out[K.PM_LO_MIN], out[K.PM_LO_MAX] = self.logodds_range
+        return out
+
+
+DEFAULT_MODEL = VisitModel()
+
+__all__ = ["ACCURACY_EDGES", "DEFAULT_MODEL", "VisitModel"]

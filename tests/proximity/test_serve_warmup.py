@@ -1,0 +1,129 @@
+"""`proximity serve` warms its kernels before it says it is ready: /readyz answers 503 meanwhile, the
+"listening" banner comes after, and a request after the warm-up compiles nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proximity.service import bind_socket, serve_forever
+from proximity.service.auth import KeyRing, hash_key
+from proximity.service.config import ServiceConfig
+from proximity.service.host import EngineHost
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK = "sdk-key-123"
+KEYS = KeyRing.parse(f"app:sdk:{hash_key(SDK)}")
+
+
+async def test_readyz_says_warming_up_until_the_kernels_are_warm(monkeypatch: Any) -> None:
+    release = threading.Event()
+    original = EngineHost.warm_up
+
+    def slow_warm_up(self: EngineHost) -> float:
+        release.wait(60)  # the engine thread compiles for as long as the test wants
+        return original(self)
+
+    monkeypatch.setattr(EngineHost, "warm_up", slow_warm_up)
+    sock = bind_socket("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    ready = asyncio.Event()
+    worker = asyncio.create_task(serve_forever(ServiceConfig(demo=True, rate_limit=0), sock, keys=KEYS,
+                                               on_ready=lambda svc: ready.set()))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # the site answers while the engine thread is busy warming up
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{url}/readyz") as r:
+                        body = await r.json()
+                        break
+                await asyncio.sleep(0.05)
+            assert r.status == 503 and "warming up" in json.dumps(body)
+            assert not ready.is_set()
+            release.set()
+            await asyncio.wait_for(ready.wait(), 120)
+            async with session.get(f"{url}/readyz") as r:
+                assert r.status == 200
+    finally:
+        release.set()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
+WARM_THEN_REQUEST = """
+import json, time
+from proximity.service.config import ServiceConfig
+from proximity.service.host import EngineHost
+from proximity.service.metrics import ServiceMetrics
+from proximity.service.reload import KINDS
+import geofence._kernels, proximity._kernels, beacons._kernels
+from geofence._jit import Kernel
+
+def compiled():
+    mods = (geofence._kernels, proximity._kernels, beacons._kernels)
+    return {f"{m.__name__}.{n}": len(k.signatures) for m in mods for n, k in vars(m).items() if isinstance(k, Kernel)}
+
+cfg = ServiceConfig(demo=True)
+host = EngineHost(cfg, ServiceMetrics())
+for kind, path in cfg.resolved_paths().items():
+    if path is not None:
+        host.apply(kind, host.validate(kind, path.read_text(), "application/yaml", str(path)))
+host.warm_up()
+before = compiled()
+now = time.time()
+rows = [{"device_id": "d1", "lon": 2.344674, "lat": 48.862634, "accuracy_m": 5, "ts": now - 30},
+        {"device_id": "d2", "lon": 2.0, "lat": 48.0, "accuracy_m": 5, "ts": now - 20}]
+result, accepted, rejected = host.process_pings(rows, now)
+key = next(iter(host.registry.beacons))
+doc = {"gateway_id": "gw-store-01", "batch_id": "b1", "sent_at": now,
+       "sightings": [{"ts": now - 10, "rssi": -60, "key": key, "tx_power": -59}]}
+host.process_scans(doc, now)
+host.engine.advance(now + 3600)
+after = compiled()
+print(json.dumps({"accepted": accepted, "before": before, "after": after}))
+"""
+
+
+def test_after_the_warm_up_a_request_compiles_nothing(tmp_path: Path) -> None:
+    # a process of its own: the kernels this test process already compiled would hide a miss
+    got = subprocess.run([sys.executable, "-c", WARM_THEN_REQUEST], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=900, check=False)
+    assert got.returncode == 0, got.stderr
+    doc = json.loads(got.stdout.splitlines()[-1])
+    assert doc["accepted"] == 2
+    assert doc["before"]["geofence._kernels.match"] == 1 and doc["before"]["proximity._kernels.apply_evidence"] == 1
+    assert {k: v for k, v in doc["after"].items() if doc["before"][k] != v} == {}
+
+
+def test_serve_prints_listening_after_the_warm_up(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "proximity", "serve", "--port", "0", "--log-level", "info"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "listening on" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    text = "".join(lines)
+    assert "listening on" in text, text
+    warm = next(i for i, line in enumerate(lines) if "kernels ready in" in line)
+    listening = next(i for i, line in enumerate(lines) if "listening on" in line)
+    assert warm < listening
