@@ -29,7 +29,8 @@ from proximity.presence import Transitions
 
 #: one transition of one device, as kept in a journal entry
 RECORD = np.dtype([("kind", "i1"), ("src", "i1"), ("conf", "i1"), ("cause", "i1"), ("prox", "i1"),
-                   ("place", "<i4"), ("ev", "<i8"), ("ts", "<f8"), ("dwell", "<f8"), ("dist", "<f8")])
+                   ("place", "<i4"), ("ev", "<i8"), ("ts", "<f8"), ("dwell", "<f8"), ("dist", "<f8"),
+                   ("prob", "<f8")])
 
 
 @dataclass
@@ -64,7 +65,7 @@ def encode(tr: Transitions, n_devices: int, journal: Journal) -> list[bytes]:
     """Per device ``0 .. n_devices - 1`` (``tr.dev``), its transitions as one entry (``b""``: none)."""
     n = len(tr)
     rec = np.zeros(n, RECORD)
-    for name in ("kind", "src", "conf", "cause", "place", "ev", "ts", "dwell"):
+    for name in ("kind", "src", "conf", "cause", "place", "ev", "ts", "dwell", "prob"):
         rec[name] = getattr(tr, name)
     rec["dist"] = np.nan
     sighting = (tr.cause == K.CAUSE_SIGHTING) & (tr.ev >= 0)
@@ -99,7 +100,7 @@ def replay(devices: np.ndarray, entries: list[bytes], n_evidence: int, journal: 
     journal.extra_distance = np.concatenate([journal.extra_distance, rec["dist"][firsts]])
     journal.replayed += len(entries)
     return Transitions(rec["kind"].copy(), dev, rec["place"].copy(), rec["ts"].copy(), rec["src"].copy(),
-                       rec["conf"].copy(), rec["dwell"].copy(), rec["cause"].copy(), ev,
+                       rec["conf"].copy(), rec["dwell"].copy(), rec["cause"].copy(), ev, rec["prob"].copy(),
                        np.zeros(0, np.int8))
 
 

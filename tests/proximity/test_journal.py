@@ -129,7 +129,8 @@ def test_journal_records_round_trip_with_beacon_details() -> None:
     n = 5
     tr = Transitions(np.array([1, 0, 2, 1, 0], np.int8), np.array([1, 0, 1, 1, 2]), np.array([3, 4, 3, 5, 4], np.int32),
                      np.arange(n, dtype=float) + T0, np.array([1, 0, 1, 1, 0], np.int8), np.ones(n, np.int8),
-                     np.zeros(n), np.array([1, 0, 1, 1, 2], np.int8), np.array([2, 0, 2, 1, -1]), np.zeros(0, np.int8))
+                     np.zeros(n), np.array([1, 0, 1, 1, 2], np.int8), np.array([2, 0, 2, 1, -1]),
+                     np.array([0.9, 0.4, 0.8, 0.7, np.nan]), np.zeros(0, np.int8))
     j = Journal("k", proximity=np.array([0, 3, 1], np.int8), distance=np.array([np.nan, 7.5, 0.5]))
     entries = encode(tr, 3, j)
     assert [len(e) // RECORD.itemsize for e in entries] == [1, 3, 1]
@@ -137,5 +138,6 @@ def test_journal_records_round_trip_with_beacon_details() -> None:
     assert back.dev.tolist() == [10, 11, 11, 11, 12]
     assert back.place.tolist() == [4, 5, 3, 3, 4]  # device 1's in the order of its evidence: ev 1, then ev 2
     assert back.ev.tolist() == [100, 101, 102, 102, -1]  # one new evidence index per (device, old evidence)
+    assert back.prob.tolist()[:4] == [0.4, 0.7, 0.9, 0.8] and np.isnan(back.prob[4])  # the visit probability kept
     assert j.extra_proximity.tolist()[1:3] == [3, 1] and j.extra_distance.tolist()[1:3] == [7.5, 0.5]
     assert j.replayed == 3
