@@ -32,6 +32,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from proximity.convert import (
+    DEVICE_ID_RULE,
     MAX_DEVICE_ID_LEN,
     parse_bool,
     parse_device_id,
@@ -181,8 +182,7 @@ class PingBatch:
         ok_ids = _valid_device_ids(ids)
         if not ok_ids.all():
             row = int(np.flatnonzero(~ok_ids)[0])
-            raise ValidationError(f"device_id must be a non-empty string, not {ids[row]!r}",
-                                  source=source, field="device_id", row=row)
+            raise ValidationError(f"{DEVICE_ID_RULE}, not {ids[row]!r}", source=source, field="device_id", row=row)
         attrs_a = np.full(n, None, dtype=object) if attrs is None else _object_array(list(attrs))
         tz_a = np.full(n, None, dtype=object) if timezone is None else _object_array(list(timezone))
         if len(attrs_a) != n or len(tz_a) != n:
@@ -240,7 +240,22 @@ class PingBatch:
         fast = _plain_columns(rows, source)
         if fast is not None:
             return fast, []
-        return cls.from_rows(rows, source=source, errors="collect")
+        batch, errors = cls.from_rows(rows, source=source, errors="collect")
+        # a field a ping does not have is refused (as a scan's is), never dropped silently: put extra
+        # device facts under "attrs"
+        known = set(PING_KEYS)
+        unknown = {i: sorted(k for k in r if k not in known) for i, r in enumerate(rows)
+                   if isinstance(r, Mapping) and not known.issuperset(r)}
+        if unknown:
+            keep = np.flatnonzero(~np.isin(batch.row, list(unknown)))
+            if len(keep) < len(batch):
+                batch = batch.take(keep)
+            bad = {getattr(e, "row", None) for e in errors}
+            errors = sorted([*errors, *(ValidationError(
+                f"unknown field {str(names[0])!r}; a ping has {', '.join(PING_KEYS)} (put other device facts "
+                "under attrs)", source=source, field=str(names[0]), row=i)
+                for i, names in unknown.items() if i not in bad)], key=lambda e: getattr(e, "row", 0) or 0)
+        return batch, errors
 
     @classmethod
     def from_csv(cls, path: str | Path) -> PingBatch:
@@ -374,8 +389,12 @@ def _plain_columns(rows: Sequence[Any], source: str) -> PingBatch | None:
         return None
 
 
+#: the fields of a ping in JSON (anything else in a row is refused)
+PING_KEYS = ("device_id", "lon", "lat", "accuracy_m", "ts", "speed", "foreground", "attrs", "timezone")
+
+
 def _is_device_id(x: Any) -> bool:
-    return isinstance(x, str) and 0 < len(x) <= MAX_DEVICE_ID_LEN and not x.isspace() and "\x00" not in x
+    return isinstance(x, str) and 0 < len(x) <= MAX_DEVICE_ID_LEN and not x.isspace() and x.isprintable()
 
 
 #: the code points ``str.isspace`` is true for
@@ -396,6 +415,8 @@ def _valid_device_ids(ids: np.ndarray) -> np.ndarray:
         return np.fromiter(map(_is_device_id, ids), dtype=bool, count=n)
     if n == 0:
         return np.zeros(0, bool)
+    if not ((codes >= 0x20) & (codes < 0x7F) | (codes == 0)).all():  # beyond printable ASCII: ask str
+        return np.fromiter(map(_is_device_id, ids), dtype=bool, count=n)
     starts = np.concatenate([[0], cuts + 1])
     ends = np.concatenate([cuts, [len(codes)]])
     visible = np.zeros(len(codes) + 1, np.int64)

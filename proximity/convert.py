@@ -17,6 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from proxbase.timestamps import MAX_EPOCH_S, parse_ts
 
 MAX_DEVICE_ID_LEN = 256
+#: what a device id is (the OpenAPI document states the same): it ends up in logs, files and the console
+DEVICE_ID_RULE = (f"device_id must be 1 to {MAX_DEVICE_ID_LEN} printable characters (letters, marks, digits, "
+                  "punctuation, symbols and the space; no control, format or bidi characters, no line breaks), "
+                  "not only spaces")
 
 
 def parse_float(value: Any, name: str, *, lo: float | None = None, hi: float | None = None) -> float:
@@ -37,10 +41,11 @@ def parse_float(value: Any, name: str, *, lo: float | None = None, hi: float | N
 def parse_device_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"device_id must be a non-empty string, not {value!r}")
-    if "\x00" in value:
-        raise ValueError("device_id must not contain NUL characters")
     if len(value) > MAX_DEVICE_ID_LEN:
         raise ValueError(f"device_id is longer than {MAX_DEVICE_ID_LEN} characters")
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ValueError(f"{DEVICE_ID_RULE}; found U+{ord(bad):04X} at character {value.index(bad) + 1}")
     return value
 
 
@@ -76,6 +81,7 @@ def parse_timezone(value: Any) -> str | None:
 
 
 __all__ = [
+    "DEVICE_ID_RULE",
     "MAX_DEVICE_ID_LEN",
     "MAX_EPOCH_S",
     "parse_bool",

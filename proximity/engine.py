@@ -28,6 +28,7 @@ import shapely
 from proximity.batch import PingBatch
 from proximity.errors import ValidationError
 from proximity.events import Device, Event, Offer, place_key
+from proximity.journal import Journal
 from proximity.presence import (
     AMBIGUOUS,
     BEACON,
@@ -306,8 +307,9 @@ class Engine:
                     for i in np.flatnonzero(bad)]
         return ~bad, rejected
 
-    def process_pings(self, batch: PingBatch) -> BatchResult:
-        """Apply a batch of location pings; return the events, offers and counts."""
+    def process_pings(self, batch: PingBatch, *, journal: Journal | None = None) -> BatchResult:
+        """Apply a batch of location pings; return the events, offers and counts. With a ``journal`` (a
+        batch id's), a retry answers what the first try committed (see :mod:`proximity.journal`)."""
         self._check_index()
         n = len(batch)
         ok, rejected = self._future(batch.ts, batch.row, "ping")
@@ -337,12 +339,13 @@ class Engine:
         llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
                       self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, b.speed[order], llr)
-        tr = self.store.apply(res, ev, self.places, self.params)
+        tr = self._apply(res, ev, journal)
         applied = tr.status == 0
         if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
             rows_in_order = order[applied]
             self.store.update_info(b.device_id[rows_in_order], b.attrs[rows_in_order], b.timezone[rows_in_order])
-        events = to_events(tr, res.names, self.places)
+        prox, dist = journal.details(len(ev)) if journal is not None else (None, None)
+        events = to_events(tr, res.names, self.places, proximity=prox, distance=dist)
         stats = {"pings": n, "applied": int(applied.sum()), "late": tr.late, "duplicates": int(dup.sum()),
                  "rejected": len(rejected), "matches": len(point), "implausible": tr.implausible,
                  "bad_accuracy": int(unreal.sum())}
@@ -352,7 +355,7 @@ class Engine:
             out.dropped = _dropped(b.row, order_all[dup], tr.status, ev.row)
         return out
 
-    def process_sightings(self, sightings: Any) -> BatchResult:
+    def process_sightings(self, sightings: Any, *, journal: Journal | None = None) -> BatchResult:
         """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``).
 
         Sightings too far in the future are refused row by row (``sightings.row``) before they reach
@@ -363,13 +366,19 @@ class Engine:
         ok, rejected = self._future(np.asarray(sightings.ts, np.float64), np.asarray(sightings.row), "sighting")
         if rejected:
             sightings = sightings.take(np.flatnonzero(ok))
-        result = self.process_zone_sightings(self.tracker.update(sightings), n_input=n_in)
+        result = self.process_zone_sightings(self.tracker.update(sightings), n_input=n_in, journal=journal)
         result.rejected[:0] = rejected
         result.stats["rejected"] += len(rejected)
         self.counters["rejected"] += len(rejected)
         return result
 
-    def process_zone_sightings(self, z: Any, *, n_input: int | None = None) -> BatchResult:
+    def _apply(self, res: Any, ev: Evidence, journal: Journal | None) -> Any:
+        if journal is None:
+            return self.store.apply(res, ev, self.places, self.params)
+        return self.store.apply(res, ev, self.places, self.params, journal=journal)
+
+    def process_zone_sightings(self, z: Any, *, n_input: int | None = None,
+                               journal: Journal | None = None) -> BatchResult:
         """Apply resolved sightings (columns ``device_id, fence_id, zone, distance_m, proximity, ts, row``)."""
         ts_all = np.asarray(z.ts, np.float64)
         ok, rejected = self._future(ts_all, np.asarray(z.row), "sighting")
@@ -413,8 +422,11 @@ class Engine:
         ev = Evidence(res.codes[order], ts[order], np.full(n, BEACON, np.int8), obs,
                       pairs[valid].astype(np.int32), np.repeat(level, per), np.repeat(conf, per), in_rows[order],
                       llr=np.repeat(self.config.model.beacon_obs_llr(p), per))
-        tr = self.store.apply(res, ev, self.places, self.params)
-        events = to_events(tr, res.names, self.places, proximity=p, distance=dist[order])
+        if journal is not None:
+            journal.proximity, journal.distance = p, dist[order]
+        tr = self._apply(res, ev, journal)
+        details = journal.details(n) if journal is not None else (p, dist[order])
+        events = to_events(tr, res.names, self.places, proximity=details[0], distance=details[1])
         stats = {"sightings": len(ts_all) if n_input is None else n_input, "zone_sightings": len(ts_all),
                  "applied": int((tr.status == 0).sum()), "late": tr.late, "duplicates": int(dup.sum()),
                  "rejected": len(rejected)}

@@ -391,6 +391,12 @@ class Transitions:
         bigger.status = self.status
         return bigger
 
+    def where(self, mask: np.ndarray) -> Transitions:
+        """The transitions where ``mask`` (over transitions) is true; ``status`` (per evidence) kept."""
+        return Transitions(self.kind[mask], self.dev[mask], self.place[mask], self.ts[mask], self.src[mask],
+                           self.conf[mask], self.dwell[mask], self.cause[mask], self.ev[mask], self.prob[mask],
+                           self.status)
+
     def trimmed(self, n: int) -> Transitions:
         return Transitions.from_buffers((a[:n] for a in self._buffers()), self.status)
 

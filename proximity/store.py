@@ -13,7 +13,8 @@ client, a key prefix, a TTL; ``cluster=True`` for Redis Cluster); see
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 import proximity._kernels as K
+import proximity.journal as _journal
 from proximity.events import Device
+from proximity.journal import Journal
 from proximity.presence import (
     Evidence,
     PlaceTable,
@@ -47,8 +50,11 @@ class StateStore(Protocol):
     def resolve(self, device_ids: np.ndarray) -> Resolved:
         """Handles for a batch's device ids (object array)."""
 
-    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
-        """Apply sorted evidence (``ev.dev`` are handles from ``resolved``) atomically per device."""
+    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams,
+              journal: Journal | None = None) -> Transitions:
+        """Apply sorted evidence (``ev.dev`` are handles from ``resolved``) atomically per device; with a
+        ``journal``, each device's transitions are kept with its state, and a device this batch already
+        committed is answered from the journal (see :mod:`proximity.journal`)."""
 
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
         """Debounce exits due by ``now`` and TTL expiry; returns events and the names array for ``ev.dev``."""
@@ -212,6 +218,8 @@ class MemoryStore:
         self._attrs: dict[str, dict[str, Any]] = {}
         self._tz: dict[str, str] = {}
         self._opt_out: set[str] = set()
+        self._journals: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
+        self.max_journals = 4096  # batches whose journal is kept (a failure after apply is a bug in memory)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -230,8 +238,38 @@ class MemoryStore:
 
     # -- transitions ----------------------------------------------------------------------
 
-    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
-        return apply_evidence(self.state, ev, places, params)
+    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams,
+              journal: Journal | None = None) -> Transitions:
+        if journal is None:
+            return apply_evidence(self.state, ev, places, params)
+        now = time.monotonic()
+        while self._journals and next(iter(self._journals.values()))[0] <= now:
+            self._journals.popitem(last=False)
+        while len(self._journals) >= self.max_journals:
+            self._journals.popitem(last=False)
+        kept = self._journals.setdefault(journal.key, (now + journal.ttl_s, {}))[1]
+        handles = np.unique(ev.dev)
+        names = self._names[handles].tolist() if len(handles) else []
+        done = np.fromiter((n in kept for n in names), bool, len(names))
+        mask = np.zeros(self.state.n_devices, bool)
+        mask[handles[~done]] = True
+        idx = np.flatnonzero(mask[ev.dev])
+        tr = apply_evidence(self.state, ev.take_devices(mask), places, params)
+        named = tr.ev >= 0
+        tr.ev[named] = idx[tr.ev[named]]
+        status = np.zeros(len(ev), np.int8)
+        status[idx] = tr.status
+        fresh = handles[~done]
+        local = tr.where(np.ones(len(tr), bool))
+        local.dev = np.searchsorted(fresh, tr.dev)
+        for name, entry in zip([n for n, d in zip(names, done.tolist(), strict=True) if not d],
+                               _journal.encode(local, len(fresh), journal), strict=True):
+            kept[name] = entry
+        old = [kept[n] for n, d in zip(names, done.tolist(), strict=True) if d]
+        parts = [tr, _journal.replay(handles[done], old, len(ev), journal)] if old else [tr]
+        out = Transitions.concat(parts)
+        out.status = status
+        return out
 
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
         st = self.state

@@ -119,6 +119,12 @@ class Router:
             self._due_keys = [b"%b:due:{%b}" % (head, tag) for tag in slot_tags()]
         return self._due_keys[slot]
 
+    def journal_key(self, slot: int, key: str) -> bytes:
+        """The journal of batch ``key`` for ``slot``'s devices (one hash per slot a batch touches)."""
+        if not self.cluster:
+            return b"%b:j:%b" % (self.prefix.encode(), key.encode())
+        return b"%b:j:{%b}:%b" % (self.prefix.encode(), slot_tags()[slot], key.encode())
+
     def _client_of(self, slot: int) -> Any:
         if not self.nodes:
             return self.r

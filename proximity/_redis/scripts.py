@@ -41,19 +41,23 @@ TOUCH = 4  # state unchanged, but ``advance`` refreshes its due time
 SAVE = """
 -- SAVE: compare-and-set device states on their version; keep the due set in step.
 -- KEYS[1]    the due set (sorted set: device id -> earliest time advance has work for it)
--- KEYS[2..]  the devices' state keys, "<prefix>:{<device id>}:st"
+-- KEYS[2]    the batch's journal (hash: device id -> its transitions in this batch), when ARGV[3] > 0
+-- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st"
 -- ARGV[1]    the state keys' TTL in milliseconds
 -- ARGV[2]    the byte length of "<prefix>" (the device id is cut out of its key)
--- then per device a HEAD and a VALUE:
+-- ARGV[3]    the journal's TTL in milliseconds (0: no journal)
+-- then per device a HEAD, a VALUE and an ENTRY:
 --   HEAD   "<expected version>" then nothing (due set untouched), UNDUE (take the device off the due set)
 --          or " <time>" (the device's score in the due set)
 --   VALUE  "<expected version + 1>|<state>" (write), DELETE (delete the key) or KEEP (leave it)
+--   ENTRY  the device's journal entry, written with its state (ignored without a journal)
 -- reply: one byte per device, WON (the version was the expected one: done) or LOST (nothing changed)
 local DELETE, KEEP, UNDUE, WON, LOST = '', '=', ' -', '1', '0'
-local ttl, skip = ARGV[1], tonumber(ARGV[2]) + 3
+local ttl, skip, jttl = ARGV[1], tonumber(ARGV[2]) + 3, tonumber(ARGV[3])
 local out = {}
-for i = 2, #KEYS do
-  local j = (i - 2) * 2 + 3
+local journaled = false
+for i = 3, #KEYS do
+  local j = (i - 3) * 3 + 4
   local want, due = string.match(ARGV[j], '^(%d+)(.*)$')
   want = tonumber(want)
   local value = ARGV[j + 1]
@@ -77,19 +81,24 @@ for i = 2, #KEYS do
     if value == DELETE and cur then
       redis.call('DEL', KEYS[i])
     end
+    local name = string.sub(KEYS[i], skip, -5)  -- "<prefix>:{" .. name .. "}:st"
     if due ~= '' then
-      local name = string.sub(KEYS[i], skip, -5)  -- "<prefix>:{" .. name .. "}:st"
       if due == UNDUE then
         redis.call('ZREM', KEYS[1], name)
       else
         redis.call('ZADD', KEYS[1], string.sub(due, 2), name)
       end
     end
+    if jttl > 0 then
+      redis.call('HSET', KEYS[2], name, ARGV[j + 2])
+      journaled = true
+    end
     out[#out + 1] = WON
   else
     out[#out + 1] = LOST
   end
 end
+if journaled then redis.call('PEXPIRE', KEYS[2], jttl) end
 return table.concat(out)
 """
 

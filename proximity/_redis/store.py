@@ -61,10 +61,14 @@ from proximity._redis.scripts import (
     TOUCH,
     WON,
     Script,
+    pack,
     save_args,
 )
 from proximity.errors import StateError, StoreUnavailable
 from proximity.events import Device
+from proximity.journal import Journal
+from proximity.journal import encode as journal_encode
+from proximity.journal import replay as journal_replay
 from proximity.presence import (
     Evidence,
     PlaceTable,
@@ -216,23 +220,31 @@ class RedisStateStore:
         self._known_places(places, place_ids)
         return state
 
-    def _save(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes]) -> np.ndarray:
+    def _groups(self, keys: Sequence[bytes]) -> list[tuple[int, np.ndarray]]:
+        if self.cluster:
+            return self.router.group_by_slot(keys, self.chunk)
+        return [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
+
+    def _save(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes],
+              entries: Sequence[bytes] | None = None, journal: Journal | None = None) -> np.ndarray:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
         One script call per ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per
         node); each call is all-or-nothing. A call that was not run counts as lost (it is recomputed).
+        With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call.
         """
-        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode())]
-        if self.cluster:
-            groups = self.router.group_by_slot(keys, self.chunk)
-        else:
-            groups = [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
+        jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
+        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl]
+        groups = self._groups(keys)
         commands = []
         for slot, idx in groups:
             group = idx.tolist()
+            due = self.router.due_key(slot)
+            jkey = self.router.journal_key(slot, journal.key) if journal is not None else due
             commands.append((slot, SAVE_SCRIPT.evalsha(
-                [self.router.due_key(slot), *[keys[i] for i in group]],
-                [*head, *[x for i in group for x in (heads[i], values[i])]])))
+                [due, jkey, *[keys[i] for i in group]],
+                [*head, *[x for i in group
+                          for x in (heads[i], values[i], entries[i] if entries is not None else b"")]])))
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
         won = np.zeros(len(keys), bool)
         for (_slot, idx), reply in zip(groups, replies, strict=True):
@@ -243,8 +255,24 @@ class RedisStateStore:
             won[idx] = np.frombuffer(reply, np.uint8) == WON
         return won
 
+    def _journaled(self, keys: Sequence[bytes], names: Sequence[str], journal: Journal) -> list[bytes | None]:
+        """Each device's entry in the batch's journal (``None``: not committed by this batch yet). Read after
+        the devices' states: a state saved by this batch is always seen with its entry."""
+        groups = self._groups(keys)
+        commands = [(slot, pack((b"HMGET", self.router.journal_key(slot, journal.key),
+                                 *[names[i].encode("utf-8", "surrogatepass") for i in idx.tolist()])))
+                    for slot, idx in groups]
+        replies = self._call(lambda: self.router.send(commands))
+        out: list[bytes | None] = [None] * len(keys)
+        for (_slot, idx), reply in zip(groups, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"Redis state store unavailable: {reply}", retry_after_s=1.0)
+            for i, v in zip(idx.tolist(), reply, strict=True):
+                out[i] = v
+        return out
+
     def _run(self, names: np.ndarray, step: Step, places: PlaceTable, params: PresenceParams, spare: int,
-             *, refresh_due: bool = False) -> Transitions:
+             *, refresh_due: bool = False, journal: Journal | None = None, n_evidence: int = 0) -> Transitions:
         """Load ``names``, run ``step(state, pending)`` (-> events, which devices to delete), save by CAS; retry losers.
 
         ``pending`` are the indexes into ``names`` of the devices in the state table
@@ -264,10 +292,20 @@ class RedisStateStore:
             sub = pending.tolist()
             keys = [all_keys[i] for i in sub]
             old = self._load((), keys)
+            done = np.zeros(len(sub), bool)
+            if journal is not None:
+                found = self._journaled(keys, [names[i] for i in sub], journal)
+                done = np.fromiter((v is not None for v in found), bool, len(sub))
+                if done.any():
+                    at = np.flatnonzero(done)
+                    parts.append(journal_replay(pending[at], [found[i] or b"" for i in at.tolist()], n_evidence,
+                                                journal))
             state = self._decode(old, places, spare)
             local = np.arange(len(sub))
             due_before = next_due(state, local, params)
             tr, delete = step(state, pending)
+            if done.any():  # committed by an earlier try of this batch: its events are the journal's
+                tr = tr.where(~done[tr.dev])
             new = codec.encode(state)
             due = next_due(state, local, params)
             has_old = old.version > 0
@@ -277,14 +315,18 @@ class RedisStateStore:
             write = ~gone & changed
             set_due = write & (~has_old | (due < due_before) | refresh_due)
             touch = ~gone & ~changed & refresh_due
-            save = np.flatnonzero(drop | write | touch)
+            save = np.flatnonzero((drop | write | touch) & ~done)
             won = np.ones(len(sub), bool)
             self.saved += len(save)
             if len(save):
                 flags = drop * DROP + set_due * SET_DUE + touch * TOUCH
                 heads, values = save_args(save, flags, old.version, due, new.buf.tobytes(), new.start,
                                           new.start + new.length)
-                res = self._save([keys[i] for i in save.tolist()], heads, values)
+                entries = None
+                if journal is not None:
+                    per_device = journal_encode(tr, len(sub), journal)
+                    entries = [per_device[i] for i in save.tolist()]
+                res = self._save([keys[i] for i in save.tolist()], heads, values, entries, journal)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
@@ -301,7 +343,8 @@ class RedisStateStore:
 
     # -- the store interface ---------------------------------------------------------------
 
-    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
+    def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams,
+              journal: Journal | None = None) -> Transitions:
         names = np.asarray(resolved.names)  # this store's own: an object array (see resolve)
         status = np.zeros(len(ev), np.int8)
 
@@ -319,7 +362,7 @@ class RedisStateStore:
             tr.ev[named] = idx[tr.ev[named]]
             return tr, np.zeros(len(pending), bool)
 
-        tr = self._run(names, step, places, params, 64)
+        tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=len(ev))
         tr.status = status
         return tr
 

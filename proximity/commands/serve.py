@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from proximity.errors import ValidationError
+from proximity.errors import StoreUnavailable, ValidationError
 
 if TYPE_CHECKING:  # the service (aiohttp, campaigns, ...) is imported when serve runs, not for every command
     from proximity.service.auth import ApiKey, KeyRing
@@ -154,7 +154,16 @@ def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str,
     keys = KeyRing([_key_from_line(line) for line in lines])
     try:
         # on_ready: once the worker listens and its kernels are warm (compiled, or loaded from the cache)
-        asyncio.run(serve_forever(cfg, sock, keys=keys, on_ready=(lambda svc: on_ready()) if on_ready else None))
+        ready = (lambda svc: on_ready()) if on_ready else None
+        while True:
+            try:
+                asyncio.run(serve_forever(cfg, sock, keys=keys, on_ready=ready))
+                return
+            except StoreUnavailable as exc:
+                # Redis away while this worker starts (a restart during an outage): not a configuration
+                # error; wait and start again (the other workers keep serving the shared socket)
+                print(f"worker {os.getpid()}: {exc}; starting again in 1 s", file=sys.stderr, flush=True)
+                time.sleep(1.0)
     except (ValueError, OSError) as exc:
         from proximity.errors import describe
 
@@ -264,11 +273,14 @@ def _supervise(cfg: ServiceConfig, sock: Any, lines: list[str], level: str, read
     for proc in procs:
         if proc.is_alive():
             os.kill(proc.pid, signal.SIGTERM)
+    # the supervisor's copy of the listening socket would keep it open (new connections queued, never
+    # answered) until the last worker is gone: close it now; each worker closes its own when it stops
+    # accepting, so new connections are refused at once while in-flight requests finish
+    sock.close()
     deadline = time.monotonic() + cfg.shutdown_timeout_s + 5
     for proc in procs:
         proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
             proc.kill()
             proc.join(5)
-    sock.close()
     return 0 if all(p.exitcode in (0, -signal.SIGTERM) for p in procs) else 1

@@ -3,9 +3,11 @@ library deciding what orjson refuses), and NaN written as ``null``."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +65,9 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 _GZIP = ("gzip", "x-gzip")
+#: the whole body must arrive within this many seconds (a client that announces a body and trickles it, or
+#: never sends it, does not hold a connection and a handler for longer)
+BODY_TIMEOUT_S = 30.0
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -79,11 +84,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise ApiError(413, f"body of {request.content_length} bytes is over the limit of {limit}",
                        field="body", reason="too_large", limit=limit)
     raw = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, f"body is over the limit of {limit} bytes", field="body", reason="too_large",
-                           limit=limit)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                raw += chunk
+                if len(raw) > limit:
+                    raise ApiError(413, f"body is over the limit of {limit} bytes", field="body",
+                                   reason="too_large", limit=limit)
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", field="body",
+                       reason="body_timeout", headers={"Connection": "close"}) from None
     if encoding in _GZIP and raw[:2] == b"\x1f\x8b":
         return gunzip_limited(bytes(raw), limit)
     if encoding in _GZIP and raw[:1] in (b"{", b"[", b" ", b"\n"):
@@ -138,12 +148,25 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"the body is not UTF-8 (byte {exc.start})", field="body", reason="bad_json") from None
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc.msg}", field="body", reason="bad_json",
                        line=exc.lineno, col=exc.colno) from None
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply", field="body", reason="bad_json") from None
+    except ValueError as exc:  # an integer of more digits than int() converts (4300 by default)
+        raise ApiError(400, f"malformed JSON: a number is too long ({exc})", field="body",
+                       reason="bad_json") from None
+    if b"\\u" in body and _SURROGATE_ESCAPE.search(body):
+        try:  # a lone UTF-16 surrogate (an escape without its pair) is no Unicode text: it cannot be encoded
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "a string holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its "
+                                "pair); send valid Unicode", field="body", reason="bad_json") from None
+    return doc
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 

@@ -21,6 +21,7 @@ from geofence import Fence, FenceIndex, load_geojson
 from proximity.batch import PingBatch
 from proximity.engine import BatchResult, Engine, EngineConfig
 from proximity.errors import ValidationError
+from proximity.journal import Journal
 from proximity.service.backends import Backends
 from proximity.service.config import ServiceConfig
 from proximity.service.metrics import ServiceMetrics
@@ -204,13 +205,17 @@ class EngineHost:
 
     # -- batches (called on the engine thread)
 
-    def process_pings(self, rows: list[Any], now: float) -> tuple[BatchResult, int, list[ValidationError]]:
+    def _journal(self, key: str | None) -> Journal | None:
+        return None if key is None else Journal(key, ttl_s=self.config.idempotency_ttl_s)
+
+    def process_pings(self, rows: list[Any], now: float,
+                      journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
         """JSON rows -> the engine: ``(result, accepted, rejected)``, each rejected row named by its request row
         (the bad rows found by ``PingBatch.from_json``, then those the engine refused)."""
         batch, errors = PingBatch.from_json(rows, source=SOURCE)
         if not len(batch):
             return BatchResult(), 0, errors
-        result = self._visits(self.engine.process_pings(batch))
+        result = self._visits(self.engine.process_pings(batch, journal=self._journal(journal)))
         if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
             refused = [e.row for e in result.rejected if e.row is not None]
             taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch
@@ -218,12 +223,14 @@ class EngineHost:
                 listener(taken)
         return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
 
-    def process_scans(self, doc: Mapping[str, Any], now: float) -> tuple[BatchResult, int, list[ValidationError]]:
+    def process_scans(self, doc: Mapping[str, Any], now: float,
+                      journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
         """A scan body -> the engine, row by row as for pings (a bad or future entry is refused on its own)."""
         scan, errors = scans_from_json(doc, source=SOURCE)
         if self.tracker is None:
             raise ValidationError("no beacon registry is loaded: PUT /v1/beacons first", field="sightings")
-        result = self._visits(self.engine.process_sightings(scan.sightings)) if len(scan.sightings) else BatchResult()
+        result = (self._visits(self.engine.process_sightings(scan.sightings, journal=self._journal(journal)))
+                  if len(scan.sightings) else BatchResult())
         for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
             listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)

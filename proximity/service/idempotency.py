@@ -3,15 +3,29 @@
 :class:`MemoryIdempotency` (one process) and :class:`RedisIdempotency` (shared by
 every worker, so a retry that lands on another worker is replayed too) answer
 ``claim``; :func:`idempotent` runs a handler's work once per key.
+
+Claims cannot strand a batch. A claim is a *lease* with a fencing token: it is
+``pending <token>`` for ``lease_s`` (1 s by default) and renewed every
+``lease_s / 4`` while the batch runs. A request that fails releases its claim;
+when it cannot (Redis away) or its worker dies (kill -9), the lease simply runs
+out, so a retry is processed afresh at most ``lease_s`` after the last renewal
+(at once when Redis was away for longer than that). Only the holder of the token
+can release, renew or complete a claim; a request whose lease was taken over
+still answers its client (what it answers is what the batch committed, see the
+ingest journal in :mod:`proximity.store`), but does not overwrite the record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,22 +33,37 @@ from aiohttp import web
 from proximity.service.errors import ApiError, redis_unavailable
 from proximity.service.metrics import ServiceMetrics
 
+log = logging.getLogger("proximity.service.idempotency")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``claim`` found: ``state`` is ``"new"`` (this request holds the lease ``token`` and processes the
+    batch), ``"pending"`` (another request holds it) or ``"done"`` (``stored`` is the first answer)."""
+
+    state: str
+    stored: tuple[int, bytes] | None = None
+    token: str = ""
+
 
 class IdempotencyStore:
-    """Responses kept per batch_id (interface). ``claim`` answers one of:
+    """Responses kept per batch_id (interface); see :class:`Claim`. ``lease_s`` is how long a claim lives
+    without a renewal."""
 
-    - ``("new", None)``: first time; the caller processes then calls ``complete`` (or ``release``);
-    - ``("pending", None)``: another request with this id is being processed;
-    - ``("done", (status, body))``: processed before; replay it.
-    """
+    lease_s: float = 1.0
 
-    async def claim(self, key: str) -> tuple[str, tuple[int, bytes] | None]:
+    async def claim(self, key: str) -> Claim:
         raise NotImplementedError
 
-    async def complete(self, key: str, status: int, body: bytes) -> None:
+    async def renew(self, key: str, token: str) -> bool:
+        """Extend the lease; ``False`` when ``token`` no longer holds it."""
         raise NotImplementedError
 
-    async def release(self, key: str) -> None:
+    async def complete(self, key: str, token: str, status: int, body: bytes) -> bool:
+        """Keep the answer (when ``token`` holds the claim, or nobody does); ``False`` when fenced out."""
+        raise NotImplementedError
+
+    async def release(self, key: str, token: str) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -42,109 +71,181 @@ class IdempotencyStore:
 
 
 class MemoryIdempotency(IdempotencyStore):
-    """In the process: at most ``max_entries`` responses, each for ``ttl`` seconds."""
+    """In the process: at most ``max_entries`` responses, each for ``ttl`` seconds. A claim lives as long as
+    its request (the process holds it; a dead process takes its claims with it)."""
 
     def __init__(self, ttl: float, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, tuple[int, bytes] | None]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, tuple[int, bytes] | None, str]] = OrderedDict()
 
     def _expire(self, now: float) -> None:
         while self._entries:
-            key, (expires, _) = next(iter(self._entries.items()))
+            key, (expires, _, _) = next(iter(self._entries.items()))
             if expires > now and len(self._entries) <= self.max_entries:
                 break
             del self._entries[key]
 
-    async def claim(self, key: str) -> tuple[str, tuple[int, bytes] | None]:
+    async def claim(self, key: str) -> Claim:
         now = self._clock()
         self._expire(now)
         entry = self._entries.get(key)
         if entry is None or entry[0] <= now:
-            self._entries[key] = (now + self.ttl, None)
-            return "new", None
-        return ("pending", None) if entry[1] is None else ("done", entry[1])
+            token = secrets.token_hex(8)
+            self._entries[key] = (now + self.ttl, None, token)
+            return Claim("new", None, token)
+        return Claim("pending") if entry[1] is None else Claim("done", entry[1])
 
-    async def complete(self, key: str, status: int, body: bytes) -> None:
-        self._entries[key] = (self._clock() + self.ttl, (status, body))
+    async def renew(self, key: str, token: str) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry[1] is None and entry[2] == token
+
+    async def complete(self, key: str, token: str, status: int, body: bytes) -> bool:
+        entry = self._entries.get(key)
+        if entry is not None and (entry[1] is not None or entry[2] != token):
+            return False
+        self._entries[key] = (self._clock() + self.ttl, (status, body), "")
         self._entries.move_to_end(key)
+        return True
 
-    async def release(self, key: str) -> None:
-        self._entries.pop(key, None)
+    async def release(self, key: str, token: str) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[1] is None and entry[2] == token:
+            del self._entries[key]
+
+
+# KEYS[1] the record; ARGV[1] token, ARGV[2] lease (ms). Reply {0, token} new, {1} pending, {2, value} done.
+_CLAIM = """
+local pending = 'pending ' .. ARGV[1]
+if redis.call('SET', KEYS[1], pending, 'NX', 'PX', ARGV[2]) then return {0} end
+local v = redis.call('GET', KEYS[1])
+if not v then redis.call('SET', KEYS[1], pending, 'PX', ARGV[2]) return {0} end
+if string.sub(v, 1, 8) == 'pending ' then return {1} end
+return {2, v}
+"""
+# KEYS[1] the record; ARGV[1] token, ARGV[2] lease (ms): 1 renewed, 0 not held
+_RENEW = """
+if redis.call('GET', KEYS[1]) == 'pending ' .. ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# KEYS[1] the record; ARGV[1] token, ARGV[2] the answer, ARGV[3] ttl (ms): 1 kept, 0 fenced out
+_COMPLETE = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= 'pending ' .. ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+# KEYS[1] the record; ARGV[1] token: deleted only while this token holds it
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == 'pending ' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class RedisIdempotency(IdempotencyStore):
     """In Redis, so a retry that lands on another worker is replayed too.
 
-    ``<prefix>:idem:<hash>`` holds ``pending`` (set with NX and a short expiry
-    while processing) and then ``<status> <body>`` for ``ttl`` seconds.
+    ``<prefix>:idem:<hash>`` holds ``pending <token>`` (a lease of ``lease_s``,
+    renewed while the batch runs) and then ``<status> <body>`` for ``ttl`` seconds.
     """
 
-    PENDING = b"pending"
-
-    def __init__(self, client: Any, prefix: str, ttl: float, pending_ttl: float = 60.0) -> None:
+    def __init__(self, client: Any, prefix: str, ttl: float, lease_s: float = 1.0) -> None:
         self._client = client
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl * 1000))
-        self.pending_ms = max(1, int(pending_ttl * 1000))
+        self.lease_s = lease_s
+        self.lease_ms = max(1, int(lease_s * 1000))
+        self._claim_script = client.register_script(_CLAIM)
+        self._renew_script = client.register_script(_RENEW)
+        self._complete_script = client.register_script(_COMPLETE)
+        self._release_script = client.register_script(_RELEASE)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 
-    async def claim(self, key: str) -> tuple[str, tuple[int, bytes] | None]:
+    async def claim(self, key: str) -> Claim:
+        token = secrets.token_hex(8)
         with redis_unavailable("idempotency store"):
-            return await self._claim(self._key(key))
+            reply = await self._claim_script(keys=[self._key(key)], args=[token, self.lease_ms])
+        if int(reply[0]) == 0:
+            return Claim("new", None, token)
+        if int(reply[0]) == 1:
+            return Claim("pending")
+        status, _, body = bytes(reply[1]).partition(b" ")
+        return Claim("done", (int(status), body))
 
-    async def _claim(self, k: str) -> tuple[str, tuple[int, bytes] | None]:
-        if await self._client.set(k, self.PENDING, nx=True, px=self.pending_ms):
-            return "new", None
-        value = await self._client.get(k)
-        if value is None:  # expired in between: try once more
-            if await self._client.set(k, self.PENDING, nx=True, px=self.pending_ms):
-                return "new", None
-            value = await self._client.get(k)
-        if value is None or value == self.PENDING:
-            return "pending", None
-        status, _, body = bytes(value).partition(b" ")
-        return "done", (int(status), body)
-
-    async def complete(self, key: str, status: int, body: bytes) -> None:
+    async def renew(self, key: str, token: str) -> bool:
         with redis_unavailable("idempotency store"):
-            await self._client.set(self._key(key), str(status).encode() + b" " + body, px=self.ttl_ms)
+            return bool(await self._renew_script(keys=[self._key(key)], args=[token, self.lease_ms]))
 
-    async def release(self, key: str) -> None:
+    async def complete(self, key: str, token: str, status: int, body: bytes) -> bool:
         with redis_unavailable("idempotency store"):
-            await self._client.delete(self._key(key))
+            value = str(status).encode() + b" " + body
+            return bool(await self._complete_script(keys=[self._key(key)], args=[token, value, self.ttl_ms]))
+
+    async def release(self, key: str, token: str) -> None:
+        with redis_unavailable("idempotency store"):
+            await self._release_script(keys=[self._key(key)], args=[token])
+
+
+def batch_key(scope: str, batch_id: str) -> str:
+    """The key of (``scope``, ``batch_id``): of its idempotency record and of its ingest journal."""
+    return hashlib.sha256(f"{scope}\0{batch_id}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+async def _keep_lease(store: IdempotencyStore, key: str, token: str) -> None:
+    """Renew the claim every ``lease_s / 4`` until cancelled (a failed renewal is tried again)."""
+    while True:
+        await asyncio.sleep(store.lease_s / 4)
+        try:
+            if not await store.renew(key, token):
+                log.warning("idempotency lease of %s was taken over; this request no longer holds it", key)
+                return
+        except Exception as exc:  # Redis away: the lease runs out unless a later renewal gets through
+            log.debug("renewing idempotency lease %s failed: %s", key, exc)
 
 
 async def idempotent(store: IdempotencyStore, metrics: ServiceMetrics, scope: str, batch_id: str | None,
-                     work: Callable[[], Awaitable[web.Response]]) -> web.Response:
-    """Run ``work`` once per (``scope``, ``batch_id``); replay its response for repeats (``scope`` names the
-    endpoint and the key, so two keys never see each other's responses)."""
+                     work: Callable[[str | None], Awaitable[web.Response]]) -> web.Response:
+    """Run ``work(key)`` once per (``scope``, ``batch_id``); replay its response for repeats (``scope`` names the
+    endpoint and the API key, so two keys never see each other's responses). ``key`` (``None`` without a
+    ``batch_id``) also names the batch's ingest journal, so a retry of a batch that failed half way answers
+    what the first try committed."""
     if batch_id is None:
-        return await work()
-    digest = hashlib.sha256(f"{scope}\0{batch_id}".encode()).hexdigest()[:40]
-    state, stored = await store.claim(digest)
-    if state == "done" and stored is not None:
+        return await work(None)
+    key = batch_key(scope, batch_id)
+    claim = await store.claim(key)
+    if claim.state == "done" and claim.stored is not None:
         metrics.replays.inc()
-        status, body = stored
+        status, body = claim.stored
         return web.Response(body=body, status=status, content_type="application/json",
                             headers={"Idempotent-Replay": "true"})
-    if state == "pending":
+    if claim.state == "pending":
         raise ApiError(409, f"batch_id {batch_id!r} is being processed by another request; retry shortly",
                        field="batch_id", reason="in_progress", headers={"Retry-After": "1"})
+    lease = asyncio.create_task(_keep_lease(store, key, claim.token), name="idempotency-lease")
     try:
-        response = await work()
+        response = await work(key)
     except BaseException:
+        lease.cancel()
         with contextlib.suppress(Exception):
-            await store.release(digest)
+            await store.release(key, claim.token)
         raise
-    if response.status < 500 and response.body is not None:
-        await store.complete(digest, response.status, bytes(response.body))  # type: ignore[arg-type]
-    else:
-        await store.release(digest)
+    finally:
+        lease.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease
+    try:
+        if response.status < 500 and response.body is not None:
+            await store.complete(key, claim.token, response.status, bytes(response.body))  # type: ignore[arg-type]
+        else:
+            await store.release(key, claim.token)
+    except Exception as exc:
+        # The batch is committed and this answer says what it committed; a retry (the lease runs out) reads
+        # the same back from the ingest journal, so the client gets this answer rather than a 503.
+        log.warning("keeping the answer of batch %r failed: %s", batch_id, exc)
     return response
 
 
-__all__ = ["IdempotencyStore", "MemoryIdempotency", "RedisIdempotency", "idempotent"]
+__all__ = ["Claim", "IdempotencyStore", "MemoryIdempotency", "RedisIdempotency", "batch_key", "idempotent"]

@@ -38,6 +38,14 @@ def batch_id_of(doc: Any) -> str | None:
     return bid
 
 
+def gateway_label(registry: Any, gateway: str) -> str:
+    """The ``gateway`` label of a scan's metrics: its id when the beacon registry lists it, else
+    ``"unregistered"`` (a key can send any gateway_id: labels come only from the registry, so the
+    number of series stays bounded)."""
+    known = getattr(registry, "gateways", None) or {}
+    return gateway if gateway in known else "unregistered"
+
+
 def batch_response(batch_id: str | None, accepted: int, errors: Sequence[BaseException], rendered: Rendered,
                    extra: Mapping[str, Any] | None = None) -> web.Response:
     """The answer to a batch: 200 with its per-device events and offers and its rejected rows, or 422 when
@@ -81,9 +89,9 @@ async def post_pings(request: web.Request) -> web.Response:
         raise ApiError(400, "pings is empty", field="pings", reason="bad_body")
     batch_id = batch_id_of(doc)
 
-    async def work() -> web.Response:
+    async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await svc.host.run(svc.host.process_pings, rows, time.time())
+        result, accepted, errors = await svc.host.run(svc.host.process_pings, rows, time.time(), journal)
         svc.metrics.engine_latency.labels("pings").observe(time.perf_counter() - started)
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))
@@ -118,13 +126,13 @@ async def post_scans(request: web.Request) -> web.Response:
                        field="sightings", reason="too_many_rows", limit=svc.config.max_scan_rows)
     batch_id = batch_id_of(doc)
 
-    async def work() -> web.Response:
+    async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await svc.host.run(svc.host.process_scans, doc, time.time())
+        result, accepted, errors = await svc.host.run(svc.host.process_scans, doc, time.time(), journal)
         svc.metrics.engine_latency.labels("scans").observe(time.perf_counter() - started)
         svc.metrics.sightings.labels("accepted").inc(accepted)
         svc.metrics.sightings.labels("rejected").inc(len(errors))
-        svc.metrics.scans.labels(gateway).inc()
+        svc.metrics.scans.labels(gateway_label(svc.host.registry, gateway)).inc()
         rendered = render(result)
         if accepted == 0 and not errors:  # an empty scan (a heartbeat): fine
             return json_response({"batch_id": batch_id, "accepted": 0, "rejected": [], "devices": {},
@@ -139,4 +147,4 @@ async def post_scans(request: web.Request) -> web.Response:
 
 ROUTES = [("POST", "/v1/pings", post_pings), ("POST", "/v1/scans", post_scans)]
 
-__all__ = ["ROUTES", "batch_id_of", "batch_response", "post_pings", "post_scans"]
+__all__ = ["ROUTES", "batch_id_of", "batch_response", "gateway_label", "post_pings", "post_scans"]

@@ -296,7 +296,7 @@ class ServiceMetrics:
         self.sightings = r.counter(
             "proximity_sightings_total", "Sighting rows of /v1/scans, by outcome (accepted|rejected).", ["outcome"]
         )
-        self.scans = r.counter("proximity_scans_total", "Scan batches accepted, by gateway.", ["gateway"])
+        self.scans = r.counter("proximity_scans_total", "Scan batches accepted, by gateway (ids the beacon registry lists; any other under \"unregistered\").", ["gateway"])
         self.events = r.counter("proximity_events_total", "Presence events, by kind and source.", ["kind", "source"])
         self.offers = r.counter("proximity_offers_total", "Offers issued, by campaign.", ["campaign"])
         self.cap_blocks = r.counter(

@@ -98,8 +98,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         svc.metrics.rejected.labels("bad_body").inc()
         return json_response(as_json(exc), 400)
     except StoreUnavailable as exc:
+        # the body names the dependency, never its address or the socket error (those go to the log)
         svc.metrics.rejected.labels("store_unavailable").inc()
-        return json_response({"error": f"shared state unavailable: {exc}; nothing was applied, retry"},
+        log.warning("%s %s: shared state unavailable: %s", request.method, request.path, exc)
+        return json_response({"error": "shared state unavailable; retry after Retry-After (a batch retried with "
+                                       "the same batch_id answers what this try committed)",
+                              "dependency": "shared state", "reason": "store_unavailable"},
                              503, {"Retry-After": retry_after_header(exc.retry_after_s)})
     except asyncio.CancelledError:
         raise

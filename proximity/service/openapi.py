@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from proximity import __version__
+from proximity.convert import DEVICE_ID_RULE, MAX_DEVICE_ID_LEN
 from proximity.service.console import openapi_paths as _console_paths
 
 _ERROR = {
@@ -34,7 +35,10 @@ _PING = {
     "type": "object",
     "required": ["device_id", "lon", "lat", "accuracy_m", "ts"],
     "properties": {
-        "device_id": {"type": "string", "minLength": 1},
+        "device_id": {"type": "string", "minLength": 1, "maxLength": MAX_DEVICE_ID_LEN,
+                      "pattern": r"^[^\p{C}\p{Zl}\p{Zp}]*\S[^\p{C}\p{Zl}\p{Zp}]*$",
+                      "description": DEVICE_ID_RULE + " (Unicode categories L, M, N, P, S and Zs; Python's "
+                                     "str.isprintable, which also refuses spaces other than U+0020)."},
         "lon": {"type": "number", "minimum": -180, "maximum": 180},
         "lat": {"type": "number", "minimum": -90, "maximum": 90},
         "accuracy_m": {"type": "number", "minimum": 0, "description": "Radius of the fix's accuracy circle, metres."},
@@ -149,7 +153,7 @@ _COMMON_ERRORS = {
     "403": _err("The key lacks the scope this route needs."),
     "429": {**_err("Too many requests for this key; see `Retry-After`."),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
-    "503": {**_err("Shared state (Redis) unreachable; nothing was applied. Retry after `Retry-After`."),
+    "503": {**_err("Shared state unreachable (the body names the dependency, never its address). Retry after `Retry-After` with the same `batch_id`: the retry answers exactly what this try committed."),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 from aiohttp import web
@@ -13,6 +14,8 @@ from proximity.service.metrics import CONTENT_TYPE
 from proximity.service.middleware import Handler, requires
 from proximity.service.openapi import openapi_spec
 from proximity.service.worker import service_of
+
+log = logging.getLogger("proximity.service")
 
 
 @requires(None)
@@ -36,8 +39,9 @@ async def readyz(request: web.Request) -> web.Response:
     if svc.backends.aioredis is not None:
         try:
             await asyncio.wait_for(svc.backends.aioredis.ping(), 1.0)
-        except Exception as exc:
-            problems.append(f"redis unreachable: {exc or type(exc).__name__}")
+        except Exception as exc:  # the answer names the dependency, not its address
+            log.warning("readyz: shared state unreachable: %s", exc or type(exc).__name__)
+            problems.append("shared state (redis) unreachable")
     body = {"status": "ready" if not problems else "not ready", "problems": problems,
             "config": {k: d.version for k, d in svc.reloader.loaded.items()}, "pid": os.getpid()}
     if problems:

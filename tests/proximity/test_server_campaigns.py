@@ -172,9 +172,9 @@ async def test_graceful_shutdown_finishes_in_flight_batches_and_flushes_the_outb
     from proximity.service.metrics import ServiceMetrics
 
     class SlowHost(EngineHost):
-        def process_pings(self, rows, now):  # type: ignore[no-untyped-def]
+        def process_pings(self, rows, now, journal=None):  # type: ignore[no-untyped-def]
             time.sleep(0.5)  # a big batch in flight when the signal comes
-            return super().process_pings(rows, now)
+            return super().process_pings(rows, now, journal)
 
     offers_file = tmp_path / "offers.jsonl"
     cfg = ServiceConfig(fences=str(files["fences"]), campaigns=str(files["campaigns"]), rate_limit=0,

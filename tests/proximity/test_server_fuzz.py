@@ -86,15 +86,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     srv.stop()
 
 
+# text with lone UTF-16 surrogates (json.dumps writes them as \ud800-style escapes), control, bidi and
+# line-break characters: none of it may give a 500
+nasty_text = (st.text(max_size=20)
+              | st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=6)
+              | st.sampled_from(["\ud800", "a\udfff", "\x1b[31mred", "x\u202ey", "a\nb", "\u2028", "\x00"]))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    | st.floats(allow_nan=True, allow_infinity=True) | nasty_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 now = time.time()
 plausible = {
-    "device_id": st.text(max_size=10) | json_values,
+    "device_id": st.text(max_size=10) | nasty_text | json_values,
     "lon": st.floats(-200, 200) | json_values,
     "lat": st.floats(-100, 100) | json_values,
     "accuracy_m": st.floats(-5, 5000) | json_values,
@@ -117,7 +122,7 @@ sightings = st.fixed_dictionaries({}, optional={
 
 bodies = st.one_of(
     st.builds(lambda rows, bid: {"batch_id": bid, "pings": rows}, st.lists(ping_rows, max_size=8),
-              st.none() | st.text(max_size=5) | json_values),
+              st.none() | st.text(max_size=5) | nasty_text | json_values),
     st.lists(ping_rows, max_size=8),
     st.builds(lambda rows, gw, bid: {"gateway_id": gw, "batch_id": bid, "sent_at": now, "sightings": rows},
               st.lists(sightings, max_size=6), st.sampled_from(["gw-1", ""]) | json_values,
@@ -173,6 +178,23 @@ def test_no_bytes_cause_a_500(server: ServerThread, route: tuple[str, str], data
     if content_type:
         headers["Content-Type"] = content_type
     check(*post(server.port, *route, data, headers))
+
+
+@pytest.mark.parametrize("body", [
+    b'{"pings": [{"device_id": "d", "lon": 2.35, "lat": 48.85, "accuracy_m": 5, "ts": 1' + b"0" * 5000 + b'}]}',
+    b'{"pings": [{"device_id": ' + b"9" * 5000 + b', "lon": 2.35, "lat": 48.85, "accuracy_m": 5, "ts": 1}]}',
+    b'[' + b"1" * 5000 + b']',
+    b'{"batch_id": "\\ud800", "pings": [{"device_id": "d", "lon": 2.35, "lat": 48.85, "accuracy_m": 5, "ts": 1}]}',
+    b'{"pings": [{"device_id": "\\udc00x", "lon": 2.35, "lat": 48.85, "accuracy_m": 5, "ts": 1}]}',
+    b'{"pings": [{"device_id": "a\\u001b[31m", "lon": 2.35, "lat": 48.85, "accuracy_m": 5, "ts": 1}]}',
+    b'{"gateway_id": "\\ud800", "batch_id": "\\udfff", "sent_at": 1, "sightings": []}',
+])
+@pytest.mark.parametrize("path", ["/v1/pings", "/v1/scans"])
+def test_huge_integers_lone_surrogates_and_control_characters_are_4xx(server: ServerThread, body: bytes,
+                                                                      path: str) -> None:
+    status, answer = post(server.port, "POST", path, body, {"X-API-Key": KEY, "Content-Type": "application/json"})
+    check(status, answer)
+    assert 400 <= status < 500, answer
 
 
 def test_the_server_still_answers_good_batches(server: ServerThread) -> None:
