@@ -11,14 +11,22 @@ import logging
 import random
 import sys
 
-from campaigns import RedisOutbox
+from campaigns import RedisOutbox, StoreUnavailable
 from campaigns.dispatch import DeliveryWorker, Fanout, JsonlSink, WebhookDispatcher
 
 
 async def main() -> int:
     url, prefix, path, hook, consumer, idle = sys.argv[1:7]
     logging.basicConfig(level=logging.ERROR)
-    outbox = RedisOutbox(url, prefix, claim_idle_s=float(idle), timeout_s=0.5)
+    for _ in range(150):  # a worker started while the proxy refuses or black-holes Redis waits, as serve does
+        try:
+            outbox = RedisOutbox(url, prefix, claim_idle_s=float(idle), timeout_s=0.5)
+            break
+        except StoreUnavailable:
+            await asyncio.sleep(0.2)
+    else:
+        print("no Redis", flush=True)
+        return 1
     webhook = WebhookDispatcher(hook, "s3cret", timeout_s=2.0, max_attempts=100, backoff_base_s=0.02,
                                 backoff_max_s=0.2, rng=random.Random())
     worker = DeliveryWorker(outbox, Fanout([JsonlSink(path, fsync=False), webhook]), consumer=consumer,

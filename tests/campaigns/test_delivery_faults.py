@@ -54,7 +54,13 @@ def spawn(proxy_url: str, prefix: str, path: Path, hook: str, name: str) -> subp
     proc = subprocess.Popen([sys.executable, str(WORKER), proxy_url, prefix, str(path), hook, name, "1.0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        raise AssertionError(f"the delivery worker did not start: {line or 'no output'} (exit {proc.returncode})")
     return proc
 
 
