@@ -34,6 +34,8 @@ async def publish(client: Any, channel: str, data: bytes | str, cluster: bool) -
 
 async def messages(client: Any, channel: str, cluster: bool) -> AsyncIterator[bytes]:
     """Every message's payload on ``channel``, until cancelled (connection errors are raised)."""
+    if cluster:
+        await client.initialize()  # the slot map: a cluster client built unconnected learns it here (once)
     pubsub = client.pubsub()
     try:
         if cluster:

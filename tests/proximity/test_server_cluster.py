@@ -163,3 +163,55 @@ def _migrate_some_slots(src: int, dst: int, count: int) -> int:
             rc.cli(port, "cluster", "setslot", str(slot), "node", dst_id)
         moved += 1
     return moved
+
+
+async def test_feed_and_config_messages_cross_workers_on_sharded_pubsub(redis_cluster_url: str,
+                                                                        redis_prefix: str) -> None:
+    """Two workers' buses and channels on one cluster, each with its own cluster client (as two processes)."""
+    import asyncio
+
+    from proximity.service.backends import Backends
+    from proximity.service.config import ServiceConfig
+    from proximity.service.feed import FeedBus, FeedFilter, FeedHub
+
+    config = ServiceConfig(redis=redis_cluster_url, redis_prefix=redis_prefix)
+    a, b = Backends.from_config(config), Backends.from_config(config)
+    assert a.cluster and b.cluster
+    hub_a, hub_b = FeedHub(), FeedHub()
+    bus_a = FeedBus(hub_a, a.aioredis, redis_prefix, cluster=True)
+    bus_b = FeedBus(hub_b, b.aioredis, redis_prefix, cluster=True)
+    assert bus_a.channel == f"{{{redis_prefix}:feed}}"
+    seen_b = hub_b.subscribe(FeedFilter(frozenset(), frozenset(), frozenset(), frozenset()))
+    notified: list[str] = []
+
+    async def notify(kind: str) -> None:
+        notified.append(kind)
+
+    listener = asyncio.create_task(b.channel.listen(notify))
+    bus_a.start()
+    bus_b.start()
+    try:
+        msg = {"type": "event", "kind": "enter", "device_id": "d1", "fence_id": "f1"}
+        deadline = time.monotonic() + 10
+        while seen_b.queue.empty():  # the subscription may not be open yet: publish until it arrives
+            assert time.monotonic() < deadline, "worker b never received worker a's feed message"
+            await bus_a.publish([msg])
+            await asyncio.sleep(0.2)
+        assert json.loads(await seen_b.queue.get())["device_id"] == "d1"
+        version = 0
+        while "fences" not in notified:
+            assert time.monotonic() < deadline, "worker b never heard of worker a's fences"
+            doc = await a.channel.publish("fences", f'{{"type": "FeatureCollection", "features": [], "v": {version}}}',
+                                          "application/geo+json", "test")
+            version = doc.version
+            await asyncio.sleep(0.2)
+        latest = await b.channel.latest("fences")
+        assert latest is not None and latest.version >= version
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await bus_a.stop()
+        await bus_b.stop()
+        for backends in (a, b):
+            await backends.aclose()
+            backends.close()
