@@ -72,8 +72,10 @@ class HealthReport:
                 "unregistered": [b.to_dict() for b in self.unregistered]}
 
 
-#: The thresholds of ``proximity beacons health`` and of the service's fleet page.
+#: A beacon not heard for longer than this (seconds) is ``silent`` (``proximity beacons health`` and the
+#: console's fleet page).
 SILENT_AFTER_S = 600.0
+#: A beacon whose newest TLM reports less than this (millivolts) has a ``low_battery``.
 LOW_BATTERY_MV = 2500
 
 

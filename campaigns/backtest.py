@@ -247,13 +247,17 @@ def _collect(result: Any, report: BacktestReport, writer: _Writer) -> None:
 
 def _refused(result: Any, kind: str, report: BacktestReport, writer: _Writer) -> None:
     """Rows of the log the engine refused (bad values) or did not apply (duplicate, late, implausible):
-    one ``{"decision": "refused", ...}`` line each in ``decisions.jsonl``, counted by reason."""
+    one ``{"decision": "refused", ...}`` line each in ``decisions.jsonl``, counted by reason. Rows are the
+    log's own (the batch's ``row`` column travels through the engine)."""
     out = []
     for r in [*getattr(result, "rejected", ()), *getattr(result, "dropped", ())]:
-        reason = str(getattr(r, "message", r))
-        key = reason.split(":", 1)[0] if ":" in reason else str(r.field or "row")
+        if isinstance(r, dict):
+            row, fld, reason = r.get("row"), r.get("field"), str(r.get("reason", ""))
+        else:  # a ValidationError
+            row, fld, reason = getattr(r, "row", None), getattr(r, "field", None), str(getattr(r, "message", r))
+        key = reason.split(":", 1)[0] if ":" in reason else str(fld or "row")
         report.refused[key] += 1
-        out.append({"decision": "refused", kind: int(r.row), "field": r.field, "reason": reason})  # the log's row
+        out.append({"decision": "refused", kind: None if row is None else int(row), "field": fld, "reason": reason})
     writer.write("decisions", out)
 
 

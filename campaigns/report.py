@@ -172,11 +172,11 @@ def rows_from_counts(exposed: np.ndarray, won: np.ndarray, specs: Sequence[Spec]
             groups.append((c, "store", None, name, int(t_exp[f]), int(t_won[f]), hn, hx))
     if not groups:
         return []
-    t_n, t_x, h_n, h_x = (np.asarray([g[i] for g in groups], np.float64) for i in (4, 5, 6, 7))
+    n_t, x_t, n_h, x_h = (np.asarray([g[i] for g in groups], np.float64) for i in (4, 5, 6, 7))
     camp = np.asarray([g[0] for g in groups], np.int64)
     t_d, h_d = deff[camp, 1], deff[camp, 0]  # effective sample sizes: n / deff
-    d, d_lo, d_hi = diff_interval(t_x / t_d, t_n / t_d, h_x / h_d, h_n / h_d)
-    r, r_lo, r_hi = ratio_interval(t_x / t_d, t_n / t_d, h_x / h_d, h_n / h_d)
+    d, d_lo, d_hi = diff_interval(x_t / t_d, n_t / t_d, x_h / h_d, n_h / h_d)
+    r, r_lo, r_hi = ratio_interval(x_t / t_d, n_t / t_d, x_h / h_d, n_h / h_d)
     rows = []
     for i, (c, level, variant, store, n, x, hn, hx) in enumerate(groups):
         spec = specs[c]

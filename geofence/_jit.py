@@ -21,6 +21,7 @@ copy of this file (a test keeps the two identical); ``proximity`` and ``sim`` im
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -35,8 +36,8 @@ from numba.core.types.misc import unliteral
 
 #: environment variable naming the cache directory of compiled kernels
 CACHE_ENV = "PROXIMITY_CACHE_DIR"
-#: a compile step slower than this (seconds) prints one line on stderr
-SLOW_COMPILE_S = 2.0
+#: a compile step slower than this (seconds) prints one line on stderr ($PROXIMITY_SLOW_COMPILE_S; inf: never)
+SLOW_COMPILE_S = float(os.environ.get("PROXIMITY_SLOW_COMPILE_S") or 2.0)
 #: ... and, when stderr is not a terminal, one more every this many seconds until it is done
 STILL_EVERY_S = 5.0
 
@@ -102,7 +103,7 @@ class _announce:
     def __enter__(self) -> None:
         depth = getattr(_depth, "n", 0)
         _depth.n = depth + 1
-        if depth == 0:
+        if depth == 0 and math.isfinite(SLOW_COMPILE_S):
             self.watcher = threading.Thread(target=self._watch, name="proximity-compile-progress", daemon=True)
             self.watcher.start()
 

@@ -315,10 +315,9 @@ class Engine:
         unreal = ~(acc_in > 0.0) & ok  # 0, negative or NaN: not a fix anyone measured
         if unreal.any():
             ok &= ~unreal
-            rejected += [ValidationError(f"accuracy_m {acc_in[i]!r} is not a real fix (must be > 0)",
-                                         field="accuracy_m", row=int(batch.row[i]))
-                         for i in np.flatnonzero(unreal)]
-            rejected.sort(key=lambda e: e.row or 0)
+            rejected += [ValidationError(f"accuracy_m {float(acc_in[i])!r} is not a real fix (must be > 0)",
+                                         field="accuracy_m", row=int(batch.row[i])) for i in np.flatnonzero(unreal)]
+            rejected.sort(key=lambda e: e.row if e.row is not None else -1)
         rows = np.flatnonzero(ok)
         b = batch if len(rows) == n else batch.take(rows)
         res = self.store.resolve(b.device_id)

@@ -7,6 +7,10 @@ decisions. Presence comes from the real engine over the simulated pings
 (``presence="truth"``: an enter at each visit's start, dwell events at the
 campaigns' dwell times, an exit at its end).
 
+Every seed is a new experiment: the campaigns' salts get the seed, so the
+holdout and the variants are drawn again (the simulated device ids repeat
+from seed to seed).
+
 Then the effect (``lift.effect`` of the scenario, per campaign in
 ``lift.effects``): the *organic* outcome of every exposure is what the
 measurement itself calls a conversion (:func:`campaigns.conversions.conversions`
@@ -70,7 +74,7 @@ def _columns(decisions: Sequence[Any], events: Sequence[Any], specs: list[Any], 
     rows = [(camp_index[v.campaign_id], arm_index["holdout" if v.outcome == "holdout" else (v.variant or "offer")],
              devices[d.event.device_id], fences[d.event.fence_id], d.event.ts)
             for d in decisions for v in d.verdicts if v.outcome in EXPOSED]
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 5
+    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [[]] * 5
     exposures = Exposures(*(np.asarray(c, np.float64 if i == 4 else np.int64) for i, c in enumerate(cols)))
     store = [e for e in events if e.zone is None]
     ev = Events(np.asarray([KIND_CODES[e.kind] for e in store], np.int8),
@@ -129,6 +133,10 @@ def simulate_day(scenario: Scenario, presence: str = "truth") -> Day:
     if path is None:
         raise ValueError("the lift check needs a scenario with campaigns")
     campaign_set = campaigns.load_campaigns(path, infos)
+    # each seed is a new experiment: its own salt, so the groups are drawn again (the device ids repeat)
+    campaign_set = dataclasses.replace(campaign_set, campaigns=tuple(
+        dataclasses.replace(c, experiment=dataclasses.replace(c.experiment, salt=f"{c.id}:seed{scenario.seed}"))
+        if c.experiment is not None else c for c in campaign_set.campaigns))
     decisions: list[Any] = []
     if presence == "truth":
         rules = campaigns.CampaignRules(campaign_set, infos, on_decision=decisions.append, keep=1)
@@ -139,14 +147,16 @@ def simulate_day(scenario: Scenario, presence: str = "truth") -> Day:
 
         now = [scenario.start_ts + scenario.run.step_s]
         feeder = EngineFeeder(sim, clock=lambda: now[0])
-        feeder.engine.rules.on_decision = decisions.append
+        engine_rules = feeder.engine.rules
+        assert isinstance(engine_rules, campaigns.CampaignRules), "the lift scenario runs campaigns"
+        engine_rules.on_decision = decisions.append
         advance = feeder.advance
 
-        def step(t_now: float) -> Any:
+        def step(t_now: float) -> tuple[list[Any], list[Any]]:
             now[0] = t_now + scenario.run.step_s
             return advance(t_now)
 
-        feeder.advance = step  # type: ignore[method-assign]
+        feeder.advance = step  # type: ignore[method-assign,assignment]
         events = run_engine(sim, feeder).events
     specs = specs_of(campaign_set, infos)
     devices = {str(d): i for i, d in enumerate(population.device_ids)}

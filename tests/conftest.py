@@ -64,6 +64,9 @@ def _missing_requirements() -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # a first compile's "proximity: compiling ..." line on stderr depends on the kernel cache, not on the
+    # code under test: off in tests (and their subprocesses) unless a test turns it on
+    os.environ.setdefault("PROXIMITY_SLOW_COMPILE_S", "inf")
     missing = _missing_requirements()
     if missing:  # one clear line, not an error per test module (or an unknown-option error from the ini)
         pytest.exit(f"not installed in this Python: {', '.join(missing)}. Run the README's test command: "

@@ -77,11 +77,10 @@ def register(subparsers: Any) -> None:
                     "some need attention, 2 on bad input.")
     h.add_argument("registry", metavar="REGISTRY.yaml")
     h.add_argument("capture", metavar="CAPTURE.jsonl")
-    from beacons.health import LOW_BATTERY_MV, SILENT_AFTER_S
-
-    h.add_argument("--silent-after", type=parse_duration, default=SILENT_AFTER_S,
+    # defaults resolved when the command runs: importing beacons here loaded numba for every command
+    h.add_argument("--silent-after", type=parse_duration, default=None,
                    help="a beacon not heard for this long is silent (default 10m)")
-    h.add_argument("--low-battery-mv", type=int, default=LOW_BATTERY_MV, help="low battery threshold in mV (default 2500)")
+    h.add_argument("--low-battery-mv", type=int, default=None, help="low battery threshold in mV (default 2500)")
     h.add_argument("--now", type=float, default=None,
                    help="evaluate at this epoch time (default: the newest timestamp of the capture)")
     h.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -144,10 +143,13 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 def _run_health(args: argparse.Namespace) -> int:
     from beacons import fleet_health, load_registry, read_capture
+    from beacons.health import LOW_BATTERY_MV, SILENT_AFTER_S
 
     registry = load_registry(args.registry)
-    report = fleet_health(registry, read_capture(args.capture), now=args.now, silent_after_s=args.silent_after,
-                          low_battery_mv=args.low_battery_mv)
+    silent_after = SILENT_AFTER_S if args.silent_after is None else args.silent_after
+    low_battery = LOW_BATTERY_MV if args.low_battery_mv is None else args.low_battery_mv
+    report = fleet_health(registry, read_capture(args.capture), now=args.now, silent_after_s=silent_after,
+                          low_battery_mv=low_battery)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

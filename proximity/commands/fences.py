@@ -11,7 +11,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from geofence import FenceIndex, load_geojson
 from proximity.errors import ValidationError
 
 
@@ -117,6 +116,8 @@ def _numbers(texts: Sequence[str], name: str, lines: Sequence[int], source: str)
 
 
 def _run_match(args: argparse.Namespace) -> int:
+    from geofence import FenceIndex, load_geojson  # here: numba loads only for the commands that use it
+
     index = FenceIndex(load_geojson(args.fences, repair=args.repair))
     lon, lat, acc = read_points(args.points)
     if args.no_accuracy:
@@ -145,6 +146,8 @@ def _write(out: TextIO, point: np.ndarray, fence_id: np.ndarray, confidence: np.
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    from geofence import load_geojson
+
     fences = load_geojson(args.fences, repair=args.repair)
     kinds = {"polygon": 0, "circle": 0}
     for f in fences:

@@ -23,11 +23,13 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proximity.errors import ValidationError
-from proximity.service.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
-from proximity.service.config import ServiceConfig, config_from_mapping, load_config
+
+if TYPE_CHECKING:  # the service (aiohttp, campaigns, ...) is imported when serve runs, not for every command
+    from proximity.service.auth import ApiKey, KeyRing
+    from proximity.service.config import ServiceConfig
 
 log = logging.getLogger("proximity.serve")
 
@@ -88,6 +90,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def new_key_line(spec: str) -> tuple[str, str]:
     """``(key, key-file line)`` for ``NAME:SCOPE[,SCOPE]``."""
+    from proximity.service.auth import KeyRing, generate_key, hash_key
+
     name, _, scopes = spec.partition(":")
     scopes = scopes or "sdk"
     line = f"{name}:{scopes}:{hash_key('x')}"
@@ -97,6 +101,8 @@ def new_key_line(spec: str) -> tuple[str, str]:
 
 
 def build_config(args: argparse.Namespace) -> ServiceConfig:
+    from proximity.service.config import config_from_mapping, load_config
+
     overrides: dict[str, Any] = {f: getattr(args, f, None) for f in _OPTION_FIELDS}
     given = any(getattr(args, k, None) for k in ("fences", "campaigns", "beacons"))
     if args.config:
@@ -109,6 +115,8 @@ def build_config(args: argparse.Namespace) -> ServiceConfig:
 
 
 def load_keys(cfg: ServiceConfig) -> KeyRing:
+    from proximity.service.auth import KeyRing
+
     ring = KeyRing.from_file(cfg.keys) if cfg.keys else KeyRing()
     return ring.merged(KeyRing.from_env())
 
@@ -143,6 +151,7 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
 def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str,
                  on_ready: Callable[[], None] | None = None) -> None:
     from proximity.service import serve_forever
+    from proximity.service.auth import KeyRing
 
     logging.basicConfig(level=level.upper(), format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
     keys = KeyRing([_key_from_line(line) for line in lines])
@@ -157,10 +166,14 @@ def _worker_main(cfg: ServiceConfig, sock: Any, lines: list[str], level: str,
 
 
 def _key_from_line(line: str) -> ApiKey:
+    from proximity.service.auth import KeyRing
+
     return next(iter(KeyRing.parse(line)))
 
 
 def run(args: argparse.Namespace) -> int:
+    from proximity.service.auth import SCOPES, ApiKey, KeyRing, generate_key, hash_key
+
     if args.new_key:
         key, line = new_key_line(args.new_key)
         print(f"key:  {key}\nline: {line}\n(add the line to your --keys file; the key itself is shown only now)")

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +178,7 @@ async def console_campaigns(request: web.Request) -> web.Response:
         pending = await console.svc.host.run(outbox.pending) if outbox is not None else None
     except Exception:  # the page still shows the counters when Redis is away
         pending = None
+    reports = await _reports(console.svc.host, [c.id for c in campaigns])
     out = []
     for c in campaigns:
         trig = c.trigger
@@ -186,15 +186,26 @@ async def console_campaigns(request: web.Request) -> web.Response:
                     "trigger": {"on": trig.on, "fences": sorted(trig.fences) if trig.fences is not None else None,
                                 "tags": sorted(trig.tags) if trig.tags is not None else None,
                                 "zones": sorted(trig.zones) if trig.zones is not None else None},
-                    **counts[c.id]})
-    reports = any(_REPORT_ROUTE.match(r.canonical) for r in request.app.router.resources())
+                    **counts[c.id], "report": reports.get(c.id)})
     return _json({"campaigns": out, "outbox_pending": pending, "shared": isinstance(console.hourly, RedisHourly),
-                  "now": time.time(),
-                  "reports": reports})
+                  "now": time.time()})
 
 
-# conversions and lift per campaign, once the service has campaign reports (the page asks only then)
-_REPORT_ROUTE = re.compile(r"^/v1/campaigns/\{[^}/]+\}/report$")
+async def _reports(host: Any, campaign_ids: list[str], min_exposed: int = 30) -> dict[str, Any]:
+    """Conversions and lift per campaign (what ``GET /v1/campaigns/{id}/report`` answers), ``None`` for a
+    campaign without one yet; read here so a read key sees them and the page makes no failing request."""
+    report = getattr(host, "campaign_report", None)
+    if report is None:
+        return {}
+
+    def all_reports() -> dict[str, Any]:
+        return {cid: report(cid, min_exposed) for cid in campaign_ids}
+
+    try:
+        return dict(await host.run(all_reports))
+    except Exception as exc:  # Redis away: the counters still show
+        log.warning("campaign reports unavailable: %s", exc)
+        return {}
 
 
 @requires("read")

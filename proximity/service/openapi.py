@@ -217,7 +217,7 @@ _SPEC: dict[str, Any] = {
             "parameters": [{"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "get": _op(
             "campaign_report", "Exposures, conversions and lift against the holdout of one campaign, per variant "
-            "and store, from the counters the workers keep (see `proximity campaigns report`).", "admin", {
+            "and store, from the counters the workers keep (see `proximity campaigns report`).", "read", {
                 "200": {"description": "`lift`: rows of level campaign | variant | store with `exposed`, `converted`, "
                                        "`rate`, the holdout's, and (from `min_exposed` up) `lift`, `lift_ci`, "
                                        "`relative_lift`, `relative_lift_ci`, `incremental_visits`, `status`.",

@@ -1,4 +1,4 @@
-"""Report routes (``admin`` scope): ``GET /v1/campaigns/{campaign_id}/report``, a campaign's exposures,
+"""Report routes (``read`` scope, which admin keys include): ``GET /v1/campaigns/{campaign_id}/report``, a campaign's exposures,
 conversions and lift against its holdout, from the counters the workers keep (Redis when shared)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from proximity.service.middleware import Handler, requires
 from proximity.service.worker import service_of
 
 
-@requires("admin")
+@requires("read")
 async def campaign_report(request: web.Request) -> web.Response:
     svc = service_of(request)
     campaign_id = request.match_info["campaign_id"]

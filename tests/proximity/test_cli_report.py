@@ -15,8 +15,11 @@ EXAMPLES = Path(__file__).parents[2] / "proximity" / "examples"
 @pytest.fixture(scope="module")
 def backtest_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bt")
+    # the one-fix crossing profile: its many enters give the report enough exposures to compute lift from
+    crossing = out / "crossing.yaml"
+    crossing.write_text("engine:\n  profile: crossing\n")
     assert main(["campaigns", "backtest", str(EXAMPLES / "campaigns.yaml"), "--fences", str(EXAMPLES / "fences.geojson"),
-                 "--pings", str(EXAMPLES / "pings.csv"), "--out", str(out)]) == 0
+                 "--pings", str(EXAMPLES / "pings.csv"), "--out", str(out), "--config", str(crossing)]) == 0
     return out
 
 
@@ -27,7 +30,7 @@ def test_report_on_the_bundled_backtest(backtest_dir: Path, capsys: pytest.Captu
     assert out.startswith("conversions and lift against the holdout")
     assert "coffee-welcome" in out and "euro-off" in out and "free-cookie" in out
     assert "not enough data" in out  # 20 phones: a handful of holdout exposures
-    assert "foot traffic per store and day" in out and "store-05  2026-03-14" in out
+    assert "foot traffic per store and day" in out and "store-11  2026-03-14" in out
     decisions = [json.loads(line) for line in (backtest_dir / "decisions.jsonl").read_text().splitlines()]
     holdouts = [v for d in decisions for v in d["verdicts"] if v["outcome"] == "holdout"]
     assert holdouts and all(v["campaign_id"] == "coffee-welcome" and v["variant"] == "holdout" for v in holdouts)

@@ -161,8 +161,10 @@ def served(tmp_path_factory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("console")
     campaigns = tmp / "campaigns.yaml"
     campaigns.write_text(CAMPAIGNS)
-    with serve("--fences", str(example_path("fences.geojson")), "--campaigns", str(campaigns),
-               "--beacons", str(example_path("beacons.yaml")), env=KEYS_ENV) as s:
+    cfg = tmp / "service.yaml"  # the one-ping-per-crossing profile: one ping inside enters (short tests)
+    cfg.write_text(f"fences: {example_path('fences.geojson')}\ncampaigns: {campaigns}\n"
+                   f"beacons: {example_path('beacons.yaml')}\nengine: {{profile: crossing}}\n")
+    with serve("--config", str(cfg), env=KEYS_ENV) as s:
         yield s
 
 

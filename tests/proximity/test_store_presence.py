@@ -82,7 +82,7 @@ def test_memory_store_is_compact_and_reuses_handles() -> None:
     r = eng.process_pings(b)
     assert r.stats["enter"] == inside.sum() and len(store) == n
     per_device = store.bytes_per_device()
-    assert 40 < per_device < 150, per_device  # id bytes, hash slots, device table (with the last fix), 1% of visits
+    assert 40 < per_device < 170, per_device  # id bytes, hash slots, device table (with the last fix), 1% of visits
     # the same ids again map to the same handles; forgotten ones are reused
     first = store.resolve(ids[:10]).codes
     assert np.array_equal(store.resolve(ids[:10]).codes, first)

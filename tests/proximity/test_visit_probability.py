@@ -141,7 +141,7 @@ def test_zero_accuracy_never_enters_and_is_counted(profile: str) -> None:
     eng = engine(LONE, profile=profile)
     r = eng.process_pings(pings([inside(k * 20.0, 0.0) for k in range(10)]))
     assert r.events == [] and r.stats["bad_accuracy"] == 10 and r.stats["rejected"] == 10
-    assert {x["field"] for x in r.rejected} == {"accuracy_m"} and "not a real fix" in r.rejected[0]["reason"]
+    assert {x.field for x in r.rejected} == {"accuracy_m"} and "not a real fix" in r.rejected[0].message
 
 
 @pytest.mark.parametrize("acc", [-5.0, math.nan])
@@ -163,7 +163,7 @@ def test_a_100_km_jump_in_a_second_never_enters(profile: str) -> None:
     eng = engine(LONE, profile=profile)
     r = eng.process_pings(pings([far, *[inside(1.0 + k) for k in range(10)]]))
     assert r.events == [] and r.stats["implausible"] == 10
-    assert all(d["reason"].startswith("implausible") for d in r.dropped)
+    assert all(d.message.startswith("implausible") for d in r.dropped)
     # the device really travelled: hours later, fixes at the store are plausible again
     later = eng.process_pings(pings([inside(7200.0 + 20 * k) for k in range(10)]))
     assert later.stats["implausible"] == 0 and [e.kind for e in later.events][:1] == ["enter"]
@@ -176,10 +176,10 @@ def test_out_of_order_and_replayed_pings_never_enter(profile: str) -> None:
     old = [inside(20.0 * k) for k in range(5)]  # inside, but older than what was applied
     r = eng.process_pings(pings(old))
     assert r.events == [] and r.stats["late"] == 5
-    assert all(d["reason"].startswith("late") for d in r.dropped)
+    assert all(d.message.startswith("late") for d in r.dropped)
     replay = eng.process_pings(pings([(100.0, 200.0, 0.0, 5.0, 1.4)] * 3))
     assert replay.events == [] and replay.stats["late"] == 1 and replay.stats["duplicates"] == 2
-    assert sorted(d["reason"].split(":")[0] for d in replay.dropped) == ["duplicate", "duplicate", "late"]
+    assert sorted(d.message.split(":")[0] for d in replay.dropped) == ["duplicate", "duplicate", "late"]
 
 
 def test_profiles_set_what_is_left_unset() -> None:

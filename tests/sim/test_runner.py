@@ -96,7 +96,8 @@ def test_http_workers_give_the_same_enters_as_in_process(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.redis
 def test_two_http_workers_sharing_redis_give_the_same_gps_events(redis_url: str, redis_prefix: str) -> None:
-    sc = tiny(devices=12, hours=2.0, ble={"enabled": False})
+    # the one-fix crossing profile: many GPS events to compare (the HTTP workers read it from their config)
+    sc = tiny(devices=12, hours=2.0, ble={"enabled": False}, engine={"profile": "crossing"})
     mem = run_one(sc)
     web = run_one(sc, via="http", workers=2, redis_url=redis_url, redis_prefix=redis_prefix)
     assert sum(e.kind == "enter" for e in mem.run.events) >= 3

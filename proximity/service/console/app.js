@@ -6,7 +6,7 @@
   const KEY_STORE = "proximity.console.key";
   const state = { key: null, session: null, map: null, ws: null, feedOpen: false, fencesDoc: null,
                   campaigns: [], filterFences: null, campaignFilter: "", events: [], eventsSeen: 0,
-                  pendingFences: null, timers: [], reports: new Map() };
+                  pendingFences: null, timers: [] };
 
   class ApiError extends Error {
     constructor(status, body) { super((body && body.error) || ("HTTP " + status)); this.status = status; this.body = body; }
@@ -217,7 +217,6 @@
     for (const b of box.querySelectorAll("button[data-status]")) {
       b.addEventListener("click", () => setStatus(b.dataset.id, b.dataset.status));
     }
-    for (const c of doc.campaigns) loadReport(c.id, doc.reports);
   }
 
   function renderCampaign(c) {
@@ -237,7 +236,7 @@
       <div>trigger: ${trig} · priority ${c.priority} · backlog ${c.backlog}
         <button data-id="${esc(c.id)}" data-status="${next}" ${can ? "" : "disabled title=\"needs a key with the admin scope\""}>${next === "paused" ? "Pause" : "Resume"}</button>
         <span class="msg" data-msg="${esc(c.id)}"></span></div>
-      <div class="report" data-report="${esc(c.id)}">${state.reports.has(c.id) ? state.reports.get(c.id).html : ""}</div>
+      <div class="report" data-report="${esc(c.id)}">${c.report ? renderReport(c.report) : '<span class="muted">conversions and lift: no report yet</span>'}</div>
       <details data-id="${esc(c.id)}"><summary>per hour (${c.hours.length} hours)</summary>
       <table class="grid"><tr><th class="l">hour</th><th class="l">matched</th><th>issued</th><th>held</th><th>dropped</th><th>blocked</th><th>delivered</th><th class="l">refusals per cap</th></tr>${rows}</table></details>
     </div>`;
@@ -255,24 +254,6 @@
       if (msg) { msg.className = "msg error"; msg.textContent = `not changed: ${e.message}`; }
       return { error: e.message, status: e.status };
     }
-  }
-
-  async function loadReport(id, available) {
-    const cached = state.reports.get(id);
-    if (cached && Date.now() - cached.at < 30000) return;
-    let html;
-    if (!available) {
-      html = '<span class="muted">conversions and lift: no report yet</span>';
-    } else try {
-      const r = await api(`/v1/campaigns/${encodeURIComponent(id)}/report`);
-      html = renderReport(r);
-    } catch (e) {
-      html = e.status === 404 || e.status === 405 ? '<span class="muted">conversions and lift: no report yet</span>'
-        : `<span class="muted">report unavailable: ${esc(e.message)}</span>`;
-    }
-    state.reports.set(id, { at: Date.now(), html });
-    const el = document.querySelector(`[data-report="${CSS.escape(id)}"]`);
-    if (el) el.innerHTML = html;
   }
 
   /* a campaign report: whatever numbers it holds, top level first, then one row per group (variant, store) */
