@@ -2,14 +2,14 @@
 
 Every kernel takes rows already sorted by (group, ts) — ``group`` is an int64
 group id per row — and returns one float64 per row. numba compiles them once
-(cached in the user's cache directory, see ``_jit.py``); there is no pure-Python twin.
+(cached in the user's cache directory, see ``proxbase/jit.py``); there is no pure-Python twin.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from beacons._jit import njit
+from proxbase.jit import njit
 
 
 @njit

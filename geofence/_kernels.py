@@ -35,7 +35,7 @@ import math
 import numpy as np
 from numba import prange
 
-from geofence._jit import njit
+from proxbase.jit import njit
 
 A = 6378137.0
 E2 = (1.0 / 298.257223563) * (2.0 - 1.0 / 298.257223563)

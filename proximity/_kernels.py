@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from proximity._jit import njit
+from proxbase.jit import njit
 
 # event kinds, sources and causes as small codes (see proximity.presence for the names)
 ENTER, DWELL, EXIT = 0, 1, 2

@@ -40,8 +40,8 @@ def version_line() -> str:
 
     import numba
 
+    from proxbase.jit import cache_dir
     from proximity import __version__
-    from proximity._jit import cache_dir
 
     here = os.path.dirname(os.path.abspath(commands.__path__[0]))
     return (f"proximity {__version__} ({here}; Python {platform.python_version()}; numba {numba.__version__}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim._jit import njit
+from proxbase.jit import njit
 
 
 @njit

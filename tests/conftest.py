@@ -217,9 +217,7 @@ def redis_cluster_factory() -> Iterator[Callable[..., Any]]:
 def _no_compile_notices(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process tests compare stderr exactly; whether a kernel compiles first (and so prints its
     one "compiling ..." line) depends on the kernel cache, not on the code under test.
-    tests/geofence/test_jit.py sets the threshold back where it checks those lines."""
-    import beacons._jit
-    import geofence._jit
+    tests/proxbase/test_jit.py sets the threshold back where it checks those lines."""
+    import proxbase.jit
 
-    for jit in (geofence._jit, beacons._jit):
-        monkeypatch.setattr(jit, "SLOW_COMPILE_S", 1e9)
+    monkeypatch.setattr(proxbase.jit, "SLOW_COMPILE_S", 1e9)

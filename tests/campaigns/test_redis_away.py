@@ -21,11 +21,11 @@ def dead_client() -> redis.Redis:
 
 
 def test_caps_and_outbox_with_redis_away_raise_store_unavailable() -> None:
-    with pytest.raises(StoreUnavailable, match="Redis outbox unavailable"):
+    with pytest.raises(StoreUnavailable, match="shared state unavailable \\(offer outbox"):
         RedisOutbox(dead_client(), prefix="away")
     limiter = RedisLimiter(dead_client(), prefix="away")
     check = CapCheck(name="c", scope="device", scope_id="d1", limit=1, since=0.0, ttl_s=60.0, label="c")
-    with pytest.raises(StoreUnavailable, match="Redis caps unavailable"):
+    with pytest.raises(StoreUnavailable, match="shared state unavailable \\(frequency caps"):
         limiter.acquire("t1", [check], 10.0)
     with pytest.raises(StoreUnavailable):
         limiter.forget("d1")

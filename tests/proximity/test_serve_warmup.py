@@ -67,7 +67,7 @@ from proximity.service.host import EngineHost
 from proximity.service.metrics import ServiceMetrics
 from proximity.service.reload import KINDS
 import geofence._kernels, proximity._kernels, beacons._kernels
-from geofence._jit import Kernel
+from proxbase.jit import Kernel
 
 def compiled():
     mods = (geofence._kernels, proximity._kernels, beacons._kernels)

@@ -1,4 +1,4 @@
-"""Compile plumbing for the package's numba kernels (``njit`` replaces numba's in ``_kernels.py``).
+"""Compile plumbing for the project's numba kernels (``njit`` replaces numba's in every ``_kernels.py``).
 
 - **Where compiled code is cached**: never next to the sources. An installed package's folder
   (site-packages) is often not the user's to write, and a ``__pycache__`` of numba files left
@@ -15,8 +15,8 @@
 - **What the user sees**: a first compile that takes more than ``SLOW_COMPILE_S`` prints one
   line on stderr naming the kernel and the cache (and, in a log, one every ``STILL_EVERY_S``).
 
-``geofence`` and ``beacons`` import no other package of the project, so ``beacons/_jit.py`` is a
-copy of this file (a test keeps the two identical); ``proximity`` and ``sim`` import this one.
+It lives in ``proxbase`` (which every package may import, ``geofence`` and ``beacons`` included) so
+that one file serves them all; ``import proxbase`` alone does not import numba, only this module does.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def njit(fn: Callable[..., Any] | None = None, *, cache: bool = True, **options:
     ``nogil``, ...) are passed on.
     """
     if "inline" in options:
-        raise TypeError("njit: kernels are not inlined at numba's IR level (see geofence/_jit.py)")
+        raise TypeError("njit: kernels are not inlined at numba's IR level (see proxbase/jit.py)")
 
     def wrap(func: Callable[..., Any]) -> Any:
         if numba.config.DISABLE_JIT:

@@ -1,4 +1,4 @@
-"""The kernels' compile plumbing (geofence/_jit.py): where compiled code goes, what is compiled, what is said."""
+"""The kernels' compile plumbing (proxbase/jit.py): where compiled code goes, what is compiled, what is said."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from numba.core.caching import NullCache
 from numba.core.dispatcher import Dispatcher
 
-import geofence._jit as jit
+import proxbase.jit as jit
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_MODULES = ["geofence._kernels", "proximity._kernels", "beacons._kernels", "sim._kernels"]
@@ -45,10 +45,12 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def installed(tmp_path: Path) -> Path:
-    """A copy of the geofence package as pip installs it: a folder of its own, writable by its user."""
+    """A copy of the geofence package (and proxbase, its base) as pip installs them: folders of their own,
+    writable by their user."""
     site = tmp_path / "site"
-    shutil.copytree(ROOT / "geofence", site / "geofence",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
+    for package in ("geofence", "proxbase"):
+        shutil.copytree(ROOT / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
     (tmp_path / "home").mkdir()
     (tmp_path / "tmp").mkdir()
     return site
@@ -80,7 +82,7 @@ def test_proximity_cache_dir_wins_then_numbas_own(installed: Path, tmp_path: Pat
 def test_an_unwritable_cache_falls_back_to_the_temp_dir(installed: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")
-    code = KERNEL + "import geofence._jit as j; print(j.cache_dir())\n"
+    code = KERNEL + "import proxbase.jit as j; print(j.cache_dir())\n"
     got = _run(code, _env(tmp_path, PROXIMITY_CACHE_DIR=str(blocker / "cache")), tmp_path)
     assert got.returncode == 0, got.stderr
     fallback = tmp_path / "tmp" / f"proximity-numba-{os.getuid()}"
@@ -111,14 +113,8 @@ def test_every_kernel_goes_through_the_plumbing(module: str) -> None:
     mod = importlib.import_module(module)
     kernels = {name: obj for name, obj in vars(mod).items() if isinstance(obj, Dispatcher)}
     assert kernels
-    kernel = importlib.import_module(module.split(".")[0] + "._jit").Kernel
-    strays = sorted(name for name, obj in kernels.items() if not isinstance(obj, kernel))
-    assert strays == [], f"{module}: use the package's _jit.njit for {strays} (cache location, one compile per type)"
-
-
-def test_beacons_has_the_same_plumbing() -> None:
-    # beacons may not import geofence: it carries a copy, kept identical here
-    assert (ROOT / "beacons" / "_jit.py").read_text() == (ROOT / "geofence" / "_jit.py").read_text()
+    strays = sorted(name for name, obj in kernels.items() if not isinstance(obj, jit.Kernel))
+    assert strays == [], f"{module}: use proxbase.jit.njit for {strays} (cache location, one compile per type)"
 
 
 def test_a_constant_argument_compiles_no_second_specialisation() -> None:
