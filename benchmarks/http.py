@@ -320,13 +320,19 @@ def _stop(proc: Any) -> None:
 
 
 def _clear_redis(redis: str) -> None:
-    import redis as redis_lib
+    """Remove this run's keys (on a cluster: from every master, one key per command)."""
+    from redis.cluster import RedisCluster
 
-    r = redis_lib.Redis.from_url(redis)
-    keys = list(r.scan_iter(match=f"pxbench:{os.getpid()}*", count=1000))
-    for i in range(0, len(keys), 500):
-        r.delete(*keys[i:i + 500])
-    r.close()
+    from proximity._redis.cluster import close, connect
+
+    r = connect(redis, True)
+    nodes = [r.get_redis_connection(n) for n in r.get_primaries()] if isinstance(r, RedisCluster) else [r]
+    for node in nodes:
+        pipe = node.pipeline(transaction=False)
+        for key in node.scan_iter(match=f"pxbench:{os.getpid()}*", count=1000):
+            pipe.unlink(key)
+        pipe.execute()
+    close(r)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,10 +48,10 @@ def slot_tags() -> tuple[bytes, ...]:
     return tuple(t for t in tags if t is not None)
 
 
-def connect(url: str, cluster: bool) -> Any:
+def connect(url: str, cluster: bool, **kw: Any) -> Any:
     """A client for ``url``: with ``cluster=True`` a :class:`redis.cluster.RedisCluster` when the server is a
     cluster node, else a plain client (cluster mode on one server)."""
-    client = redis_lib.Redis.from_url(url)
+    client = redis_lib.Redis.from_url(url, **kw)
     if not cluster:
         return client
     try:
@@ -66,7 +66,7 @@ def connect(url: str, cluster: bool) -> Any:
     options = parse_url(url)
     options.pop("db", None)
     seed = ClusterNode(options.pop("host"), options.pop("port"))
-    cluster_client = _SeededCluster(startup_nodes=[seed], **options)
+    cluster_client = _SeededCluster(startup_nodes=[seed], **options, **kw)
     cluster_client.seeds = [seed]
     return cluster_client
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the service (aiohttp, campaigns, ...) is imported when serv
 log = logging.getLogger("proximity.serve")
 
 _OPTION_FIELDS = (
-    "host", "port", "fences", "campaigns", "beacons", "keys", "redis", "redis_prefix", "workers", "max_batch",
+    "host", "port", "fences", "campaigns", "beacons", "keys", "redis", "redis_prefix", "redis_cluster", "workers", "max_batch",
     "max_scan_rows", "max_body_bytes", "rate_limit", "rate_burst", "max_skew_s", "reload_interval_s",
     "webhook_url", "offers_file", "shutdown_timeout_s", "engine_threads", "replay_demo",
 )
@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--keys", metavar="FILE", help="API key file (hashed keys)")
     p.add_argument("--redis", metavar="URL", help="shared state, e.g. redis://127.0.0.1:6379/0")
     p.add_argument("--redis-prefix", dest="redis_prefix", help="prefix of every Redis key (default 'proximity')")
+    p.add_argument("--redis-cluster", dest="redis_cluster", action="store_const", const=True, default=None,
+                   help="run every script inside one hash slot even on a single Redis (a cluster node's URL "
+                        "is detected without it)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (more than 1 needs --redis)")
     p.add_argument("--max-batch", dest="max_batch", type=int, help="most pings per request (default 1000)")
     p.add_argument("--max-scan-rows", dest="max_scan_rows", type=int, help="most sightings per request (5000)")

@@ -4,6 +4,9 @@ Without ``redis`` in the config everything lives in this process (the embedded
 default). With it, one synchronous client (used on the engine thread: presence
 state, caps, outbox) and one asyncio client (used on the event loop: idempotency,
 config versions, rate limits, the live feed's pub/sub) serve every adapter.
+A Redis Cluster node's URL (or ``redis_cluster: true``) makes both clients cluster
+clients and every adapter runs its cluster protocol: each script inside one hash
+slot, config and feed messages on sharded pub/sub.
 Each Redis adapter translates its client's "server away" errors into
 :class:`proximity.errors.StoreUnavailable` itself.
 """
@@ -11,18 +14,59 @@ Each Redis adapter translates its client's "server away" errors into
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from campaigns import Limiter, Outbox
+from proximity.errors import StoreUnavailable
 from proximity.service.auth import RateLimiter, RedisRateLimiter
 from proximity.service.config import ServiceConfig
 from proximity.service.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
 from proximity.service.reload import ConfigChannel, MemoryChannel, RedisChannel
 from proximity.store import MemoryStore, RedisStore, StateStore
 
+log = logging.getLogger("proximity.serve")
+
 # client time-outs: a Redis that does not answer is an outage (503 + Retry-After), not a hung worker
 _TIMEOUT_S, _CONNECT_S = 5.0, 2.0
+
+
+def _clients(config: ServiceConfig) -> tuple[Any, Any, bool]:
+    """The engine thread's client, the event loop's client and whether the cluster protocol runs.
+
+    A cluster node's URL gives ``RedisCluster`` clients (sync and asyncio, seeded with that node; they
+    learn the other nodes and follow MOVED/ASK); ``redis_cluster: true`` runs the cluster protocol on
+    a single Redis too; ``redis_cluster: false`` refuses a cluster node.
+    """
+    import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+    from redis.connection import parse_url
+
+    from proximity._redis.cluster import connect
+
+    url = str(config.redis)
+    kw = {"socket_timeout": _TIMEOUT_S, "socket_connect_timeout": _CONNECT_S}
+    if config.redis_cluster is False:
+        return (redis.Redis.from_url(url, **kw), aioredis.Redis.from_url(url, **kw), False)
+    try:
+        sync = connect(url, True, **kw)  # asks the server whether it is a cluster node
+    except StoreUnavailable:
+        if config.redis_cluster:
+            raise
+        # Redis away at start: a single Redis is assumed (the worker answers 503 until it is back)
+        log.warning("Redis did not answer at start: assuming a single Redis, not a cluster")
+        sync = redis.Redis.from_url(url, **kw)
+    if not isinstance(sync, RedisCluster):
+        return sync, aioredis.Redis.from_url(url, **kw), bool(config.redis_cluster)
+    options = parse_url(url)
+    options.pop("db", None)
+    host, port = options.pop("host", "127.0.0.1"), int(options.pop("port", 6379))
+    aio = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], **options, **kw)  # initialised on use
+    return sync, aio, True
 
 
 @dataclass
@@ -39,6 +83,7 @@ class Backends:
     pending: Any = None  # campaigns.live.PendingStore: exposures waiting for a visit, per device
     redis: Any = None  # redis.Redis: the engine thread's client
     aioredis: Any = None  # redis.asyncio.Redis: the event loop's client (also the live feed's pub/sub)
+    cluster: bool = False  # every script inside one hash slot; pub/sub sharded (SPUBLISH/SSUBSCRIBE)
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> Backends:
@@ -50,26 +95,23 @@ class Backends:
             return cls(MemoryStore(), MemoryLimiter(), MemoryOutbox(), MemoryIdempotency(config.idempotency_ttl_s),
                        MemoryChannel(), RateLimiter(config.rate_limit, config.rate_burst), MemoryCounters(),
                        MemoryPending())
-        import redis
-        import redis.asyncio as aioredis
-
+        sync, aio, cluster = _clients(config)
         from campaigns import RedisLimiter, RedisOutbox
         from campaigns.redis_counters import RedisCounters, RedisPending
 
         prefix = config.redis_prefix
-        sync = redis.Redis.from_url(config.redis, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_CONNECT_S)
-        aio = aioredis.Redis.from_url(config.redis, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_CONNECT_S)
         return cls(
-            store=RedisStore(sync, prefix=prefix),
-            limiter=RedisLimiter(sync, prefix=prefix),
+            store=RedisStore(sync, prefix=prefix, cluster=cluster),
+            limiter=RedisLimiter(sync, prefix=prefix, cluster=cluster),
             outbox=RedisOutbox(sync, prefix=prefix),
             idempotency=RedisIdempotency(aio, prefix, config.idempotency_ttl_s),
-            channel=RedisChannel(aio, prefix),
+            channel=RedisChannel(aio, prefix, cluster=cluster),
             rate_limiter=RedisRateLimiter(aio, prefix, config.rate_limit, config.rate_burst),
             counters=RedisCounters(sync, prefix=prefix),
             pending=RedisPending(sync, prefix=prefix),
             redis=sync,
             aioredis=aio,
+            cluster=cluster,
         )
 
     def close(self) -> None:
@@ -77,8 +119,10 @@ class Backends:
         with contextlib.suppress(Exception):
             self.store.close()
         if self.redis is not None:
+            from proximity._redis.cluster import close
+
             with contextlib.suppress(Exception):
-                self.redis.close()
+                close(self.redis)
 
     async def aclose(self) -> None:
         """The event loop side: the idempotency store and the asyncio client."""

@@ -52,6 +52,10 @@ class ServiceConfig:
     #: Shared state; ``None`` is the embedded default (everything in memory).
     redis: str | None = None
     redis_prefix: str = "proximity"
+    #: Redis Cluster: ``None`` follows the server (a cluster node's URL gives a cluster client), ``True``
+    #: runs the cluster protocol (every script inside one hash slot) on whatever ``redis`` is.
+    #: In a file, ``redis: {url: ..., cluster: true, prefix: ...}`` sets the three at once.
+    redis_cluster: bool | None = None
     workers: int = 1
     #: Most rows in one ``/v1/pings`` batch and one ``/v1/scans`` batch (413 beyond).
     max_batch: int = 1000
@@ -201,7 +205,8 @@ def _settings_problems(name: str, settings: Mapping[str, Any]) -> list[tuple[str
 _FIELDS = {f.name: f for f in fields(ServiceConfig)}
 _TYPES: dict[str, tuple[type, ...]] = {
     "host": (str,), "port": (int,), "fences": (str,), "campaigns": (str,), "beacons": (str,),
-    "demo": (bool,), "keys": (str,), "redis": (str,), "redis_prefix": (str,), "workers": (int,),
+    "demo": (bool,), "keys": (str,), "redis": (str,), "redis_prefix": (str,),
+    "redis_cluster": (bool,), "workers": (int,),
     "max_batch": (int,), "max_scan_rows": (int,), "max_body_bytes": (int,), "rate_limit": (int, float),
     "rate_burst": (int, float), "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
@@ -223,6 +228,30 @@ def _where(data: Any, key: str) -> tuple[int | None, int | None]:
     return line + 1, col + 1
 
 
+_REDIS_KEYS = {"url": "redis", "cluster": "redis_cluster", "prefix": "redis_prefix"}
+
+
+def _expand_redis(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``redis: {url, cluster, prefix}`` becomes ``redis``, ``redis_cluster`` and ``redis_prefix``."""
+    block = data.get("redis")
+    if not isinstance(block, Mapping):
+        return data
+    line, col = _where(data, "redis")
+    out = {k: v for k, v in data.items() if k != "redis"}
+    for key, value in block.items():
+        name = _REDIS_KEYS.get(str(key))
+        if name is None:
+            raise ValidationError(f"redis: unknown setting {key!r} (url, cluster, prefix)", source=source,
+                                  line=line, col=col, field=f"redis.{key}")
+        if name in out:
+            raise ValidationError(f"redis.{key} and {name} both given", source=source, line=line, col=col,
+                                  field=name)
+        out[name] = value
+    if "redis" not in out:
+        raise ValidationError("redis: the url is missing", source=source, line=line, col=col, field="redis.url")
+    return out
+
+
 def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>", base_dir: Path | None = None,
                         **overrides: Any) -> ServiceConfig:
     """A :class:`ServiceConfig` from a mapping (e.g. parsed YAML with line numbers), then ``overrides``."""
@@ -230,6 +259,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "<config>", ba
         raise ValidationError("the service configuration must be a mapping of settings", source=source,
                               line=1, col=1)
     values: dict[str, Any] = {}
+    data = _expand_redis(data, source)
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         line, col = _where(data, raw_key)

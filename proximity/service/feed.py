@@ -23,6 +23,8 @@ from proximity.service.auth import FEED_SUBPROTOCOL
 from proximity.service.codec import clean, json_bytes
 from proximity.service.errors import ApiError
 from proximity.service.metrics import ServiceMetrics
+from proximity.service.pubsub import messages as pubsub_messages
+from proximity.service.pubsub import publish, tagged
 
 log = logging.getLogger("proximity.service.feed")
 
@@ -128,10 +130,12 @@ class FeedHub:
 class FeedBus:
     """Carries feed messages to the hub of every worker: directly in memory, or over Redis pub/sub."""
 
-    def __init__(self, hub: FeedHub, client: Any = None, prefix: str = "proximity") -> None:
+    def __init__(self, hub: FeedHub, client: Any = None, prefix: str = "proximity", *,
+                 cluster: bool = False) -> None:
         self.hub = hub
         self._client = client
-        self.channel = f"{prefix}:feed"
+        self.cluster = cluster  # sharded pub/sub on one slot's shard
+        self.channel = tagged(prefix, "feed", cluster)
         self._task: asyncio.Task[None] | None = None
 
     async def publish(self, messages: Sequence[Mapping[str, Any]]) -> None:
@@ -141,28 +145,21 @@ class FeedBus:
             self.hub.deliver(messages)
             return
         try:
-            await self._client.publish(self.channel, json_bytes(clean(list(messages))))
+            await publish(self._client, self.channel, json_bytes(clean(list(messages))), self.cluster)
         except Exception as exc:  # the feed is best effort; the batch itself already succeeded
             log.warning("live feed publish failed: %s", exc)
             self.hub.deliver(messages)
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        self.hub.deliver(json.loads(msg["data"]))
+                async for data in pubsub_messages(self._client, self.channel, self.cluster):
+                    self.hub.deliver(json.loads(data))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("live feed subscription lost (%s); retrying", exc)
                 await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
 
     def start(self) -> None:
         if self._client is not None:

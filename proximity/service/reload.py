@@ -15,9 +15,10 @@ hands it to a :class:`ConfigChannel`:
 - :class:`MemoryChannel` (embedded default): the version is a counter in the
   process and the document is applied at once;
 - :class:`RedisChannel`: one Lua script compares the document's hash with the
-  stored one and, when it differs, increments ``<prefix>:config:<kind>:version``,
-  stores the text in ``<prefix>:config:<kind>`` and publishes the new version on
-  ``<prefix>:config``. Every worker subscribes and loads the newer version; the
+  stored one and, when it differs, increments ``<prefix>:config:<kind>:version``
+  and stores the text in ``<prefix>:config:<kind>``; the worker then publishes the
+  new version on ``<prefix>:config`` (on a cluster the root is ``{<prefix>:config}``:
+  one slot, sharded pub/sub, see :mod:`proximity.service.pubsub`). Every worker subscribes and loads the newer version; the
   same check also runs on every poll, so a worker that missed a message (pub/sub
   is fire-and-forget) catches up within one interval. Workers that watch the
   same file all see its change; the hash comparison makes the first one win and
@@ -27,7 +28,6 @@ hands it to a :class:`ConfigChannel`:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from proximity.service.errors import redis_unavailable
+from proximity.service.pubsub import messages, publish, tagged
 
 log = logging.getLogger("proximity.service.reload")
 
@@ -134,6 +135,8 @@ class MemoryChannel(ConfigChannel):
 
 
 _PUBLISH_LUA = """
+-- the version; negative when it is new (the caller announces it: on a cluster a script cannot publish
+-- on a sharded channel of another node's choosing, so one code path publishes outside)
 local cur = redis.call('HGET', KEYS[1], 'sha256')
 if cur == ARGV[1] then
   return tonumber(redis.call('HGET', KEYS[1], 'version'))
@@ -141,18 +144,18 @@ end
 local v = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'sha256', ARGV[1], 'text', ARGV[2], 'media_type', ARGV[3],
            'origin', ARGV[4], 'version', v)
-redis.call('PUBLISH', KEYS[3], ARGV[5] .. ':' .. v)
-return v
+return -v
 """
 
 
 class RedisChannel(ConfigChannel):
     """Versions, documents and notifications in Redis (see the module docstring)."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
-        self._client = client  # redis.asyncio.Redis
+    def __init__(self, client: Any, prefix: str, *, cluster: bool = False) -> None:
+        self._client = client  # redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster
         self.prefix = prefix
-        self.channel = f"{prefix}:config"
+        self.cluster = cluster
+        self.channel = tagged(prefix, "config", cluster)  # keys and channel share the tag: one slot
         self._script = client.register_script(_PUBLISH_LUA)
 
     @classmethod
@@ -162,12 +165,15 @@ class RedisChannel(ConfigChannel):
         return cls(aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2), prefix)
 
     def _keys(self, kind: str) -> list[str]:
-        return [f"{self.prefix}:config:{kind}", f"{self.prefix}:config:{kind}:version", self.channel]
+        return [f"{self.channel}:{kind}", f"{self.channel}:{kind}:version"]
 
     async def publish(self, kind: str, text: str, media_type: str, origin: str) -> ConfigDoc:
         sha = ConfigDoc.digest(text)
         with redis_unavailable("configuration channel"):
-            version = int(await self._script(keys=self._keys(kind), args=[sha, text, media_type, origin, kind]))
+            version = int(await self._script(keys=self._keys(kind), args=[sha, text, media_type, origin]))
+            if version < 0:
+                version = -version
+                await publish(self._client, self.channel, f"{kind}:{version}", self.cluster)
         doc = await self.latest(kind)
         if doc is None or doc.version != version:  # a newer one landed in between: report ours
             return ConfigDoc(kind, text, media_type, version, sha, origin)
@@ -182,19 +188,10 @@ class RedisChannel(ConfigChannel):
         return ConfigDoc(kind, d["text"], d["media_type"], int(d["version"]), d["sha256"], d.get("origin", "redis"))
 
     async def listen(self, notify: Callable[[str], Awaitable[None]]) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.channel)
-            while True:
-                msg = await pubsub.get_message(timeout=1.0)
-                if msg is None or msg.get("type") != "message":
-                    continue
-                kind = msg["data"].decode().split(":", 1)[0]
-                if kind in KINDS:
-                    await notify(kind)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        async for data in messages(self._client, self.channel, self.cluster):
+            kind = data.decode().split(":", 1)[0]
+            if kind in KINDS:
+                await notify(kind)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -39,7 +39,8 @@ class Service:
         self.idempotency = self.backends.idempotency
         self.rate_limiter = self.backends.rate_limiter
         self.hub = FeedHub(config.feed_queue, self.metrics)
-        self.bus = FeedBus(self.hub, self.backends.aioredis, config.redis_prefix)
+        self.bus = FeedBus(self.hub, self.backends.aioredis, config.redis_prefix,
+                           cluster=self.backends.cluster)
         self.reloader = Reloader(self.backends.channel, self.host.validate, self._apply,
                                  interval=config.reload_interval_s,
                                  on_error=lambda kind, exc: self.metrics.reloads.labels(kind, "error").inc())
