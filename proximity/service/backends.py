@@ -49,7 +49,7 @@ def _clients(config: ServiceConfig) -> tuple[Any, Any, bool]:
     from proximity._redis.cluster import connect
 
     url = str(config.redis)
-    kw = {"socket_timeout": _TIMEOUT_S, "socket_connect_timeout": _CONNECT_S}
+    kw: dict[str, Any] = {"socket_timeout": _TIMEOUT_S, "socket_connect_timeout": _CONNECT_S}
     if config.redis_cluster is False:
         return (redis.Redis.from_url(url, **kw), aioredis.Redis.from_url(url, **kw), False)
     try:
