@@ -45,6 +45,7 @@ from beacons.capture import CaptureRecord, CaptureWriter
 from beacons.sources import BeaconSource
 from beacons.spool import Spool
 from beacons.uplink import SendResult, Uplink
+from proxbase.tasks import cancel_and_wait
 
 log = logging.getLogger("beacons.gateway")
 
@@ -275,9 +276,7 @@ class GatewayAgent:
             except TimeoutError:
                 log.warning("stopping with %d batches (%d sightings) still in the spool", len(self.spool),
                             self.spool.pending_sightings)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancel_and_wait([sender])
             await self.uplink.close()
             self.log_counters()
         return self.counters

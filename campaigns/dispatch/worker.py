@@ -32,6 +32,7 @@ from typing import Any
 from campaigns.dispatch.base import DeliveryReport, Dispatcher
 from campaigns.errors import DeliveryError
 from campaigns.outbox import MemoryOutbox, OutboxEntry
+from proxbase.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 Key = tuple[int, str]  # (shard, entry id): one outbox entry
@@ -178,9 +179,7 @@ class DeliveryWorker:
         try:
             await asyncio.gather(*(self._one(e, sem, lost, started, finished, report) for e in fresh))
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait([beat])
         self.total.add(report)
         return report
 

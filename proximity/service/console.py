@@ -29,7 +29,6 @@ each device that pinged meanwhile (nothing is computed while no one asks).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -40,6 +39,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxbase.tasks import cancel_and_wait
 from proximity import __version__
 from proximity.errors import as_json, describe, location
 from proximity.service.auth import ApiKey
@@ -79,7 +79,8 @@ class Console:
         redis = svc.backends.aioredis
         self.hourly = HourlyCounters() if redis is None else RedisHourly(redis, svc.config.redis_prefix)
         self.fleet = LiveFleet(lambda: getattr(host, "registry", None))
-        self.positions = DevicePositions()
+        # a console on this worker asked for positions, or on another one (the bus crosses workers)
+        self.positions = DevicePositions(lambda: svc.bus.shared or svc.hub.watches("positions"))
         self._edit_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         for name, listener in (("decision_listeners", self.hourly.record), ("ping_listeners", self.positions.observe),
@@ -100,11 +101,7 @@ class Console:
                                                    name="demo-replay"))
 
     async def stop(self, app: web.Application) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _flush_loop(self) -> None:
@@ -116,10 +113,8 @@ class Console:
                 log.warning("console counters not flushed: %s", exc)
 
     async def _positions_loop(self) -> None:
-        hub = self.svc.hub
         while True:
             await asyncio.sleep(POSITIONS_INTERVAL_S)
-            self.positions.watching = any("positions" in c.filter.kinds for c in hub.clients)
             rows = self.positions.take()
             if rows:
                 await self.svc.bus.publish([{"type": "positions", "devices": rows}])

@@ -171,19 +171,20 @@ class DevicePositions:
     """The newest position of each device of a ping batch, collected between two feed messages.
 
     ``observe`` (engine thread) keeps, per batch, each device's newest ping (numpy,
-    no loop per ping) and does nothing while no console watches; ``take`` (event
-    loop) hands the collected positions over and starts afresh. At most
-    ``max_devices`` positions go into one message.
+    no loop per ping) and does nothing while ``watching()`` says no console watches
+    (asked at each batch, so a console that just connected sees the next ping);
+    ``take`` (event loop) hands the collected positions over and starts afresh. At
+    most ``max_devices`` positions go into one message.
     """
 
-    def __init__(self, max_devices: int = 20_000) -> None:
+    def __init__(self, watching: Callable[[], bool], max_devices: int = 20_000) -> None:
         self.max_devices = max_devices
-        self.watching = False
+        self.watching = watching
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, float, float, float]] = {}
 
     def observe(self, batch: Any) -> None:
-        if not self.watching or not len(batch):
+        if not len(batch) or not self.watching():
             return
         ids = np.asarray(batch.device_id, dtype=str)
         names, inverse = np.unique(ids, return_inverse=True)

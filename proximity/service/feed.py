@@ -14,11 +14,13 @@ import contextlib
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from proxbase.tasks import cancel_and_wait
 from proximity.service.auth import FEED_SUBPROTOCOL
 from proximity.service.codec import clean, json_bytes
 from proximity.service.errors import ApiError
@@ -90,16 +92,24 @@ class FeedHub:
         self.maxsize = maxsize
         self.metrics = metrics
         self.clients: set[FeedClient] = set()
+        self.watched: Counter[str] = Counter()  # kind -> clients that asked for it by name
+
+    def watches(self, kind: str) -> bool:
+        """Whether a client of this hub asked for ``kind`` by name (safe to call from the engine thread)."""
+        return self.watched[kind] > 0
 
     def subscribe(self, filt: FeedFilter) -> FeedClient:
         client = FeedClient(filt, self.maxsize)
         self.clients.add(client)
+        self.watched.update(filt.kinds)
         if self.metrics:
             self.metrics.ws_clients.set(len(self.clients))
         return client
 
     def unsubscribe(self, client: FeedClient) -> None:
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            self.watched.subtract(client.filter.kinds)
         if self.metrics:
             self.metrics.ws_clients.set(len(self.clients))
 
@@ -137,6 +147,11 @@ class FeedBus:
         self.cluster = cluster  # sharded pub/sub on one slot's shard
         self.channel = tagged(prefix, "feed", cluster)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether messages cross workers (a client of another worker's hub may want them)."""
+        return self._client is not None
 
     async def publish(self, messages: Sequence[Mapping[str, Any]]) -> None:
         if not messages:
@@ -203,9 +218,7 @@ async def serve_socket(request: web.Request, hub: FeedHub, sockets: set[web.WebS
             if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                 break
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
+        await cancel_and_wait([sender])
         hub.unsubscribe(client)
         sockets.discard(ws)
         await ws.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxbase.tasks import cancel_and_wait
 from proximity.service.errors import ApiError, redis_unavailable
 from proximity.service.metrics import ServiceMetrics
 
@@ -233,9 +234,7 @@ async def idempotent(store: IdempotencyStore, metrics: ServiceMetrics, scope: st
             await store.release(key, claim.token)
         raise
     finally:
-        lease.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lease
+        await cancel_and_wait([lease])
     try:
         if response.status < 500 and response.body is not None:
             await store.complete(key, claim.token, response.status, bytes(response.body))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from proxbase.tasks import cancel_and_wait
 from proximity.service.config import ServiceConfig
 from proximity.service.host import EngineHost
 from proximity.service.metrics import ServiceMetrics
@@ -40,11 +41,9 @@ class Loops:
         self._tasks.append(asyncio.create_task(self._deliver_loop(), name="offer-delivery"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        stuck = await cancel_and_wait(self._tasks, timeout=5.0)  # bounded: the shutdown goes on regardless
+        if stuck:
+            log.warning("%d background loops did not stop within 5 s", len(stuck))
         self._tasks = []
 
     async def close(self) -> None:
