@@ -24,20 +24,10 @@ class FenceError(ValidationError):
     and ``fence_id`` when known.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        line: int | None = None,
-        col: int | None = None,
-        field: str | None = None,
-        row: int | None = None,
-        feature: int | None = None,
-        fence_id: str | None = None,
-    ) -> None:
-        super().__init__(message, source=source, line=line, col=col, field=field,
-                         row=row if row is not None else feature)
+    def __init__(self, message: str, *, row: int | None = None, feature: int | None = None,
+                 fence_id: str | None = None, **where: Any) -> None:
+        """``where``: the located error's ``source``, ``line``, ``col`` and ``field``."""
+        super().__init__(message, row=row if row is not None else feature, **where)
         self.feature = feature
         self.fence_id = fence_id
 

@@ -3,29 +3,8 @@
 
 It sits below the six packages of the layering (``geofence`` and ``beacons`` may import it too)."""
 
-from proxbase.errors import (
-    ProximityError,
-    StateError,
-    StoreUnavailable,
-    ValidationError,
-    as_json,
-    describe,
-    location,
-    message_of,
-    unavailable_on,
-)
+import proxbase.errors as _errors
+from proxbase.errors import *  # noqa: F403  (the error contract, whole)
 from proxbase.timestamps import MAX_EPOCH_S, parse_ts
 
-__all__ = [
-    "MAX_EPOCH_S",
-    "ProximityError",
-    "StateError",
-    "StoreUnavailable",
-    "ValidationError",
-    "as_json",
-    "describe",
-    "location",
-    "message_of",
-    "parse_ts",
-    "unavailable_on",
-]
+__all__ = sorted([*_errors.__all__, "MAX_EPOCH_S", "parse_ts"])
