@@ -65,8 +65,50 @@ def _i8(b: int) -> int:
     return b - 256 if b > 127 else b
 
 
+class _PowerAt1m:
+    """A frame whose ``tx_power`` is already the power at 1 m (iBeacon, AltBeacon)."""
+
+    __slots__ = ()
+    tx_power: int
+
+    @property
+    def power_1m(self) -> int:
+        return self.tx_power
+
+
+class _Anonymous:
+    """A frame that carries no stable identity of its beacon (``key`` is ``None``)."""
+
+    __slots__ = ()
+
+    @property
+    def key(self) -> None:
+        return None
+
+
+class _EddystonePower:
+    """An Eddystone frame with a power calibrated at 0 m (``power_1m`` converts it)."""
+
+    __slots__ = ()
+    tx_power: int
+
+    @property
+    def power_1m(self) -> int:
+        return eddystone_power_1m(self.tx_power)
+
+
+class _Telemetry(_Anonymous):
+    """A telemetry frame: no identity, no power."""
+
+    __slots__ = ()
+
+    @property
+    def power_1m(self) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
-class IBeacon:
+class IBeacon(_PowerAt1m):
     """Apple iBeacon: ``tx_power`` is the measured power at 1 m (dBm)."""
 
     uuid: str
@@ -79,17 +121,13 @@ class IBeacon:
     def key(self) -> str:
         return ibeacon_key(self.uuid, self.major, self.minor)
 
-    @property
-    def power_1m(self) -> int:
-        return self.tx_power
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "uuid": self.uuid, "major": self.major, "minor": self.minor,
                 "tx_power": self.tx_power}
 
 
 @dataclass(frozen=True, slots=True)
-class AltBeacon:
+class AltBeacon(_PowerAt1m):
     """AltBeacon: a 20-byte id (also read as a 16-byte UUID + two 16-bit ids); ``tx_power`` at 1 m."""
 
     manufacturer: int
@@ -101,10 +139,6 @@ class AltBeacon:
     @property
     def key(self) -> str:
         return altbeacon_key(self.beacon_id)
-
-    @property
-    def power_1m(self) -> int:
-        return self.tx_power
 
     @property
     def id1(self) -> str:
@@ -125,7 +159,7 @@ class AltBeacon:
 
 
 @dataclass(frozen=True, slots=True)
-class EddystoneUID:
+class EddystoneUID(_EddystonePower):
     """Eddystone-UID: ``tx_power`` is calibrated at 0 m; ``reserved`` is whether the 2 RFU bytes were sent."""
 
     namespace: bytes
@@ -138,35 +172,23 @@ class EddystoneUID:
     def key(self) -> str:
         return eddystone_key(self.namespace, self.instance)
 
-    @property
-    def power_1m(self) -> int:
-        return eddystone_power_1m(self.tx_power)
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "namespace": self.namespace.hex(), "instance": self.instance.hex(),
                 "tx_power": self.tx_power}
 
 
 @dataclass(frozen=True, slots=True)
-class EddystoneURL:
+class EddystoneURL(_Anonymous, _EddystonePower):
     url: str
     tx_power: int
     type: ClassVar[str] = "eddystone_url"
-
-    @property
-    def key(self) -> None:
-        return None
-
-    @property
-    def power_1m(self) -> int:
-        return eddystone_power_1m(self.tx_power)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "url": self.url, "tx_power": self.tx_power}
 
 
 @dataclass(frozen=True, slots=True)
-class EddystoneTLM:
+class EddystoneTLM(_Telemetry):
     """Unencrypted telemetry (version 0). ``None`` marks a value the beacon does not support."""
 
     battery_mv: int | None
@@ -176,21 +198,13 @@ class EddystoneTLM:
     version: int = 0
     type: ClassVar[str] = "eddystone_tlm"
 
-    @property
-    def key(self) -> None:
-        return None
-
-    @property
-    def power_1m(self) -> None:
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "version": self.version, "battery_mv": self.battery_mv,
                 "temperature_c": self.temperature_c, "adv_count": self.adv_count, "uptime_s": self.uptime_s}
 
 
 @dataclass(frozen=True, slots=True)
-class EddystoneETLM:
+class EddystoneETLM(_Telemetry):
     """Encrypted telemetry (version 1): the 12 opaque bytes, the salt and the MIC."""
 
     etlm: bytes
@@ -199,32 +213,16 @@ class EddystoneETLM:
     version: int = 1
     type: ClassVar[str] = "eddystone_tlm"
 
-    @property
-    def key(self) -> None:
-        return None
-
-    @property
-    def power_1m(self) -> None:
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "version": self.version, "salt": self.salt.hex(), "mic": self.mic.hex(),
                 "etlm": self.etlm.hex()}
 
 
 @dataclass(frozen=True, slots=True)
-class EddystoneEID:
+class EddystoneEID(_Anonymous, _EddystonePower):
     eid: bytes
     tx_power: int
     type: ClassVar[str] = "eddystone_eid"
-
-    @property
-    def key(self) -> None:
-        return None
-
-    @property
-    def power_1m(self) -> int:
-        return eddystone_power_1m(self.tx_power)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "eid": self.eid.hex(), "tx_power": self.tx_power}
