@@ -50,6 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import proximity._kernels as K
+import proximity._visit_kernels as VK
 from proximity.events import Event, EventKind, ProximityClass, Source
 from proximity.visit import DEFAULT_MODEL, VisitModel
 
@@ -268,7 +269,7 @@ class PresenceState:
     """The device table and the visit-record pool (see :mod:`proximity._kernels`), growable."""
 
     def __init__(self, devices: int = 0, records: int = 0) -> None:
-        #: per device one 64-byte row (one cache line): the last fix (``d_fix``, columns ``K.FIX_*``), then
+        #: per device one 64-byte row (one cache line): the last fix (``d_fix``, columns ``VK.FIX_*``), then
         #: the newest applied evidence time (``d_last``, column ``K.DEV_LAST``), then padding
         self.d_dev = _fresh_dev(devices)
         self.d_head = np.full(devices, -1, np.int32)
@@ -347,7 +348,7 @@ class PresenceState:
 def _fresh_dev(n: int) -> np.ndarray:
     """``d_dev`` rows of devices with nothing applied yet: times -inf, position and baseline unknown."""
     out = np.full((n, K.DEV_WIDTH), np.nan)
-    out[:, K.FIX_TS] = -np.inf
+    out[:, VK.FIX_TS] = -np.inf
     out[:, K.DEV_LAST] = -np.inf
     return out
 
@@ -519,7 +520,7 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
 
 def record_probability(state: PresenceState, d: int, r: int, places: PlaceTable, params: PresenceParams) -> float:
     """The calibrated visit probability of record ``r`` of device ``d`` as of its last evidence."""
-    return float(K.visit_probability(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
+    return float(VK.visit_probability(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
                                      places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm))
 
 
