@@ -296,10 +296,15 @@ def apply_evidence(
         status[e] = STATUS_APPLIED
         cause = CAUSE_PING if s == SRC_GPS else CAUSE_SIGHTING
         # 1. visits whose inside evidence ran out (debounce) before this evidence; the rest relax to now
-        _end_due(d, t, False, e, CAUSE_DEBOUNCE,
-                 d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta,
-                 gps_deb, bcn_deb, o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
-                 n_out, r_lo, p_zone, p_ovp, p_ovi, pm)
+        #    (the helpers are called only when they have work: a call passes every array, which costs)
+        r = d_head[d]
+        while r >= 0 and _due(r, r_gps, r_bcn, gps_deb, bcn_deb) >= t:
+            r = r_next[r]
+        if r >= 0:
+            _end_due(d, t, False, e, CAUSE_DEBOUNCE,
+                     d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta,
+                     gps_deb, bcn_deb, o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
+                     n_out, r_lo, p_zone, p_ovp, p_ovi, pm)
         if d_last[d] > -np.inf:
             r = d_head[d]
             while r >= 0:
@@ -307,7 +312,10 @@ def apply_evidence(
                 r = r_next[r]
         # 2. a GPS ping not paired with a fence is outside it by more than its accuracy
         #    (with exit_pings > 1, only the exit_pings-th such ping in a row counts)
-        if s == SRC_GPS:
+        r = d_head[d]
+        while s == SRC_GPS and r >= 0 and _named(r_place[r], a, b, obs_place, p_zone):
+            r = r_next[r]
+        if s == SRC_GPS and r >= 0:
             _gps_exits(d, t, e, a, b, obs_place, exit_pings, bcn_deb,
                        d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_miss, r_tent, r_next, meta,
                        o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
