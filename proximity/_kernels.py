@@ -13,11 +13,12 @@ threshold: no event has been emitted for it yet), ``r_lo`` (the log-odds that th
 device is inside the place: the visit probability's forward filter) and ``r_next``
 (the device's next record; also links the free list, whose head and length live in
 ``meta``). A device outside every place has no record at all, which is what keeps
-the memory store small. The visit probability's own pieces (the filter's steps, the
-competition between places, the calibration) live in :mod:`proximity._visit_kernels`. ``d_fix`` is the device's 64-byte row: its last accepted
+the memory store small. ``d_fix`` is the device's 64-byte row: its last accepted
 GPS fix (time, lon, lat), its log-accuracy baseline (the indoor pattern) and, in
 column ``DEV_LAST``, ``d_last`` (the stores pass a strided view of that column),
-so one cache line holds what a ping reads of its device.
+so one cache line holds what a ping reads of its device. The visit probability's
+own pieces (the filter's steps, the competition between places, the calibration)
+live in :mod:`proximity._visit_kernels`.
 
 The same function is run by both stores: the memory store passes its whole
 table, the Redis store a table of the devices it loaded for one batch.
