@@ -16,7 +16,9 @@ device is inside the place: the visit probability's forward filter) and ``r_next
 the memory store small. ``d_fix`` is the device's 64-byte row: its last accepted
 GPS fix (time, lon, lat), its log-accuracy baseline (the indoor pattern) and, in
 column ``DEV_LAST``, ``d_last`` (the stores pass a strided view of that column),
-so one cache line holds what a ping reads of its device.
+so one cache line holds what a ping reads of its device. The visit probability's
+own pieces (the filter's steps, the competition between places, the calibration)
+live in :mod:`proximity._visit_kernels`.
 
 The same function is run by both stores: the memory store passes its whole
 table, the Redis store a table of the devices it loaded for one batch.
@@ -24,6 +26,12 @@ Evidence must be sorted by (device, time); one call processes it from
 ``start`` and returns where it stopped: ``n`` when done, or an earlier index
 when the record pool or the event buffers ran short (the caller grows them and
 calls again from there; no evidence is ever half-applied).
+
+The order of a device's records in its list is the store's business (the memory
+store puts new ones first, the Redis store saves them in its record pool's order):
+no result may depend on it. Wherever one step ends several visits of a device at
+once, every one of them is decided, with its probability, from the records as they
+stood before any was removed.
 """
 
 from __future__ import annotations
@@ -31,6 +39,18 @@ from __future__ import annotations
 import numpy as np
 
 from proxbase.jit import njit
+from proximity._visit_kernels import (
+    FIX_BASE,
+    PM_ENTER_P,
+    PM_EXIT_P,
+    PM_PRIOR,
+    PM_UNPAIRED,
+    clamp_lo,
+    gps_context,
+    overlaps,
+    relax,
+    visit_probability,
+)
 
 # event kinds, sources and causes as small codes (see proximity.presence for the names)
 ENTER, DWELL, EXIT = 0, 1, 2
@@ -38,17 +58,8 @@ SRC_GPS, SRC_BEACON = 1, 2
 CAUSE_PING, CAUSE_SIGHTING, CAUSE_DEBOUNCE, CAUSE_FORGET = 0, 1, 2, 3
 LEVEL_AMBIGUOUS, LEVEL_KEEP, LEVEL_ENTER = 0, 1, 2
 STATUS_APPLIED, STATUS_LATE, STATUS_IMPLAUSIBLE = 0, 1, 2
-# the visit-probability model's parameters, by index in the ``pm`` array (see proximity.visit)
-PM_PRIOR, PM_TAU, PM_UNPAIRED, PM_IND_W, PM_IND_LO, PM_IND_HI, PM_BASE_DOWN, PM_BASE_UP = 0, 1, 2, 3, 4, 5, 6, 7
-PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below 0.5, 1.2, 2.5 m/s, and above
-PM_ENTER_P, PM_CAL_N, PM_EXIT_P, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
-PM_CAL = 18  # the calibration map: PM_CAL_N knots (x, then logit y) from here
-PM_CAL_MAX = 16
-PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
-# per-device fix memory ``d_fix[d]``: time, lon, lat of the last accepted GPS fix; log-accuracy baseline
-FIX_TS, FIX_LON, FIX_LAT, FIX_BASE = 0, 1, 2, 3
-DEV_LAST, DEV_WIDTH = 4, 8  # the state's per-device row: the fix, the newest applied time, padding to 64 bytes
-M_PER_DEG = 111_320.0
+# the state's per-device row: the fix (``proximity._visit_kernels.FIX_*``), the newest applied time, padding
+DEV_LAST, DEV_WIDTH = FIX_BASE + 1, 8  # 8 float64: 64 bytes
 
 NEG_INF = -np.inf
 
@@ -93,125 +104,131 @@ def _free(r, r_next, r_dev, meta):
 
 
 @njit
+def _named(p, a, b, obs_place, p_zone):
+    """Does GPS evidence ``a:b`` say nothing against place ``p`` (it names ``p``, or ``p`` is a beacon zone)?"""
+    if p_zone[p] != 0:
+        return True
+    k = a
+    while k < b and obs_place[k] != p:
+        k += 1
+    return k < b
+
+
+@njit
+def _emitted_since(p, k0, n_out, o_place):
+    """Was an event for place ``p`` emitted at or after output index ``k0``?"""
+    k = k0
+    while k < n_out[0] and o_place[k] != p:
+        k += 1
+    return k < n_out[0]
+
+
+@njit
 def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi):
     """Does evidence ``a:b`` also keep a confirmed visit of device ``d`` to a fence not overlapping ``p``?"""
     q = d_head[d]
     while q >= 0:
         f = r_place[q]
-        if q != r and r_tent[q] == 0 and p_zone[f] == 0:
-            overlaps = False
-            if p < p_ovp.shape[0] - 1:
-                for j in range(p_ovp[p], p_ovp[p + 1]):
-                    if p_ovi[j] == f:
-                        overlaps = True
-                        break
-            if not overlaps:
-                for k in range(a, b):
-                    if obs_place[k] == f and obs_level[k] >= LEVEL_KEEP:
-                        return True
+        if q != r and r_tent[q] == 0 and p_zone[f] == 0 and not overlaps(p, f, p_ovp, p_ovi):
+            for k in range(a, b):
+                if obs_place[k] == f and obs_level[k] >= LEVEL_KEEP:
+                    return True
         q = r_next[q]
     return False
 
 
 @njit
-def _relax(lo, dt, pm):
-    """The filter's prediction step: with no evidence for ``dt`` seconds the log-odds relax toward the prior."""
-    if dt <= 0.0:
-        return lo
-    prior = pm[PM_PRIOR]
-    return prior + (lo - prior) * np.exp(-dt / pm[PM_TAU])
+def _end_due(
+    d, now, forget, e, cause,
+    d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta, gps_deb, bcn_deb,
+    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+    r_lo, p_zone, p_ovp, p_ovi, pm,
+):
+    """End the visits of device ``d`` whose inside evidence ran out before ``now`` (all of them with ``forget``).
 
-
-@njit
-def _clamp_lo(lo, pm):
-    return min(max(lo, pm[PM_LO_MIN]), pm[PM_LO_MAX])
-
-
-@njit
-def _overlaps(p, f, p_ovp, p_ovi):
-    if p < p_ovp.shape[0] - 1:
-        for j in range(p_ovp[p], p_ovp[p + 1]):
-            if p_ovi[j] == f:
-                return True
-    return False
-
-
-@njit
-def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm):
-    """The calibrated probability that device ``d`` is inside the place of record ``r`` (log-odds ``lo``).
-
-    A store competes with the device's other candidate stores that do not overlap
-    it (the shop next door, not the mall around a shop): the log-odds become
-    ``lo - log(1 + sum(exp(lo_q)))`` over those, then the calibration map: a
-    non-decreasing piecewise-linear function of it in log-odds (knots in ``pm``),
-    flat beyond the end knots. A beacon zone has no competitors.
+    A confirmed visit exits at its debounce time (with ``forget``: at the device's last
+    evidence, or its enter if later), with ``cause`` and evidence index ``e``; a visit
+    never confirmed ends without a word. All the exits are computed from the device's
+    records as they stand, before any is removed: a visit ending at the same step as a
+    competing one still counts it, whichever order the store keeps the records in.
     """
-    p = r_place[r]
-    rest = 0.0
-    if p_zone[p] == 0:
-        q = d_head[d]
-        while q >= 0:
-            f = r_place[q]
-            if q != r and p_zone[f] == 0 and not _overlaps(p, f, p_ovp, p_ovi):
-                rest += np.exp(r_lo[q])
-            q = r_next[q]
-    x = lo - np.log1p(rest)
-    k = int(pm[PM_CAL_N])
-    xs = pm[PM_CAL:PM_CAL + k]
-    ys = pm[PM_CAL + PM_CAL_MAX:PM_CAL + PM_CAL_MAX + k]
-    if x <= xs[0]:
-        y = ys[0]
-    elif x >= xs[k - 1]:
-        y = ys[k - 1]
-    else:
-        j = 1
-        while xs[j] < x:
-            j += 1
-        y = ys[j - 1] + (ys[j] - ys[j - 1]) * (x - xs[j - 1]) / (xs[j] - xs[j - 1])
-    return 1.0 / (1.0 + np.exp(-y))
-
-
-@njit
-def gps_context(d, t, lon, lat, acc, spd, d_fix, pm):
-    """A GPS fix against the device's fix memory: ``(plausible, llr)``, and the memory updated when plausible.
-
-    Implausible: the fix is farther from the last accepted one than ``PM_MAX_SPEED``
-    allows over the time between them, counted as at least 10 s (beyond the fix's
-    accuracy and a 100 m slack): a spoofed or broken fix, e.g. 100 km in a second. ``llr`` is the device-level
-    evidence of being inside some store: the indoor pattern (log accuracy above the
-    device's own outdoor baseline, which follows low readings fast and high ones
-    slowly) and the reported speed.
-    """
-    last = d_fix[d, FIX_TS]
-    if pm[PM_MAX_SPEED] > 0.0 and last > -np.inf:
-        dy = (lat - d_fix[d, FIX_LAT]) * M_PER_DEG
-        dx = (lon - d_fix[d, FIX_LON]) * M_PER_DEG * np.cos(np.radians(lat))
-        dist = np.sqrt(dx * dx + dy * dy)
-        if dist - acc - 100.0 > pm[PM_MAX_SPEED] * max(t - last, 10.0):
-            return False, 0.0
-    la = np.log(max(acc, 1.0))
-    base = d_fix[d, FIX_BASE]
-    llr = 0.0
-    if base == base:  # known baseline
-        x = min(max(la - base, pm[PM_IND_LO]), pm[PM_IND_HI])
-        llr += pm[PM_IND_W] * x
-        rate = pm[PM_BASE_DOWN] if la < base else pm[PM_BASE_UP]
-        d_fix[d, FIX_BASE] = base + rate * (la - base)
-    else:
-        d_fix[d, FIX_BASE] = la
-    if spd == spd:  # known speed
-        if spd < 0.5:
-            llr += pm[PM_SPD0]
-        elif spd < 1.2:
-            llr += pm[PM_SPD1]
-        elif spd < 2.5:
-            llr += pm[PM_SPD2]
+    last = d_last[d]
+    r = d_head[d]
+    while r >= 0:
+        if r_tent[r] == 0:
+            ts = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
+            if forget or ts < now:
+                if forget:
+                    ts = max(last, r_enter[r])
+                prob = visit_probability(d, r, relax(r_lo[r], ts - last, pm), d_head, r_place, r_lo, r_next,
+                                         p_zone, p_ovp, p_ovi, pm)
+                _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                      EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, e, prob)
+        r = r_next[r]
+    prev = -1
+    r = d_head[d]
+    while r >= 0:
+        nxt = r_next[r]
+        if forget or _due(r, r_gps, r_bcn, gps_deb, bcn_deb) < now:
+            _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
         else:
-            llr += pm[PM_SPD3]
-    d_fix[d, FIX_TS] = t
-    d_fix[d, FIX_LON] = lon
-    d_fix[d, FIX_LAT] = lat
-    return True, llr
+            prev = r
+        r = nxt
+
+
+@njit
+def _gps_exits(
+    d, t, e, a, b, obs_place, exit_pings, bcn_deb,
+    d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_miss, r_tent, r_next, meta,
+    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+    r_lo, p_zone, p_ovp, p_ovi, pm,
+):
+    """A GPS fix at ``t`` (evidence ``e``, naming places ``obs_place[a:b]``) against the places it does not name.
+
+    Not named, a fence is outside the fix by more than its accuracy: its log-odds take
+    ``PM_UNPAIRED`` and a confirmed visit counts one more unpaired ping in a row. Then,
+    from that state and before any record is removed (so the result does not depend on
+    the order of the device's records): a confirmed visit with ``exit_pings`` unpaired
+    pings in a row (and, with ``PM_EXIT_P`` > 0, a probability below it) loses its GPS
+    inside evidence and exits unless a beacon holds it; a tentative visit is dropped
+    (with ``PM_ENTER_P`` > 0: once its log-odds are below the prior). Last, those records go.
+    """
+    enter_p = pm[PM_ENTER_P]
+    exit_p = pm[PM_EXIT_P]
+    prior = pm[PM_PRIOR]
+    r = d_head[d]
+    while r >= 0:
+        if not _named(r_place[r], a, b, obs_place, p_zone):
+            r_lo[r] = clamp_lo(r_lo[r] + pm[PM_UNPAIRED], pm)
+            if r_tent[r] == 0 and r_miss[r] < 255:
+                r_miss[r] += 1
+        r = r_next[r]
+    k0 = n_out[0]
+    r = d_head[d]
+    while r >= 0:
+        p = r_place[r]
+        if r_tent[r] == 0 and r_miss[r] >= exit_pings and not _named(p, a, b, obs_place, p_zone):
+            prob = visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm)
+            if exit_p <= 0.0 or prob < exit_p:
+                r_gps[r] = NEG_INF
+                if r_bcn[r] + bcn_deb < t:
+                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                          EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e, prob)
+        r = r_next[r]
+    prev = -1
+    r = d_head[d]
+    while r >= 0:
+        nxt = r_next[r]
+        p = r_place[r]
+        if r_tent[r] != 0:
+            gone = (enter_p <= 0.0 or r_lo[r] < prior) and not _named(p, a, b, obs_place, p_zone)
+        else:
+            gone = _emitted_since(p, k0, n_out, o_place)
+        if gone:
+            _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
+        else:
+            prev = r
+        r = nxt
 
 
 @njit
@@ -236,13 +253,17 @@ def apply_evidence(
 
     The visit probability: each record carries the log-odds ``r_lo`` that the device is
     inside its place, a forward filter over the device's evidence: relax toward the prior
-    with time (:func:`_relax`), add each evidence's log-likelihood ratio (``obs_llr``, plus
-    the device-level GPS evidence of :func:`gps_context`; an unpaired GPS fix adds
+    with time (:func:`proximity._visit_kernels.relax`), add each evidence's log-likelihood
+    ratio (``obs_llr``, plus the device-level GPS evidence of
+    :func:`proximity._visit_kernels.gps_context`; an unpaired GPS fix adds
     ``PM_UNPAIRED``). With ``pm[PM_ENTER_P]`` > 0 every new visit is tentative until its
-    probability (:func:`visit_probability`) reaches it, and a tentative visit whose
-    log-odds fall below the prior is dropped; with ``pm[PM_EXIT_P]`` > 0 unpaired fixes
-    end a visit only once its probability is below that (the debounce still ends it). A GPS fix that could not have been reached
-    from the last accepted one (``gps_context``) is not applied (``STATUS_IMPLAUSIBLE``).
+    probability (:func:`proximity._visit_kernels.visit_probability`) reaches it, and a
+    tentative visit whose log-odds fall below the prior is dropped; with ``pm[PM_EXIT_P]``
+    > 0 unpaired fixes end a visit only once its probability is below that (the debounce
+    still ends it). Visits ending at one step (the debounce before an evidence, or one
+    unpaired fix) are all decided from the state before any of them is removed. A GPS fix
+    that could not have been reached from the last accepted one (``gps_context``) is not
+    applied (``STATUS_IMPLAUSIBLE``).
     """
     n = ev_dev.shape[0]
     cap = o_kind.shape[0]
@@ -275,60 +296,31 @@ def apply_evidence(
                 continue
         status[e] = STATUS_APPLIED
         cause = CAUSE_PING if s == SRC_GPS else CAUSE_SIGHTING
-        dt = t - d_last[d] if d_last[d] > -np.inf else 0.0
-        # 1. visits whose inside evidence ran out (debounce) before this evidence
-        prev = -1
+        # 1. visits whose inside evidence ran out (debounce) before this evidence; the rest relax to now
+        #    (the helpers are called only when they have work: a call passes every array, which costs)
         r = d_head[d]
-        while r >= 0:
-            nxt = r_next[r]
-            due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
-            if due < t:
-                if r_tent[r] == 0:  # a visit never confirmed ends without a word
-                    lo = _relax(r_lo[r], due - d_last[d], pm)
-                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-                          EXIT, d, r_place[r], due, r_src[r], r_conf[r], due - r_enter[r], CAUSE_DEBOUNCE, e,
-                          visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
-                _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
-            else:
-                r_lo[r] = _relax(r_lo[r], dt, pm)
-                prev = r
-            r = nxt
-        # 2. a GPS ping not paired with a fence is outside it by more than its accuracy
-        #    (with exit_pings > 1, only the exit_pings-th such ping in a row counts)
-        if s == SRC_GPS:
-            prev = -1
+        while r >= 0 and _due(r, r_gps, r_bcn, gps_deb, bcn_deb) >= t:
+            r = r_next[r]
+        if r >= 0:
+            _end_due(d, t, False, e, CAUSE_DEBOUNCE,
+                     d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta,
+                     gps_deb, bcn_deb, o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
+                     n_out, r_lo, p_zone, p_ovp, p_ovi, pm)
+        if d_last[d] > -np.inf:
             r = d_head[d]
             while r >= 0:
-                nxt = r_next[r]
-                p = r_place[r]
-                named = p_zone[p] != 0
-                k = a
-                while not named and k < b:
-                    if obs_place[k] == p:
-                        named = True
-                    k += 1
-                gone = False
-                if not named:
-                    r_lo[r] = _clamp_lo(r_lo[r] + pm[PM_UNPAIRED], pm)
-                if not named and r_tent[r] != 0 and (enter_p <= 0.0 or r_lo[r] < prior):
-                    gone = True
-                    _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
-                elif not named and r_tent[r] == 0:
-                    if r_miss[r] < 255:
-                        r_miss[r] += 1
-                    if r_miss[r] >= exit_pings and (pm[PM_EXIT_P] <= 0.0 or visit_probability(
-                            d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm) < pm[PM_EXIT_P]):
-                        r_gps[r] = NEG_INF
-                        if r_bcn[r] + bcn_deb < t:
-                            gone = True
-                            _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
-                                  n_out, EXIT, d, p, t, r_src[r], r_conf[r], t - r_enter[r], CAUSE_PING, e,
-                                  visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp,
-                                                    p_ovi, pm))
-                            _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
-                if not gone:
-                    prev = r
-                r = nxt
+                r_lo[r] = relax(r_lo[r], t - d_last[d], pm)
+                r = r_next[r]
+        # 2. a GPS ping not paired with a fence is outside it by more than its accuracy
+        #    (with exit_pings > 1, only the exit_pings-th such ping in a row counts)
+        r = d_head[d]
+        while s == SRC_GPS and r >= 0 and _named(r_place[r], a, b, obs_place, p_zone):
+            r = r_next[r]
+        if s == SRC_GPS and r >= 0:
+            _gps_exits(d, t, e, a, b, obs_place, exit_pings, bcn_deb,
+                       d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_miss, r_tent, r_next, meta,
+                       o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
+                       r_lo, p_zone, p_ovp, p_ovi, pm)
         # 3a. what this evidence says about each place it names: the filter's update, new visits
         for k in range(a, b):
             p = obs_place[k]
@@ -345,7 +337,7 @@ def apply_evidence(
                 lo = r_lo[r]
                 if lvl == LEVEL_ENTER and lo < prior:
                     lo = prior  # a new approach starts from no worse than the prior
-                r_lo[r] = _clamp_lo(lo + llr, pm)
+                r_lo[r] = clamp_lo(lo + llr, pm)
                 if lvl >= LEVEL_KEEP:
                     if s == SRC_GPS:
                         r_gps[r] = t
@@ -367,7 +359,7 @@ def apply_evidence(
                 r_src[r] = s
                 r_conf[r] = obs_conf[k]
                 r_miss[r] = 0
-                r_lo[r] = _clamp_lo(prior + llr, pm)
+                r_lo[r] = clamp_lo(prior + llr, pm)
                 r_tent[r] = 1 if ((s == SRC_GPS and confirm_s > 0) or enter_p > 0.0) else 2
                 r_next[r] = d_head[d]
                 d_head[d] = r
@@ -437,29 +429,16 @@ def advance_devices(
 
     With ``forget`` every visit of the devices ends (cause ``forget``, at the device's
     last evidence time) and they all expire. Buffers must hold one event per record.
+    A device's exits of one call are computed before any of its records is removed
+    (see :func:`_end_due`).
     """
+    cause = CAUSE_FORGET if forget else CAUSE_DEBOUNCE
     for i in range(devs.shape[0]):
         d = devs[i]
-        prev = -1
-        r = d_head[d]
-        while r >= 0:
-            nxt = r_next[r]
-            due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)
-            if forget or due < now:
-                ts = due
-                cause = CAUSE_DEBOUNCE
-                if forget:
-                    ts = max(d_last[d], r_enter[r])
-                    cause = CAUSE_FORGET
-                if r_tent[r] == 0:
-                    lo = _relax(r_lo[r], ts - d_last[d], pm)
-                    _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-                          EXIT, d, r_place[r], ts, r_src[r], r_conf[r], ts - r_enter[r], cause, -1,
-                          visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
-                _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
-            else:
-                prev = r
-            r = nxt
+        _end_due(d, now, forget, -1, cause,
+                 d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta,
+                 gps_deb, bcn_deb, o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
+                 n_out, r_lo, p_zone, p_ovp, p_ovi, pm)
         expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
 
 

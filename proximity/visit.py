@@ -2,7 +2,8 @@
 
 Every visit record (device x candidate place) carries the log-odds that the
 device is inside, updated by a forward filter in the transition kernel
-(:func:`proximity._kernels.apply_evidence`), one evidence at a time:
+(:func:`proximity._kernels.apply_evidence`, its pieces in :mod:`proximity._visit_kernels`),
+one evidence at a time:
 
 1. **time**: with no evidence the log-odds relax toward the prior
    (``prior_logodds``) with time constant ``tau_s`` (a visit seen a while ago
@@ -26,7 +27,10 @@ device is inside, updated by a forward filter in the transition kernel
      ``beacon_llr[unknown, immediate, near, far]``;
 3. **competing places**: a store shares the probability with the device's other
    candidate stores that it does not overlap (the shop next door competes, the
-   mall around a shop does not): ``lo - log(1 + sum(exp(lo_other)))``;
+   mall around a shop does not): ``lo - log(1 + sum(exp(lo_other)))``. When one
+   step ends several competing visits at once (an unpaired fix, the debounce, an
+   ``advance``), each exit's probability counts all of them, as they stood before
+   any ended: the result never depends on the order the store keeps records in;
 4. **calibration**: a non-decreasing piecewise-linear map of that score to the
    final log-odds (``calibration``: knots ``(score, log-odds)``, flat beyond the
    ends). Fixes a few seconds apart are not independent (GPS error drifts), so the
@@ -47,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import proximity._kernels as K
+import proximity._visit_kernels as K
 
 #: accuracy / equivalent radius bucket edges for ``gps_llr``
 ACCURACY_EDGES = (0.5, 1.0, 2.0)
@@ -110,7 +114,7 @@ class VisitModel:
         return np.asarray(self.beacon_llr, np.float64)[np.clip(np.asarray(proximity, np.int64), 0, 3)]
 
     def pm(self, enter_probability: float, max_speed_mps: float, exit_probability: float = 0.0) -> np.ndarray:
-        """The kernel's parameter array (indexes ``proximity._kernels.PM_*``)."""
+        """The kernel's parameter array (indexes ``proximity._visit_kernels.PM_*``)."""
         out = np.zeros(K.PM_SIZE)
         out[K.PM_PRIOR] = self.prior_logodds
         out[K.PM_TAU] = self.tau_s

@@ -3,7 +3,6 @@ inside evidence for a lone fence; and evidence that must never enter (hostile or
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import uuid
@@ -11,14 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import proximity._redis.store as redis_store
+import proximity.presence as presence
+import proximity.store as memory_store
 from geofence import FenceIndex, circle_fence
 from proximity.batch import PingBatch
 from proximity.engine import PROFILES, Engine, EngineConfig
 from proximity.events import Event
-from proximity.presence import record_probability
+from proximity.presence import PresenceState, record_probability
 from proximity.store import MemoryStore, RedisStore
 
 LON0, LAT0 = 2.35, 48.85
@@ -53,6 +55,23 @@ def run(eng: Engine, batches: list[list[Any]]) -> list[Event]:
     for b in batches:
         out += eng.process_pings(pings(b)).events
     return out + eng.advance(T0 + 5000).events
+
+
+def batches_of(rows: list[Any], cuts: list[int]) -> list[list[Any]]:
+    """The distinct fixes in time order, cut into batches at the times ``cuts``."""
+    edges = [-1, *sorted(set(cuts)), 10_000]
+    batches = [[r for r in sorted(set(rows)) if lo < r[0] <= hi] for lo, hi in itertools.pairwise(edges)]
+    return [b for b in batches if b]
+
+
+def run_on_redis(redis_url: str, redis_prefix: str, fences: list[Any], batches: list[list[Any]],
+                 **options: Any) -> list[Event]:
+    """:func:`run` on a Redis store of its own (a fresh key prefix)."""
+    store = RedisStore(redis_url, prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}")
+    try:
+        return run(engine(fences, store, **options), batches)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
@@ -119,42 +138,78 @@ def test_a_neighbour_takes_its_share_of_the_probability() -> None:
        fences=st.sampled_from([LONE, ROW]))
 def test_redis_store_gives_the_same_probabilities(profile: str, rows: list[Any], cuts: list[int], fences: list[Any],
                                                   redis_url: str, redis_prefix: str) -> None:
-    edges = [-1, *sorted(set(cuts)), 10_000]
-    batches = [[r for r in sorted(set(rows)) if lo < r[0] <= hi] for lo, hi in itertools.pairwise(edges)]
-    batches = [b for b in batches if b]
+    batches = batches_of(rows, cuts)
     expected = run(engine(fences, MemoryStore(), profile=profile), batches)
-    store = RedisStore(redis_url, prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}")
-    try:
-        got = run(engine(fences, store, profile=profile), batches)
-    finally:
-        store.close()
-    assert _without_known_issue(got) == _without_known_issue(expected)  # events compare with their probability
+    got = run_on_redis(redis_url, redis_prefix, fences, batches, profile=profile)
+    assert got == expected  # whole events, with their probability
 
 
-def _without_known_issue(events: list[Event]) -> list[Event]:
-    """Known issue (test_simultaneous_exits_of_competing_places_agree below, xfail): when one ``advance``
-    ends two competing visits of a device at the same time, the second exit's probability depends on the
-    order the store holds the records in, which differs between the stores. Those exits compare without
-    their probability; every other event compares whole."""
-    same = {}
-    for e in events:
-        if e.kind == "exit":
-            same[(e.device_id, e.ts)] = same.get((e.device_id, e.ts), 0) + 1
-    return [dataclasses.replace(e, probability=None) if e.kind == "exit" and same[(e.device_id, e.ts)] > 1 else e
-            for e in events]
+# fixes at one time in shop c, shop a and outside the row
+SIMULTANEOUS = [(0.0, -90, -30, 4.0, math.nan), (0.0, -45, -15, 4.0, math.nan), (0.0, -15, 0, 8.0, math.nan)]
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(strict=True, reason="known issue: simultaneous exits of competing places take their probability "
-                                       "in the store's record order (memory and Redis differ)")
 def test_simultaneous_exits_of_competing_places_agree(redis_url: str, redis_prefix: str) -> None:
-    rows = [(0.0, -90, -30, 4.0, math.nan), (0.0, -45, -15, 4.0, math.nan), (0.0, -15, 0, 8.0, math.nan)]
-    expected = run(engine(ROW, MemoryStore(), profile="crossing"), [rows])
-    store = RedisStore(redis_url, prefix=f"{redis_prefix}:{uuid.uuid4().hex[:8]}")
-    try:
-        got = run(engine(ROW, store, profile="crossing"), [rows])
-    finally:
-        store.close()
+    """One ``advance`` ends two competing visits at once: each exit's probability counts the other,
+    whichever order the store keeps the records in (the two stores keep them in different orders)."""
+    expected = run(engine(ROW, MemoryStore(), profile="crossing"), [SIMULTANEOUS])
+    assert sum(e.kind == "exit" for e in expected) >= 2
+    assert run_on_redis(redis_url, redis_prefix, ROW, [SIMULTANEOUS], profile="crossing") == expected
+
+
+def shuffle_records(state: PresenceState, rng: np.random.Generator) -> None:
+    """Relink every device's visit records in a random order (the same records, the same state)."""
+    for d in np.flatnonzero(state.d_head >= 0):
+        recs = state.records_of(int(d))
+        if len(recs) < 2:
+            continue
+        recs = [recs[i] for i in rng.permutation(len(recs))]
+        state.d_head[d] = recs[0]
+        state.r_next[recs] = [*recs[1:], -1]
+
+
+# a mall around the row of shops: it overlaps them all, so it competes with none of them
+MALL = [*ROW, circle_fence("m", LON0, LAT0, 70.0)]
+# moments of one or more fixes in the shops of the row or outside it: a device often holds visits to
+# competing shops, then ended together by one unpaired fix, one debounce or one ``advance``
+moment = st.tuples(st.integers(0, 12).map(lambda k: 30.0 * k),
+                   st.lists(st.tuples(st.sampled_from([-90, -40, -30, 0, 10, 30, 40, 90]), st.sampled_from([-5, 0, 5]),
+                                      st.sampled_from([4.0, 8.0, 15.0])), min_size=1, max_size=3),
+                   st.sampled_from([math.nan, 0.0]))
+
+
+@pytest.mark.parametrize("store_kind", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("profile", list(PROFILES))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(moments=st.lists(moment, min_size=1, max_size=8), cuts=st.lists(st.integers(0, 400), max_size=2),
+       fences=st.sampled_from([ROW, MALL]), seed=st.integers(0, 2**32 - 1))
+@example(moments=[(t, [(x, y, acc)], spd) for t, x, y, acc, spd in SIMULTANEOUS], cuts=[], fences=ROW, seed=0)
+@example(moments=[(t, [(x, y, acc)], spd) for t, x, y, acc, spd in SIMULTANEOUS], cuts=[], fences=ROW, seed=3)
+def test_events_do_not_depend_on_the_order_of_a_devices_records(
+        store_kind: str, profile: str, moments: list[Any], cuts: list[int], fences: list[Any], seed: int,
+        request: pytest.FixtureRequest) -> None:
+    """Before every call of the transition function (apply and advance) each device's records are
+    relinked in a random order: the events, probabilities included, are those of an unshuffled run."""
+    rows = [(t, x, y, acc, spd) for t, fixes, spd in moments for x, y, acc in fixes]
+    batches = batches_of(rows, cuts)
+    expected = run(engine(fences, MemoryStore(), profile=profile), batches)
+    rng = np.random.default_rng(seed)
+
+    def shuffled(fn: Any) -> Any:
+        def call(state: PresenceState, *args: Any, **kwargs: Any) -> Any:
+            shuffle_records(state, rng)
+            return fn(state, *args, **kwargs)
+        return call
+
+    with pytest.MonkeyPatch.context() as mp:
+        for mod in (memory_store, redis_store):  # both stores call the transition function by these names
+            mp.setattr(mod, "apply_evidence", shuffled(presence.apply_evidence))
+            mp.setattr(mod, "advance_state", shuffled(presence.advance_state))
+        if store_kind == "memory":
+            got = run(engine(fences, MemoryStore(), profile=profile), batches)
+        else:
+            got = run_on_redis(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"),
+                               fences, batches, profile=profile)
     assert got == expected
 
 
