@@ -9,7 +9,14 @@ from typing import Any
 
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from campaigns.model import Audience, FenceInfo, PlaceholderError, Trigger, placeholder_fallbacks, placeholders
+from campaigns.model import (
+    Audience,
+    FenceInfo,
+    PlaceholderError,
+    Trigger,
+    placeholder_fallbacks,
+    placeholders,
+)
 from campaigns.specs import INVALID, At, Context, Loaded
 
 

@@ -21,8 +21,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 import campaigns._convert as _convert
+from campaigns._templates import Fillable, check_texts
 from campaigns.errors import CampaignError, CampaignFileError
 from campaigns.model import (
+    DEFAULT_MAX_EVENT_AGE_S,
     Audience,
     Campaign,
     CampaignSet,
@@ -34,13 +36,11 @@ from campaigns.model import (
     FenceInfo,
     Limits,
     OfferTemplate,
-    DEFAULT_MAX_EVENT_AGE_S,
     QuietHours,
     Schedule,
     Trigger,
     Variant,
 )
-from campaigns._templates import Fillable, check_texts
 from campaigns.schema import CAMPAIGN_FILE, INVALID, At, Context, Loaded
 
 PathLike = str | os.PathLike[str]
@@ -147,8 +147,8 @@ def merge(sets: Sequence[CampaignSet]) -> tuple[CampaignSet, list[CampaignError]
             if c.id in seen:
                 first = seen[c.id]
                 problems.append(CampaignError(
-                    f"duplicate campaign id {c.id!r} (first defined at {first.source}:{first.line})",
-                    source=c.source, line=c.line, field="id",
+                    f"duplicate campaign id {c.id!r} (first defined at {first.source}:{first.line}:{first.col})",
+                    source=c.source, line=c.line, col=c.col, field="id",
                 ))
                 continue
             seen[c.id] = c
@@ -270,7 +270,8 @@ def _campaign(
         conversion=conversion or Conversion(),
         max_event_age_s=float(node.get("max_event_age") or DEFAULT_MAX_EVENT_AGE_S),
         source=ctx.source,
-        line=node.at.line,
+        line=node.where("id").line,
+        col=node.where("id").col,
     )
 
 

@@ -193,6 +193,8 @@ class Campaign:
     max_event_age_s: float = DEFAULT_MAX_EVENT_AGE_S
     source: str | None = None
     line: int | None = None
+    col: int | None = None
+    """Where the campaign's id is in its file."""
 
     def conversion_places(self, fences: Mapping[str, FenceInfo]) -> frozenset[str] | None:
         """The fence ids where a visit converts (``None``: any fence): the ``conversion.visit``
