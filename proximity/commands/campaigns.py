@@ -132,7 +132,8 @@ def run_validate(args: argparse.Namespace) -> int:
         from beacons import load_registry
 
         registry = load_registry(Path(args.beacons))  # errors name file:line:col
-        zones = {p.zone for p in [*registry.beacons.values(), *registry.gateways.values()] if p.zone}
+        zones = {b.zone for b in registry.beacons.values() if b.zone} | {
+            g.zone for g in registry.gateways.values() if g.zone}
     files = list({Path(f).resolve(): f for f in reversed(args.files)}.values())[::-1]  # a file given twice: once
     sets = []
     for path in files:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from campaigns import CampaignFileError, CampaignRules, MemoryOutbox, loads_campaigns
 from campaigns.backtest import new_report
@@ -174,3 +176,42 @@ def test_an_audience_that_requires_the_attribute_or_allow_empty_makes_a_device_p
     base = 'campaigns:\n  - id: a\n    trigger: {on: enter}\n    offer: {title: "Hi {device.first_name}"%s}\n'
     loads_campaigns(base % ", allow_empty: true")
     loads_campaigns(base.replace("    offer:", "    audience: {attributes: {first_name: {in: [Ana, Bo]}}}\n    offer:") % "")
+
+
+def test_the_json_schema_documents_the_new_fields() -> None:
+    import jsonschema
+
+    from campaigns import json_schema
+
+    schema = json_schema()
+    campaign = schema["properties"]["campaigns"]["items"]
+    offer = campaign["properties"]["offer"]["properties"]
+    assert "stale" in campaign["properties"]["max_event_age"]["description"]
+    assert "Default 10m" in campaign["properties"]["max_event_age"]["description"]
+    assert {"expires_in", "delay", "allow_empty"} <= set(offer)
+    assert all(offer[k]["description"] for k in ("expires_in", "delay", "allow_empty"))
+    variant_offer = campaign["properties"]["experiment"]["properties"]["variants"]["items"]["properties"]["offer"]
+    assert "delay" not in variant_offer["properties"]  # variants replace texts, not timing
+    doc = {"campaigns": [{"id": "a", "trigger": {"on": "exit"}, "max_event_age": "15m",
+                          "offer": {"title": "Hi {device.first_name|there}", "expires_in": "30m", "delay": 1200,
+                                    "allow_empty": False}}]}
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate({"campaigns": [{**doc["campaigns"][0], "max_event_age": "soon"}]})
+
+
+_TEXT = st.text(alphabet="abc xyz", max_size=6)
+
+
+@given(value=st.one_of(st.none(), _TEXT), fallback=_TEXT, prefix=_TEXT, suffix=_TEXT)
+def test_a_fallback_renders_exactly_when_the_value_is_missing_or_empty(value: str | None, fallback: str, prefix: str,
+                                                                       suffix: str) -> None:
+    from campaigns.model import render
+
+    values = {} if value is None else {"device.first_name": value}
+    empty: list[str] = []
+    with_fallback = render(f"{prefix}{{device.first_name|{fallback}}}{suffix}", values, empty)
+    assert with_fallback == prefix + (value if value else fallback.strip()) + suffix and empty == []
+    without = render(f"{prefix}{{device.first_name}}{suffix}", values, empty)
+    assert without == prefix + (value or "") + suffix
+    assert empty == ([] if value else ["device.first_name"])
