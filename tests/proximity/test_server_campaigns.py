@@ -291,3 +291,14 @@ async def test_campaigns_and_beacons_files_are_hot_reloaded(make_client, files: 
     metrics = await (await client.get("/metrics")).text()
     assert 'proximity_reloads_total{kind="campaigns",result="error"} 1' in metrics
     assert 'proximity_config_version{kind="beacons"} 2' in metrics
+
+
+async def test_a_ping_dated_days_ago_enters_but_fires_no_live_offer(make_client) -> None:
+    client = await make_client()
+    r = await client.post("/v1/pings", json=[ping("late", IN_STORE_1, time.time() - 3 * 86400)], headers=h(SDK))
+    out = (await r.json())["devices"]["late"]
+    assert [e["kind"] for e in out["events"]] == ["enter"] and out["offers"] == []
+    r = await client.post("/v1/pings", json=[ping("fresh", IN_STORE_1, time.time())], headers=h(SDK))
+    assert len((await r.json())["devices"]["fresh"]["offers"]) == 1
+    metrics = await (await client.get("/metrics", headers=h(ADMIN))).text()
+    assert 'proximity_offers_withheld_total{campaign="hello",reason="stale"} 1' in metrics
