@@ -258,14 +258,7 @@ class CampaignRules:
             eligible.append(c)
         eligible.sort(key=lambda c: (-c.priority, t.order[c.id]))
         offer: Offer | None = None
-        hold_until: float | None = None
-        if eligible and defaults.quiet_hours is not None:
-            local_zone = device_zone or store_zone or defaults.timezone
-            hold_until = quiet_until(defaults.quiet_hours, event.ts, local_zone)
-            if hold_until is not None and defaults.quiet_hours.mode == "drop":
-                for c in eligible:
-                    verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
-                eligible = []
+        local_zone = device_zone or store_zone or defaults.timezone
         cap_zone = device_zone or store_zone or defaults.timezone
         taken: Verdict | None = None  # the verdict that took the event's one slot (an offer or a holdout)
         for c in eligible:
@@ -273,6 +266,13 @@ class CampaignRules:
                 verdicts[c.id] = Verdict(c.id, "outranked", (
                     f"{taken.campaign_id} fired (at most one offer per event)" if taken.outcome != "holdout"
                     else f"{taken.campaign_id} held this device out (its control group gets no offer for the event)"))
+                continue
+            # quiet hours at the time the offer would go out: the event's, or the event's plus the delay
+            send_at = event.ts + (c.offer.delay_s or 0.0)
+            quiet = defaults.quiet_hours
+            hold_until = None if quiet is None else quiet_until(quiet, send_at, local_zone)
+            if quiet is not None and hold_until is not None and quiet.mode == "drop":
+                verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
                 continue
             oid = offer_id(c.id, event.device_id, event.place, event.kind, event.ts, event.dwell_s)
             checks = self._checks(c, event, cap_zone, defaults)
@@ -388,7 +388,7 @@ class CampaignRules:
             values.setdefault(f"device.{k}", v)
         tpl = offer_for(c, variant)
         delay = c.offer.delay_s
-        if delay is not None:  # quiet hours (hold_until) are those of the event; a delayed offer waits for both
+        if delay is not None:  # hold_until: the end of the quiet hours the delayed send falls in, if any
             hold_until = max(event.ts + delay, hold_until or 0.0)
         expires = None if c.offer.expires_in_s is None else event.ts + c.offer.expires_in_s
         return Offer(

@@ -215,3 +215,17 @@ def test_a_fallback_renders_exactly_when_the_value_is_missing_or_empty(value: st
     without = render(f"{prefix}{{device.first_name}}{suffix}", values, empty)
     assert without == prefix + (value or "") + suffix
     assert empty == ([] if value else ["device.first_name"])
+
+
+def test_a_delayed_offer_meets_the_quiet_hours_of_its_send_time() -> None:
+    yaml = QUIET.replace("expires_in: 30m", "delay: 20m")
+    evening = MON_10 + 10 * 3600 + 50 * 60  # 20:50: not quiet yet, but 21:10 is
+    (offer,) = rules(yaml).decide([ev("exit", evening)], devs(), evening)
+    assert offer.deliver_after == MON_10 + DAY - 2 * 3600  # Tuesday 08:00, the end of the quiet hours
+    (d,) = rules(yaml.replace("mode: hold", "mode: drop")).evaluate([ev("exit", evening)], devs(), evening)
+    assert d.offer is None and [v.outcome for v in d.verdicts] == ["dropped"]
+    morning = MON_10 - 2 * 3600 - 30 * 60  # 07:30, quiet; sent at 07:50, still quiet: held until 08:00
+    (early,) = rules(yaml).decide([ev("exit", morning)], devs(), morning)
+    assert early.deliver_after == MON_10 - 2 * 3600
+    (late,) = rules(yaml).decide([ev("exit", MON_10)], devs(), MON_10)  # 10:00: sent at 10:20
+    assert late.deliver_after == MON_10 + 1200
