@@ -24,8 +24,13 @@ Counters (:attr:`GatewayAgent.counters`, logged every ``log_every_s`` and at exi
 ``heard`` (advertisements), ``sightings``, ``unkeyed`` (frames without a beacon
 identity: URL, TLM, EID), ``sent``, ``spooled`` (had to wait in the spool
 because the server was unreachable), ``dropped`` (spool overflow, oldest first),
-``rejected`` (sightings the server refused: the batch as invalid, or entries of it on their own), plus ``batches_sent``
-and ``retries``.
+``rejected`` (sightings the server refused: the batch as invalid, or entries of it on their own), plus ``batches_sent``,
+``retries`` and ``warned`` (batches the server answered with warnings, e.g. an unknown gateway id: each
+distinct warning is logged once). The log and the summary give what is left in the spool in batches and
+sightings alike.
+
+A 401 or 403 (the key is missing, wrong or lacks the ``gateway`` scope) stops the agent: no spooling, no
+retry (the batches stay on disk for a run with the right key); :attr:`GatewayAgent.fatal` says why.
 """
 
 from __future__ import annotations
@@ -102,6 +107,10 @@ class GatewayAgent:
         self._wake = asyncio.Event()
         self._outage = False
         self._counted_spooled: set[int] = set()
+        self._warned: set[str] = set()
+        self._stop: asyncio.Event | None = None
+        self.fatal: str | None = None
+        """Why the agent stopped on its own (the server refused its key), else ``None``."""
 
     # -- intake (called from the source, on the event loop) ---------------------------------
 
@@ -166,6 +175,12 @@ class GatewayAgent:
         sightings = body.get("sightings", [])
         result = await self.uplink.send(body)
         if result.outcome == "delivered":
+            if result.warnings:
+                self.counters["warned"] += 1
+            for warning in result.warnings:
+                if warning not in self._warned:
+                    self._warned.add(warning)
+                    log.warning("server warning for batch %s: %s", body["batch_id"], warning)
             if result.refused:
                 log.warning("server refused %d of the %d sightings of batch %s, e.g. %s", result.refused,
                             len(sightings), body["batch_id"], result.detail)
@@ -175,7 +190,7 @@ class GatewayAgent:
             sent = rejected = 0
             for i, part in enumerate((sightings[:half], sightings[half:]), start=1):
                 r, s, j = await self._deliver({**body, "batch_id": f"{body['batch_id']}/{i}", "sightings": part})
-                if r.outcome == "retry":
+                if r.outcome in ("retry", "unauthorized"):
                     return r, 0, 0
                 sent, rejected = sent + s, rejected + j
             return SendResult("delivered", 200), sent, rejected
@@ -205,6 +220,13 @@ class GatewayAgent:
                 result, sent, rejected = await self._deliver(body)
             finally:
                 self.spool.in_flight = None
+            if result.outcome == "unauthorized":
+                self.fatal = (f"the server refused the gateway key (HTTP {result.status}): check --key (a key with "
+                              f"the 'gateway' scope); not retrying, {self._spool_text()} kept for the next run")
+                log.error("%s", self.fatal)
+                if self._stop is not None:
+                    self._stop.set()
+                return
             if result.outcome != "retry":
                 self.spool.remove(seq)
                 self._counted_spooled.discard(seq)
@@ -213,7 +235,7 @@ class GatewayAgent:
                 if sent:
                     self.counters["batches_sent"] += 1
                 if self._outage:
-                    log.info("server reachable again; %d batches waiting in the spool", len(self.spool))
+                    log.info("server reachable again; %s waiting in the spool", self._spool_text())
                 self._outage = False
                 failures = 0
                 continue
@@ -239,24 +261,28 @@ class GatewayAgent:
             except TimeoutError:
                 self.log_counters()
 
+    def _spool_text(self) -> str:
+        n = len(self.spool)
+        return f"{n} batch{'es' if n != 1 else ''} ({self.spool.pending_sightings} sightings)"
+
     def log_counters(self) -> None:
         c = self.counters
         log.info("gateway %s: heard %d, sightings %d, sent %d, spooled %d, dropped %d, rejected %d, "
-                 "in spool %d batches", self.config.gateway_id, c["heard"], c["sightings"], c["sent"],
-                 c["spooled"], c["dropped"], c["rejected"], len(self.spool))
+                 "in spool %s", self.config.gateway_id, c["heard"], c["sightings"], c["sent"],
+                 c["spooled"], c["dropped"], c["rejected"], self._spool_text())
 
     async def run(self, stop: asyncio.Event | None = None) -> Counter[str]:
         """Scan and forward until the source ends or ``stop`` is set; then seal what is pending and
         try to empty the spool for up to ``drain_timeout_s`` (what remains stays on disk for the next run)."""
         stop = stop or asyncio.Event()
+        self._stop = stop
         intake_done = asyncio.Event()
         sender_stop = asyncio.Event()
         flusher = asyncio.create_task(self._flusher(intake_done))
         sender = asyncio.create_task(self._sender(sender_stop))
         reporter = asyncio.create_task(self._reporter(intake_done))
         if len(self.spool):
-            log.info("resuming with %d batches (%d sightings) from the spool", len(self.spool),
-                     self.spool.pending_sightings)
+            log.info("resuming with %s from the spool", self._spool_text())
         source_task = asyncio.create_task(self.source.run(self.on_advertisement, stop))
         stop_task = asyncio.create_task(stop.wait())
         try:
@@ -274,8 +300,7 @@ class GatewayAgent:
             try:
                 await asyncio.wait_for(asyncio.shield(sender), self.config.drain_timeout_s)
             except TimeoutError:
-                log.warning("stopping with %d batches (%d sightings) still in the spool", len(self.spool),
-                            self.spool.pending_sightings)
+                log.warning("stopping with %s still in the spool", self._spool_text())
             await cancel_and_wait([sender])
             await self.uplink.close()
             self.log_counters()

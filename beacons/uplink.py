@@ -6,8 +6,11 @@
 - ``2xx``: delivered (a repeated ``batch_id`` is answered with the stored response, also 2xx); the
   entries the server refused on their own (its ``rejected`` list: a bad field, a time too far ahead)
   are counted in ``SendResult.refused`` and named in ``detail``;
+  a ``warnings`` list in the answer (e.g. an unknown ``gateway_id``) is kept in ``SendResult.warnings``;
 - ``400``, ``413``, ``422``: rejected, the batch is bad and retrying cannot help;
-- anything else (``401/403/404`` — a misconfiguration an operator can fix —,
+- ``401``, ``403``: unauthorized, the key is missing, wrong or lacks the ``gateway`` scope: no retry can
+  help, the agent stops;
+- anything else (``404`` — a misconfiguration an operator can fix —,
   ``408``, ``409`` (the same ``batch_id`` is still being processed by an earlier
   attempt: it may yet fail), ``429``, ``5xx``, connection errors, timeouts):
   retry later, honouring ``Retry-After`` when the server sends it.
@@ -23,8 +26,9 @@ import aiohttp
 
 from beacons.scans import encode_scans_body
 
-Outcome = Literal["delivered", "rejected", "retry"]
+Outcome = Literal["delivered", "rejected", "retry", "unauthorized"]
 REJECTED_STATUSES = frozenset({400, 413, 422})
+UNAUTHORIZED_STATUSES = frozenset({401, 403})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class SendResult:
     retry_after_s: float | None = None
     detail: str = ""
     refused: int = 0  # delivered, but this many entries were refused on their own (bad or future rows)
+    warnings: tuple[str, ...] = ()  # delivered, with these warnings of the server (e.g. an unknown gateway)
 
 
 class Uplink(Protocol):
@@ -42,17 +47,20 @@ class Uplink(Protocol):
     async def close(self) -> None: ...
 
 
-def _with_refused(result: SendResult, text: str) -> SendResult:
-    """A delivered batch's answer with the entries the server refused on their own (``rejected``)."""
+def _with_answer(result: SendResult, text: str) -> SendResult:
+    """A delivered batch's answer with the entries the server refused on their own (``rejected``) and the
+    server's ``warnings``."""
     try:
-        rejected = json.loads(text).get("rejected") or []
+        doc = json.loads(text)
+        rejected, warnings = doc.get("rejected") or [], doc.get("warnings") or []
     except (ValueError, AttributeError):
         return result
+    said = tuple(str(w) for w in warnings) if isinstance(warnings, list) else ()
     if not isinstance(rejected, list) or not rejected:
-        return result
+        return SendResult("delivered", result.status, warnings=said)
     first = rejected[0] if isinstance(rejected[0], dict) else {}
     detail = f"row {first.get('row')}: {first.get('error')} ({first.get('field')})"
-    return SendResult("delivered", result.status, detail=detail, refused=len(rejected))
+    return SendResult("delivered", result.status, detail=detail, refused=len(rejected), warnings=said)
 
 
 def classify(status: int, retry_after: str | None = None, detail: str = "") -> SendResult:
@@ -60,6 +68,8 @@ def classify(status: int, retry_after: str | None = None, detail: str = "") -> S
         return SendResult("delivered", status)
     if status in REJECTED_STATUSES:
         return SendResult("rejected", status, detail=detail)
+    if status in UNAUTHORIZED_STATUSES:
+        return SendResult("unauthorized", status, detail=detail)
     wait = None
     if retry_after is not None:
         try:
@@ -95,7 +105,7 @@ class HttpUplink:
             async with session.post(self.url, data=data, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 result = classify(resp.status, resp.headers.get("Retry-After"), text[:500])
-                return _with_refused(result, text) if result.outcome == "delivered" else result
+                return _with_answer(result, text) if result.outcome == "delivered" else result
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return SendResult("retry", None, None, f"{type(exc).__name__}: {exc}")
 
@@ -125,4 +135,4 @@ class MemoryUplink:
         return None
 
 
-__all__ = ["REJECTED_STATUSES", "HttpUplink", "MemoryUplink", "SendResult", "Uplink", "classify"]
+__all__ = ["REJECTED_STATUSES", "UNAUTHORIZED_STATUSES", "HttpUplink", "MemoryUplink", "SendResult", "Uplink", "classify"]

@@ -43,6 +43,8 @@ class CampaignStats:
     audience: int = 0
     outranked: int = 0
     paused: int = 0
+    stale: int = 0
+    template_empty: int = 0
     blocked: Counter[str] = field(default_factory=Counter)
     devices: set[str] = field(default_factory=set)
 

@@ -91,8 +91,18 @@ def specs_of(campaigns: CampaignSet, fences: Mapping[str, FenceInfo]) -> list[Sp
     return out
 
 
+class _Columns:
+    """Rows as parallel columns: the length is that of ``ts``."""
+
+    __slots__ = ()
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
 @dataclass(frozen=True, slots=True)
-class Exposures:
+class Exposures(_Columns):
     """One row per exposure: campaign code, arm code (an index into the report's arm names, where
     ``"holdout"`` is the control group), device code, fence code (the store), time."""
 
@@ -102,12 +112,9 @@ class Exposures:
     fence: np.ndarray
     ts: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.ts)
-
 
 @dataclass(frozen=True, slots=True)
-class Events:
+class Events(_Columns):
     """Store-level presence events: kind code (:data:`KIND_CODES`), device code, fence code, time,
     ``dwell_s``, and ``probability`` (NaN where an event carries none)."""
 
@@ -118,12 +125,9 @@ class Events:
     dwell_s: np.ndarray
     probability: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.ts)
-
 
 @dataclass(frozen=True, slots=True)
-class Visits:
+class Visits(_Columns):
     """Visits grouped by device (``starts[d]:starts[d+1]``), sorted by start within a device."""
 
     device: np.ndarray
@@ -135,15 +139,24 @@ class Visits:
     repeat: np.ndarray
     starts: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.ts)
-
 
 def _codes(values: np.ndarray, name: str) -> np.ndarray:
     codes = np.ascontiguousarray(values, dtype=np.int64)
     if len(codes) and codes.min() < 0:
         raise ValueError(f"{name} codes must not be negative")
     return codes
+
+
+def _by_device(device: np.ndarray, columns: Mapping[int, Any], n_dev: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``columns`` (column index -> values) grouped by ``device`` (``starts[d]:starts[d+1]``),
+    sorted by time within a device."""
+    rows = np.empty((len(device), len(columns)), np.float64)
+    for col, values in columns.items():
+        rows[:, col] = values
+    grouped, starts = K.group_rows(device, rows, n_dev)
+    del rows
+    K.sort_groups(grouped, starts)
+    return grouped, starts
 
 
 def n_devices(*columns: np.ndarray) -> int:
@@ -159,16 +172,9 @@ def visits_of(events: Events, n_dev: int) -> Visits:
     fence = _codes(events.fence, "fence")
     prob = np.asarray(events.probability, np.float64)
     has_prob = bool(len(prob)) and not bool(np.isnan(prob).all())
-    rows = np.empty((len(device), 5 if has_prob else 4), np.float64)
-    rows[:, K.E_TS] = events.ts
-    rows[:, K.E_KIND] = events.kind  # at one instant an exit (0) closes before an enter (1) opens
-    rows[:, K.E_FENCE] = fence
-    rows[:, K.E_DWELL] = events.dwell_s
-    if has_prob:
-        rows[:, K.E_PROB] = prob
-    grouped, starts = K.group_rows(device, rows, n_dev)
-    del rows
-    K.sort_groups(grouped, starts)
+    columns = {K.E_TS: events.ts, K.E_KIND: events.kind,  # at one instant an exit (0) closes before an enter (1) opens
+               K.E_FENCE: fence, K.E_DWELL: events.dwell_s, **({K.E_PROB: prob} if has_prob else {})}
+    grouped, starts = _by_device(device, columns, n_dev)
     cols = K.build_visits(grouped, starts, int(fence.max()) + 1 if len(fence) else 1)
     return Visits(*cols)
 
@@ -199,14 +205,10 @@ def match(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_nam
     device = _codes(exposures.device, "device")
     if len(device) and int(device.max()) >= n_dev:
         n_dev = int(device.max()) + 1
-    rows = np.empty((len(device), 4), np.float64)
-    rows[:, K.X_TS] = exposures.ts
-    rows[:, K.X_CAMPAIGN] = _codes(exposures.campaign, "campaign")
-    rows[:, K.X_INDEX] = np.arange(len(device))
-    rows[:, K.X_TREATED] = np.asarray(exposures.arm) != holdout_arm
-    grouped, starts = K.group_rows(device, rows, n_dev)
-    del rows
-    K.sort_groups(grouped, starts)
+    grouped, starts = _by_device(device, {
+        K.X_TS: exposures.ts, K.X_CAMPAIGN: _codes(exposures.campaign, "campaign"),
+        K.X_INDEX: np.arange(len(device)), K.X_TREATED: np.asarray(exposures.arm) != holdout_arm,
+    }, n_dev)
     index = {f: i for i, f in enumerate(fence_names)}
     n_fences = max(len(fence_names), int(visits.fence.max()) + 1 if len(visits) else 0, 1)
     place_ok = np.zeros((max(len(specs), 1), n_fences), np.bool_)

@@ -27,11 +27,12 @@ from zoneinfo import ZoneInfo
 from campaigns.experiments import HOLDOUT, arm, offer_for
 from campaigns.limiter import CapCheck, Grant, Limiter, MemoryLimiter, day_start, ttl_for, window_start
 from campaigns.model import PROXIMITY_RANK, Audience, Campaign, CampaignSet, FenceInfo, fence_infos, render
-from campaigns.offers import Offer, offer_id
+from campaigns.offers import Offer, cancel_key, offer_id
 from campaigns.schedule import quiet_until, schedule_refusal
 from proximity.events import Device, Event
 
-Outcome = Literal["offer", "held", "holdout", "blocked", "dropped", "outranked", "paused", "schedule", "audience"]
+Outcome = Literal["offer", "held", "holdout", "blocked", "dropped", "outranked", "paused", "schedule", "audience",
+                  "stale", "template_empty"]
 EXPOSED: frozenset[str] = frozenset({"offer", "held", "holdout"})
 """The outcomes that expose a device to a campaign (its conversions are counted from them)."""
 
@@ -99,6 +100,11 @@ class CampaignRules:
     with each :class:`Decision`; the last ``keep`` decisions stay in
     :attr:`recent`. :meth:`replace` swaps campaigns and fences atomically (hot
     reload) while keeping the caps.
+
+    ``clock`` (a live service's wall clock) makes events older than their campaign's
+    ``max_event_age`` stale: no offer, the verdict says ``stale``. Without it (backtests,
+    which replay in simulated time) no event is stale. An enter of a device at a fence
+    cancels its delayed offers there (``outbox.cancel``, when the outbox has one).
     """
 
     def __init__(
@@ -110,7 +116,9 @@ class CampaignRules:
         outbox: OutboxWriter | None = None,
         on_decision: Callable[[Decision], None] | None = None,
         keep: int = 1000,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        self.clock = clock
         self.limiter: Limiter = limiter if limiter is not None else MemoryLimiter()
         self.outbox = outbox
         self.on_decision = on_decision
@@ -178,8 +186,11 @@ class CampaignRules:
         the verdicts say what would happen (caps are read, not taken)."""
         tables = self._tables
         out = []
+        cancel = getattr(self.outbox, "cancel", None)
         for event in events:
             device = devices.get(event.device_id) or Device(event.device_id)
+            if not dry_run and cancel is not None and event.kind == "enter" and event.zone is None:
+                cancel(cancel_key(event.device_id, event.fence_id), event.ts)
             decision = self._decide_one(tables, event, device, dry_run)
             if not dry_run:
                 self.recent.append(decision)
@@ -226,9 +237,14 @@ class CampaignRules:
             return Decision(event, None, ())
         verdicts: dict[str, Verdict] = {}
         eligible: list[Campaign] = []
+        age = None if self.clock is None else self.clock() - event.ts
         for c in matched:
             if c.status != "active":
                 verdicts[c.id] = Verdict(c.id, "paused", "campaign is paused")
+                continue
+            if age is not None and age > c.max_event_age_s:
+                verdicts[c.id] = Verdict(c.id, "stale", f"the event's evidence is {_human(round(age))} old "
+                                                        f"(max_event_age {_human(c.max_event_age_s)})")
                 continue
             zone = c.schedule.timezone or store_zone or device_zone or defaults.timezone
             why = schedule_refusal(c.schedule, event.ts, zone, fence)
@@ -242,14 +258,7 @@ class CampaignRules:
             eligible.append(c)
         eligible.sort(key=lambda c: (-c.priority, t.order[c.id]))
         offer: Offer | None = None
-        hold_until: float | None = None
-        if eligible and defaults.quiet_hours is not None:
-            local_zone = device_zone or store_zone or defaults.timezone
-            hold_until = quiet_until(defaults.quiet_hours, event.ts, local_zone)
-            if hold_until is not None and defaults.quiet_hours.mode == "drop":
-                for c in eligible:
-                    verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
-                eligible = []
+        local_zone = device_zone or store_zone or defaults.timezone
         cap_zone = device_zone or store_zone or defaults.timezone
         taken: Verdict | None = None  # the verdict that took the event's one slot (an offer or a holdout)
         for c in eligible:
@@ -257,6 +266,13 @@ class CampaignRules:
                 verdicts[c.id] = Verdict(c.id, "outranked", (
                     f"{taken.campaign_id} fired (at most one offer per event)" if taken.outcome != "holdout"
                     else f"{taken.campaign_id} held this device out (its control group gets no offer for the event)"))
+                continue
+            # quiet hours at the time the offer would go out: the event's, or the event's plus the delay
+            send_at = event.ts + (c.offer.delay_s or 0.0)
+            quiet = defaults.quiet_hours
+            hold_until = None if quiet is None else quiet_until(quiet, send_at, local_zone)
+            if quiet is not None and hold_until is not None and quiet.mode == "drop":
+                verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
                 continue
             oid = offer_id(c.id, event.device_id, event.place, event.kind, event.ts, event.dwell_s)
             checks = self._checks(c, event, cap_zone, defaults)
@@ -266,19 +282,27 @@ class CampaignRules:
                 if taken.outcome != "holdout":
                     taken = None
                 continue
+            empty: list[str] = []
+            rendered = self._render(c, event, device, fence, oid, hold_until, variant, empty)
+            if empty and not c.offer.allow_empty:
+                names = ", ".join(f"{{{n}}}" for n in dict.fromkeys(empty))
+                verdicts[c.id] = Verdict(c.id, "template_empty", f"no value for {names} (no fallback; "
+                                                                 "offer.allow_empty is false)", variant=variant)
+                continue
             grant = self._peek(checks, event.ts) if dry_run else self.limiter.acquire(oid, checks, event.ts)
             if not grant.ok:
                 verdicts[c.id] = Verdict(c.id, "blocked", f"cap {grant.blocked_by} reached ({grant.used} used)",
                                          grant.blocked_by, variant)
                 continue
-            offer = self._render(c, event, device, fence, oid, hold_until, variant)
+            offer = rendered
             if hold_until is not None:
                 local = dt.datetime.fromtimestamp(hold_until, device_zone or store_zone or defaults.timezone or ZoneInfo("UTC"))
                 verdicts[c.id] = Verdict(c.id, "held", f"quiet hours: held until {local.isoformat(timespec='minutes')}",
                                          variant=variant)
             else:
-                verdicts[c.id] = Verdict(c.id, "offer", "fired" + (" (already issued: same offer id)" if grant.duplicate else ""),
-                                         variant=variant)
+                delayed = f" (delayed {_human(c.offer.delay_s)})" if c.offer.delay_s is not None else ""
+                verdicts[c.id] = Verdict(c.id, "offer", "fired" + delayed + (
+                    " (already issued: same offer id)" if grant.duplicate else ""), variant=variant)
             taken = verdicts[c.id]
             if not dry_run and self.outbox is not None:
                 self.outbox.put(offer)
@@ -346,13 +370,13 @@ class CampaignRules:
     @staticmethod
     def _render(
         c: Campaign, event: Event, device: Device, fence: FenceInfo | None, oid: str, hold_until: float | None,
-        variant: str | None = None,
+        variant: str | None = None, empty: list[str] | None = None,
     ) -> Offer:
         values: dict[str, Any] = {
             "store.id": event.fence_id,
             "store.name": fence.name if fence is not None else event.fence_id,
             "device.id": device.device_id,
-            "zone": event.zone or "",
+            "zone": event.zone,
             "campaign.id": c.id,
             "campaign.name": c.name,
             "dwell_min": round(event.dwell_s / 60.0),
@@ -363,6 +387,10 @@ class CampaignRules:
         for k, v in device.attrs.items():
             values.setdefault(f"device.{k}", v)
         tpl = offer_for(c, variant)
+        delay = c.offer.delay_s
+        if delay is not None:  # hold_until: the end of the quiet hours the delayed send falls in, if any
+            hold_until = max(event.ts + delay, hold_until or 0.0)
+        expires = None if c.offer.expires_in_s is None else event.ts + c.offer.expires_in_s
         return Offer(
             offer_id=oid,
             campaign_id=c.id,
@@ -370,14 +398,16 @@ class CampaignRules:
             fence_id=event.fence_id,
             zone=event.zone,
             ts=event.ts,
-            title=render(tpl.title, values),
-            body=None if tpl.body is None else render(tpl.body, values),
-            deep_link=None if tpl.deep_link is None else render(tpl.deep_link, values),
-            data={k: render(v, values) if isinstance(v, str) else v for k, v in tpl.data.items()},
+            title=render(tpl.title, values, empty),
+            body=None if tpl.body is None else render(tpl.body, values, empty),
+            deep_link=None if tpl.deep_link is None else render(tpl.deep_link, values, empty),
+            data={k: render(v, values, empty) if isinstance(v, str) else v for k, v in tpl.data.items()},
             trigger=c.trigger.on,
             priority=c.priority,
             deliver_after=hold_until,
             variant=variant,
+            expires_at=expires,
+            delayed=delay is not None,
         )
 
 

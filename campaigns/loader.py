@@ -19,11 +19,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
 import campaigns._convert as _convert
+from campaigns._templates import Fillable, check_texts
 from campaigns.errors import CampaignError, CampaignFileError
 from campaigns.model import (
+    DEFAULT_MAX_EVENT_AGE_S,
     Audience,
     Campaign,
     CampaignSet,
@@ -35,12 +36,10 @@ from campaigns.model import (
     FenceInfo,
     Limits,
     OfferTemplate,
-    PlaceholderError,
     QuietHours,
     Schedule,
     Trigger,
     Variant,
-    placeholders,
 )
 from campaigns.schema import CAMPAIGN_FILE, INVALID, At, Context, Loaded
 
@@ -54,21 +53,30 @@ def _yaml() -> YAML:
     return y
 
 
-def parse_file(path: PathLike, fences: Mapping[str, FenceInfo] | None = None) -> tuple[CampaignSet | None, list[CampaignError]]:
-    """Read one file: ``(campaign set, [])`` or ``(None, problems)``."""
+def parse_file(
+    path: PathLike, fences: Mapping[str, FenceInfo] | None = None, *, zones: Iterable[str] | None = None,
+    partial: bool = False,
+) -> tuple[CampaignSet | None, list[CampaignError]]:
+    """Read one file: ``(campaign set, [])`` or ``(None, problems)`` (see :func:`parse_text`)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         return None, [CampaignError(f"not UTF-8 text: {exc.reason}", source=source)]
-    return parse_text(text, source=source, fences=fences)
+    return parse_text(text, source=source, fences=fences, zones=zones, partial=partial)
 
 
 def parse_text(
-    text: str, *, source: str = "<campaigns>", fences: Mapping[str, FenceInfo] | None = None
+    text: str, *, source: str = "<campaigns>", fences: Mapping[str, FenceInfo] | None = None,
+    zones: Iterable[str] | None = None, partial: bool = False,
 ) -> tuple[CampaignSet | None, list[CampaignError]]:
-    """Read campaigns from YAML text: ``(campaign set, [])`` or ``(None, problems)``."""
+    """Read campaigns from YAML text: ``(campaign set, [])`` or ``(None, problems)``.
+
+    ``zones`` (the zone names of a beacon registry) enables the check of beacon triggers' zones. With
+    ``partial``, a file with problems still gives the set of its good campaigns (``validate`` checks
+    their ids across files)."""
     ctx = Context(source)
+    ctx.zones = None if zones is None else frozenset(zones)
     try:
         node = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -91,7 +99,7 @@ def parse_text(
         return None, ctx.problems
     campaign_set = _build(root, ctx, fences)
     if ctx.problems:
-        return None, ctx.problems
+        return (campaign_set if partial else None), ctx.problems
     return campaign_set, []
 
 
@@ -139,8 +147,8 @@ def merge(sets: Sequence[CampaignSet]) -> tuple[CampaignSet, list[CampaignError]
             if c.id in seen:
                 first = seen[c.id]
                 problems.append(CampaignError(
-                    f"duplicate campaign id {c.id!r} (first defined at {first.source}:{first.line})",
-                    source=c.source, line=c.line, field="id",
+                    f"duplicate campaign id {c.id!r} (first defined at {first.source}:{first.line}:{first.col})",
+                    source=c.source, line=c.line, col=c.col, field="id",
                 ))
                 continue
             seen[c.id] = c
@@ -178,15 +186,15 @@ def _build(root: Loaded, ctx: Context, fences: Mapping[str, FenceInfo] | None) -
     for item in root.get("campaigns") or []:
         if item is INVALID:
             continue
+        cid, duplicate = item.get("id"), False
+        if isinstance(cid, str) and cid in seen:  # reported even when the campaign has other problems
+            ctx.problem(item.where("id"), f"duplicate campaign id {cid!r} (first defined at line {seen[cid].line})")
+            duplicate = True
+        elif isinstance(cid, str):
+            seen[cid] = item.where("id")
         c = _campaign(item, ctx, fences, defaults)
-        if c is None:
-            continue
-        if c.id in seen:
-            first = seen[c.id]
-            ctx.problem(item.where("id"), f"duplicate campaign id {c.id!r} (first defined at line {first.line})")
-            continue
-        seen[c.id] = item.where("id")
-        campaigns.append(c)
+        if c is not None and not duplicate:
+            campaigns.append(c)
     return CampaignSet(tuple(campaigns), defaults, (ctx.source,))
 
 
@@ -228,9 +236,12 @@ def _campaign(
     trigger = _trigger(node.get("trigger"), ctx, fences)
     schedule = _schedule(node.get("schedule"), ctx)
     audience = _audience(node.get("audience"), ctx)
-    offer = _offer(node.get("offer"), ctx, fences)
+    offer_node = node.get("offer")
+    allow_empty = bool(offer_node and offer_node is not INVALID and offer_node.get("allow_empty"))
+    fill = Fillable(trigger, audience, allow_empty)
+    offer = _offer(offer_node, ctx, fences, fill)
     limits = _limits(node.get("limits"), ctx)
-    experiment = _experiment(node.get("experiment"), ctx, fences, offer)
+    experiment = _experiment(node.get("experiment"), ctx, fences, offer, fill)
     conversion = _conversion(node.get("conversion"), ctx, fences)
     if schedule is not None and schedule.opening_hours and fences is not None and trigger is not None:
         targets = _target_fences(trigger, fences)
@@ -242,7 +253,7 @@ def _campaign(
         len(ctx.problems) > problems_before
         or trigger is None
         or offer is None
-        or any(v is INVALID for v in (cid, node.get("status"), node.get("priority")))
+        or any(v is INVALID for v in (cid, node.get("status"), node.get("priority"), node.get("max_event_age")))
     ):
         return None  # the problems are recorded (here or while reading the structure)
     return Campaign(
@@ -257,8 +268,10 @@ def _campaign(
         limits=limits or Limits(),
         experiment=experiment,
         conversion=conversion or Conversion(),
+        max_event_age_s=float(node.get("max_event_age") or DEFAULT_MAX_EVENT_AGE_S),
         source=ctx.source,
-        line=node.at.line,
+        line=node.where("id").line,
+        col=node.where("id").col,
     )
 
 
@@ -289,6 +302,14 @@ def _trigger(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) ->
             ok = False
     if not _known_places(node, ctx, fences):
         ok = False
+    if ctx.zones is not None:
+        known = sorted(ctx.zones)
+        for i, zone in enumerate(v for v in (node.get("zones") or []) if v is not INVALID):
+            if zone not in ctx.zones:
+                close = difflib.get_close_matches(zone, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (known zones: {', '.join(known) or 'none'})"
+                ctx.problem(_item_at(node, "zones", i), f"{path}.zones[{i}]: no beacon of the registry has the zone {zone!r}{hint}")
+                ok = False
     if not ok:
         return None
     return Trigger(
@@ -325,7 +346,7 @@ def _known_places(node: Loaded, ctx: Context, fences: Mapping[str, FenceInfo] | 
 
 
 def _experiment(
-    node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, base: OfferTemplate | None
+    node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, base: OfferTemplate | None, fill: Fillable
 ) -> Experiment | None:
     if node is None or node is INVALID:
         return None
@@ -344,7 +365,7 @@ def _experiment(
                 ctx.problem(item.where("id"), f"{item.where('id').path}: variant {vid!r} is listed twice (first at line {seen[vid].line})")
                 ok = False
             seen[vid] = item.where("id")
-        offer = _variant_offer(over, ctx, fences, base)
+        offer = _variant_offer(over, ctx, fences, base, fill)
         if offer is None or any(v is INVALID for v in item.values()):
             ok = False
             continue
@@ -356,21 +377,14 @@ def _experiment(
 
 
 def _variant_offer(
-    node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, base: OfferTemplate | None
+    node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, base: OfferTemplate | None, fill: Fillable
 ) -> OfferTemplate | None:
     """The campaign's offer with the fields the variant replaces (``data``: keys added or replaced)."""
     if node is INVALID:
         return None
     if node is None:
         return base
-    for key in ("title", "body", "deep_link"):
-        if isinstance(node.get(key), str):
-            _check_text(node.raw_value(key), node.where(key), ctx, fences)
-    data = node.get("data")
-    if data and data is not INVALID:
-        for key, value in data.items():
-            if isinstance(value, str):
-                _check_text(data.raw_value(key), data.where(key), ctx, fences)
+    data = check_texts(node, ctx, fences, fill)
     if base is None or INVALID in node.values() or data is INVALID or (data and INVALID in data.values()):
         return None
     return OfferTemplate(
@@ -378,6 +392,9 @@ def _variant_offer(
         body=str(node["body"]) if node.get("body") is not None else base.body,
         deep_link=str(node["deep_link"]) if node.get("deep_link") is not None else base.deep_link,
         data=MappingProxyType({**base.data, **dict(data or {})}),
+        expires_in_s=base.expires_in_s,
+        delay_s=base.delay_s,
+        allow_empty=base.allow_empty,
     )
 
 
@@ -417,8 +434,9 @@ def _item_at(node: Loaded, key: str, i: int) -> At:
 def _schedule(node: Any, ctx: Context) -> Schedule | None:
     if node is None or node is INVALID:
         return None
-    if any(v is INVALID for k, v in node.items() if k not in ("start", "end")):
-        return None
+    other_problems = any(v is INVALID for k, v in node.items() if k not in ("start", "end"))
+    if node.get("timezone") is INVALID:
+        return None  # start and end without an offset cannot be read
     zone = node.get("timezone")
     times: dict[str, float] = {}
     for key in ("start", "end"):
@@ -432,7 +450,7 @@ def _schedule(node: Any, ctx: Context) -> Schedule | None:
     if "start" in times and "end" in times and times["end"] <= times["start"]:
         ctx.problem(node.where("end"), f"{node.where('end').path}: the end ({node['end']}) is not after the start ({node['start']})")
         return None
-    if len(times) != sum(node.get(k) is not None for k in ("start", "end")):
+    if other_problems or len(times) != sum(node.get(k) is not None for k in ("start", "end")):
         return None
     return Schedule(
         start=times.get("start"),
@@ -478,36 +496,10 @@ def _audience(node: Any, ctx: Context) -> Audience | None:
     )
 
 
-def _check_text(text: str, at: At, ctx: Context, fences: Mapping[str, FenceInfo] | None) -> None:
-    quoted = isinstance(text, DoubleQuotedScalarString | SingleQuotedScalarString)
-    try:
-        names = placeholders(str(text))
-    except PlaceholderError as exc:
-        col = at.col + exc.offset + (1 if quoted else 0) if at.col is not None and "\n" not in text else at.col
-        ctx.problem(At(at.line, col, at.path), f"{at.path}: {exc}")
-        return
-    if fences is None:
-        return
-    known = {"name", "id"} | {str(k) for f in fences.values() for k in f.properties}
-    for offset, name in names:
-        if name.startswith("store.") and name[6:] not in known:
-            col = at.col + offset + (1 if quoted else 0) if at.col is not None and "\n" not in text else at.col
-            close = difflib.get_close_matches(name[6:], sorted(known), n=1, cutoff=0.6)
-            hint = f"; did you mean {{store.{close[0]}}}?" if close else ""
-            ctx.problem(At(at.line, col, at.path), f"{at.path}: unknown placeholder {{{name}}}: no fence has a property {name[6:]!r}{hint}")
-
-
-def _offer(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) -> OfferTemplate | None:
+def _offer(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None, fill: Fillable) -> OfferTemplate | None:
     if node is None or node is INVALID:
         return None
-    for key in ("title", "body", "deep_link"):
-        if isinstance(node.get(key), str):
-            _check_text(node.raw_value(key), node.where(key), ctx, fences)
-    data = node.get("data")
-    if data and data is not INVALID:
-        for key, value in data.items():
-            if isinstance(value, str):
-                _check_text(data.raw_value(key), data.where(key), ctx, fences)
+    data = check_texts(node, ctx, fences, fill)
     if INVALID in node.values() or data is INVALID or (data and INVALID in data.values()):
         return None
     return OfferTemplate(
@@ -515,6 +507,9 @@ def _offer(node: Any, ctx: Context, fences: Mapping[str, FenceInfo] | None) -> O
         body=None if node.get("body") is None else str(node["body"]),
         deep_link=None if node.get("deep_link") is None else str(node["deep_link"]),
         data=MappingProxyType(dict(data or {})),
+        expires_in_s=node.get("expires_in"),
+        delay_s=node.get("delay"),
+        allow_empty=bool(node.get("allow_empty")),
     )
 
 

@@ -123,6 +123,12 @@ class OfferTemplate:
     body: str | None = None
     deep_link: str | None = None
     data: Mapping[str, Any] = field(default_factory=_empty)
+    expires_in_s: float | None = None
+    """Past ``event time + expires_in_s`` a held, delayed or queued offer is dropped instead of delivered."""
+    delay_s: float | None = None
+    """Deliver ``delay_s`` after the event; cancelled when the device enters the same place again first."""
+    allow_empty: bool = False
+    """Whether a placeholder with no value and no fallback may render as an empty text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +156,9 @@ class Experiment:
     variants: tuple[Variant, ...] = ()
     salt: str = ""
 
+
+#: How old an event's evidence may be (by the service's clock) for a live offer, by default.
+DEFAULT_MAX_EVENT_AGE_S = 600.0
 
 #: The attribution window of a campaign without a ``conversion:`` section.
 DEFAULT_CONVERSION_WINDOW_S = 86400.0
@@ -181,8 +190,11 @@ class Campaign:
     limits: Limits = field(default_factory=Limits)
     experiment: Experiment | None = None
     conversion: Conversion = field(default_factory=Conversion)
+    max_event_age_s: float = DEFAULT_MAX_EVENT_AGE_S
     source: str | None = None
     line: int | None = None
+    col: int | None = None
+    """Where the campaign's id is in its file."""
 
     def conversion_places(self, fences: Mapping[str, FenceInfo]) -> frozenset[str] | None:
         """The fence ids where a visit converts (``None``: any fence): the ``conversion.visit``
@@ -303,7 +315,7 @@ def placeholders(text: str) -> list[tuple[int, str]]:
             continue
         if tok in ("{", "}"):
             raise PlaceholderError(m.start(), f"unmatched {tok!r} (write '{tok}{tok}' for a literal brace)")
-        name = m.group(1).strip()
+        name = m.group(1).partition("|")[0].strip()
         if not _NAME.match(name):
             raise PlaceholderError(m.start(), f"unknown placeholder {{{name}}}{_did_you_mean(name)}")
         out.append((m.start(), name))
@@ -325,8 +337,10 @@ def _did_you_mean(name: str) -> str:
     return f"; did you mean {{{close[0]}}}?" if close else f" (use one of {options})"
 
 
-def render(text: str, values: Mapping[str, Any]) -> str:
-    """Fill ``{placeholders}`` from ``values`` (a missing value renders as an empty string)."""
+def render(text: str, values: Mapping[str, Any], empty: list[str] | None = None) -> str:
+    """Fill ``{placeholders}`` from ``values``. ``{name|fallback}`` renders ``fallback`` when the value is
+    missing or empty; otherwise a missing value renders as an empty string and its name is appended to
+    ``empty`` (when given)."""
 
     def sub(m: re.Match[str]) -> str:
         tok = m.group(0)
@@ -336,7 +350,23 @@ def render(text: str, values: Mapping[str, Any]) -> str:
             return "}"
         if m.group(1) is None:
             return tok
-        value = values.get(m.group(1).strip())
-        return "" if value is None else str(value)
+        name, bar, fallback = m.group(1).partition("|")
+        value = values.get(name.strip())
+        text = "" if value is None else str(value)
+        if text == "" and bar:
+            return fallback.strip()
+        if text == "" and empty is not None:
+            empty.append(name.strip())
+        return text
 
     return _TOKEN.sub(sub, text)
+
+
+def placeholder_fallbacks(text: str) -> dict[str, bool]:
+    """``{name: has a fallback}`` of each placeholder in ``text`` (a name used both ways: ``False``)."""
+    out: dict[str, bool] = {}
+    for m in _TOKEN.finditer(text):
+        if m.group(1) is not None:
+            name, bar, _ = m.group(1).partition("|")
+            out[name.strip()] = out.get(name.strip(), True) and bool(bar)
+    return out

@@ -15,4 +15,9 @@ def offer_id(campaign_id: str, device_id: str, place: str, kind: str, ts: float,
     return f"of_{digest[:24]}"
 
 
-__all__ = ["Offer", "offer_id"]
+def cancel_key(device_id: str, fence_id: str) -> str:
+    """What cancels a delayed offer (``Offer.delayed``): its device entering its fence again."""
+    return f"{device_id}|{fence_id}"
+
+
+__all__ = ["Offer", "cancel_key", "offer_id"]

@@ -19,6 +19,11 @@ killed there): the sinks deduplicate by offer id for that case (see
 :mod:`campaigns.dispatch`). Offers held by quiet hours wait until their
 ``deliver_after`` time. Entries that fail too often go to dead letters.
 
+An offer past its ``expires_at`` when it is due (held by quiet hours, delayed, or queued) is
+dropped instead of handed out, and counted (``drop_counts()["expired"]``). A delayed offer
+(``Offer.delayed``) not yet due is dropped by ``cancel(cancel_key(device, fence))`` when its device
+enters its fence again (``drop_counts()["cancelled"]``).
+
 :class:`MemoryOutbox` is the embedded default; :class:`campaigns.redis_outbox.RedisOutbox`
 keeps the same behaviour on a Redis stream with a consumer group.
 """
@@ -33,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from campaigns.offers import Offer
+from campaigns.offers import Offer, cancel_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,14 @@ class Outbox(Protocol):
         """Offers not yet acked or dead (held ones included)."""
         ...
 
+    def cancel(self, key: str, now: float) -> int:
+        """Drop the delayed offers of ``key`` (:func:`campaigns.offers.cancel_key`) not due by ``now``."""
+        ...
+
+    def drop_counts(self) -> dict[str, int]:
+        """Offers dropped instead of delivered: ``expired`` and ``cancelled``."""
+        ...
+
 
 class MemoryOutbox:
     """The outbox in this process's memory (the embedded default)."""
@@ -102,6 +115,9 @@ class MemoryOutbox:
         self._delivered: set[str] = set()
         self._dead: list[DeadLetter] = []
         self._seq = 0
+        self._drops = {"expired": 0, "cancelled": 0}
+        self._delayed: dict[str, dict[int, float]] = {}  # cancel key -> {seq: due} of held delayed offers
+        self._cancelled: set[int] = set()  # held entries cancelled (skipped when due)
 
     def put(self, offer: Offer) -> bool:
         with self._lock:
@@ -111,6 +127,8 @@ class MemoryOutbox:
             self._seq += 1
             if offer.deliver_after is not None:
                 heapq.heappush(self._held, (offer.deliver_after, self._seq, offer))
+                if offer.delayed:
+                    self._delayed.setdefault(cancel_key(offer.device_id, offer.fence_id), {})[self._seq] = offer.deliver_after
             else:
                 self._ready[f"{self._seq}"] = offer
             return True
@@ -120,6 +138,14 @@ class MemoryOutbox:
         with self._lock:
             while self._held and self._held[0][0] <= t:
                 _, seq, offer = heapq.heappop(self._held)
+                if offer.delayed:
+                    mine = self._delayed.get(cancel_key(offer.device_id, offer.fence_id), {})
+                    mine.pop(seq, None)
+                    if not mine:
+                        self._delayed.pop(cancel_key(offer.device_id, offer.fence_id), None)
+                if seq in self._cancelled:
+                    self._cancelled.discard(seq)
+                    continue
                 self._ready[f"{seq}"] = offer
             out: list[OutboxEntry] = []
             for entry_id, (owner, since, offer, n) in list(self._claimed.items()):
@@ -133,6 +159,9 @@ class MemoryOutbox:
                     out.append(OutboxEntry(entry_id, offer, n + 1, consumer))
             while self._ready and len(out) < count:
                 entry_id, offer = self._ready.popitem(last=False)
+                if offer.expires_at is not None and offer.expires_at <= t:
+                    self._drops["expired"] += 1
+                    continue
                 self._claimed[entry_id] = (consumer, t, offer, 1)
                 out.append(OutboxEntry(entry_id, offer, 1, consumer))
             return out
@@ -172,4 +201,20 @@ class MemoryOutbox:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._held) + len(self._ready) + len(self._claimed)
+            return len(self._held) - len(self._cancelled) + len(self._ready) + len(self._claimed)
+
+    def cancel(self, key: str, now: float) -> int:
+        with self._lock:
+            mine = self._delayed.get(key) or {}
+            gone = [seq for seq, due in mine.items() if due > now]
+            for seq in gone:
+                del mine[seq]
+                self._cancelled.add(seq)
+            if not mine:
+                self._delayed.pop(key, None)
+            self._drops["cancelled"] += len(gone)
+            return len(gone)
+
+    def drop_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._drops)

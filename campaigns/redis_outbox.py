@@ -11,7 +11,13 @@ outbox over the cluster's masters:
   offers held by quiet hours, moved to the stream by the claim script when due;
 - ``...:ids``: offer ids put, scored by put time (``put`` is idempotent per offer id for ``dedup_ttl_s``);
 - ``...:done``: the *delivered* marks, offer ids scored by ack time (kept ``dedup_ttl_s``);
-- ``...:dead``: a stream of dead letters (offer, reason, attempts).
+- ``...:dead``: a stream of dead letters (offer, reason, attempts);
+- ``...:drops``: a hash counting offers dropped instead of delivered (``expired``, ``cancelled``);
+- ``...:delayed:<device>|<fence>``: in the shard of that cancel key, ``shard:offer id`` of the delayed
+  offers an enter of the device at the fence cancels (``cancel``), expiring once they are due.
+
+An offer past its ``expires_at`` is dropped (and counted) by the claim script, when it is promoted
+from held or read from the stream (its ``exp`` field).
 
 The fencing protocol (see :mod:`campaigns.outbox`): the claim script promotes due held offers,
 takes over entries idle for ``claim_idle_s`` (``XAUTOCLAIM``: their delivery count, the token,
@@ -37,7 +43,7 @@ from typing import Any
 import redis
 
 import campaigns._redis as _redis
-from campaigns.offers import Offer
+from campaigns.offers import Offer, cancel_key
 from campaigns.outbox import DeadLetter, OutboxEntry
 
 GROUP = "dispatch"
@@ -52,20 +58,53 @@ if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
   redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 else
-  redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'offer', ARGV[2])
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'offer', ARGV[2], 'exp', ARGV[6])
 end
 return 1
 """
 
-# KEYS: stream, held, heldbody, done; ARGV: group, consumer, count, min_idle_ms, now, promote_limit
+# KEYS: held, heldbody, drops; ARGV: now, then offer ids: drop those still held and not due by now
+_CANCEL = """
+local n = 0
+for i = 2, #ARGV do
+  local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if due and tonumber(due) > tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[3], 'cancelled', n) end
+return n
+"""
+
+# KEYS: a delayed index; ARGV: member, ttl (s) or '' to take the members (and delete the index)
+_DELAYED = """
+if ARGV[1] == '' then
+  local members = redis.call('SMEMBERS', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  return members
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return {}
+"""
+
+# KEYS: stream, held, heldbody, done, drops; ARGV: group, consumer, count, min_idle_ms, now, promote_limit
 _CLAIM = """
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count = tonumber(ARGV[3])
+local now = tonumber(ARGV[5])
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[5], 'LIMIT', 0, tonumber(ARGV[6]))
 for _, id in ipairs(due) do
   local body = redis.call('HGET', KEYS[3], id)
   if body then
-    redis.call('XADD', stream, '*', 'id', id, 'offer', body)
+    local exp = cjson.decode(body)['expires_at']
+    if type(exp) == 'number' and exp <= now then
+      redis.call('HINCRBY', KEYS[5], 'expired', 1)
+    else
+      redis.call('XADD', stream, '*', 'id', id, 'offer', body, 'exp', type(exp) == 'number' and tostring(exp) or '')
+    end
   end
   redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
@@ -81,9 +120,12 @@ local function take(entry, deliveries)
   local fields = entry[2]
   if not fields then return end
   local oid = field(fields, 'id')
-  if oid and redis.call('ZSCORE', KEYS[4], oid) then
+  local exp = tonumber(field(fields, 'exp') or '')
+  local expired = deliveries == 1 and exp ~= nil and exp <= now
+  if expired or (oid and redis.call('ZSCORE', KEYS[4], oid)) then
     redis.call('XACK', stream, group, entry[1])
     redis.call('XDEL', stream, entry[1])
+    if expired then redis.call('HINCRBY', KEYS[5], 'expired', 1) end
     return
   end
   out[#out + 1] = {entry[1], field(fields, 'offer'), deliveries}
@@ -170,10 +212,24 @@ class _Shards:
         k = self.shard_of(offer.offer_id)
         after = "" if offer.deliver_after is None else repr(float(offer.deliver_after))
         keys = [self._k(k, "stream"), self._k(k, "held"), self._k(k, "ids"), self._k(k, "heldbody")]
-        return keys, [offer.offer_id, _body(offer), after, repr(self.clock()), repr(self.dedup_ttl_s)]
+        exp = "" if offer.expires_at is None else repr(float(offer.expires_at))
+        return keys, [offer.offer_id, _body(offer), after, repr(self.clock()), repr(self.dedup_ttl_s), exp]
+
+    def _delayed_key(self, key: str) -> str:
+        return self._k(zlib.crc32(key.encode()) % self.shards, f"delayed:{key}")
+
+    def _cancel_calls(self, members: Any, now: float) -> dict[int, tuple[list[str], list[Any]]]:
+        """The cancel script's call per shard for the ``shard:offer id`` members of a cancel key."""
+        ids: dict[int, list[str]] = {}
+        for m in members:
+            shard, _, oid = _s(m).partition(":")
+            ids.setdefault(int(shard), []).append(oid)
+        return {k: ([self._k(k, "held"), self._k(k, "heldbody"), self._k(k, "drops")], [repr(float(now)), *v])
+                for k, v in ids.items()}
 
     def _claim_call(self, shard: int, consumer: str, count: int, t: float) -> tuple[list[str], list[Any]]:
-        keys = [self._k(shard, "stream"), self._k(shard, "held"), self._k(shard, "heldbody"), self._k(shard, "done")]
+        keys = [self._k(shard, "stream"), self._k(shard, "held"), self._k(shard, "heldbody"), self._k(shard, "done"),
+                self._k(shard, "drops")]
         return keys, [GROUP, consumer, count, int(self.claim_idle_s * 1000), repr(float(t)), 1000]
 
     def _order(self) -> list[int]:
@@ -225,7 +281,8 @@ class RedisOutbox(_Shards):
         self.client = _redis.connect(client, timeout_s=timeout_s) if isinstance(client, str) else client
         self._setup(prefix, shards, _redis.is_cluster(self.client), claim_idle_s, dedup_ttl_s, clock)
         self._scripts = {name: self.client.register_script(src) for name, src in
-                         (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
+                         (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD),
+                          ("cancel", _CANCEL), ("delayed", _DELAYED))}
         self._guard(self._groups)
 
     def _groups(self) -> None:
@@ -257,7 +314,26 @@ class RedisOutbox(_Shards):
         return self._guard(go)
 
     def put(self, offer: Offer) -> bool:
-        return bool(self._run("put", self._put_call(offer)))
+        new = bool(self._run("put", self._put_call(offer)))
+        if new and offer.delayed and offer.deliver_after is not None:
+            key = self._delayed_key(cancel_key(offer.device_id, offer.fence_id))
+            member = f"{self.shard_of(offer.offer_id)}:{offer.offer_id}"
+            ttl = max(1, int(offer.deliver_after - self.clock()) + 3600)
+            self._run("delayed", ([key], [member, ttl]))
+        return new
+
+    def cancel(self, key: str, now: float) -> int:
+        """Drop the delayed offers of ``key`` not due by ``now`` (an enter of their device at their fence)."""
+        members = self._run("delayed", ([self._delayed_key(key)], ["", 0]))
+        return sum(int(self._run("cancel", call, k)) for k, call in self._cancel_calls(members, now).items())
+
+    def drop_counts(self) -> dict[str, int]:
+        out = {"expired": 0, "cancelled": 0}
+        for k in range(self.shards):
+            got: Any = self._guard(functools.partial(self.client.hgetall, self._k(k, "drops")))
+            for name, n in got.items():
+                out[_s(name)] = out.get(_s(name), 0) + int(n)
+        return out
 
     def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
         t = self.clock() if now is None else now
@@ -332,7 +408,8 @@ class AsyncRedisOutbox(_Shards):
         self.client = client
         self._setup(prefix, shards, _redis.is_cluster(client), claim_idle_s, dedup_ttl_s, clock)
         self._scripts = {name: client.register_script(src) for name, src in
-                         (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD))}
+                         (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD),
+                          ("cancel", _CANCEL), ("delayed", _DELAYED))}
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "proximity", *, timeout_s: float = 5.0,

@@ -5,6 +5,7 @@ It sits below the six packages of the layering (``geofence`` and ``beacons`` may
 
 import proxbase.errors as _errors
 from proxbase.errors import *  # noqa: F403  (the error contract, whole)
-from proxbase.timestamps import MAX_EPOCH_S, parse_ts
+from proxbase.timestamps import MAX_EPOCH_S as MAX_EPOCH_S
+from proxbase.timestamps import parse_ts as parse_ts
 
 __all__ = sorted([*_errors.__all__, "MAX_EPOCH_S", "parse_ts"])

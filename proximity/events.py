@@ -155,6 +155,10 @@ class Offer:
     deliver_after: float | None = None
     variant: str | None = None
     """The variant of the campaign's experiment this offer renders (``None`` without variants)."""
+    expires_at: float | None = None
+    """Epoch time after which the offer is dropped instead of delivered (its campaign's ``expires_in``)."""
+    delayed: bool = False
+    """Sent ``delay`` after its event: cancelled when the device enters the same fence again first."""
 
     @property
     def place(self) -> str:
@@ -182,6 +186,8 @@ class Offer:
             "data": dict(self.data),
             "deliver_after": self.deliver_after,
             **({"variant": self.variant} if self.variant is not None else {}),
+            **({"expires_at": self.expires_at} if self.expires_at is not None else {}),
+            **({"delayed": True} if self.delayed else {}),
         }
 
     @classmethod
@@ -201,6 +207,8 @@ class Offer:
             priority=int(d.get("priority", 0)),
             deliver_after=None if d.get("deliver_after") is None else float(d["deliver_after"]),
             variant=None if d.get("variant") is None else str(d["variant"]),
+            expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
+            delayed=bool(d.get("delayed", False)),
         )
 
 

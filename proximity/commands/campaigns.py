@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="campaign YAML files (checked together: ids unique across them)")
     p.add_argument("--fences", metavar="FENCES.geojson", help="also check fence ids, tags and {store.*} placeholders against these fences")
+    p.add_argument("--beacons", metavar="REGISTRY.yaml", help="also check beacon triggers' zones against this beacon registry")
     p.set_defaults(run=run_validate)
 
     p = sub.add_parser(
@@ -120,35 +121,39 @@ def fence_infos_from(path: str) -> tuple[dict[str, Any], list[Any]]:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from campaigns import parse_file
+    from campaigns import CampaignError, parse_file
     from campaigns.loader import merge
 
-    fences = None
+    fences = zones = None
     problems: list[Any] = []
     if args.fences:
         fences, problems = fence_infos_from(args.fences)
-    sets = []
-    for path in args.files:
-        if not Path(path).is_file():
-            from campaigns import CampaignError
+    if args.beacons:
+        from beacons import load_registry
 
+        registry = load_registry(Path(args.beacons))  # errors name file:line:col
+        zones = {b.zone for b in registry.beacons.values() if b.zone} | {
+            g.zone for g in registry.gateways.values() if g.zone}
+    files = list({Path(f).resolve(): f for f in reversed(args.files)}.values())[::-1]  # a file given twice: once
+    sets = []
+    for path in files:
+        if not Path(path).is_file():
             raise CampaignError("no such file", source=path)
-        cs, errs = parse_file(path, fences)
+        cs, errs = parse_file(path, fences, zones=zones, partial=True)
         problems.extend(errs)
         if cs is not None:
             sets.append(cs)
-    if not problems:
-        _merged, errs = merge(sets)
-        problems.extend(errs)
+    problems.extend(merge(sets)[1])  # ids across files, also when a file has other problems
+    n_files = f"{len(files)} file{'s' if len(files) != 1 else ''}"
     if problems:
-        for p in problems:
+        for p in sorted(problems, key=lambda p: (str(p.source), p.line or 0, p.col or 0)):
             print(p)
-        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len(args.files)} file{'s' if len(args.files) != 1 else ''}", file=sys.stderr)
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {n_files}", file=sys.stderr)
         return EXIT_PROBLEMS
     n = sum(len(s.campaigns) for s in sets)
     active = sum(1 for s in sets for c in s.campaigns if c.status == "active")
-    checked = f", fences checked against {args.fences}" if args.fences else ""
-    print(f"ok: {n} campaign{'s' if n != 1 else ''} ({active} active) in {len(args.files)} file{'s' if len(args.files) != 1 else ''}{checked}")
+    checked = "".join(f", {what} checked against {path}" for what, path in (("fences", args.fences), ("zones", args.beacons)) if path)
+    print(f"ok: {n} campaign{'s' if n != 1 else ''} ({active} active) in {n_files}{checked}")
     return 0
 
 

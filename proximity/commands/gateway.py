@@ -86,9 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         agent = GatewayAgent(source, HttpUplink(args.server, args.key), spool, config, recorder=recorder)
         counters = await agent.run(stop)
         print(" ".join(f"{k}={counters[k]}" for k in ("heard", "sightings", "sent", "spooled", "dropped",
-                                                      "rejected")) + f" in_spool={spool.pending_sightings}",
-              file=sys.stderr)
-        return 0 if not len(spool) and not counters["rejected"] else 1
+                                                      "rejected", "warned"))
+              + f" in_spool={spool.pending_sightings} in_spool_batches={len(spool)}", file=sys.stderr)
+        if agent.fatal is not None:
+            print(f"error: {agent.fatal}", file=sys.stderr)
+            return 2
+        return 0 if not len(spool) and not counters["rejected"] and not counters["warned"] else 1
 
     try:
         return asyncio.run(main())

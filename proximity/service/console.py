@@ -171,8 +171,9 @@ async def console_campaigns(request: web.Request) -> web.Response:
     outbox = getattr(console.svc.host, "outbox", None)
     try:
         pending = await console.svc.host.run(outbox.pending) if outbox is not None else None
+        dropped = await console.svc.host.run(outbox.drop_counts) if outbox is not None else None
     except Exception:  # the page still shows the counters when Redis is away
-        pending = None
+        pending = dropped = None
     reports = await _reports(console.svc.host, [c.id for c in campaigns])
     out = []
     for c in campaigns:
@@ -182,7 +183,7 @@ async def console_campaigns(request: web.Request) -> web.Response:
                                 "tags": sorted(trig.tags) if trig.tags is not None else None,
                                 "zones": sorted(trig.zones) if trig.zones is not None else None},
                     **counts[c.id], "report": reports.get(c.id)})
-    return _json({"campaigns": out, "outbox_pending": pending, "shared": isinstance(console.hourly, RedisHourly),
+    return _json({"campaigns": out, "outbox_pending": pending, "outbox_dropped": dropped, "shared": isinstance(console.hourly, RedisHourly),
                   "now": time.time()})
 
 

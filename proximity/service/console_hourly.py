@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 HOUR = 3600.0
-OUTCOMES = ("offer", "held", "blocked", "dropped", "outranked", "paused", "schedule", "audience")
+OUTCOMES = ("offer", "held", "blocked", "dropped", "outranked", "paused", "schedule", "audience", "stale",
+            "template_empty")
 
 
 def _row(fields: Mapping[str, int]) -> dict[str, Any]:

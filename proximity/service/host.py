@@ -76,6 +76,8 @@ class EngineHost:
         for verdict in decision.verdicts:
             if verdict.outcome == "blocked":
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
+            elif verdict.outcome in ("stale", "template_empty"):
+                self.metrics.withheld.labels(verdict.campaign_id, verdict.outcome).inc()
         if self.live is not None:
             self.live.on_decision(decision)
         for listener in self.decision_listeners:
@@ -141,7 +143,7 @@ class EngineHost:
         elif kind == "campaigns":
             if self.campaigns is None:
                 self.campaigns = CampaignRules(parsed, self.fences, limiter=self.limiter, outbox=self.outbox,
-                                               on_decision=self._on_decision)
+                                               on_decision=self._on_decision, clock=self.engine.config.clock)
             else:
                 self.campaigns.replace(parsed, self.fences)
             if self.backends.counters is not None and self.backends.pending is not None:
@@ -234,6 +236,14 @@ class EngineHost:
         for listener in self.scan_listeners:  # after the engine took them (heartbeats too)
             listener(scan, doc)
         return result, len(scan.sightings) - len(result.rejected), _by_row(errors, result.rejected)
+
+    def scan_warnings(self, gateway_id: str) -> list[str]:
+        """What the answer to a scan batch warns about: a ``gateway_id`` the beacon registry does not list."""
+        known = getattr(self.registry, "gateways", None) or {}
+        if gateway_id in known:
+            return []
+        return [f"unknown gateway {gateway_id!r}: the beacon registry lists no gateway with this id "
+                f"({len(known)} registered); check the agent's --gateway-id"]
 
     def advance(self, now: float) -> BatchResult:
         return self._visits(self.engine.advance(now))

@@ -134,10 +134,11 @@ async def post_scans(request: web.Request) -> web.Response:
         svc.metrics.sightings.labels("rejected").inc(len(errors))
         svc.metrics.scans.labels(gateway_label(svc.host.registry, gateway)).inc()
         rendered = render(result)
+        warnings = svc.host.scan_warnings(gateway)  # one per unknown gateway
         if accepted == 0 and not errors:  # an empty scan (a heartbeat): fine
             return json_response({"batch_id": batch_id, "accepted": 0, "rejected": [], "devices": {},
-                                  "stats": rendered.stats})
-        response = batch_response(batch_id, accepted, errors, rendered, {"gateway_id": gateway})
+                                  "stats": rendered.stats, "warnings": warnings})
+        response = batch_response(batch_id, accepted, errors, rendered, {"gateway_id": gateway, "warnings": warnings})
         await svc.publish(rendered)
         return response
 

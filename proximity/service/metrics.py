@@ -302,6 +302,10 @@ class ServiceMetrics:
         self.cap_blocks = r.counter(
             "proximity_cap_blocks_total", "Offers a cap blocked, by campaign and cap.", ["campaign", "cap"]
         )
+        self.withheld = r.counter(
+            "proximity_offers_withheld_total",
+            "Offers not issued, by campaign and reason (stale: the event older than max_event_age; template_empty: "
+            "a placeholder without a value).", ["campaign", "reason"])
         self.dispatch = r.counter(
             "proximity_dispatch_total", "Offer dispatch attempts, by dispatcher and result.", ["dispatcher", "result"]
         )

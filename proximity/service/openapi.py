@@ -94,6 +94,9 @@ _BATCH_RESPONSE = {
     "required": ["accepted", "rejected", "devices"],
     "properties": {
         "batch_id": {"type": ["string", "null"]},
+        "warnings": {"type": "array", "items": {"type": "string"},
+                     "description": "Scans: what did not refuse the batch but needs a look, one per unknown "
+                                    "gateway_id (the beacon registry does not list it)."},
         "accepted": {"type": "integer", "description": "Rows processed."},
         "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
                      "description": "Rows refused, each with its `row` and `field`. The good rows of a "

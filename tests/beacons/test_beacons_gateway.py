@@ -270,8 +270,8 @@ async def test_record_writes_a_replayable_capture(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("status", "outcome"), [(200, "delivered"), (202, "delivered"), (400, "rejected"),
-                                                 (413, "rejected"), (422, "rejected"), (401, "retry"),
-                                                 (404, "retry"), (409, "retry"), (429, "retry"), (503, "retry")])
+                                                 (413, "rejected"), (422, "rejected"), (401, "unauthorized"),
+                                                 (403, "unauthorized"), (404, "retry"), (409, "retry"), (429, "retry"), (503, "retry")])
 def test_status_classification(status: int, outcome: str) -> None:
     from beacons.uplink import classify
 
@@ -435,3 +435,52 @@ def test_every_body_the_agent_builds_matches_the_documented_schema(tmp_path: Pat
     assert len(decode_scans_body(json.dumps(body).encode()).sightings) == 3
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**body, "sightings": [{**entries[0], "extra": 1}]}, SCANS_SCHEMA)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_refused_key_stops_the_agent_without_spooling_or_retrying(tmp_path: Path, status: int,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    FakeScanner.script = [(f"7A:{i}", advert(i)) for i in range(5000)]  # would scan for 10 s
+    FakeScanner.finished = asyncio.Event()
+    server = ScanServer()
+    server.status = status
+    await server.start()
+    spool = Spool(tmp_path / "spool")
+    try:
+        with caplog.at_level(logging.INFO, logger="beacons.gateway"):
+            agent = GatewayAgent(BleakSource(backend=FakeScanner), HttpUplink(server.url, "wrong-key"), spool,
+                                 GatewayConfig("gw-test", **FAST))
+            counters = await agent.run()  # no stop event: the agent stops on its own
+    finally:
+        await server.stop()
+    assert not FakeScanner.finished.is_set()  # it stopped before the scanner ran out
+    assert agent.fatal is not None and f"refused the gateway key (HTTP {status})" in agent.fatal and "--key" in agent.fatal
+    assert counters["retries"] == 0 and counters["spooled"] == 0 and counters["sent"] == 0
+    assert len(spool) >= 1  # kept on disk for a run with the right key
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("spooling to disk and retrying" in m for m in messages)
+    assert any(r.levelno == logging.ERROR and "refused the gateway key" in r.getMessage() for r in caplog.records)
+
+
+async def test_server_warnings_are_logged_once_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    capture = tmp_path / "c.jsonl"
+    write_capture(capture, range(20))
+    warning = "unknown gateway 'gw-typo': the beacon registry lists no gateway with this id"
+
+    class Warning(ScanServer):
+        async def handle(self, request: web.Request) -> web.Response:
+            batch = decode_scans_body(await request.read(), content_encoding=request.headers.get("Content-Encoding"))
+            self.batch_ids.append(batch.batch_id)
+            return web.json_response({"accepted": len(batch.sightings), "rejected": [], "warnings": [warning]})
+
+    server = Warning()
+    await server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="beacons.gateway"):
+            counters = await GatewayAgent(ReplaySource(capture), HttpUplink(server.url), Spool(tmp_path / "spool"),
+                                          GatewayConfig("gw-typo", **FAST)).run()
+    finally:
+        await server.stop()
+    assert counters["warned"] == len(server.batch_ids) >= 2
+    logged = [r.getMessage() for r in caplog.records if warning in r.getMessage()]
+    assert len(logged) == 1  # each distinct warning once

@@ -47,7 +47,7 @@ campaigns:
     priority: 10
     trigger: {on: enter, tags: [coffee]}
     offer:
-      title: "Hi {device.first_name}, welcome to {store.name} (floor {store.floor})"
+      title: "Hi {device.first_name|there}, welcome to {store.name} (floor {store.floor})"
       body: "{campaign.name} at {store.id}"
       data: {d: "{dwell_min} min", n: 3}
   - id: any-enter

@@ -77,3 +77,50 @@ def test_validate_as_a_real_process() -> None:
     assert "Traceback" not in bad.stderr
     assert bad.stdout.splitlines()[0].endswith("unknown placeholder {store_name}; did you mean {store.name}?")
     assert bad.stderr.strip() == "2 problems in 1 file"
+
+
+EVERY_PROBLEM = """campaigns:
+  - id: x
+    trigger: {on: enter, tags: [cofee]}
+    schedule: {start: "2026-12-01T00:00:00Z", end: "2026-11-01T00:00:00Z", days: funday}
+    offer: {title: A}
+  - id: x
+    trigger: {on: beacon, zones: [checkuot]}
+    offer: {title: B}
+"""
+
+
+def test_validate_reports_every_problem_of_a_file_in_one_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(EVERY_PROBLEM)
+    registry = tmp_path / "beacons.yaml"
+    registry.write_text('beacons:\n  - key: "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e/1/1"\n'
+                        "    fence_id: cafe\n    zone: checkout\n")
+    same_file_again = tmp_path / "." / "c.yaml"
+    assert main(["campaigns", "validate", str(path), str(same_file_again), "--fences", str(DATA / "fences.geojson"),
+                 "--beacons", str(registry)]) == 1
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert lines == [
+        f"{path}:3:33: campaigns[0].trigger.tags[0]: no fence has the tag 'cofee'; did you mean 'coffee'?",
+        f"{path}:4:52: campaigns[0].schedule.end: the end (2026-11-01T00:00:00Z) is not after the start "
+        "(2026-12-01T00:00:00Z)",
+        f"{path}:4:82: campaigns[0].schedule.days: bad day 'funday': use mon, tue, wed, thu, fri, sat, sun or a "
+        "range like 'mon-fri'",
+        f"{path}:6:9: duplicate campaign id 'x' (first defined at line 2) (field 'campaigns[1].id')",
+        f"{path}:7:35: campaigns[1].trigger.zones[0]: no beacon of the registry has the zone 'checkuot'; "
+        "did you mean 'checkout'?",
+    ]
+    assert "5 problems in 1 file" in out.err  # the file given twice is read once
+
+
+def test_validate_reports_ids_duplicated_across_files_even_when_a_file_has_other_problems(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("campaigns:\n  - id: x\n    trigger: {on: enter}\n    offer: {title: A}\n")
+    b.write_text("campaigns:\n  - id: bad\n    trigger: {on: nowhere}\n    offer: {title: B}\n"
+                 "  - id: x\n    trigger: {on: exit}\n    offer: {title: C}\n")
+    assert main(["campaigns", "validate", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "trigger.on must be one of" in out
+    assert f"{b}:5:9: duplicate campaign id 'x' (first defined at {a}:2:9)" in out

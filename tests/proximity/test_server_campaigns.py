@@ -291,3 +291,33 @@ async def test_campaigns_and_beacons_files_are_hot_reloaded(make_client, files: 
     metrics = await (await client.get("/metrics")).text()
     assert 'proximity_reloads_total{kind="campaigns",result="error"} 1' in metrics
     assert 'proximity_config_version{kind="beacons"} 2' in metrics
+
+
+async def test_a_ping_dated_days_ago_enters_but_fires_no_live_offer(make_client) -> None:
+    client = await make_client()
+    r = await client.post("/v1/pings", json=[ping("late", IN_STORE_1, time.time() - 3 * 86400)], headers=h(SDK))
+    out = (await r.json())["devices"]["late"]
+    assert [e["kind"] for e in out["events"]] == ["enter"] and out["offers"] == []
+    r = await client.post("/v1/pings", json=[ping("fresh", IN_STORE_1, time.time())], headers=h(SDK))
+    assert len((await r.json())["devices"]["fresh"]["offers"]) == 1
+    metrics = await (await client.get("/metrics", headers=h(ADMIN))).text()
+    assert 'proximity_offers_withheld_total{campaign="hello",reason="stale"} 1' in metrics
+
+
+async def test_a_delayed_offer_is_cancelled_when_the_device_comes_back(make_client) -> None:
+    client = await make_client()
+    yaml = ("campaigns:\n  - id: bye\n    trigger: {on: exit, fences: [store-01]}\n"
+            "    offer: {title: 'See you at {store.name}', delay: 20m}\n")
+    r = await client.put("/v1/campaigns", data=yaml, headers=h(ADMIN, **{"Content-Type": "application/yaml"}))
+    assert r.status == 200, await r.text()
+    now = time.time()
+    far = (IN_STORE_1[0] + 0.01, IN_STORE_1[1])
+    for device in ("gone", "back"):
+        await client.post("/v1/pings", json=[ping(device, IN_STORE_1, now - 60)], headers=h(SDK))
+        out = await (await client.post("/v1/pings", json=[ping(device, far, now - 30)], headers=h(SDK))).json()
+        (offer,) = out["devices"][device]["offers"]
+        assert offer["delayed"] is True and offer["deliver_after"] == pytest.approx(now - 30 + 1200)
+    await client.post("/v1/pings", json=[ping("back", IN_STORE_1, now)], headers=h(SDK))  # re-enters
+    doc = await (await client.get("/v1/console/campaigns", headers=h(ADMIN))).json()
+    assert doc["outbox_dropped"] == {"expired": 0, "cancelled": 1}
+    assert doc["outbox_pending"] == 1  # the offer of the device that stayed away still waits

@@ -102,3 +102,44 @@ def test_a_bad_sighting_is_refused_naming_entry_and_field(server: ServerThread, 
     # alone, the bad entry is the whole batch: refused (422) and nothing applied
     status, body = _scan(server, [{"ts": now - 4, **entry}], f"only-bad-{field}")
     assert status == 422 and body["row"] == 0 and body["field"] == field.replace("[1]", "[0]")
+
+
+def _gateway(server: ServerThread, tmp_path: Path, *args: str) -> int:
+    return main(["gateway", "--server", f"http://127.0.0.1:{server.port}", "--replay",
+                 str(example_path("capture.jsonl")), "--spool", str(tmp_path / "spool"), "--batch-size", "25",
+                 "--batch-interval", "0.05", "--backoff-max", "0.5", "--drain-timeout", "2", *args])
+
+
+def test_an_unknown_gateway_id_is_answered_with_a_warning_that_the_agent_logs(
+        server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    status, body = _scan(server, [], "hb-known")  # a registered gateway: no warning
+    assert status == 200 and body["warnings"] == []
+    doc = {"gateway_id": "gw-typo", "batch_id": "b-unknown", "sent_at": time.time(),
+           "sightings": [{"ts": time.time(), "rssi": -60, "key": KEY_DEV_007, "tx_power": -65}]}
+    status, raw = post(server.port, "POST", "/v1/scans", json.dumps(doc).encode(),
+                       {"X-API-Key": KEY, "Content-Type": "application/json"})
+    answer = json.loads(raw)
+    assert status == 200 and len(answer["warnings"]) == 1
+    assert "unknown gateway 'gw-typo'" in answer["warnings"][0] and "--gateway-id" in answer["warnings"][0]
+    # the agent logs it and does not exit 0
+    assert _gateway(server, tmp_path, "--key", KEY, "--gateway-id", "gw-typo") == 1
+    err = capsys.readouterr().err
+    assert " warned=" in err and " warned=0" not in err
+    assert sum("unknown gateway 'gw-typo'" in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+def test_a_wrong_key_stops_the_agent_with_exit_2_naming_the_key(server: ServerThread, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    assert _gateway(server, tmp_path, "--key", "not-the-key", "--gateway-id", "gw-store-01", "--verbose") == 2
+    err = capsys.readouterr().err
+    assert "error: the server refused the gateway key (HTTP 401): check --key" in err
+    log = [r.getMessage() for r in caplog.records]
+    assert not any("spooling to disk and retrying" in m for m in log)
+    # the log and the summary give the same spool: batches and sightings
+    summary = next(line for line in err.splitlines() if line.startswith("heard="))
+    fields = dict(kv.split("=") for kv in summary.split())
+    logged = [m for m in log if "in spool " in m][-1]
+    assert f"in spool {fields['in_spool_batches']} batch" in logged
+    assert f"({fields['in_spool']} sightings)" in logged
+    assert int(fields["in_spool"]) > 0 and fields["spooled"] == "0"

@@ -209,7 +209,9 @@
     state.campaigns = doc.campaigns;
     $("campaigns-note").textContent = `Counts per hour of event time (UTC hours shown in local time), `
       + (doc.shared ? "summed over every worker. " : "as this worker saw them. ")
-      + `Outbox: ${doc.outbox_pending === null ? "unknown" : doc.outbox_pending + " offers waiting"} (all workers).`;
+      + `Outbox: ${doc.outbox_pending === null ? "unknown" : doc.outbox_pending + " offers waiting"} (all workers)`
+      + (doc.outbox_dropped ? `; dropped when due: ${doc.outbox_dropped.expired} expired, `
+        + `${doc.outbox_dropped.cancelled} cancelled (the device came back).` : ".");
     const box = $("campaigns");
     const open = new Set([...box.querySelectorAll("details[open]")].map((d) => d.dataset.id));
     box.innerHTML = doc.campaigns.map(renderCampaign).join("") || "<p>No campaigns are loaded.</p>";
