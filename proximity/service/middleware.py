@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proximity.errors import StoreUnavailable, as_json
-from proximity.service.auth import ApiKey, key_of_subprotocol, retry_after_header
+from proximity.service.auth import ApiKey, key_of_subprotocol
 from proximity.service.codec import json_response
 from proximity.service.errors import ApiError
-from proximity.service.worker import API_KEY, service_of
+from proximity.service.ratelimit import Quota, retry_after_header
+from proximity.service.worker import API_KEY, RATE_QUOTA, service_of
 
 log = logging.getLogger("proximity.service")
 
@@ -127,13 +128,43 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not key.allows(scope):
         raise ApiError(403, f"key {key.name!r} lacks the {scope!r} scope this route needs", field="scope",
                        reason="forbidden")
-    wait = await svc.rate_limiter.acquire(key.name)
-    if wait > 0:
-        raise ApiError(429, f"rate limit of {svc.config.rate_limit:g} requests/s for key {key.name!r} exceeded",
-                       reason="rate_limited", headers={"Retry-After": retry_after_header(wait)},
-                       retry_after_s=round(wait, 3))
     request[API_KEY] = key
-    return await handler(request)
+    quota = await svc.rate_limiter.charge(key.name)
+    if quota is not None:
+        request[RATE_QUOTA] = quota
+        if quota.wait > 0:
+            raise _too_many(quota, f"rate limit of {svc.config.rate_limit:g} requests/s for key {key.name!r} exceeded")
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        if RATE_QUOTA in request:
+            exc.headers = {**request[RATE_QUOTA].headers(), **exc.headers}
+        raise
+    if RATE_QUOTA in request and not response.prepared:  # a WebSocket is prepared (its headers sent) already
+        response.headers.update(request[RATE_QUOTA].headers())
+    return response
+
+
+def _too_many(quota: Quota, message: str, **extra: object) -> ApiError:
+    """A 429 whose ``Retry-After`` and body's ``retry_after_s`` are the same whole number of seconds."""
+    return ApiError(429, f"{message}; retry after {quota.retry_after} s", reason="rate_limited",
+                    headers=quota.headers(), retry_after_s=quota.retry_after, limited=quota.what, **extra)
+
+
+async def charge_devices(request: web.Request, devices: list[str]) -> None:
+    """Charge an ingest batch to each device it carries (the key's device buckets, all or none): 429 naming
+    the device when one has no token left. The answer's ``RateLimit-*`` fields then report whichever bucket,
+    the key's or a device's, is closest to empty."""
+    svc = service_of(request)
+    if svc.device_limiter is None or not devices:
+        return
+    quota = await svc.device_limiter.charge(key_of(request).name, devices)
+    if quota is None:
+        return
+    request[RATE_QUOTA] = quota.tighter(request.get(RATE_QUOTA))
+    if quota.wait > 0:
+        raise _too_many(quota, f"rate limit of {svc.config.device_rate_limit:g} batches/s for device "
+                               f"{quota.name!r} exceeded", field="device_id", device_id=quota.name)
 
 
 def key_of(request: web.Request) -> ApiKey:
@@ -141,5 +172,5 @@ def key_of(request: web.Request) -> ApiKey:
     return request[API_KEY]
 
 
-__all__ = ["Handler", "auth_middleware", "error_middleware", "key_of", "observe_middleware", "presented_key",
-           "requires"]
+__all__ = ["Handler", "auth_middleware", "charge_devices", "error_middleware", "key_of", "observe_middleware",
+           "presented_key", "requires"]
