@@ -92,6 +92,9 @@ class ServiceConfig:
     webhook_url: str | None = None
     webhook_secret_env: str = "PROXIMITY_WEBHOOK_SECRET"
     offers_file: str | None = None
+    #: One log line per request (logger ``proximity.access``: method, path, status, duration, bytes, key name;
+    #: never the key itself). ``false`` turns it off.
+    access_log: bool = True
     #: Extra settings passed to the engine (``EngineConfig`` fields).
     engine: Mapping[str, Any] = field(default_factory=dict)
     #: Beacon ranging settings (keyword arguments of ``beacons.ProximityTracker``: ``filter``,
@@ -141,6 +144,16 @@ class ServiceConfig:
     @property
     def uses_demo(self) -> bool:
         return self.demo
+
+    def environment_problems(self, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """What the environment lacks for this configuration, as ``(field, message)``: ``serve`` checks it
+        before it binds its port (a worker would otherwise exit after "listening")."""
+        env = os.environ if environ is None else environ
+        if self.webhook_url and not env.get(self.webhook_secret_env):
+            return [("webhook_secret_env", f"--webhook-url needs the webhooks' signing secret in the environment "
+                                           f"variable {self.webhook_secret_env}; set it (export "
+                                           f"{self.webhook_secret_env}=...) or drop --webhook-url")]
+        return []
 
     def resolved_paths(self) -> dict[str, Path | None]:
         """The fences/campaigns/beacons files to load (bundled examples for the demo)."""
@@ -218,7 +231,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
     "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,), "webhook_url": (str,),
-    "webhook_secret_env": (str,), "offers_file": (str,), "engine": (dict, Mapping),
+    "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),
     "replay_demo": (int, float),
 }

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +25,8 @@ from proximity.service.ratelimit import Quota, retry_after_header
 from proximity.service.worker import API_KEY, RATE_QUOTA, service_of
 
 log = logging.getLogger("proximity.service")
+#: the access log: one line per request (``access_log: false`` turns it off)
+access_log = logging.getLogger("proximity.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -67,16 +70,27 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = _route_name(request)
     started = time.perf_counter()
     svc.metrics.in_flight.inc()
-    status = 500
+    status, size = 500, 0
     try:
         response = await handler(request)
-        status = response.status
+        status, size = response.status, response.content_length or 0
         return response
     finally:
+        elapsed = time.perf_counter() - started
         svc.metrics.in_flight.dec()
         svc.metrics.requests.labels(route, str(status)).inc()
         if route != "unmatched":
-            svc.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            svc.metrics.latency.labels(route).observe(elapsed)
+        if svc.config.access_log:
+            log_access(request, status, elapsed, size)
+
+
+def log_access(request: web.Request, status: int, seconds: float, size: int) -> None:
+    """The access log's line: ``METHOD PATH STATUS DURATIONms BYTES key=NAME`` (the key's name from the key
+    file, ``-`` without one; never the key, never the query string)."""
+    key = request.get(API_KEY)
+    access_log.info("%s %s %d %.1fms %dB key=%s", request.method, request.path, status, seconds * 1000, size,
+                    "-" if key is None else key.name)
 
 
 @web.middleware
@@ -145,7 +159,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def _too_many(quota: Quota, message: str, **extra: object) -> ApiError:
+def _too_many(quota: Quota, message: str, **extra: Any) -> ApiError:
     """A 429 whose ``Retry-After`` and body's ``retry_after_s`` are the same whole number of seconds."""
     return ApiError(429, f"{message}; retry after {quota.retry_after} s", reason="rate_limited",
                     headers=quota.headers(), retry_after_s=quota.retry_after, limited=quota.what, **extra)
