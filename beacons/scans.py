@@ -55,6 +55,7 @@ from beacons._convert import canonical_key, key_from_fields, to_dbm, to_epoch
 from beacons.errors import BeaconError
 from beacons.frames import parse_advertisement
 from beacons.sightings import Sightings
+from proxbase.timestamps import TIMESTAMP_SCHEMA
 
 MAX_SIGHTINGS = 10_000
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -81,7 +82,7 @@ SCANS_SCHEMA: dict[str, Any] = {
     "properties": {
         "gateway_id": {"type": "string", "minLength": 1},
         "batch_id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "sent_at": {"type": ["number", "string"], "description": "epoch seconds or ISO 8601"},
+        "sent_at": {**TIMESTAMP_SCHEMA, "description": "epoch seconds or ISO 8601 with an offset"},
         "sightings": {
             "type": "array",
             "maxItems": MAX_SIGHTINGS,
@@ -92,7 +93,7 @@ SCANS_SCHEMA: dict[str, Any] = {
                         "required": ["ts", "rssi", "raw"],
                         "additionalProperties": False,
                         "properties": {
-                            "ts": {"type": ["number", "string"]},
+                            "ts": TIMESTAMP_SCHEMA,
                             "rssi": {"type": "number", "minimum": -127, "maximum": 127},
                             "raw": {"type": "string", "description": "hex of the advertising payload"},
                             "address": {"type": "string"},
@@ -104,7 +105,7 @@ SCANS_SCHEMA: dict[str, Any] = {
                         "required": ["ts", "rssi"],
                         "additionalProperties": False,
                         "properties": {
-                            "ts": {"type": ["number", "string"]},
+                            "ts": TIMESTAMP_SCHEMA,
                             "rssi": {"type": "number", "minimum": -127, "maximum": 127},
                             "key": {"type": "string", "pattern": "^(ibeacon|eddystone|altbeacon):"},
                             "tx_power": {"type": ["integer", "null"], "minimum": -127, "maximum": 127},

@@ -18,6 +18,7 @@ from typing import Any
 
 from beacons.scans import ENTRY_KEYS as SIGHTING_KEYS
 from beacons.scans import ENTRY_REQUIRED as SIGHTING_REQUIRED
+from proxbase.timestamps import parse_ts
 from proximity.batch import CSV_REQUIRED, PING_KEYS
 from proximity.errors import as_json
 from proximity.service.errors import ApiError
@@ -57,9 +58,10 @@ def _sent_at_problems(doc: Mapping[str, Any], required: bool) -> list[dict[str, 
     if "sent_at" not in doc:
         return [problem("sent_at", "sent_at is missing (epoch seconds or ISO 8601 when the batch was sealed)")] \
             if required else []
-    value = doc["sent_at"]
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return [problem("sent_at", f"sent_at must be epoch seconds or ISO 8601 text, not {type(value).__name__}")]
+    try:
+        parse_ts(doc["sent_at"])
+    except ValueError as exc:
+        return [problem("sent_at", str(exc).replace("timestamp", "sent_at", 1))]
     return []
 
 

@@ -48,15 +48,17 @@ def gateway_label(registry: Any, gateway: str) -> str:
 def batch_response(batch_id: str | None, accepted: int, rejected: Sequence[Mapping[str, Any]], rendered: Rendered,
                    extra: Mapping[str, Any] | None = None) -> web.Response:
     """The answer to a batch: 200 with its per-device events and offers and its rejected rows (JSON, see
-    :func:`~proximity.service.bodies.complete_row_errors`), or 422 when every row was refused.
+    :func:`~proximity.service.bodies.complete_row_errors`), or 422 when every row was refused (an empty scan,
+    a gateway's heartbeat, is a 200 with nothing in it).
     ``stats.rejected`` counts the refused rows, whoever refused them (the parser or the engine)."""
     rows = {e.get("row") for e in rejected}
     if accepted == 0 and rejected:
         raise ApiError(422, f"every row was refused ({len(rows)}); see errors", field=rejected[0].get("field"),
                        row=rejected[0].get("row"), reason="all_rows_bad", errors=list(rejected[:100]),
                        rejected_count=len(rows))
+    stats = {"events": len(rendered.events), **rendered.stats, "rejected": len(rows)}
     body: dict[str, Any] = {"batch_id": batch_id, "accepted": accepted, "rejected": list(rejected),
-                            "devices": rendered.devices(), "stats": {**rendered.stats, "rejected": len(rows)}}
+                            "devices": rendered.devices(), "stats": stats}
     if extra:
         body.update(extra)
     return json_response(body)
@@ -102,9 +104,6 @@ async def post_scans(request: web.Request) -> web.Response:
         svc.metrics.sightings.labels("rejected").inc(len(errors))
         svc.metrics.scans.labels(gateway_label(svc.host.registry, gateway)).inc()
         rendered = render(result)
-        if accepted == 0 and not errors:  # an empty scan (a heartbeat): fine
-            return json_response({"batch_id": batch_id, "accepted": 0, "rejected": [], "devices": {},
-                                  "stats": rendered.stats})
         rejected = complete_row_errors(doc["sightings"], errors, SIGHTING_REQUIRED, SIGHTING_KEYS, "sightings[{row}].")
         response = batch_response(batch_id, accepted, rejected, rendered, {"gateway_id": gateway})
         await svc.publish(rendered)

@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from beacons.scans import SCANS_SCHEMA
+from proxbase.timestamps import TIMESTAMP_SCHEMA
 from proximity import __version__
 from proximity.convert import DEVICE_ID_RULE, MAX_DEVICE_ID_LEN
 from proximity.service.console import openapi_paths as _console_paths
@@ -50,9 +51,7 @@ _PING = {
         "lon": {"type": "number", "minimum": -180, "maximum": 180},
         "lat": {"type": "number", "minimum": -90, "maximum": 90},
         "accuracy_m": {"type": "number", "minimum": 0, "description": "Radius of the fix's accuracy circle, metres."},
-        "ts": {"oneOf": [{"type": "number", "description": "epoch seconds"},
-                         {"type": "string", "format": "date-time"}],
-               "description": "When the fix was taken; at most `max_skew_s` in the future."},
+        "ts": {**TIMESTAMP_SCHEMA, "description": "When the fix was taken; at most `max_skew_s` in the future."},
         "speed": {"type": "number", "minimum": 0, "description": "m/s"},
         "foreground": {"type": "boolean"},
         "attrs": {"type": "object", "description": "Device attributes campaign audiences read (segments, ...)."},
@@ -76,8 +75,7 @@ _PING_BATCH = {
                              "description": "Makes retries idempotent: a repeated batch_id with the same body "
                                             "gets the first response replayed (header `Idempotent-Replay: "
                                             "true`); with another body, 422."},
-                "sent_at": {"type": ["number", "string"], "description": "When the batch was sealed: epoch "
-                                                                         "seconds or ISO 8601 (informational)."},
+                "sent_at": {**TIMESTAMP_SCHEMA, "description": "When the batch was sealed (informational)."},
                 "pings": _PINGS,
             },
         },
