@@ -11,16 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proximity.service.ratelimit import RateLimiter, RedisRateLimiter
+from tests.proximity.test_auth import FakeClock as Clock
 from tests.proximity.test_server import INSIDE_A, SDK, fences_file, h, ping  # noqa: F401 (a fixture)
 from tests.proximity.test_server import make_client as make_client  # a fixture
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_a_batch_is_charged_to_every_device_or_to_none() -> None:
