@@ -50,7 +50,8 @@ _PING = {
                                      "str.isprintable, which also refuses spaces other than U+0020)."},
         "lon": {"type": "number", "minimum": -180, "maximum": 180},
         "lat": {"type": "number", "minimum": -90, "maximum": 90},
-        "accuracy_m": {"type": "number", "minimum": 0, "description": "Radius of the fix's accuracy circle, metres."},
+        "accuracy_m": {"type": "number", "exclusiveMinimum": 0,
+                       "description": "Radius of the fix's accuracy circle, metres."},
         "ts": {**TIMESTAMP_SCHEMA, "description": "When the fix was taken; at most `max_skew_s` in the future."},
         "speed": {"type": "number", "minimum": 0, "description": "m/s"},
         "foreground": {"type": "boolean"},
@@ -129,7 +130,7 @@ _OFFER = {
 
 _STATS = {
     "type": "object",
-    "required": ["rejected", "events"],
+    "required": ["events"],
     "additionalProperties": {"type": "integer", "minimum": 0},
     "properties": {
         "pings": {"type": "integer", "minimum": 0, "description": "Pings that reached the engine."},
@@ -169,7 +170,7 @@ _BATCH_RESPONSE = {
             },
             "description": "Per device id: the events and offers this batch produced.",
         },
-        "stats": {"$ref": "#/components/schemas/Stats"},
+        "stats": {"allOf": [{"$ref": "#/components/schemas/Stats"}, {"required": ["rejected"]}]},
         "gateway_id": {"type": "string", "description": "Scans: the gateway of the batch."},
     },
 }
@@ -305,7 +306,11 @@ _SPEC: dict[str, Any] = {
             "advance", "Let event time pass to `now`: debounce exits and expiry due by then (replays, "
             "simulations; the service's own loop advances on the wall clock).", "admin", {
                 "200": {"description": "The events and offers that time produced, per device.",
-                        "content": _json("BatchResponse")},
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["now", "devices", "stats"],
+                            "properties": {"now": {"type": "number"},
+                                           "devices": _BATCH_RESPONSE["properties"]["devices"],
+                                           "stats": {"$ref": "#/components/schemas/Stats"}}}}}},
                 "400": _err("`now` missing, not a number, or beyond the clock-skew limit.")},
             requestBody={"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["now"], "properties": {"now": {"type": "number"}}}}}})},

@@ -114,10 +114,11 @@ def from_schema(node: dict[str, Any], components: dict[str, Any]) -> st.SearchSt
             return st.from_regex(pattern).filter(lambda s: low <= len(s) <= node.get("maxLength", 10**9))
         return st.text(min_size=low, max_size=high)
     if kind in ("number", "integer"):
-        low, high = node.get("minimum"), node.get("maximum")
+        low, high = node.get("minimum", node.get("exclusiveMinimum")), node.get("maximum")
         if kind == "integer":
             return st.integers(low, high)
-        return st.floats(low, high, allow_nan=False, allow_infinity=False)
+        return st.floats(low, high, allow_nan=False, allow_infinity=False,
+                         exclude_min="exclusiveMinimum" in node)
     if kind == "boolean":
         return st.booleans()
     if kind == "null":
@@ -174,7 +175,7 @@ def test_the_document_marks_what_the_server_requires(spec: dict[str, Any]) -> No
     assert schemas["ScanBatch"]["properties"]["sightings"]["maxItems"] == 6  # this server's max_scan_rows
     assert schemas["PingBatch"]["oneOf"][0]["properties"]["pings"]["maxItems"] == 6
     assert "sent_at" in schemas["PingBatch"]["oneOf"][0]["properties"]
-    assert schemas["BatchResponse"]["properties"]["stats"] == {"$ref": "#/components/schemas/Stats"}
+    assert schemas["BatchResponse"]["properties"]["stats"]["allOf"][0] == {"$ref": "#/components/schemas/Stats"}
     assert schemas["BatchResponse"]["properties"]["devices"]["additionalProperties"]["properties"]["offers"] == {
         "type": "array", "items": {"$ref": "#/components/schemas/Offer"}}
 
@@ -250,3 +251,20 @@ def test_the_readme_and_the_server_give_the_same_sightings_limit() -> None:
     said = re.findall(r"A batch can hold at most ([\d,]+) sightings", readme)
     assert said, "the README no longer states the sightings limit"
     assert {int(n.replace(",", "")) for n in said} == {ServiceConfig().max_scan_rows}
+
+
+def response_schema(spec: dict[str, Any], method: str, path: str, status: str) -> Any:
+    schema = spec["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    return Validator({**schema, "components": spec["components"]})
+
+
+def test_advance_and_error_answers_follow_the_document(server: ServerThread, spec: dict[str, Any]) -> None:
+    status, answer = call(server, "/v1/advance", {"now": time.time()}, KEY)
+    assert status == 200
+    response_schema(spec, "post", "/v1/advance", "200").validate(answer)
+    status, answer = call(server, "/v1/pings", {"pings": "x"}, KEY)
+    assert status == 400
+    response_schema(spec, "post", "/v1/pings", "400").validate(answer)
+    status, raw = post(server.port, "POST", "/v1/pings", b"[]", {"X-API-Key": "nope"})
+    assert status == 401
+    response_schema(spec, "post", "/v1/pings", "401").validate(json.loads(raw))
