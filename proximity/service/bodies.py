@@ -145,12 +145,12 @@ def complete_row_errors(rows: Sequence[Any], errors: Sequence[BaseException], re
     return sorted([*out, *extra], key=lambda e: e.get("row", -1) if isinstance(e.get("row"), int) else -1)
 
 
-def devices_of(rows: Sequence[Any], field: str, default: str | None = None) -> list[str]:
-    """The distinct devices a batch's rows name in ``field`` (``default`` for a row without one), in order of
-    first appearance; rows that name none in a usable form are not charged (they are refused anyway)."""
+def devices_of(rows: Sequence[Any], field: str) -> list[str]:
+    """The distinct devices a batch's rows name in ``field``, in order of first appearance; rows that name
+    none in a usable form are not charged (they are refused, or, for a scan, the gateway's own)."""
     seen: dict[str, None] = {}
     for row in rows:
-        value = row.get(field, default) if isinstance(row, Mapping) else None
+        value = row.get(field) if isinstance(row, Mapping) else None
         if isinstance(value, str) and value:
             seen.setdefault(value, None)
     return list(seen)

@@ -94,7 +94,7 @@ async def post_scans(request: web.Request) -> web.Response:
     body = await read_body(request, svc.config.max_body_bytes)
     doc = parse_json(body)
     gateway, batch_id = scan_body(doc, svc.config.max_scan_rows)
-    await charge_devices(request, devices_of(doc["sightings"], "observer_id", gateway))
+    await charge_devices(request, devices_of(doc["sightings"], "observer_id"))  # phones; a gateway: its key
 
     async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()

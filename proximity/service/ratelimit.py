@@ -3,8 +3,8 @@
 A request is charged one token in its key's bucket (``rate_limit`` requests/s,
 bursts of ``rate_burst``; before its body is read) and, for an ingest batch, one
 token in the bucket of *each* device it carries (``device_rate_limit``,
-``device_rate_burst``: the pings' ``device_id``\\s; a scan's ``observer_id``\\s, and its
-``gateway_id`` for the sightings the gateway itself heard). Device buckets belong
+``device_rate_burst``: the pings' ``device_id``\\s, a scan's ``observer_id``\\s; a gateway is
+no device: its own sightings are charged to its key only). Device buckets belong
 to a key (an app's installs share its key, never another app's devices). A batch
 is charged all or nothing: when one of its devices has no token left, none is
 taken and the batch gets 429.
