@@ -149,6 +149,19 @@ _STATS = {
     "description": "Counts of this batch (other counts, all whole numbers, may be added).",
 }
 
+_DEVICES: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "offers": {"type": "array", "items": {"$ref": "#/components/schemas/Offer"}},
+        },
+        "required": ["events", "offers"],
+    },
+    "description": "Per device id: the events and offers this batch produced.",
+}
+
 _BATCH_RESPONSE = {
     "type": "object",
     "required": ["batch_id", "accepted", "rejected", "devices", "stats"],
@@ -158,18 +171,7 @@ _BATCH_RESPONSE = {
         "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
                      "description": "Rows refused, each with its `row` and `field`. The good rows of a "
                                     "partly bad batch are processed; a batch with no good row gets 422."},
-        "devices": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "properties": {
-                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                    "offers": {"type": "array", "items": {"$ref": "#/components/schemas/Offer"}},
-                },
-                "required": ["events", "offers"],
-            },
-            "description": "Per device id: the events and offers this batch produced.",
-        },
+        "devices": _DEVICES,
         "stats": {"allOf": [{"$ref": "#/components/schemas/Stats"}, {"required": ["rejected"]}]},
         "gateway_id": {"type": "string", "description": "Scans: the gateway of the batch."},
     },
@@ -309,7 +311,7 @@ _SPEC: dict[str, Any] = {
                         "content": {"application/json": {"schema": {
                             "type": "object", "required": ["now", "devices", "stats"],
                             "properties": {"now": {"type": "number"},
-                                           "devices": _BATCH_RESPONSE["properties"]["devices"],
+                                           "devices": _DEVICES,
                                            "stats": {"$ref": "#/components/schemas/Stats"}}}}}},
                 "400": _err("`now` missing, not a number, or beyond the clock-skew limit.")},
             requestBody={"required": True, "content": {"application/json": {"schema": {
