@@ -9,8 +9,8 @@ environment variable holds one line per key::
     ops:admin,sdk,gateway:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
 
 In the environment variable, lines may also be separated by ``;``. Scopes are
-``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``), ``admin``
-(everything else under ``/v1``) and ``read`` (what ``admin`` may read, never
+``sdk`` (``POST /v1/pings``, and phones' sightings on ``POST /v1/scans``),
+``gateway`` (``POST /v1/scans``), ``admin`` (everything else under ``/v1``) and ``read`` (what ``admin`` may read, never
 change: the ``GET`` admin routes, the live feed and the console's data; an
 ``admin`` key has it too). ``proximity serve --new-key NAME:SCOPES``
 prints a fresh key and the line to add.

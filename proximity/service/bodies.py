@@ -123,6 +123,19 @@ def scan_body(doc: Any, max_rows: int) -> tuple[str, str]:
     return gateway, doc["batch_id"]  # type: ignore[return-value]
 
 
+def phones_only(rows: Sequence[Any], key_name: str) -> None:
+    """A key without the ``gateway`` scope (an app's ``sdk`` key) may send phones' sightings only: 403 listing
+    every sighting without its ``observer_id``."""
+    problems = [problem(f"sightings[{i}].observer_id", f"key {key_name!r} has no gateway scope: each sighting "
+                        "must name the phone that saw it (observer_id)", i)
+                for i, row in enumerate(rows) if not (isinstance(row, Mapping) and "observer_id" in row)]
+    if problems:
+        raise ApiError(403, problems[0]["error"] + (f" ({len(problems)} sightings lack it; see errors)"
+                                                     if len(problems) > 1 else ""),
+                       field=problems[0]["field"], row=problems[0]["row"], reason="forbidden",
+                       errors=problems[:100])
+
+
 def complete_row_errors(rows: Sequence[Any], errors: Sequence[BaseException], required: Sequence[str],
                         known: Sequence[str], prefix: str = "") -> list[dict[str, Any]]:
     """The rejected rows as JSON, plus, for each refused row, its other missing and unknown fields (the
@@ -157,4 +170,4 @@ def devices_of(rows: Sequence[Any], field: str) -> list[str]:
 
 
 __all__ = ["PING_BODY_KEYS", "PING_KEYS", "PING_REQUIRED", "SCAN_BODY_KEYS", "SIGHTING_KEYS", "SIGHTING_REQUIRED",
-           "complete_row_errors", "devices_of", "ping_rows", "problem", "refuse", "scan_body"]
+           "complete_row_errors", "devices_of", "phones_only", "ping_rows", "problem", "refuse", "scan_body"]

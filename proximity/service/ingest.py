@@ -26,6 +26,7 @@ from proximity.service.bodies import (
     SIGHTING_REQUIRED,
     complete_row_errors,
     devices_of,
+    phones_only,
     ping_rows,
     scan_body,
 )
@@ -88,12 +89,14 @@ async def post_pings(request: web.Request) -> web.Response:
                             fingerprint(doc) if batch_id is not None else "")
 
 
-@requires("gateway")
+@requires("gateway", "sdk")
 async def post_scans(request: web.Request) -> web.Response:
     svc = service_of(request)
     body = await read_body(request, svc.config.max_body_bytes)
     doc = parse_json(body)
     gateway, batch_id = scan_body(doc, svc.config.max_scan_rows)
+    if not key_of(request).allows("gateway"):  # an app's key: its phones' sightings only
+        phones_only(doc["sightings"], key_of(request).name)
     await charge_devices(request, devices_of(doc["sightings"], "observer_id"))  # phones; a gateway: its key
 
     async def work(journal: str | None) -> web.Response:

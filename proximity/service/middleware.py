@@ -31,11 +31,13 @@ access_log = logging.getLogger("proximity.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def requires(scope: str | None) -> Callable[[Handler], Handler]:
-    """Mark a handler with the scope its key needs (``None``: no key needed)."""
+def requires(scope: str | None, *more: str) -> Callable[[Handler], Handler]:
+    """Mark a handler with the scope its key needs (``None``: no key needed), or the scopes of which its key
+    needs one (``handler.scopes``; ``handler.scope`` is the first)."""
 
     def mark(handler: Handler) -> Handler:
         handler.scope = scope  # type: ignore[attr-defined]
+        handler.scopes = () if scope is None else (scope, *more)  # type: ignore[attr-defined]
         return handler
 
     return mark
@@ -131,16 +133,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = getattr(request.match_info, "route", None)
-    scope = getattr(getattr(route, "handler", None), "scope", None)
-    if scope is None:
+    scopes = getattr(getattr(route, "handler", None), "scopes", ())
+    if not scopes:
         return await handler(request)
     svc = service_of(request)
     key = svc.keys.authenticate(presented_key(request))
     if key is None:
         raise ApiError(401, "an API key is required: send X-API-Key: KEY or Authorization: Bearer KEY",
                        field="X-API-Key", reason="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
-    if not key.allows(scope):
-        raise ApiError(403, f"key {key.name!r} lacks the {scope!r} scope this route needs", field="scope",
+    if not any(key.allows(s) for s in scopes):
+        need = " or ".join(repr(s) for s in scopes)
+        raise ApiError(403, f"key {key.name!r} lacks the {need} scope this route needs", field="scope",
                        reason="forbidden")
     request[API_KEY] = key
     quota = await svc.rate_limiter.charge(key.name)

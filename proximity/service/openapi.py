@@ -222,14 +222,14 @@ _BODY_ERRORS = {
 _DEVICE_PARAM = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _op(op_id: str, summary: str, scope: str | None, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _op(op_id: str, summary: str, scope: str | tuple[str, ...] | None, responses: dict[str, Any],
+        **extra: Any) -> dict[str, Any]:
+    """An operation; ``scope``: the key's scope, or a tuple of scopes of which the key needs one."""
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses, **extra}
-    if scope is None:
-        op["security"] = []
-        op["x-scopes"] = []
-    else:
-        op["security"] = [{"ApiKeyHeader": [scope]}, {"BearerKey": [scope]}]
-        op["x-scopes"] = [scope]
+    scopes = () if scope is None else (scope,) if isinstance(scope, str) else scope
+    op["security"] = [{scheme: [s]} for s in scopes for scheme in ("ApiKeyHeader", "BearerKey")]
+    op["x-scopes"] = list(scopes)
+    if scopes:
         op["responses"] = {**responses, **_COMMON_ERRORS}
     return op
 
@@ -264,7 +264,9 @@ _SPEC: dict[str, Any] = {
             **_BODY_ERRORS,
             "409": _err("A request with this batch_id is still being processed; retry."),
         }, requestBody={"required": True, "content": _json("PingBatch")})},
-        "/v1/scans": {"post": _op("post_scans", "A batch of BLE sightings from a store gateway.", "gateway", {
+        "/v1/scans": {"post": _op(
+            "post_scans", "A batch of BLE sightings: from a store gateway (`gateway` scope), or a phone's sightings "
+            "of store beacons, each with its `observer_id` (an `sdk` key may send only those).", ("gateway", "sdk"), {
             "200": {"description": "Processed.", "content": _json("BatchResponse"), "headers": _RATE_HEADERS},
             **_BODY_ERRORS,
             "409": _err("A request with this batch_id is still being processed; retry."),

@@ -268,3 +268,33 @@ def test_advance_and_error_answers_follow_the_document(server: ServerThread, spe
     status, raw = post(server.port, "POST", "/v1/pings", b"[]", {"X-API-Key": "nope"})
     assert status == 401
     response_schema(spec, "post", "/v1/pings", "401").validate(json.loads(raw))
+
+
+async def test_an_app_key_sends_its_phones_sightings_and_only_those(aiohttp_client: Any, tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from beacons import read_sightings_csv
+    from proximity.service import create_app
+    from tests.proximity.test_server import KEYS, SDK
+
+    fences = tmp_path / "fences.geojson"
+    fences.write_text(district())
+    cfg = ServiceConfig(fences=str(fences), beacons=str(example_path("beacons.yaml")), rate_limit=0)
+    server = TestServer(create_app(cfg, keys=KEYS))
+    await server.start_server(auto_decompress=False)
+    client = await aiohttp_client(server)
+    csv = read_sightings_csv(example_path("sightings.csv"))
+    observer, key = str(csv.observer[0]), str(csv.key[0])
+    rows = [{"ts": NOW - 40 + 10 * i, "rssi": float(csv.rssi[0]), "key": key, "observer_id": observer}
+            for i in range(5)]
+    body = {"gateway_id": "ios-app", "batch_id": "app-1", "sent_at": NOW, "sightings": rows}
+    r = await client.post("/v1/scans", json=body, headers={"X-API-Key": SDK})
+    answer = await r.json()
+    assert r.status == 200 and answer["accepted"] == 5 and answer["stats"]["zone_sightings"] == 5, answer
+    assert answer["devices"][observer]["events"][0]["fence_id"] == "store-01"
+    gateway_like = {**body, "batch_id": "app-2", "sightings": [rows[0], {"ts": NOW, "rssi": -60, "key": key},
+                                                               {"ts": NOW, "rssi": -60, "key": key}]}
+    r = await client.post("/v1/scans", json=gateway_like, headers={"X-API-Key": SDK})
+    answer = await r.json()
+    assert r.status == 403 and answer["field"] == "sightings[1].observer_id"
+    assert [e["row"] for e in answer["errors"]] == [1, 2] and "gateway scope" in answer["error"]
