@@ -13,6 +13,7 @@ states the same rules; a contract test checks the two agree.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -161,12 +162,12 @@ def complete_row_errors(rows: Sequence[Any], errors: Sequence[BaseException], re
 def devices_of(rows: Sequence[Any], field: str) -> list[str]:
     """The distinct devices a batch's rows name in ``field``, in order of first appearance; rows that name
     none in a usable form are not charged (they are refused, or, for a scan, the gateway's own)."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        value = row.get(field) if isinstance(row, Mapping) else None
-        if isinstance(value, str) and value:
-            seen.setdefault(value, None)
-    return list(seen)
+    try:  # every row an object with a hashable value or none: read in C (no Python loop per row)
+        found = dict.fromkeys(map(operator.methodcaller("get", field), rows))
+    except (AttributeError, TypeError):  # a row that is no object, or a list/object as the value
+        found = dict.fromkeys(v for v in (r.get(field) if isinstance(r, Mapping) else None for r in rows)
+                              if isinstance(v, str))
+    return [d for d in found if isinstance(d, str) and d]
 
 
 __all__ = ["PING_BODY_KEYS", "PING_KEYS", "PING_REQUIRED", "SCAN_BODY_KEYS", "SIGHTING_KEYS", "SIGHTING_REQUIRED",

@@ -151,3 +151,12 @@ async def test_device_buckets_of_a_key_share_one_slot_on_redis_cluster(redis_clu
     finally:
         backends.close()
         await backends.aclose()
+
+
+def test_the_devices_a_batch_is_charged_to() -> None:
+    from proximity.service.bodies import devices_of
+
+    rows: list[Any] = [{"device_id": "a"}, [1], {"device_id": {"x": 1}}, {"device_id": "b"}, {"device_id": "a"},
+                       "s", {}, {"device_id": ""}]
+    assert devices_of(rows, "device_id") == ["a", "b"]  # bad rows are refused, not charged
+    assert devices_of([{"observer_id": "p"}, {"ts": 1}, {"observer_id": "p"}], "observer_id") == ["p"]
