@@ -22,6 +22,11 @@ format has one definition::
   fields (``uuid``/``major``/``minor``, ``namespace``/``instance``, ``id``);
   ``tx_power`` is the power at 1 m in dBm or ``null``.
 - ``address`` (optional): the advertiser's Bluetooth address, kept for diagnostics.
+- ``observer_id`` (optional): who saw the beacon when it is not the gateway: a
+  phone that saw a store beacon (its device id, 1 to 256 printable characters),
+  exactly as the ``observer_id`` column of a backtest's sightings CSV
+  (:func:`beacons.sightings.read_sightings_csv`). Without it the observer is
+  ``gateway_id``.
 
 The body may be gzip-compressed (``Content-Encoding: gzip``). A bad body (not an
 object, a bad ``gateway_id``/``batch_id``/``sent_at``) is refused whole with a
@@ -50,14 +55,21 @@ from beacons._convert import canonical_key, key_from_fields, to_dbm, to_epoch
 from beacons.errors import BeaconError
 from beacons.frames import parse_advertisement
 from beacons.sightings import Sightings
+from proxbase.timestamps import TIMESTAMP_SCHEMA
 
 MAX_SIGHTINGS = 10_000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 SOURCE = "<scans body>"
 
-_ENTRY_RAW = {"ts", "rssi", "raw", "address"}
+_ENTRY_RAW = {"ts", "rssi", "raw", "address", "observer_id"}
 _ENTRY_KEY = {"ts", "rssi", "key", "tx_power", "address", "type", "uuid", "major", "minor", "namespace",
-              "instance", "id"}
+              "instance", "id", "observer_id"}
+#: every field a sighting entry may have, and those it must have
+ENTRY_KEYS = tuple(sorted(_ENTRY_RAW | _ENTRY_KEY))
+ENTRY_REQUIRED = ("ts", "rssi")
+MAX_OBSERVER_ID = 256
+_OBSERVER_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_OBSERVER_ID,
+                    "description": "The phone that saw the beacon (its device id); default: the gateway."}
 
 #: The JSON Schema of the ``POST /v1/scans`` body.
 SCANS_SCHEMA: dict[str, Any] = {
@@ -70,7 +82,7 @@ SCANS_SCHEMA: dict[str, Any] = {
     "properties": {
         "gateway_id": {"type": "string", "minLength": 1},
         "batch_id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "sent_at": {"type": ["number", "string"], "description": "epoch seconds or ISO 8601"},
+        "sent_at": {**TIMESTAMP_SCHEMA, "description": "epoch seconds or ISO 8601 with an offset"},
         "sightings": {
             "type": "array",
             "maxItems": MAX_SIGHTINGS,
@@ -81,10 +93,11 @@ SCANS_SCHEMA: dict[str, Any] = {
                         "required": ["ts", "rssi", "raw"],
                         "additionalProperties": False,
                         "properties": {
-                            "ts": {"type": ["number", "string"]},
+                            "ts": TIMESTAMP_SCHEMA,
                             "rssi": {"type": "number", "minimum": -127, "maximum": 127},
                             "raw": {"type": "string", "description": "hex of the advertising payload"},
                             "address": {"type": "string"},
+                            "observer_id": _OBSERVER_SCHEMA,
                         },
                     },
                     {
@@ -92,7 +105,7 @@ SCANS_SCHEMA: dict[str, Any] = {
                         "required": ["ts", "rssi"],
                         "additionalProperties": False,
                         "properties": {
-                            "ts": {"type": ["number", "string"]},
+                            "ts": TIMESTAMP_SCHEMA,
                             "rssi": {"type": "number", "minimum": -127, "maximum": 127},
                             "key": {"type": "string", "pattern": "^(ibeacon|eddystone|altbeacon):"},
                             "tx_power": {"type": ["integer", "null"], "minimum": -127, "maximum": 127},
@@ -104,6 +117,7 @@ SCANS_SCHEMA: dict[str, Any] = {
                             "namespace": {"type": "string"},
                             "instance": {"type": "string"},
                             "id": {"type": "string"},
+                            "observer_id": _OBSERVER_SCHEMA,
                         },
                     },
                 ]
@@ -115,7 +129,7 @@ SCANS_SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True, eq=False)
 class ScanBatch:
-    """A parsed body: ``sightings`` (observer = ``gateway_id``), ``entry`` (int64: the index in the
+    """A parsed body: ``sightings`` (observer = the entry's ``observer_id``, else ``gateway_id``), ``entry`` (int64: the index in the
     body's ``sightings`` list each sighting came from; a raw payload may carry several frames),
     ``entries`` (the list's length) and ``skipped`` (raw payloads without a beacon identity)."""
 
@@ -205,6 +219,7 @@ def _parse_body(obj: Any, source: str, *, collect: bool) -> tuple[ScanBatch, lis
         raise BeaconError(f"at most {MAX_SIGHTINGS} sightings per batch, got {len(entries)}", source=source,
                           field="sightings")
     gateway = obj["gateway_id"]
+    observers: list[str] = []
     keys: list[str] = []
     rssi: list[float] = []
     txp: list[float] = []
@@ -224,7 +239,8 @@ def _parse_body(obj: Any, source: str, *, collect: bool) -> tuple[ScanBatch, lis
             continue
         if not found:
             skipped += 1
-        for k, r, t, when in found:
+        for o, k, r, t, when in found:
+            observers.append(o or gateway)
             keys.append(k)
             rssi.append(r)
             txp.append(t)
@@ -232,7 +248,7 @@ def _parse_body(obj: Any, source: str, *, collect: bool) -> tuple[ScanBatch, lis
             rows.append(i)
     n = len(keys)
     observer = np.empty(n, dtype=object)
-    observer[:] = gateway
+    observer[:] = observers
     key_arr = np.empty(n, dtype=object)
     key_arr[:] = keys
     entry = np.asarray(rows, dtype=np.int64)
@@ -242,9 +258,9 @@ def _parse_body(obj: Any, source: str, *, collect: bool) -> tuple[ScanBatch, lis
                      entry=entry), errors
 
 
-def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, float, float, float]]:
-    """One entry's sightings ``(key, rssi, tx_power, ts)``: one for a key, one per beacon frame for a raw
-    payload (none: skipped)."""
+def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, str, float, float, float]]:
+    """One entry's sightings ``(observer, key, rssi, tx_power, ts)`` (observer ``""``: the gateway): one for
+    a key, one per beacon frame for a raw payload (none: skipped)."""
     if not isinstance(e, Mapping):
         raise BeaconError(f"a sighting must be an object, got {type(e).__name__}")
     allowed = _ENTRY_RAW if "raw" in e else _ENTRY_KEY
@@ -256,12 +272,13 @@ def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, float, float, float
             raise BeaconError(f"{name} is missing", field=name)
     when = to_epoch(e["ts"])
     r = to_dbm(e["rssi"], field="rssi")
+    obs = _observer(e["observer_id"]) if "observer_id" in e else ""
     if "raw" in e:
         try:
             frames = [f for f in parse_advertisement(_hex_text(e["raw"])) if f.key is not None]
         except BeaconError as exc:
             raise BeaconError(exc.message, field="raw") from None
-        return [(str(f.key), r, math.nan if f.power_1m is None else float(f.power_1m), when) for f in frames]
+        return [(obs, str(f.key), r, math.nan if f.power_1m is None else float(f.power_1m), when) for f in frames]
     raw_key = e.get("key")
     if isinstance(raw_key, str):
         k = canon.get(raw_key)
@@ -269,7 +286,15 @@ def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, float, float, float
             k = canon[raw_key] = canonical_key(raw_key)
     else:
         k = key_from_fields(e)
-    return [(k, r, to_dbm(e.get("tx_power"), field="tx_power", allow_none=True), when)]
+    return [(obs, k, r, to_dbm(e.get("tx_power"), field="tx_power", allow_none=True), when)]
+
+
+def _observer(value: Any) -> str:
+    """An entry's ``observer_id``: a device id as pings have (1 to 256 printable characters)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_OBSERVER_ID or not value.isprintable():
+        raise BeaconError(f"observer_id must be 1 to {MAX_OBSERVER_ID} printable characters (a device id), not "
+                          f"{value!r:.60}", field="observer_id")
+    return value
 
 
 def _hex_text(value: Any) -> str:
@@ -279,6 +304,8 @@ def _hex_text(value: Any) -> str:
 
 
 __all__ = [
+    "ENTRY_KEYS",
+    "ENTRY_REQUIRED",
     "MAX_SIGHTINGS",
     "SCANS_SCHEMA",
     "ScanBatch",

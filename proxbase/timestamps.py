@@ -17,6 +17,17 @@ from typing import Any
 MAX_EPOCH_S = 1e11
 
 
+#: The JSON Schema of what :func:`parse_ts` takes from a JSON document: epoch seconds (0 to
+#: ``MAX_EPOCH_S``), or RFC 3339 text (ISO 8601 with an offset) of the years 1971-4999.
+TIMESTAMP_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_EPOCH_S, "description": "epoch seconds (not milliseconds)"},
+        {"type": "string", "format": "date-time", "pattern": "^(197[1-9]|19[89][0-9]|[2-4][0-9]{3})-",
+         "description": "ISO 8601 with an offset (`Z` or `+hh:mm`)"},
+    ],
+}
+
+
 def parse_ts(value: Any) -> float:
     """UTC epoch seconds from an ISO 8601 string with an offset (``...Z``) or an epoch number.
 
@@ -51,4 +62,4 @@ def _parse_iso(text: str) -> float:
     return dt.timestamp()
 
 
-__all__ = ["MAX_EPOCH_S", "parse_ts"]
+__all__ = ["MAX_EPOCH_S", "TIMESTAMP_SCHEMA", "parse_ts"]

@@ -36,7 +36,8 @@ log = logging.getLogger("proximity.serve")
 _OPTION_FIELDS = (
     "host", "port", "fences", "campaigns", "beacons", "keys", "redis", "redis_prefix", "redis_cluster", "workers", "max_batch",
     "max_scan_rows", "max_body_bytes", "rate_limit", "rate_burst", "max_skew_s", "reload_interval_s",
-    "webhook_url", "offers_file", "shutdown_timeout_s", "engine_threads", "replay_demo",
+    "webhook_url", "offers_file", "shutdown_timeout_s", "engine_threads", "replay_demo", "device_rate_limit",
+    "device_rate_burst", "access_log",
 )
 
 
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="API keys: --keys FILE and/or $PROXIMITY_API_KEYS, lines 'name:scope[,scope]:sha256hex' "
                "(scopes: sdk, gateway, admin, read). Without any, a demo key with every scope and a read-only one "
-               "are made and printed. The web console is at /console.",
+               "are made and printed. The web console is at /console. --webhook-url needs the signing secret in "
+               "$PROXIMITY_WEBHOOK_SECRET (checked before the port is bound; exit 2 without it).",
     )
     p.add_argument("--config", metavar="FILE", help="YAML file of settings (the option names, with _)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
@@ -71,13 +73,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--rate-limit", dest="rate_limit", type=float,
                    help="requests/s per key, one bucket for all workers with --redis (100; 0: off)")
     p.add_argument("--rate-burst", dest="rate_burst", type=float, help="burst of requests per key (200)")
+    p.add_argument("--device-rate-limit", dest="device_rate_limit", type=float,
+                   help="ingest batches/s per device of a key; a batch is charged to each device it carries "
+                        "(1; 0: off; --rate-limit 0 turns both off)")
+    p.add_argument("--device-rate-burst", dest="device_rate_burst", type=float,
+                   help="burst of batches per device (20)")
     p.add_argument("--max-skew", dest="max_skew_s", type=float, help="seconds a ts may be in the future (300)")
     p.add_argument("--reload-interval", dest="reload_interval_s", type=float, help="file poll interval, s (2)")
     p.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float,
                    help="seconds to finish in-flight work on shutdown (30)")
     p.add_argument("--engine-threads", dest="engine_threads", type=int,
                    help="threads of the fence-matching kernels per worker (default 1; scale with --workers)")
-    p.add_argument("--webhook-url", dest="webhook_url", help="deliver offers to this URL (HMAC-signed)")
+    p.add_argument("--webhook-url", dest="webhook_url",
+                   help="deliver offers to this URL, HMAC-signed with the secret in $PROXIMITY_WEBHOOK_SECRET "
+                        "(required with this option)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None,
+                   help="no access log (by default one line per request on the proximity.access logger: "
+                        "method, path, status, duration, bytes, key name)")
     p.add_argument("--offers-file", dest="offers_file", help="append offers to this JSONL file")
     p.add_argument("--replay-demo", dest="replay_demo", type=float, metavar="SPEED",
                    help="with the demo data: replay the bundled day of pings and sightings in a loop at SPEED "
@@ -201,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in cfg.resolved_paths().items():
         if path is not None and not path.is_file():
             raise ValidationError(f"{kind} file not found", source=str(path))
+    for name, message in cfg.environment_problems():  # before the port is bound: nothing says "listening"
+        raise ValidationError(message, field=name)
 
     from proximity.service import bind_socket
 

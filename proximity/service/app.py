@@ -13,7 +13,8 @@ test keeps them equal):
 method   path                            scope     what
 =======  ==============================  ========  ==========================================
 POST     /v1/pings                       sdk       a batch of location pings
-POST     /v1/scans                       gateway   a batch of BLE sightings from a gateway
+POST     /v1/scans                       gateway   a batch of BLE sightings from a gateway (or,
+                                         | sdk     with an sdk key, phones' sightings with observer_id)
 GET      /v1/fences                      read      GeoJSON fences in force
 PUT      /v1/fences                      admin     GeoJSON fences (validated, then replaced)
 GET/PUT  /v1/campaigns                   read/adm  campaign YAML (or JSON)

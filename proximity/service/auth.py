@@ -1,4 +1,4 @@
-"""API keys with scopes, and a per-key request rate limit.
+"""API keys with scopes (the rate limits they are charged: :mod:`proximity.service.ratelimit`).
 
 Keys are never stored: a key file (``--keys FILE``) or the ``PROXIMITY_API_KEYS``
 environment variable holds one line per key::
@@ -9,8 +9,8 @@ environment variable holds one line per key::
     ops:admin,sdk,gateway:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9
 
 In the environment variable, lines may also be separated by ``;``. Scopes are
-``sdk`` (``POST /v1/pings``), ``gateway`` (``POST /v1/scans``), ``admin``
-(everything else under ``/v1``) and ``read`` (what ``admin`` may read, never
+``sdk`` (``POST /v1/pings``, and phones' sightings on ``POST /v1/scans``),
+``gateway`` (``POST /v1/scans``), ``admin`` (everything else under ``/v1``) and ``read`` (what ``admin`` may read, never
 change: the ``GET`` admin routes, the live feed and the console's data; an
 ``admin`` key has it too). ``proximity serve --new-key NAME:SCOPES``
 prints a fresh key and the line to add.
@@ -26,18 +26,15 @@ import base64
 import binascii
 import hashlib
 import hmac
-import math
 import os
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from proximity.errors import ValidationError
+from proximity.service.ratelimit import RateLimiter, RedisRateLimiter, retry_after_header
 
 SCOPES: tuple[str, ...] = ("admin", "gateway", "read", "sdk")
 ENV_VAR = "PROXIMITY_API_KEYS"
@@ -175,93 +172,6 @@ class KeyRing:
             if hmac.compare_digest(digest, key.digest):
                 found = key
         return found
-
-
-class RateLimiter:
-    """A token bucket per key name: ``rate`` requests per second, bursts up to ``burst``.
-
-    :meth:`take` returns ``0.0`` when the request may go on, else the seconds to
-    wait (for ``Retry-After``). The buckets live in the process (the embedded
-    default, one worker); with Redis, :class:`RedisRateLimiter` shares one bucket
-    per key among all workers. ``rate <= 0`` disables the limit.
-    """
-
-    def __init__(self, rate: float, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = float(rate)
-        self.burst = float(burst if burst is not None else max(1.0, rate))
-        if self.rate > 0 and self.burst < 1:
-            raise ValueError("the rate limit's burst must allow at least one request")
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, name: str, cost: float = 1.0) -> float:
-        if self.rate <= 0:
-            return 0.0
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.get(name, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= cost:
-                self._buckets[name] = (tokens - cost, now)
-                return 0.0
-            self._buckets[name] = (tokens, now)
-            return (cost - tokens) / self.rate
-
-    async def acquire(self, name: str) -> float:
-        """:meth:`take` for one request (the interface :class:`RedisRateLimiter` shares)."""
-        return self.take(name)
-
-
-_BUCKET_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'last')
-local tokens = tonumber(v[1]) or burst
-local last = tonumber(v[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
-local wait = 0
-if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'last', tostring(now))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return tostring(wait)
-"""
-
-
-class RedisRateLimiter:
-    """The same token bucket per key, kept in Redis: every worker draws from one bucket per key.
-
-    One Lua script per request reads, refills (by Redis's own clock, so workers'
-    clocks do not matter) and takes from ``<prefix>:ratelimit:{<key name>}``.
-    If Redis cannot be reached the worker's own bucket decides (:class:`RateLimiter`):
-    a limit protects the service, so it never turns into an outage of its own.
-    """
-
-    def __init__(self, client: Any, prefix: str, rate: float, burst: float | None = None) -> None:
-        self._client = client
-        self.prefix = prefix
-        self.local = RateLimiter(rate, burst)
-        self.rate, self.burst = self.local.rate, self.local.burst
-        # an idle bucket is full again after burst / rate seconds: keep it no longer
-        self._ttl_ms = max(1000, int(1000 * self.burst / self.rate) + 1000) if self.rate > 0 else 1000
-        self._script = client.register_script(_BUCKET_LUA)
-
-    async def acquire(self, name: str) -> float:
-        if self.rate <= 0:
-            return 0.0
-        try:
-            wait = await self._script(keys=[f"{self.prefix}:ratelimit:{{{name}}}"],
-                                      args=[repr(self.rate), repr(self.burst), "1", str(self._ttl_ms)])
-        except Exception:  # Redis away: the local bucket decides
-            return self.local.take(name)
-        return float(wait)
-
-
-def retry_after_header(seconds: float) -> str:
-    """``Retry-After`` takes whole seconds; round up so a client that waits is served."""
-    return str(max(1, math.ceil(seconds)))
 
 
 __all__ = [

@@ -20,9 +20,9 @@ from typing import Any
 
 from campaigns import Limiter, Outbox
 from proximity.errors import StoreUnavailable
-from proximity.service.auth import RateLimiter, RedisRateLimiter
 from proximity.service.config import ServiceConfig
 from proximity.service.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
+from proximity.service.ratelimit import RateLimiter, RedisRateLimiter, limiters
 from proximity.service.reload import ConfigChannel, MemoryChannel, RedisChannel
 from proximity.store import MemoryStore, RedisStore, StateStore
 
@@ -78,12 +78,13 @@ class Backends:
     outbox: Outbox
     idempotency: IdempotencyStore
     channel: ConfigChannel
-    rate_limiter: RateLimiter | RedisRateLimiter
+    rate_limiter: RateLimiter | RedisRateLimiter  # per key
     counters: Any = None  # campaigns.counters.ReportCounters: exposures and conversions per campaign
     pending: Any = None  # campaigns.live.PendingStore: exposures waiting for a visit, per device
     redis: Any = None  # redis.Redis: the engine thread's client
     aioredis: Any = None  # redis.asyncio.Redis: the event loop's client (also the live feed's pub/sub)
     cluster: bool = False  # every script inside one hash slot; pub/sub sharded (SPUBLISH/SSUBSCRIBE)
+    device_limiter: RateLimiter | RedisRateLimiter | None = None  # per device of a key (ingest batches)
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> Backends:
@@ -92,21 +93,24 @@ class Backends:
         from campaigns.live import MemoryPending
 
         if not config.redis:
+            rates = limiters(config)
             return cls(MemoryStore(), MemoryLimiter(), MemoryOutbox(), MemoryIdempotency(config.idempotency_ttl_s),
-                       MemoryChannel(), RateLimiter(config.rate_limit, config.rate_burst), MemoryCounters(),
-                       MemoryPending())
+                       MemoryChannel(), rates["key"], MemoryCounters(), MemoryPending(),
+                       device_limiter=rates["device"])
         sync, aio, cluster = _clients(config)
         from campaigns import RedisLimiter, RedisOutbox
         from campaigns.redis_counters import RedisCounters, RedisPending
 
         prefix = config.redis_prefix
+        rates = limiters(config, aio)
         return cls(
             store=RedisStore(sync, prefix=prefix, cluster=cluster),
             limiter=RedisLimiter(sync, prefix=prefix, cluster=cluster),
             outbox=RedisOutbox(sync, prefix=prefix),
             idempotency=RedisIdempotency(aio, prefix, config.idempotency_ttl_s),
             channel=RedisChannel(aio, prefix, cluster=cluster),
-            rate_limiter=RedisRateLimiter(aio, prefix, config.rate_limit, config.rate_burst),
+            rate_limiter=rates["key"],
+            device_limiter=rates["device"],
             counters=RedisCounters(sync, prefix=prefix),
             pending=RedisPending(sync, prefix=prefix),
             redis=sync,

@@ -66,6 +66,10 @@ class ServiceConfig:
     #: ``redis`` the bucket is in Redis, shared by every worker.
     rate_limit: float = 100.0
     rate_burst: float = 200.0
+    #: Ingest batches per second per device of a key, and the burst: a batch is charged to each device
+    #: it carries (see :mod:`proximity.service.ratelimit`). 0 disables it; ``rate_limit: 0`` disables both.
+    device_rate_limit: float = 1.0
+    device_rate_burst: float = 20.0
     #: Pings or sightings more than this many seconds in the future are rejected.
     max_skew_s: float = 300.0
     #: How long a ``batch_id``'s response is kept for replay.
@@ -88,6 +92,9 @@ class ServiceConfig:
     webhook_url: str | None = None
     webhook_secret_env: str = "PROXIMITY_WEBHOOK_SECRET"
     offers_file: str | None = None
+    #: One log line per request (logger ``proximity.access``: method, path, status, duration, bytes, key name;
+    #: never the key itself). ``false`` turns it off.
+    access_log: bool = True
     #: Extra settings passed to the engine (``EngineConfig`` fields).
     engine: Mapping[str, Any] = field(default_factory=dict)
     #: Beacon ranging settings (keyword arguments of ``beacons.ProximityTracker``: ``filter``,
@@ -109,7 +116,8 @@ class ServiceConfig:
                      "engine_threads"):
             if getattr(self, name) < 1:
                 problems.append((name, f"{name} must be at least 1, not {getattr(self, name)}"))
-        for name in ("rate_limit", "rate_burst", "max_skew_s", "idempotency_ttl_s"):
+        for name in ("rate_limit", "rate_burst", "device_rate_limit", "device_rate_burst", "max_skew_s",
+                     "idempotency_ttl_s"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 problems.append((name, f"{name} must be a finite number >= 0, not {v}"))
@@ -121,8 +129,9 @@ class ServiceConfig:
             problems.append(("replay_demo", f"replay_demo must be 0 (off) to 10000 times real time, not {self.replay_demo}"))
         if self.console_tile_url is not None and not all(p in self.console_tile_url for p in ("{z}", "{x}", "{y}")):
             problems.append(("console_tile_url", "console_tile_url must contain {z}, {x} and {y}"))
-        if self.rate_limit > 0 and self.rate_burst < 1:
-            problems.append(("rate_burst", "rate_burst must be at least 1 when a rate limit is set"))
+        for rate, burst in (("rate_limit", "rate_burst"), ("device_rate_limit", "device_rate_burst")):
+            if getattr(self, rate) > 0 and getattr(self, burst) < 1:
+                problems.append((burst, f"{burst} must be at least 1 when {rate} is set"))
         if self.workers > 1 and not self.redis:
             problems.append(("workers", "more than one worker needs shared state: give --redis URL"))
         if not self.redis_prefix or any(c in self.redis_prefix for c in " {}"):
@@ -135,6 +144,16 @@ class ServiceConfig:
     @property
     def uses_demo(self) -> bool:
         return self.demo
+
+    def environment_problems(self, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """What the environment lacks for this configuration, as ``(field, message)``: ``serve`` checks it
+        before it binds its port (a worker would otherwise exit after "listening")."""
+        env = os.environ if environ is None else environ
+        if self.webhook_url and not env.get(self.webhook_secret_env):
+            return [("webhook_secret_env", f"--webhook-url needs the webhooks' signing secret in the environment "
+                                           f"variable {self.webhook_secret_env}; set it (export "
+                                           f"{self.webhook_secret_env}=...) or drop --webhook-url")]
+        return []
 
     def resolved_paths(self) -> dict[str, Path | None]:
         """The fences/campaigns/beacons files to load (bundled examples for the demo)."""
@@ -208,10 +227,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "demo": (bool,), "keys": (str,), "redis": (str,), "redis_prefix": (str,),
     "redis_cluster": (bool,), "workers": (int,),
     "max_batch": (int,), "max_scan_rows": (int,), "max_body_bytes": (int,), "rate_limit": (int, float),
-    "rate_burst": (int, float), "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
+    "rate_burst": (int, float), "device_rate_limit": (int, float), "device_rate_burst": (int, float),
+    "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
     "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,), "webhook_url": (str,),
-    "webhook_secret_env": (str,), "offers_file": (str,), "engine": (dict, Mapping),
+    "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),
     "replay_demo": (int, float),
 }

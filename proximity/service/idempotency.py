@@ -13,6 +13,11 @@ out, so a retry is processed afresh at most ``lease_s`` after the last renewal
 can release, renew or complete a claim; a request whose lease was taken over
 still answers its client (what it answers is what the batch committed, see the
 ingest journal in :mod:`proximity.store`), but does not overwrite the record.
+
+Each record also keeps the *fingerprint* of the batch's body (:func:`fingerprint`,
+a BLAKE2b of the canonical JSON), from the claim on: the same ``batch_id`` with
+another body is refused with 422 (``reason: batch_id_reused``) rather than
+answered with the first body's response, while it is pending and once it is done.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -28,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from proxbase.tasks import cancel_and_wait
@@ -40,11 +47,25 @@ log = logging.getLogger("proximity.service.idempotency")
 @dataclass(frozen=True)
 class Claim:
     """What ``claim`` found: ``state`` is ``"new"`` (this request holds the lease ``token`` and processes the
-    batch), ``"pending"`` (another request holds it) or ``"done"`` (``stored`` is the first answer)."""
+    batch), ``"pending"`` (another request holds it) or ``"done"`` (``stored`` is the first answer);
+    ``fingerprint`` is the body fingerprint the record holds (``""``: none, e.g. a record of an older
+    version)."""
 
     state: str
     stored: tuple[int, bytes] | None = None
     token: str = ""
+    fingerprint: str = ""
+
+
+def fingerprint(doc: Any) -> str:
+    """The fingerprint of a parsed JSON body: BLAKE2b (128 bits, hex) of its canonical form (keys sorted,
+    no spaces), so the same document sent again, re-serialised or gzipped, has the same fingerprint."""
+    try:
+        canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits, NaN: the standard library's way
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "surrogatepass")
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 class IdempotencyStore:
@@ -53,7 +74,8 @@ class IdempotencyStore:
 
     lease_s: float = 1.0
 
-    async def claim(self, key: str) -> Claim:
+    async def claim(self, key: str, fingerprint: str = "") -> Claim:
+        """Claim ``key`` for a body of ``fingerprint`` (kept with the lease and then with the answer)."""
         raise NotImplementedError
 
     async def renew(self, key: str, token: str) -> bool:
@@ -79,24 +101,27 @@ class MemoryIdempotency(IdempotencyStore):
         self.ttl = ttl
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, tuple[int, bytes] | None, str]] = OrderedDict()
+        # key -> (expires, answer or None while pending, lease token, body fingerprint)
+        self._entries: OrderedDict[str, tuple[float, tuple[int, bytes] | None, str, str]] = OrderedDict()
 
     def _expire(self, now: float) -> None:
         while self._entries:
-            key, (expires, _, _) = next(iter(self._entries.items()))
+            key, (expires, _, _, _) = next(iter(self._entries.items()))
             if expires > now and len(self._entries) <= self.max_entries:
                 break
             del self._entries[key]
 
-    async def claim(self, key: str) -> Claim:
+    async def claim(self, key: str, fingerprint: str = "") -> Claim:
         now = self._clock()
         self._expire(now)
         entry = self._entries.get(key)
         if entry is None or entry[0] <= now:
             token = secrets.token_hex(8)
-            self._entries[key] = (now + self.ttl, None, token)
-            return Claim("new", None, token)
-        return Claim("pending") if entry[1] is None else Claim("done", entry[1])
+            self._entries[key] = (now + self.ttl, None, token, fingerprint)
+            return Claim("new", None, token, fingerprint)
+        if entry[1] is None:
+            return Claim("pending", fingerprint=entry[3])
+        return Claim("done", entry[1], fingerprint=entry[3])
 
     async def renew(self, key: str, token: str) -> bool:
         entry = self._entries.get(key)
@@ -106,7 +131,7 @@ class MemoryIdempotency(IdempotencyStore):
         entry = self._entries.get(key)
         if entry is not None and (entry[1] is not None or entry[2] != token):
             return False
-        self._entries[key] = (self._clock() + self.ttl, (status, body), "")
+        self._entries[key] = (self._clock() + self.ttl, (status, body), "", "" if entry is None else entry[3])
         self._entries.move_to_end(key)
         return True
 
@@ -116,13 +141,14 @@ class MemoryIdempotency(IdempotencyStore):
             del self._entries[key]
 
 
-# KEYS[1] the record; ARGV[1] token, ARGV[2] lease (ms). Reply {0, token} new, {1} pending, {2, value} done.
+# KEYS[1] the record; ARGV[1] token (the lease token, a space, the body's fingerprint), ARGV[2] lease (ms).
+# Reply {0} new, {1, value} pending, {2, value} done.
 _CLAIM = """
 local pending = 'pending ' .. ARGV[1]
 if redis.call('SET', KEYS[1], pending, 'NX', 'PX', ARGV[2]) then return {0} end
 local v = redis.call('GET', KEYS[1])
 if not v then redis.call('SET', KEYS[1], pending, 'PX', ARGV[2]) return {0} end
-if string.sub(v, 1, 8) == 'pending ' then return {1} end
+if string.sub(v, 1, 8) == 'pending ' then return {1, v} end
 return {2, v}
 """
 # KEYS[1] the record; ARGV[1] token, ARGV[2] lease (ms): 1 renewed, 0 not held
@@ -147,8 +173,11 @@ return 0
 class RedisIdempotency(IdempotencyStore):
     """In Redis, so a retry that lands on another worker is replayed too.
 
-    ``<prefix>:idem:<hash>`` holds ``pending <token>`` (a lease of ``lease_s``,
-    renewed while the batch runs) and then ``<status> <body>`` for ``ttl`` seconds.
+    ``<prefix>:idem:<hash>`` holds ``pending <token> <fingerprint>`` (a lease of
+    ``lease_s``, renewed while the batch runs) and then ``<status> <fingerprint> <body>``
+    for ``ttl`` seconds (the fingerprint is 32 hex digits; a record of an older version,
+    ``<status> <body>``, has none and is replayed as before). One key per record: a
+    Redis Cluster keeps each in one slot.
     """
 
     def __init__(self, client: Any, prefix: str, ttl: float, lease_s: float = 1.0) -> None:
@@ -165,16 +194,20 @@ class RedisIdempotency(IdempotencyStore):
     def _key(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 
-    async def claim(self, key: str) -> Claim:
-        token = secrets.token_hex(8)
+    async def claim(self, key: str, fingerprint: str = "") -> Claim:
+        token = f"{secrets.token_hex(8)} {fingerprint}" if fingerprint else secrets.token_hex(8)
         with redis_unavailable("idempotency store"):
             reply = await self._claim_script(keys=[self._key(key)], args=[token, self.lease_ms])
         if int(reply[0]) == 0:
-            return Claim("new", None, token)
-        if int(reply[0]) == 1:
-            return Claim("pending")
-        status, _, body = bytes(reply[1]).partition(b" ")
-        return Claim("done", (int(status), body))
+            return Claim("new", None, token, fingerprint)
+        value = bytes(reply[1])
+        if int(reply[0]) == 1:  # b"pending <token>[ <fingerprint>]"
+            return Claim("pending", fingerprint=_fingerprint_of(value[8:].decode("ascii", "replace")))
+        status, _, rest = value.partition(b" ")
+        fp = ""
+        if len(rest) > _FP_LEN and rest[_FP_LEN:_FP_LEN + 1] == b" " and _is_hex(rest[:_FP_LEN]):
+            fp, rest = rest[:_FP_LEN].decode("ascii"), rest[_FP_LEN + 1:]
+        return Claim("done", (int(status), rest), fingerprint=fp)
 
     async def renew(self, key: str, token: str) -> bool:
         with redis_unavailable("idempotency store"):
@@ -182,12 +215,26 @@ class RedisIdempotency(IdempotencyStore):
 
     async def complete(self, key: str, token: str, status: int, body: bytes) -> bool:
         with redis_unavailable("idempotency store"):
-            value = str(status).encode() + b" " + body
+            fp = _fingerprint_of(token)
+            value = str(status).encode() + b" " + (fp.encode("ascii") + b" " if fp else b"") + body
             return bool(await self._complete_script(keys=[self._key(key)], args=[token, value, self.ttl_ms]))
 
     async def release(self, key: str, token: str) -> None:
         with redis_unavailable("idempotency store"):
             await self._release_script(keys=[self._key(key)], args=[token])
+
+
+_FP_LEN = 32  # hex digits of a fingerprint
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def _is_hex(data: bytes) -> bool:
+    return all(c in _HEX for c in data)
+
+
+def _fingerprint_of(token: str) -> str:
+    """The fingerprint part of a lease token (``"<token> <fingerprint>"``), ``""`` when it has none."""
+    return token.partition(" ")[2]
 
 
 def batch_key(scope: str, batch_id: str) -> str:
@@ -208,15 +255,20 @@ async def _keep_lease(store: IdempotencyStore, key: str, token: str) -> None:
 
 
 async def idempotent(store: IdempotencyStore, metrics: ServiceMetrics, scope: str, batch_id: str | None,
-                     work: Callable[[str | None], Awaitable[web.Response]]) -> web.Response:
+                     work: Callable[[str | None], Awaitable[web.Response]], body_fingerprint: str = "") -> web.Response:
     """Run ``work(key)`` once per (``scope``, ``batch_id``); replay its response for repeats (``scope`` names the
     endpoint and the API key, so two keys never see each other's responses). ``key`` (``None`` without a
     ``batch_id``) also names the batch's ingest journal, so a retry of a batch that failed half way answers
-    what the first try committed."""
+    what the first try committed. A repeat whose ``body_fingerprint`` (see :func:`fingerprint`) differs from
+    the first body's gets 422, whether the first is still running or done."""
     if batch_id is None:
         return await work(None)
     key = batch_key(scope, batch_id)
-    claim = await store.claim(key)
+    claim = await store.claim(key, body_fingerprint)
+    if claim.state != "new" and claim.fingerprint and body_fingerprint and claim.fingerprint != body_fingerprint:
+        raise ApiError(422, f"batch_id {batch_id!r} was already used for a different body: a retry must send the "
+                            "same body; give a new batch its own batch_id", field="batch_id",
+                       reason="batch_id_reused")
     if claim.state == "done" and claim.stored is not None:
         metrics.replays.inc()
         status, body = claim.stored
@@ -247,4 +299,5 @@ async def idempotent(store: IdempotencyStore, metrics: ServiceMetrics, scope: st
     return response
 
 
-__all__ = ["Claim", "IdempotencyStore", "MemoryIdempotency", "RedisIdempotency", "batch_key", "idempotent"]
+__all__ = ["Claim", "IdempotencyStore", "MemoryIdempotency", "RedisIdempotency", "batch_key", "fingerprint",
+           "idempotent"]

@@ -22,7 +22,8 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -79,6 +80,17 @@ class _Metric:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes {len(self.labelnames)} label values, got {len(values)}")
         return tuple(str(v) for v in values)
+
+    def _child(self, values: Sequence[object], kw: dict[str, object], make: Callable[[], object]) -> object:
+        """The child of these label values, made by ``make`` the first time (under the lock)."""
+        key = self._key(values, kw)
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children.get(key)
+                if child is None:
+                    child = self._children[key] = make()
+        return child
 
     def _label_text(self, key: tuple[str, ...], extra: Sequence[tuple[str, str]] = ()) -> str:
         pairs = [*zip(self.labelnames, key, strict=True), *extra]
@@ -147,19 +159,13 @@ class HistogramChild:
             self.sum += value
 
 
-class Counter(_Metric):
-    kind = "counter"
+class _ValueMetric(_Metric):
+    """A metric whose children hold one number (counters and gauges)."""
 
-    def labels(self, *values: object, **kw: object) -> CounterChild:
-        key = self._key(values, kw)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children.setdefault(key, CounterChild(threading.Lock()))
-        return child  # type: ignore[return-value]
+    child_type: type[_Value] = _Value
 
-    def inc(self, amount: float = 1.0) -> None:
-        self.labels().inc(amount)
+    def _value_child(self, values: Sequence[object], kw: dict[str, object]) -> Any:
+        return self._child(values, kw, lambda: self.child_type(threading.Lock()))
 
     def value(self, *values: object) -> float:
         child = self._children.get(self._key(values, {}))
@@ -170,16 +176,23 @@ class Counter(_Metric):
                 for k, c in sorted(self._children.items())]
 
 
-class Gauge(_Metric):
+class Counter(_ValueMetric):
+    kind = "counter"
+    child_type = CounterChild
+
+    def labels(self, *values: object, **kw: object) -> CounterChild:
+        return self._value_child(values, kw)
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.labels().inc(amount)
+
+
+class Gauge(_ValueMetric):
     kind = "gauge"
+    child_type = GaugeChild
 
     def labels(self, *values: object, **kw: object) -> GaugeChild:
-        key = self._key(values, kw)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children.setdefault(key, GaugeChild(threading.Lock()))
-        return child  # type: ignore[return-value]
+        return self._value_child(values, kw)
 
     def set(self, value: float) -> None:
         self.labels().set(value)
@@ -189,14 +202,6 @@ class Gauge(_Metric):
 
     def dec(self, amount: float = 1.0) -> None:
         self.labels().dec(amount)
-
-    def value(self, *values: object) -> float:
-        child = self._children.get(self._key(values, {}))
-        return 0.0 if child is None else child.value  # type: ignore[attr-defined]
-
-    def samples(self) -> list[str]:
-        return [f"{self.name}{self._label_text(k)} {format_value(c.value)}"  # type: ignore[attr-defined]
-                for k, c in sorted(self._children.items())]
 
 
 class Histogram(_Metric):
@@ -214,12 +219,7 @@ class Histogram(_Metric):
         self.bounds = bounds
 
     def labels(self, *values: object, **kw: object) -> HistogramChild:
-        key = self._key(values, kw)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children.setdefault(key, HistogramChild(self.bounds, threading.Lock()))
-        return child  # type: ignore[return-value]
+        return self._child(values, kw, lambda: HistogramChild(self.bounds, threading.Lock()))  # type: ignore[return-value]
 
     def observe(self, value: float) -> None:
         self.labels().observe(value)

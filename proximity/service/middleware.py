@@ -13,25 +13,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from proximity.errors import StoreUnavailable, as_json
-from proximity.service.auth import ApiKey, key_of_subprotocol, retry_after_header
+from proximity.service.auth import ApiKey, key_of_subprotocol
 from proximity.service.codec import json_response
 from proximity.service.errors import ApiError
-from proximity.service.worker import API_KEY, service_of
+from proximity.service.ratelimit import Quota, retry_after_header
+from proximity.service.worker import API_KEY, RATE_QUOTA, service_of
 
 log = logging.getLogger("proximity.service")
+#: the access log: one line per request (``access_log: false`` turns it off)
+access_log = logging.getLogger("proximity.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def requires(scope: str | None) -> Callable[[Handler], Handler]:
-    """Mark a handler with the scope its key needs (``None``: no key needed)."""
+def requires(scope: str | None, *more: str) -> Callable[[Handler], Handler]:
+    """Mark a handler with the scope its key needs (``None``: no key needed), or the scopes of which its key
+    needs one (``handler.scopes``; ``handler.scope`` is the first)."""
 
     def mark(handler: Handler) -> Handler:
         handler.scope = scope  # type: ignore[attr-defined]
+        handler.scopes = () if scope is None else (scope, *more)  # type: ignore[attr-defined]
         return handler
 
     return mark
@@ -66,16 +72,27 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = _route_name(request)
     started = time.perf_counter()
     svc.metrics.in_flight.inc()
-    status = 500
+    status, size = 500, 0
     try:
         response = await handler(request)
-        status = response.status
+        status, size = response.status, response.content_length or 0
         return response
     finally:
+        elapsed = time.perf_counter() - started
         svc.metrics.in_flight.dec()
         svc.metrics.requests.labels(route, str(status)).inc()
         if route != "unmatched":
-            svc.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            svc.metrics.latency.labels(route).observe(elapsed)
+        if svc.config.access_log:
+            log_access(request, status, elapsed, size)
+
+
+def log_access(request: web.Request, status: int, seconds: float, size: int) -> None:
+    """The access log's line: ``METHOD PATH STATUS DURATIONms BYTES key=NAME`` (the key's name from the key
+    file, ``-`` without one; never the key, never the query string)."""
+    key = request.get(API_KEY)
+    access_log.info("%s %s %d %.1fms %dB key=%s", request.method, request.path, status, seconds * 1000, size,
+                    "-" if key is None else key.name)
 
 
 @web.middleware
@@ -116,24 +133,55 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = getattr(request.match_info, "route", None)
-    scope = getattr(getattr(route, "handler", None), "scope", None)
-    if scope is None:
+    scopes = getattr(getattr(route, "handler", None), "scopes", ())
+    if not scopes:
         return await handler(request)
     svc = service_of(request)
     key = svc.keys.authenticate(presented_key(request))
     if key is None:
         raise ApiError(401, "an API key is required: send X-API-Key: KEY or Authorization: Bearer KEY",
                        field="X-API-Key", reason="unauthenticated", headers={"WWW-Authenticate": "Bearer"})
-    if not key.allows(scope):
-        raise ApiError(403, f"key {key.name!r} lacks the {scope!r} scope this route needs", field="scope",
+    if not any(key.allows(s) for s in scopes):
+        need = " or ".join(repr(s) for s in scopes)
+        raise ApiError(403, f"key {key.name!r} lacks the {need} scope this route needs", field="scope",
                        reason="forbidden")
-    wait = await svc.rate_limiter.acquire(key.name)
-    if wait > 0:
-        raise ApiError(429, f"rate limit of {svc.config.rate_limit:g} requests/s for key {key.name!r} exceeded",
-                       reason="rate_limited", headers={"Retry-After": retry_after_header(wait)},
-                       retry_after_s=round(wait, 3))
     request[API_KEY] = key
-    return await handler(request)
+    quota = await svc.rate_limiter.charge(key.name)
+    if quota is not None:
+        request[RATE_QUOTA] = quota
+        if quota.wait > 0:
+            raise _too_many(quota, f"rate limit of {svc.config.rate_limit:g} requests/s for key {key.name!r} exceeded")
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        if RATE_QUOTA in request:
+            exc.headers = {**request[RATE_QUOTA].headers(), **exc.headers}
+        raise
+    if RATE_QUOTA in request and not response.prepared:  # a WebSocket is prepared (its headers sent) already
+        response.headers.update(request[RATE_QUOTA].headers())
+    return response
+
+
+def _too_many(quota: Quota, message: str, **extra: Any) -> ApiError:
+    """A 429 whose ``Retry-After`` and body's ``retry_after_s`` are the same whole number of seconds."""
+    return ApiError(429, f"{message}; retry after {quota.retry_after} s", reason="rate_limited",
+                    headers=quota.headers(), retry_after_s=quota.retry_after, limited=quota.what, **extra)
+
+
+async def charge_devices(request: web.Request, devices: list[str]) -> None:
+    """Charge an ingest batch to each device it carries (the key's device buckets, all or none): 429 naming
+    the device when one has no token left. The answer's ``RateLimit-*`` fields then report whichever bucket,
+    the key's or a device's, is closest to empty."""
+    svc = service_of(request)
+    if svc.device_limiter is None or not devices:
+        return
+    quota = await svc.device_limiter.charge(key_of(request).name, devices)
+    if quota is None:
+        return
+    request[RATE_QUOTA] = quota.tighter(request.get(RATE_QUOTA))
+    if quota.wait > 0:
+        raise _too_many(quota, f"rate limit of {svc.config.device_rate_limit:g} batches/s for device "
+                               f"{quota.name!r} exceeded", field="device_id", device_id=quota.name)
 
 
 def key_of(request: web.Request) -> ApiKey:
@@ -141,5 +189,5 @@ def key_of(request: web.Request) -> ApiKey:
     return request[API_KEY]
 
 
-__all__ = ["Handler", "auth_middleware", "error_middleware", "key_of", "observe_middleware", "presented_key",
-           "requires"]
+__all__ = ["Handler", "auth_middleware", "charge_devices", "error_middleware", "key_of", "observe_middleware",
+           "presented_key", "requires"]

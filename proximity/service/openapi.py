@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from beacons.scans import SCANS_SCHEMA
+from proxbase.timestamps import TIMESTAMP_SCHEMA
 from proximity import __version__
 from proximity.convert import DEVICE_ID_RULE, MAX_DEVICE_ID_LEN
 from proximity.service.console import openapi_paths as _console_paths
@@ -27,7 +29,14 @@ _ERROR = {
         "cli": {"type": "string", "description": "For a rejected PUT document: the line `proximity ... validate` "
                                                   "prints for the same file, `<request body>:LINE:COL: what`."},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
-                   "description": "Every problem, when there are several."},
+                   "description": "Every problem of the body (each with its `field`, and `row` for a row), "
+                                  "in one answer."},
+        "retry_after_s": {"type": "integer", "minimum": 1,
+                          "description": "On a 429: the same whole seconds as the `Retry-After` header."},
+        "limited": {"enum": ["key", "device"], "description": "On a 429: which bucket is empty."},
+        "device_id": {"type": "string", "description": "On a 429 for a device: the device."},
+        "limit": {"type": "integer", "description": "On a 413: the row limit."},
+        "rejected_count": {"type": "integer", "description": "On a 422 for a batch: rows refused."},
     },
 }
 
@@ -41,36 +50,43 @@ _PING = {
                                      "str.isprintable, which also refuses spaces other than U+0020)."},
         "lon": {"type": "number", "minimum": -180, "maximum": 180},
         "lat": {"type": "number", "minimum": -90, "maximum": 90},
-        "accuracy_m": {"type": "number", "minimum": 0, "description": "Radius of the fix's accuracy circle, metres."},
-        "ts": {"oneOf": [{"type": "number", "description": "epoch seconds"},
-                         {"type": "string", "format": "date-time"}],
-               "description": "When the fix was taken; at most `max_skew_s` in the future."},
+        "accuracy_m": {"type": "number", "exclusiveMinimum": 0,
+                       "description": "Radius of the fix's accuracy circle, metres."},
+        "ts": {**TIMESTAMP_SCHEMA, "description": "When the fix was taken; at most `max_skew_s` in the future."},
         "speed": {"type": "number", "minimum": 0, "description": "m/s"},
         "foreground": {"type": "boolean"},
         "attrs": {"type": "object", "description": "Device attributes campaign audiences read (segments, ...)."},
         "timezone": {"type": "string", "description": "IANA time zone of the device."},
     },
+    "additionalProperties": False,
 }
+
+_PINGS = {"type": "array", "items": {"$ref": "#/components/schemas/Ping"}, "minItems": 1, "maxItems": 1000,
+          "description": "At most `max_batch` rows (default 1000, the `maxItems` of the document a server "
+                         "serves); 413 beyond."}
 
 _PING_BATCH = {
     "oneOf": [
         {
             "type": "object",
             "required": ["pings"],
+            "additionalProperties": False,
             "properties": {
                 "batch_id": {"type": "string", "minLength": 1, "maxLength": 200,
-                             "description": "Makes retries idempotent: a repeated batch_id gets the first "
-                                            "response replayed (header `Idempotent-Replay: true`)."},
-                "pings": {"type": "array", "items": {"$ref": "#/components/schemas/Ping"},
-                          "description": "At most `max_batch` rows (default 1000); 413 beyond."},
+                             "description": "Makes retries idempotent: a repeated batch_id with the same body "
+                                            "gets the first response replayed (header `Idempotent-Replay: "
+                                            "true`); with another body, 422."},
+                "sent_at": {**TIMESTAMP_SCHEMA, "description": "When the batch was sealed (informational)."},
+                "pings": _PINGS,
             },
         },
-        {"type": "array", "items": {"$ref": "#/components/schemas/Ping"}},
+        _PINGS,
     ]
 }
 
 _EVENT = {
     "type": "object",
+    "required": ["kind", "device_id", "place", "fence_id", "ts", "source"],
     "properties": {
         "kind": {"enum": ["enter", "dwell", "exit"]},
         "device_id": {"type": "string"},
@@ -89,9 +105,66 @@ _EVENT = {
     },
 }
 
+_OFFER = {
+    "type": "object",
+    "required": ["offer_id", "campaign_id", "device_id", "place", "fence_id", "ts", "trigger", "title"],
+    "properties": {
+        "offer_id": {"type": "string", "description": "Stable id (from the event): deliveries deduplicate by it."},
+        "campaign_id": {"type": "string"},
+        "device_id": {"type": "string"},
+        "place": {"type": "string", "description": "`fence_id` or `fence_id#zone`."},
+        "fence_id": {"type": "string"},
+        "zone": {"type": ["string", "null"]},
+        "ts": {"type": "number", "description": "Time of the event that triggered it, epoch seconds."},
+        "trigger": {"type": "string"},
+        "priority": {"type": "integer"},
+        "title": {"type": "string"},
+        "body": {"type": ["string", "null"]},
+        "deep_link": {"type": ["string", "null"]},
+        "data": {"type": "object"},
+        "deliver_after": {"type": ["number", "null"],
+                          "description": "Held by quiet hours: epoch seconds when the device's quiet window ends."},
+        "variant": {"type": "string", "description": "The experiment's variant (campaigns with variants)."},
+    },
+}
+
+_STATS = {
+    "type": "object",
+    "required": ["events"],
+    "additionalProperties": {"type": "integer", "minimum": 0},
+    "properties": {
+        "pings": {"type": "integer", "minimum": 0, "description": "Pings that reached the engine."},
+        "sightings": {"type": "integer", "minimum": 0, "description": "Sightings that reached the engine."},
+        "zone_sightings": {"type": "integer", "minimum": 0, "description": "Sightings resolved to a zone."},
+        "applied": {"type": "integer", "minimum": 0},
+        "late": {"type": "integer", "minimum": 0, "description": "Older than the device's newest evidence."},
+        "duplicates": {"type": "integer", "minimum": 0},
+        "rejected": {"type": "integer", "minimum": 0,
+                     "description": "Rows refused: the length of `rejected` counted by distinct row."},
+        "events": {"type": "integer", "minimum": 0},
+        "enter": {"type": "integer", "minimum": 0},
+        "dwell": {"type": "integer", "minimum": 0},
+        "exit": {"type": "integer", "minimum": 0},
+    },
+    "description": "Counts of this batch (other counts, all whole numbers, may be added).",
+}
+
+_DEVICES: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "offers": {"type": "array", "items": {"$ref": "#/components/schemas/Offer"}},
+        },
+        "required": ["events", "offers"],
+    },
+    "description": "Per device id: the events and offers this batch produced.",
+}
+
 _BATCH_RESPONSE = {
     "type": "object",
-    "required": ["accepted", "rejected", "devices"],
+    "required": ["batch_id", "accepted", "rejected", "devices", "stats"],
     "properties": {
         "batch_id": {"type": ["string", "null"]},
         "warnings": {"type": "array", "items": {"type": "string"},
@@ -101,46 +174,19 @@ _BATCH_RESPONSE = {
         "rejected": {"type": "array", "items": {"$ref": "#/components/schemas/Error"},
                      "description": "Rows refused, each with its `row` and `field`. The good rows of a "
                                     "partly bad batch are processed; a batch with no good row gets 422."},
-        "devices": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "properties": {
-                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
-                    "offers": {"type": "array", "items": {"type": "object"}},
-                },
-            },
-            "description": "Per device id: the events and offers this batch produced.",
-        },
-        "stats": {"type": "object"},
+        "devices": _DEVICES,
+        "stats": {"allOf": [{"$ref": "#/components/schemas/Stats"}, {"required": ["rejected"]}]},
+        "gateway_id": {"type": "string", "description": "Scans: the gateway of the batch."},
     },
 }
 
-_SIGHTING = {
-    "type": "object",
-    "required": ["ts", "rssi"],
-    "properties": {
-        "ts": {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
-        "rssi": {"type": "number"},
-        "raw": {"type": "string", "description": "Hex of the advertising payload (AD structures)."},
-        "key": {"type": "string", "description": "Canonical beacon key (`ibeacon:<uuid>/<major>/<minor>`, "
-                                                 "`eddystone:<ns>/<inst>`, `altbeacon:<id>`)."},
-        "tx_power": {"type": ["number", "null"]},
-        "observer_id": {"type": "string", "description": "A phone that saw a store beacon (default: the gateway)."},
-    },
-}
-
-_SCAN_BATCH = {
-    "type": "object",
-    "required": ["gateway_id", "sightings"],
-    "properties": {
-        "gateway_id": {"type": "string"},
-        "batch_id": {"type": "string"},
-        "sent_at": {"oneOf": [{"type": "number"}, {"type": "string"}]},
-        "sightings": {"type": "array", "items": {"$ref": "#/components/schemas/Sighting"},
-                      "description": "At most `max_scan_rows` rows (default 5000); 413 beyond."},
-    },
-}
+# the scans body's schema is beacons.scans.SCANS_SCHEMA (the gateway agent builds its bodies with it)
+_SIGHTING = copy.deepcopy(SCANS_SCHEMA["properties"]["sightings"]["items"])
+_SCAN_BATCH: dict[str, Any] = {k: copy.deepcopy(v) for k, v in SCANS_SCHEMA.items() if not k.startswith("$")}
+_SCAN_BATCH["properties"]["sightings"] = {
+    "type": "array", "items": {"$ref": "#/components/schemas/Sighting"}, "maxItems": 5000,
+    "description": "At most `max_scan_rows` rows (default 5000, the `maxItems` of the document a server "
+                   "serves); 413 beyond. Empty: a heartbeat."}
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -151,11 +197,19 @@ def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": _json("Error")}
 
 
+_RATE_HEADERS = {
+    "RateLimit-Limit": {"schema": {"type": "integer"}, "description": "Size of the bucket closest to empty "
+                        "(draft-ietf-httpapi-ratelimit-headers-06)."},
+    "RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "Requests it has left."},
+    "RateLimit-Reset": {"schema": {"type": "integer"}, "description": "Seconds until it is full again."},
+}
+
 _COMMON_ERRORS = {
     "401": _err("No key, or an unknown key."),
     "403": _err("The key lacks the scope this route needs."),
-    "429": {**_err("Too many requests for this key; see `Retry-After`."),
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+    "429": {**_err("Too many requests for this key, or (ingest) for one of the batch's devices; `Retry-After` "
+                   "and the body's `retry_after_s` give the same seconds."),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}, **_RATE_HEADERS}},
     "503": {**_err("Shared state unreachable (the body names the dependency, never its address). Retry after `Retry-After` with the same `batch_id`: the retry answers exactly what this try committed."),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
 }
@@ -164,20 +218,21 @@ _BODY_ERRORS = {
     "400": _err("Malformed body: not JSON, not gzip, wrong shape (`field` says where)."),
     "413": _err("Too many rows, or more bytes than `max_body_bytes` (also after gunzip)."),
     "415": _err("Unsupported Content-Encoding or Content-Type."),
-    "422": _err("Every row was refused; `errors` lists each with its row and field."),
+    "422": _err("Every row was refused (`errors` lists each with its row and field), or the `batch_id` "
+                "was already used for another body."),
 }
 
 _DEVICE_PARAM = {"name": "device_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _op(op_id: str, summary: str, scope: str | None, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _op(op_id: str, summary: str, scope: str | tuple[str, ...] | None, responses: dict[str, Any],
+        **extra: Any) -> dict[str, Any]:
+    """An operation; ``scope``: the key's scope, or a tuple of scopes of which the key needs one."""
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses, **extra}
-    if scope is None:
-        op["security"] = []
-        op["x-scopes"] = []
-    else:
-        op["security"] = [{"ApiKeyHeader": [scope]}, {"BearerKey": [scope]}]
-        op["x-scopes"] = [scope]
+    scopes = () if scope is None else (scope,) if isinstance(scope, str) else scope
+    op["security"] = [{scheme: [s]} for s in scopes for scheme in ("ApiKeyHeader", "BearerKey")]
+    op["x-scopes"] = list(scopes)
+    if scopes:
         op["responses"] = {**responses, **_COMMON_ERRORS}
     return op
 
@@ -208,12 +263,14 @@ _SPEC: dict[str, Any] = {
     "paths": {
         "/v1/pings": {"post": _op("post_pings", "A batch of location pings from the SDK.", "sdk", {
             "200": {"description": "Processed; the events and offers the batch produced, per device.",
-                    "content": _json("BatchResponse")},
+                    "content": _json("BatchResponse"), "headers": _RATE_HEADERS},
             **_BODY_ERRORS,
             "409": _err("A request with this batch_id is still being processed; retry."),
         }, requestBody={"required": True, "content": _json("PingBatch")})},
-        "/v1/scans": {"post": _op("post_scans", "A batch of BLE sightings from a store gateway.", "gateway", {
-            "200": {"description": "Processed.", "content": _json("BatchResponse")},
+        "/v1/scans": {"post": _op(
+            "post_scans", "A batch of BLE sightings: from a store gateway (`gateway` scope), or a phone's sightings "
+            "of store beacons, each with its `observer_id` (an `sdk` key may send only those).", ("gateway", "sdk"), {
+            "200": {"description": "Processed.", "content": _json("BatchResponse"), "headers": _RATE_HEADERS},
             **_BODY_ERRORS,
             "409": _err("A request with this batch_id is still being processed; retry."),
         }, requestBody={"required": True, "content": _json("ScanBatch")})},
@@ -256,7 +313,11 @@ _SPEC: dict[str, Any] = {
             "advance", "Let event time pass to `now`: debounce exits and expiry due by then (replays, "
             "simulations; the service's own loop advances on the wall clock).", "admin", {
                 "200": {"description": "The events and offers that time produced, per device.",
-                        "content": _json("BatchResponse")},
+                        "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["now", "devices", "stats"],
+                            "properties": {"now": {"type": "number"},
+                                           "devices": _DEVICES,
+                                           "stats": {"$ref": "#/components/schemas/Stats"}}}}}},
                 "400": _err("`now` missing, not a number, or beyond the clock-skew limit.")},
             requestBody={"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["now"], "properties": {"now": {"type": "number"}}}}}})},
@@ -298,6 +359,8 @@ _SPEC: dict[str, Any] = {
             "Ping": _PING,
             "PingBatch": _PING_BATCH,
             "Event": _EVENT,
+            "Offer": _OFFER,
+            "Stats": _STATS,
             "BatchResponse": _BATCH_RESPONSE,
             "Sighting": _SIGHTING,
             "ScanBatch": _SCAN_BATCH,
@@ -311,9 +374,16 @@ _SPEC: dict[str, Any] = {
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
-def openapi_spec() -> dict[str, Any]:
-    """A fresh copy of the spec (callers may add servers or change it)."""
-    return copy.deepcopy(_SPEC)
+def openapi_spec(config: Any = None) -> dict[str, Any]:
+    """A fresh copy of the spec (callers may add servers or change it); with a ``ServiceConfig``, the row
+    limits (``maxItems``) are that server's ``max_batch`` and ``max_scan_rows``."""
+    spec = copy.deepcopy(_SPEC)
+    if config is not None:
+        schemas = spec["components"]["schemas"]
+        for pings in (schemas["PingBatch"]["oneOf"][0]["properties"]["pings"], schemas["PingBatch"]["oneOf"][1]):
+            pings["maxItems"] = config.max_batch
+        schemas["ScanBatch"]["properties"]["sightings"]["maxItems"] = config.max_scan_rows
+    return spec
 
 
 def operations(spec: dict[str, Any] | None = None) -> dict[tuple[str, str], dict[str, Any]]:

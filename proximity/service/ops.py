@@ -51,7 +51,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @requires(None)
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(openapi_spec())
+    return json_response(openapi_spec(service_of(request).config))
 
 
 ROUTES: list[tuple[str, str, Handler]] = [

@@ -18,6 +18,7 @@ from proximity.service.feed import FeedBus, FeedHub, close_sockets
 from proximity.service.host import EngineHost
 from proximity.service.loops import Loops
 from proximity.service.metrics import ServiceMetrics
+from proximity.service.ratelimit import Quota
 from proximity.service.reload import KINDS, ConfigDoc, Reloader, media_type_for
 from proximity.service.render import Rendered, offer_message
 
@@ -38,6 +39,7 @@ class Service:
         self.backends = self.host.backends
         self.idempotency = self.backends.idempotency
         self.rate_limiter = self.backends.rate_limiter
+        self.device_limiter = self.backends.device_limiter
         self.hub = FeedHub(config.feed_queue, self.metrics)
         self.bus = FeedBus(self.hub, self.backends.aioredis, config.redis_prefix,
                            cluster=self.backends.cluster)
@@ -131,6 +133,8 @@ class Service:
 
 APP_STATE: web.AppKey[Service] = web.AppKey("proximity_service", Service)
 API_KEY: web.RequestKey[ApiKey] = web.RequestKey("proximity_api_key", ApiKey)
+#: the rate-limit state a request's answer reports (``RateLimit-*`` headers)
+RATE_QUOTA: web.RequestKey[Quota] = web.RequestKey("proximity_rate_quota", Quota)
 
 
 def service_of(where: web.Request | web.Application) -> Service:
@@ -139,4 +143,4 @@ def service_of(where: web.Request | web.Application) -> Service:
     return app[APP_STATE]
 
 
-__all__ = ["API_KEY", "APP_STATE", "Service", "service_of"]
+__all__ = ["API_KEY", "APP_STATE", "RATE_QUOTA", "Service", "service_of"]

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from proximity.service import create_app
 from proximity.service.config import ServiceConfig
 from proximity.service.openapi import HTTP_METHODS, openapi_spec, operations
 
 
-def registered(app) -> dict[tuple[str, str], str | None]:
-    out: dict[tuple[str, str], str | None] = {}
+def registered(app) -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
     for route in app.router.routes():
         if route.method in ("HEAD", "*"):
             continue
-        out[(route.method, route.resource.canonical)] = getattr(route.handler, "scope", "MISSING")
+        out[(route.method, route.resource.canonical)] = getattr(route.handler, "scopes", "MISSING")
     return out
 
 
@@ -27,13 +28,13 @@ def test_spec_and_routes_agree_on_paths_methods_and_scopes() -> None:
         f"{sorted(set(spec_ops) - set(routes))}"
     )
     for key, op in spec_ops.items():
-        scope = routes[key]
-        assert scope != "MISSING", f"{key} has no @requires(...) scope"
-        assert op["x-scopes"] == ([] if scope is None else [scope]), key
-        if scope is None:
+        scopes = routes[key]
+        assert scopes != "MISSING", f"{key} has no @requires(...) scope"
+        assert op["x-scopes"] == list(scopes), key
+        if not scopes:
             assert op["security"] == []
         else:
-            assert all(list(s.values()) == [[scope]] for s in op["security"]), key
+            assert sorted(v for s in op["security"] for (v,) in s.values()) == sorted(2 * list(scopes)), key
             for status in ("401", "403", "429", "503"):
                 assert status in op["responses"], (key, status)
 
