@@ -172,7 +172,8 @@ def test_redis_keys_carry_the_device_hash_tag(redis_url: str, redis_prefix: str)
     keys = sorted(k.decode() for k in lim.client.scan_iter(match=f"{redis_prefix}*"))
     assert keys == [f"{redis_prefix}:budget:{{x}}:total", f"{redis_prefix}:cap:{{dev-7}}:c:x:0"]
     ttl = lim.client.pttl(f"{redis_prefix}:cap:{{dev-7}}:c:x:0")
-    assert 60_000 < ttl <= 61_000
+    waited_ms = (time.time() - t) * 1000  # a loaded machine may stall between the acquire and the read
+    assert 60_000 - waited_ms < ttl <= 61_000
     lim.forget("dev-7")
     assert list(lim.client.scan_iter(match=f"{redis_prefix}:cap:*")) == []
     lim.client.close()
