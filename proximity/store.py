@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-import proximity._kernels as K
+import proximity._id_kernels as K
 import proximity.journal as _journal
 from proximity.events import Device
 from proximity.journal import Journal
@@ -81,9 +81,9 @@ class DeviceIds:
     """Device id -> small integer handle, in numpy arrays: no Python object per device.
 
     Ids are kept as zero-padded rows of their UTF-8 bytes (the width grows with the
-    longest id seen) in an open-addressing hash table probed by a numba kernel. A
-    batch is turned into one byte buffer (a ``join`` and an ``encode`` for ASCII
-    ids) and interned in one call. Freed handles are reused. ``names(handles)``
+    longest id seen) in an open-addressing hash table probed by numba kernels
+    (:mod:`proximity._id_kernels`). A batch is turned into one byte buffer (a
+    ``join`` and an ``encode`` for ASCII ids) and interned in one call. Freed handles are reused. ``names(handles)``
     gives the ids back as ``str``.
     """
 

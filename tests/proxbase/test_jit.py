@@ -17,8 +17,8 @@ from numba.core.dispatcher import Dispatcher
 import proxbase.jit as jit
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNEL_MODULES = ["geofence._kernels", "proximity._kernels", "proximity._visit_kernels", "beacons._kernels",
-                  "sim._kernels", "campaigns._kernels"]
+KERNEL_MODULES = ["geofence._kernels", "proximity._kernels", "proximity._visit_kernels", "proximity._id_kernels",
+                  "beacons._kernels", "sim._kernels", "campaigns._kernels"]
 
 # one small kernel (a full index would take a cold compile of every kernel per test)
 KERNEL = """
