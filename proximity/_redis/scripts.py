@@ -6,9 +6,10 @@ at the top of each script and the constant of the same name here.
 - ``SAVE`` compare-and-sets device states on their version and moves each
   device's score in the due set in the same atomic step. Per device it takes a
   *head* (``"<expected version>"``, then optionally :data:`UNDUE` or
-  ``" <due time>"``) and a *value* (the new ``"<version>|<state>"``,
-  :data:`DELETE` or :data:`KEEP`); it replies one byte per device, :data:`WON`
-  or :data:`LOST`.
+  ``" <due time>"``), a *value* (the new ``"<version>|<state>"``,
+  :data:`DELETE` or :data:`KEEP`), a journal entry and a *track* (the beacon
+  filters' new state, :data:`DELETE` or :data:`KEEP`); it replies one byte per
+  device, :data:`WON` or :data:`LOST`.
 - ``LOAD`` reads many state keys at once: their sizes and their bytes.
 - ``PLACES`` hands out shared integer ids for place keys.
 
@@ -39,25 +40,30 @@ TOUCH = 4  # state unchanged, but ``advance`` refreshes its due time
 
 
 SAVE = """
--- SAVE: compare-and-set device states on their version; keep the due set in step.
+-- SAVE: compare-and-set device states on their version; keep the due set and the filter states in step.
 -- KEYS[1]    the due set (sorted set: device id -> earliest time advance has work for it)
 -- KEYS[2]    the batch's journal (hash: device id -> its transitions in this batch), when ARGV[3] > 0
--- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st"
+-- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st", then as many filter state keys
+--            "<prefix>:{<device id>}:tr" (the same devices, the same order)
 -- ARGV[1]    the state keys' TTL in milliseconds
 -- ARGV[2]    the byte length of "<prefix>" (the device id is cut out of its key)
 -- ARGV[3]    the journal's TTL in milliseconds (0: no journal)
--- then per device a HEAD, a VALUE and an ENTRY:
+-- then per device a HEAD, a VALUE, an ENTRY and a TRACK:
 --   HEAD   "<expected version>" then nothing (due set untouched), UNDUE (take the device off the due set)
 --          or " <time>" (the device's score in the due set)
---   VALUE  "<expected version + 1>|<state>" (write), DELETE (delete the key) or KEEP (leave it)
+--   VALUE  "<expected version + 1>|<state>" (write), DELETE (delete the key, and its filter state)
+--          or KEEP (leave it)
 --   ENTRY  the device's journal entry, written with its state (ignored without a journal)
+--   TRACK  the device's new filter state (write), DELETE (delete it) or KEEP (leave it)
 -- reply: one byte per device, WON (the version was the expected one: done) or LOST (nothing changed)
 local DELETE, KEEP, UNDUE, WON, LOST = '', '=', ' -', '1', '0'
 local ttl, skip, jttl = ARGV[1], tonumber(ARGV[2]) + 3, tonumber(ARGV[3])
+local n = (#KEYS - 2) / 2
 local out = {}
 local journaled = false
-for i = 3, #KEYS do
-  local j = (i - 3) * 3 + 4
+for d = 1, n do
+  local i = d + 2
+  local j = (d - 1) * 4 + 4
   local want, due = string.match(ARGV[j], '^(%d+)(.*)$')
   want = tonumber(want)
   local value = ARGV[j + 1]
@@ -78,8 +84,15 @@ for i = 3, #KEYS do
     end
   end
   if v == want then
-    if value == DELETE and cur then
-      redis.call('DEL', KEYS[i])
+    local track = ARGV[j + 3]
+    if value == DELETE then
+      if cur then redis.call('DEL', KEYS[i]) end
+      track = DELETE
+    end
+    if track == DELETE then
+      redis.call('DEL', KEYS[i + n])
+    elseif track ~= KEEP then
+      redis.call('SET', KEYS[i + n], track, 'PX', ttl)
     end
     local name = string.sub(KEYS[i], skip, -5)  -- "<prefix>:{" .. name .. "}:st"
     if due ~= '' then
