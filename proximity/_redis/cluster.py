@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import redis as redis_lib
-from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import parse_url
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from proxbase.redis_cluster import close_cluster, seeded_cluster
 from proximity._redis.scripts import pack
 from proximity.errors import StoreUnavailable
 
@@ -62,33 +62,12 @@ def connect(url: str, cluster: bool, **kw: Any) -> Any:
     if not enabled:
         return client
     client.close()
-    # a seed node of our own: redis-py drops the seed it builds from a URL with its connection still open
-    options = parse_url(url)
-    options.pop("db", None)
-    seed = ClusterNode(options.pop("host"), options.pop("port"))
-    cluster_client = _SeededCluster(startup_nodes=[seed], **options, **kw)
-    cluster_client.seeds = [seed]
-    return cluster_client
-
-
-class _SeededCluster(RedisCluster):
-    """A cluster client that remembers the seed node built for it (closed with it, see :func:`close`)."""
-
-    seeds: list[ClusterNode]
+    return seeded_cluster(url, **kw)
 
 
 def close(client: Any) -> None:
-    """Close ``client`` and, for a ``RedisCluster``, its nodes' connections (its ``close()`` leaves the
-    startup nodes' open)."""
-    nodes = []
-    if isinstance(client, RedisCluster):
-        manager = client.nodes_manager
-        nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values(),
-                 *getattr(client, "seeds", [])]
-    client.close()
-    for node in nodes:
-        if node.redis_connection is not None:
-            node.redis_connection.close()
+    """Close ``client``, every cluster node connection included (see :mod:`proxbase.redis_cluster`)."""
+    close_cluster(client)
 
 
 class Router:
