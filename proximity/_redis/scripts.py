@@ -43,12 +43,14 @@ SAVE = """
 -- SAVE: compare-and-set device states on their version; keep the due set and the filter states in step.
 -- KEYS[1]    the due set (sorted set: device id -> earliest time advance has work for it)
 -- KEYS[2]    the batch's journal (hash: device id -> its transitions in this batch), when ARGV[3] > 0
--- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st", then as many filter state keys
---            "<prefix>:{<device id>}:tr" (the same devices, the same order)
+-- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st", then the filter state keys
+--            "<prefix>:{<device id>}:tr" of the devices that have a TRACK (ARGV[4] = '1': every device,
+--            in order) or else of the devices whose VALUE is DELETE (in order)
 -- ARGV[1]    the state keys' TTL in milliseconds
 -- ARGV[2]    the byte length of "<prefix>" (the device id is cut out of its key)
 -- ARGV[3]    the journal's TTL in milliseconds (0: no journal)
--- then per device a HEAD, a VALUE, an ENTRY and a TRACK:
+-- ARGV[4]    '1': every device has a TRACK (a batch of sightings), else none has
+-- then per device a HEAD, a VALUE, an ENTRY and (ARGV[4] = '1') a TRACK:
 --   HEAD   "<expected version>" then nothing (due set untouched), UNDUE (take the device off the due set)
 --          or " <time>" (the device's score in the due set)
 --   VALUE  "<expected version + 1>|<state>" (write), DELETE (delete the key, and its filter state)
@@ -58,15 +60,26 @@ SAVE = """
 -- reply: one byte per device, WON (the version was the expected one: done) or LOST (nothing changed)
 local DELETE, KEEP, UNDUE, WON, LOST = '', '=', ' -', '1', '0'
 local ttl, skip, jttl = ARGV[1], tonumber(ARGV[2]) + 3, tonumber(ARGV[3])
-local n = (#KEYS - 2) / 2
+local tracked = ARGV[4] == '1'
+local per = 3
+if tracked then per = 4 end
+local n = (#ARGV - 4) / per
+local t = n + 2  -- the last filter state key used
 local out = {}
 local journaled = false
 for d = 1, n do
   local i = d + 2
-  local j = (d - 1) * 4 + 4
+  local j = (d - 1) * per + 5
   local want, due = string.match(ARGV[j], '^(%d+)(.*)$')
   want = tonumber(want)
   local value = ARGV[j + 1]
+  local track = KEEP
+  local tkey = nil
+  if tracked then track = ARGV[j + 3] end
+  if tracked or value == DELETE then
+    t = t + 1
+    tkey = KEYS[t]
+  end
   local write = value ~= DELETE and value ~= KEEP
   local cur
   if write then
@@ -84,15 +97,14 @@ for d = 1, n do
     end
   end
   if v == want then
-    local track = ARGV[j + 3]
     if value == DELETE then
       if cur then redis.call('DEL', KEYS[i]) end
       track = DELETE
     end
     if track == DELETE then
-      redis.call('DEL', KEYS[i + n])
+      redis.call('DEL', tkey)
     elseif track ~= KEEP then
-      redis.call('SET', KEYS[i + n], track, 'PX', ttl)
+      redis.call('SET', tkey, track, 'PX', ttl)
     end
     local name = string.sub(KEYS[i], skip, -5)  -- "<prefix>:{" .. name .. "}:st"
     if due ~= '' then

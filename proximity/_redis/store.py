@@ -56,8 +56,8 @@ from redis.crc import key_slot
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
 from proximity._redis.scripts import (
+    DELETE,
     DROP,
-    KEEP,
     LOAD_SCRIPT,
     PLACES_SCRIPT,
     SAVE_SCRIPT,
@@ -263,7 +263,8 @@ class RedisStateStore:
         with ``tracks``, its beacon filter state (else it is left as it is, or deleted with the state).
         """
         jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
-        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl]
+        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
+                b"0" if tracks is None else b"1"]
         groups = self._groups(keys)
         commands = []
         for slot, idx in groups:
@@ -271,11 +272,14 @@ class RedisStateStore:
             due = self.router.due_key(slot)
             jkey = self.router.journal_key(slot, journal.key) if journal is not None else due
             st = [keys[i] for i in group]
-            commands.append((slot, SAVE_SCRIPT.evalsha(
-                [due, jkey, *st, *self._tr_keys(st)],
-                [*head, *[x for i in group
-                          for x in (heads[i], values[i], entries[i] if entries is not None else b"",
-                                    tracks[i] if tracks is not None else KEEP)]])))
+            if tracks is None:  # only a deleted state takes its filter state with it
+                tr = self._tr_keys([keys[i] for i in group if values[i] == DELETE])
+                args = [x for i in group for x in (heads[i], values[i], entries[i] if entries is not None else b"")]
+            else:
+                tr = self._tr_keys(st)
+                args = [x for i in group for x in (heads[i], values[i], entries[i] if entries is not None else b"",
+                                                   tracks[i])]
+            commands.append((slot, SAVE_SCRIPT.evalsha([due, jkey, *st, *tr], [*head, *args])))
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
         won = np.zeros(len(keys), bool)
         for (_slot, idx), reply in zip(groups, replies, strict=True):
