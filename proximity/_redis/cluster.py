@@ -83,6 +83,8 @@ class Router:
         self.prefix = prefix
         self._due_keys: list[bytes] | None = None  # slot -> its due set
         self._scan_heads: list[bytes] | None = None  # slot -> packed "ZRANGEBYSCORE <its due set> -inf"
+        self._slot_clients: dict[int, Any] = {}  # slot -> its node's client, valid for one slot map:
+        self._slot_map: Any = None  # the nodes manager's slots_cache they were read from (a new one: reread)
 
     @property
     def due_slots(self) -> Sequence[int]:
@@ -107,7 +109,13 @@ class Router:
     def _client_of(self, slot: int) -> Any:
         if not self.nodes:
             return self.r
-        return self.r.get_redis_connection(self.r.nodes_manager.get_node_from_slot(slot))
+        manager = self.r.nodes_manager
+        if manager.slots_cache is not self._slot_map:  # redis-py rebuilt its slot map: forget ours
+            self._slot_clients, self._slot_map = {}, manager.slots_cache
+        client = self._slot_clients.get(slot)
+        if client is None:
+            client = self._slot_clients[slot] = self.r.get_redis_connection(manager.get_node_from_slot(slot))
+        return client
 
     def send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None) -> list[Any]:
         """Run ``(slot, packed command)`` pairs, pipelined per node; replies in order, an error reply as its
@@ -142,6 +150,7 @@ class Router:
                             replies[i] = exc
                 except BaseException:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
+                    self._slot_clients = {}  # the node may be gone: ask redis-py again next time
                     raise
                 finally:
                     pool.release(conn)
@@ -155,6 +164,7 @@ class Router:
                 break
             if refresh and self.nodes:
                 self.r.nodes_manager.initialize()
+                self._slot_clients = {}
             todo = sorted(again)
         return replies
 
