@@ -175,6 +175,12 @@ class Script:
         more than the script itself for batches of thousands of devices)."""
         return pack([b"EVALSHA", self.sha, b"%d" % len(keys), *keys, *args])
 
+    def evalsha_encoded(self, keys: Sequence[bytes], args: Sequence[bytes], encoded: bytes, n_encoded: int) -> bytes:
+        """:meth:`evalsha` whose arguments end with ``n_encoded`` already in the protocol (``encoded``)."""
+        head = pack([b"EVALSHA", self.sha, b"%d" % len(keys), *keys, *args])
+        count = 3 + len(keys) + len(args)
+        return b"*%d" % (count + n_encoded) + head[len(b"*%d" % count) :] + encoded
+
 
 def pack(parts: Sequence[bytes]) -> bytes:
     """One command in the Redis protocol."""

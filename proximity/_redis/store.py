@@ -88,6 +88,18 @@ from proximity.presence import (
 from proximity.tracked import Built, Tracked, remap
 
 T = TypeVar("T")
+_ARGS3 = b"$%d\r\n%b\r\n" * 3
+_ARGS4 = b"$%d\r\n%b\r\n" * 4
+
+
+class _Empty:
+    """``_EMPTY[i] == b""`` for any ``i`` (no journal entries)."""
+
+    def __getitem__(self, i: int) -> bytes:
+        return b""
+
+
+_EMPTY = _Empty()
 Step = Callable[[PresenceState, np.ndarray, Any], tuple[Transitions, np.ndarray, Any]]
 
 
@@ -272,14 +284,18 @@ class RedisStateStore:
             due = self.router.due_key(slot)
             jkey = self.router.journal_key(slot, journal.key) if journal is not None else due
             st = [keys[i] for i in group]
+            e = entries if entries is not None else _EMPTY
+            # each device's arguments in the protocol with one format (not one per argument)
             if tracks is None:  # only a deleted state takes its filter state with it
                 tr = self._tr_keys([keys[i] for i in group if values[i] == DELETE])
-                args = [x for i in group for x in (heads[i], values[i], entries[i] if entries is not None else b"")]
+                args = b"".join([_ARGS3 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i])
+                                 for i in group])
             else:
                 tr = self._tr_keys(st)
-                args = [x for i in group for x in (heads[i], values[i], entries[i] if entries is not None else b"",
-                                                   tracks[i])]
-            commands.append((slot, SAVE_SCRIPT.evalsha([due, jkey, *st, *tr], [*head, *args])))
+                args = b"".join([_ARGS4 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i],
+                                           len(tracks[i]), tracks[i]) for i in group])
+            per = 3 if tracks is None else 4
+            commands.append((slot, SAVE_SCRIPT.evalsha_encoded([due, jkey, *st, *tr], head, args, per * len(group))))
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
         won = np.zeros(len(keys), bool)
         for (_slot, idx), reply in zip(groups, replies, strict=True):
