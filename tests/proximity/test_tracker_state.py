@@ -158,3 +158,26 @@ def test_a_lost_compare_and_set_rebuilds_the_filter_from_the_winners_state(redis
         assert sorted(got, key=repr) == sorted(one, key=repr)
     finally:
         close([a, b])
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_a_retried_scan_batch_answers_the_first_try_and_filters_nothing_twice(where: str, redis_url: str) -> None:
+    """With a journal, a retry of a committed scan batch gives the first try's events, and the devices' filter
+    state is not fed the same samples again (the next batch ranges as if there had been one try)."""
+    from proximity.journal import Journal
+
+    one = run([engine(MemoryStore(), "arma")], WALK)
+    eng = engine(MemoryStore(), "arma") if where == "memory" else redis_engines(redis_url, "arma", 1)[0]
+    try:
+        got, t = [], T0
+        for i, scan in enumerate(WALK):
+            batch, t = sightings(scan, t)
+            first = eng.process_sightings(batch, journal=Journal(f"b{i}")).events
+            retry = eng.process_sightings(batch, journal=Journal(f"b{i}")).events
+            assert retry == first
+            got += [(e.kind, e.device_id, e.fence_id, e.zone, e.ts, e.proximity, e.distance_m, e.confidence,
+                     e.cause, e.dwell_s, e.probability) for e in first]
+        assert got == one
+    finally:
+        close([eng])
