@@ -9,6 +9,12 @@ Filters keep state per *pair* (an int64 code naming one observer x beacon pair;
 - :class:`ArmaFilter`: ``x += c * (rssi - x)`` with ``c = 0.1``; the first
   sample of a pair seeds it.
 
+The state is a :class:`FilterState`: rows per (device, pair). ``step`` is a pure
+function of the state and a batch's samples, and each device's new rows depend
+only on that device's old rows and samples, so a device's filter state can live
+with its presence state in a shared store and follow it from worker to worker;
+``apply`` keeps a state inside the filter (one implicit device), for tools and tests.
+
 Rows are processed in event-time order within a pair. A sample older than the
 pair's state is still used: the trimmed mean places it in its own window; the
 ARMA filter, which cannot rewind, applies it after the newer ones.
@@ -37,6 +43,11 @@ UNKNOWN, IMMEDIATE, NEAR, FAR = 0, 1, 2, 3
 
 
 class RssiFilter(Protocol):
+    state: FilterState
+
+    def step(self, dev: np.ndarray, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray,
+             state: FilterState) -> tuple[np.ndarray, FilterState]: ...
+
     def apply(self, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray) -> np.ndarray: ...
 
     def pairs(self) -> np.ndarray: ...
@@ -57,15 +68,83 @@ def _empty_i() -> np.ndarray:
 
 
 @dataclass
-class TrimmedMeanFilter:
-    """Trimmed running mean over a time window, per pair; the window's samples are the state."""
+class FilterState:
+    """A filter's state as rows (any order; ``step`` returns them sorted by device, pair and time): per device (an int64 code the caller
+    gives), per pair, the samples it keeps (trimmed mean: the window's ``(ts, value)`` samples; ARMA: one
+    row, the newest time and the filtered value). Each device's rows depend only on that device's
+    samples, so the state can be kept per device anywhere (see ``proximity``'s stores)."""
+
+    dev: np.ndarray = field(default_factory=_empty_i)
+    pair: np.ndarray = field(default_factory=_empty_i)
+    ts: np.ndarray = field(default_factory=_empty_f)
+    value: np.ndarray = field(default_factory=_empty_f)
+
+    def __len__(self) -> int:
+        return len(self.dev)
+
+    def take(self, rows: np.ndarray) -> FilterState:
+        return FilterState(self.dev[rows], self.pair[rows], self.ts[rows], self.value[rows])
+
+    @staticmethod
+    def concat(parts: list[FilterState]) -> FilterState:
+        if not parts:
+            return FilterState()
+        return FilterState(*(np.concatenate([getattr(p, f) for p in parts])
+                             for f in ("dev", "pair", "ts", "value")))
+
+
+def _groups(dev: np.ndarray, pair: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered by (dev, pair, ts, input order), and the group number of each ordered row."""
+    order = np.lexsort((np.arange(len(dev)), ts, pair, dev))
+    d, p = dev[order], pair[order]
+    new = np.ones(len(order), bool)
+    if len(order) > 1:
+        new[1:] = (d[1:] != d[:-1]) | (p[1:] != p[:-1])
+    return order, np.cumsum(new) - 1
+
+
+def _device_newest(dev_sorted: np.ndarray, ts_sorted: np.ndarray) -> np.ndarray:
+    """Per row (rows sorted by device): its device's newest time."""
+    starts = np.flatnonzero(np.r_[True, dev_sorted[1:] != dev_sorted[:-1]])
+    newest = np.maximum.reduceat(ts_sorted, starts)
+    return np.repeat(newest, np.diff(np.r_[starts, len(dev_sorted)]))
+
+
+class _InProcess:
+    """``apply``/``pairs``/``forget`` over a state kept in the filter, for one implicit device."""
+
+    state: FilterState
+
+    def step(self, dev: np.ndarray, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray,
+             state: FilterState) -> tuple[np.ndarray, FilterState]:
+        raise NotImplementedError
+
+    @property
+    def state_size(self) -> int:
+        return len(self.state)
+
+    def apply(self, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray) -> np.ndarray:
+        out, self.state = self.step(np.zeros(len(pair), np.int64), pair, ts, rssi, self.state)
+        return out
+
+    def pairs(self) -> np.ndarray:
+        """The pair codes the filter holds state for."""
+        return np.unique(self.state.pair)
+
+    def forget(self, pairs: np.ndarray) -> None:
+        self.state = self.state.take(~np.isin(self.state.pair, pairs))
+
+
+@dataclass
+class TrimmedMeanFilter(_InProcess):
+    """Trimmed running mean over a time window, per pair; the window's samples are the state.
+
+    A device's pairs not heard for ``idle_s`` (before the device's newest sample) are dropped."""
 
     window_s: float = 20.0
     trim: float = 0.1
     idle_s: float = 600.0
-    _pair: np.ndarray = field(default_factory=_empty_i, repr=False)
-    _ts: np.ndarray = field(default_factory=_empty_f, repr=False)
-    _rssi: np.ndarray = field(default_factory=_empty_f, repr=False)
+    state: FilterState = field(default_factory=FilterState, repr=False)
 
     def __post_init__(self) -> None:
         if not self.window_s > 0:
@@ -73,104 +152,79 @@ class TrimmedMeanFilter:
         if not 0 <= self.trim < 0.5:
             raise ValueError(f"trim must be in [0, 0.5), got {self.trim}")
 
-    @property
-    def state_size(self) -> int:
-        return len(self._pair)
-
-    def apply(self, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray) -> np.ndarray:
-        n_old, n = len(self._pair), len(pair)
+    def step(self, dev: np.ndarray, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray,
+             state: FilterState) -> tuple[np.ndarray, FilterState]:
+        n_old, n = len(state), len(pair)
         if n == 0:
-            return _empty_f()
-        all_pair = np.concatenate([self._pair, np.asarray(pair, dtype=np.int64)])
-        all_ts = np.concatenate([self._ts, np.asarray(ts, dtype=np.float64)])
-        all_rssi = np.concatenate([self._rssi, np.asarray(rssi, dtype=np.float64)])
-        uniq, gid = np.unique(all_pair, return_inverse=True)
-        order = np.lexsort((np.arange(len(all_pair)), all_ts, gid))
-        g_sorted = gid[order].astype(np.int64)
+            return _empty_f(), state
+        all_dev = np.concatenate([state.dev, np.asarray(dev, np.int64)])
+        all_pair = np.concatenate([state.pair, np.asarray(pair, np.int64)])
+        all_ts = np.concatenate([state.ts, np.asarray(ts, np.float64)])
+        all_rssi = np.concatenate([state.value, np.asarray(rssi, np.float64)])
+        order, g_sorted = _groups(all_dev, all_pair, all_ts)
         ts_sorted = all_ts[order]
-        values = trimmed_window_mean(g_sorted, ts_sorted, all_rssi[order], float(self.window_s), float(self.trim))
+        rssi_sorted = all_rssi[order]
+        values = trimmed_window_mean(g_sorted, ts_sorted, rssi_sorted, float(self.window_s), float(self.trim))
         out = np.empty(n, dtype=np.float64)
         is_new = order >= n_old
         out[order[is_new] - n_old] = values[is_new]
         # keep, per pair, the samples that can still fall in a future window
-        last = np.full(len(uniq), -np.inf)
+        last = np.full(int(g_sorted[-1]) + 1, -np.inf)
         np.maximum.at(last, g_sorted, ts_sorted)
-        newest = float(ts_sorted.max())
+        dev_sorted = all_dev[order]
+        newest = _device_newest(dev_sorted, ts_sorted)
         keep = (ts_sorted > last[g_sorted] - self.window_s) & (last[g_sorted] >= newest - self.idle_s)
-        self._pair = uniq[g_sorted[keep]]
-        self._ts = ts_sorted[keep]
-        self._rssi = all_rssi[order][keep]
-        return out
-
-    def pairs(self) -> np.ndarray:
-        """The pair codes the filter holds state for."""
-        return np.unique(self._pair)
-
-    def forget(self, pairs: np.ndarray) -> None:
-        keep = ~np.isin(self._pair, pairs)
-        self._pair, self._ts, self._rssi = self._pair[keep], self._ts[keep], self._rssi[keep]
+        kept = order[keep]
+        return out, FilterState(all_dev[kept], all_pair[kept], all_ts[kept], all_rssi[kept])
 
 
 @dataclass
-class ArmaFilter:
-    """ARMA filter per pair: the last value and its time are the state."""
+class ArmaFilter(_InProcess):
+    """ARMA filter per pair: the last value and its time are the state.
+
+    A device's pairs not heard for ``idle_s`` (before the device's newest sample) are dropped."""
 
     coefficient: float = 0.1
     idle_s: float = 600.0
-    _pair: np.ndarray = field(default_factory=_empty_i, repr=False)  # sorted, unique
-    _value: np.ndarray = field(default_factory=_empty_f, repr=False)
-    _ts: np.ndarray = field(default_factory=_empty_f, repr=False)
+    state: FilterState = field(default_factory=FilterState, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.coefficient <= 1:
             raise ValueError(f"coefficient must be in (0, 1], got {self.coefficient}")
 
-    @property
-    def state_size(self) -> int:
-        return len(self._pair)
-
-    def apply(self, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray) -> np.ndarray:
-        n = len(pair)
+    def step(self, dev: np.ndarray, pair: np.ndarray, ts: np.ndarray, rssi: np.ndarray,
+             state: FilterState) -> tuple[np.ndarray, FilterState]:
+        n_old, n = len(state), len(pair)
         if n == 0:
-            return _empty_f()
-        pair = np.asarray(pair, dtype=np.int64)
-        ts = np.asarray(ts, dtype=np.float64)
-        uniq, gid = np.unique(pair, return_inverse=True)
-        seed = np.full(len(uniq), np.nan)
-        seed_ts = np.full(len(uniq), -np.inf)
-        if len(self._pair):
-            pos = np.searchsorted(self._pair, uniq).clip(max=len(self._pair) - 1)
-            known = self._pair[pos] == uniq
-            seed[known] = self._value[pos[known]]
-            seed_ts[known] = self._ts[pos[known]]
-        order = np.lexsort((np.arange(n), ts, gid))
-        g_sorted = gid[order].astype(np.int64)
-        values = arma(g_sorted, np.asarray(rssi, dtype=np.float64)[order], seed, float(self.coefficient))
+            return _empty_f(), state
+        all_dev = np.concatenate([state.dev, np.asarray(dev, np.int64)])
+        all_pair = np.concatenate([state.pair, np.asarray(pair, np.int64)])
+        all_ts = np.concatenate([state.ts, np.asarray(ts, np.float64)])
+        all_val = np.concatenate([state.value, np.asarray(rssi, np.float64)])
+        # the state row (one per pair) sorts first in its group: it is the seed, whatever its time
+        rank_ts = np.where(np.arange(n_old + n) < n_old, -np.inf, all_ts)
+        order, g_sorted = _groups(all_dev, all_pair, rank_ts)
+        is_old = order < n_old
+        n_groups = int(g_sorted[-1]) + 1
+        seed = np.full(n_groups, np.nan)
+        seed[g_sorted[is_old]] = all_val[order[is_old]]
+        new_rows = ~is_old
+        g_new = g_sorted[new_rows]
+        values = arma(g_new, all_val[order[new_rows]], seed, float(self.coefficient))
         out = np.empty(n, dtype=np.float64)
-        out[order] = values
-        # new state: each group's last value (the last row of the group in sorted order)
-        last_row = np.r_[np.flatnonzero(np.diff(g_sorted)), n - 1]
-        new_value = np.empty(len(uniq))
-        new_value[g_sorted[last_row]] = values[last_row]
-        new_ts = seed_ts.copy()
-        np.maximum.at(new_ts, g_sorted, ts[order])
-        merged_pair = np.concatenate([self._pair, uniq])
-        merged_value = np.concatenate([self._value, new_value])
-        merged_ts = np.concatenate([self._ts, new_ts])
-        # later entries (this batch) win: unique on the reversed array keeps their first occurrence
-        rev = slice(None, None, -1)
-        mp, first = np.unique(merged_pair[rev], return_index=True)
-        mv, mt = merged_value[rev][first], merged_ts[rev][first]
-        alive = mt >= float(mt.max()) - self.idle_s
-        self._pair, self._value, self._ts = mp[alive], mv[alive], mt[alive]
-        return out
-
-    def pairs(self) -> np.ndarray:
-        return self._pair.copy()
-
-    def forget(self, pairs: np.ndarray) -> None:
-        keep = ~np.isin(self._pair, pairs)
-        self._pair, self._value, self._ts = self._pair[keep], self._value[keep], self._ts[keep]
+        out[order[new_rows] - n_old] = values
+        # new state: per group its last filtered value (or the seed) and its newest time
+        last_ts = np.full(n_groups, -np.inf)
+        np.maximum.at(last_ts, g_sorted, all_ts[order])
+        value = seed.copy()
+        if len(g_new):
+            last_row = np.r_[np.flatnonzero(np.diff(g_new)), len(g_new) - 1]
+            value[g_new[last_row]] = values[last_row]
+        first = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1]
+        g_dev, g_pair = all_dev[order[first]], all_pair[order[first]]
+        newest = _device_newest(g_dev, last_ts)
+        alive = last_ts >= newest - self.idle_s
+        return out, FilterState(g_dev[alive], g_pair[alive], last_ts[alive], value[alive])
 
 
 @dataclass(frozen=True)
@@ -259,6 +313,7 @@ __all__ = [
     "ArmaFilter",
     "CurveFitModel",
     "DistanceModel",
+    "FilterState",
     "LogDistanceModel",
     "ProximityThresholds",
     "RssiFilter",

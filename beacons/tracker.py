@@ -17,12 +17,20 @@ Unresolved sightings are dropped and counted in :attr:`ProximityTracker.stats`
 (``unknown_beacon``, ``unknown_advertiser``, ``gateway_heard_beacon``).
 
 Resolution works per *unique* observer and key of a batch (cached), never per
-sighting; the RSSI filter keeps its state per (observer, beacon) pair across
-batches (see :mod:`beacons.ranging`).
+sighting; the RSSI filter keeps its state per device and (observer, key) pair across
+batches (see :mod:`beacons.ranging`). A pair is named by a 64-bit hash of its observer
+and key (the same in every process), a device by its id.
+
+:meth:`ProximityTracker.update` keeps the filter state in the tracker (one process).
+A service whose scans of one device may land on any worker splits it in two:
+:meth:`~ProximityTracker.resolve` (stateless: who, where, which pair), then the
+filter's ``step`` on the devices' state from the shared store, then
+:meth:`~ProximityTracker.range` (see ``proximity.engine``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +89,38 @@ class ZoneSightings:
         ]
 
 
+@dataclass(frozen=True, eq=False)
+class Resolved:
+    """Resolved sightings before ranging: one row per resolved input sighting, ``pair`` the 64-bit code
+    of its (observer, key) pair, ``power`` its power at 1 m (NaN: unknown), ``rssi`` as measured."""
+
+    device_id: np.ndarray
+    fence_id: np.ndarray
+    zone: np.ndarray
+    power: np.ndarray
+    pair: np.ndarray
+    ts: np.ndarray
+    rssi: np.ndarray
+    row: np.ndarray
+    key: np.ndarray
+    observer: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def _hashes(values: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each string (the same in every process), per unique value."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(str(v).encode("utf-8", "surrogatepass"), digest_size=8)
+                                       .digest(), "little") for v in values), np.uint64, len(values))
+
+
+def pair_codes(observer_hash: np.ndarray, key_hash: np.ndarray) -> np.ndarray:
+    """The int64 code of each (observer, key) pair, from the two strings' hashes (:func:`_hashes`)."""
+    mixed = observer_hash * np.uint64(0x9E3779B97F4A7C15) + (key_hash ^ np.uint64(0xD6E8FEB86659FD93))
+    return mixed.view(np.int64)
+
+
 @dataclass(frozen=True, slots=True)
 class _KeyInfo:
     beacon_fence: str | None
@@ -111,10 +151,8 @@ class ProximityTracker:
         self.thresholds = (thresholds if isinstance(thresholds, ProximityThresholds)
                            else ProximityThresholds(*thresholds))
         self.stats: Counter[str] = Counter()
-        self._observer_ids: dict[str, int] = {}
-        self._key_ids: dict[str, int] = {}
         self._key_info: dict[str, _KeyInfo] = {}
-        self._next_code = 0
+        self._devices: dict[str, int] = {}  # device id -> its code in the filter state of ``update``
 
     def _info(self, key: str) -> _KeyInfo:
         info = self._key_info.get(key)
@@ -131,37 +169,36 @@ class ProximityTracker:
             self._key_info[key] = info
         return info
 
-    def _intern(self, table: dict[str, int], values: np.ndarray) -> np.ndarray:
-        out = np.empty(len(values), dtype=np.int64)
-        for i, v in enumerate(values):
-            code = table.get(v)
-            if code is None:
-                code = table[v] = self._next_code
-                self._next_code += 1
-            out[i] = code
-        return out
-
     def forget(self, device_id: str) -> int:
         """Erase what the tracker keeps of a device (privacy): filter state where the device is the
         observer (its phone) or the advertiser (its app's advert, a tag). Returns the pairs erased."""
-        obs_code = self._observer_ids.pop(device_id, None)
-        adv_keys = [k for k, info in self._key_info.items() if info.device == device_id]
-        key_codes = np.array([self._key_ids[k] for k in adv_keys if k in self._key_ids], dtype=np.int64)
-        pairs = self.filter.pairs()
-        mask = np.isin(pairs & 0xFFFFFFFF, key_codes)
-        if obs_code is not None:
-            mask |= (pairs >> 32) == obs_code
-        self.filter.forget(pairs[mask])
-        for k in adv_keys:
-            self._key_ids.pop(k, None)
+        code = self._devices.pop(device_id, None)
+        for k in [k for k, info in self._key_info.items() if info.device == device_id]:
             self._key_info.pop(k, None)
-        return int(mask.sum())
+        if code is None:
+            return 0
+        state = self.filter.state
+        mine = state.dev == code
+        self.filter.state = state.take(~mine)
+        return len(np.unique(state.pair[mine]))
 
     def update(self, sightings: Sightings) -> ZoneSightings:
+        """Resolve, filter (state kept in this tracker) and range a batch of sightings."""
+        r = self.resolve(sightings)
+        if not len(r):
+            return self._empty()
+        uniq, inv = np.unique(r.device_id, return_inverse=True)
+        codes = np.fromiter((self._devices.setdefault(d, len(self._devices)) for d in uniq), np.int64, len(uniq))
+        state = self.filter.state
+        rssi, self.filter.state = self.filter.step(codes[inv], r.pair, r.ts, r.rssi, state)
+        return self.range(r, rssi)
+
+    def resolve(self, sightings: Sightings) -> Resolved:
+        """Who saw what where (no filter state): the registry's answer per unique observer and key."""
         n = len(sightings)
         self.stats["sightings"] += n
         if n == 0:
-            return self._empty()
+            return self._resolved_empty()
         uobs, obs_inv = np.unique(sightings.observer, return_inverse=True)
         ukey, key_inv = np.unique(sightings.key, return_inverse=True)
         # per unique observer: gateway place or none
@@ -196,32 +233,33 @@ class ProximityTracker:
         rows = np.flatnonzero(ok)
         self.stats["resolved"] += len(rows)
         if len(rows) == 0:
-            return self._empty()
+            return self._resolved_empty()
         o_i, k_i, gw = obs_inv[rows], key_inv[rows], is_gw[rows]
         device = np.where(gw, dev_u[k_i], uobs[o_i])
         fence = np.where(gw, gw_fence_u[o_i], b_fence_u[k_i])
         zone = np.where(gw, gw_zone_u[o_i], b_zone_u[k_i])
         power = np.where(gw, a_power_u[k_i], b_power_u[k_i])
         power = np.where(np.isnan(power), sightings.tx_power[rows], power)
+        pair = pair_codes(_hashes(uobs)[o_i], _hashes(ukey)[k_i])
+        return Resolved(device.astype(object), fence.astype(object), zone.astype(object),
+                        np.asarray(power, np.float64), pair, np.asarray(sightings.ts[rows], np.float64),
+                        np.asarray(sightings.rssi[rows], np.float64),
+                        np.asarray(sightings.row)[rows].astype(np.int64), sightings.key[rows],
+                        sightings.observer[rows])
 
-        obs_code = self._intern(self._observer_ids, uobs)[o_i]
-        key_code = self._intern(self._key_ids, ukey)[k_i]
-        pair = (obs_code << 32) | key_code
-        ts = sightings.ts[rows]
-        rssi = self.filter.apply(pair, ts, sightings.rssi[rows])
-        distance = self.model.distance(rssi, power)
-        return ZoneSightings(
-            device_id=device.astype(object),
-            fence_id=fence.astype(object),
-            zone=zone.astype(object),
-            distance_m=distance,
-            proximity=self.thresholds.classify(distance),
-            ts=ts,
-            row=np.asarray(sightings.row)[rows].astype(np.int64),
-            rssi=rssi,
-            key=sightings.key[rows],
-            observer=sightings.observer[rows],
-        )
+    def range(self, r: Resolved, rssi: np.ndarray) -> ZoneSightings:
+        """Zone sightings from resolved rows and their filtered RSSI."""
+        if not len(r):
+            return self._empty()
+        distance = self.model.distance(rssi, r.power)
+        return ZoneSightings(device_id=r.device_id, fence_id=r.fence_id, zone=r.zone, distance_m=distance,
+                             proximity=self.thresholds.classify(distance), ts=r.ts, row=r.row, rssi=rssi,
+                             key=r.key, observer=r.observer)
+
+    def _resolved_empty(self) -> Resolved:
+        f = np.empty(0, dtype=np.float64)
+        i = np.empty(0, dtype=np.int64)
+        return Resolved(_objects(0), _objects(0), _objects(0), f, i, f, f, i, _objects(0), _objects(0))
 
     def _empty(self) -> ZoneSightings:
         f = np.empty(0, dtype=np.float64)
@@ -229,4 +267,4 @@ class ProximityTracker:
                              np.empty(0, dtype=np.int64), f, _objects(0), _objects(0))
 
 
-__all__ = ["ProximityTracker", "ZoneSightings"]
+__all__ = ["ProximityTracker", "Resolved", "ZoneSightings", "pair_codes"]

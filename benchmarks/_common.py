@@ -99,3 +99,31 @@ def _default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def redis_cpu_seconds(url: str | None) -> float | None:
+    """The Redis server's own CPU seconds so far (``INFO cpu``: ``used_cpu_sys + used_cpu_user``), summed
+    over every master of a cluster; ``None`` without a URL or when it cannot be read. The server's figure
+    counts every client: run benchmarks on a Redis of their own for a clean one."""
+    if not url:
+        return None
+    from redis.cluster import RedisCluster
+
+    import proximity._redis.cluster as C
+
+    try:
+        client = C.connect(url, True)
+    except Exception:  # a benchmark reports what it could not measure
+        return None
+    try:
+        nodes = ([client.get_redis_connection(n) for n in client.get_primaries()]
+                 if isinstance(client, RedisCluster) else [client])
+        total = 0.0
+        for node in nodes:
+            info = node.info("cpu")
+            total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return total
+    except Exception:
+        return None
+    finally:
+        C.close(client)

@@ -103,12 +103,18 @@ class Population:
 
 
 def run_rounds(engine: Any, pop: Population, rounds: int, batch: int, t0: float, *,
-               timed_from: int = 1, move: float = 0.01) -> dict[str, float]:
+               timed_from: int = 1, move: float = 0.01, redis_url: str | None = None) -> dict[str, float]:
+    """With ``redis_url``, also the Redis server's CPU seconds over the timed rounds (``redis_cpu``; NaN when
+    unknown; it includes the fence matching's rounds, which do not touch Redis)."""
+    from benchmarks._common import redis_cpu_seconds
     from proximity.batch import PingBatch
 
     engine_s = match_s = engine_cpu = match_cpu = 0.0
     pings = events = transitions = implausible = 0
+    redis0 = None
     for k in range(rounds):
+        if k == timed_from:
+            redis0 = redis_cpu_seconds(redis_url)
         if k:
             pop.move(move)
         ids, lon, lat, acc, ts = pop.pings(t0 + 30 * k)
@@ -129,8 +135,11 @@ def run_rounds(engine: Any, pop: Population, rounds: int, batch: int, t0: float,
                 engine.index.match(lon[sl], lat[sl], accuracy_m=acc[sl])
                 match_s += time.perf_counter() - t
                 match_cpu += time.process_time() - c
+    redis1 = redis_cpu_seconds(redis_url)
+    redis_cpu = redis1 - redis0 if redis0 is not None and redis1 is not None else float("nan")
     return {"pings": pings, "engine_s": engine_s, "match_s": match_s, "engine_cpu": engine_cpu,
-            "match_cpu": match_cpu, "events": events, "transitions": transitions, "implausible": implausible}
+            "match_cpu": match_cpu, "events": events, "transitions": transitions, "implausible": implausible,
+            "redis_cpu": redis_cpu}
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
@@ -151,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
                     help="Redis URL for the Redis store run ('' to skip)")
     ap.add_argument("--redis-devices", type=int, default=None, help="devices for the Redis run (default 100,000)")
-    ap.add_argument("--redis-batch", type=int, default=10_000, help="pings per call in the Redis run")
+    ap.add_argument("--redis-batch", type=int, default=500, help="pings per call in the Redis run (default 500)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="the Redis run in cluster mode (a cluster node's URL: a real Redis Cluster)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=1,
                     help="numba threads for FenceIndex.match (default 1: the targets are per core)")
@@ -203,12 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     red = None
     if args.redis:
         prefix = f"bench:engine:{uuid.uuid4().hex[:8]}"
-        rstore = RedisStore(args.redis, prefix=prefix, ttl_s=3600)
+        rstore = RedisStore(args.redis, prefix=prefix, ttl_s=3600, cluster=args.cluster)
         try:
             reng = Engine(index, store=rstore, config=config)
             rpop = Population(n_red, centres, args.seed + 1)
-            red = run_rounds(reng, rpop, args.rounds + WARM, args.redis_batch, t0, timed_from=WARM)
-            add(f"Engine, Redis store ({n_red:,} devices)", red, red["pings"] / red["match_s"])
+            red = run_rounds(reng, rpop, args.rounds + WARM, args.redis_batch, t0, timed_from=WARM,
+                             redis_url=args.redis)
+            add(f"Engine, Redis{' Cluster' if args.cluster else ''} store ({n_red:,} devices, "
+                f"batches of {args.redis_batch})", red, red["pings"] / red["match_s"])
+            print(f"Redis run: worker {red['pings'] / max(red['engine_cpu'], 1e-9):,.0f} pings per CPU-second "
+                  f"({1e6 * red['engine_cpu'] / red['pings']:.1f} us CPU per ping); Redis server "
+                  f"{1e6 * red['redis_cpu'] / red['pings']:.1f} us CPU per ping (INFO cpu, all its clients)")
         except Exception as exc:  # a benchmark reports what it could not measure
             print(f"Redis run skipped: {type(exc).__name__}: {exc}")
         finally:
@@ -225,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     mem_cpu_rate = mem["pings"] / max(mem["engine_cpu"], 1e-9)
     red_rate = red["pings"] / red["engine_s"] if red else None
     print("wall: elapsed time (the machine is shared: other processes' load shows here); CPU: this process's "
-          "CPU time, i.e. the rate per core. The Redis run waits on the server, so only its wall rate counts.")
+          "CPU time, i.e. the rate per core. The Redis run also waits on the server: its wall rate says how much the server (and the load) left.")
     print(f"targets: memory store >= 1,000,000 pings/s on one core -> {mem_rate:,.0f} wall, {mem_cpu_rate:,.0f} CPU; "
-          f"Redis store >= 100,000 pings/s per process -> "
-          + (f"{red_rate:,.0f}" if red_rate is not None else "not measured"))
+          f"Redis store >= 150,000 pings per worker CPU-second (batches of 500) -> "
+          + (f"{red['pings'] / max(red['engine_cpu'], 1e-9):,.0f}" if red is not None else "not measured"))
     write_results("engine", {
         "args": {"devices": n_dev, "fences": n_fen, "rounds": args.rounds, "batch": args.batch,
                  "redis_devices": n_red if red else None, "redis_batch": args.redis_batch, "threads": args.threads,
@@ -241,11 +257,12 @@ def main(argv: list[str] | None = None) -> int:
                    "events": mem["events"], "bytes_per_device": bpd, "devices": len(store)},
         "redis": None if red is None else {
             "pings": red["pings"], "seconds": red["engine_s"], "pings_per_s": red_rate,
-            "cpu_seconds": red["engine_cpu"],
+            "cpu_seconds": red["engine_cpu"], "pings_per_cpu_s": red["pings"] / max(red["engine_cpu"], 1e-9),
+            "redis_cpu_s_per_ping": red["redis_cpu"] / red["pings"], "cluster": args.cluster,
             "match_pings_per_s": red["pings"] / red["match_s"], "transition_share": red["transitions"] / red["pings"],
             "events": red["events"]},
-        "targets": {"memory_pings_per_s": 1_000_000, "redis_pings_per_s": 100_000,
-                    "memory_met_wall": mem_rate >= 1_000_000, "memory_met_cpu": mem_cpu_rate >= 1_000_000, "redis_met": None if red_rate is None else red_rate >= 100_000},
+        "targets": {"memory_pings_per_s": 1_000_000, "redis_pings_per_cpu_s": 150_000,
+                    "memory_met_wall": mem_rate >= 1_000_000, "memory_met_cpu": mem_cpu_rate >= 1_000_000, "redis_met": None if red is None else red["pings"] / max(red["engine_cpu"], 1e-9) >= 150_000},
     })
     return 0
 

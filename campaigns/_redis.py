@@ -18,10 +18,10 @@ import redis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import parse_url
+from redis.cluster import RedisCluster
 
 from campaigns.errors import StoreUnavailable
+from proxbase.redis_cluster import close_cluster, cluster_seed, seeded_cluster
 
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -42,12 +42,6 @@ def unavailable(exc: BaseException, what: str) -> StoreUnavailable:
     return StoreUnavailable(f"shared state unavailable ({what}: {reason}); retry", retry_after_s=1.0)
 
 
-def _cluster_seed(url: str) -> tuple[str, int, dict[str, Any]]:
-    options = parse_url(url)
-    options.pop("db", None)
-    return options.pop("host", "127.0.0.1"), int(options.pop("port", 6379)), options
-
-
 def connect(url: str, *, timeout_s: float = 5.0) -> Any:
     """A client for ``url``: a ``RedisCluster`` when the server is a cluster node, else a ``Redis``."""
     kw: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": min(timeout_s, 2.0)}
@@ -60,11 +54,7 @@ def connect(url: str, *, timeout_s: float = 5.0) -> Any:
     if not enabled:
         return client
     client.close()
-    host, port, options = _cluster_seed(url)
-    seed = ClusterNode(host, port)
-    cluster = RedisCluster(startup_nodes=[seed], **options, **kw)
-    cluster._campaigns_seeds = [seed]  # type: ignore[attr-defined]  # closed by close(): redis-py leaves a seed's connection open
-    return cluster
+    return seeded_cluster(url, **kw)
 
 
 async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
@@ -79,7 +69,7 @@ async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
     if not enabled:
         return client
     await client.aclose()
-    host, port, options = _cluster_seed(url)
+    host, port, options = cluster_seed(url)
     cluster = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], **options, **kw)
     try:
         await cluster.initialize()
@@ -95,15 +85,7 @@ def is_cluster(client: Any) -> bool:
 
 def close(client: Any) -> None:
     """Close a client from :func:`connect`, every cluster node connection included."""
-    nodes = []
-    if isinstance(client, RedisCluster):
-        manager = client.nodes_manager
-        nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values(),
-                 *getattr(client, "_campaigns_seeds", [])]
-    client.close()
-    for node in nodes:
-        if node.redis_connection is not None:
-            node.redis_connection.close()
+    close_cluster(client)
 
 
 async def aclose(client: Any) -> None:

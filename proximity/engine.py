@@ -43,6 +43,7 @@ from proximity.presence import (
     to_events,
 )
 from proximity.store import MemoryStore, StateStore
+from proximity.tracked import Built, Tracked, ZoneRows
 from proximity.visit import DEFAULT_MODEL, VisitModel
 
 M_PER_DEG = 111_320.0
@@ -359,14 +360,27 @@ class Engine:
         """Apply beacon sightings (``beacons.Sightings``) through the tracker (``beacons.ProximityTracker``).
 
         Sightings too far in the future are refused row by row (``sightings.row``) before they reach
-        the tracker's RSSI filters; the rest are ranged and applied."""
+        the tracker's RSSI filters; the rest are ranged and applied. The filters' state is kept per
+        device in the store, loaded and saved with the device's presence state (see
+        :mod:`proximity.tracked`): a device's scans may land on any engine sharing the store."""
         if self.tracker is None:
             raise ValueError("this engine has no beacon tracker: pass tracker=ProximityTracker(registry)")
         n_in = len(sightings)
         ok, rejected = self._future(np.asarray(sightings.ts, np.float64), np.asarray(sightings.row), "sighting")
         if rejected:
             sightings = sightings.take(np.flatnonzero(ok))
-        result = self.process_zone_sightings(self.tracker.update(sightings), n_input=n_in, journal=journal)
+        tracker = self.tracker
+        r = tracker.resolve(sightings)
+        res = self.store.resolve(r.device_id)
+
+        def build(state: Any) -> Built:
+            rssi, new_state = tracker.filter.step(res.codes, r.pair, r.ts, r.rssi, state)
+            built = self._zone_evidence(tracker.range(r, rssi), res)
+            built.state = new_state
+            return built
+
+        tr, built = self.store.apply_tracked(res, Tracked(build, len(r)), self.places, self.params, journal=journal)
+        result = self._zone_result(tr, res, built, len(r), n_in, [], journal)
         result.rejected[:0] = rejected
         result.stats["rejected"] += len(rejected)
         self.counters["rejected"] += len(rejected)
@@ -383,14 +397,25 @@ class Engine:
         ts_all = np.asarray(z.ts, np.float64)
         ok, rejected = self._future(ts_all, np.asarray(z.row), "sighting")
         keep = np.flatnonzero(ok)
-        dev_ids = np.asarray(z.device_id, dtype=object)[keep]
-        fence_ids = np.asarray(z.fence_id, dtype=object)[keep]
-        zones = np.asarray(z.zone, dtype=object)[keep]
-        prox = np.asarray(z.proximity, np.int8)[keep]
-        dist = np.asarray(z.distance_m, np.float64)[keep]
-        ts = ts_all[keep]
-        in_rows = np.asarray(z.row, np.int64)[keep]
-        res = self.store.resolve(dev_ids)
+        rows = ZoneRows(np.asarray(z.device_id, dtype=object)[keep], np.asarray(z.fence_id, dtype=object)[keep],
+                        np.asarray(z.zone, dtype=object)[keep], np.asarray(z.proximity, np.int8)[keep],
+                        np.asarray(z.distance_m, np.float64)[keep], ts_all[keep], np.asarray(z.row, np.int64)[keep])
+        res = self.store.resolve(rows.device_id)
+        built = self._zone_evidence(rows, res)
+        if journal is not None:
+            journal.proximity, journal.distance = built.prox, built.dist
+        tr = self._apply(res, built.ev, journal)
+        n = len(ts_all) if n_input is None else n_input
+        return self._zone_result(tr, res, built, len(ts_all), n, rejected, journal)
+
+    def _zone_evidence(self, z: Any, res: Any) -> Built:
+        """The evidence of zone sightings ``z`` whose devices ``res`` resolved (rows in the order of ``z``)."""
+        fence_ids = np.asarray(z.fence_id, dtype=object)
+        zones = np.asarray(z.zone, dtype=object)
+        prox = np.asarray(z.proximity, np.int8)
+        dist = np.asarray(z.distance_m, np.float64)
+        ts = np.asarray(z.ts, np.float64)
+        in_rows = np.asarray(z.row, np.int64)
         store_pid = np.asarray(self._place_ids(fence_ids.tolist()), np.int64).reshape(-1)
         has_zone = np.fromiter((bool(x) for x in zones), bool, len(zones))
         zone_keys = [place_key(f, zz) for f, zz in zip(fence_ids[has_zone], zones[has_zone], strict=True)]
@@ -422,15 +447,16 @@ class Engine:
         ev = Evidence(res.codes[order], ts[order], np.full(n, BEACON, np.int8), obs,
                       pairs[valid].astype(np.int32), np.repeat(level, per), np.repeat(conf, per), in_rows[order],
                       llr=np.repeat(self.config.model.beacon_obs_llr(p), per))
-        if journal is not None:
-            journal.proximity, journal.distance = p, dist[order]
-        tr = self._apply(res, ev, journal)
-        details = journal.details(n) if journal is not None else (p, dist[order])
+        return Built(ev, order, p, dist[order], int(dup.sum()))
+
+    def _zone_result(self, tr: Any, res: Any, built: Built, n_zone: int, n_input: int,
+                     rejected: list[ValidationError], journal: Journal | None) -> BatchResult:
+        n = len(built.ev)
+        details = journal.details(n) if journal is not None else (built.prox, built.dist)
         events = to_events(tr, res.names, self.places, proximity=details[0], distance=details[1])
-        stats = {"sightings": len(ts_all) if n_input is None else n_input, "zone_sightings": len(ts_all),
-                 "applied": int((tr.status == 0).sum()), "late": tr.late, "duplicates": int(dup.sum()),
-                 "rejected": len(rejected)}
-        now = float(ts.max()) if len(ts) else self.config.clock()
+        stats = {"sightings": n_input, "zone_sightings": n_zone, "applied": int((tr.status == 0).sum()),
+                 "late": tr.late, "duplicates": built.dup, "rejected": len(rejected)}
+        now = float(built.ev.ts.max()) if n else self.config.clock()
         return self._finish(events, stats, rejected, now)
 
     def advance(self, now: float) -> BatchResult:

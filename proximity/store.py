@@ -36,6 +36,7 @@ from proximity.presence import (
     apply_evidence,
     visit_snapshot,
 )
+from proximity.tracked import Built, Tracked
 
 if TYPE_CHECKING:
     from proximity._redis import RedisStateStore
@@ -55,6 +56,12 @@ class StateStore(Protocol):
         """Apply sorted evidence (``ev.dev`` are handles from ``resolved``) atomically per device; with a
         ``journal``, each device's transitions are kept with its state, and a device this batch already
         committed is answered from the journal (see :mod:`proximity.journal`)."""
+
+    def apply_tracked(self, resolved: Resolved, tracked: Tracked, places: PlaceTable, params: PresenceParams,
+                      journal: Journal | None = None) -> tuple[Transitions, Built]:
+        """Like :meth:`apply` for a beacon batch whose evidence ``tracked.build`` makes from the devices'
+        filter state, which the store keeps with their presence state (see :mod:`proximity.tracked`).
+        Returns the transitions (``ev`` indexes the returned ``Built.ev``) and the evidence."""
 
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
         """Debounce exits due by ``now`` and TTL expiry; returns events and the names array for ``ev.dev``."""
@@ -219,6 +226,7 @@ class MemoryStore:
         self._tz: dict[str, str] = {}
         self._opt_out: set[str] = set()
         self._journals: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
+        self._track: Any = None  # the beacon filters' state (``beacons.ranging.FilterState``, dev = handle)
         self.max_journals = 4096  # batches whose journal is kept (a failure after apply is a bug in memory)
 
     def __len__(self) -> int:
@@ -271,6 +279,28 @@ class MemoryStore:
         out.status = status
         return out
 
+    def apply_tracked(self, resolved: Resolved, tracked: Tracked, places: PlaceTable, params: PresenceParams,
+                      journal: Journal | None = None) -> tuple[Transitions, Built]:
+        from beacons.ranging import FilterState
+
+        track = self._track if self._track is not None else FilterState()
+        handles = np.unique(resolved.codes)
+        mine = np.isin(track.dev, handles)
+        if journal is not None and journal.key in self._journals and len(handles):  # committed: state stays
+            kept = self._journals[journal.key][1]
+            names = self._names[handles].tolist()
+            done = handles[np.fromiter((n in kept for n in names), bool, len(names))]
+        else:
+            done = np.zeros(0, np.int64)
+        built = tracked.build(track.take(mine))
+        if journal is not None:
+            journal.proximity, journal.distance = built.prox, built.dist
+        tr = self.apply(resolved, built.ev, places, params, journal)
+        new = built.state
+        self._track = FilterState.concat([track.take(~mine | np.isin(track.dev, done)),
+                                          new.take(~np.isin(new.dev, done))])
+        return tr, built
+
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
         st = self.state
         live = st.r_dev >= 0
@@ -311,6 +341,8 @@ class MemoryStore:
         deque(map(self._tz.pop, names, repeat(None)), maxlen=0)
         self.ids.remove(handles)
         self.state.reset_devices(handles)
+        if self._track is not None:
+            self._track = self._track.take(~np.isin(self._track.dev, handles))
 
     # -- device facts ---------------------------------------------------------------------
 

@@ -62,12 +62,6 @@ class HttpFeeder(Feeder):
         self.workers = max(1, int(workers))
         self.batch = sim.scenario.run.http_batch
         self.notes: list[str] = []
-        if self.workers > 1 and len(sim.sightings):
-            self.notes.append(
-                "via http: each worker smooths RSSI with its own filter state (it is per process, not shared "
-                "in Redis), so a phone's sightings spread over several workers are ranged apart; beacon events "
-                "can differ from an in-process run (GPS events do not)"
-            )
         if sim.scenario.tracker and len(sim.sightings):
             self.notes.append(
                 "via http: 'proximity serve' takes no beacon tracker settings, so the workers range beacons with "

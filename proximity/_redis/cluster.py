@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import redis as redis_lib
-from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import parse_url
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from proxbase.redis_cluster import close_cluster, seeded_cluster
 from proximity._redis.scripts import pack
 from proximity.errors import StoreUnavailable
 
@@ -62,33 +62,12 @@ def connect(url: str, cluster: bool, **kw: Any) -> Any:
     if not enabled:
         return client
     client.close()
-    # a seed node of our own: redis-py drops the seed it builds from a URL with its connection still open
-    options = parse_url(url)
-    options.pop("db", None)
-    seed = ClusterNode(options.pop("host"), options.pop("port"))
-    cluster_client = _SeededCluster(startup_nodes=[seed], **options, **kw)
-    cluster_client.seeds = [seed]
-    return cluster_client
-
-
-class _SeededCluster(RedisCluster):
-    """A cluster client that remembers the seed node built for it (closed with it, see :func:`close`)."""
-
-    seeds: list[ClusterNode]
+    return seeded_cluster(url, **kw)
 
 
 def close(client: Any) -> None:
-    """Close ``client`` and, for a ``RedisCluster``, its nodes' connections (its ``close()`` leaves the
-    startup nodes' open)."""
-    nodes = []
-    if isinstance(client, RedisCluster):
-        manager = client.nodes_manager
-        nodes = [*manager.nodes_cache.values(), *manager.startup_nodes.values(),
-                 *getattr(client, "seeds", [])]
-    client.close()
-    for node in nodes:
-        if node.redis_connection is not None:
-            node.redis_connection.close()
+    """Close ``client``, every cluster node connection included (see :mod:`proxbase.redis_cluster`)."""
+    close_cluster(client)
 
 
 class Router:
@@ -104,6 +83,8 @@ class Router:
         self.prefix = prefix
         self._due_keys: list[bytes] | None = None  # slot -> its due set
         self._scan_heads: list[bytes] | None = None  # slot -> packed "ZRANGEBYSCORE <its due set> -inf"
+        self._slot_clients: dict[int, Any] = {}  # slot -> its node's client, valid for one slot map:
+        self._slot_map: Any = None  # the nodes manager's slots_cache they were read from (a new one: reread)
 
     @property
     def due_slots(self) -> Sequence[int]:
@@ -128,7 +109,13 @@ class Router:
     def _client_of(self, slot: int) -> Any:
         if not self.nodes:
             return self.r
-        return self.r.get_redis_connection(self.r.nodes_manager.get_node_from_slot(slot))
+        manager = self.r.nodes_manager
+        if manager.slots_cache is not self._slot_map:  # redis-py rebuilt its slot map: forget ours
+            self._slot_clients, self._slot_map = {}, manager.slots_cache
+        client = self._slot_clients.get(slot)
+        if client is None:
+            client = self._slot_clients[slot] = self.r.get_redis_connection(manager.get_node_from_slot(slot))
+        return client
 
     def send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None) -> list[Any]:
         """Run ``(slot, packed command)`` pairs, pipelined per node; replies in order, an error reply as its
@@ -163,6 +150,7 @@ class Router:
                             replies[i] = exc
                 except BaseException:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
+                    self._slot_clients = {}  # the node may be gone: ask redis-py again next time
                     raise
                 finally:
                     pool.release(conn)
@@ -176,6 +164,7 @@ class Router:
                 break
             if refresh and self.nodes:
                 self.r.nodes_manager.initialize()
+                self._slot_clients = {}
             todo = sorted(again)
         return replies
 

@@ -7,16 +7,27 @@ per visit (with ``lo``, the log-odds of the visit probability's filter); a devic
 empty body (and no key). :class:`Stored` holds many devices' values in one
 buffer; :func:`encode` and :func:`decode` turn a :class:`PresenceState` into
 bodies and back, every device at once.
+
+A device's beacon filter state (``P:{D}:tr``, beside its presence state) is its
+rows of :data:`TRACK` (24 bytes each: pair code, time, value; see
+``beacons.ranging.FilterState``), :func:`track_encode`/:func:`track_decode`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from proximity.errors import StateError
 from proximity.presence import PresenceState
+
+if TYPE_CHECKING:
+    from beacons.ranging import FilterState
+
+#: one row of a device's beacon filter state (``P:{D}:tr``): its (observer, key) pair code, a time, a value
+TRACK = np.dtype([("pair", "<i8"), ("ts", "<f8"), ("value", "<f8")])
 
 HEADER = np.dtype([("last", "<f8"), ("n", "<u4"), ("fix", "<f8", (4,))])
 RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "<f8"), ("mask", "<u4"),
@@ -160,4 +171,27 @@ def encode(state: PresenceState) -> Stored:
     return Stored(np.zeros(n, np.int64), buf, start, length)
 
 
-__all__ = ["HEADER", "RECORD", "Stored", "changed", "decode", "encode"]
+def track_decode(sizes: np.ndarray, blob: bytes) -> FilterState:
+    """The filter state of devices whose ``:tr`` values (``sizes`` bytes each, 0: none) are concatenated in
+    ``blob``; its ``dev`` is the device's index."""
+    from beacons.ranging import FilterState
+
+    if (sizes % TRACK.itemsize).any() or int(sizes.sum()) != len(blob):
+        raise StateError("a beacon filter state in Redis has the wrong size: was it written by this version?")
+    rows = np.frombuffer(blob, TRACK)
+    dev = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes // TRACK.itemsize)
+    return FilterState(dev, rows["pair"].copy(), rows["ts"].copy(), rows["value"].copy())
+
+
+def track_encode(state: FilterState, n: int) -> Stored:
+    """Each device's ``:tr`` value (devices ``0 .. n - 1``, ``state.dev``); length 0: no state."""
+    order = np.argsort(state.dev, kind="stable")
+    rows = np.empty(len(order), TRACK)
+    rows["pair"], rows["ts"], rows["value"] = state.pair[order], state.ts[order], state.value[order]
+    length = np.bincount(state.dev, minlength=n).astype(np.int64)[:n] * TRACK.itemsize
+    start = np.zeros(n, np.int64)
+    np.cumsum(length[:-1], out=start[1:])
+    return Stored(np.zeros(n, np.int64), rows.view(np.uint8), start, length)
+
+
+__all__ = ["HEADER", "RECORD", "TRACK", "Stored", "changed", "decode", "encode", "track_decode", "track_encode"]

@@ -6,9 +6,10 @@ at the top of each script and the constant of the same name here.
 - ``SAVE`` compare-and-sets device states on their version and moves each
   device's score in the due set in the same atomic step. Per device it takes a
   *head* (``"<expected version>"``, then optionally :data:`UNDUE` or
-  ``" <due time>"``) and a *value* (the new ``"<version>|<state>"``,
-  :data:`DELETE` or :data:`KEEP`); it replies one byte per device, :data:`WON`
-  or :data:`LOST`.
+  ``" <due time>"``), a *value* (the new ``"<version>|<state>"``,
+  :data:`DELETE` or :data:`KEEP`), a journal entry and a *track* (the beacon
+  filters' new state, :data:`DELETE` or :data:`KEEP`); it replies one byte per
+  device, :data:`WON` or :data:`LOST`.
 - ``LOAD`` reads many state keys at once: their sizes and their bytes.
 - ``PLACES`` hands out shared integer ids for place keys.
 
@@ -39,28 +40,46 @@ TOUCH = 4  # state unchanged, but ``advance`` refreshes its due time
 
 
 SAVE = """
--- SAVE: compare-and-set device states on their version; keep the due set in step.
+-- SAVE: compare-and-set device states on their version; keep the due set and the filter states in step.
 -- KEYS[1]    the due set (sorted set: device id -> earliest time advance has work for it)
 -- KEYS[2]    the batch's journal (hash: device id -> its transitions in this batch), when ARGV[3] > 0
--- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st"
+-- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st", then the filter state keys
+--            "<prefix>:{<device id>}:tr" of the devices that have a TRACK (ARGV[4] = '1': every device,
+--            in order) or else of the devices whose VALUE is DELETE (in order)
 -- ARGV[1]    the state keys' TTL in milliseconds
 -- ARGV[2]    the byte length of "<prefix>" (the device id is cut out of its key)
 -- ARGV[3]    the journal's TTL in milliseconds (0: no journal)
--- then per device a HEAD, a VALUE and an ENTRY:
+-- ARGV[4]    '1': every device has a TRACK (a batch of sightings), else none has
+-- then per device a HEAD, a VALUE, an ENTRY and (ARGV[4] = '1') a TRACK:
 --   HEAD   "<expected version>" then nothing (due set untouched), UNDUE (take the device off the due set)
 --          or " <time>" (the device's score in the due set)
---   VALUE  "<expected version + 1>|<state>" (write), DELETE (delete the key) or KEEP (leave it)
+--   VALUE  "<expected version + 1>|<state>" (write), DELETE (delete the key, and its filter state)
+--          or KEEP (leave it)
 --   ENTRY  the device's journal entry, written with its state (ignored without a journal)
+--   TRACK  the device's new filter state (write), DELETE (delete it) or KEEP (leave it)
 -- reply: one byte per device, WON (the version was the expected one: done) or LOST (nothing changed)
 local DELETE, KEEP, UNDUE, WON, LOST = '', '=', ' -', '1', '0'
 local ttl, skip, jttl = ARGV[1], tonumber(ARGV[2]) + 3, tonumber(ARGV[3])
+local tracked = ARGV[4] == '1'
+local per = 3
+if tracked then per = 4 end
+local n = (#ARGV - 4) / per
+local t = n + 2  -- the last filter state key used
 local out = {}
 local journaled = false
-for i = 3, #KEYS do
-  local j = (i - 3) * 3 + 4
+for d = 1, n do
+  local i = d + 2
+  local j = (d - 1) * per + 5
   local want, due = string.match(ARGV[j], '^(%d+)(.*)$')
   want = tonumber(want)
   local value = ARGV[j + 1]
+  local track = KEEP
+  local tkey = nil
+  if tracked then track = ARGV[j + 3] end
+  if tracked or value == DELETE then
+    t = t + 1
+    tkey = KEYS[t]
+  end
   local write = value ~= DELETE and value ~= KEEP
   local cur
   if write then
@@ -78,8 +97,14 @@ for i = 3, #KEYS do
     end
   end
   if v == want then
-    if value == DELETE and cur then
-      redis.call('DEL', KEYS[i])
+    if value == DELETE then
+      if cur then redis.call('DEL', KEYS[i]) end
+      track = DELETE
+    end
+    if track == DELETE then
+      redis.call('DEL', tkey)
+    elseif track ~= KEEP then
+      redis.call('SET', tkey, track, 'PX', ttl)
     end
     local name = string.sub(KEYS[i], skip, -5)  -- "<prefix>:{" .. name .. "}:st"
     if due ~= '' then
@@ -149,6 +174,12 @@ class Script:
         """The packed ``EVALSHA`` command, in one join (redis-py packs argument by argument, which costs
         more than the script itself for batches of thousands of devices)."""
         return pack([b"EVALSHA", self.sha, b"%d" % len(keys), *keys, *args])
+
+    def evalsha_encoded(self, keys: Sequence[bytes], args: Sequence[bytes], encoded: bytes, n_encoded: int) -> bytes:
+        """:meth:`evalsha` whose arguments end with ``n_encoded`` already in the protocol (``encoded``)."""
+        head = pack([b"EVALSHA", self.sha, b"%d" % len(keys), *keys, *args])
+        count = 3 + len(keys) + len(args)
+        return b"*%d" % (count + n_encoded) + head[len(b"*%d" % count) :] + encoded
 
 
 def pack(parts: Sequence[bytes]) -> bytes:

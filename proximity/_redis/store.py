@@ -5,6 +5,9 @@ Redis Cluster hash tag, so a device's keys live in one slot):
 
 - ``P:{D}:st``: the device's presence state, ``b"<version>|" + binary`` (see
   :mod:`proximity._redis.codec`); expires after ``ttl_s`` of wall-clock idleness;
+- ``P:{D}:tr``: the device's beacon filter state (:data:`proximity._redis.codec.TRACK` rows), loaded
+  with ``:st`` when a batch of sightings is applied and written by the same ``SAVE`` call (see
+  :mod:`proximity.tracked`); deleted with ``:st``;
 - ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out);
 - ``P:{places}``, ``P:{places}:seq``: place key -> integer id, shared by all processes;
 - ``P:due``: sorted set, device id -> the earliest time ``advance`` has work for it
@@ -53,6 +56,7 @@ from redis.crc import key_slot
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
 from proximity._redis.scripts import (
+    DELETE,
     DROP,
     LOAD_SCRIPT,
     PLACES_SCRIPT,
@@ -81,9 +85,22 @@ from proximity.presence import (
     next_due,
     visit_snapshot,
 )
+from proximity.tracked import Built, Tracked, remap
 
 T = TypeVar("T")
-Step = Callable[[PresenceState, np.ndarray], tuple[Transitions, np.ndarray]]
+_ARGS3 = b"$%d\r\n%b\r\n" * 3
+_ARGS4 = b"$%d\r\n%b\r\n" * 4
+
+
+class _Empty:
+    """``_EMPTY[i] == b""`` for any ``i`` (no journal entries)."""
+
+    def __getitem__(self, i: int) -> bytes:
+        return b""
+
+
+_EMPTY = _Empty()
+Step = Callable[[PresenceState, np.ndarray, Any], tuple[Transitions, np.ndarray, Any]]
 
 
 class RedisStateStore:
@@ -137,6 +154,10 @@ class RedisStateStore:
     def _st_keys(self, names: Sequence[str]) -> list[bytes]:
         head, tail = f"{self.prefix}:{{".encode(), b"}:st"
         return [head + n.encode() + tail for n in names]
+
+    @staticmethod
+    def _tr_keys(st_keys: Sequence[bytes]) -> list[bytes]:
+        return [k[:-2] + b"tr" for k in st_keys]
 
     def _info(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:info"
@@ -199,21 +220,39 @@ class RedisStateStore:
         names[:] = list(local)
         return Resolved(codes, names)
 
-    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None) -> codec.Stored:
-        """The stored state of each device: one script call per ``chunk`` devices (cluster: pipelined ``GET``s)."""
+    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None,
+              track: bool = False) -> tuple[codec.Stored, Any]:
+        """The stored state of each device, and with ``track`` its beacon filter state (else ``None``), in one
+        round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s)."""
         keys = self._st_keys(names) if keys is None else keys
+        n = len(keys)
         if self.cluster:
-            values = self._call(lambda: self.router.get(keys))
+            values = self._call(lambda: self.router.get([*keys, *self._tr_keys(keys)] if track else keys))
             sizes = np.fromiter((len(v) if v is not None else 0 for v in values), np.int64, len(values))
-            return codec.Stored.parse(sizes, b"".join([v for v in values if v]))
+            blob = b"".join([v for v in values if v])
+            cut = int(sizes[:n].sum())
+            return (codec.Stored.parse(sizes[:n], blob[:cut]),
+                    codec.track_decode(sizes[n:], blob[cut:]) if track else None)
         size_parts: list[np.ndarray] = []
         blobs: list[bytes] = []
-        for i in range(0, len(keys), self.chunk):
-            size_text, blob = self._call(partial(self._script, LOAD_SCRIPT, keys[i : i + self.chunk], ()))
-            size_parts.append(np.array(size_text.split(b","), np.int64))
-            blobs.append(blob)
+        t_sizes: list[np.ndarray] = []
+        t_blobs: list[bytes] = []
+        for i in range(0, n, self.chunk):
+            part = keys[i : i + self.chunk]
+            size_text, blob = self._call(partial(self._script, LOAD_SCRIPT,
+                                                 [*part, *self._tr_keys(part)] if track else part, ()))
+            sizes = np.array(size_text.split(b","), np.int64)
+            cut = int(sizes[: len(part)].sum())
+            size_parts.append(sizes[: len(part)])
+            blobs.append(blob[:cut])
+            t_sizes.append(sizes[len(part) :])
+            t_blobs.append(blob[cut:])
         sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, np.int64)
-        return codec.Stored.parse(sizes, b"".join(blobs))
+        tracked = None
+        if track:
+            tracked = codec.track_decode(np.concatenate(t_sizes) if t_sizes else np.zeros(0, np.int64),
+                                         b"".join(t_blobs))
+        return codec.Stored.parse(sizes, b"".join(blobs)), tracked
 
     def _decode(self, stored: codec.Stored, places: PlaceTable, spare: int) -> PresenceState:
         state, place_ids = codec.decode(stored, spare)
@@ -226,25 +265,37 @@ class RedisStateStore:
         return [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
 
     def _save(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes],
-              entries: Sequence[bytes] | None = None, journal: Journal | None = None) -> np.ndarray:
+              entries: Sequence[bytes] | None = None, journal: Journal | None = None,
+              tracks: Sequence[bytes] | None = None) -> np.ndarray:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
         One script call per ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per
         node); each call is all-or-nothing. A call that was not run counts as lost (it is recomputed).
-        With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call.
+        With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call;
+        with ``tracks``, its beacon filter state (else it is left as it is, or deleted with the state).
         """
         jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
-        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl]
+        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
+                b"0" if tracks is None else b"1"]
         groups = self._groups(keys)
         commands = []
         for slot, idx in groups:
             group = idx.tolist()
             due = self.router.due_key(slot)
             jkey = self.router.journal_key(slot, journal.key) if journal is not None else due
-            commands.append((slot, SAVE_SCRIPT.evalsha(
-                [due, jkey, *[keys[i] for i in group]],
-                [*head, *[x for i in group
-                          for x in (heads[i], values[i], entries[i] if entries is not None else b"")]])))
+            st = [keys[i] for i in group]
+            e = entries if entries is not None else _EMPTY
+            # each device's arguments in the protocol with one format (not one per argument)
+            if tracks is None:  # only a deleted state takes its filter state with it
+                tr = self._tr_keys([keys[i] for i in group if values[i] == DELETE])
+                args = b"".join([_ARGS3 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i])
+                                 for i in group])
+            else:
+                tr = self._tr_keys(st)
+                args = b"".join([_ARGS4 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i],
+                                           len(tracks[i]), tracks[i]) for i in group])
+            per = 3 if tracks is None else 4
+            commands.append((slot, SAVE_SCRIPT.evalsha_encoded([due, jkey, *st, *tr], head, args, per * len(group))))
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
         won = np.zeros(len(keys), bool)
         for (_slot, idx), reply in zip(groups, replies, strict=True):
@@ -272,8 +323,11 @@ class RedisStateStore:
         return out
 
     def _run(self, names: np.ndarray, step: Step, places: PlaceTable, params: PresenceParams, spare: int,
-             *, refresh_due: bool = False, journal: Journal | None = None, n_evidence: int = 0) -> Transitions:
-        """Load ``names``, run ``step(state, pending)`` (-> events, which devices to delete), save by CAS; retry losers.
+             *, refresh_due: bool = False, journal: Journal | None = None, n_evidence: int = 0,
+             track: bool = False) -> Transitions:
+        """Load ``names``, run ``step(state, pending, filter state)`` (-> events, which devices to delete, the new
+        filter state), save by CAS; retry losers. The beacon filter state is loaded and saved only with ``track``
+        (else ``None``; rows keyed by index into ``pending``).
 
         ``pending`` are the indexes into ``names`` of the devices in the state table
         (state device i is ``names[pending[i]]``). Event ``dev`` fields come back
@@ -291,7 +345,7 @@ class RedisStateStore:
         for _attempt in range(self.max_retries + 1):
             sub = pending.tolist()
             keys = [all_keys[i] for i in sub]
-            old = self._load((), keys)
+            old, t_old = self._load((), keys, track)
             done = np.zeros(len(sub), bool)
             if journal is not None:
                 found = self._journaled(keys, [names[i] for i in sub], journal)
@@ -303,7 +357,7 @@ class RedisStateStore:
             state = self._decode(old, places, spare)
             local = np.arange(len(sub))
             due_before = next_due(state, local, params)
-            tr, delete = step(state, pending)
+            tr, delete, t_new = step(state, pending, t_old)
             if done.any():  # committed by an earlier try of this batch: its events are the journal's
                 tr = tr.where(~done[tr.dev])
             new = codec.encode(state)
@@ -311,6 +365,12 @@ class RedisStateStore:
             has_old = old.version > 0
             gone = delete | (new.length == 0)
             changed = codec.changed(new, old)
+            tracks: list[bytes] | None = None
+            if t_new is not None:
+                t_enc = codec.track_encode(t_new, len(sub))
+                changed |= codec.changed(t_enc, codec.track_encode(t_old, len(sub)))
+                t_body = t_enc.buf.tobytes()
+                t_s, t_e = t_enc.start.tolist(), (t_enc.start + t_enc.length).tolist()
             drop = gone & (has_old | delete | refresh_due)
             write = ~gone & changed
             set_due = write & (~has_old | (due < due_before) | refresh_due)
@@ -326,7 +386,9 @@ class RedisStateStore:
                 if journal is not None:
                     per_device = journal_encode(tr, len(sub), journal)
                     entries = [per_device[i] for i in save.tolist()]
-                res = self._save([keys[i] for i in save.tolist()], heads, values, entries, journal)
+                if t_new is not None:
+                    tracks = [t_body[t_s[i] : t_e[i]] for i in save.tolist()]
+                res = self._save([keys[i] for i in save.tolist()], heads, values, entries, journal, tracks)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
@@ -343,28 +405,79 @@ class RedisStateStore:
 
     # -- the store interface ---------------------------------------------------------------
 
+    @staticmethod
+    def _apply_pending(names: np.ndarray, ev: Evidence, status: np.ndarray, state: PresenceState,
+                       pending: np.ndarray, places: PlaceTable, params: PresenceParams) -> Transitions:
+        """Apply the evidence of the ``pending`` devices (``ev.dev`` indexes ``names``) to their loaded
+        ``state``; their rows' status goes into ``status``, events' ``ev`` index ``ev``."""
+        in_batch = np.zeros(len(names), bool)
+        in_batch[pending] = True
+        idx = np.flatnonzero(in_batch[ev.dev])
+        sub = ev.take_devices(in_batch)
+        pos = np.full(len(names), -1, np.int64)
+        pos[pending] = np.arange(len(pending))
+        sub.dev = pos[sub.dev]
+        tr = apply_evidence(state, sub, places, params)
+        status[idx] = tr.status
+        named = tr.ev >= 0
+        tr.ev[named] = idx[tr.ev[named]]
+        return tr
+
     def apply(self, resolved: Resolved, ev: Evidence, places: PlaceTable, params: PresenceParams,
               journal: Journal | None = None) -> Transitions:
         names = np.asarray(resolved.names)  # this store's own: an object array (see resolve)
         status = np.zeros(len(ev), np.int8)
 
-        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
-            in_batch = np.zeros(len(names), bool)
-            in_batch[pending] = True
-            idx = np.flatnonzero(in_batch[ev.dev])
-            sub = ev.take_devices(in_batch)
-            pos = np.full(len(names), -1, np.int64)
-            pos[pending] = np.arange(len(pending))
-            sub.dev = pos[sub.dev]
-            tr = apply_evidence(state, sub, places, params)
-            status[idx] = tr.status
-            named = tr.ev >= 0
-            tr.ev[named] = idx[tr.ev[named]]
-            return tr, np.zeros(len(pending), bool)
+        def step(state: PresenceState, pending: np.ndarray, _track: Any) -> tuple[Transitions, np.ndarray, Any]:
+            tr = self._apply_pending(names, ev, status, state, pending, places, params)
+            return tr, np.zeros(len(pending), bool), None
 
         tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=len(ev))
         tr.status = status
         return tr
+
+    def apply_tracked(self, resolved: Resolved, tracked: Tracked, places: PlaceTable, params: PresenceParams,
+                      journal: Journal | None = None) -> tuple[Transitions, Built]:
+        """:meth:`apply` for a beacon batch: each device's filter state (``P:{D}:tr``) is loaded with its
+        state, ``tracked.build`` runs on it, and the new one is saved by the same compare-and-set. Devices
+        that lose are reloaded and built again (see :mod:`proximity.tracked`)."""
+        from beacons.ranging import FilterState
+
+        names = np.asarray(resolved.names)
+        n_rows = tracked.n_rows
+        status = np.zeros(n_rows, np.int8)  # per batch row
+        prox, dist = np.zeros(n_rows, np.int8), np.full(n_rows, np.nan)  # per batch row, for the journal
+        loaded = [FilterState()]  # the filter state each device was last loaded with (dev: index into names)
+        last: list[Built] = []
+
+        def step(state: PresenceState, pending: np.ndarray, t_old: Any) -> tuple[Transitions, np.ndarray, Any]:
+            fresh = FilterState(pending[t_old.dev], t_old.pair, t_old.ts, t_old.value)
+            loaded[0] = FilterState.concat([loaded[0].take(~np.isin(loaded[0].dev, pending)), fresh])
+            built = tracked.build(loaded[0])
+            last[:] = [built]
+            ev_status = np.zeros(len(built.ev), np.int8)
+            tr = self._apply_pending(names, built.ev, ev_status, state, pending, places, params)
+            mine = np.isin(built.ev.dev, pending)
+            status[built.zrow[mine]] = ev_status[mine]
+            named = tr.ev >= 0
+            tr.ev[named] = built.zrow[tr.ev[named]]  # batch rows: the same in every attempt
+            prox[built.zrow], dist[built.zrow] = built.prox, built.dist
+            if journal is not None:
+                journal.proximity, journal.distance = prox, dist
+            pos = np.full(len(names), -1, np.int64)
+            pos[pending] = np.arange(len(pending))
+            new = built.state
+            keep = pos[new.dev] >= 0
+            t_new = FilterState(pos[new.dev[keep]], new.pair[keep], new.ts[keep], new.value[keep])
+            return tr, np.zeros(len(pending), bool), t_new
+
+        tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=n_rows, track=True)
+        final = last[0]
+        remap(tr, final, n_rows)
+        tr.status = status[final.zrow]
+        if journal is not None:
+            journal.proximity, journal.distance = final.prox, final.dist
+        return tr, final
 
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
         """Run every device due before ``now``: a round reads a page of each due set (in cluster mode the
@@ -375,8 +488,8 @@ class RedisStateStore:
         offset = 0
         slots: Sequence[int] = self.router.due_slots
 
-        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
-            return advance_state(state, np.arange(state.n_devices), now, params, places=places)
+        def step(state: PresenceState, pending: np.ndarray, _track: Any) -> tuple[Transitions, np.ndarray, Any]:
+            return (*advance_state(state, np.arange(state.n_devices), now, params, places=places), None)
 
         for _round in range(10_000):
             due, full = self._call(partial(self.router.due_pages, now, slots, self.chunk))
@@ -401,11 +514,12 @@ class RedisStateStore:
         names = np.empty(1, dtype=object)
         names[0] = device_id
 
-        def step(state: PresenceState, pending: np.ndarray) -> tuple[Transitions, np.ndarray]:
-            return advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True, places=places)
+        def step(state: PresenceState, pending: np.ndarray, _track: Any) -> tuple[Transitions, np.ndarray, Any]:
+            return (*advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True, places=places), None)
 
         tr = self._run(names, step, places, params, 16)
-        self._call(lambda: self.r.delete(self._info(device_id), self._st(device_id)))
+        self._call(lambda: self.r.delete(self._info(device_id), self._st(device_id),
+                                         f"{self.prefix}:{{{device_id}}}:tr"))
         return tr, names
 
     def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
@@ -452,7 +566,7 @@ class RedisStateStore:
 
     def snapshot(self, device_id: str, places: PlaceTable,
                  params: PresenceParams | None = None) -> dict[str, Any] | None:
-        stored = self._load([device_id])
+        stored, _ = self._load([device_id])
         if not stored.version[0]:
             return None
         state = self._decode(stored, places, 0)
