@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from geofence._kernels import DEG, A, E2
+from geofence._kernels import DEG, E2, A
 
 
 @dataclass(frozen=True)

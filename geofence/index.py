@@ -15,7 +15,8 @@ Small work needs no compile: while an index holds at most ``DIRECT_MAX_FENCES`` 
 batch asks at most ``DIRECT_MAX_PAIRS`` (ping, fence) pairs, the batch is answered in numpy and
 GEOS (:mod:`geofence._direct`, the same answers) and the grid is not even built; the first batch
 past either bound builds it (compiling the kernels once per machine: a first run over a handful
-of fences, such as the Quickstart's, compiles none) and every batch after uses it.
+of fences, such as the Quickstart's, compiles none) and every batch after uses it. A bound on
+``pings x polygon edges`` (``DIRECT_MAX_EDGE_PAIRS``) keeps the direct path's memory small.
 
 Dynamic updates: ``add`` appends fences to a small *delta* grid (merged into the
 main grid once it grows past a quarter of it) and ``remove`` clears the fences'
@@ -50,8 +51,9 @@ _MAX_OCCUPANCY_BITS = 1 << 27  # 16 MB of bitmap at most
 PARALLEL_MIN_PINGS = 200_000
 #: an index of at most this many fences answers small batches without its grid (geofence._direct) ...
 DIRECT_MAX_FENCES = 64
-#: ... when the batch is at most this many (ping, fence) pairs
+#: ... when the batch is at most this many (ping, fence) pairs and this many (ping, polygon edge) pairs
 DIRECT_MAX_PAIRS = 1 << 20
+DIRECT_MAX_EDGE_PAIRS = 1 << 19
 
 
 def _threads() -> int:
@@ -274,6 +276,15 @@ class FenceIndex:
         if self._dead > 1024 and self._dead > len(self._id_slot):
             self._compact()
 
+    def compile(self) -> None:
+        """Build the grid now and compile the matching kernels (or load them from the kernel cache): every
+        batch after is matched by them. A server calls it before it says it is ready, so that no request
+        (a batch past the direct path's bounds, or fences added past ``DIRECT_MAX_FENCES``) waits for the
+        compiler."""
+        if not self._built:
+            self._build()
+        self.match(np.zeros(1), np.zeros(1), 0.0)
+
     def match(
         self,
         lon: npt.ArrayLike,
@@ -304,9 +315,12 @@ class FenceIndex:
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"accuracy_m must be a finite number >= 0, got {acc[row]!r} at row {row}")
         if not self._built:
-            if len(self._id_slot) <= DIRECT_MAX_FENCES and x.shape[0] * len(self._id_slot) <= DIRECT_MAX_PAIRS:
-                p, s, c = D.match(self._direct_table(), x, y, acc, accuracy_m is not None)
-                return Match(point=p, fence=self._pos_of_slot[s], confidence=c)
+            n = x.shape[0]
+            if len(self._id_slot) <= DIRECT_MAX_FENCES and n * len(self._id_slot) <= DIRECT_MAX_PAIRS:
+                table = self._direct_table()
+                if n * table.edges.shape[0] <= DIRECT_MAX_EDGE_PAIRS:
+                    p, s, c = D.match(table, x, y, acc, accuracy_m is not None)
+                    return Match(point=p, fence=self._pos_of_slot[s], confidence=c)
             self._build()
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
                 *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view,
