@@ -422,8 +422,8 @@ class FenceIndex:
             rec = self._rec.view
             slots = np.flatnonzero(rec[:, 0] >= 0).astype(np.int64)
             fences = [self._slot_fence[s] for s in slots.tolist()]
-            centres = np.array([(f.center[0], f.center[1], f.radius_m) if f.kind == "circle" else (0.0, 0.0, 0.0)
-                                for f in fences], dtype=np.float64).reshape(-1, 3)  # type: ignore[index]
+            centres = np.array([(*f.center, f.radius_m) if f.center is not None else (0.0, 0.0, 0.0)
+                                for f in fences], dtype=np.float64).reshape(-1, 3)
             self._direct = D.build_table(slots, rec[slots, 0].astype(np.int8), [f.geometry for f in fences], centres)
         return self._direct
 
