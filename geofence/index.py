@@ -200,6 +200,7 @@ class FenceIndex:
         self._delta: tuple[np.ndarray, np.ndarray] = (np.empty((0, 3), np.int64), self._delta_entries[1])
         self._occupancy: tuple[np.ndarray, ...] = ()
         self._pending: list[int] = []  # slots whose geometry is not in the grids yet
+        self._build_lock = threading.Lock()  # matches on several threads: the grid is built once
         self._direct: D.DirectTable | None = None
         # positions
         self._id_slot: dict[str, int] = {}
@@ -281,8 +282,9 @@ class FenceIndex:
         batch after is matched by them. A server calls it before it says it is ready, so that no request
         (a batch past the direct path's bounds, or fences added past ``DIRECT_MAX_FENCES``) waits for the
         compiler."""
-        if not self._built:
-            self._build()
+        with self._build_lock:
+            if not self._built:
+                self._build()
         self.match(np.zeros(1), np.zeros(1), 0.0)
 
     def match(
@@ -321,7 +323,9 @@ class FenceIndex:
                 if n * table.edges.shape[0] <= DIRECT_MAX_EDGE_PAIRS:
                     p, s, c = D.match(table, x, y, acc, accuracy_m is not None)
                     return Match(point=p, fence=self._pos_of_slot[s], confidence=c)
-            self._build()
+            with self._build_lock:
+                if not self._built:
+                    self._build()
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
                 *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view,
                 *_work_buffers(x.shape[0], accuracy_m is not None))
