@@ -6,8 +6,10 @@ is compiled first; the runs after it load them from the cache. Each round gives 
 cache directory of its own (``PROXIMITY_CACHE_DIR``), empty: the *cold* run, then the same
 command again: the *warm* run. Printed per round: wall and CPU seconds (the CPU time is the
 steadier figure on a machine shared with other jobs), the kernels compiled (files in the cache)
-and the load average, which says how much of the wall time was other processes'. The target
-is a cold first run of at most 10 s on the 2-core machine this project is measured on.
+with the CPU seconds each took (``PROXIMITY_COMPILE_LOG``, see ``proxbase/jit.py``), the progress
+lines the command printed, and the load average, which says how much of the wall time was other
+processes'. The target is a cold first run of at most 10 s on the 2-core machine this project is
+measured on: wall time on a quiet machine, CPU time (the fair figure) on a busy one.
 
 ``--venv`` also makes a fresh virtual environment and runs the README's first command whole
 (``python -m pip install . && proximity ...``); the install is timed apart.
@@ -63,13 +65,28 @@ def kernels_in(cache: Path) -> list[str]:
                   for p in cache.rglob("*.nbi"))
 
 
+def compile_log(path: Path) -> list[dict[str, Any]]:
+    """The compiles ``proxbase.jit`` logged (``PROXIMITY_COMPILE_LOG``): kernel, CPU seconds of its own
+    (callees compiled inside it excluded) and in all, most expensive first."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, own, total, how = line.split("\t")
+        if how == "compiled":
+            rows.append({"kernel": name, "own_s": float(own), "total_s": float(total)})
+    return sorted(rows, key=lambda r: -r["own_s"])
+
+
 def one_round(argv: list[str], base_env: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="proximity-firstrun-") as cache:
+        log = Path(cache) / "compiles.log"
         env = {**base_env, "PROXIMITY_CACHE_DIR": cache}
-        cold = timed(argv, env)
+        cold = timed(argv, {**env, "PROXIMITY_COMPILE_LOG": str(log)})
         kernels = kernels_in(Path(cache))
+        compiles = compile_log(log)
         warm = timed(argv, env)
-    return {"cold": cold, "warm": warm, "kernels": kernels}
+    return {"cold": cold, "warm": warm, "kernels": kernels, "compiles": compiles}
 
 
 def make_venv(where: Path) -> tuple[Path, float]:
@@ -130,15 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(["run", "best wall s", "median wall s", "best CPU s", "median CPU s"], rows))
     print()
-    print("kernels compiled by the command:", ", ".join(rounds[0]["kernels"]))
+    print("kernels compiled by the command:", ", ".join(rounds[0]["kernels"]) or "none")
+    compiles = rounds[0]["compiles"]
+    if compiles:
+        print(f"compile CPU seconds in round 1's cold run ({sum(r['own_s'] for r in compiles):.1f} s in all; "
+              "own = without the callees compiled inside, which have lines of their own):")
+        print(table(["kernel", "own s", "with callees s"],
+                    [[r["kernel"], f"{r['own_s']:.2f}", f"{r['total_s']:.2f}"] for r in compiles if r["own_s"] >= 0.05]))
+    progress = rounds[0]["cold"]["progress_lines"]
+    print(f"progress lines on stderr (compile steps over 2 s): {len(progress)}", *progress, sep="\n  ")
     loads = [r["cold"]["load_1m"] for r in rounds]
     print(f"note: load average during the cold runs {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores; "
           "above the core count, wall time includes other processes' (CPU time does not)")
     met = min(cold_w) <= TARGET_S
-    print(f"target: cold first run <= {TARGET_S:g} s wall: best {min(cold_w):.1f} s, median "
-          f"{statistics.median(cold_w):.1f} s ({'met' if met else 'MISSED'}); CPU best {min(cold_c):.1f} s")
+    met_cpu = statistics.median(cold_c) <= TARGET_S
+    print(f"target: cold first run <= {TARGET_S:g} s: wall best {min(cold_w):.1f} s, median "
+          f"{statistics.median(cold_w):.1f} s ({'met' if met else 'MISSED'}); CPU best {min(cold_c):.1f} s, median "
+          f"{statistics.median(cold_c):.1f} s ({'met' if met_cpu else 'MISSED'}; the figure to read under load)")
     write_results("firstrun", {"command": cmd, "install_s": install_s, "import": imp, "rounds": rounds,
-                               "target_s": TARGET_S, "met": met})
+                               "target_s": TARGET_S, "met": met, "met_cpu": met_cpu})
     return 0
 
 

@@ -11,6 +11,13 @@ even a spiky star that a horizontal line crosses hundreds of times, costs about
 what a 32-vertex one does). Batches of ``PARALLEL_MIN_PINGS`` pings or more
 run on numba's threads, smaller ones on the calling thread.
 
+Small work needs no compile: while an index holds at most ``DIRECT_MAX_FENCES`` fences and a
+batch asks at most ``DIRECT_MAX_PAIRS`` (ping, fence) pairs, the batch is answered in numpy and
+GEOS (:mod:`geofence._direct`, the same answers) and the grid is not even built; the first batch
+past either bound builds it (compiling the kernels once per machine: a first run over a handful
+of fences, such as the Quickstart's, compiles none) and every batch after uses it. A bound on
+``pings x polygon edges`` (``DIRECT_MAX_EDGE_PAIRS``) keeps the direct path's memory small.
+
 Dynamic updates: ``add`` appends fences to a small *delta* grid (merged into the
 main grid once it grows past a quarter of it) and ``remove`` clears the fences'
 live flags; neither rebuilds the index. Positions (``Match.fence``,
@@ -30,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
+import geofence._direct as D
 import geofence._kernels as K
 from geofence.fences import Fence, FenceError
 from geofence.geodesy import metres_per_degree
@@ -41,6 +49,11 @@ _MAX_LEVEL = 31
 _MAX_OCCUPANCY_BITS = 1 << 27  # 16 MB of bitmap at most
 #: batches of at least this many pings are matched on all of numba's threads, smaller ones on the caller's
 PARALLEL_MIN_PINGS = 200_000
+#: an index of at most this many fences answers small batches without its grid (geofence._direct) ...
+DIRECT_MAX_FENCES = 64
+#: ... when the batch is at most this many (ping, fence) pairs and this many (ping, polygon edge) pairs
+DIRECT_MAX_PAIRS = 1 << 20
+DIRECT_MAX_EDGE_PAIRS = 1 << 19
 
 
 def _threads() -> int:
@@ -181,9 +194,14 @@ class FenceIndex:
         self._levels = np.empty(0, dtype=np.int64)
         self._main_entries = _no_entries()
         self._delta_entries = _no_entries()
-        self._main = _grid(self._main_entries)
-        self._delta = _grid(self._delta_entries)
-        self._occupancy = K.build_occupancy(self._main_entries[0], self._levels, _MAX_OCCUPANCY_BITS)
+        # the grids, built on the first batch the direct path does not take (see the module's doc)
+        self._built = False
+        self._main: tuple[np.ndarray, np.ndarray] = (np.empty((0, 3), np.int64), self._main_entries[1])
+        self._delta: tuple[np.ndarray, np.ndarray] = (np.empty((0, 3), np.int64), self._delta_entries[1])
+        self._occupancy: tuple[np.ndarray, ...] = ()
+        self._pending: list[int] = []  # slots whose geometry is not in the grids yet
+        self._build_lock = threading.Lock()  # matches on several threads: the grid is built once
+        self._direct: D.DirectTable | None = None
         # positions
         self._id_slot: dict[str, int] = {}
         self._fences: tuple[Fence, ...] | None = ()
@@ -253,10 +271,21 @@ class FenceIndex:
             return
         slots = np.fromiter((self._id_slot.pop(i) for i in ids), dtype=np.int64, count=len(ids))
         self._rec.data[slots, 0] = -1.0
+        self._direct = None
         self._dead += len(ids)
         self._refresh_positions()
         if self._dead > 1024 and self._dead > len(self._id_slot):
             self._compact()
+
+    def compile(self) -> None:
+        """Build the grid now and compile the matching kernels (or load them from the kernel cache): every
+        batch after is matched by them. A server calls it before it says it is ready, so that no request
+        (a batch past the direct path's bounds, or fences added past ``DIRECT_MAX_FENCES``) waits for the
+        compiler."""
+        with self._build_lock:
+            if not self._built:
+                self._build()
+        self.match(np.zeros(1), np.zeros(1), 0.0)
 
     def match(
         self,
@@ -273,16 +302,30 @@ class FenceIndex:
         """
         x = np.ascontiguousarray(lon, dtype=np.float64)
         y = np.ascontiguousarray(lat, dtype=np.float64)
+        x = x if x.flags.writeable else x.copy()
+        y = y if y.flags.writeable else y.copy()
         if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
             raise ValueError(f"lon and lat must be 1-D arrays of equal length, got shapes {x.shape} and {y.shape}")
         if accuracy_m is None:
             acc = np.zeros(0)
         else:
             acc = np.ascontiguousarray(np.broadcast_to(np.asarray(accuracy_m, dtype=np.float64), x.shape))
+            if not acc.flags.writeable:  # one specialisation of the kernels: writable arrays only
+                acc = acc.copy()
             bad = ~(np.isfinite(acc) & (acc >= 0))
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"accuracy_m must be a finite number >= 0, got {acc[row]!r} at row {row}")
+        if not self._built:
+            n = x.shape[0]
+            if len(self._id_slot) <= DIRECT_MAX_FENCES and n * len(self._id_slot) <= DIRECT_MAX_PAIRS:
+                table = self._direct_table()
+                if n * table.edges.shape[0] <= DIRECT_MAX_EDGE_PAIRS:
+                    p, s, c = D.match(table, x, y, acc, accuracy_m is not None)
+                    return Match(point=p, fence=self._pos_of_slot[s], confidence=c)
+            with self._build_lock:
+                if not self._built:
+                    self._build()
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
                 *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view,
                 *_work_buffers(x.shape[0], accuracy_m is not None))
@@ -333,7 +376,30 @@ class FenceIndex:
         self._rec.reserve(n)
         self._rec.n += n
         kinds = np.array([1 if f.kind == "circle" else 0 for f in fences], dtype=np.int8)
-        slots = np.arange(base, base + n, dtype=np.int64)
+        self._rec.data[base:base + n, 0] = kinds  # live (0 polygon, 1 circle); the rest comes with the grid
+        self._slot_fence.extend(fences)
+        for k, f in enumerate(fences):
+            self._id_slot[f.id] = base + k
+        self._pending.extend(range(base, base + n))
+        self._direct = None
+        if self._built or len(self._id_slot) > DIRECT_MAX_FENCES:
+            self._build(merge=merge)
+        self._refresh_positions()
+
+    def _build(self, *, merge: bool = True) -> None:
+        """Put the pending fences' geometry into the grids (building them, the first time)."""
+        slots = np.array([s for s in self._pending if self._rec.data[s, 0] >= 0], dtype=np.int64)
+        self._pending = []
+        if not self._built:
+            self._built = True
+            self._main = _grid(self._main_entries)
+            self._delta = _grid(self._delta_entries)
+            self._occupancy = K.build_occupancy(self._main_entries[0], self._levels, _MAX_OCCUPANCY_BITS)
+            merge = True
+        if not slots.size:
+            return
+        fences = [self._slot_fence[s] for s in slots.tolist()]
+        kinds = self._rec.data[slots, 0]
         entries = []
         poly_idx = np.flatnonzero(kinds == 0)
         if poly_idx.size:
@@ -341,9 +407,6 @@ class FenceIndex:
         circ_idx = np.flatnonzero(kinds == 1)
         if circ_idx.size:
             entries.append(self._insert_circles([fences[i] for i in circ_idx], slots[circ_idx]))
-        self._slot_fence.extend(fences)
-        for k, f in enumerate(fences):
-            self._id_slot[f.id] = base + k
         keys = np.concatenate([e[0] for e in entries])
         ents = np.concatenate([e[1] for e in entries])
         levels = np.unique(np.concatenate([self._levels, np.unique(keys >> 58)])).astype(np.int64)
@@ -357,7 +420,16 @@ class FenceIndex:
         else:
             self._delta_entries = delta
             self._delta = _grid(delta)
-        self._refresh_positions()
+
+    def _direct_table(self) -> D.DirectTable:
+        if self._direct is None:
+            rec = self._rec.view
+            slots = np.flatnonzero(rec[:, 0] >= 0).astype(np.int64)
+            fences = [self._slot_fence[s] for s in slots.tolist()]
+            centres = np.array([(*f.center, f.radius_m) if f.center is not None else (0.0, 0.0, 0.0)
+                                for f in fences], dtype=np.float64).reshape(-1, 3)
+            self._direct = D.build_table(slots, rec[slots, 0].astype(np.int8), [f.geometry for f in fences], centres)
+        return self._direct
 
     def _merge(self, delta: _Entries) -> None:
         keys = np.concatenate([self._main_entries[0], delta[0]])

@@ -7,6 +7,10 @@
   own ``$NUMBA_CACHE_DIR``, else ``$XDG_CACHE_HOME/proximity/numba`` (``~/.cache/proximity/numba``);
   when that is not writable, in the temp dir; when nothing is, kernels are compiled in each
   process and nothing is written.
+- **When a cache is stale**: numba checks only the kernel's own source file, but a kernel compiled
+  with its callees from sibling modules (``geofence/_kernels_*.py``) carries their old code too.
+  So a kernel's cache entry is keyed on every ``_kernels*.py`` file of its package (name, mtime,
+  size): editing or upgrading any of them recompiles the package's kernels.
 - **What is compiled**: a kernel is compiled on its first call, for the plain types of its
   arguments. A kernel called from another kernel with a constant (``f(x, 0)``, ``f(a, True)``)
   is compiled for ``int64`` / ``bool``, not once more for each constant's literal type, as numba
@@ -26,6 +30,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,8 +82,35 @@ def _choose() -> str | None:
     return None
 
 
+#: environment variable naming a file that gets one line per compile (``kernel<TAB>self s<TAB>total s<TAB>how``)
+COMPILE_LOG_ENV = "PROXIMITY_COMPILE_LOG"
+
+
 class Kernel(CPUDispatcher):
     """numba's CPU dispatcher, compiled for plain types and saying so when a first compile is slow."""
+
+    def compile(self, sig: Any) -> Any:
+        log = os.environ.get(COMPILE_LOG_ENV)
+        if not log:
+            return super().compile(sig)
+        # CPU seconds of this thread, less those of the kernels compiled inside (their own lines)
+        stack = _depth.__dict__.setdefault("children", [])
+        hits = sum(self._cache_hits.values())
+        known = len(self.overloads)
+        t = time.thread_time()
+        stack.append(0.0)
+        try:
+            return super().compile(sig)
+        finally:
+            inner = stack.pop()
+            total = time.thread_time() - t
+            if stack:
+                stack[-1] += total
+            how = "cache" if sum(self._cache_hits.values()) > hits else "compiled"
+            if len(self.overloads) > known:  # not a signature already there
+                func = self.py_func
+                with _lock, open(log, "a", encoding="utf-8") as fh:
+                    fh.write(f"{func.__module__}.{func.__qualname__}\t{total - inner:.3f}\t{total:.3f}\t{how}\n")
 
     def get_call_template(self, args: Any, kws: Any) -> Any:
         # called while typing another kernel: compile for int64, not Literal[int](0)
@@ -140,6 +172,21 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _siblings_stamp(func: Callable[..., Any]) -> tuple[tuple[str, int, int], ...]:
+    """(name, mtime in ns, size) of every ``_kernels*.py`` in the folder of ``func``'s module."""
+    source = getattr(sys.modules.get(func.__module__), "__file__", None)
+    if not source:
+        return ()
+    stamps = []
+    for path in sorted(Path(source).parent.glob("_kernels*.py")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamps.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
 def njit(fn: Callable[..., Any] | None = None, *, cache: bool = True, **options: Any) -> Any:
     """``numba.njit`` for the package's kernels: cached in :func:`cache_dir`, see the module's doc.
 
@@ -163,6 +210,8 @@ def njit(fn: Callable[..., Any] | None = None, *, cache: bool = True, **options:
                     disp.enable_caching()
                 finally:
                     numba.config.CACHE_DIR = saved
+                index = disp._cache._cache_file
+                index._source_stamp = (index._source_stamp, _siblings_stamp(func))
         return disp
 
     return wrap(fn) if fn is not None else wrap

@@ -195,6 +195,7 @@ class EngineHost:
             tracker = ProximityTracker(self.registry, **self.config.tracker_settings())
             sightings = Sightings.from_rows([{"observer": "warm-up", "key": next(iter(self.registry.beacons)),
                                               "rssi": -60.0, "tx_power": -59.0, "ts": t0 + 1.0}])
+        self.engine.index.compile()  # small indexes match in numpy (nothing to compile) until a big batch comes
         engine = Engine(self.engine.index, store=MemoryStore(), tracker=tracker, config=self.engine.config)
         engine.process_pings(PingBatch.from_rows([
             {"device_id": "warm-up", "ts": t0, "lon": lon, "lat": lat, "accuracy_m": 10.0},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -10,9 +11,20 @@ import shapely
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import geofence.index as gi
 from geofence import Fence, FenceError, FenceIndex, circle_fence
 from tests.geofence.catalogue import BY_ID, CATALOGUE, IDS, polygon_fence, probes
 from tests.geofence.oracle import GEOD, accuracy_conf, point_pairs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _kernels_only() -> Iterator[None]:
+    """These tests check the index's kernels: every index here builds its grid (small ones too, which
+    otherwise take the direct path, checked against the kernels in test_geofence_direct.py)."""
+    saved = gi.DIRECT_MAX_FENCES
+    gi.DIRECT_MAX_FENCES = -1
+    yield
+    gi.DIRECT_MAX_FENCES = saved
 
 
 def pairs_of(m) -> set[tuple[int, int]]:

@@ -67,7 +67,7 @@ def test_compiled_code_is_cached_in_the_users_cache_never_in_the_package(install
         assert got.stdout.replace(" ", "").strip() == ANSWER
     assert _compiled_files(installed) == []
     cached = _compiled_files(tmp_path / "xdg" / "proximity" / "numba")
-    assert any(p.name.startswith("_kernels.lon_pieces") for p in cached)
+    assert any(p.name.startswith("_kernels_grid.lon_pieces") for p in cached)
 
 
 def test_proximity_cache_dir_wins_then_numbas_own(installed: Path, tmp_path: Path) -> None:
@@ -167,3 +167,25 @@ def test_a_slow_compile_in_a_log_says_it_is_still_going(monkeypatch: pytest.Monk
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("proximity: compiling ") and "add_two" in lines[0]
     assert len(lines) > 1 and all(line.startswith("proximity: still compiling ") for line in lines[1:])
+
+
+def test_a_kernel_recompiles_when_a_sibling_kernels_module_changes(installed: Path, tmp_path: Path) -> None:
+    """numba checks only the kernel's own file; a callee in another ``_kernels*.py`` of the package is
+    compiled into it, so an edit there (or an upgrade) must recompile it. The compile log says which."""
+    log = tmp_path / "compiles.log"
+    env = _env(tmp_path, PROXIMITY_CACHE_DIR=str(tmp_path / "cache"), **{jit.COMPILE_LOG_ENV: str(log)})
+
+    def run() -> str:
+        log.unlink(missing_ok=True)
+        got = _run(KERNEL, env, tmp_path)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.replace(" ", "").strip() == ANSWER
+        hows = {line.split("\t")[0]: line.split("\t")[3] for line in log.read_text().splitlines()}
+        return hows["geofence._kernels_grid.lon_pieces"]
+
+    assert run() == "compiled"
+    assert run() == "cache"
+    sibling = installed / "geofence" / "_kernels_geometry.py"
+    sibling.write_text(sibling.read_text() + "\n# edited\n")
+    assert run() == "compiled"
+    assert run() == "cache"
