@@ -18,7 +18,7 @@ GPS fix (time, lon, lat), its log-accuracy baseline (the indoor pattern) and, in
 column ``DEV_LAST``, ``d_last`` (the stores pass a strided view of that column),
 so one cache line holds what a ping reads of its device. The visit probability's
 own pieces (the filter's steps, the competition between places, the calibration)
-live in :mod:`proximity._visit_kernels`.
+live in :mod:`proximity._kernels_visit`.
 
 The same function is run by both stores: the memory store passes its whole
 table, the Redis store a table of the devices it loaded for one batch.
@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from proxbase.jit import njit
-from proximity._visit_kernels import (
+from proximity._kernels_visit import (
     FIX_BASE,
     PM_ENTER_P,
     PM_EXIT_P,
@@ -58,7 +58,7 @@ SRC_GPS, SRC_BEACON = 1, 2
 CAUSE_PING, CAUSE_SIGHTING, CAUSE_DEBOUNCE, CAUSE_FORGET = 0, 1, 2, 3
 LEVEL_AMBIGUOUS, LEVEL_KEEP, LEVEL_ENTER = 0, 1, 2
 STATUS_APPLIED, STATUS_LATE, STATUS_IMPLAUSIBLE = 0, 1, 2
-# the state's per-device row: the fix (``proximity._visit_kernels.FIX_*``), the newest applied time, padding
+# the state's per-device row: the fix (``proximity._kernels_visit.FIX_*``), the newest applied time, padding
 DEV_LAST, DEV_WIDTH = FIX_BASE + 1, 8  # 8 float64: 64 bytes
 
 NEG_INF = -np.inf
@@ -253,11 +253,11 @@ def apply_evidence(
 
     The visit probability: each record carries the log-odds ``r_lo`` that the device is
     inside its place, a forward filter over the device's evidence: relax toward the prior
-    with time (:func:`proximity._visit_kernels.relax`), add each evidence's log-likelihood
+    with time (:func:`proximity._kernels_visit.relax`), add each evidence's log-likelihood
     ratio (``obs_llr``, plus the device-level GPS evidence of
-    :func:`proximity._visit_kernels.gps_context`; an unpaired GPS fix adds
+    :func:`proximity._kernels_visit.gps_context`; an unpaired GPS fix adds
     ``PM_UNPAIRED``). With ``pm[PM_ENTER_P]`` > 0 every new visit is tentative until its
-    probability (:func:`proximity._visit_kernels.visit_probability`) reaches it, and a
+    probability (:func:`proximity._kernels_visit.visit_probability`) reaches it, and a
     tentative visit whose log-odds fall below the prior is dropped; with ``pm[PM_EXIT_P]``
     > 0 unpaired fixes end a visit only once its probability is below that (the debounce
     still ends it). Visits ending at one step (the debounce before an evidence, or one

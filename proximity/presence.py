@@ -50,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import proximity._kernels as K
-import proximity._visit_kernels as VK
+import proximity._kernels_visit as VK
 from proximity.events import Event, EventKind, ProximityClass, Source
 from proximity.transitions import Evidence, Transitions
 from proximity.visit import DEFAULT_MODEL, VisitModel

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-import proximity._id_kernels as K
+import proximity._kernels_ids as K
 import proximity.journal as _journal
 from proximity.events import Device
 from proximity.journal import Journal
@@ -89,7 +89,7 @@ class DeviceIds:
 
     Ids are kept as zero-padded rows of their UTF-8 bytes (the width grows with the
     longest id seen) in an open-addressing hash table probed by numba kernels
-    (:mod:`proximity._id_kernels`). A batch is turned into one byte buffer (a
+    (:mod:`proximity._kernels_ids`). A batch is turned into one byte buffer (a
     ``join`` and an ``encode`` for ASCII ids) and interned in one call. Freed handles are reused. ``names(handles)``
     gives the ids back as ``str``.
     """

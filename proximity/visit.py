@@ -2,7 +2,7 @@
 
 Every visit record (device x candidate place) carries the log-odds that the
 device is inside, updated by a forward filter in the transition kernel
-(:func:`proximity._kernels.apply_evidence`, its pieces in :mod:`proximity._visit_kernels`),
+(:func:`proximity._kernels.apply_evidence`, its pieces in :mod:`proximity._kernels_visit`),
 one evidence at a time:
 
 1. **time**: with no evidence the log-odds relax toward the prior
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import proximity._visit_kernels as K
+import proximity._kernels_visit as K
 
 #: accuracy / equivalent radius bucket edges for ``gps_llr``
 ACCURACY_EDGES = (0.5, 1.0, 2.0)
@@ -114,7 +114,7 @@ class VisitModel:
         return np.asarray(self.beacon_llr, np.float64)[np.clip(np.asarray(proximity, np.int64), 0, 3)]
 
     def pm(self, enter_probability: float, max_speed_mps: float, exit_probability: float = 0.0) -> np.ndarray:
-        """The kernel's parameter array (indexes ``proximity._visit_kernels.PM_*``)."""
+        """The kernel's parameter array (indexes ``proximity._kernels_visit.PM_*``)."""
         out = np.zeros(K.PM_SIZE)
         out[K.PM_PRIOR] = self.prior_logodds
         out[K.PM_TAU] = self.tau_s

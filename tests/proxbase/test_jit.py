@@ -17,7 +17,7 @@ from numba.core.dispatcher import Dispatcher
 import proxbase.jit as jit
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNEL_MODULES = ["geofence._kernels", "proximity._kernels", "proximity._visit_kernels", "proximity._id_kernels",
+KERNEL_MODULES = ["geofence._kernels", "proximity._kernels", "proximity._kernels_visit", "proximity._kernels_ids",
                   "beacons._kernels", "sim._kernels", "campaigns._kernels"]
 
 # one small kernel (a full index would take a cold compile of every kernel per test)

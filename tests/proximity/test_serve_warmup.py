@@ -66,11 +66,11 @@ from proximity.service.config import ServiceConfig
 from proximity.service.host import EngineHost
 from proximity.service.metrics import ServiceMetrics
 from proximity.service.reload import KINDS
-import geofence._kernels, proximity._kernels, proximity._visit_kernels, proximity._id_kernels, beacons._kernels
+import geofence._kernels, proximity._kernels, proximity._kernels_visit, proximity._kernels_ids, beacons._kernels
 from proxbase.jit import Kernel
 
 def compiled():
-    mods = (geofence._kernels, proximity._kernels, proximity._visit_kernels, proximity._id_kernels, beacons._kernels)
+    mods = (geofence._kernels, proximity._kernels, proximity._kernels_visit, proximity._kernels_ids, beacons._kernels)
     return {f"{m.__name__}.{n}": len(k.signatures) for m in mods for n, k in vars(m).items() if isinstance(k, Kernel)}
 
 cfg = ServiceConfig(demo=True)
