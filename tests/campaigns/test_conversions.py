@@ -92,13 +92,13 @@ def columns(events: list[tuple[str, int, int, float, float, float]]) -> Events:
 @given(events=st.lists(event_st, max_size=30),
        exposures=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 3), times), max_size=12),
        specs=st.lists(spec_st, min_size=2, max_size=2), attribution=st.sampled_from(["last", "each"]),
-       spread=st.sampled_from([1, 1, 300_007]))
+       spread=st.sampled_from([1, 1, 2003]))
 def test_conversions_match_the_oracle(events: list[Any], exposures: list[Any], specs: list[Spec], attribution: str,
                                       spread: int) -> None:
     # distinct times per (device, fence) keep the oracle's order unambiguous
     seen: set[tuple[int, int, float]] = set()
     events = [e for e in events if (e[1], e[2], e[3]) not in seen and not seen.add((e[1], e[2], e[3]))]
-    # spread: device codes up to ~1M, so rows are grouped in two passes (K.ONE_PASS_CODES)
+    # spread: device codes above K.ONE_PASS_CODES, so rows are grouped in two passes
     events = [(e[0], e[1] * spread, *e[2:]) for e in events]
     exposures = [(e[0], e[1] * spread, e[2]) for e in exposures]
     visits = visits_of(columns(events), 3 * spread + 1)
