@@ -21,6 +21,7 @@ under 10 s at full size.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -95,6 +96,18 @@ def run_peer(d: dict[str, Any]) -> int:
     return int(found.sum())
 
 
+def one_core() -> str:
+    """Pin this process to one CPU and numba to one thread, so the report and its peer run on one core."""
+    import numba
+
+    numba.set_num_threads(1)
+    if hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}, numba threads 1"
+    return "numba threads 1"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks report", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1M exposures, 5M events (about a tenth)")
@@ -104,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.decisions, args.events, args.devices = 1_000_000, 5_000_000, 200_000
-    print(f"# report on {describe_machine()}", flush=True)
+    cores = one_core()
+    print(f"# report on {describe_machine()}; measured on one core ({cores})", flush=True)
     t = time.perf_counter()
     data = make_data(args.decisions, args.events, args.devices)
     print(f"data: {args.decisions:,} exposures, {args.events:,} events, {args.devices:,} devices "

@@ -7,7 +7,10 @@ never sorts them all at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from numba import literal_unroll
 
 from proxbase.jit import njit
 
@@ -17,27 +20,101 @@ EXIT, ENTER, DWELL = 0, 1, 2
 LAST, EACH = 0, 1
 
 
-@njit
-def group_rows(codes: np.ndarray, cols: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """The rows of ``cols`` (one row per input, a few float64 fields) regrouped by code (stable counting
-    sort that *scatters* whole rows: every input is read once in order, every row written once), and the
-    start of each code's rows. Grouped rows are then read in sequence, with no random gathers."""
+#: codes up to this many are grouped in one scatter; above, in two cache-sized passes (see group_rows)
+ONE_PASS_CODES = 1 << 12
+
+
+def group(codes: np.ndarray, cols: Sequence[np.ndarray], n_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`group_rows` with its arrays made here: the columns ``cols`` (each as long as ``codes``, of
+    any numeric dtype) as float64 rows grouped by code (shape ``(n, len(cols))``), and each code's first row.
+
+    Memory is what costs here: each fresh page is zeroed by the OS (on this VM a fresh GB cost
+    more than a second of system time). So the columns are read as they are (no float64 copy of
+    each first), and large arrays are numpy's, not numba's: numpy asks for huge pages, a
+    thousand page faults for 2 GB instead of half a million."""
+    columns = tuple(np.ascontiguousarray(c) for c in cols)
     n = len(codes)
-    m = cols.shape[1]
+    out = np.empty((n, len(columns)), np.float64)
     starts = np.zeros(n_codes + 1, np.int64)
-    for i in range(n):
-        starts[codes[i] + 1] += 1
-    for c in range(n_codes):
-        starts[c + 1] += starts[c]
-    pos = starts[:-1].copy()
-    out = np.empty_like(cols)
-    for i in range(n):
-        c = codes[i]
-        p = pos[c]
-        for k in range(m):
-            out[p, k] = cols[i, k]
-        pos[c] = p + 1
+    group_rows(codes, columns, out, starts, np.empty(n if n_codes > ONE_PASS_CODES else 0, np.int32))
     return out, starts
+
+
+@njit
+def group_rows(codes: np.ndarray, cols: tuple[np.ndarray, ...], out: np.ndarray, starts: np.ndarray,
+               low: np.ndarray) -> None:  # pragma: no cover - numba
+    """Fill ``out`` with the rows made of the columns ``cols`` (a tuple of numeric arrays: ``out[j, k]``
+    from ``cols[k][i]``), grouped by code (a stable counting sort), and ``starts`` (zeros, one more than
+    the codes) with each code's first row. Grouped rows are then read in sequence, with no random gathers.
+
+    With few codes every row is scattered once to its place. With many (a million devices) one
+    scatter would write each row to a random one of a million places (a cache and TLB miss a row),
+    so rows go first to one of at most 2,048 buckets of consecutive codes (the high bits: a few
+    thousand sequential write streams; ``low`` keeps the low bits of their codes), then each bucket,
+    whose rows fit in the cache, is counted and scattered in place by the low bits. Both passes are
+    stable, so the order is the same.
+    """
+    m, n = out.shape[1], len(codes)
+    n_codes = len(starts) - 1
+    if n_codes <= ONE_PASS_CODES:
+        for i in range(n):
+            starts[codes[i] + 1] += 1
+        for c in range(n_codes):
+            starts[c + 1] += starts[c]
+        pos = starts[:-1].copy()
+        for i in range(n):
+            c = codes[i]
+            p = pos[c]
+            k = 0
+            for col in literal_unroll(cols):  # unrolled: the tuple's length is part of its type
+                out[p, k] = col[i]
+                k += 1  # noqa: SIM113 - numba unrolls only a bare literal_unroll(), not enumerate()
+            pos[c] = p + 1
+        return
+    bits = 0
+    while (1 << bits) < n_codes:
+        bits += 1
+    lo = bits - min(11, (bits + 1) // 2)
+    mask = (1 << lo) - 1
+    n_b = ((n_codes - 1) >> lo) + 1
+    b_starts = np.zeros(n_b + 1, np.int64)
+    for i in range(n):
+        b_starts[(codes[i] >> lo) + 1] += 1
+    for b in range(n_b):
+        b_starts[b + 1] += b_starts[b]
+    pos = b_starts[:-1].copy()
+    for i in range(n):  # pass 1: to the bucket of the high bits, in input order
+        c = codes[i]
+        b = c >> lo
+        p = pos[b]
+        low[p] = c & mask
+        k = 0
+        for column in literal_unroll(cols):  # (literal_unroll wants a name of its own per loop)
+            out[p, k] = column[i]
+            k += 1  # noqa: SIM113 - as above
+        pos[b] = p + 1
+    biggest = 0
+    for b in range(n_b):
+        biggest = max(biggest, b_starts[b + 1] - b_starts[b])
+    scratch = np.empty((biggest, m), np.float64)
+    for b in range(n_b):  # pass 2: each bucket in place, by the low bits
+        a, e = b_starts[b], b_starts[b + 1]
+        c0 = b << lo
+        c1 = min(n_codes, c0 + (1 << lo))
+        for j in range(a, e):
+            starts[c0 + low[j] + 1] += 1
+            for k in range(m):
+                scratch[j - a, k] = out[j, k]
+        starts[c0] = a
+        for c in range(c0, c1):
+            starts[c + 1] += starts[c]
+        cpos = starts[c0:c1].copy()
+        for j in range(a, e):
+            q = low[j]
+            p = cpos[q]
+            for k in range(m):
+                out[p, k] = scratch[j - a, k]
+            cpos[q] = p + 1
 
 
 @njit
@@ -77,35 +154,37 @@ def sort_groups(rows: np.ndarray, starts: np.ndarray) -> None:  # pragma: no cov
 E_TS, E_KIND, E_FENCE, E_DWELL, E_PROB = 0, 1, 2, 3, 4
 
 
+def visits(rows: np.ndarray, starts: np.ndarray, n_fences: int, n_enters: int) -> tuple[np.ndarray, ...]:
+    """:func:`build_visits` with its arrays made here (numpy's: see :func:`group`), ``n_enters`` being
+    the number of enter rows: ``device, fence, start, dwell, probability, closed, repeat, starts``."""
+    out = (np.empty(n_enters, np.int64), np.empty(n_enters, np.int64), np.empty(n_enters, np.float64),
+           np.empty(n_enters, np.float64), np.empty(n_enters, np.float64), np.zeros(n_enters, np.bool_),
+           np.zeros(n_enters, np.bool_), np.zeros(len(starts), np.int64))
+    build_visits(rows, starts, n_fences, *out)
+    return out
+
+
 @njit
-def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int):  # pragma: no cover - numba
+def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int, v_dev: np.ndarray, v_fence: np.ndarray,
+                 v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray, v_closed: np.ndarray,
+                 v_repeat: np.ndarray, v_starts: np.ndarray) -> None:  # pragma: no cover - numba
     """Visits from store-level event rows grouped by device and sorted by (time, kind) within a device
     (``ts, kind, fence, dwell_s`` and ``probability`` when some event carries one).
 
     A visit opens at an enter and collects the dwell and exit events of the same
     fence until its exit; its dwell is the longest ``dwell_s`` seen, its
     probability the highest (NaN when no event carried one). Events of a visit
-    whose enter is not in the log (it began before) are ignored. Returns the
+    whose enter is not in the log (it began before) are ignored. Fills the
     visits grouped by device and sorted by start within a device: ``device,
     fence, start, dwell, probability, closed, repeat`` (an earlier visit of the
-    same device to the same fence is in the log) and each device's first visit.
+    same device to the same fence is in the log; ``closed`` and ``repeat``
+    given as zeros, each as long as the enter rows) and each device's first
+    visit (``v_starts``, one more than the devices).
     One pass: per fence, the open visit and whether the device was seen there
     are stamped with the device, so nothing is reset between devices.
     """
     n_dev = len(starts) - 1
     has_prob = rows.shape[1] > E_PROB
-    n = 0
-    for i in range(len(rows)):
-        if rows[i, E_KIND] == ENTER:
-            n += 1
-    v_dev = np.empty(n, np.int64)
-    v_fence = np.empty(n, np.int64)
-    v_ts = np.empty(n, np.float64)
-    v_dwell = np.empty(n, np.float64)
-    v_prob = np.empty(n, np.float64)
-    v_closed = np.zeros(n, np.bool_)
-    v_repeat = np.zeros(n, np.bool_)
-    v_starts = np.zeros(n_dev + 1, np.int64)
     open_visit = np.full(n_fences, -1, np.int64)
     open_dev = np.full(n_fences, -1, np.int64)
     seen_dev = np.full(n_fences, -1, np.int64)
@@ -138,7 +217,6 @@ def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int):  # pragma
                     v_closed[cur] = True
                     open_dev[f] = -1
     v_starts[n_dev] = k
-    return v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed, v_repeat, v_starts
 
 
 @njit
@@ -160,7 +238,7 @@ X_TS, X_INDEX, X_CAMPAIGN, X_TREATED = 0, 1, 2, 3
 def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
             v_starts: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
             place_ok: np.ndarray, within: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray,
-            attribution: int):  # pragma: no cover - numba
+            attribution: int, out: np.ndarray, cand: np.ndarray, final: np.ndarray) -> None:  # pragma: no cover
     """For each exposure, the visit that converts it (-1: none).
 
     Exposure rows (``ts, index, campaign``; grouped by device, sorted by time
@@ -170,12 +248,10 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
     places, long and probable enough. With ``LAST`` attribution, when several
     exposures (any campaign) have the same candidate, the latest of them converts
     with it and the others do not; with ``EACH`` every exposure converts with its
-    candidate.
+    candidate. Fills ``out`` (by exposure), ``cand`` (by grouped row: the first qualifying visit) and
+    ``final`` (by grouped row: the converting visit), all given as -1.
     """
-    out = np.full(n_exposures, -1, np.int64)
     n_dev = len(x_starts) - 1
-    cand = np.full(len(x_rows), -1, np.int64)  # by grouped row: the first qualifying visit
-    final = np.full(len(x_rows), -1, np.int64)  # by grouped row: the converting visit
     for d in range(n_dev):
         ea, eb = x_starts[d], x_starts[d + 1]
         if eb == ea or d + 1 >= len(v_starts):
@@ -208,7 +284,6 @@ def convert(x_rows: np.ndarray, x_starts: np.ndarray, n_exposures: int,
                         break
             final[i] = v
             out[int(x_rows[i, X_INDEX])] = v
-    return out, final
 
 
 @njit
@@ -247,6 +322,23 @@ def cluster_sums(x_rows: np.ndarray, x_starts: np.ndarray, row_visit: np.ndarray
             acc[c, t, 4] += x * n
             acc[c, t, 5] += x * x
     return acc
+
+
+@njit
+def store_days(ts: np.ndarray, fence: np.ndarray, day_starts: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """``out[i] = fence[i] * n_days + d`` where ``day_starts[d] <= ts[i] < day_starts[d + 1]`` (local
+    midnights, covering every ``ts``): the day as ``searchsorted(side="right") - 1`` finds it, from a
+    guess at 24 h a day that a DST day moves by one at most."""
+    n_days = len(day_starts)
+    t0 = day_starts[0]
+    for i in range(len(ts)):
+        t = ts[i]
+        d = min(max(int((t - t0) / 86400.0), 0), n_days - 1)
+        while d > 0 and day_starts[d] > t:
+            d -= 1
+        while d + 1 < n_days and day_starts[d + 1] <= t:
+            d += 1
+        out[i] = fence[i] * n_days + d
 
 
 @njit

@@ -147,18 +147,6 @@ def _codes(values: np.ndarray, name: str) -> np.ndarray:
     return codes
 
 
-def _by_device(device: np.ndarray, columns: Mapping[int, Any], n_dev: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``columns`` (column index -> values) grouped by ``device`` (``starts[d]:starts[d+1]``),
-    sorted by time within a device."""
-    rows = np.empty((len(device), len(columns)), np.float64)
-    for col, values in columns.items():
-        rows[:, col] = values
-    grouped, starts = K.group_rows(device, rows, n_dev)
-    del rows
-    K.sort_groups(grouped, starts)
-    return grouped, starts
-
-
 def n_devices(*columns: np.ndarray) -> int:
     """One more than the highest device code of the columns."""
     return int(max((int(c.max()) + 1 for c in columns if len(c)), default=0))
@@ -172,11 +160,12 @@ def visits_of(events: Events, n_dev: int) -> Visits:
     fence = _codes(events.fence, "fence")
     prob = np.asarray(events.probability, np.float64)
     has_prob = bool(len(prob)) and not bool(np.isnan(prob).all())
-    columns = {K.E_TS: events.ts, K.E_KIND: events.kind,  # at one instant an exit (0) closes before an enter (1) opens
-               K.E_FENCE: fence, K.E_DWELL: events.dwell_s, **({K.E_PROB: prob} if has_prob else {})}
-    grouped, starts = _by_device(device, columns, n_dev)
-    cols = K.build_visits(grouped, starts, int(fence.max()) + 1 if len(fence) else 1)
-    return Visits(*cols)
+    # columns in the order of K.E_*; at one instant an exit (kind 0) closes before an enter (1) opens
+    cols = [events.ts, events.kind, fence, events.dwell_s] + ([prob] if has_prob else [])
+    grouped, starts = K.group(device, cols, n_dev)
+    K.sort_groups(grouped, starts)
+    n_enters = int(np.count_nonzero(np.asarray(events.kind) == K.ENTER))
+    return Visits(*K.visits(grouped, starts, int(fence.max()) + 1 if len(fence) else 1, n_enters))
 
 
 def conversions(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_names: Sequence[str],
@@ -205,10 +194,10 @@ def match(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_nam
     device = _codes(exposures.device, "device")
     if len(device) and int(device.max()) >= n_dev:
         n_dev = int(device.max()) + 1
-    grouped, starts = _by_device(device, {
-        K.X_TS: exposures.ts, K.X_CAMPAIGN: _codes(exposures.campaign, "campaign"),
-        K.X_INDEX: np.arange(len(device)), K.X_TREATED: np.asarray(exposures.arm) != holdout_arm,
-    }, n_dev)
+    cols = [exposures.ts, np.arange(len(device), dtype=np.float64), _codes(exposures.campaign, "campaign"),
+            np.asarray(exposures.arm) != holdout_arm]  # in the order of K.X_*
+    grouped, starts = K.group(device, cols, n_dev)
+    K.sort_groups(grouped, starts)
     index = {f: i for i, f in enumerate(fence_names)}
     n_fences = max(len(fence_names), int(visits.fence.max()) + 1 if len(visits) else 0, 1)
     place_ok = np.zeros((max(len(specs), 1), n_fences), np.bool_)
@@ -223,10 +212,12 @@ def match(exposures: Exposures, visits: Visits, specs: Sequence[Spec], fence_nam
     v_starts = visits.starts
     if len(v_starts) - 1 < n_dev:  # devices with exposures but no visit at all
         v_starts = np.concatenate([v_starts, np.full(n_dev - (len(v_starts) - 1), v_starts[-1], np.int64)])
-    out, row_visit = K.convert(
+    out = np.full(len(device), -1, np.int64)
+    row_visit = np.full(len(device), -1, np.int64)
+    K.convert(
         grouped, starts, len(device), v_starts, visits.fence, visits.ts,
         visits.dwell_s, visits.probability, place_ok, within, min_dwell, min_prob,
-        K.LAST if attribution == "last" else K.EACH,
+        K.LAST if attribution == "last" else K.EACH, out, np.full(len(device), -1, np.int64), row_visit,
     )
     return Matched(out, grouped, starts, row_visit)
 

@@ -223,26 +223,24 @@ def _traffic_rows(v: Any, fence_names: Sequence[str], zone: ZoneInfo) -> list[di
     if not len(v):
         return []
     starts = _day_starts(float(v.ts.min()), float(v.ts.max()), zone)
-    day = np.searchsorted(starts, v.ts, side="right") - 1
     n_days = len(starts)
     n_f = max(len(fence_names), int(v.fence.max()) + 1)
-    sd = v.fence * n_days + day
+    sd = np.empty(len(v), np.int64)
+    K.store_days(v.ts, v.fence, starts, sd)  # fence x local day of each visit
     n_sd = n_f * n_days
     visits = np.bincount(sd, minlength=n_sd)
     unique, returning = K.store_day_visitors(v.starts, sd, v.repeat, n_sd)
     closed = v.closed
-    grouped, bounds = K.group_rows(sd[closed], v.dwell_s[closed].reshape(-1, 1), n_sd)
+    grouped, bounds = K.group(sd[closed], [v.dwell_s[closed]], n_sd)
     medians = K.group_medians(grouped, bounds)
-    rows = []
-    for k in np.flatnonzero(visits):
-        f, d = divmod(int(k), n_days)
-        rows.append({
-            "store": fence_names[f] if f < len(fence_names) else str(f),
-            "day": dt.datetime.fromtimestamp(float(starts[d]), zone).date().isoformat(),
-            "visits": int(visits[k]), "unique_visitors": int(unique[k]),
-            "median_dwell_s": _num(medians[k]),
-            "repeat_visit_rate": _num(returning[k] / unique[k]) if unique[k] else None,
-        })
+    day_names = [dt.datetime.fromtimestamp(float(s), zone).date().isoformat() for s in starts]
+    store_names = [fence_names[f] if f < len(fence_names) else str(f) for f in range(n_f)]
+    keys = np.flatnonzero(visits)
+    rows = [{
+        "store": store_names[k // n_days], "day": day_names[k % n_days], "visits": n, "unique_visitors": u,
+        "median_dwell_s": _num(med), "repeat_visit_rate": _num(r / u) if u else None,
+    } for k, n, u, r, med in zip(keys.tolist(), visits[keys].tolist(), unique[keys].tolist(),
+                                 returning[keys].tolist(), medians[keys].tolist(), strict=True)]
     rows.sort(key=lambda r: (r["store"], r["day"]))
     return rows
 

@@ -91,12 +91,17 @@ def columns(events: list[tuple[str, int, int, float, float, float]]) -> Events:
 @settings(max_examples=300)
 @given(events=st.lists(event_st, max_size=30),
        exposures=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 3), times), max_size=12),
-       specs=st.lists(spec_st, min_size=2, max_size=2), attribution=st.sampled_from(["last", "each"]))
-def test_conversions_match_the_oracle(events: list[Any], exposures: list[Any], specs: list[Spec], attribution: str) -> None:
+       specs=st.lists(spec_st, min_size=2, max_size=2), attribution=st.sampled_from(["last", "each"]),
+       spread=st.sampled_from([1, 1, 2003]))
+def test_conversions_match_the_oracle(events: list[Any], exposures: list[Any], specs: list[Spec], attribution: str,
+                                      spread: int) -> None:
     # distinct times per (device, fence) keep the oracle's order unambiguous
     seen: set[tuple[int, int, float]] = set()
     events = [e for e in events if (e[1], e[2], e[3]) not in seen and not seen.add((e[1], e[2], e[3]))]
-    visits = visits_of(columns(events), 4)
+    # spread: device codes above K.ONE_PASS_CODES, so rows are grouped in two passes
+    events = [(e[0], e[1] * spread, *e[2:]) for e in events]
+    exposures = [(e[0], e[1] * spread, e[2]) for e in exposures]
+    visits = visits_of(columns(events), 3 * spread + 1)
     want_visits = oracle_visits(events)
     got_visits = [{"device": int(visits.device[i]), "fence": int(visits.fence[i]), "ts": float(visits.ts[i]),
                    "dwell": float(visits.dwell_s[i]), "closed": bool(visits.closed[i]), "repeat": bool(visits.repeat[i])}
@@ -115,6 +120,45 @@ def test_conversions_match_the_oracle(events: list[Any], exposures: list[Any], s
         else:
             assert won[i] >= 0, (i, exposures[i], want)
             assert (visits.device[won[i]], visits.fence[won[i]], visits.ts[won[i]]) == (want["device"], want["fence"], want["ts"])
+
+
+@settings(max_examples=60)
+@given(codes=st.lists(st.integers(0, 2**21 - 1), max_size=300), n_codes=st.sampled_from([2**21, 2**20 + 3, 5000, 40]),
+       event_rows=st.booleans(), data=st.data())
+def test_grouping_is_a_stable_sort_by_code(codes: list[int], n_codes: int, event_rows: bool, data: Any) -> None:
+    """The grouping, in one pass (few codes) and in two (many), against numpy's stable argsort; the
+    columns as the reports give them (an event's ts, kind, fence, dwell; a visit's dwell)."""
+    codes_a = np.asarray([c % n_codes for c in codes], np.int64)
+    n = len(codes)
+    values = st.lists(st.floats(-1e9, 1e9), min_size=n, max_size=n)
+    cols: list[np.ndarray] = [np.asarray(data.draw(values))]
+    if event_rows:
+        cols += [np.asarray(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), np.int8),
+                 np.asarray(data.draw(st.lists(st.integers(0, 2**40), min_size=n, max_size=n)), np.int64),
+                 np.asarray(data.draw(values))]
+    rows, starts = K.group(codes_a, cols, n_codes)
+    order = np.argsort(codes_a, kind="stable")
+    assert rows.shape == (n, len(cols))
+    assert (rows == np.column_stack([c.astype(np.float64) for c in cols]).reshape(n, len(cols))[order]).all()
+    assert (starts == np.concatenate([[0], np.cumsum(np.bincount(codes_a, minlength=n_codes))])).all()
+
+
+@settings(max_examples=100)
+@given(ts=st.lists(st.floats(0, 12 * 86400.0), min_size=1, max_size=50), zone=st.sampled_from(["Europe/Paris", "UTC"]))
+def test_store_days_find_the_local_day_as_searchsorted_does(ts: list[float], zone: str) -> None:
+    """Across the spring and autumn DST changes of 2026 (23- and 25-hour days), and exactly at midnights."""
+    from zoneinfo import ZoneInfo
+
+    from campaigns.report import _day_starts
+
+    base = [1_774_400_000.0, 1_792_000_000.0][len(ts) % 2]  # a week before each change
+    t = np.asarray([base + x for x in ts])
+    starts = _day_starts(float(t.min()), float(t.max()), ZoneInfo(zone))
+    t = np.concatenate([t, starts[(np.arange(len(ts)) % (len(starts) - 1))]])  # midnights themselves
+    fence = np.arange(len(t)) % 3
+    got = np.empty(len(t), np.int64)
+    K.store_days(t, fence, starts, got)
+    assert (got == fence * len(starts) + np.searchsorted(starts, t, side="right") - 1).all()
 
 
 def test_a_visit_in_progress_at_exposure_time_does_not_count() -> None:
