@@ -343,10 +343,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="workers for the Redis run")
     ap.add_argument("--redis", help="also measure N workers sharing this Redis")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    ap.add_argument("--pings-per-request", metavar="N,N,...",
+                    help="SDK-shaped load instead: many concurrent requests of N pings each (see benchmarks.http_small)")
+    ap.add_argument("--clients", type=int, default=64, help="with --pings-per-request: requests in flight in all")
+    ap.add_argument("--generators", type=int, default=2, help="with --pings-per-request: load-generator processes")
+    ap.add_argument("--batch-ids", action="store_true", help="with --pings-per-request: every request has a batch_id")
     args = ap.parse_args(argv)
     seconds = 2.0 if args.quick else args.seconds
     tmp = Path(tempfile.mkdtemp(prefix="proximity-bench-http-"))
     paths = _city(tmp)
+    if args.pings_per_request:
+        return _small(args, paths)
     bodies = _bodies(json.loads(paths["stores"].read_text()), 40 if args.quick else 200)
     print(f"# HTTP ingest: batches of {BATCH} pings, {N_STORES} fences, {N_DEVICES} devices, "
           f"{os.cpu_count()} CPU(s), load generator in its own process, {seconds:g} s per phase")
@@ -419,6 +426,25 @@ def main(argv: list[str] | None = None) -> int:
     results["meets_throughput_target"] = all(s["pings_s_per_worker"] >= 200_000 for s in serve)
     results["meets_latency_target"] = all(s["p99_ms"] < 20 for s in serve)
     print(f"# results: {write_results('http', results)}")
+    return 0
+
+
+def _small(args: argparse.Namespace, paths: dict[str, Path]) -> int:
+    import benchmarks.http_small as small
+    from benchmarks._common import describe_machine, write_results
+
+    try:
+        sizes = [int(x) for x in args.pings_per_request.split(",")]
+    except ValueError:
+        print(f"--pings-per-request: a comma-separated list of integers, not {args.pings_per_request!r}",
+              file=sys.stderr)
+        return 2
+    if not sizes or min(sizes) < 1 or max(sizes) > BATCH:
+        print(f"--pings-per-request: sizes from 1 to {BATCH}", file=sys.stderr)
+        return 2
+    rows = small.run(args, paths, json.loads(paths["stores"].read_text()), sizes)
+    print(f"# machine: {describe_machine()}")
+    print(f"# results: {write_results('http_small', {'rows': rows, 'clients': args.clients, 'generators': args.generators, 'batch_ids': args.batch_ids, 'quick': args.quick})}")
     return 0
 
 

@@ -212,16 +212,31 @@ class EngineHost:
                       journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
         """JSON rows -> the engine: ``(result, accepted, rejected)``, each rejected row named by its request row
         (the bad rows found by ``PingBatch.from_json``, then those the engine refused)."""
-        batch, errors = PingBatch.from_json(rows, source=SOURCE)
-        if not len(batch):
-            return BatchResult(), 0, errors
-        result = self._visits(self.engine.process_pings(batch, journal=self._journal(journal)))
-        if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
-            refused = [e.row for e in result.rejected if e.row is not None]
-            taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch
+        return self.process_ping_parts([rows], now, [journal])[0]
+
+    def process_ping_parts(self, parts: Sequence[list[Any]], now: float, journals: Sequence[str | None]
+                           ) -> list[tuple[BatchResult, int, list[ValidationError]]]:
+        """Several requests' JSON rows in one engine call (:meth:`Engine.process_ping_parts`; the parts share no
+        device), each answered as :meth:`process_pings` answers it alone."""
+        parsed = [PingBatch.from_json(rows, source=SOURCE) for rows in parts]
+        live = [i for i, (batch, _) in enumerate(parsed) if len(batch)]
+        results: list[BatchResult] = [BatchResult() for _ in parts]
+        if live:
+            done = self.engine.process_ping_parts([parsed[i][0] for i in live],
+                                                  [self._journal(journals[i]) for i in live])
+            for i, result in zip(live, done, strict=True):
+                results[i] = self._visits(result)
+        if self.ping_listeners and live:  # the pings the engine took (not those it refused, e.g. from the future)
+            taken = []
+            for i in live:
+                batch = parsed[i][0]
+                refused = [e.row for e in results[i].rejected if e.row is not None]
+                taken.append(batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch)
             for listener in self.ping_listeners:
-                listener(taken)
-        return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
+                for t in taken:
+                    listener(t)
+        return [(results[i], len(batch) - len(results[i].rejected), _by_row(errors, results[i].rejected))
+                for i, (batch, errors) in enumerate(parsed)]
 
     def process_scans(self, doc: Mapping[str, Any], now: float,
                       journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+import proximity.service.coalesce as coalesce
 from proximity.errors import as_json
 from proximity.service.codec import json_response, parse_json, read_body
 from proximity.service.errors import ApiError
@@ -91,7 +92,7 @@ async def post_pings(request: web.Request) -> web.Response:
 
     async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await svc.host.run(svc.host.process_pings, rows, time.time(), journal)
+        result, accepted, errors = await coalesce.process_pings(svc, rows, journal)
         svc.metrics.engine_latency.labels("pings").observe(time.perf_counter() - started)
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))

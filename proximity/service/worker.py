@@ -15,6 +15,7 @@ from proximity import __version__
 from proximity.service.auth import ApiKey, KeyRing
 from proximity.service.config import ServiceConfig
 from proximity.service.feed import FeedBus, FeedHub, close_sockets
+from proximity.service.coalesce import Coalescer
 from proximity.service.host import EngineHost
 from proximity.service.loops import Loops
 from proximity.service.metrics import ServiceMetrics
@@ -38,6 +39,8 @@ class Service:
         self.backends = self.host.backends
         self.idempotency = self.backends.idempotency
         self.rate_limiter = self.backends.rate_limiter
+        self.coalescer = (Coalescer(self.host, config.coalesce_max_pings, self.metrics) if config.coalesce
+                          else None)
         self.hub = FeedHub(config.feed_queue, self.metrics)
         self.bus = FeedBus(self.hub, self.backends.aioredis, config.redis_prefix,
                            cluster=self.backends.cluster)
