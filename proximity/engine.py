@@ -321,12 +321,21 @@ class Engine:
         rules run per part, in order), its counts, its rejected and dropped rows numbered as in its own batch,
         its own ``journals[i]``. Parts may not share a device (``ValueError``): send a device's later batch
         in a later call (see :mod:`proximity.parts`)."""
-        self._check_index()
-        journals = list(journals) if journals is not None else [None] * len(parts)
-        if len(journals) != len(parts) or not parts:
-            raise ValueError("process_ping_parts: one journal (or None) per part, and at least one part")
+        if not parts:
+            raise ValueError("process_ping_parts: at least one part")
         batch, base = (parts[0], np.zeros(1, np.int64)) if len(parts) == 1 else _parts.stack(parts)
-        k = len(parts)
+        return self.process_stacked_pings(batch, base, journals)
+
+    def process_stacked_pings(self, batch: PingBatch, base: np.ndarray,
+                              journals: Sequence[Journal | None] | None = None) -> list[BatchResult]:
+        """:meth:`process_ping_parts` for parts already in one batch: part ``i`` is the rows ``base[i]`` to
+        ``base[i + 1] - 1`` of ``batch.row`` (e.g. several requests' JSON rows parsed in one go)."""
+        self._check_index()
+        base = np.asarray(base, np.int64)
+        k = len(base)
+        journals = list(journals) if journals is not None else [None] * k
+        if len(journals) != k or not k:
+            raise ValueError("process_stacked_pings: one journal (or None) per part, and at least one part")
         ok, rejected = self._future(batch.ts, batch.row, "ping")
         acc_in = batch.accuracy_m
         unreal = ~(acc_in > 0.0) & ok  # 0, negative or NaN: not a fix anyone measured

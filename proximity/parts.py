@@ -94,7 +94,7 @@ def apply_by_journal(apply: Apply, resolve: Callable[[np.ndarray], Resolved], re
             continue
         codes = np.unique(ev.dev[idx])
         own = resolve(np.asarray(names[codes], dtype=object))  # this group's devices only
-        mask = np.zeros(int(codes.max()) + 1, bool)
+        mask = np.zeros(int(ev.dev.max()) + 1, bool)
         mask[codes] = True
         sub = ev.take_devices(mask)
         sub.dev = own.codes[np.searchsorted(codes, sub.dev)]

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from proximity import __version__
 from proximity.service.auth import ApiKey, KeyRing
+from proximity.service.coalesce import Coalescer
 from proximity.service.config import ServiceConfig
 from proximity.service.feed import FeedBus, FeedHub, close_sockets
-from proximity.service.coalesce import Coalescer
 from proximity.service.host import EngineHost
 from proximity.service.loops import Loops
 from proximity.service.metrics import ServiceMetrics
