@@ -386,20 +386,24 @@ class Engine:
         if k == 1:
             events_of = [events]
         else:
-            owner = dict(zip(res.names[ev.dev].tolist(), part_ev.tolist(), strict=True))
+            part_of_code = dict(zip(ev.dev.tolist(), part_ev.tolist(), strict=True))
+            codes = np.unique(tr.dev)  # only the devices with events are named (names cost a decode each)
+            owner = dict(zip(np.asarray(res.names[codes]).tolist(), [part_of_code[c] for c in codes.tolist()],
+                             strict=True))
             events_of = [[] for _ in range(k)]
             for e in events:
                 events_of[owner[e.device_id]].append(e)
         dropped = (_dropped(b.row, order_all[dup], tr.status, ev.row)
                    if sum(n_late) or sum(n_dup) or sum(n_impl) else [])
         dropped_of = _parts.split_errors(dropped, base)
+        newest = np.full(k, -np.inf)
+        np.maximum.at(newest, part_ev, ts)
         out = []
         for i in range(k):
             stats = {"pings": n_in[i], "applied": n_applied[i], "late": n_late[i], "duplicates": n_dup[i],
                      "rejected": len(rejected_of[i]), "matches": n_match[i], "implausible": n_impl[i],
                      "bad_accuracy": n_unreal[i]}
-            mine = part_ev == i if k > 1 else slice(None)
-            now = float(ts[mine].max()) if len(ts[mine]) else self.config.clock()
+            now = float(newest[i]) if newest[i] > -np.inf else self.config.clock()
             result = self._finish(events_of[i], stats, rejected_of[i], now)
             if stats["late"] or stats["duplicates"] or stats["implausible"]:
                 result.dropped = dropped_of[i]

@@ -45,10 +45,13 @@ def split_errors(errors: Sequence[ValidationError], base: np.ndarray) -> list[li
     if len(base) == 1:
         out[0] = list(errors)
         return out
-    for e in errors:
-        p = int(part_of(np.array([e.row]), base)[0]) if e.row is not None else 0
+    rows = [e.row for e in errors]
+    parts = part_of(np.array([-1 if r is None else r for r in rows], np.int64), base).tolist()
+    starts = base.tolist()
+    for e, r, p in zip(errors, rows, parts, strict=True):
         local = copy.copy(e)
-        local.row = None if e.row is None else e.row - int(base[p])
+        p = max(p, 0)
+        local.row = None if r is None else r - starts[p]
         out[p].append(local)
     return out
 

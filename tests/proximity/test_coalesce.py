@@ -139,9 +139,12 @@ async def test_coalesced_requests_answer_as_sequential_ones(city: dict[str, str]
             for key in order:  # the oracle: the same requests one at a time, in the order the server took them
                 assert key is not None
                 want = await _post(session, alone, bodies[key])
-                assert answers[key] == want
-            # a retried batch_id replays its coalesced answer
-            key = order[-1]
+                assert answers[key] == want, (bodies[key], answers[key], want)
+            # a retried batch_id replays its coalesced answer (a 422 is not kept: the client fixes the body)
+            done = [k for k in order if answers[k][0] == 200]
+            if not done:
+                return
+            key = done[-1]
             async with session.post(coalescing.make_url("/v1/pings"), data=bodies[key], headers=HEADERS) as r:
                 assert r.headers.get("Idempotent-Replay") == "true"
                 assert (r.status, await r.json()) == answers[key]
