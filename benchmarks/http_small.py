@@ -22,28 +22,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchmarks.http as H
+import benchmarks._http_serve as H
 
 TARGETS = {1: {"memory": 5_000, "redis": 2_500}, 10: {"memory": 4_000}}  # requests per worker CPU-second
 
 
 def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool, seed: int = 3) -> list[bytes]:
-    """``n`` request bodies of ``per_request`` pings (``H.MARK`` where each ts's integer second goes). Up to 10
-    pings a request come from one phone (its last fixes); bigger requests mix devices, as a gateway's."""
+    """``n`` request bodies of ``per_request`` pings (``H.MARK`` where each ts's integer second goes), pinged as
+    the 500-ping benchmark's devices do: each device from its home spot (a quarter of them inside a store) with a
+    few metres of jitter, 1% of pings from a random spot. Up to 10 pings a request come from one phone (its
+    last fixes); bigger requests mix devices, as a gateway's."""
     rng = random.Random(seed)
+    home = []
+    for d in range(H.N_DEVICES):
+        if d % 4 == 0:
+            lon, lat = stores[d % len(stores)]
+            home.append((lon + 0.0002, lat + 0.0002))
+        else:
+            home.append((2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)))
     out = []
     for b in range(n):
-        phone = f"d{rng.randrange(H.N_DEVICES):05d}"
+        phone = rng.randrange(H.N_DEVICES)
         rows = []
         for i in range(per_request):
-            d = phone if per_request <= 10 else f"d{rng.randrange(H.N_DEVICES):05d}"
-            k = int(d[1:])
-            if k % 4 == 0 and rng.random() < 0.9:
-                lon, lat = stores[k % len(stores)]
-                lon, lat = lon + 0.0002 + rng.uniform(-3e-5, 3e-5), lat + 0.0002 + rng.uniform(-3e-5, 3e-5)
-            else:
+            d = phone if per_request <= 10 else rng.randrange(H.N_DEVICES)
+            if rng.random() < 0.01:
                 lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
-            rows.append(f'{{"device_id":"{d}","lon":{lon:.6f},"lat":{lat:.6f},"accuracy_m":8,'
+            else:
+                lon, lat = home[d][0] + rng.uniform(-3e-5, 3e-5), home[d][1] + rng.uniform(-3e-5, 3e-5)
+            rows.append(f'{{"device_id":"d{d:05d}","lon":{lon:.6f},"lat":{lat:.6f},"accuracy_m":8,'
                         f'"ts":{H.MARK.decode()}.{(b * per_request + i) % 1000:03d}}}')
         bid = f'"batch_id":"{H.MARK.decode()}-{b}",' if batch_ids else ""
         out.append(("{" + bid + '"pings":[' + ",".join(rows) + "]}").encode())
@@ -79,7 +86,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                         errors += 1
                 latencies.append(time.perf_counter() - t)
 
-            for _ in range(3):
+            for _ in range(0, len(bodies), clients):  # warm up: one pass, every device has state (steady state)
                 await asyncio.gather(*(one() for _ in range(clients)))
             latencies.clear()
             errors = 0
@@ -165,7 +172,7 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
             proc, url = H._start_serve(paths, workers, redis)
             servers.append((label, workers, proc, url))
         for size in sizes:
-            reqs = bodies(stores, size, max(200, 4000 // size), args.batch_ids)
+            reqs = bodies(stores, size, max(100, 2000 // size), args.batch_ids)
             for label, workers, proc, url in servers:
                 thr = measure(url + "/v1/pings", reqs, size, seconds, None, args.clients, args.generators, second,
                               proc.pid)

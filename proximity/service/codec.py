@@ -85,11 +85,11 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                        field="body", reason="too_large", limit=limit)
     content = request.content
     if content.is_eof() and not content.exception():  # a small body is usually all here with its headers:
-        raw = content.read_nowait(-1)  # no timer, no chunk loop (the fixed cost of a 1-ping request)
-        if len(raw) > limit:
+        whole = content.read_nowait(-1)  # no timer, no chunk loop (the fixed cost of a 1-ping request)
+        if len(whole) > limit:
             raise ApiError(413, f"body is over the limit of {limit} bytes", field="body", reason="too_large",
                            limit=limit)
-        return _decoded(raw, encoding, limit)
+        return _decoded(whole, encoding, limit)
     raw = bytearray()
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
