@@ -123,8 +123,11 @@ class Coalescer:
     async def _run(self, group: list[_Part]) -> None:
         host = self.host
         try:
-            answers = await host.run(host.process_ping_parts, [p.rows for p in group], time.time(),
-                                     [p.journal for p in group])
+            if len(group) == 1:  # a lone request takes the engine host's one-batch path, as without coalescing
+                answers = [await host.run(host.process_pings, group[0].rows, time.time(), group[0].journal)]
+            else:
+                answers = await host.run(host.process_ping_parts, [p.rows for p in group], time.time(),
+                                         [p.journal for p in group])
         except Exception as exc:
             if len(group) == 1 or isinstance(exc, StoreUnavailable):
                 for p in group:
