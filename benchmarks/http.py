@@ -21,52 +21,26 @@ import json
 import multiprocessing
 import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-KEY = "bench-key"
-BATCH = 500
-N_STORES = 1000
-N_DEVICES = 20_000
-MARK = b"7777777777"  # 10-digit placeholder for the integer second of every ts in a pass
-
-
-def _city(directory: Path, seed: int = 1) -> dict[str, Path]:
-    """1000 store polygons over a 0.2 x 0.2 degree district, campaigns with caps, a key file."""
-    import hashlib
-
-    rng = random.Random(seed)
-    features = []
-    for i in range(N_STORES):
-        lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
-        d = rng.uniform(0.0004, 0.0012)
-        ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
-        features.append({"type": "Feature", "id": f"s{i:04d}",
-                         "properties": {"name": f"Store {i}", "tags": ["coffee" if i % 3 == 0 else "shop"]},
-                         "geometry": {"type": "Polygon", "coordinates": [ring]}})
-    paths = {k: directory / n for k, n in (("fences", "fences.geojson"), ("campaigns", "campaigns.yaml"),
-                                          ("keys", "keys.txt"), ("config", "service.yaml"))}
-    paths["fences"].write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    paths["campaigns"].write_text(
-        "defaults:\n  limits:\n    per_device:\n      - {max: 3, window: 24h}\n"
-        "campaigns:\n"
-        "  - id: coffee\n    name: Coffee\n    priority: 20\n    trigger: {on: enter, tags: [coffee]}\n"
-        "    offer: {title: 'Hello {store.name}', body: '1 euro off'}\n"
-        "    limits:\n      per_device: {max: 1, window: 1d}\n      budget: {total: 100000}\n"
-        "  - id: shop\n    name: Shop\n    priority: 10\n    trigger: {on: enter, tags: [shop]}\n"
-        "    offer: {title: 'Welcome', body: '10% off'}\n    limits:\n      per_device: {max: 1, window: 1d}\n"
-    )
-    paths["keys"].write_text(f"bench:sdk:{hashlib.sha256(KEY.encode()).hexdigest()}\n")
-    paths["config"].write_text(f"rate_limit: 0\nmax_batch: {BATCH}\nmax_body_bytes: 4194304\n")
-    paths["stores"] = directory / "stores.json"
-    paths["stores"].write_text(json.dumps([f["geometry"]["coordinates"][0][0] for f in features]))
-    return paths
+from benchmarks._http_serve import (
+    BATCH,
+    KEY,
+    MARK,
+    N_DEVICES,
+    N_STORES,
+    _baseline_server,
+    _city,
+    _clear_redis,
+    _cpu_seconds,
+    _process_tree,
+    _start_serve,
+    _stop,
+)
 
 
 def _bodies(stores: list[list[float]], n: int, seed: int = 2) -> list[bytes]:
@@ -97,58 +71,6 @@ def _bodies(stores: list[list[float]], n: int, seed: int = 2) -> list[bytes]:
                         f'"ts":{MARK.decode()}.{(b * BATCH + i) % 1000:03d}}}')
         out.append(('{"pings":[' + ",".join(rows) + "]}").encode())
     return out
-
-
-def _baseline_server(port_file: str) -> None:
-    """The peer: an aiohttp app that reads and parses the body, nothing else."""
-    import orjson
-    from aiohttp import web
-
-    async def pings(request: web.Request) -> web.Response:
-        doc = orjson.loads(await request.read())
-        return web.json_response({"accepted": len(doc["pings"])})
-
-    app = web.Application(client_max_size=8 << 20)
-    app.router.add_post("/v1/pings", pings)
-
-    async def run() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        Path(port_file).write_text(str(site._server.sockets[0].getsockname()[1]))  # type: ignore[union-attr]
-        await asyncio.Event().wait()
-
-    asyncio.run(run())
-
-
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (Linux ``/proc``; just ``[pid]`` elsewhere)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def _cpu_seconds(pids: list[int]) -> float | None:
-    """User + system CPU seconds used so far by these processes (Linux ``/proc``), else ``None``."""
-    total = 0.0
-    try:
-        tick = os.sysconf("SC_CLK_TCK")
-        for pid in pids:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-    return total
 
 
 def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inflight: int,
@@ -285,65 +207,6 @@ def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> 
     return {"pings_s": n * BATCH / elapsed, "ms_per_batch": 1000 * elapsed / n, "cpu_ms_per_batch": 1000 * cpu / n}
 
 
-def _start_serve(paths: dict[str, Path], workers: int, redis: str | None) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "proximity", "serve", "--port", "0", "--config", str(paths["config"]),
-           "--fences", str(paths["fences"]), "--campaigns", str(paths["campaigns"]), "--keys", str(paths["keys"]),
-           "--workers", str(workers), "--log-level", "error"]
-    if redis:
-        cmd += ["--redis", redis, "--redis-prefix", f"pxbench:{os.getpid()}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"listening on (http://[\d.]+:\d+)", line)
-        if m:
-            url = m.group(1)
-            break
-    else:
-        raise RuntimeError(f"proximity serve did not start: {proc.wait()}")
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("proximity serve did not become ready")
-
-
-def _stop(proc: Any) -> None:
-    if isinstance(proc, subprocess.Popen):
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if proc.stdout:
-            proc.stdout.close()
-    else:
-        proc.terminate()
-        proc.join(10)
-
-
-def _clear_redis(redis: str) -> None:
-    """Remove this run's keys (on a cluster: from every master, one key per command)."""
-    from redis.cluster import RedisCluster
-
-    from proximity._redis.cluster import close, connect
-
-    r = connect(redis, True)
-    nodes = [r.get_redis_connection(n) for n in r.get_primaries()] if isinstance(r, RedisCluster) else [r]
-    for node in nodes:
-        pipe = node.pipeline(transaction=False)
-        for key in node.scan_iter(match=f"pxbench:{os.getpid()}*", count=1000):
-            pipe.unlink(key)
-        pipe.execute()
-    close(r)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks http", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,10 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="workers for the Redis run")
     ap.add_argument("--redis", help="also measure N workers sharing this Redis")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    ap.add_argument("--pings-per-request", metavar="N,N,...",
+                    help="SDK-shaped load instead: many concurrent requests of N pings each (see benchmarks.http_small)")
+    ap.add_argument("--clients", type=int, default=64, help="with --pings-per-request: requests in flight in all")
+    ap.add_argument("--generators", type=int, default=2, help="with --pings-per-request: load-generator processes")
+    ap.add_argument("--batch-ids", action="store_true", help="with --pings-per-request: every request has a batch_id")
     args = ap.parse_args(argv)
     seconds = 2.0 if args.quick else args.seconds
     tmp = Path(tempfile.mkdtemp(prefix="proximity-bench-http-"))
     paths = _city(tmp)
+    if args.pings_per_request:
+        return _small(args, paths)
     bodies = _bodies(json.loads(paths["stores"].read_text()), 40 if args.quick else 200)
     print(f"# HTTP ingest: batches of {BATCH} pings, {N_STORES} fences, {N_DEVICES} devices, "
           f"{os.cpu_count()} CPU(s), load generator in its own process, {seconds:g} s per phase")
@@ -435,6 +305,25 @@ def main(argv: list[str] | None = None) -> int:
     results["meets_throughput_target"] = all(s["pings_s_per_worker"] >= 200_000 for s in serve)
     results["meets_latency_target"] = all(s["p99_ms"] < 20 for s in serve)
     print(f"# results: {write_results('http', results)}")
+    return 0
+
+
+def _small(args: argparse.Namespace, paths: dict[str, Path]) -> int:
+    import benchmarks.http_small as small
+    from benchmarks._common import describe_machine, write_results
+
+    try:
+        sizes = [int(x) for x in args.pings_per_request.split(",")]
+    except ValueError:
+        print(f"--pings-per-request: a comma-separated list of integers, not {args.pings_per_request!r}",
+              file=sys.stderr)
+        return 2
+    if not sizes or min(sizes) < 1 or max(sizes) > BATCH:
+        print(f"--pings-per-request: sizes from 1 to {BATCH}", file=sys.stderr)
+        return 2
+    rows = small.run(args, paths, json.loads(paths["stores"].read_text()), sizes)
+    print(f"# machine: {describe_machine()}")
+    print(f"# results: {write_results('http_small', {'rows': rows, 'clients': args.clients, 'generators': args.generators, 'batch_ids': args.batch_ids, 'quick': args.quick})}")
     return 0
 
 

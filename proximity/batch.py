@@ -420,7 +420,7 @@ def _valid_device_ids(ids: np.ndarray) -> np.ndarray:
     starts = np.concatenate([[0], cuts + 1])
     ends = np.concatenate([cuts, [len(codes)]])
     visible = np.zeros(len(codes) + 1, np.int64)
-    np.cumsum(~np.isin(codes, WHITESPACE) & (codes != 0), out=visible[1:])
+    np.cumsum(codes > 0x20, out=visible[1:])  # printable ASCII (checked above): only " " is whitespace, NUL cuts
     lens = ends - starts
     return (lens > 0) & (lens <= MAX_DEVICE_ID_LEN) & (visible[ends] > visible[starts])
 

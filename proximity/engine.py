@@ -25,6 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 import shapely
 
+import proximity._kernels as K
+import proximity.parts as _parts
 from proximity.batch import PingBatch
 from proximity.errors import ValidationError
 from proximity.events import Device, Event, Offer, place_key
@@ -311,8 +313,30 @@ class Engine:
     def process_pings(self, batch: PingBatch, *, journal: Journal | None = None) -> BatchResult:
         """Apply a batch of location pings; return the events, offers and counts. With a ``journal`` (a
         batch id's), a retry answers what the first try committed (see :mod:`proximity.journal`)."""
+        return self.process_ping_parts([batch], [journal])[0]
+
+    def process_ping_parts(self, parts: Sequence[PingBatch],
+                           journals: Sequence[Journal | None] | None = None) -> list[BatchResult]:
+        """Several batches in one pass (one sort, one fence match, one store call per journal), each answered
+        exactly as :meth:`process_pings` answers it alone, the parts run in order: its events, its offers (the
+        rules run per part, in order), its counts, its rejected and dropped rows numbered as in its own batch,
+        its own ``journals[i]``. Parts may not share a device (``ValueError``): send a device's later batch
+        in a later call (see :mod:`proximity.parts`)."""
+        if not parts:
+            raise ValueError("process_ping_parts: at least one part")
+        batch, base = (parts[0], np.zeros(1, np.int64)) if len(parts) == 1 else _parts.stack(parts)
+        return self.process_stacked_pings(batch, base, journals)
+
+    def process_stacked_pings(self, batch: PingBatch, base: np.ndarray,
+                              journals: Sequence[Journal | None] | None = None) -> list[BatchResult]:
+        """:meth:`process_ping_parts` for parts already in one batch: part ``i`` is the rows ``base[i]`` to
+        ``base[i + 1] - 1`` of ``batch.row`` (e.g. several requests' JSON rows parsed in one go)."""
         self._check_index()
-        n = len(batch)
+        base = np.asarray(base, np.int64)
+        k = len(base)
+        journals = list(journals) if journals is not None else [None] * k
+        if len(journals) != k or not k:
+            raise ValueError("process_stacked_pings: one journal (or None) per part, and at least one part")
         ok, rejected = self._future(batch.ts, batch.row, "ping")
         acc_in = batch.accuracy_m
         unreal = ~(acc_in > 0.0) & ok  # 0, negative or NaN: not a fix anyone measured
@@ -322,8 +346,10 @@ class Engine:
                                          field="accuracy_m", row=int(batch.row[i])) for i in np.flatnonzero(unreal)]
             rejected.sort(key=lambda e: e.row if e.row is not None else -1)
         rows = np.flatnonzero(ok)
-        b = batch if len(rows) == n else batch.take(rows)
+        b = batch if len(rows) == len(batch) else batch.take(rows)
         res = self.store.resolve(b.device_id)
+        if k > 1:
+            _parts.check_disjoint(res.codes, _parts.part_of(b.row, base))
         order_all, dup = sort_evidence(res.codes, b.ts, b.lon, b.lat, b.accuracy_m)
         order = order_all[~dup]
         lon, lat, acc, ts = b.lon[order], b.lat[order], b.accuracy_m[order], b.ts[order]
@@ -340,20 +366,49 @@ class Engine:
         llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
                       self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, b.speed[order], llr)
-        tr = self._apply(res, ev, journal)
+        part_ev = _parts.part_of(ev.row, base)
+        if len({id(j) for j in journals}) == 1:
+            tr = self._apply(res, ev, journals[0])
+            prox, dist = journals[0].details(len(ev)) if journals[0] is not None else (None, None)
+        else:
+            tr, prox, dist = _parts.apply_by_journal(self._apply, self.store.resolve, res, ev, part_ev, journals)
         applied = tr.status == 0
         if b.attrs.any() or b.timezone.any():  # (object arrays: any() is "some row has a value")
             rows_in_order = order[applied]
             self.store.update_info(b.device_id[rows_in_order], b.attrs[rows_in_order], b.timezone[rows_in_order])
-        prox, dist = journal.details(len(ev)) if journal is not None else (None, None)
         events = to_events(tr, res.names, self.places, proximity=prox, distance=dist)
-        stats = {"pings": n, "applied": int(applied.sum()), "late": tr.late, "duplicates": int(dup.sum()),
-                 "rejected": len(rejected), "matches": len(point), "implausible": tr.implausible,
-                 "bad_accuracy": int(unreal.sum())}
-        now = float(ts.max()) if len(ts) else self.config.clock()
-        out = self._finish(events, stats, rejected, now)
-        if stats["late"] or stats["duplicates"] or stats["implausible"]:
-            out.dropped = _dropped(b.row, order_all[dup], tr.status, ev.row)
+        part_b = _parts.part_of(b.row, base)
+        n_in = _parts.counts(_parts.part_of(batch.row, base), k)
+        n_applied, n_late = _parts.counts(part_ev, k, applied), _parts.counts(part_ev, k, tr.status == K.STATUS_LATE)
+        n_impl = _parts.counts(part_ev, k, tr.status == K.STATUS_IMPLAUSIBLE)
+        n_dup, n_match = _parts.counts(part_b[order_all], k, dup), _parts.counts(part_ev[point], k)
+        n_unreal = _parts.counts(_parts.part_of(batch.row, base), k, unreal)
+        rejected_of = _parts.split_errors(rejected, base)
+        if k == 1:
+            events_of = [events]
+        else:
+            part_of_code = dict(zip(ev.dev.tolist(), part_ev.tolist(), strict=True))
+            codes = np.unique(tr.dev)  # only the devices with events are named (names cost a decode each)
+            owner = dict(zip(np.asarray(res.names[codes]).tolist(), [part_of_code[c] for c in codes.tolist()],
+                             strict=True))
+            events_of = [[] for _ in range(k)]
+            for e in events:
+                events_of[owner[e.device_id]].append(e)
+        dropped = (_dropped(b.row, order_all[dup], tr.status, ev.row)
+                   if sum(n_late) or sum(n_dup) or sum(n_impl) else [])
+        dropped_of = _parts.split_errors(dropped, base)
+        newest = np.full(k, -np.inf)
+        np.maximum.at(newest, part_ev, ts)
+        out = []
+        for i in range(k):
+            stats = {"pings": n_in[i], "applied": n_applied[i], "late": n_late[i], "duplicates": n_dup[i],
+                     "rejected": len(rejected_of[i]), "matches": n_match[i], "implausible": n_impl[i],
+                     "bad_accuracy": n_unreal[i]}
+            now = float(newest[i]) if newest[i] > -np.inf else self.config.clock()
+            result = self._finish(events_of[i], stats, rejected_of[i], now)
+            if stats["late"] or stats["duplicates"] or stats["implausible"]:
+                result.dropped = dropped_of[i]
+            out.append(result)
         return out
 
     def process_sightings(self, sightings: Any, *, journal: Journal | None = None) -> BatchResult:

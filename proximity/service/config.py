@@ -87,6 +87,10 @@ class ServiceConfig:
     #: threads than the machine has free cores stall on their barriers under load (the
     #: HTTP benchmark measured 30x fewer pings/s with 2 threads than with 1 on 2 busy cores).
     engine_threads: int = 1
+    #: Concurrent ``/v1/pings`` requests share one engine call (:mod:`proximity.service.coalesce`), at most
+    #: ``coalesce_max_pings`` pings a call; ``false`` runs each request alone.
+    coalesce: bool = True
+    coalesce_max_pings: int = 500
     #: Offer delivery besides the live feed: a webhook URL (secret from the named
     #: environment variable) and/or a JSONL file.
     webhook_url: str | None = None
@@ -113,7 +117,7 @@ class ServiceConfig:
         if not 0 <= self.port <= 65535:
             problems.append(("port", f"port must be 0-65535, not {self.port}"))
         for name in ("workers", "max_batch", "max_scan_rows", "max_body_bytes", "feed_queue",
-                     "engine_threads"):
+                     "engine_threads", "coalesce_max_pings"):
             if getattr(self, name) < 1:
                 problems.append((name, f"{name} must be at least 1, not {getattr(self, name)}"))
         for name in ("rate_limit", "rate_burst", "device_rate_limit", "device_rate_burst", "max_skew_s",
@@ -230,7 +234,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "rate_burst": (int, float), "device_rate_limit": (int, float), "device_rate_burst": (int, float),
     "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
-    "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,), "webhook_url": (str,),
+    "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,),
+    "coalesce": (bool,), "coalesce_max_pings": (int,), "webhook_url": (str,),
     "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),
     "replay_demo": (int, float),

@@ -215,16 +215,34 @@ class EngineHost:
                       journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
         """JSON rows -> the engine: ``(result, accepted, rejected)``, each rejected row named by its request row
         (the bad rows found by ``PingBatch.from_json``, then those the engine refused)."""
+        return self.process_ping_parts([rows], now, [journal])[0]
+
+    def process_ping_parts(self, parts: Sequence[list[Any]], now: float, journals: Sequence[str | None]
+                           ) -> list[tuple[BatchResult, int, list[ValidationError]]]:
+        """Several requests' JSON rows in one engine call (:meth:`Engine.process_stacked_pings`; the parts share no
+        device), each answered as :meth:`process_pings` answers it alone. The rows are parsed in one go too:
+        ``PingBatch.from_json`` has a fixed cost that a one-ping request would otherwise pay alone."""
+        import proximity.parts as _parts
+
+        if len(parts) == 1:
+            rows, base = parts[0], np.zeros(1, np.int64)
+        else:
+            rows = [r for part in parts for r in part]
+            base = np.zeros(len(parts), np.int64)
+            np.cumsum([len(p) for p in parts[:-1]], out=base[1:])
         batch, errors = PingBatch.from_json(rows, source=SOURCE)
+        errors_of = _parts.split_errors(errors, base)
         if not len(batch):
-            return BatchResult(), 0, errors
-        result = self._visits(self.engine.process_pings(batch, journal=self._journal(journal)))
+            return [(BatchResult(), 0, e) for e in errors_of]
+        results = [self._visits(r) for r in self.engine.process_stacked_pings(
+            batch, base, [self._journal(j) for j in journals])]
         if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
-            refused = [e.row for e in result.rejected if e.row is not None]
+            refused = [e.row + int(base[i]) for i, r in enumerate(results) for e in r.rejected if e.row is not None]
             taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch
             for listener in self.ping_listeners:
                 listener(taken)
-        return result, len(batch) - len(result.rejected), _by_row(errors, result.rejected)
+        counts = _parts.counts(_parts.part_of(batch.row, base), len(base))
+        return [(r, counts[i] - len(r.rejected), _by_row(errors_of[i], r.rejected)) for i, r in enumerate(results)]
 
     def process_scans(self, doc: Mapping[str, Any], now: float,
                       journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:

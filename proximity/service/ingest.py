@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+import proximity.service.coalesce as coalesce
 from proximity.service.bodies import (
     PING_KEYS,
     PING_REQUIRED,
@@ -75,7 +76,7 @@ async def post_pings(request: web.Request) -> web.Response:
 
     async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await svc.host.run(svc.host.process_pings, rows, time.time(), journal)
+        result, accepted, errors = await coalesce.process_pings(svc, rows, journal)
         svc.metrics.engine_latency.labels("pings").observe(time.perf_counter() - started)
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))

@@ -315,6 +315,10 @@ class ServiceMetrics:
         self.rejected = r.counter(
             "proximity_rejected_requests_total", "Requests refused, by reason.", ["reason"]
         )
+        self.ping_calls = r.counter(
+            "proximity_ping_engine_calls_total", "Engine calls for /v1/pings requests (requests coalesced per call: "
+            "proximity_coalesced_requests_total / this).")
+        self.coalesced = r.counter("proximity_coalesced_requests_total", "/v1/pings requests the coalescer ran.")
         self.replays = r.counter("proximity_idempotent_replays_total", "Responses replayed for a repeated batch_id.")
         self.reloads = r.counter(
             "proximity_reloads_total", "Configuration reloads, by kind and result (ok|error).", ["kind", "result"]

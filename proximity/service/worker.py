@@ -13,6 +13,7 @@ from aiohttp import web
 
 from proximity import __version__
 from proximity.service.auth import ApiKey, KeyRing
+from proximity.service.coalesce import Coalescer
 from proximity.service.config import ServiceConfig
 from proximity.service.feed import FeedBus, FeedHub, close_sockets
 from proximity.service.host import EngineHost
@@ -40,6 +41,8 @@ class Service:
         self.idempotency = self.backends.idempotency
         self.rate_limiter = self.backends.rate_limiter
         self.device_limiter = self.backends.device_limiter
+        self.coalescer = (Coalescer(self.host, config.coalesce_max_pings, self.metrics) if config.coalesce
+                          else None)
         self.hub = FeedHub(config.feed_queue, self.metrics)
         self.bus = FeedBus(self.hub, self.backends.aioredis, config.redis_prefix,
                            cluster=self.backends.cluster)

@@ -1,0 +1,165 @@
+"""What the HTTP benchmarks share: the city (fences, campaigns, keys), the peer server, ``proximity serve``
+started and stopped, a process tree's CPU time (``benchmarks.http``, ``benchmarks.http_small``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+KEY = "bench-key"
+BATCH = 500
+N_STORES = 1000
+N_DEVICES = 20_000
+MARK = b"7777777777"  # 10-digit placeholder for the integer second of every ts in a pass
+
+
+def _city(directory: Path, seed: int = 1) -> dict[str, Path]:
+    """1000 store polygons over a 0.2 x 0.2 degree district, campaigns with caps, a key file."""
+    import hashlib
+
+    rng = random.Random(seed)
+    features = []
+    for i in range(N_STORES):
+        lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
+        d = rng.uniform(0.0004, 0.0012)
+        ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+        features.append({"type": "Feature", "id": f"s{i:04d}",
+                         "properties": {"name": f"Store {i}", "tags": ["coffee" if i % 3 == 0 else "shop"]},
+                         "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    paths = {k: directory / n for k, n in (("fences", "fences.geojson"), ("campaigns", "campaigns.yaml"),
+                                          ("keys", "keys.txt"), ("config", "service.yaml"))}
+    paths["fences"].write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    paths["campaigns"].write_text(
+        "defaults:\n  limits:\n    per_device:\n      - {max: 3, window: 24h}\n"
+        "campaigns:\n"
+        "  - id: coffee\n    name: Coffee\n    priority: 20\n    trigger: {on: enter, tags: [coffee]}\n"
+        "    offer: {title: 'Hello {store.name}', body: '1 euro off'}\n"
+        "    limits:\n      per_device: {max: 1, window: 1d}\n      budget: {total: 100000}\n"
+        "  - id: shop\n    name: Shop\n    priority: 10\n    trigger: {on: enter, tags: [shop]}\n"
+        "    offer: {title: 'Welcome', body: '10% off'}\n    limits:\n      per_device: {max: 1, window: 1d}\n"
+    )
+    paths["keys"].write_text(f"bench:sdk:{hashlib.sha256(KEY.encode()).hexdigest()}\n")
+    paths["config"].write_text(f"rate_limit: 0\nmax_batch: {BATCH}\nmax_body_bytes: 4194304\n")
+    paths["stores"] = directory / "stores.json"
+    paths["stores"].write_text(json.dumps([f["geometry"]["coordinates"][0][0] for f in features]))
+    return paths
+
+
+def _baseline_server(port_file: str) -> None:
+    """The peer: an aiohttp app that reads and parses the body, nothing else."""
+    import orjson
+    from aiohttp import web
+
+    async def pings(request: web.Request) -> web.Response:
+        doc = orjson.loads(await request.read())
+        return web.json_response({"accepted": len(doc["pings"])})
+
+    app = web.Application(client_max_size=8 << 20)
+    app.router.add_post("/v1/pings", pings)
+
+    async def run() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        Path(port_file).write_text(str(site._server.sockets[0].getsockname()[1]))  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``; just ``[pid]`` elsewhere)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds used so far by these processes (Linux ``/proc``), else ``None``."""
+    total = 0.0
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return total
+
+
+def _start_serve(paths: dict[str, Path], workers: int, redis: str | None) -> tuple[subprocess.Popen[str], str]:
+    cmd = [sys.executable, "-m", "proximity", "serve", "--port", "0", "--config", str(paths["config"]),
+           "--fences", str(paths["fences"]), "--campaigns", str(paths["campaigns"]), "--keys", str(paths["keys"]),
+           "--workers", str(workers), "--log-level", "error"]
+    if redis:
+        cmd += ["--redis", redis, "--redis-prefix", f"pxbench:{os.getpid()}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"listening on (http://[\d.]+:\d+)", line)
+        if m:
+            url = m.group(1)
+            break
+    else:
+        raise RuntimeError(f"proximity serve did not start: {proc.wait()}")
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("proximity serve did not become ready")
+
+
+def _stop(proc: Any) -> None:
+    if isinstance(proc, subprocess.Popen):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.stdout:
+            proc.stdout.close()
+    else:
+        proc.terminate()
+        proc.join(10)
+
+
+def _clear_redis(redis: str) -> None:
+    """Remove this run's keys (on a cluster: from every master, one key per command)."""
+    from redis.cluster import RedisCluster
+
+    from proximity._redis.cluster import close, connect
+
+    r = connect(redis, True)
+    nodes = [r.get_redis_connection(n) for n in r.get_primaries()] if isinstance(r, RedisCluster) else [r]
+    for node in nodes:
+        pipe = node.pipeline(transaction=False)
+        for key in node.scan_iter(match=f"pxbench:{os.getpid()}*", count=1000):
+            pipe.unlink(key)
+        pipe.execute()
+    close(r)

@@ -1,0 +1,165 @@
+"""Concurrent ``POST /v1/pings`` requests on one worker share one engine call.
+
+A phone posts 1 to 10 pings at a time; run alone, each request pays the engine's
+fixed cost (a hop to the engine thread, the sort, the fence match, the store call,
+the campaign set-up) for a handful of pings. :class:`Coalescer` queues the parsed
+rows of each request and the engine thread takes them together
+(:meth:`proximity.service.host.EngineHost.process_ping_parts`, then
+:meth:`proximity.engine.Engine.process_ping_parts`):
+
+- **Adaptive window.** A request that finds the engine idle starts a call at once
+  (after the requests already runnable on the event loop join it: no timer, so a
+  lone request is never delayed). While a call runs, arriving requests wait for it
+  and go together in the next call, so the window is one engine call long and grows
+  only with load. A call takes at most ``max_pings`` pings (a bigger request runs alone).
+- **Exact answers.** Each request gets what it would get alone, run in arrival order:
+  its events, its offers (the rules run per request, in order), its counts, its
+  rejected rows numbered as in its own body, its own ingest journal (its ``batch_id``;
+  its idempotency record stays the request's own, see :func:`proximity.service.idempotency.idempotent`).
+- **Order per device.** A call never holds two requests with the same device: the
+  later one, and every request after it, waits for the next call, so requests are
+  applied in arrival order.
+- **Isolation.** A request with a malformed body never gets here (it is answered
+  400 first); a request with bad rows gets its rejections, its neighbours theirs. If
+  a coalesced call fails for a reason other than the shared state being away (a
+  bug), each of its requests is run again alone, so only the one that fails, fails.
+  When the state store is away every request of the call gets the 503 (a retry with
+  the same ``batch_id`` answers what was committed, from its journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from proximity.engine import BatchResult
+from proximity.errors import StoreUnavailable, ValidationError
+
+log = logging.getLogger("proximity.service.coalesce")
+
+Answer = tuple[BatchResult, int, list[ValidationError]]
+
+
+@dataclass
+class _Part:
+    rows: list[Any]
+    journal: str | None
+    devices: frozenset[str]
+    future: asyncio.Future[Answer] = field(repr=False)
+
+
+def devices_of(rows: Sequence[Any]) -> frozenset[str]:
+    """The device ids a request's rows name (rows without a string id are refused by the parser anyway)."""
+    out = set()
+    for r in rows:
+        d = r.get("device_id") if isinstance(r, dict) else None
+        if isinstance(d, str):
+            out.add(d)
+    return frozenset(out)
+
+
+class Coalescer:
+    """Queues requests' ping rows and runs them through the engine host in shared calls (see the module)."""
+
+    def __init__(self, host: Any, max_pings: int = 500, metrics: Any = None) -> None:
+        self.host = host
+        self.max_pings = max_pings
+        self.metrics = metrics
+        self._queue: deque[_Part] = deque()
+        self._task: asyncio.Task[None] | None = None
+        #: engine calls made and requests they answered (``requests / calls`` is the mean coalescing)
+        self.calls = 0
+        self.requests = 0
+
+    async def submit(self, rows: list[Any], journal: str | None) -> Answer:
+        """``(result, accepted, rejected)`` of these rows, as ``host.process_pings(rows, now, journal)`` answers."""
+        loop = asyncio.get_running_loop()
+        part = _Part(rows, journal, devices_of(rows), loop.create_future())
+        self._queue.append(part)
+        if self._task is None:
+            self._task = loop.create_task(self._drain(), name="coalesce")
+        return await part.future
+
+    def _take(self) -> list[_Part]:
+        """The next call's requests: in arrival order, until one shares a device or the pings would pass
+        ``max_pings`` (the first request is always taken)."""
+        group = [self._queue.popleft()]
+        seen = set(group[0].devices)
+        pings = len(group[0].rows)
+        while self._queue:
+            nxt = self._queue[0]
+            if pings + len(nxt.rows) > self.max_pings or not seen.isdisjoint(nxt.devices):
+                break
+            self._queue.popleft()
+            group.append(nxt)
+            seen |= nxt.devices
+            pings += len(nxt.rows)
+        return group
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # the requests already runnable on the loop join the first call
+            while self._queue:
+                group = self._take()
+                self.calls += 1
+                self.requests += len(group)
+                if self.metrics is not None:
+                    self.metrics.ping_calls.inc()
+                    self.metrics.coalesced.inc(len(group))
+                await self._run(group)
+        finally:
+            self._task = None
+            if self._queue:  # (only when cancelled at shutdown) nothing is left waiting forever
+                for part in self._queue:
+                    if not part.future.done():
+                        part.future.set_exception(StoreUnavailable("the worker is shutting down", retry_after_s=1.0))
+                self._queue.clear()
+
+    async def _run(self, group: list[_Part]) -> None:
+        host = self.host
+        try:
+            if len(group) == 1:  # a lone request takes the engine host's one-batch path, as without coalescing
+                answers = [await host.run(host.process_pings, group[0].rows, time.time(), group[0].journal)]
+            else:
+                answers = await host.run(host.process_ping_parts, [p.rows for p in group], time.time(),
+                                         [p.journal for p in group])
+        except Exception as exc:
+            if len(group) == 1 or isinstance(exc, StoreUnavailable):
+                for p in group:
+                    _settle(p, exc=exc)
+                return
+            log.warning("a coalesced call of %d requests failed (%s: %s); running them one by one", len(group),
+                        type(exc).__name__, exc)
+            for p in group:
+                try:
+                    _settle(p, await host.run(host.process_pings, p.rows, time.time(), p.journal))
+                except Exception as alone:
+                    _settle(p, exc=alone)
+            return
+        for p, answer in zip(group, answers, strict=True):
+            _settle(p, answer)
+
+
+async def process_pings(svc: Any, rows: list[Any], journal: str | None) -> Answer:
+    """A request's rows through the worker's coalescer, or straight to the engine host when coalescing is off
+    (``coalesce: false``)."""
+    if svc.coalescer is not None:
+        return await svc.coalescer.submit(rows, journal)
+    return await svc.host.run(svc.host.process_pings, rows, time.time(), journal)
+
+
+def _settle(part: _Part, answer: Answer | None = None, exc: BaseException | None = None) -> None:
+    if part.future.done():  # (its request was cancelled: the rows were processed all the same, as before)
+        return
+    if exc is not None:
+        part.future.set_exception(exc)
+    else:
+        part.future.set_result(answer)  # type: ignore[arg-type]
+
+
+__all__ = ["Coalescer", "devices_of", "process_pings"]

@@ -1,0 +1,221 @@
+"""Coalesced /v1/pings requests (proximity.service.coalesce) answer exactly as the same requests run one by one.
+
+The oracle is a second server with ``coalesce: false`` that gets the same requests sequentially, in the
+order the coalescing server queued them (recorded on the server); both are real aiohttp servers on
+127.0.0.1 with the same fences and campaigns (a global budget, so the order of decisions matters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proximity.batch import PingBatch
+from proximity.engine import Engine
+from proximity.journal import Journal
+from proximity.service import create_app, service_of
+from proximity.service.auth import KeyRing, hash_key
+from proximity.service.coalesce import Coalescer
+from proximity.service.config import ServiceConfig
+from proximity.service.idempotency import batch_key
+
+SDK = "sdk-key-coalesce"
+KEYS = KeyRing.parse(f"app:sdk:{hash_key(SDK)}")
+HEADERS = {"X-API-Key": SDK}
+
+
+def _square(fid: str, lon: float, lat: float, tag: str, d: float = 0.002) -> dict[str, Any]:
+    ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+    return {"type": "Feature", "id": fid, "properties": {"name": fid, "tags": [tag]},
+            "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+PLACES = {"a": (2.351, 48.851), "b": (2.361, 48.861), "out": (2.30, 48.80)}
+CAMPAIGNS = (
+    "campaigns:\n"
+    "  - id: coffee\n    name: Coffee\n    priority: 20\n    trigger: {on: enter, tags: [coffee]}\n"
+    "    offer: {title: 'Hello {store.name}', body: '1 euro off'}\n"
+    "    limits:\n      per_device: {max: 2, window: 1d}\n      budget: {total: 3}\n"
+    "  - id: shop\n    name: Shop\n    priority: 10\n    trigger: {on: enter, tags: [shop]}\n"
+    "    offer: {title: 'Welcome', body: '10% off'}\n"
+)
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> dict[str, str]:
+    fences = tmp_path / "fences.geojson"
+    fences.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        _square("store-a", 2.350, 48.850, "coffee"), _square("store-b", 2.360, 48.860, "shop")]}))
+    campaigns = tmp_path / "campaigns.yaml"
+    campaigns.write_text(CAMPAIGNS)
+    return {"fences": str(fences), "campaigns": str(campaigns)}
+
+
+async def _server(city: dict[str, str], coalesce: bool, **more: Any) -> TestServer:
+    cfg = ServiceConfig(**city, rate_limit=0, reload_interval_s=60.0, engine={"profile": "crossing"},
+                        coalesce=coalesce, **more)
+    server = TestServer(create_app(cfg, keys=KEYS), host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+def _recording(server: TestServer) -> list[str | None]:
+    """The journal keys of the requests in the order the server's coalescer queued them."""
+    coalescer = service_of(server.app).coalescer
+    assert coalescer is not None
+    order: list[str | None] = []
+    submit = coalescer.submit
+
+    async def recorded(rows: list[Any], journal: str | None) -> Any:
+        order.append(journal)
+        return await submit(rows, journal)
+
+    coalescer.submit = recorded  # type: ignore[method-assign]
+    return order
+
+
+async def _post(session: ClientSession, server: TestServer, body: bytes) -> tuple[int, Any]:
+    async with session.post(server.make_url("/v1/pings"), data=body, headers=HEADERS) as r:
+        return r.status, await r.json()
+
+
+T0 = time.time() - 3600.0
+
+_ping = st.fixed_dictionaries({
+    "device_id": st.sampled_from(["d1", "d2", "d3", "d4"]),
+    "place": st.sampled_from(["a", "b", "out", "out"]),
+    "dt": st.integers(0, 40),
+    "bad": st.sampled_from([None, None, None, None, None, "accuracy", "future", "lon"]),
+})
+_request = st.lists(_ping, min_size=1, max_size=4)
+
+
+def _body(i: int, pings: list[dict[str, Any]], step: int) -> bytes:
+    rows = []
+    for p in pings:
+        lon, lat = PLACES[p["place"]]
+        row: dict[str, Any] = {"device_id": p["device_id"], "lon": lon, "lat": lat, "accuracy_m": 5.0,
+                               "ts": T0 + step * 60 + p["dt"]}
+        if p["bad"] == "accuracy":
+            row["accuracy_m"] = -1.0
+        elif p["bad"] == "future":
+            row["ts"] = time.time() + 86400.0
+        elif p["bad"] == "lon":
+            row["lon"] = "east"
+        rows.append(row)
+    return json.dumps({"batch_id": f"req-{i}", "pings": rows}).encode()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.lists(_request, min_size=1, max_size=8), min_size=1, max_size=3))
+async def test_coalesced_requests_answer_as_sequential_ones(city: dict[str, str],
+                                                            rounds: list[list[list[dict[str, Any]]]]) -> None:
+    coalescing, alone = await _server(city, True), await _server(city, False)
+    order = _recording(coalescing)
+    try:
+        async with ClientSession() as session:
+            bodies: dict[str, bytes] = {}
+            answers: dict[str, tuple[int, Any]] = {}
+            i = 0
+            for step, requests in enumerate(rounds):  # a round: its requests all at once
+                batch = []
+                for pings in requests:
+                    bodies[batch_key("pings\0app", f"req-{i}")] = body = _body(i, pings, step)
+                    batch.append((batch_key("pings\0app", f"req-{i}"), body))
+                    i += 1
+                got = await asyncio.gather(*(_post(session, coalescing, b) for _, b in batch))
+                answers.update({k: a for (k, _), a in zip(batch, got, strict=True)})
+            assert sorted(order, key=str) == sorted(answers, key=str)  # every request went through the coalescer
+            for key in order:  # the oracle: the same requests one at a time, in the order the server took them
+                assert key is not None
+                want = await _post(session, alone, bodies[key])
+                assert answers[key] == want, (bodies[key], answers[key], want)
+            # a retried batch_id replays its coalesced answer (a 422 is not kept: the client fixes the body)
+            done = [k for k in order if answers[k][0] == 200]
+            if not done:
+                return
+            key = done[-1]
+            async with session.post(coalescing.make_url("/v1/pings"), data=bodies[key], headers=HEADERS) as r:
+                assert r.headers.get("Idempotent-Replay") == "true"
+                assert (r.status, await r.json()) == answers[key]
+    finally:
+        await coalescing.close()
+        await alone.close()
+
+
+async def test_a_bad_request_among_good_ones(city: dict[str, str]) -> None:
+    server = await _server(city, True)
+    try:
+        async with ClientSession() as session:
+            good = [json.dumps({"batch_id": f"g{i}", "pings": [
+                {"device_id": f"dev{i}", "lon": PLACES["a"][0], "lat": PLACES["a"][1], "accuracy_m": 5.0,
+                 "ts": T0 + i}]}).encode() for i in range(6)]
+            bad_json = b'{"pings": [{"device_id": "x", '
+            all_rows_bad = json.dumps({"pings": [{"device_id": "y", "lon": "?", "lat": 1, "accuracy_m": 5,
+                                                  "ts": T0}]}).encode()
+            partly = json.dumps({"pings": [{"device_id": "z", "lon": 2.351, "lat": 48.851, "accuracy_m": 5,
+                                            "ts": T0}, {"device_id": "z", "ts": "soon"}]}).encode()
+            got = await asyncio.gather(*(_post(session, server, b) for b in [*good[:3], bad_json, all_rows_bad,
+                                                                             partly, *good[3:]]))
+        statuses = [s for s, _ in got]
+        assert statuses == [200, 200, 200, 400, 422, 200, 200, 200, 200]
+        for (_, body), i in zip([*got[:3], *got[6:]], range(6), strict=True):
+            assert body["accepted"] == 1 and body["rejected"] == []
+            assert [e["kind"] for e in body["devices"][f"dev{i}"]["events"]] == ["enter"]
+            assert [o["campaign_id"] for o in body["devices"][f"dev{i}"]["offers"]] == (["coffee"] if i < 3 else [])
+        assert got[4][1]["errors"][0]["row"] == 0 and got[4][1]["errors"][0]["field"] == "lon"
+        assert got[5][1]["accepted"] == 1 and [r["row"] for r in got[5][1]["rejected"]] == [1]
+    finally:
+        await server.close()
+
+
+async def test_one_loop_tick_of_requests_is_one_engine_call_and_devices_keep_order(city: dict[str, str]) -> None:
+    """Deterministic: requests submitted in one loop turn share a call, except one that repeats a device,
+    which waits for the next call (and so sees the first one's state)."""
+    server = await _server(city, True)
+    try:
+        coalescer = service_of(server.app).coalescer
+        assert isinstance(coalescer, Coalescer)
+        a, out = PLACES["a"], PLACES["out"]
+
+        def rows(dev: str, where: tuple[float, float], ts: float) -> list[dict[str, Any]]:
+            return [{"device_id": dev, "lon": where[0], "lat": where[1], "accuracy_m": 5.0, "ts": ts}]
+
+        calls = coalescer.calls
+        got = await asyncio.gather(coalescer.submit(rows("p", a, T0), None), coalescer.submit(rows("q", a, T0), None),
+                                   coalescer.submit(rows("p", out, T0 - 5), None),
+                                   coalescer.submit(rows("r", a, T0), None))
+        assert coalescer.calls - calls == 2  # {p, q} then {p, r}: the second p starts the next call
+        kinds = [[(e.device_id, e.kind) for e in result.events] for result, _, _ in got]
+        assert kinds == [[("p", "enter")], [("q", "enter")], [], [("r", "enter")]]
+        assert got[2][0].stats["late"] == 1  # p's older ping came after its first request: dropped as late
+    finally:
+        await server.close()
+
+
+def test_engine_parts_refuse_a_shared_device_and_renumber_rows() -> None:
+    from geofence import FenceIndex, load_geojson
+
+    index = FenceIndex(load_geojson(json.dumps({"type": "FeatureCollection",
+                                                "features": [_square("s", 2.350, 48.850, "shop")]})))
+    engine = Engine(index)
+
+    def batch(dev: str, n: int, acc: float = 5.0) -> PingBatch:
+        return PingBatch.from_rows([{"device_id": dev, "lon": 2.351, "lat": 48.851, "accuracy_m": acc,
+                                     "ts": T0 + k} for k in range(n)])
+
+    with pytest.raises(ValueError, match="same device"):
+        engine.process_ping_parts([batch("x", 1), batch("x", 1)])
+    res = engine.process_ping_parts([batch("u", 2, acc=0.0), batch("v", 3, acc=0.0)], [Journal("j1"), None])
+    assert [[e.row for e in r.rejected] for r in res] == [[0, 1], [0, 1, 2]]
+    assert [r.stats["pings"] for r in res] == [2, 3] and np.all([r.stats["applied"] == 0 for r in res])
