@@ -108,7 +108,7 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []
     url = None
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + float(os.environ.get("PROXIMITY_FAULT_START_S", "90"))
     assert proc.stdout is not None
     while url is None and time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -158,6 +158,9 @@ class Run:
     healthz_max_s: float = 0.0
     healthz_slowest: list[tuple[float, int, str]] = field(default_factory=list)  # (ms, pid, fault then)
     healthz_blackhole_max_s: float = 0.0
+    healthz_restart_max_s: float = 0.0  # answers of a worker started after a kill -9, in its first 5 s
+    seen: dict[int, float] = field(default_factory=dict)  # worker pid -> when /healthz first saw it
+    killed_at: float = 0.0
     healthz_failures: int = 0
     pids: set[int] = field(default_factory=set)
     blackholed: bool = False
@@ -204,14 +207,21 @@ async def drive(url: str, plan: list[list[list[dict[str, Any]]]], run: Run, tag:
 
 
 async def probe_healthz(url: str, run: Run, stop: asyncio.Event) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    """/healthz every 50 ms on a new connection each time (as a liveness probe does; the kernel hands it
+    to any worker, so a worker just restarted after a kill -9 is probed too), timed from connect to body."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), connector=connector) as session:
         while not stop.is_set():
             started = time.perf_counter()
             try:
                 async with session.get(f"{url}/healthz") as r:
                     doc = await r.json()
-                    run.pids.add(int(doc["pid"]))
+                    pid = int(doc["pid"])
+                    run.pids.add(pid)
                 took = time.perf_counter() - started
+                first = run.seen.setdefault(pid, time.monotonic())
+                if run.killed_at and first > run.killed_at and time.monotonic() - first < 5.0:
+                    run.healthz_restart_max_s = max(run.healthz_restart_max_s, took)
                 run.healthz_max_s = max(run.healthz_max_s, took)
                 run.healthz_slowest = sorted([*run.healthz_slowest, (round(took * 1000, 1), int(doc["pid"]),
                                                                      run.current)], reverse=True)[:3]
@@ -261,6 +271,7 @@ async def inflict(proxy: Any, supervisor: Any, run: Run, done: asyncio.Event, rn
             if not alive:
                 continue
             os.kill(rng.choice(sorted(alive)), signal.SIGKILL)
+            run.killed_at = time.monotonic()
             run.pids.clear()
         run.faults[kind] += 1
         run.current = f"after {kind}"
