@@ -137,14 +137,23 @@ async def serve_forever(config: ServiceConfig, sock: socket.socket, *, keys: Key
     app = create_app(config, keys=keys, warm_on_start=False)
     runner = make_runner(app, config)
     await runner.setup()
-    await listen(runner, sock, config)
+    # With other workers on the shared socket (a worker restarted after a crash, or the first ones starting
+    # together), a worker takes connections only once it is warm: until then the kernel hands every
+    # connection to the others, so no request, /healthz included, waits for this worker's warm-up (the
+    # compiler and the cache loads share the interpreter with the event loop: a kill -9 restart once held a
+    # /healthz 2.8 s). Alone, it listens first, so /readyz can say 503 "warming up" meanwhile.
+    early = config.workers == 1
+    if early:
+        await listen(runner, sock, config)
     await service_of(app).warm_up()  # /readyz says 503 "warming up" until then; on_ready after it
     # What exists now (modules, fences, campaigns, the engine) lives as long as the worker: move it out of
     # the collector's sight, so a full collection walks only what requests create. Measured under load:
-    # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms. Done after the warm-up (the
-    # worker already answers /readyz with 503 "warming up"), before it reports ready.
+    # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms. Done after the warm-up,
+    # before it reports ready.
     gc.collect()
     gc.freeze()
+    if not early:
+        await listen(runner, sock, config)
     if on_ready is not None:
         on_ready(service_of(app))
     stop = asyncio.Event()

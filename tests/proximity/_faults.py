@@ -105,7 +105,9 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
            "--offers-file", str(paths["offers"]), "--log-level", os.environ.get("PROXIMITY_FAULT_LOG_LEVEL", "error")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROXIMITY_API_KEYS", None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # its own process group: a start that fails kills the workers too (they would run on, orphaned)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
     lines: list[str] = []
     url = None
     deadline = time.monotonic() + float(os.environ.get("PROXIMITY_FAULT_START_S", "90"))
@@ -113,12 +115,13 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
     while url is None and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
+            _kill_group(proc)
             raise RuntimeError(f"proximity serve exited ({proc.wait()}): {''.join(lines)}")
         lines.append(line)
         m = re.search(r"listening on (http://[\d.]+:\d+)", line)
         url = m.group(1) if m else None
     if url is None:
-        proc.kill()
+        _kill_group(proc)
         raise RuntimeError("proximity serve did not start")
 
     def drain() -> None:
@@ -143,8 +146,15 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        _kill_group(proc)
         with contextlib.suppress(Exception):
             proc.stdout.close()
+
+
+def _kill_group(proc: Any) -> None:
+    """kill -9 what is left of the service's process group (its workers, when the supervisor is gone)."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @dataclass
