@@ -50,8 +50,10 @@ from aiohttp import web
 
 from proximity.service import admin, ingest, ops, reports
 from proximity.service.auth import KeyRing
+from proximity.service.codec import BODY_TIMEOUT
 from proximity.service.config import ServiceConfig
 from proximity.service.console import register_console
+from proximity.service.guard import GuardedSite
 from proximity.service.host import EngineHost
 from proximity.service.metrics import ServiceMetrics
 from proximity.service.middleware import Handler, auth_middleware, error_middleware, observe_middleware
@@ -75,6 +77,7 @@ def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = No
     app = web.Application(middlewares=[observe_middleware, error_middleware, auth_middleware],
                           client_max_size=config.max_body_bytes)
     app[APP_STATE] = svc
+    app[BODY_TIMEOUT] = config.body_timeout_s
     for method, path, handler in routes():
         app.router.add_route(method, path, handler, name=handler.__name__)
     register_console(app, svc)
@@ -97,9 +100,21 @@ def create_app(config: ServiceConfig | None = None, *, keys: KeyRing | None = No
 
 def make_runner(app: web.Application, config: ServiceConfig) -> web.AppRunner:
     """The runner of a worker's app: no auto-decompression (the service gunzips under its size limit), no
-    access log, no signal handling (the worker's own)."""
+    access log, no signal handling (the worker's own); a connection that has not sent a request's headers
+    ``header_timeout_s`` after it opened or got its last answer is closed (aiohttp's keep-alive timeout
+    runs until a request's headers are complete)."""
     return web.AppRunner(app, auto_decompress=False, shutdown_timeout=config.shutdown_timeout_s,
-                         access_log=None, handle_signals=False)
+                         access_log=None, handle_signals=False, keepalive_timeout=config.header_timeout_s)
+
+
+async def listen(runner: web.AppRunner, sock: socket.socket, config: ServiceConfig) -> GuardedSite:
+    """Start serving ``runner``'s app on ``sock``, at most ``config.max_connections`` connections at once
+    (see :mod:`proximity.service.guard`); returns the started site."""
+    app = runner.app
+    rejected = service_of(app).metrics.rejected.labels("too_many_connections") if APP_STATE in app else None
+    site = GuardedSite(runner, sock, config, on_refused=rejected.inc if rejected is not None else lambda: None)
+    await site.start()
+    return site
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -123,15 +138,23 @@ async def serve_forever(config: ServiceConfig, sock: socket.socket, *, keys: Key
     app = create_app(config, keys=keys, warm_on_start=False)
     runner = make_runner(app, config)
     await runner.setup()
-    site = web.SockSite(runner, sock)
-    await site.start()
+    # With other workers on the shared socket (a worker restarted after a crash, or the first ones starting
+    # together), a worker takes connections only once it is warm: until then the kernel hands every
+    # connection to the others, so no request, /healthz included, waits for this worker's warm-up (the
+    # compiler and the cache loads share the interpreter with the event loop: a kill -9 restart once held a
+    # /healthz 2.8 s). Alone, it listens first, so /readyz can say 503 "warming up" meanwhile.
+    early = config.workers == 1
+    if early:
+        await listen(runner, sock, config)
     await service_of(app).warm_up()  # /readyz says 503 "warming up" until then; on_ready after it
     # What exists now (modules, fences, campaigns, the engine) lives as long as the worker: move it out of
     # the collector's sight, so a full collection walks only what requests create. Measured under load:
-    # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms. Done after the warm-up (the
-    # worker already answers /readyz with 503 "warming up"), before it reports ready.
+    # full collections went from ~80 ms pauses (the p99 at half load) to ~4 ms. Done after the warm-up,
+    # before it reports ready.
     gc.collect()
     gc.freeze()
+    if not early:
+        await listen(runner, sock, config)
     if on_ready is not None:
         on_ready(service_of(app))
     stop = asyncio.Event()
@@ -149,4 +172,4 @@ async def serve_forever(config: ServiceConfig, sock: socket.socket, *, keys: Key
         await runner.cleanup()
 
 
-__all__ = ["bind_socket", "create_app", "make_runner", "routes", "serve_forever", "service_of"]
+__all__ = ["bind_socket", "create_app", "listen", "make_runner", "routes", "serve_forever", "service_of"]

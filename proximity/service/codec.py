@@ -66,8 +66,10 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 _GZIP = ("gzip", "x-gzip")
 #: the whole body must arrive within this many seconds (a client that announces a body and trickles it, or
-#: never sends it, does not hold a connection and a handler for longer)
+#: never sends it, does not hold a connection and a handler for longer); an app's ``BODY_TIMEOUT``
+#: (``ServiceConfig.body_timeout_s``) wins
 BODY_TIMEOUT_S = 30.0
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("proximity_body_timeout_s", float)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -91,15 +93,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                            limit=limit)
         return _decoded(whole, encoding, limit)
     raw = bytearray()
+    timeout = request.config_dict.get(BODY_TIMEOUT, BODY_TIMEOUT_S)
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(timeout):
             async for chunk in request.content.iter_chunked(1 << 16):
                 raw += chunk
                 if len(raw) > limit:
                     raise ApiError(413, f"body is over the limit of {limit} bytes", field="body",
                                    reason="too_large", limit=limit)
     except TimeoutError:
-        raise ApiError(408, f"the body did not arrive within {BODY_TIMEOUT_S:g} s", field="body",
+        raise ApiError(408, f"the body did not arrive within {timeout:g} s", field="body",
                        reason="body_timeout", headers={"Connection": "close"}) from None
     return _decoded(raw, encoding, limit)
 

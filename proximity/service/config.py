@@ -80,6 +80,15 @@ class ServiceConfig:
     advance_interval_s: float = 1.0
     #: Seconds a graceful shutdown waits for in-flight batches and the outbox.
     shutdown_timeout_s: float = 30.0
+    #: Seconds a connection has to deliver a request's line and headers, from its opening or from the
+    #: previous answer (a client that trickles headers or sends nothing is disconnected; idle
+    #: keep-alive connections close after it too), and seconds a request's body has to arrive
+    #: once its headers did (408, connection closed).
+    header_timeout_s: float = 15.0
+    body_timeout_s: float = 30.0
+    #: Connections one worker serves at once; one more is answered 503 (``Retry-After: 1``) and
+    #: closed at once, before its request is read (see :mod:`proximity.service.guard`).
+    max_connections: int = 1000
     #: Messages buffered per live feed client before the oldest are dropped.
     feed_queue: int = 1000
     #: Threads the engine's compiled kernels (fence matching) use in each worker. One per
@@ -117,7 +126,7 @@ class ServiceConfig:
         if not 0 <= self.port <= 65535:
             problems.append(("port", f"port must be 0-65535, not {self.port}"))
         for name in ("workers", "max_batch", "max_scan_rows", "max_body_bytes", "feed_queue",
-                     "engine_threads", "coalesce_max_pings"):
+                     "engine_threads", "coalesce_max_pings", "max_connections"):
             if getattr(self, name) < 1:
                 problems.append((name, f"{name} must be at least 1, not {getattr(self, name)}"))
         for name in ("rate_limit", "rate_burst", "device_rate_limit", "device_rate_burst", "max_skew_s",
@@ -125,7 +134,8 @@ class ServiceConfig:
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 problems.append((name, f"{name} must be a finite number >= 0, not {v}"))
-        for name in ("reload_interval_s", "advance_interval_s", "shutdown_timeout_s"):
+        for name in ("reload_interval_s", "advance_interval_s", "shutdown_timeout_s", "header_timeout_s",
+                     "body_timeout_s"):
             v = getattr(self, name)
             if not math.isfinite(v) or v <= 0:
                 problems.append((name, f"{name} must be a finite number > 0, not {v}"))
@@ -234,7 +244,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "rate_burst": (int, float), "device_rate_limit": (int, float), "device_rate_burst": (int, float),
     "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
-    "shutdown_timeout_s": (int, float), "feed_queue": (int,), "engine_threads": (int,),
+    "shutdown_timeout_s": (int, float), "header_timeout_s": (int, float), "body_timeout_s": (int, float),
+    "max_connections": (int,), "feed_queue": (int,), "engine_threads": (int,),
     "coalesce": (bool,), "coalesce_max_pings": (int,), "webhook_url": (str,),
     "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),

@@ -60,6 +60,7 @@ class EngineHost:
         self.store = self.backends.store  # created once: survives reloads
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
         self.live: Any = None  # campaigns.live.LiveConversions, once campaigns are loaded
+        self._undecided: list[Any] = []  # advance events whose campaign decisions failed (decided next pass)
         self._rebuild()
 
     # -- plumbing
@@ -265,7 +266,25 @@ class EngineHost:
                 f"({len(known)} registered); check the agent's --gateway-id"]
 
     def advance(self, now: float) -> BatchResult:
-        return self._visits(self.engine.advance(now))
+        """Time passes to ``now``: presence first (due exits saved), then the campaign decisions of its
+        events. When the decisions fail (Redis away after the save), the events are kept in this worker and
+        decided again, with the next pass's, until that works: decisions are keyed by offer id, so a
+        decision that half ran is not taken twice. (A worker killed in between loses them: see the README.)"""
+        engine, rules = self.engine, self.engine.rules
+        engine.rules = None  # the engine thread is the only caller: nothing else sees the engine meanwhile
+        try:
+            result = self._visits(engine.advance(now))
+        finally:
+            engine.rules = rules
+        events = [*self._undecided, *result.events]
+        if rules is not None and events:
+            self._undecided = events[-100_000:]  # bounded; emptied as soon as a pass decides them
+            devices = engine.store.devices(list(dict.fromkeys(e.device_id for e in events)))
+            result.offers = list(rules.decide(events, devices, now))
+            engine.counters["offers"] += len(result.offers)
+        self._undecided = []
+        result.events = events
+        return result
 
     def device_state(self, device_id: str) -> dict[str, Any]:
         return self.engine.device_state(device_id)

@@ -105,20 +105,23 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
            "--offers-file", str(paths["offers"]), "--log-level", os.environ.get("PROXIMITY_FAULT_LOG_LEVEL", "error")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PROXIMITY_API_KEYS", None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # its own process group: a start that fails kills the workers too (they would run on, orphaned)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
     lines: list[str] = []
     url = None
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + float(os.environ.get("PROXIMITY_FAULT_START_S", "90"))
     assert proc.stdout is not None
     while url is None and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
+            _kill_group(proc)
             raise RuntimeError(f"proximity serve exited ({proc.wait()}): {''.join(lines)}")
         lines.append(line)
         m = re.search(r"listening on (http://[\d.]+:\d+)", line)
         url = m.group(1) if m else None
     if url is None:
-        proc.kill()
+        _kill_group(proc)
         raise RuntimeError("proximity serve did not start")
 
     def drain() -> None:
@@ -143,8 +146,15 @@ def serve(paths: dict[str, Path], redis_url: str, prefix: str, workers: int = 2)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        _kill_group(proc)
         with contextlib.suppress(Exception):
             proc.stdout.close()
+
+
+def _kill_group(proc: Any) -> None:
+    """kill -9 what is left of the service's process group (its workers, when the supervisor is gone)."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -158,6 +168,9 @@ class Run:
     healthz_max_s: float = 0.0
     healthz_slowest: list[tuple[float, int, str]] = field(default_factory=list)  # (ms, pid, fault then)
     healthz_blackhole_max_s: float = 0.0
+    healthz_restart_max_s: float = 0.0  # answers of a worker started after a kill -9, in its first 5 s
+    seen: dict[int, float] = field(default_factory=dict)  # worker pid -> when /healthz first saw it
+    killed_at: float = 0.0
     healthz_failures: int = 0
     pids: set[int] = field(default_factory=set)
     blackholed: bool = False
@@ -204,14 +217,21 @@ async def drive(url: str, plan: list[list[list[dict[str, Any]]]], run: Run, tag:
 
 
 async def probe_healthz(url: str, run: Run, stop: asyncio.Event) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    """/healthz every 50 ms on a new connection each time (as a liveness probe does; the kernel hands it
+    to any worker, so a worker just restarted after a kill -9 is probed too), timed from connect to body."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), connector=connector) as session:
         while not stop.is_set():
             started = time.perf_counter()
             try:
                 async with session.get(f"{url}/healthz") as r:
                     doc = await r.json()
-                    run.pids.add(int(doc["pid"]))
+                    pid = int(doc["pid"])
+                    run.pids.add(pid)
                 took = time.perf_counter() - started
+                first = run.seen.setdefault(pid, time.monotonic())
+                if run.killed_at and first > run.killed_at and time.monotonic() - first < 5.0:
+                    run.healthz_restart_max_s = max(run.healthz_restart_max_s, took)
                 run.healthz_max_s = max(run.healthz_max_s, took)
                 run.healthz_slowest = sorted([*run.healthz_slowest, (round(took * 1000, 1), int(doc["pid"]),
                                                                      run.current)], reverse=True)[:3]
@@ -261,6 +281,7 @@ async def inflict(proxy: Any, supervisor: Any, run: Run, done: asyncio.Event, rn
             if not alive:
                 continue
             os.kill(rng.choice(sorted(alive)), signal.SIGKILL)
+            run.killed_at = time.monotonic()
             run.pids.clear()
         run.faults[kind] += 1
         run.current = f"after {kind}"

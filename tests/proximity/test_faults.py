@@ -9,6 +9,13 @@ refuses connections, black-holes packets, and a worker is killed with kill -9 at
 Then every answer's events and offers are compared with an in-process replay of the same batches
 on the memory store: 0 lost, 0 extra, 0 duplicated; the offers delivered to the JSONL sink are the
 issued ones, once each; /healthz kept answering; SIGTERM ends the service with exit code 0.
+/healthz (a new connection per probe, so every worker is probed, a restarted one too) must answer
+within 50 ms while Redis black-holes packets: the issue's own bound, asserted although the house
+rules keep timings out of tests, because a liveness probe that times out kills healthy workers.
+Its slowest answer over the whole run, and that of a worker restarted after kill -9 (its first 5 s),
+are recorded (README) but not asserted: on the shared 2-core machine (load average 8-12 while the
+suite ran beside other jobs) a restarted worker's answers took up to 2 s in 1 run of 5 even though it
+takes connections only once warm, so a bound there would fail CI at random; see the README.
 Bounded: about a minute. ``PROXIMITY_FAULT_SEED`` replays a run; ``PROXIMITY_FAULT_LOG`` (a file)
 gets each run's figures as a JSON line (the README's reliability table comes from there).
 """
@@ -106,6 +113,7 @@ async def test_nothing_lost_nothing_twice_under_faults(tmp_path: Path, redis_url
         "offers_delivered_not_issued": len(set(sink) - set(issued)),
         "healthz_max_ms": round(run.healthz_max_s * 1000, 1),
         "healthz_blackhole_max_ms": round(run.healthz_blackhole_max_s * 1000, 1),
+        "healthz_restart_max_ms": round(run.healthz_restart_max_s * 1000, 1),
         "healthz_failures": run.healthz_failures,
         "healthz_slowest": run.healthz_slowest,
         "sigterm_exit": exit_code,
@@ -123,3 +131,4 @@ async def test_nothing_lost_nothing_twice_under_faults(tmp_path: Path, redis_url
     assert {k: figures[k] for k in zero} == dict.fromkeys(zero, 0), figures
     assert figures["events_compared"] > 0 and figures["offers_compared"] > 0
     assert exit_code == 0, figures
+    assert figures["healthz_blackhole_max_ms"] <= 50, figures  # the issue's bound (see the docstring)

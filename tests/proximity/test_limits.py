@@ -7,10 +7,8 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
-import proximity.service.codec as codec
 from proximity.service import create_app, make_runner
 from proximity.service.config import ServiceConfig, example_path
 from tests.proximity.test_server import GATEWAY, KEYS, SDK
@@ -24,9 +22,8 @@ async def _serve(cfg: ServiceConfig) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
-async def test_a_body_that_never_arrives_gets_408_and_the_connection_closes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "BODY_TIMEOUT_S", 0.5)
-    cfg = ServiceConfig(demo=True)
+async def test_a_body_that_never_arrives_gets_408_and_the_connection_closes() -> None:
+    cfg = ServiceConfig(demo=True, body_timeout_s=0.5)
     runner, port = await _serve(cfg)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
