@@ -13,6 +13,8 @@ out, so a retry is processed afresh at most ``lease_s`` after the last renewal
 can release, renew or complete a claim; a request whose lease was taken over
 still answers its client (what it answers is what the batch committed, see the
 ingest journal in :mod:`proximity.store`), but does not overwrite the record.
+A request renews for at most :data:`MAX_LEASE_HOLD_S`: a batch stuck longer than
+that (a hung dependency) no longer answers its retries 409 for as long as it hangs.
 
 Each record also keeps the *fingerprint* of the batch's body (:func:`fingerprint`,
 a BLAKE2b of the canonical JSON), from the claim on: the same ``batch_id`` with
@@ -242,10 +244,23 @@ def batch_key(scope: str, batch_id: str) -> str:
     return hashlib.sha256(f"{scope}\0{batch_id}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-async def _keep_lease(store: IdempotencyStore, key: str, token: str) -> None:
-    """Renew the claim every ``lease_s / 4`` until cancelled (a failed renewal is tried again)."""
+#: How long a request keeps renewing its claim. Every Redis call of a batch times out within seconds, so a
+#: batch still running after this is stuck (a hung dependency, a bug): renewing on would answer its retries
+#: 409 for as long as it hangs. Past it the lease runs out and a retry takes the batch over; the fencing token
+#: keeps the stuck request from completing the claim it lost.
+MAX_LEASE_HOLD_S = 30.0
+
+
+async def _keep_lease(store: IdempotencyStore, key: str, token: str, max_hold_s: float = MAX_LEASE_HOLD_S) -> None:
+    """Renew the claim every ``lease_s / 4`` until cancelled or ``max_hold_s`` (a failed renewal is tried
+    again)."""
+    give_up = time.monotonic() + max_hold_s
     while True:
         await asyncio.sleep(store.lease_s / 4)
+        if time.monotonic() >= give_up:
+            log.error("batch %s still running after %.0f s: its idempotency lease is left to run out so that a "
+                      "retry can take it over", key, max_hold_s)
+            return
         try:
             if not await store.renew(key, token):
                 log.warning("idempotency lease of %s was taken over; this request no longer holds it", key)
@@ -255,7 +270,8 @@ async def _keep_lease(store: IdempotencyStore, key: str, token: str) -> None:
 
 
 async def idempotent(store: IdempotencyStore, metrics: ServiceMetrics, scope: str, batch_id: str | None,
-                     work: Callable[[str | None], Awaitable[web.Response]], body_fingerprint: str = "") -> web.Response:
+                     work: Callable[[str | None], Awaitable[web.Response]], body_fingerprint: str = "",
+                     max_hold_s: float = MAX_LEASE_HOLD_S) -> web.Response:
     """Run ``work(key)`` once per (``scope``, ``batch_id``); replay its response for repeats (``scope`` names the
     endpoint and the API key, so two keys never see each other's responses). ``key`` (``None`` without a
     ``batch_id``) also names the batch's ingest journal, so a retry of a batch that failed half way answers
@@ -277,7 +293,7 @@ async def idempotent(store: IdempotencyStore, metrics: ServiceMetrics, scope: st
     if claim.state == "pending":
         raise ApiError(409, f"batch_id {batch_id!r} is being processed by another request; retry shortly",
                        field="batch_id", reason="in_progress", headers={"Retry-After": "1"})
-    lease = asyncio.create_task(_keep_lease(store, key, claim.token), name="idempotency-lease")
+    lease = asyncio.create_task(_keep_lease(store, key, claim.token, max_hold_s), name="idempotency-lease")
     try:
         response = await work(key)
     except BaseException:

@@ -137,3 +137,51 @@ async def test_reused_batch_id_while_the_first_is_pending_is_422() -> None:
     with pytest.raises(ApiError) as other:
         await idempotent(store, metrics, "s", "b1", work, "b" * 32)
     assert other.value.status == 422 and other.value.body["field"] == "batch_id"
+
+
+@pytest.mark.redis
+async def test_a_stuck_batch_stops_renewing_its_claim_so_a_retry_takes_it_over(redis_url: str,
+                                                                               redis_prefix: str) -> None:
+    """A batch whose work hangs keeps its lease only ``max_hold_s``; then a retry is processed afresh (not
+    answered 409 for as long as the first hangs), and the stuck request cannot overwrite the retry's record."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from aiohttp import web
+
+    from proximity.service.idempotency import idempotent
+    from proximity.service.metrics import ServiceMetrics
+
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisIdempotency(client, redis_prefix, ttl=60, lease_s=0.2)
+    release = asyncio.Event()
+
+    async def stuck(key: str | None) -> web.Response:
+        await release.wait()
+        return web.json_response({"try": "first"})
+
+    async def retry(key: str | None) -> web.Response:
+        return web.json_response({"try": "retry"})
+
+    metrics = ServiceMetrics()
+    try:
+        first = asyncio.create_task(idempotent(store, metrics, "s", "b1", stuck, "f" * 32, max_hold_s=0.4))
+        await asyncio.sleep(0.1)
+        assert (await store.claim(batch_key("s", "b1"), "f" * 32)).state == "pending"  # held while renewed
+        answers = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                answers.append(await idempotent(store, metrics, "s", "b1", retry, "f" * 32))
+                break
+            except Exception as exc:  # the 409 while the first still holds its lease
+                assert getattr(exc, "status", None) == 409, exc
+                await asyncio.sleep(0.1)
+        assert answers and json.loads(answers[0].body) == {"try": "retry"}
+        release.set()
+        assert json.loads((await first).body) == {"try": "first"}  # the stuck request still answers its client
+        done = await store.claim(batch_key("s", "b1"), "f" * 32)
+        assert done.state == "done" and json.loads(done.stored[1]) == {"try": "retry"}  # not overwritten
+    finally:
+        release.set()
+        await client.aclose()
