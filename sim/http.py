@@ -76,7 +76,7 @@ class HttpFeeder(Feeder):
         self.key = secrets.token_urlsafe(24)
         (d / "keys").write_text(f"sim:sdk,gateway,admin:{hashlib.sha256(self.key.encode()).hexdigest()}\n",
                                 encoding="utf-8")
-        cfg = {"advance_interval_s": 10_000_000, "rate_limit": 0, "max_batch": max(1000, self.batch),
+        cfg = {"advance_interval_s": 10_000_000, "rate_limit": 0, "max_batch": max(1000, self.batch), "replay": True,
                "max_scan_rows": 10_000, "engine": dict(sim.scenario.engine)}
         (d / "config.yaml").write_text(json.dumps(cfg), encoding="utf-8")
         self.port = _free_port()

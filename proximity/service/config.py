@@ -108,6 +108,9 @@ class ServiceConfig:
     #: One log line per request (logger ``proximity.access``: method, path, status, duration, bytes, key name;
     #: never the key itself). ``false`` turns it off.
     access_log: bool = True
+    #: ``true`` when the service is fed a past log (the simulation's ``--via http``): campaigns then judge no
+    #: event stale by its age (no ``max_event_age``), as a backtest does. Live services keep ``false``.
+    replay: bool = False
     #: Extra settings passed to the engine (``EngineConfig`` fields).
     engine: Mapping[str, Any] = field(default_factory=dict)
     #: Beacon ranging settings (keyword arguments of ``beacons.ProximityTracker``: ``filter``,
@@ -247,7 +250,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "shutdown_timeout_s": (int, float), "header_timeout_s": (int, float), "body_timeout_s": (int, float),
     "max_connections": (int,), "feed_queue": (int,), "engine_threads": (int,),
     "coalesce": (bool,), "coalesce_max_pings": (int,), "webhook_url": (str,),
-    "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "engine": (dict, Mapping),
+    "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "replay": (bool,),
+    "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),
     "replay_demo": (int, float),
 }

@@ -144,7 +144,8 @@ class EngineHost:
         elif kind == "campaigns":
             if self.campaigns is None:
                 self.campaigns = CampaignRules(parsed, self.fences, limiter=self.limiter, outbox=self.outbox,
-                                               on_decision=self._on_decision, clock=self.engine.config.clock)
+                                               on_decision=self._on_decision,
+                                               clock=None if self.config.replay else self.engine.config.clock)
             else:
                 self.campaigns.replace(parsed, self.fences)
             if self.backends.counters is not None and self.backends.pending is not None:

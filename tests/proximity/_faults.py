@@ -32,11 +32,13 @@ import aiohttp
 KEY = "fault-suite-key"
 STORES = [("shop-1", 2.3500, 48.8500), ("shop-2", 2.3600, 48.8500), ("shop-3", 2.3700, 48.8500)]
 SIZE = 0.002  # degrees
+# The plan's pings start about 40 minutes ago: the campaigns take events up to a day old as live.
 CAMPAIGNS = """\
 campaigns:
   - id: welcome
     name: Welcome
     priority: 20
+    max_event_age: 1d
     trigger: {on: enter, tags: [shop]}
     offer: {title: "Welcome to {store.name}"}
     limits:
@@ -44,6 +46,7 @@ campaigns:
   - id: come-back
     name: Come back
     priority: 10
+    max_event_age: 1d
     trigger: {on: exit, tags: [shop]}
     offer: {title: "Thanks for visiting {store.name}"}
     limits:
