@@ -375,7 +375,7 @@ def apply_evidence(
             if r_tent[r] == 2:  # created by this evidence, enters at once
                 r_tent[r] = 0
                 _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-                      ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e,
+                      ENTER, d, p, t, np.uint8(s), obs_conf[k], 0.0, cause, e,
                       visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
                 continue
             if lvl < (LEVEL_KEEP if enter_p > 0.0 else LEVEL_ENTER):
@@ -390,7 +390,7 @@ def apply_evidence(
                 continue
             r_tent[r] = 0
             _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-                  ENTER, d, p, t, s, obs_conf[k], t - r_enter[r], cause, e, prob)
+                  ENTER, d, p, t, np.uint8(s), obs_conf[k], t - r_enter[r], cause, e, prob)
         # 4. dwell thresholds reached by now, each once per visit, on inside evidence for the place
         r = d_head[d]
         while r >= 0:
