@@ -64,7 +64,7 @@ DEV_LAST, DEV_WIDTH = FIX_BASE + 1, 8  # 8 float64: 64 bytes
 NEG_INF = -np.inf
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
           kind, dev, place, ts, src, conf, dwell, cause, ev, prob):
     k = n_out[0]
@@ -81,12 +81,12 @@ def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o
     n_out[0] = k + 1
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
     return max(r_gps[r] + gps_deb, r_bcn[r] + bcn_deb)
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     if prev < 0:
         d_head[d] = nxt
@@ -95,7 +95,7 @@ def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     _free(r, r_next, r_dev, meta)
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
@@ -103,7 +103,7 @@ def _free(r, r_next, r_dev, meta):
     meta[1] += 1
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _named(p, a, b, obs_place, p_zone):
     """Does GPS evidence ``a:b`` say nothing against place ``p`` (it names ``p``, or ``p`` is a beacon zone)?"""
     if p_zone[p] != 0:
@@ -114,7 +114,7 @@ def _named(p, a, b, obs_place, p_zone):
     return k < b
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _emitted_since(p, k0, n_out, o_place):
     """Was an event for place ``p`` emitted at or after output index ``k0``?"""
     k = k0
@@ -123,7 +123,7 @@ def _emitted_since(p, k0, n_out, o_place):
     return k < n_out[0]
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi):
     """Does evidence ``a:b`` also keep a confirmed visit of device ``d`` to a fence not overlapping ``p``?"""
     q = d_head[d]
@@ -137,7 +137,7 @@ def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r
     return False
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _end_due(
     d, now, forget, e, cause,
     d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta, gps_deb, bcn_deb,
@@ -176,7 +176,7 @@ def _end_due(
         r = nxt
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _gps_exits(
     d, t, e, a, b, obs_place, exit_pings, bcn_deb,
     d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_miss, r_tent, r_next, meta,

@@ -20,7 +20,7 @@ FNV_OFFSET = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _hash_bytes(buf, a, b):
     h = FNV_OFFSET
     for j in range(a, b):
@@ -28,7 +28,7 @@ def _hash_bytes(buf, a, b):
     return h
 
 
-@njit
+@njit(no_cpython_wrapper=True)
 def _same_key(buf, a, b, keys, k):
     """Is ``buf[a:b]`` the key in row ``k`` (zero-padded)?"""
     n = b - a
