@@ -404,8 +404,8 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
 
 def record_probability(state: PresenceState, d: int, r: int, places: PlaceTable, params: PresenceParams) -> float:
     """The calibrated visit probability of record ``r`` of device ``d`` as of its last evidence."""
-    return float(VK.visit_probability(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
-                                     places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm))
+    return float(VK.probability_of(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
+                                  places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm))
 
 
 def visit_snapshot(state: PresenceState, d: int, places: PlaceTable,
