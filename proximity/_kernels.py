@@ -32,6 +32,12 @@ store puts new ones first, the Redis store saves them in its record pool's order
 no result may depend on it. Wherever one step ends several visits of a device at
 once, every one of them is decided, with its probability, from the records as they
 stood before any was removed.
+
+What keeps the first compile short (the kernels are compiled on a user's first run): no kernel here
+allocates an array, so all are compiled without numba's reference counting (``_nrt=False``: no
+incref/decref around every array passed to a helper); the helpers only other kernels call have no
+CPython wrapper (``no_cpython_wrapper``); and every call site passes a helper the same argument types
+(``_emit``'s ``src`` is always ``uint8``), so each is compiled once.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ DEV_LAST, DEV_WIDTH = FIX_BASE + 1, 8  # 8 float64: 64 bytes
 NEG_INF = -np.inf
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
           kind, dev, place, ts, src, conf, dwell, cause, ev, prob):
     k = n_out[0]
@@ -81,12 +87,12 @@ def _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o
     n_out[0] = k + 1
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
     return max(r_gps[r] + gps_deb, r_bcn[r] + bcn_deb)
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     if prev < 0:
         d_head[d] = nxt
@@ -95,7 +101,7 @@ def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
     _free(r, r_next, r_dev, meta)
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
@@ -103,7 +109,7 @@ def _free(r, r_next, r_dev, meta):
     meta[1] += 1
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _named(p, a, b, obs_place, p_zone):
     """Does GPS evidence ``a:b`` say nothing against place ``p`` (it names ``p``, or ``p`` is a beacon zone)?"""
     if p_zone[p] != 0:
@@ -114,7 +120,7 @@ def _named(p, a, b, obs_place, p_zone):
     return k < b
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _emitted_since(p, k0, n_out, o_place):
     """Was an event for place ``p`` emitted at or after output index ``k0``?"""
     k = k0
@@ -123,7 +129,7 @@ def _emitted_since(p, k0, n_out, o_place):
     return k < n_out[0]
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r_tent, r_next, p_zone, p_ovp, p_ovi):
     """Does evidence ``a:b`` also keep a confirmed visit of device ``d`` to a fence not overlapping ``p``?"""
     q = d_head[d]
@@ -137,7 +143,7 @@ def _held_by_other_store(d, r, p, a, b, obs_place, obs_level, d_head, r_place, r
     return False
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _end_due(
     d, now, forget, e, cause,
     d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta, gps_deb, bcn_deb,
@@ -176,7 +182,7 @@ def _end_due(
         r = nxt
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _gps_exits(
     d, t, e, a, b, obs_place, exit_pings, bcn_deb,
     d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_miss, r_tent, r_next, meta,
@@ -231,7 +237,7 @@ def _gps_exits(
         r = nxt
 
 
-@njit
+@njit(_nrt=False)
 def apply_evidence(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
@@ -375,7 +381,7 @@ def apply_evidence(
             if r_tent[r] == 2:  # created by this evidence, enters at once
                 r_tent[r] = 0
                 _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-                      ENTER, d, p, t, s, obs_conf[k], 0.0, cause, e,
+                      ENTER, d, p, t, np.uint8(s), obs_conf[k], 0.0, cause, e,
                       visit_probability(d, r, r_lo[r], d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm))
                 continue
             if lvl < (LEVEL_KEEP if enter_p > 0.0 else LEVEL_ENTER):
@@ -390,7 +396,7 @@ def apply_evidence(
                 continue
             r_tent[r] = 0
             _emit(o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-                  ENTER, d, p, t, s, obs_conf[k], t - r_enter[r], cause, e, prob)
+                  ENTER, d, p, t, np.uint8(s), obs_conf[k], t - r_enter[r], cause, e, prob)
         # 4. dwell thresholds reached by now, each once per visit, on inside evidence for the place
         r = d_head[d]
         while r >= 0:
@@ -415,7 +421,7 @@ def apply_evidence(
     return n
 
 
-@njit
+@njit(_nrt=False)
 def advance_devices(
     devs, now, ttl, forget,
     d_last, d_head,
@@ -442,7 +448,7 @@ def advance_devices(
         expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
 
 
-@njit
+@njit(_nrt=False)
 def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, out):
     """Per device: the time after which ``advance`` has work for it (a debounce exit or the TTL)."""
     for i in range(devs.shape[0]):
@@ -457,7 +463,7 @@ def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, 
         out[i] = best
 
 
-@njit
+@njit(_nrt=False)
 def order_ties(order, dev, ts, k1, k2, k3):
     """``order`` sorts by ``dev``; make it sort by (dev, ts, k1, k2, k3) with an insertion sort per device."""
     n = order.shape[0]

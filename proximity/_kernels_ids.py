@@ -20,7 +20,7 @@ FNV_OFFSET = np.uint64(14695981039346656037)
 FNV_PRIME = np.uint64(1099511628211)
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _hash_bytes(buf, a, b):
     h = FNV_OFFSET
     for j in range(a, b):
@@ -28,7 +28,7 @@ def _hash_bytes(buf, a, b):
     return h
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _same_key(buf, a, b, keys, k):
     """Is ``buf[a:b]`` the key in row ``k`` (zero-padded)?"""
     n = b - a
@@ -41,7 +41,7 @@ def _same_key(buf, a, b, keys, k):
     return n == w or keys[k, n] == 0
 
 
-@njit
+@njit(_nrt=False)
 def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free, out):
     """Handles for the ids ``buf[starts[i]:starts[i] + lens[i]]`` (UTF-8, no NUL) from ``i0`` on.
 
@@ -95,7 +95,7 @@ def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free,
     return n
 
 
-@njit
+@njit(_nrt=False)
 def remove_ids(handles, slots, keys, key_hash, meta, free):
     """Forget these handles: tombstone their slots, clear their keys, push them on the free stack."""
     mask = slots.shape[0] - 1
@@ -113,7 +113,7 @@ def remove_ids(handles, slots, keys, key_hash, meta, free):
             s = (s + 1) & mask
 
 
-@njit
+@njit(_nrt=False)
 def rehash_ids(old, new, key_hash):
     """Move every live handle of ``old`` slots into the empty table ``new``; returns the used slot count."""
     mask = new.shape[0] - 1

@@ -29,7 +29,7 @@ FIX_TS, FIX_LON, FIX_LAT, FIX_BASE = 0, 1, 2, 3
 M_PER_DEG = 111_320.0
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def relax(lo, dt, pm):
     """The filter's prediction step: with no evidence for ``dt`` seconds the log-odds relax toward the prior."""
     if dt <= 0.0:
@@ -38,12 +38,12 @@ def relax(lo, dt, pm):
     return prior + (lo - prior) * np.exp(-dt / pm[PM_TAU])
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def clamp_lo(lo, pm):
     return min(max(lo, pm[PM_LO_MIN]), pm[PM_LO_MAX])
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def overlaps(p, f, p_ovp, p_ovi):
     """Do the interiors of places ``p`` and ``f`` intersect (``p_ovp``/``p_ovi``: each place's overlaps, CSR)?"""
     if p < p_ovp.shape[0] - 1:
@@ -53,7 +53,7 @@ def overlaps(p, f, p_ovp, p_ovi):
     return False
 
 
-@njit
+@njit(no_cpython_wrapper=True, _nrt=False)
 def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm):
     """The calibrated probability that device ``d`` is inside the place of record ``r`` (log-odds ``lo``).
 
@@ -90,7 +90,14 @@ def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_
     return 1.0 / (1.0 + np.exp(-y))
 
 
-@njit
+@njit(_nrt=False)
+def probability_of(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm):
+    """:func:`visit_probability` for Python callers (the kernels call it without numba's CPython wrapper,
+    which costs compile time; this one is compiled only when Python asks, e.g. for a snapshot)."""
+    return visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_ovi, pm)
+
+
+@njit(no_cpython_wrapper=True, _nrt=False)
 def gps_context(d, t, lon, lat, acc, spd, d_fix, pm):
     """A GPS fix against the device's fix memory: ``(plausible, llr)``, and the memory updated when plausible.
 

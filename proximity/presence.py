@@ -361,6 +361,20 @@ def next_due(state: PresenceState, devs: np.ndarray, params: PresenceParams) -> 
     return out
 
 
+#: a batch of at most this much evidence is ordered by :func:`order_ties_small` (numpy), so a small first
+#: run does not compile ``order_ties``; larger ones use the kernel (no full sort when ties are rare)
+SMALL_SORT = 1 << 14
+
+
+def order_ties_small(order: np.ndarray, dev: np.ndarray, ts: np.ndarray, k1: np.ndarray, k2: np.ndarray,
+                     k3: np.ndarray) -> np.ndarray:
+    """What ``K.order_ties`` makes of ``order`` (sorted by ``dev``), in numpy: sorted by (dev, ts, k1, k2, k3),
+    ties kept in ``order``'s order (the kernel's insertion sort is stable too). ``ts`` must hold no NaN
+    (the kernel's tuple comparison and numpy's differ there); the keys are NaN-free already."""
+    o = np.asarray(order)
+    return o[np.lexsort((k3[o], k2[o], k1[o], ts[o], dev[o]))]
+
+
 def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Order by (device, time, keys...) and a mask of exact duplicates (same device, time and keys).
 
@@ -371,7 +385,10 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
     while len(k) < 3:
         k.append(np.zeros(len(dev)))
     order = np.argsort(dev)  # ties are ordered by content just below, so stability is not needed
-    K.order_ties(order, dev, ts, k[0], k[1], k[2])
+    if len(order) <= SMALL_SORT and not np.isnan(ts).any():
+        order = order_ties_small(order, dev, ts, k[0], k[1], k[2])
+    else:
+        K.order_ties(order, dev, ts, k[0], k[1], k[2])
     dup = np.zeros(len(order), bool)
     if len(order) > 1:
         sd = dev[order]
@@ -387,8 +404,8 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
 
 def record_probability(state: PresenceState, d: int, r: int, places: PlaceTable, params: PresenceParams) -> float:
     """The calibrated visit probability of record ``r`` of device ``d`` as of its last evidence."""
-    return float(VK.visit_probability(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
-                                     places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm))
+    return float(VK.probability_of(d, r, state.r_lo[r], state.d_head, state.r_place, state.r_lo, state.r_next,
+                                  places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm))
 
 
 def visit_snapshot(state: PresenceState, d: int, places: PlaceTable,
