@@ -22,6 +22,29 @@ N_DEVICES = 20_000
 MARK = b"7777777777"  # 10-digit placeholder for the integer second of every ts in a pass
 
 
+def home_spots(stores: list[list[float]], rng: random.Random) -> list[tuple[float, float]]:
+    """Each device's home spot: a quarter of the devices inside a store, the others anywhere in the city."""
+    home = []
+    for d in range(N_DEVICES):
+        if d % 4 == 0:
+            lon, lat = stores[d % len(stores)]
+            home.append((lon + 0.0002, lat + 0.0002))
+        else:
+            home.append((2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)))
+    return home
+
+
+def ping_row(rng: random.Random, home: list[tuple[float, float]], d: int, k: int) -> str:
+    """Device ``d``'s ping (JSON): from its home spot with a few metres of jitter, 1% from a random spot;
+    its ts is ``MARK`` (the pass's second) plus ``k % 1000`` milliseconds."""
+    if rng.random() < 0.01:
+        lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
+    else:
+        lon, lat = home[d][0] + rng.uniform(-3e-5, 3e-5), home[d][1] + rng.uniform(-3e-5, 3e-5)
+    return (f'{{"device_id":"d{d:05d}","lon":{lon:.6f},"lat":{lat:.6f},"accuracy_m":8,'
+            f'"ts":{MARK.decode()}.{k % 1000:03d}}}')
+
+
 def _city(directory: Path, seed: int = 1) -> dict[str, Path]:
     """1000 store polygons over a 0.2 x 0.2 degree district, campaigns with caps, a key file."""
     import hashlib

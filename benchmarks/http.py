@@ -40,6 +40,8 @@ from benchmarks._http_serve import (
     _process_tree,
     _start_serve,
     _stop,
+    home_spots,
+    ping_row,
 )
 
 
@@ -51,24 +53,10 @@ def _bodies(stores: list[list[float]], n: int, seed: int = 2) -> list[bytes]:
     spot, so about 1% of pings cause a transition in steady state.
     """
     rng = random.Random(seed)
-    home = []
-    for d in range(N_DEVICES):
-        if d % 4 == 0:
-            lon, lat = stores[d % len(stores)]
-            home.append((lon + 0.0002, lat + 0.0002))
-        else:
-            home.append((2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)))
+    home = home_spots(stores, rng)
     out = []
     for b in range(n):
-        rows = []
-        for i in range(BATCH):
-            d = rng.randrange(N_DEVICES)
-            if rng.random() < 0.01:
-                lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
-            else:
-                lon, lat = home[d][0] + rng.uniform(-3e-5, 3e-5), home[d][1] + rng.uniform(-3e-5, 3e-5)
-            rows.append(f'{{"device_id":"d{d:05d}","lon":{lon:.6f},"lat":{lat:.6f},"accuracy_m":8,'
-                        f'"ts":{MARK.decode()}.{(b * BATCH + i) % 1000:03d}}}')
+        rows = [ping_row(rng, home, rng.randrange(N_DEVICES), b * BATCH + i) for i in range(BATCH)]
         out.append(('{"pings":[' + ",".join(rows) + "]}").encode())
     return out
 

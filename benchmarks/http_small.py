@@ -33,25 +33,12 @@ def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool,
     few metres of jitter, 1% of pings from a random spot. Up to 10 pings a request come from one phone (its
     last fixes); bigger requests mix devices, as a gateway's."""
     rng = random.Random(seed)
-    home = []
-    for d in range(H.N_DEVICES):
-        if d % 4 == 0:
-            lon, lat = stores[d % len(stores)]
-            home.append((lon + 0.0002, lat + 0.0002))
-        else:
-            home.append((2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)))
+    home = H.home_spots(stores, rng)
     out = []
     for b in range(n):
         phone = rng.randrange(H.N_DEVICES)
-        rows = []
-        for i in range(per_request):
-            d = phone if per_request <= 10 else rng.randrange(H.N_DEVICES)
-            if rng.random() < 0.01:
-                lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
-            else:
-                lon, lat = home[d][0] + rng.uniform(-3e-5, 3e-5), home[d][1] + rng.uniform(-3e-5, 3e-5)
-            rows.append(f'{{"device_id":"d{d:05d}","lon":{lon:.6f},"lat":{lat:.6f},"accuracy_m":8,'
-                        f'"ts":{H.MARK.decode()}.{(b * per_request + i) % 1000:03d}}}')
+        rows = [H.ping_row(rng, home, phone if per_request <= 10 else rng.randrange(H.N_DEVICES), b * per_request + i)
+                for i in range(per_request)]
         bid = f'"batch_id":"{H.MARK.decode()}-{b}",' if batch_ids else ""
         out.append(("{" + bid + '"pings":[' + ",".join(rows) + "]}").encode())
     return out
