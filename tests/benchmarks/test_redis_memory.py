@@ -13,5 +13,8 @@ def test_redis_memory_measures_real_keys_and_cleans_up(redis_url: str, redis_cli
     out = measure(redis_url, devices=40, offers=2)
     assert out["devices"] == 40
     for key, value in out.items():
-        assert isinstance(value, int) and value > 0, key
+        assert isinstance(value, int), key
+        # used_memory is the whole server's: another client of a shared Redis freeing keys meanwhile can make
+        # its growth negative; the figures measured on the benchmark's own keys must be positive
+        assert value > 0 or key.startswith("used_memory"), (key, value)
     assert set(redis_client.scan_iter(match="pxmem-*", count=1000)) == before  # type: ignore[attr-defined]
