@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from geofence._kernels import DEG, E2, A
+import geofence._kernels_geometry as KG
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,8 @@ def build_table(slots: np.ndarray, kinds: np.ndarray, geoms: list[object], centr
 
 # ---------------------------------------------------------------- the kernels' arithmetic, on arrays
 
-def metres_per_degree(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    phi = lat * DEG
-    s = np.sin(phi)
-    w = 1.0 - E2 * s * s
-    n = A / np.sqrt(w)
-    m = A * (1.0 - E2) / (w * np.sqrt(w))
-    return n * np.cos(phi) * DEG, m * DEG
+#: the kernel's own arithmetic (written with numpy functions), applied to arrays
+metres_per_degree = KG.metres_per_degree.py_func
 
 
 def wrap(d: np.ndarray) -> np.ndarray:

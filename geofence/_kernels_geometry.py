@@ -263,12 +263,14 @@ def locate_polygon(px, py, s, rec, cells, refs, seg):
 
 @njit
 def metres_per_degree(lat):
+    """Metres per degree of longitude and latitude at ``lat``; numpy functions, so that its ``py_func``
+    gives the small-batch path (:mod:`geofence._direct`) the same arithmetic on arrays."""
     phi = lat * DEG
-    s = math.sin(phi)
+    s = np.sin(phi)
     w = 1.0 - E2 * s * s
-    n = A / math.sqrt(w)
-    m = A * (1.0 - E2) / (w * math.sqrt(w))
-    return n * math.cos(phi) * DEG, m * DEG
+    n = A / np.sqrt(w)
+    m = A * (1.0 - E2) / (w * np.sqrt(w))
+    return n * np.cos(phi) * DEG, m * DEG
 
 
 @njit
