@@ -67,8 +67,8 @@ def test_two_workers_on_a_cluster_equal_one_process(tmp_path: Path, redis_cluste
 
 def _play_retrying(urls: list[str], batches: list[list[dict[str, Any]]], answers_503: list[float],
                    deadline_s: float = 90.0, pace_s: float = 0.0) -> tuple[list[tuple], list[tuple]]:
-    """:func:`sw.play`, retrying a 503 with the same ``batch_id`` (an SDK's behaviour) after Retry-After, and a
-    409 'being processed' (a failed try's lease still running) shortly after."""
+    """:func:`sw.play`, retrying a 503 with the same ``batch_id`` (an SDK's behaviour) after Retry-After, a
+    409 'being processed' (a failed try's lease still running) shortly after, and a request left unanswered."""
     events: list[tuple] = []
     offers: list[tuple] = []
     end = time.monotonic() + deadline_s
@@ -77,8 +77,15 @@ def _play_retrying(urls: list[str], batches: list[list[dict[str, Any]]], answers
         attempt = 0
         while True:
             url = urls[(k + attempt) % len(urls)]
-            status, headers, raw = _raw(url, "POST", "/v1/pings",
-                                        json.dumps({"batch_id": batch_id, "pings": rows}).encode(), "application/json")
+            try:
+                status, headers, raw = _raw(url, "POST", "/v1/pings",
+                                            json.dumps({"batch_id": batch_id, "pings": rows}).encode(),
+                                            "application/json")
+            except (TimeoutError, ConnectionError):
+                # no answer in 30 s while a master fails over: an SDK retries the same batch_id (idempotent)
+                assert time.monotonic() < end, f"batch {k} unanswered after {deadline_s} s"
+                attempt += 1
+                continue
             body = json.loads(raw)
             if status == 200:
                 break
