@@ -232,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         banner.append(f"  try: {_demo_curl(cfg, port, demo_key)}")
     if cfg.replay_demo:
         banner.append(f"  replaying the demo day in a loop at {cfg.replay_demo:g}x real time")
+    elif cfg.demo:
+        banner.append("  the demo city stands still: `proximity serve --replay-demo 60` replays its day at 60x")
     banner.append(f"  docs: http://{cfg.host}:{port}/openapi.json  metrics: http://{cfg.host}:{port}/metrics")
 
     def ready() -> None:  # "listening" only once requests get answers at once: /readyz says 200 from now on

@@ -236,6 +236,8 @@ def test_serve_with_no_arguments_runs_the_demo_and_prints_a_working_curl(tmp_pat
         key = re.search(r"demo key \(every scope, this run only\): (\S+)", text).group(1)  # type: ignore[union-attr]
         curl = re.search(r"try: (curl .*)", text).group(1)  # type: ignore[union-attr]
         assert "campaigns=" in text
+        # the banner tells a new user how to make the console's demo city move
+        assert "--replay-demo 60" in text
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
