@@ -95,15 +95,11 @@ def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
 
 @njit(no_cpython_wrapper=True, _nrt=False)
 def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
+    """Take record ``r`` (after ``prev``, before ``nxt``) out of device ``d``'s list, onto the free list."""
     if prev < 0:
         d_head[d] = nxt
     else:
         r_next[prev] = nxt
-    _free(r, r_next, r_dev, meta)
-
-
-@njit(no_cpython_wrapper=True, _nrt=False)
-def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
     meta[0] = r
@@ -119,15 +115,6 @@ def _named(p, a, b, obs_place, p_zone):
     while k < b and obs_place[k] != p:
         k += 1
     return k < b
-
-
-@njit(no_cpython_wrapper=True, _nrt=False)
-def _emitted_since(p, k0, n_out, o_place):
-    """Was an event for place ``p`` emitted at or after output index ``k0``?"""
-    k = k0
-    while k < n_out[0] and o_place[k] != p:
-        k += 1
-    return k < n_out[0]
 
 
 @njit(no_cpython_wrapper=True, _nrt=False)
@@ -229,8 +216,11 @@ def _gps_exits(
         p = r_place[r]
         if r_tent[r] != 0:
             gone = (enter_p <= 0.0 or r_lo[r] < prior) and not _named(p, a, b, obs_place, p_zone)
-        else:
-            gone = _emitted_since(p, k0, n_out, o_place)
+        else:  # a confirmed visit goes when an exit for its place was emitted above (at or after k0)
+            k = k0
+            while k < n_out[0] and o_place[k] != p:
+                k += 1
+            gone = k < n_out[0]
         if gone:
             _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
         else:
