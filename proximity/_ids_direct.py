@@ -14,14 +14,16 @@ random sequences of interns, lookups and removals, tombstones and growth include
   a tombstone (which the probe passes anyway).
 - the ids not in the table are inserted one after the other, in the batch's order, by
   the kernel's own steps (the probe sees the slots the ids before it took, a repeated
-  new id finds its first occurrence): a Python loop, which is why a batch with more new
-  ids than ``SMALL_NEW`` goes to the kernel instead.
+  new id finds its first occurrence; the insert is the kernel's ``_insert`` run as plain
+  Python): a Python loop, which is why a batch with more new ids than ``SMALL_NEW`` goes
+  to the kernel instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import proximity._kernels_ids as K
 from proximity._kernels_ids import EMPTY, FNV_OFFSET, FNV_PRIME, LOW32, TOMB
 
 #: batches of at most this many ids ...
@@ -122,20 +124,6 @@ def intern_ids_small(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, i0: 
             if (meta[1] == 0 and meta[0] >= keys.shape[0]) or lens[i] > keys.shape[1] \
                     or (tomb < 0 and 2 * (meta[3] + 1) > slots.shape[0]):
                 return i
-            if meta[1] > 0:
-                meta[1] -= 1
-                hit = int(free[meta[1]])
-            else:
-                hit = int(meta[0])
-                meta[0] += 1
-            keys[hit] = 0
-            keys[hit, : b - a] = buf[a:b]
-            key_hash[hit] = hj
-            if tomb >= 0:
-                slots[tomb] = (fp << 32) | hit
-            else:
-                slots[s] = (fp << 32) | hit
-                meta[3] += 1
-            meta[2] += 1
+            hit = int(K._insert.py_func(buf, a, b, hj, np.int64(fp), s, tomb, slots, keys, key_hash, meta, free))
         out[i] = hit
     return n
