@@ -36,8 +36,9 @@ stood before any was removed.
 What keeps the first compile short (the kernels are compiled on a user's first run): no kernel here
 allocates an array, so all are compiled without numba's reference counting (``_nrt=False``: no
 incref/decref around every array passed to a helper); the helpers only other kernels call have no
-CPython wrapper (``no_cpython_wrapper``); and every call site passes a helper the same argument types
-(``_emit``'s ``src`` is always ``uint8``), so each is compiled once.
+CPython wrapper (``no_cpython_wrapper``); every call site passes a helper the same argument types
+(``_emit``'s ``src`` is always ``uint8``), so each is compiled once; and applying evidence and letting
+time pass are one kernel (:func:`transition`), so what they share is compiled into one kernel, not two.
 """
 
 from __future__ import annotations
@@ -94,15 +95,11 @@ def _due(r, r_gps, r_bcn, gps_deb, bcn_deb):
 
 @njit(no_cpython_wrapper=True, _nrt=False)
 def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
+    """Take record ``r`` (after ``prev``, before ``nxt``) out of device ``d``'s list, onto the free list."""
     if prev < 0:
         d_head[d] = nxt
     else:
         r_next[prev] = nxt
-    _free(r, r_next, r_dev, meta)
-
-
-@njit(no_cpython_wrapper=True, _nrt=False)
-def _free(r, r_next, r_dev, meta):
     r_dev[r] = -1
     r_next[r] = meta[0]
     meta[0] = r
@@ -118,15 +115,6 @@ def _named(p, a, b, obs_place, p_zone):
     while k < b and obs_place[k] != p:
         k += 1
     return k < b
-
-
-@njit(no_cpython_wrapper=True, _nrt=False)
-def _emitted_since(p, k0, n_out, o_place):
-    """Was an event for place ``p`` emitted at or after output index ``k0``?"""
-    k = k0
-    while k < n_out[0] and o_place[k] != p:
-        k += 1
-    return k < n_out[0]
 
 
 @njit(no_cpython_wrapper=True, _nrt=False)
@@ -228,8 +216,11 @@ def _gps_exits(
         p = r_place[r]
         if r_tent[r] != 0:
             gone = (enter_p <= 0.0 or r_lo[r] < prior) and not _named(p, a, b, obs_place, p_zone)
-        else:
-            gone = _emitted_since(p, k0, n_out, o_place)
+        else:  # a confirmed visit goes when an exit for its place was emitted above (at or after k0)
+            k = k0
+            while k < n_out[0] and o_place[k] != p:
+                k += 1
+            gone = k < n_out[0]
         if gone:
             _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta)
         else:
@@ -238,7 +229,7 @@ def _gps_exits(
 
 
 @njit(_nrt=False)
-def apply_evidence(
+def transition(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
     d_last, d_head,
@@ -247,8 +238,25 @@ def apply_evidence(
     o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
     status,
     ev_lon, ev_lat, ev_acc, ev_spd, obs_llr, d_fix, r_lo, pm,
+    advance, devs, now, ttl, forget, expired,
 ):
-    """Apply evidence ``start:`` (sorted by device, time) to the state; append events to the ``o_*`` buffers.
+    """The transition function, one compiled kernel for its two uses: apply evidence, or let time pass.
+
+    One kernel, not two, because what both uses run (ending visits, their probabilities,
+    emitting events) is compiled into each kernel that calls it: a second kernel compiled
+    all of that again on a first run. Python calls it through
+    :func:`proximity.presence.apply_evidence` and :func:`proximity.presence.advance_state`,
+    which pass the other use's arguments empty (with the same types, so it is compiled once).
+
+    **With** ``advance``: time passes to ``now`` for ``devs`` (no evidence is read):
+    exits due before then; ``expired[i]`` says whether ``devs[i]`` idled longer than
+    ``ttl`` with no visit left. With ``forget`` every visit of the devices ends (cause
+    ``forget``, at the device's last evidence time) and they all expire. Buffers must
+    hold one event per record. A device's exits of one call are computed before any of
+    its records is removed (see :func:`_end_due`). Returns ``len(devs)``.
+
+    **Without**: apply evidence ``start:`` (sorted by device, time) to the state; append
+    events to the ``o_*`` buffers.
 
     ``ev_cut`` is each evidence's device's newest applied time *before* this batch:
     evidence at or before it is late (dropped); within the batch equal times all apply.
@@ -271,6 +279,16 @@ def apply_evidence(
     that could not have been reached from the last accepted one (``gps_context``) is not
     applied (``STATUS_IMPLAUSIBLE``).
     """
+    if advance:
+        cause = CAUSE_FORGET if forget else CAUSE_DEBOUNCE
+        for i in range(devs.shape[0]):
+            d = devs[i]
+            _end_due(d, now, forget, -1, cause,
+                     d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta,
+                     gps_deb, bcn_deb, o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
+                     n_out, r_lo, p_zone, p_ovp, p_ovi, pm)
+            expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
+        return devs.shape[0]
     n = ev_dev.shape[0]
     cap = o_kind.shape[0]
     n_thr = p_thr.shape[1]
@@ -419,33 +437,6 @@ def apply_evidence(
         if t > d_last[d]:
             d_last[d] = t
     return n
-
-
-@njit(_nrt=False)
-def advance_devices(
-    devs, now, ttl, forget,
-    d_last, d_head,
-    r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_tent, r_next, meta,
-    gps_deb, bcn_deb,
-    o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
-    expired,
-    r_lo, p_zone, p_ovp, p_ovi, pm,
-):
-    """Time passes to ``now`` for ``devs``: exits due before then; devices idle longer than ``ttl`` expire.
-
-    With ``forget`` every visit of the devices ends (cause ``forget``, at the device's
-    last evidence time) and they all expire. Buffers must hold one event per record.
-    A device's exits of one call are computed before any of its records is removed
-    (see :func:`_end_due`).
-    """
-    cause = CAUSE_FORGET if forget else CAUSE_DEBOUNCE
-    for i in range(devs.shape[0]):
-        d = devs[i]
-        _end_due(d, now, forget, -1, cause,
-                 d_last, d_head, r_place, r_dev, r_enter, r_gps, r_bcn, r_src, r_conf, r_tent, r_next, meta,
-                 gps_deb, bcn_deb, o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob,
-                 n_out, r_lo, p_zone, p_ovp, p_ovi, pm)
-        expired[i] = forget or (d_head[d] < 0 and d_last[d] + ttl < now)
 
 
 @njit(_nrt=False)

@@ -41,6 +41,31 @@ def _same_key(buf, a, b, keys, k):
     return n == w or keys[k, n] == 0
 
 
+@njit(no_cpython_wrapper=True, _nrt=False)
+def _insert(buf, a, b, h, fp, s, tomb, slots, keys, key_hash, meta, free):
+    """Give the new id ``buf[a:b]`` (hash ``h``, fingerprint ``fp``; the room checked) a handle and a slot: the
+    first tombstone ``tomb`` on its probe path, else the empty slot ``s`` that ended it. Returns the handle.
+
+    :mod:`proximity._ids_direct` runs it as plain Python (``_insert.py_func``), so both paths insert alike.
+    """
+    if meta[1] > 0:
+        meta[1] -= 1
+        found = free[meta[1]]
+    else:
+        found = meta[0]
+        meta[0] += 1
+    for j in range(keys.shape[1]):
+        keys[found, j] = buf[a + j] if j < b - a else 0
+    key_hash[found] = h
+    if tomb >= 0:
+        slots[tomb] = (fp << 32) | found
+    else:
+        slots[s] = (fp << 32) | found
+        meta[3] += 1
+    meta[2] += 1
+    return found
+
+
 @njit(_nrt=False)
 def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free, out):
     """Handles for the ids ``buf[starts[i]:starts[i] + lens[i]]`` (UTF-8, no NUL) from ``i0`` on.
@@ -76,21 +101,7 @@ def intern_ids(buf, starts, lens, i0, insert, slots, keys, key_hash, meta, free,
             if (meta[1] == 0 and meta[0] >= keys.shape[0]) or lens[i] > keys.shape[1] \
                     or (tomb < 0 and 2 * (meta[3] + 1) > slots.shape[0]):
                 return i
-            if meta[1] > 0:
-                meta[1] -= 1
-                found = free[meta[1]]
-            else:
-                found = meta[0]
-                meta[0] += 1
-            for j in range(keys.shape[1]):
-                keys[found, j] = buf[a + j] if j < b - a else 0
-            key_hash[found] = h
-            if tomb >= 0:
-                slots[tomb] = (fp << 32) | found
-            else:
-                slots[s] = (fp << 32) | found
-                meta[3] += 1
-            meta[2] += 1
+            found = _insert(buf, a, b, h, fp, s, tomb, slots, keys, key_hash, meta, free)
         out[i] = found
     return n
 

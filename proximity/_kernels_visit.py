@@ -75,18 +75,19 @@ def visit_probability(d, r, lo, d_head, r_place, r_lo, r_next, p_zone, p_ovp, p_
                 rest += np.exp(r_lo[q])
             q = r_next[q]
     x = lo - np.log1p(rest)
-    k = int(pm[PM_CAL_N])
-    xs = pm[PM_CAL:PM_CAL + k]
-    ys = pm[PM_CAL + PM_CAL_MAX:PM_CAL + PM_CAL_MAX + k]
-    if x <= xs[0]:
-        y = ys[0]
-    elif x >= xs[k - 1]:
-        y = ys[k - 1]
+    # the calibration's knots: x at pm[PM_CAL + j], logit y at pm[PM_CAL + PM_CAL_MAX + j] (indexed, not
+    # sliced: a slice is an array view to type and build, which costs compile time)
+    last = PM_CAL + int(pm[PM_CAL_N]) - 1
+    if x <= pm[PM_CAL]:
+        y = pm[PM_CAL + PM_CAL_MAX]
+    elif x >= pm[last]:
+        y = pm[last + PM_CAL_MAX]
     else:
-        j = 1
-        while xs[j] < x:
+        j = PM_CAL + 1
+        while pm[j] < x:
             j += 1
-        y = ys[j - 1] + (ys[j] - ys[j - 1]) * (x - xs[j - 1]) / (xs[j] - xs[j - 1])
+        y0, y1 = pm[j - 1 + PM_CAL_MAX], pm[j + PM_CAL_MAX]
+        y = y0 + (y1 - y0) * (x - pm[j - 1]) / (pm[j] - pm[j - 1])
     return 1.0 / (1.0 + np.exp(-y))
 
 

@@ -288,6 +288,48 @@ def _fresh_dev(n: int) -> np.ndarray:
     return out
 
 
+#: the arguments of the transition kernel's use a call does not make, typed as the other use passes them
+_NO_DEVS = np.zeros(0, np.int64)
+_NO_EXPIRED = np.zeros(0, np.bool_)
+
+
+def _evidence_columns(ev: Evidence, cut: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The evidence as the kernel reads it, each column in one dtype whoever built it (a column of another
+    dtype or layout would compile the whole transition kernel once more)."""
+    assert ev.lon is not None and ev.lat is not None and ev.acc is not None and ev.spd is not None
+    assert ev.llr is not None
+    c = np.ascontiguousarray
+    return (c(ev.dev, np.int64), c(ev.ts, np.float64), c(cut, np.float64), c(ev.src, np.int8), c(ev.obs, np.int64),
+            c(ev.place, np.int32), c(ev.level, np.int8), c(ev.conf, np.int8),
+            c(ev.lon, np.float64), c(ev.lat, np.float64), c(ev.acc, np.float64), c(ev.spd, np.float64),
+            c(ev.llr, np.float64))
+
+
+_NO_EVIDENCE = _evidence_columns(
+    Evidence(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int8), np.zeros(1, np.int64), np.zeros(0, np.int32),
+             np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros(0, np.int64)), np.zeros(0))
+
+
+def _transition(state: PresenceState, columns: tuple[np.ndarray, ...], places: PlaceTable, params: PresenceParams,
+                out: Transitions, n_out: np.ndarray, start: int = 0, *, advance: bool = False,
+                devs: np.ndarray = _NO_DEVS, now: float = 0.0, forget: bool = False,
+                expired: np.ndarray = _NO_EXPIRED) -> int:
+    """One call of the transition kernel (``K.transition``) with every argument typed as every other call's."""
+    dev, ts, cut, src, obs, place, level, conf, lon, lat, acc, spd, llr = columns
+    return int(K.transition(
+        start, dev, ts, cut, src, obs, place, level, conf,
+        state.d_last, state.d_head,
+        state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
+        state.r_conf, state.r_miss, state.r_tent, state.r_next, state.meta,
+        places.thresholds, places.is_zone, places.overlap_ptr, places.overlap_idx, float(params.gps_debounce_s),
+        float(params.beacon_debounce_s), int(params.gps_exit_pings), float(params.gps_enter_confirm_s),
+        bool(params.gps_one_store_at_a_time),
+        *out._buffers(), n_out, out.status,
+        lon, lat, acc, spd, llr, state.d_dev, state.r_lo, params.pm,
+        advance, devs, float(now), float(params.ttl_s), bool(forget), expired,
+    ))
+
+
 def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, params: PresenceParams) -> Transitions:
     """The transition function: apply sorted evidence to ``state`` (in place) and return the events.
 
@@ -298,20 +340,10 @@ def apply_evidence(state: PresenceState, ev: Evidence, places: PlaceTable, param
     out = Transitions.empty(max(64, n // 16), n)
     n_out = np.zeros(1, np.int64)
     start = 0
-    thr, zone = places.thresholds, places.is_zone
-    cut = state.d_last[ev.dev]  # newest applied time per device before this batch
+    thr = places.thresholds
+    columns = _evidence_columns(ev, state.d_last[ev.dev])  # newest applied time per device before this batch
     while True:
-        start = K.apply_evidence(
-            start, ev.dev, ev.ts, cut, ev.src, ev.obs, ev.place, ev.level, ev.conf,
-            state.d_last, state.d_head,
-            state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
-            state.r_conf, state.r_miss, state.r_tent, state.r_next, state.meta,
-            thr, zone, places.overlap_ptr, places.overlap_idx, float(params.gps_debounce_s),
-            float(params.beacon_debounce_s), int(params.gps_exit_pings), float(params.gps_enter_confirm_s),
-            bool(params.gps_one_store_at_a_time),
-            *out._buffers(), n_out, out.status,
-            ev.lon, ev.lat, ev.acc, ev.spd, ev.llr, state.d_dev, state.r_lo, params.pm,
-        )
+        start = _transition(state, columns, places, params, out, n_out, start)
         if start >= n:
             return out.trimmed(int(n_out[0]))
         # out of records or event room for evidence `start`: grow both, go on from there
@@ -340,15 +372,8 @@ def advance_state(
     out = Transitions.empty(cap)
     n_out = np.zeros(1, np.int64)
     expired = np.zeros(len(devs), np.bool_)
-    K.advance_devices(
-        devs, float(now), float(params.ttl_s), forget,
-        state.d_last, state.d_head,
-        state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
-        state.r_conf, state.r_tent, state.r_next, state.meta,
-        float(params.gps_debounce_s), float(params.beacon_debounce_s),
-        *out._buffers(), n_out, expired,
-        state.r_lo, places.is_zone, places.overlap_ptr, places.overlap_idx, params.pm,
-    )
+    _transition(state, _NO_EVIDENCE, places, params, out, n_out, advance=True, devs=devs, now=now, forget=forget,
+                expired=expired)
     return out.trimmed(int(n_out[0])), expired
 
 

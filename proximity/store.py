@@ -23,6 +23,7 @@ import numpy as np
 
 import proximity._kernels_ids as K
 import proximity.journal as _journal
+from proximity._ids_direct import intern_ids_small
 from proximity.events import Device
 from proximity.journal import Journal
 from proximity.presence import (
@@ -89,7 +90,8 @@ class DeviceIds:
 
     Ids are kept as zero-padded rows of their UTF-8 bytes (the width grows with the
     longest id seen) in an open-addressing hash table probed by numba kernels
-    (:mod:`proximity._kernels_ids`). A batch is turned into one byte buffer (a
+    (:mod:`proximity._kernels_ids`; a small batch with few new ids in numpy, the same table
+    bit for bit: :mod:`proximity._ids_direct`). A batch is turned into one byte buffer (a
     ``join`` and an ``encode`` for ASCII ids) and interned in one call. Freed handles are reused. ``names(handles)``
     gives the ids back as ``str``.
     """
@@ -155,8 +157,9 @@ class DeviceIds:
         out = np.empty(len(starts), np.int64)
         i = 0
         while True:
-            i = K.intern_ids(buf, starts, lens, i, insert, self.slots, self.keys, self.key_hash, self.meta,
-                             self.free, out)
+            args = (buf, starts, lens, i, insert, self.slots, self.keys, self.key_hash, self.meta, self.free, out)
+            small = intern_ids_small(*args)  # a small batch in numpy: nothing to compile on a first run
+            i = K.intern_ids(*args) if small is None else small
             if i >= len(starts):
                 return out
             self._grow(int(lens[i]))

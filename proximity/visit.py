@@ -2,7 +2,7 @@
 
 Every visit record (device x candidate place) carries the log-odds that the
 device is inside, updated by a forward filter in the transition kernel
-(:func:`proximity._kernels.apply_evidence`, its pieces in :mod:`proximity._kernels_visit`),
+(:func:`proximity._kernels.transition`, its pieces in :mod:`proximity._kernels_visit`),
 one evidence at a time:
 
 1. **time**: with no evidence the log-odds relax toward the prior

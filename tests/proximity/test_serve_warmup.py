@@ -101,7 +101,9 @@ def test_after_the_warm_up_a_request_compiles_nothing(tmp_path: Path) -> None:
     assert got.returncode == 0, got.stderr
     doc = json.loads(got.stdout.splitlines()[-1])
     assert doc["accepted"] == 2
-    assert doc["before"]["geofence._kernels.match"] == 1 and doc["before"]["proximity._kernels.apply_evidence"] == 1
+    assert doc["before"]["geofence._kernels.match"] == 1 and doc["before"]["proximity._kernels.transition"] == 1
+    # pings, sightings and advancing time all ran through one compiled signature of the transition kernel
+    assert doc["after"]["proximity._kernels.transition"] == 1
     assert {k: v for k, v in doc["after"].items() if doc["before"][k] != v} == {}
 
 
