@@ -56,7 +56,6 @@ from redis.crc import key_slot
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
 from proximity._redis.scripts import (
-    DELETE,
     DROP,
     LOAD_SCRIPT,
     PLACES_SCRIPT,
@@ -65,8 +64,8 @@ from proximity._redis.scripts import (
     TOUCH,
     WON,
     Script,
+    bulk,
     pack,
-    save_args,
 )
 from proximity.errors import StateError, StoreUnavailable
 from proximity.events import Device
@@ -88,18 +87,6 @@ from proximity.presence import (
 from proximity.tracked import Built, Tracked, remap
 
 T = TypeVar("T")
-_ARGS3 = b"$%d\r\n%b\r\n" * 3
-_ARGS4 = b"$%d\r\n%b\r\n" * 4
-
-
-class _Empty:
-    """``_EMPTY[i] == b""`` for any ``i`` (no journal entries)."""
-
-    def __getitem__(self, i: int) -> bytes:
-        return b""
-
-
-_EMPTY = _Empty()
 Step = Callable[[PresenceState, np.ndarray, Any], tuple[Transitions, np.ndarray, Any]]
 
 
@@ -264,38 +251,45 @@ class RedisStateStore:
             return self.router.group_by_slot(keys, self.chunk)
         return [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
 
-    def _save(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes],
-              entries: Sequence[bytes] | None = None, journal: Journal | None = None,
-              tracks: Sequence[bytes] | None = None) -> np.ndarray:
+    def _save(self, keys: Sequence[bytes], encoded: Sequence[bytes], flags: np.ndarray, version: np.ndarray,
+              due: np.ndarray, states: codec.Stored, entries: Sequence[bytes] | None = None,
+              journal: Journal | None = None, tracks: codec.Stored | None = None) -> np.ndarray:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
-        One script call per ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per
-        node); each call is all-or-nothing. A call that was not run counts as lost (it is recomputed).
-        With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call;
-        with ``tracks``, its beacon filter state (else it is left as it is, or deleted with the state).
+        Device ``i``: state key ``keys[i]`` (``encoded[i]`` in the protocol), ``flags[i]`` (:data:`DROP`,
+        :data:`SET_DUE`, :data:`TOUCH`; else its state is written), the ``version`` loaded, its ``due`` time
+        and new state (body ``i`` of ``states``). One script call per ``chunk`` devices (cluster: per slot
+        group, ``chunk`` at most), pipelined (per node); each call is all-or-nothing, and its arguments are
+        a few blobs (:class:`proximity._redis.codec.SaveBlobs`). A call that was not run counts as lost (it
+        is recomputed). With a ``journal``, each device that wins also gets its journal entry (``entries``)
+        in that call; with ``tracks``, its beacon filter state (else it is left as it is, or deleted with
+        the state).
         """
         jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
         head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
                 b"0" if tracks is None else b"1"]
         groups = self._groups(keys)
+        order = np.concatenate([idx for _slot, idx in groups]) if len(groups) > 1 else groups[0][1]
+        write = (flags & (DROP | TOUCH)) == 0
+        o_states = codec.Stored(states.version, states.buf, states.start[order], states.length[order])
+        o_tracks = (None if tracks is None else
+                    codec.Stored(tracks.version, tracks.buf, tracks.start[order], tracks.length[order]))
+        blobs = codec.SaveBlobs.build(version[order], due[order], flags[order], write[order], o_states,
+                                      None if entries is None else [entries[i] for i in order.tolist()], o_tracks)
+        drop = (flags & DROP) != 0
         commands = []
+        a = 0
         for slot, idx in groups:
             group = idx.tolist()
-            due = self.router.due_key(slot)
-            jkey = self.router.journal_key(slot, journal.key) if journal is not None else due
-            st = [keys[i] for i in group]
-            e = entries if entries is not None else _EMPTY
-            # each device's arguments in the protocol with one format (not one per argument)
-            if tracks is None:  # only a deleted state takes its filter state with it
-                tr = self._tr_keys([keys[i] for i in group if values[i] == DELETE])
-                args = b"".join([_ARGS3 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i])
-                                 for i in group])
-            else:
-                tr = self._tr_keys(st)
-                args = b"".join([_ARGS4 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i],
-                                           len(tracks[i]), tracks[i]) for i in group])
-            per = 3 if tracks is None else 4
-            commands.append((slot, SAVE_SCRIPT.evalsha_encoded([due, jkey, *st, *tr], head, args, per * len(group))))
+            b = a + len(group)
+            due_key = self.router.due_key(slot)
+            jkey = self.router.journal_key(slot, journal.key) if journal is not None else due_key
+            # only a dropped state takes its filter state with it, unless every device has one
+            tr = bulk(self._tr_keys([keys[i] for i in (group if tracks is not None else idx[drop[idx]].tolist())]))
+            enc = b"".join([*bulk((due_key, jkey)), *[encoded[i] for i in group], *tr])
+            commands.append((slot, SAVE_SCRIPT.evalsha_encoded(2 + len(group) + len(tr), enc,
+                                                               [*head, *blobs.part(a, b)])))
+            a = b
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
         won = np.zeros(len(keys), bool)
         for (_slot, idx), reply in zip(groups, replies, strict=True):
@@ -342,9 +336,11 @@ class RedisStateStore:
         pending = np.arange(len(names))
         parts: list[Transitions] = []
         all_keys = self._st_keys(names.tolist())
+        all_encoded = bulk(all_keys)  # each state key in the protocol, once for every attempt
         for _attempt in range(self.max_retries + 1):
             sub = pending.tolist()
             keys = [all_keys[i] for i in sub]
+            encoded = [all_encoded[i] for i in sub]
             old, t_old = self._load((), keys, track)
             done = np.zeros(len(sub), bool)
             if journal is not None:
@@ -365,12 +361,9 @@ class RedisStateStore:
             has_old = old.version > 0
             gone = delete | (new.length == 0)
             changed = codec.changed(new, old)
-            tracks: list[bytes] | None = None
             if t_new is not None:
                 t_enc = codec.track_encode(t_new, len(sub))
                 changed |= codec.changed(t_enc, codec.track_encode(t_old, len(sub)))
-                t_body = t_enc.buf.tobytes()
-                t_s, t_e = t_enc.start.tolist(), (t_enc.start + t_enc.length).tolist()
             drop = gone & (has_old | delete | refresh_due)
             write = ~gone & changed
             set_due = write & (~has_old | (due < due_before) | refresh_due)
@@ -379,16 +372,17 @@ class RedisStateStore:
             won = np.ones(len(sub), bool)
             self.saved += len(save)
             if len(save):
-                flags = drop * DROP + set_due * SET_DUE + touch * TOUCH
-                heads, values = save_args(save, flags, old.version, due, new.buf.tobytes(), new.start,
-                                          new.start + new.length)
+                flags = (drop * DROP + set_due * SET_DUE + touch * TOUCH).astype(np.uint8)
                 entries = None
                 if journal is not None:
                     per_device = journal_encode(tr, len(sub), journal)
                     entries = [per_device[i] for i in save.tolist()]
+                tracks = None
                 if t_new is not None:
-                    tracks = [t_body[t_s[i] : t_e[i]] for i in save.tolist()]
-                res = self._save([keys[i] for i in save.tolist()], heads, values, entries, journal, tracks)
+                    tracks = codec.Stored(t_enc.version, t_enc.buf, t_enc.start[save], t_enc.length[save])
+                saved = codec.Stored(new.version, new.buf, new.start[save], new.length[save])
+                res = self._save([keys[i] for i in save.tolist()], [encoded[i] for i in save.tolist()],
+                                 flags[save], old.version[save], due[save], saved, entries, journal, tracks)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
