@@ -229,6 +229,7 @@ class SaveBlobs:
 
     def __post_init__(self) -> None:
         self._at = [np.r_[0, np.cumsum(self.heads[f], dtype=np.int64)].tolist() for f in ("state", "entry", "track")]
+        self._heads = self.heads.tobytes()
 
     @classmethod
     def build(cls, version: np.ndarray, due: np.ndarray, flags: np.ndarray, write: np.ndarray, states: Stored,
@@ -254,7 +255,8 @@ class SaveBlobs:
     def part(self, a: int, b: int) -> tuple[bytes, bytes, bytes, bytes]:
         """The heads, states, entries and filter states of devices ``a .. b - 1``."""
         s, e, t = self._at
-        return (self.heads[a:b].tobytes(), self.states[s[a] : s[b]], self.entries[e[a] : e[b]],
+        w = SAVE_HEAD.itemsize
+        return (self._heads[a * w : b * w], self.states[s[a] : s[b]], self.entries[e[a] : e[b]],
                 self.tracks[t[a] : t[b]])
 
 

@@ -55,6 +55,7 @@ from redis.crc import key_slot
 
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
+from proximity._redis.resp import key_slots
 from proximity._redis.scripts import (
     DROP,
     LOAD_SCRIPT,
@@ -207,14 +208,16 @@ class RedisStateStore:
         names[:] = list(local)
         return Resolved(codes, names)
 
-    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None,
-              track: bool = False) -> tuple[codec.Stored, Any]:
+    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None, track: bool = False,
+              slots: np.ndarray | None = None) -> tuple[codec.Stored, Any]:
         """The stored state of each device, and with ``track`` its beacon filter state (else ``None``), in one
         round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s)."""
         keys = self._st_keys(names) if keys is None else keys
         n = len(keys)
         if self.cluster:
-            values = self._call(lambda: self.router.get([*keys, *self._tr_keys(keys)] if track else keys))
+            slots = key_slots(keys) if slots is None else slots
+            values = self._call(lambda: self.router.get([*keys, *self._tr_keys(keys)] if track else keys,
+                                                        np.r_[slots, slots] if track else slots))
             sizes = np.fromiter((len(v) if v is not None else 0 for v in values), np.int64, len(values))
             blob = b"".join([v for v in values if v])
             cut = int(sizes[:n].sum())
@@ -246,73 +249,79 @@ class RedisStateStore:
         self._known_places(places, place_ids)
         return state
 
-    def _groups(self, keys: Sequence[bytes]) -> list[tuple[int, np.ndarray]]:
-        if self.cluster:
-            return self.router.group_by_slot(keys, self.chunk)
-        return [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
-
-    def _save(self, keys: Sequence[bytes], encoded: Sequence[bytes], flags: np.ndarray, version: np.ndarray,
-              due: np.ndarray, states: codec.Stored, entries: Sequence[bytes] | None = None,
+    def _save(self, keys: Sequence[bytes], encoded: Sequence[bytes], slots: np.ndarray, flags: np.ndarray,
+              version: np.ndarray, due: np.ndarray, states: codec.Stored, entries: Sequence[bytes] | None = None,
               journal: Journal | None = None, tracks: codec.Stored | None = None) -> np.ndarray:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
-        Device ``i``: state key ``keys[i]`` (``encoded[i]`` in the protocol), ``flags[i]`` (:data:`DROP`,
-        :data:`SET_DUE`, :data:`TOUCH`; else its state is written), the ``version`` loaded, its ``due`` time
-        and new state (body ``i`` of ``states``). One script call per ``chunk`` devices (cluster: per slot
-        group, ``chunk`` at most), pipelined (per node); each call is all-or-nothing, and its arguments are
-        a few blobs (:class:`proximity._redis.codec.SaveBlobs`). A call that was not run counts as lost (it
-        is recomputed). With a ``journal``, each device that wins also gets its journal entry (``entries``)
-        in that call; with ``tracks``, its beacon filter state (else it is left as it is, or deleted with
-        the state).
+        Device ``i``: state key ``keys[i]`` (``encoded[i]`` in the protocol; hash slot ``slots[i]``),
+        ``flags[i]`` (:data:`DROP`, :data:`SET_DUE`, :data:`TOUCH`; else its state is written), the
+        ``version`` loaded, its ``due`` time and new state (body ``i`` of ``states``). One script call per
+        ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per node); each call is
+        all-or-nothing, and its arguments are a few blobs (:class:`proximity._redis.codec.SaveBlobs`) cut
+        from one set built for the whole save. A call that was not run counts as lost (it is recomputed).
+        With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call;
+        with ``tracks``, its beacon filter state (else it is left as it is, or deleted with the state).
         """
         jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
-        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
-                b"0" if tracks is None else b"1"]
-        groups = self._groups(keys)
-        order = np.concatenate([idx for _slot, idx in groups]) if len(groups) > 1 else groups[0][1]
+        order, groups = self.router.group_by_slot(slots, self.chunk)
+        o = order.tolist()
         write = (flags & (DROP | TOUCH)) == 0
         o_states = codec.Stored(states.version, states.buf, states.start[order], states.length[order])
         o_tracks = (None if tracks is None else
                     codec.Stored(tracks.version, tracks.buf, tracks.start[order], tracks.length[order]))
         blobs = codec.SaveBlobs.build(version[order], due[order], flags[order], write[order], o_states,
-                                      None if entries is None else [entries[i] for i in order.tolist()], o_tracks)
-        drop = (flags & DROP) != 0
+                                      None if entries is None else [entries[i] for i in o], o_tracks)
+        # the filter state keys: every device's with tracks, else a dropped device's (it goes with the state)
+        with_tr = np.ones(len(keys), bool) if tracks is not None else (flags & DROP) != 0
+        tr: list[bytes] = [b""] * len(keys)
+        for i, k in zip(np.flatnonzero(with_tr).tolist(), bulk(self._tr_keys([keys[i] for i in
+                                                                              np.flatnonzero(with_tr).tolist()])),
+                        strict=True):
+            tr[i] = k
+        n_tr = np.r_[0, np.cumsum(with_tr[order])].tolist()
+        # the command of one group in one format: its keys, then the four constant and four blob arguments
+        fmt = (b"*%%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%%d\r\n%%d\r\n%%b%%b%%b%%b%b" % (
+            SAVE_SCRIPT.sha, b"".join(bulk([b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
+                                            b"0" if tracks is None else b"1"])))
+               + b"$%d\r\n%b\r\n" * 4)
         commands = []
-        a = 0
-        for slot, idx in groups:
-            group = idx.tolist()
-            b = a + len(group)
-            due_key = self.router.due_key(slot)
-            jkey = self.router.journal_key(slot, journal.key) if journal is not None else due_key
-            # only a dropped state takes its filter state with it, unless every device has one
-            tr = bulk(self._tr_keys([keys[i] for i in (group if tracks is not None else idx[drop[idx]].tolist())]))
-            enc = b"".join([*bulk((due_key, jkey)), *[encoded[i] for i in group], *tr])
-            commands.append((slot, SAVE_SCRIPT.evalsha_encoded(2 + len(group) + len(tr), enc,
-                                                               [*head, *blobs.part(a, b)])))
-            a = b
+        for slot, a, b in groups:
+            members = o[a:b]
+            n_keys = 2 + b - a + n_tr[b] - n_tr[a]
+            due_key = self.router.due_key_bulk(slot)
+            jkey = bulk([self.router.journal_key(slot, journal.key)])[0] if journal is not None else due_key
+            h, st_, en, tk = blobs.part(a, b)
+            commands.append((slot, fmt % (n_keys + 11, len(b"%d" % n_keys), n_keys, due_key, jkey,
+                                          b"".join([encoded[i] for i in members]),
+                                          b"".join([tr[i] for i in members]),
+                                          len(h), h, len(st_), st_, len(en), en, len(tk), tk)))
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
-        won = np.zeros(len(keys), bool)
-        for (_slot, idx), reply in zip(groups, replies, strict=True):
-            if isinstance(reply, C.NOT_RUN):
-                continue  # not saved: recomputed from a fresh load, like a lost compare-and-set
-            if isinstance(reply, Exception):
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, C.NOT_RUN):
                 raise StateError(f"Redis state store error: {reply}")
-            won[idx] = np.frombuffer(reply, np.uint8) == WON
+        # a call that was not run: its devices lost (recomputed from a fresh load, like a lost compare-and-set)
+        flat = b"".join([r if not isinstance(r, Exception) else b"0" * (b - a)
+                         for r, (_slot, a, b) in zip(replies, groups, strict=True)])
+        won = np.zeros(len(keys), bool)
+        won[order] = np.frombuffer(flat, np.uint8) == WON
         return won
 
-    def _journaled(self, keys: Sequence[bytes], names: Sequence[str], journal: Journal) -> list[bytes | None]:
+    def _journaled(self, keys: Sequence[bytes], slots: np.ndarray, names: Sequence[str],
+                   journal: Journal) -> list[bytes | None]:
         """Each device's entry in the batch's journal (``None``: not committed by this batch yet). Read after
         the devices' states: a state saved by this batch is always seen with its entry."""
-        groups = self._groups(keys)
+        order, groups = self.router.group_by_slot(slots, self.chunk)
+        o = order.tolist()
         commands = [(slot, pack((b"HMGET", self.router.journal_key(slot, journal.key),
-                                 *[names[i].encode("utf-8", "surrogatepass") for i in idx.tolist()])))
-                    for slot, idx in groups]
+                                 *[names[i].encode("utf-8", "surrogatepass") for i in o[a:b]])))
+                    for slot, a, b in groups]
         replies = self._call(lambda: self.router.send(commands))
         out: list[bytes | None] = [None] * len(keys)
-        for (_slot, idx), reply in zip(groups, replies, strict=True):
+        for (_slot, a, b), reply in zip(groups, replies, strict=True):
             if isinstance(reply, Exception):
                 raise StoreUnavailable(f"Redis state store unavailable: {reply}", retry_after_s=1.0)
-            for i, v in zip(idx.tolist(), reply, strict=True):
+            for i, v in zip(o[a:b], reply, strict=True):
                 out[i] = v
         return out
 
@@ -336,15 +345,17 @@ class RedisStateStore:
         pending = np.arange(len(names))
         parts: list[Transitions] = []
         all_keys = self._st_keys(names.tolist())
-        all_encoded = bulk(all_keys)  # each state key in the protocol, once for every attempt
+        all_encoded = bulk(all_keys)  # each state key in the protocol, and its hash slot: once for every attempt
+        all_slots = key_slots(all_keys) if self.cluster else np.zeros(len(all_keys), np.int64)
         for _attempt in range(self.max_retries + 1):
             sub = pending.tolist()
             keys = [all_keys[i] for i in sub]
             encoded = [all_encoded[i] for i in sub]
-            old, t_old = self._load((), keys, track)
+            slots = all_slots[pending]
+            old, t_old = self._load((), keys, track, slots)
             done = np.zeros(len(sub), bool)
             if journal is not None:
-                found = self._journaled(keys, [names[i] for i in sub], journal)
+                found = self._journaled(keys, slots, [names[i] for i in sub], journal)
                 done = np.fromiter((v is not None for v in found), bool, len(sub))
                 if done.any():
                     at = np.flatnonzero(done)
@@ -382,7 +393,7 @@ class RedisStateStore:
                     tracks = codec.Stored(t_enc.version, t_enc.buf, t_enc.start[save], t_enc.length[save])
                 saved = codec.Stored(new.version, new.buf, new.start[save], new.length[save])
                 res = self._save([keys[i] for i in save.tolist()], [encoded[i] for i in save.tolist()],
-                                 flags[save], old.version[save], due[save], saved, entries, journal, tracks)
+                                 slots[save], flags[save], old.version[save], due[save], saved, entries, journal, tracks)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
