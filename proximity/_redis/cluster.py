@@ -103,11 +103,11 @@ class Router:
             self._due_keys = [b"%b:due:{%b}" % (head, tag) for tag in slot_tags()]
         return self._due_keys[slot]
 
-    def due_key_bulk(self, slot: int) -> bytes:
-        """:meth:`due_key` as a protocol bulk string."""
+    def due_keys_bulk(self) -> list[bytes]:
+        """Slot -> its due set (:meth:`due_key`) as a protocol bulk string."""
         if self._due_bulk is None:
             self._due_bulk = bulk([self.due_key(s) for s in range(len(self.due_slots))])
-        return self._due_bulk[slot]
+        return self._due_bulk
 
     def journal_key(self, slot: int, key: str) -> bytes:
         """The journal of batch ``key`` for ``slot``'s devices (one hash per slot a batch touches)."""
@@ -162,21 +162,27 @@ class Router:
             cuts = np.flatnonzero(np.diff(node[order])) + 1
             again: list[int] = []
             refresh = False
-            for part in np.split(order, cuts):
-                client = clients[int(node[part[0]])]
-                idx = todo[part].tolist()
-                pool = client.connection_pool
-                conn = pool.get_connection()
-                try:
+            # every node's pipeline is sent before any reply is read: the nodes work at the same time
+            sent: list[tuple[Any, Any, list[int]]] = []
+            try:
+                for part in np.split(order, cuts):
+                    client = clients[int(node[part[0]])]
+                    idx = todo[part].tolist()
+                    conn = client.connection_pool.get_connection()
+                    sent.append((client, conn, idx))
                     conn.send_packed_command([b"".join([commands[i][1] for i in idx])])
+                for _client, conn, idx in sent:
                     for i, reply in zip(idx, read_replies(conn, len(idx)), strict=True):
                         replies[i] = reply
-                except BaseException:
+            except BaseException:
+                for _client, conn, _idx in sent:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
-                    self._slot_clients, self._slot_node = {}, None  # the node may be gone: ask redis-py again
-                    raise
-                finally:
-                    pool.release(conn)
+                self._slot_clients, self._slot_node = {}, None  # the node may be gone: ask redis-py again
+                raise
+            finally:
+                for client, conn, _idx in sent:
+                    client.connection_pool.release(conn)
+            for client, _conn, idx in sent:
                 missing = [i for i in idx if isinstance(replies[i], redis_lib.exceptions.NoScriptError)]
                 if missing and script is not None:
                     client.script_load(script)

@@ -228,7 +228,8 @@ class SaveBlobs:
     tracks: bytes
 
     def __post_init__(self) -> None:
-        self._at = [np.r_[0, np.cumsum(self.heads[f], dtype=np.int64)].tolist() for f in ("state", "entry", "track")]
+        #: where each device's state, entry and filter state start in their blobs (one more: the end)
+        self.offsets = [np.r_[0, np.cumsum(self.heads[f], dtype=np.int64)].tolist() for f in ("state", "entry", "track")]
         self._heads = self.heads.tobytes()
 
     @classmethod
@@ -254,7 +255,7 @@ class SaveBlobs:
 
     def part(self, a: int, b: int) -> tuple[bytes, bytes, bytes, bytes]:
         """The heads, states, entries and filter states of devices ``a .. b - 1``."""
-        s, e, t = self._at
+        s, e, t = self.offsets
         w = SAVE_HEAD.itemsize
         return (self._heads[a * w : b * w], self.states[s[a] : s[b]], self.entries[e[a] : e[b]],
                 self.tracks[t[a] : t[b]])

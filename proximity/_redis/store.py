@@ -285,17 +285,22 @@ class RedisStateStore:
             SAVE_SCRIPT.sha, b"".join(bulk([b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
                                             b"0" if tracks is None else b"1"])))
                + b"$%d\r\n%b\r\n" * 4)
-        commands = []
-        for slot, a, b in groups:
-            members = o[a:b]
-            n_keys = 2 + b - a + n_tr[b] - n_tr[a]
-            due_key = self.router.due_key_bulk(slot)
-            jkey = bulk([self.router.journal_key(slot, journal.key)])[0] if journal is not None else due_key
-            h, st_, en, tk = blobs.part(a, b)
-            commands.append((slot, fmt % (n_keys + 11, len(b"%d" % n_keys), n_keys, due_key, jkey,
-                                          b"".join([encoded[i] for i in members]),
-                                          b"".join([tr[i] for i in members]),
-                                          len(h), h, len(st_), st_, len(en), en, len(tk), tk)))
+        enc = [encoded[i] for i in o]
+        trs = [tr[i] for i in o]
+        due_keys = self.router.due_keys_bulk()
+        j_keys: Sequence[bytes] | dict[int, bytes] = due_keys  # no journal: not used by the script
+        if journal is not None:
+            j_keys = dict(zip(uniq := sorted({g[0] for g in groups}),
+                              bulk([self.router.journal_key(slot, journal.key) for slot in uniq]), strict=True))
+        w = codec.SAVE_HEAD.itemsize
+        hb, sb, eb, tb = blobs.part(0, len(o))
+        s_at, e_at, t_at = blobs.offsets
+        commands = [(slot, fmt % (13 + b - a + n_tr[b] - n_tr[a], len(b"%d" % (2 + b - a + n_tr[b] - n_tr[a])),
+                                  2 + b - a + n_tr[b] - n_tr[a], due_keys[slot], j_keys[slot], b"".join(enc[a:b]),
+                                  b"".join(trs[a:b]), (b - a) * w, hb[a * w : b * w], s_at[b] - s_at[a],
+                                  sb[s_at[a] : s_at[b]], e_at[b] - e_at[a], eb[e_at[a] : e_at[b]], t_at[b] - t_at[a],
+                                  tb[t_at[a] : t_at[b]]))
+                    for slot, a, b in groups]
         replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
         for reply in replies:
             if isinstance(reply, Exception) and not isinstance(reply, C.NOT_RUN):
