@@ -144,9 +144,10 @@ class Router:
             clients.append(client)
         return node, clients
 
-    def send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None) -> list[Any]:
+    def send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None,
+             errors: list[int] | None = None) -> list[Any]:
         """Run ``(slot, packed command)`` pairs, pipelined per node; replies in order, an error reply as its
-        exception.
+        exception (and its index appended to ``errors``).
 
         A command refused without running (``NOSCRIPT``: ``script`` is loaded on that node;
         a redirection or ``TRYAGAIN``: the slot map is refreshed) is sent again, at most twice.
@@ -154,6 +155,7 @@ class Router:
         if not commands:
             return []
         replies: list[Any] = [None] * len(commands)
+        any_failed = False
         slots = np.fromiter((c[0] for c in commands), np.int64, len(commands))
         todo = np.arange(len(commands))
         for attempt in range(3):
@@ -164,6 +166,7 @@ class Router:
             refresh = False
             # every node's pipeline is sent before any reply is read: the nodes work at the same time
             sent: list[tuple[Any, Any, list[int]]] = []
+            failed: list[int] = []  # the commands that got an error reply
             try:
                 for part in np.split(order, cuts):
                     client = clients[int(node[part[0]])]
@@ -172,8 +175,10 @@ class Router:
                     sent.append((client, conn, idx))
                     conn.send_packed_command([b"".join([commands[i][1] for i in idx])])
                 for _client, conn, idx in sent:
-                    for i, reply in zip(idx, read_replies(conn, len(idx)), strict=True):
+                    bad: list[int] = []
+                    for i, reply in zip(idx, read_replies(conn, len(idx), bad), strict=True):
                         replies[i] = reply
+                    failed += [idx[j] for j in bad]
             except BaseException:
                 for _client, conn, _idx in sent:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
@@ -182,7 +187,8 @@ class Router:
             finally:
                 for client, conn, _idx in sent:
                     client.connection_pool.release(conn)
-            for client, _conn, idx in sent:
+            any_failed = any_failed or bool(failed)
+            for client, _conn, idx in sent if failed else ():
                 missing = [i for i in idx if isinstance(replies[i], redis_lib.exceptions.NoScriptError)]
                 if missing and script is not None:
                     client.script_load(script)
@@ -195,6 +201,8 @@ class Router:
                 self.r.nodes_manager.initialize()
                 self._slot_clients, self._slot_node = {}, None
             todo = np.array(sorted(again), np.int64)
+        if errors is not None and any_failed:
+            errors.extend(i for i, x in enumerate(replies) if isinstance(x, Exception))
         return replies
 
     def group_by_slot(self, slots: np.ndarray, chunk: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
@@ -230,11 +238,11 @@ class Router:
     def get(self, keys: Sequence[bytes], slots: np.ndarray | None = None) -> list[bytes | None]:
         """``GET`` of each key (its hash slot ``slots[i]``, computed when not given), pipelined per node."""
         slots = key_slots(keys) if slots is None else slots
+        bad: list[int] = []
         replies = self.send(list(zip(slots.tolist(), [b"*2\r\n$3\r\nGET\r\n" + k for k in bulk(keys)],
-                                     strict=True)))
-        bad = [r for r in replies if isinstance(r, Exception)]
+                                     strict=True)), errors=bad)
         if bad:
-            raise StoreUnavailable(f"Redis state store unavailable: {bad[0]}", retry_after_s=1.0)
+            raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
         return replies
 
 

@@ -72,39 +72,54 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
     raise redis_lib.exceptions.InvalidResponse(f"unexpected reply type {chr(kind)!r}")
 
 
-def read_replies(conn: Any, n: int) -> list[Any]:
-    """The next ``n`` replies on redis-py connection ``conn`` (error replies as their exceptions)."""
+def read_replies(conn: Any, n: int, errors: list[int] | None = None) -> list[Any]:
+    """The next ``n`` replies on redis-py connection ``conn`` (error replies as their exceptions; their
+    positions are appended to ``errors``)."""
     sock = conn._sock
     buffered = getattr(conn._parser, "_buffer", None)
+    out: list[Any] = []
     if sock is None or (buffered is not None and buffered.unread_bytes()):  # not ours to read: redis-py's way
-        out: list[Any] = []
         for _ in range(n):
             try:
                 out.append(conn.read_response())
             except redis_lib.ResponseError as exc:
                 out.append(exc)
-        return out
-    out = []
-    data, pos = b"", 0
-    while len(out) < n:
-        try:
-            while len(out) < n:
-                reply, pos = _parse(data, pos)
-                out.append(reply)
-        except _Short:
-            data = data[pos:]
-            pos = 0
+    else:
+        data, pos = b"", 0
+        while len(out) < n:
             try:
-                chunk = sock.recv(_CHUNK)
-            except TimeoutError as exc:
-                raise redis_lib.TimeoutError("Timeout reading from the Redis server") from exc
-            except OSError as exc:
-                raise redis_lib.ConnectionError(f"Error while reading from the Redis server: {exc}") from exc
-            if not chunk:
-                raise redis_lib.ConnectionError("Connection closed by server.") from None
-            data += chunk
-    if pos != len(data):
-        raise redis_lib.exceptions.InvalidResponse("more replies than commands")
+                while len(out) < n:
+                    end = data.find(b"\r\n", pos)
+                    if end < 0:
+                        raise _Short
+                    if data[pos] == 36 and data[pos + 1] != 45:  # the common reply, a bulk string: inline
+                        stop = end + 2 + int(data[pos + 1 : end])
+                        if stop + 2 > len(data):
+                            raise _Short
+                        out.append(data[end + 2 : stop])
+                        pos = stop + 2
+                    else:
+                        reply, pos = _parse(data, pos)
+                        if isinstance(reply, Exception) and errors is not None:
+                            errors.append(len(out))
+                        out.append(reply)
+            except _Short:
+                data = data[pos:]
+                pos = 0
+                try:
+                    chunk = sock.recv(_CHUNK)
+                except TimeoutError as exc:
+                    raise redis_lib.TimeoutError("Timeout reading from the Redis server") from exc
+                except OSError as exc:
+                    raise redis_lib.ConnectionError(f"Error while reading from the Redis server: {exc}") from exc
+                if not chunk:
+                    raise redis_lib.ConnectionError("Connection closed by server.") from None
+                data += chunk
+        if pos != len(data):
+            raise redis_lib.exceptions.InvalidResponse("more replies than commands")
+        return out
+    if errors is not None:
+        errors.extend(i for i, x in enumerate(out) if isinstance(x, Exception))
     return out
 
 

@@ -301,13 +301,14 @@ class RedisStateStore:
                                   sb[s_at[a] : s_at[b]], e_at[b] - e_at[a], eb[e_at[a] : e_at[b]], t_at[b] - t_at[a],
                                   tb[t_at[a] : t_at[b]]))
                     for slot, a, b in groups]
-        replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
-        for reply in replies:
-            if isinstance(reply, Exception) and not isinstance(reply, C.NOT_RUN):
-                raise StateError(f"Redis state store error: {reply}")
-        # a call that was not run: its devices lost (recomputed from a fresh load, like a lost compare-and-set)
-        flat = b"".join([r if not isinstance(r, Exception) else b"0" * (b - a)
-                         for r, (_slot, a, b) in zip(replies, groups, strict=True)])
+        bad: list[int] = []
+        replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src, errors=bad))
+        for i in bad:
+            if not isinstance(replies[i], C.NOT_RUN):
+                raise StateError(f"Redis state store error: {replies[i]}")
+            # not run: its devices lost (recomputed from a fresh load, like a lost compare-and-set)
+            replies[i] = b"0" * (groups[i][2] - groups[i][1])
+        flat = b"".join(replies)
         won = np.zeros(len(keys), bool)
         won[order] = np.frombuffer(flat, np.uint8) == WON
         return won

@@ -149,10 +149,10 @@ def test_cluster_mode_keeps_every_command_in_one_slot(redis_url: str, redis_pref
     sent: list[tuple[int, list[bytes]]] = []
     send = store.router.send
 
-    def spy(commands: Any, script: Any = None) -> Any:
+    def spy(commands: Any, script: Any = None, errors: Any = None) -> Any:
         for slot, packed in commands:
             sent.extend((slot, c) for c in resp_commands(packed))
-        return send(commands, script)
+        return send(commands, script, errors)
 
     store.router.send = spy  # type: ignore[method-assign]
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
