@@ -85,27 +85,27 @@ def read_replies(conn: Any, n: int, errors: list[int] | None = None) -> list[Any
             except redis_lib.ResponseError as exc:
                 out.append(exc)
     else:
-        data, pos = b"", 0
-        while len(out) < n:
+        data, pos, size, k = b"", 0, 0, 0
+        append, find = out.append, data.find
+        while k < n:
             try:
-                while len(out) < n:
-                    end = data.find(b"\r\n", pos)
+                while k < n:
+                    end = find(b"\r\n", pos)
                     if end < 0:
                         raise _Short
                     if data[pos] == 36 and data[pos + 1] != 45:  # the common reply, a bulk string: inline
                         stop = end + 2 + int(data[pos + 1 : end])
-                        if stop + 2 > len(data):
+                        if stop + 2 > size:
                             raise _Short
-                        out.append(data[end + 2 : stop])
+                        append(data[end + 2 : stop])
                         pos = stop + 2
                     else:
                         reply, pos = _parse(data, pos)
                         if isinstance(reply, Exception) and errors is not None:
-                            errors.append(len(out))
-                        out.append(reply)
+                            errors.append(k)
+                        append(reply)
+                    k += 1
             except _Short:
-                data = data[pos:]
-                pos = 0
                 try:
                     chunk = sock.recv(_CHUNK)
                 except TimeoutError as exc:
@@ -114,7 +114,8 @@ def read_replies(conn: Any, n: int, errors: list[int] | None = None) -> list[Any
                     raise redis_lib.ConnectionError(f"Error while reading from the Redis server: {exc}") from exc
                 if not chunk:
                     raise redis_lib.ConnectionError("Connection closed by server.") from None
-                data += chunk
+                data = data[pos:] + chunk
+                pos, size, find = 0, len(data), data.find
         if pos != len(data):
             raise redis_lib.exceptions.InvalidResponse("more replies than commands")
         return out
