@@ -168,13 +168,10 @@ class Script:
     def sha(self) -> bytes:
         return hashlib.sha1(self.src.encode()).hexdigest().encode()
 
-    def evalsha(self, keys: Sequence[bytes], args: Sequence[bytes]) -> bytes:
-        """The packed ``EVALSHA`` command, in one join (redis-py packs argument by argument, which costs
-        more than the script itself for batches of thousands of devices)."""
-        return pack([b"EVALSHA", self.sha, b"%d" % len(keys), *keys, *args])
-
     def evalsha_encoded(self, n_keys: int, keys: bytes, args: Sequence[bytes]) -> bytes:
-        """:meth:`evalsha` of ``n_keys`` keys already in the protocol (``keys``, see :func:`bulk`)."""
+        """The packed ``EVALSHA`` command of ``n_keys`` keys already in the protocol (``keys``, see :func:`bulk`),
+        in one join (redis-py packs argument by argument, which costs more than the script itself for batches
+        of thousands of devices)."""
         return (b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%d\r\n%d\r\n" % (
             3 + n_keys + len(args), self.sha, len(b"%d" % n_keys), n_keys) + keys
                 + b"".join([b"$%d\r\n%b\r\n" % (len(x), x) for x in args]))

@@ -64,7 +64,6 @@ from proximity._redis.scripts import (
     SET_DUE,
     TOUCH,
     WON,
-    Script,
     bulk,
     pack,
 )
@@ -150,26 +149,6 @@ class RedisStateStore:
     def _info(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:info"
 
-    def _script(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
-        """``EVALSHA`` of one of our scripts on the one server (``EVAL``-loading it when missing)."""
-        packed = script.evalsha(keys, args)
-        for attempt in (0, 1):
-            pool = self.r.connection_pool
-            conn = pool.get_connection()
-            try:
-                conn.send_packed_command([packed])
-                return conn.read_response()
-            except redis_lib.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self.r.script_load(script.src)
-            except BaseException:
-                conn.disconnect()  # a half-read reply must not be left on a pooled connection
-                raise
-            finally:
-                pool.release(conn)
-        raise AssertionError("unreachable")
-
     def due_key_of(self, device_id: str) -> str:
         """The due set that lists ``device_id`` (one per hash slot with ``cluster=True``)."""
         if not self.cluster:
@@ -209,9 +188,10 @@ class RedisStateStore:
         return Resolved(codes, names)
 
     def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None, track: bool = False,
-              slots: np.ndarray | None = None) -> tuple[codec.Stored, Any]:
+              slots: np.ndarray | None = None, encoded: Sequence[bytes] | None = None) -> tuple[codec.Stored, Any]:
         """The stored state of each device, and with ``track`` its beacon filter state (else ``None``), in one
-        round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s)."""
+        round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s). ``keys``: the state
+        keys (else made from ``names``), their hash slots and protocol form when known."""
         keys = self._st_keys(names) if keys is None else keys
         n = len(keys)
         if self.cluster:
@@ -223,19 +203,27 @@ class RedisStateStore:
             cut = int(sizes[:n].sum())
             return (codec.Stored.parse(sizes[:n], blob[:cut]),
                     codec.track_decode(sizes[n:], blob[cut:]) if track else None)
+        enc = bulk(keys) if encoded is None else encoded
+        commands = []
+        for i in range(0, n, self.chunk):
+            tr = bulk(self._tr_keys(keys[i : i + self.chunk])) if track else []
+            part = enc[i : i + self.chunk]
+            commands.append((0, LOAD_SCRIPT.evalsha_encoded(len(part) + len(tr), b"".join([*part, *tr]), ())))
+        bad: list[int] = []
+        replies = self._call(lambda: self.router.send(commands, script=LOAD_SCRIPT.src, errors=bad))
+        if bad:
+            raise StateError(f"Redis state store error: {replies[bad[0]]}")
         size_parts: list[np.ndarray] = []
         blobs: list[bytes] = []
         t_sizes: list[np.ndarray] = []
         t_blobs: list[bytes] = []
-        for i in range(0, n, self.chunk):
-            part = keys[i : i + self.chunk]
-            size_text, blob = self._call(partial(self._script, LOAD_SCRIPT,
-                                                 [*part, *self._tr_keys(part)] if track else part, ()))
+        for i, (size_text, blob) in zip(range(0, n, self.chunk), replies, strict=True):
+            m = min(self.chunk, n - i)
             sizes = np.array(size_text.split(b","), np.int64)
-            cut = int(sizes[: len(part)].sum())
-            size_parts.append(sizes[: len(part)])
+            cut = int(sizes[:m].sum())
+            size_parts.append(sizes[:m])
             blobs.append(blob[:cut])
-            t_sizes.append(sizes[len(part) :])
+            t_sizes.append(sizes[m:])
             t_blobs.append(blob[cut:])
         sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, np.int64)
         tracked = None
@@ -358,7 +346,7 @@ class RedisStateStore:
             keys = [all_keys[i] for i in sub]
             encoded = [all_encoded[i] for i in sub]
             slots = all_slots[pending]
-            old, t_old = self._load((), keys, track, slots)
+            old, t_old = self._load((), keys, track, slots, encoded)
             done = np.zeros(len(sub), bool)
             if journal is not None:
                 found = self._journaled(keys, slots, [names[i] for i in sub], journal)
