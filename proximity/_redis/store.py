@@ -15,10 +15,14 @@ Redis Cluster hash tag, so a device's keys live in one slot):
   (see :mod:`proximity._redis.cluster`).
 
 One transition function for both stores, by optimistic concurrency: load the
-batch's devices (one ``MGET``), run :func:`proximity.presence.apply_evidence`,
-then save every changed device with one Lua script call (``SAVE`` in
-:mod:`proximity._redis.scripts`) that compare-and-sets each device on its
-version and updates its due time in the same atomic step. Devices whose version
+batch's devices (one ``LOAD`` script call: ``MGET`` inside), run
+:func:`proximity.presence.apply_evidence`, then save every changed device with
+one Lua script call (``SAVE`` in :mod:`proximity._redis.scripts`) that
+compare-and-sets each device on its version and updates its due time in the
+same atomic step. The worker's side of a batch is numpy plus a few Python calls:
+``SAVE`` takes the whole batch as a few blobs (:class:`proximity._redis.codec.SaveBlobs`),
+each state key is encoded into the protocol once per batch, and replies are read
+by :mod:`proximity._redis.resp`, not by redis-py's parser. Devices whose version
 moved (another process won) are reloaded and recomputed from their fresh state;
 their events from the lost attempt are discarded, so each event is produced
 exactly once across processes. A batch of at most ``chunk`` devices is saved
@@ -26,10 +30,15 @@ all-or-nothing; a lost connection raises
 :class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
 already applied is dropped as late or re-applied idempotently).
 
-Redis Cluster (``cluster=True``). The devices of a save are grouped by slot, and
-each group is one call of the same script (its devices plus its slot's due set);
+Redis Cluster (``cluster=True``). The devices of a save are grouped by slot
+(slots computed with numpy, once per batch), and each group is one call of the
+same script (its devices plus its slot's due set, its blobs cut from the batch's);
 the calls are pipelined, per node when the client is a
-``redis.cluster.RedisCluster``. Loads are pipelined ``GET``s. ``advance`` reads
+``redis.cluster.RedisCluster``, every node's pipeline sent before any reply is
+read. Loads are pipelined ``GET``s. The key layout makes nearly every device of a
+batch its own slot, so a batch of 500 is about 500 ``SAVE`` calls and 500 ``GET``s:
+the per-call work (one command's bytes, one reply) is what the worker spends most
+on in this mode. ``advance`` reads
 every slot's due set (one pipelined ``ZRANGEBYSCORE`` per slot, 16384 per call;
 then only the slots whose page was full). Semantics and events are those of the
 single-Redis mode; what changes is the unit of atomicity: one slot group, not
