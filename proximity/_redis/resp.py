@@ -76,9 +76,11 @@ def read_replies(conn: Any, n: int, errors: list[int] | None = None) -> list[Any
     """The next ``n`` replies on redis-py connection ``conn`` (error replies as their exceptions; their
     positions are appended to ``errors``)."""
     sock = conn._sock
-    buffered = getattr(conn._parser, "_buffer", None)
+    # redis-py's pure-Python parsers keep a SocketBuffer: when it is empty the socket is ours to read; any
+    # other parser (hiredis) or bytes already buffered: redis-py reads
+    unread = getattr(getattr(conn._parser, "_buffer", None), "unread_bytes", None)
     out: list[Any] = []
-    if sock is None or (buffered is not None and buffered.unread_bytes()):  # not ours to read: redis-py's way
+    if sock is None or unread is None or unread():
         for _ in range(n):
             try:
                 out.append(conn.read_response())
