@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import redis as redis_lib
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
 
 from proxbase.redis_cluster import close_cluster, seeded_cluster
-from proximity._redis.scripts import pack
+from proximity._redis.resp import key_slots, read_replies
+from proximity._redis.scripts import bulk, pack
 from proximity.errors import StoreUnavailable
 
 SLOTS = 16384  # Redis Cluster hash slots
@@ -82,9 +82,12 @@ class Router:
         self.nodes = isinstance(client, RedisCluster)  # route each slot to its node
         self.prefix = prefix
         self._due_keys: list[bytes] | None = None  # slot -> its due set
+        self._due_bulk: list[bytes] | None = None  # slot -> its due set as a protocol bulk string
         self._scan_heads: list[bytes] | None = None  # slot -> packed "ZRANGEBYSCORE <its due set> -inf"
-        self._slot_clients: dict[int, Any] = {}  # slot -> its node's client, valid for one slot map:
+        self._slot_clients: dict[str, Any] = {}  # node name -> its client, valid for one slot map:
         self._slot_map: Any = None  # the nodes manager's slots_cache they were read from (a new one: reread)
+        self._slot_node: np.ndarray | None = None  # slot -> index into _node_names (-1: none in the map)
+        self._node_names: list[str] = []
 
     @property
     def due_slots(self) -> Sequence[int]:
@@ -100,26 +103,51 @@ class Router:
             self._due_keys = [b"%b:due:{%b}" % (head, tag) for tag in slot_tags()]
         return self._due_keys[slot]
 
+    def due_keys_bulk(self) -> list[bytes]:
+        """Slot -> its due set (:meth:`due_key`) as a protocol bulk string."""
+        if self._due_bulk is None:
+            self._due_bulk = bulk([self.due_key(s) for s in range(len(self.due_slots))])
+        return self._due_bulk
+
     def journal_key(self, slot: int, key: str) -> bytes:
         """The journal of batch ``key`` for ``slot``'s devices (one hash per slot a batch touches)."""
         if not self.cluster:
             return b"%b:j:%b" % (self.prefix.encode(), key.encode())
         return b"%b:j:{%b}:%b" % (self.prefix.encode(), slot_tags()[slot], key.encode())
 
-    def _client_of(self, slot: int) -> Any:
+    def _node_of(self, slots: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        """Each slot's node (an index into the list of node clients), from redis-py's current slot map."""
         if not self.nodes:
-            return self.r
+            return np.zeros(len(slots), np.int64), [self.r]
         manager = self.r.nodes_manager
         if manager.slots_cache is not self._slot_map:  # redis-py rebuilt its slot map: forget ours
-            self._slot_clients, self._slot_map = {}, manager.slots_cache
-        client = self._slot_clients.get(slot)
-        if client is None:
-            client = self._slot_clients[slot] = self.r.get_redis_connection(manager.get_node_from_slot(slot))
-        return client
+            self._slot_clients, self._slot_map, self._slot_node = {}, manager.slots_cache, None
+        if self._slot_node is None:
+            index: dict[str, int] = {}
+            node = np.full(SLOTS, -1, np.int64)
+            for slot, holders in manager.slots_cache.items():
+                if holders:
+                    node[slot] = index.setdefault(holders[0].name, len(index))
+            self._slot_node = node
+            self._node_names = list(index)
+        node = self._slot_node[slots]
+        clients = []
+        for name in self._node_names:
+            client = self._slot_clients.get(name)
+            if client is None:
+                client = self._slot_clients[name] = self.r.get_redis_connection(manager.get_node(node_name=name))
+            clients.append(client)
+        lost = np.flatnonzero(node < 0)
+        for i in lost.tolist():  # a slot without a node in the map: ask redis-py (it raises if none)
+            client = self.r.get_redis_connection(manager.get_node_from_slot(int(slots[i])))
+            node[i] = len(clients)
+            clients.append(client)
+        return node, clients
 
-    def send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None) -> list[Any]:
+    def send(self, commands: Sequence[tuple[int, bytes]], script: str | None = None,
+             errors: list[int] | None = None) -> list[Any]:
         """Run ``(slot, packed command)`` pairs, pipelined per node; replies in order, an error reply as its
-        exception.
+        exception (and its index appended to ``errors``).
 
         A command refused without running (``NOSCRIPT``: ``script`` is loaded on that node;
         a redirection or ``TRYAGAIN``: the slot map is refreshed) is sent again, at most twice.
@@ -127,33 +155,40 @@ class Router:
         if not commands:
             return []
         replies: list[Any] = [None] * len(commands)
-        todo = list(range(len(commands)))
+        any_failed = False
+        slots = np.fromiter((c[0] for c in commands), np.int64, len(commands))
+        todo = np.arange(len(commands))
         for attempt in range(3):
-            by_node: dict[int, tuple[Any, list[int]]] = {}
-            if self.nodes:
-                for i in todo:
-                    client = self._client_of(commands[i][0])
-                    by_node.setdefault(id(client), (client, []))[1].append(i)
-            else:
-                by_node[0] = (self.r, todo)
+            node, clients = self._node_of(slots[todo])
+            order = np.argsort(node, kind="stable")
+            cuts = np.flatnonzero(np.diff(node[order])) + 1
             again: list[int] = []
             refresh = False
-            for client, idx in by_node.values():
-                pool = client.connection_pool
-                conn = pool.get_connection()
-                try:
+            # every node's pipeline is sent before any reply is read: the nodes work at the same time
+            sent: list[tuple[Any, Any, list[int]]] = []
+            failed: list[int] = []  # the commands that got an error reply
+            try:
+                for part in np.split(order, cuts):
+                    client = clients[int(node[part[0]])]
+                    idx = todo[part].tolist()
+                    conn = client.connection_pool.get_connection()
+                    sent.append((client, conn, idx))
                     conn.send_packed_command([b"".join([commands[i][1] for i in idx])])
-                    for i in idx:
-                        try:
-                            replies[i] = conn.read_response()
-                        except redis_lib.ResponseError as exc:
-                            replies[i] = exc
-                except BaseException:
+                for _client, conn, idx in sent:
+                    bad: list[int] = []
+                    for i, reply in zip(idx, read_replies(conn, len(idx), bad), strict=True):
+                        replies[i] = reply
+                    failed += [idx[j] for j in bad]
+            except BaseException:
+                for _client, conn, _idx in sent:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
-                    self._slot_clients = {}  # the node may be gone: ask redis-py again next time
-                    raise
-                finally:
-                    pool.release(conn)
+                self._slot_clients, self._slot_node = {}, None  # the node may be gone: ask redis-py again
+                raise
+            finally:
+                for client, conn, _idx in sent:
+                    client.connection_pool.release(conn)
+            any_failed = any_failed or bool(failed)
+            for client, _conn, idx in sent if failed else ():
                 missing = [i for i in idx if isinstance(replies[i], redis_lib.exceptions.NoScriptError)]
                 if missing and script is not None:
                     client.script_load(script)
@@ -164,20 +199,26 @@ class Router:
                 break
             if refresh and self.nodes:
                 self.r.nodes_manager.initialize()
-                self._slot_clients = {}
-            todo = sorted(again)
+                self._slot_clients, self._slot_node = {}, None
+            todo = np.array(sorted(again), np.int64)
+        if errors is not None and any_failed:
+            errors.extend(i for i, x in enumerate(replies) if isinstance(x, Exception))
         return replies
 
-    def group_by_slot(self, keys: Sequence[bytes], chunk: int) -> list[tuple[int, np.ndarray]]:
-        """``(slot, indexes into keys)`` per slot, at most ``chunk`` indexes each."""
-        slots = np.fromiter(map(key_slot, keys), np.int64, len(keys))
+    def group_by_slot(self, slots: np.ndarray, chunk: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """Indexes into ``slots`` in slot order, and per group ``(slot, a, b)``: ``order[a:b]`` are the indexes
+        of one slot (``chunk`` at most a group). ``cluster=False``: every index in slot 0, ``chunk`` a group."""
+        n = len(slots)
+        if not self.cluster:
+            return np.arange(n), [(0, i, min(i + chunk, n)) for i in range(0, n, chunk)]
         order = np.argsort(slots, kind="stable")
-        cuts = np.flatnonzero(np.diff(slots[order])) + 1
-        out = []
-        for idx in np.split(order, cuts) if len(keys) else []:
-            for j in range(0, len(idx), chunk):
-                out.append((int(slots[idx[0]]), idx[j : j + chunk]))
-        return out
+        ordered = slots[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], n].astype(np.int64)
+        groups = list(zip(ordered[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
+        if (ends - starts > chunk).any():
+            groups = [(slot, i, min(i + chunk, b)) for slot, a, b in groups for i in range(a, b, chunk)]
+        return order, groups
 
     def due_pages(self, now: float, slots: Sequence[int], chunk: int) -> tuple[list[bytes], list[int]]:
         """The first ``chunk`` devices due before ``now`` in each of these slots' due sets (one pipelined
@@ -194,12 +235,14 @@ class Router:
         full = [s for s, r in zip(slots, replies, strict=True) if len(r) >= chunk]
         return [x for r in replies for x in r], full
 
-    def get(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        """``GET`` of each key, pipelined per node."""
-        replies = self.send([(key_slot(k), pack((b"GET", k))) for k in keys])
-        bad = [r for r in replies if isinstance(r, Exception)]
+    def get(self, keys: Sequence[bytes], slots: np.ndarray | None = None) -> list[bytes | None]:
+        """``GET`` of each key (its hash slot ``slots[i]``, computed when not given), pipelined per node."""
+        slots = key_slots(keys) if slots is None else slots
+        bad: list[int] = []
+        replies = self.send(list(zip(slots.tolist(), [b"*2\r\n$3\r\nGET\r\n" + k for k in bulk(keys)],
+                                     strict=True)), errors=bad)
         if bad:
-            raise StoreUnavailable(f"Redis state store unavailable: {bad[0]}", retry_after_s=1.0)
+            raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
         return replies
 
 

@@ -11,10 +11,17 @@ bodies and back, every device at once.
 A device's beacon filter state (``P:{D}:tr``, beside its presence state) is its
 rows of :data:`TRACK` (24 bytes each: pair code, time, value; see
 ``beacons.ranging.FilterState``), :func:`track_encode`/:func:`track_decode`.
+
+A save is sent as a few blobs whatever the number of devices (:class:`SaveBlobs`,
+read by the ``SAVE`` script of :mod:`proximity._redis.scripts`): one
+:data:`SAVE_HEAD` record per device, and the new states, journal entries and
+filter states each concatenated; :func:`read_save_blobs` reads them back the way
+the script does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +39,11 @@ TRACK = np.dtype([("pair", "<i8"), ("ts", "<f8"), ("value", "<f8")])
 HEADER = np.dtype([("last", "<f8"), ("n", "<u4"), ("fix", "<f8", (4,))])
 RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "<f8"), ("mask", "<u4"),
                    ("src", "u1"), ("conf", "i1"), ("miss", "u1"), ("tent", "u1"), ("lo", "<f8")])
+#: SAVE's record per device (packed, 29 bytes: its Lua ``HEAD``; ``struct.unpack('<ddBI4I4I4')``): the
+#: expected version, the due time, the flags (``DROP``, ``SET_DUE``, ``TOUCH``) and the byte lengths of
+#: its new state, journal entry and filter state in the concatenated blobs
+SAVE_HEAD = np.dtype([("version", "<f8"), ("due", "<f8"), ("flags", "u1"), ("state", "<u4"), ("entry", "<u4"),
+                      ("track", "<u4")])
 _VISIT_FIELDS = ("place", "enter", "gps", "bcn", "mask", "src", "conf", "miss", "tent", "lo")
 
 
@@ -194,4 +206,76 @@ def track_encode(state: FilterState, n: int) -> Stored:
     return Stored(np.zeros(n, np.int64), rows.view(np.uint8), start, length)
 
 
-__all__ = ["HEADER", "RECORD", "TRACK", "Stored", "changed", "decode", "encode", "track_decode", "track_encode"]
+def gather(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> bytes:
+    """``buf[start[i] : start[i] + length[i]]`` of every ``i``, concatenated (one numpy gather)."""
+    length = np.asarray(length, np.int64)
+    total = int(length.sum())
+    if not total:
+        return b""
+    first = np.cumsum(length) - length
+    return bytes(buf[np.repeat(np.asarray(start, np.int64) - first, length) + np.arange(total)])
+
+
+@dataclass
+class SaveBlobs:
+    """The arguments of a ``SAVE`` call for many devices: a :data:`SAVE_HEAD` record each (``heads``) and
+    their states, entries and filter states concatenated in the same order; :meth:`part` cuts the blobs of
+    devices ``a .. b - 1`` (one call per slot group on a cluster)."""
+
+    heads: np.ndarray
+    states: bytes
+    entries: bytes
+    tracks: bytes
+
+    def __post_init__(self) -> None:
+        #: where each device's state, entry and filter state start in their blobs (one more: the end)
+        self.offsets = [np.r_[0, np.cumsum(self.heads[f], dtype=np.int64)].tolist() for f in ("state", "entry", "track")]
+        self._heads = self.heads.tobytes()
+
+    @classmethod
+    def build(cls, version: np.ndarray, due: np.ndarray, flags: np.ndarray, write: np.ndarray, states: Stored,
+              entries: Sequence[bytes] | None, tracks: Stored | None) -> SaveBlobs:
+        """Device ``i``: its loaded ``version``, ``due`` time, ``flags``, and where ``write[i]`` its new state
+        ``states`` body ``i``; its journal entry ``entries[i]`` (``None``: none); its new filter state
+        ``tracks`` body ``i`` (``None``: left as it is)."""
+        n = len(flags)
+        heads = np.zeros(n, SAVE_HEAD)
+        heads["version"], heads["due"], heads["flags"] = version, due, flags
+        s_len = np.where(write, states.length, 0)
+        heads["state"] = s_len
+        entry = b""
+        if entries is not None:
+            heads["entry"] = np.fromiter(map(len, entries), np.int64, n)
+            entry = b"".join(entries)
+        track = b""
+        if tracks is not None:
+            heads["track"] = tracks.length
+            track = gather(tracks.buf, tracks.start, tracks.length)
+        return cls(heads, gather(states.buf, states.start, s_len), entry, track)
+
+    def part(self, a: int, b: int) -> tuple[bytes, bytes, bytes, bytes]:
+        """The heads, states, entries and filter states of devices ``a .. b - 1``."""
+        s, e, t = self.offsets
+        w = SAVE_HEAD.itemsize
+        return (self._heads[a * w : b * w], self.states[s[a] : s[b]], self.entries[e[a] : e[b]],
+                self.tracks[t[a] : t[b]])
+
+
+def read_save_blobs(heads: bytes, states: bytes, entries: bytes,
+                    tracks: bytes) -> list[tuple[int, float, int, bytes, bytes, bytes]]:
+    """Per device, as ``SAVE`` reads it: version, due time, flags, state, entry, filter state."""
+    import struct
+
+    out = []
+    s = e = t = 0
+    for at in range(0, len(heads), SAVE_HEAD.itemsize):
+        version, due, flags, s_len, e_len, t_len = struct.unpack_from("<ddBIII", heads, at)
+        out.append((int(version), due, flags, states[s : s + s_len], entries[e : e + e_len], tracks[t : t + t_len]))
+        s, e, t = s + s_len, e + e_len, t + t_len
+    if (s, e, t) != (len(states), len(entries), len(tracks)) or len(heads) % SAVE_HEAD.itemsize:
+        raise StateError("SAVE blobs whose lengths do not add up")
+    return out
+
+
+__all__ = ["HEADER", "RECORD", "SAVE_HEAD", "TRACK", "SaveBlobs", "Stored", "changed", "decode", "encode", "gather",
+           "read_save_blobs", "track_decode", "track_encode"]

@@ -15,10 +15,14 @@ Redis Cluster hash tag, so a device's keys live in one slot):
   (see :mod:`proximity._redis.cluster`).
 
 One transition function for both stores, by optimistic concurrency: load the
-batch's devices (one ``MGET``), run :func:`proximity.presence.apply_evidence`,
-then save every changed device with one Lua script call (``SAVE`` in
-:mod:`proximity._redis.scripts`) that compare-and-sets each device on its
-version and updates its due time in the same atomic step. Devices whose version
+batch's devices (one ``LOAD`` script call: ``MGET`` inside), run
+:func:`proximity.presence.apply_evidence`, then save every changed device with
+one Lua script call (``SAVE`` in :mod:`proximity._redis.scripts`) that
+compare-and-sets each device on its version and updates its due time in the
+same atomic step. The worker's side of a batch is numpy plus a few Python calls:
+``SAVE`` takes the whole batch as a few blobs (:class:`proximity._redis.codec.SaveBlobs`),
+each state key is encoded into the protocol once per batch, and replies are read
+by :mod:`proximity._redis.resp`, not by redis-py's parser. Devices whose version
 moved (another process won) are reloaded and recomputed from their fresh state;
 their events from the lost attempt are discarded, so each event is produced
 exactly once across processes. A batch of at most ``chunk`` devices is saved
@@ -26,10 +30,15 @@ all-or-nothing; a lost connection raises
 :class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
 already applied is dropped as late or re-applied idempotently).
 
-Redis Cluster (``cluster=True``). The devices of a save are grouped by slot, and
-each group is one call of the same script (its devices plus its slot's due set);
+Redis Cluster (``cluster=True``). The devices of a save are grouped by slot
+(slots computed with numpy, once per batch), and each group is one call of the
+same script (its devices plus its slot's due set, its blobs cut from the batch's);
 the calls are pipelined, per node when the client is a
-``redis.cluster.RedisCluster``. Loads are pipelined ``GET``s. ``advance`` reads
+``redis.cluster.RedisCluster``, every node's pipeline sent before any reply is
+read. Loads are pipelined ``GET``s. The key layout makes nearly every device of a
+batch its own slot, so a batch of 500 is about 500 ``SAVE`` calls and 500 ``GET``s:
+the per-call work (one command's bytes, one reply) is what the worker spends most
+on in this mode. ``advance`` reads
 every slot's due set (one pipelined ``ZRANGEBYSCORE`` per slot, 16384 per call;
 then only the slots whose page was full). Semantics and events are those of the
 single-Redis mode; what changes is the unit of atomicity: one slot group, not
@@ -55,8 +64,8 @@ from redis.crc import key_slot
 
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
+from proximity._redis.resp import key_slots
 from proximity._redis.scripts import (
-    DELETE,
     DROP,
     LOAD_SCRIPT,
     PLACES_SCRIPT,
@@ -64,9 +73,8 @@ from proximity._redis.scripts import (
     SET_DUE,
     TOUCH,
     WON,
-    Script,
+    bulk,
     pack,
-    save_args,
 )
 from proximity.errors import StateError, StoreUnavailable
 from proximity.events import Device
@@ -88,18 +96,6 @@ from proximity.presence import (
 from proximity.tracked import Built, Tracked, remap
 
 T = TypeVar("T")
-_ARGS3 = b"$%d\r\n%b\r\n" * 3
-_ARGS4 = b"$%d\r\n%b\r\n" * 4
-
-
-class _Empty:
-    """``_EMPTY[i] == b""`` for any ``i`` (no journal entries)."""
-
-    def __getitem__(self, i: int) -> bytes:
-        return b""
-
-
-_EMPTY = _Empty()
 Step = Callable[[PresenceState, np.ndarray, Any], tuple[Transitions, np.ndarray, Any]]
 
 
@@ -162,26 +158,6 @@ class RedisStateStore:
     def _info(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:info"
 
-    def _script(self, script: Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
-        """``EVALSHA`` of one of our scripts on the one server (``EVAL``-loading it when missing)."""
-        packed = script.evalsha(keys, args)
-        for attempt in (0, 1):
-            pool = self.r.connection_pool
-            conn = pool.get_connection()
-            try:
-                conn.send_packed_command([packed])
-                return conn.read_response()
-            except redis_lib.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self.r.script_load(script.src)
-            except BaseException:
-                conn.disconnect()  # a half-read reply must not be left on a pooled connection
-                raise
-            finally:
-                pool.release(conn)
-        raise AssertionError("unreachable")
-
     def due_key_of(self, device_id: str) -> str:
         """The due set that lists ``device_id`` (one per hash slot with ``cluster=True``)."""
         if not self.cluster:
@@ -220,32 +196,43 @@ class RedisStateStore:
         names[:] = list(local)
         return Resolved(codes, names)
 
-    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None,
-              track: bool = False) -> tuple[codec.Stored, Any]:
+    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None, track: bool = False,
+              slots: np.ndarray | None = None, encoded: Sequence[bytes] | None = None) -> tuple[codec.Stored, Any]:
         """The stored state of each device, and with ``track`` its beacon filter state (else ``None``), in one
-        round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s)."""
+        round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s). ``keys``: the state
+        keys (else made from ``names``), their hash slots and protocol form when known."""
         keys = self._st_keys(names) if keys is None else keys
         n = len(keys)
         if self.cluster:
-            values = self._call(lambda: self.router.get([*keys, *self._tr_keys(keys)] if track else keys))
+            slots = key_slots(keys) if slots is None else slots
+            values = self._call(lambda: self.router.get([*keys, *self._tr_keys(keys)] if track else keys,
+                                                        np.r_[slots, slots] if track else slots))
             sizes = np.fromiter((len(v) if v is not None else 0 for v in values), np.int64, len(values))
             blob = b"".join([v for v in values if v])
             cut = int(sizes[:n].sum())
             return (codec.Stored.parse(sizes[:n], blob[:cut]),
                     codec.track_decode(sizes[n:], blob[cut:]) if track else None)
+        enc = bulk(keys) if encoded is None else encoded
+        commands = []
+        for i in range(0, n, self.chunk):
+            tr = bulk(self._tr_keys(keys[i : i + self.chunk])) if track else []
+            part = enc[i : i + self.chunk]
+            commands.append((0, LOAD_SCRIPT.evalsha_encoded(len(part) + len(tr), b"".join([*part, *tr]), ())))
+        bad: list[int] = []
+        replies = self._call(lambda: self.router.send(commands, script=LOAD_SCRIPT.src, errors=bad))
+        if bad:
+            raise StateError(f"Redis state store error: {replies[bad[0]]}")
         size_parts: list[np.ndarray] = []
         blobs: list[bytes] = []
         t_sizes: list[np.ndarray] = []
         t_blobs: list[bytes] = []
-        for i in range(0, n, self.chunk):
-            part = keys[i : i + self.chunk]
-            size_text, blob = self._call(partial(self._script, LOAD_SCRIPT,
-                                                 [*part, *self._tr_keys(part)] if track else part, ()))
+        for i, (size_text, blob) in zip(range(0, n, self.chunk), replies, strict=True):
+            m = min(self.chunk, n - i)
             sizes = np.array(size_text.split(b","), np.int64)
-            cut = int(sizes[: len(part)].sum())
-            size_parts.append(sizes[: len(part)])
+            cut = int(sizes[:m].sum())
+            size_parts.append(sizes[:m])
             blobs.append(blob[:cut])
-            t_sizes.append(sizes[len(part) :])
+            t_sizes.append(sizes[m:])
             t_blobs.append(blob[cut:])
         sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, np.int64)
         tracked = None
@@ -259,66 +246,85 @@ class RedisStateStore:
         self._known_places(places, place_ids)
         return state
 
-    def _groups(self, keys: Sequence[bytes]) -> list[tuple[int, np.ndarray]]:
-        if self.cluster:
-            return self.router.group_by_slot(keys, self.chunk)
-        return [(0, np.arange(i, min(i + self.chunk, len(keys)))) for i in range(0, len(keys), self.chunk)]
-
-    def _save(self, keys: Sequence[bytes], heads: Sequence[bytes], values: Sequence[bytes],
-              entries: Sequence[bytes] | None = None, journal: Journal | None = None,
-              tracks: Sequence[bytes] | None = None) -> np.ndarray:
+    def _save(self, keys: Sequence[bytes], encoded: Sequence[bytes], slots: np.ndarray, flags: np.ndarray,
+              version: np.ndarray, due: np.ndarray, states: codec.Stored, entries: Sequence[bytes] | None = None,
+              journal: Journal | None = None, tracks: codec.Stored | None = None) -> np.ndarray:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
-        One script call per ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per
-        node); each call is all-or-nothing. A call that was not run counts as lost (it is recomputed).
+        Device ``i``: state key ``keys[i]`` (``encoded[i]`` in the protocol; hash slot ``slots[i]``),
+        ``flags[i]`` (:data:`DROP`, :data:`SET_DUE`, :data:`TOUCH`; else its state is written), the
+        ``version`` loaded, its ``due`` time and new state (body ``i`` of ``states``). One script call per
+        ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per node); each call is
+        all-or-nothing, and its arguments are a few blobs (:class:`proximity._redis.codec.SaveBlobs`) cut
+        from one set built for the whole save. A call that was not run counts as lost (it is recomputed).
         With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call;
         with ``tracks``, its beacon filter state (else it is left as it is, or deleted with the state).
         """
         jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
-        head = [b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
-                b"0" if tracks is None else b"1"]
-        groups = self._groups(keys)
-        commands = []
-        for slot, idx in groups:
-            group = idx.tolist()
-            due = self.router.due_key(slot)
-            jkey = self.router.journal_key(slot, journal.key) if journal is not None else due
-            st = [keys[i] for i in group]
-            e = entries if entries is not None else _EMPTY
-            # each device's arguments in the protocol with one format (not one per argument)
-            if tracks is None:  # only a deleted state takes its filter state with it
-                tr = self._tr_keys([keys[i] for i in group if values[i] == DELETE])
-                args = b"".join([_ARGS3 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i])
-                                 for i in group])
-            else:
-                tr = self._tr_keys(st)
-                args = b"".join([_ARGS4 % (len(heads[i]), heads[i], len(values[i]), values[i], len(e[i]), e[i],
-                                           len(tracks[i]), tracks[i]) for i in group])
-            per = 3 if tracks is None else 4
-            commands.append((slot, SAVE_SCRIPT.evalsha_encoded([due, jkey, *st, *tr], head, args, per * len(group))))
-        replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src))
+        order, groups = self.router.group_by_slot(slots, self.chunk)
+        o = order.tolist()
+        write = (flags & (DROP | TOUCH)) == 0
+        o_states = codec.Stored(states.version, states.buf, states.start[order], states.length[order])
+        o_tracks = (None if tracks is None else
+                    codec.Stored(tracks.version, tracks.buf, tracks.start[order], tracks.length[order]))
+        blobs = codec.SaveBlobs.build(version[order], due[order], flags[order], write[order], o_states,
+                                      None if entries is None else [entries[i] for i in o], o_tracks)
+        # the filter state keys: every device's with tracks, else a dropped device's (it goes with the state)
+        with_tr = np.ones(len(keys), bool) if tracks is not None else (flags & DROP) != 0
+        tr: list[bytes] = [b""] * len(keys)
+        for i, k in zip(np.flatnonzero(with_tr).tolist(), bulk(self._tr_keys([keys[i] for i in
+                                                                              np.flatnonzero(with_tr).tolist()])),
+                        strict=True):
+            tr[i] = k
+        n_tr = np.r_[0, np.cumsum(with_tr[order])].tolist()
+        # the command of one group in one format: its keys, then the four constant and four blob arguments
+        fmt = (b"*%%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%%d\r\n%%d\r\n%%b%%b%%b%%b%b" % (
+            SAVE_SCRIPT.sha, b"".join(bulk([b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
+                                            b"0" if tracks is None else b"1"])))
+               + b"$%d\r\n%b\r\n" * 4)
+        enc = [encoded[i] for i in o]
+        trs = [tr[i] for i in o]
+        due_keys = self.router.due_keys_bulk()
+        j_keys: Sequence[bytes] | dict[int, bytes] = due_keys  # no journal: not used by the script
+        if journal is not None:
+            j_keys = dict(zip(uniq := sorted({g[0] for g in groups}),
+                              bulk([self.router.journal_key(slot, journal.key) for slot in uniq]), strict=True))
+        w = codec.SAVE_HEAD.itemsize
+        hb, sb, eb, tb = blobs.part(0, len(o))
+        s_at, e_at, t_at = blobs.offsets
+        commands = [(slot, fmt % (13 + b - a + n_tr[b] - n_tr[a], len(b"%d" % (2 + b - a + n_tr[b] - n_tr[a])),
+                                  2 + b - a + n_tr[b] - n_tr[a], due_keys[slot], j_keys[slot], b"".join(enc[a:b]),
+                                  b"".join(trs[a:b]), (b - a) * w, hb[a * w : b * w], s_at[b] - s_at[a],
+                                  sb[s_at[a] : s_at[b]], e_at[b] - e_at[a], eb[e_at[a] : e_at[b]], t_at[b] - t_at[a],
+                                  tb[t_at[a] : t_at[b]]))
+                    for slot, a, b in groups]
+        bad: list[int] = []
+        replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src, errors=bad))
+        for i in bad:
+            if not isinstance(replies[i], C.NOT_RUN):
+                raise StateError(f"Redis state store error: {replies[i]}")
+            # not run: its devices lost (recomputed from a fresh load, like a lost compare-and-set)
+            replies[i] = b"0" * (groups[i][2] - groups[i][1])
+        flat = b"".join(replies)
         won = np.zeros(len(keys), bool)
-        for (_slot, idx), reply in zip(groups, replies, strict=True):
-            if isinstance(reply, C.NOT_RUN):
-                continue  # not saved: recomputed from a fresh load, like a lost compare-and-set
-            if isinstance(reply, Exception):
-                raise StateError(f"Redis state store error: {reply}")
-            won[idx] = np.frombuffer(reply, np.uint8) == WON
+        won[order] = np.frombuffer(flat, np.uint8) == WON
         return won
 
-    def _journaled(self, keys: Sequence[bytes], names: Sequence[str], journal: Journal) -> list[bytes | None]:
+    def _journaled(self, keys: Sequence[bytes], slots: np.ndarray, names: Sequence[str],
+                   journal: Journal) -> list[bytes | None]:
         """Each device's entry in the batch's journal (``None``: not committed by this batch yet). Read after
         the devices' states: a state saved by this batch is always seen with its entry."""
-        groups = self._groups(keys)
+        order, groups = self.router.group_by_slot(slots, self.chunk)
+        o = order.tolist()
         commands = [(slot, pack((b"HMGET", self.router.journal_key(slot, journal.key),
-                                 *[names[i].encode("utf-8", "surrogatepass") for i in idx.tolist()])))
-                    for slot, idx in groups]
+                                 *[names[i].encode("utf-8", "surrogatepass") for i in o[a:b]])))
+                    for slot, a, b in groups]
         replies = self._call(lambda: self.router.send(commands))
         out: list[bytes | None] = [None] * len(keys)
-        for (_slot, idx), reply in zip(groups, replies, strict=True):
+        for (_slot, a, b), reply in zip(groups, replies, strict=True):
             if isinstance(reply, Exception):
                 raise StoreUnavailable(f"Redis state store unavailable: {reply}", retry_after_s=1.0)
-            for i, v in zip(idx.tolist(), reply, strict=True):
+            for i, v in zip(o[a:b], reply, strict=True):
                 out[i] = v
         return out
 
@@ -342,13 +348,17 @@ class RedisStateStore:
         pending = np.arange(len(names))
         parts: list[Transitions] = []
         all_keys = self._st_keys(names.tolist())
+        all_encoded = bulk(all_keys)  # each state key in the protocol, and its hash slot: once for every attempt
+        all_slots = key_slots(all_keys) if self.cluster else np.zeros(len(all_keys), np.int64)
         for _attempt in range(self.max_retries + 1):
             sub = pending.tolist()
             keys = [all_keys[i] for i in sub]
-            old, t_old = self._load((), keys, track)
+            encoded = [all_encoded[i] for i in sub]
+            slots = all_slots[pending]
+            old, t_old = self._load((), keys, track, slots, encoded)
             done = np.zeros(len(sub), bool)
             if journal is not None:
-                found = self._journaled(keys, [names[i] for i in sub], journal)
+                found = self._journaled(keys, slots, [names[i] for i in sub], journal)
                 done = np.fromiter((v is not None for v in found), bool, len(sub))
                 if done.any():
                     at = np.flatnonzero(done)
@@ -365,12 +375,9 @@ class RedisStateStore:
             has_old = old.version > 0
             gone = delete | (new.length == 0)
             changed = codec.changed(new, old)
-            tracks: list[bytes] | None = None
             if t_new is not None:
                 t_enc = codec.track_encode(t_new, len(sub))
                 changed |= codec.changed(t_enc, codec.track_encode(t_old, len(sub)))
-                t_body = t_enc.buf.tobytes()
-                t_s, t_e = t_enc.start.tolist(), (t_enc.start + t_enc.length).tolist()
             drop = gone & (has_old | delete | refresh_due)
             write = ~gone & changed
             set_due = write & (~has_old | (due < due_before) | refresh_due)
@@ -379,16 +386,17 @@ class RedisStateStore:
             won = np.ones(len(sub), bool)
             self.saved += len(save)
             if len(save):
-                flags = drop * DROP + set_due * SET_DUE + touch * TOUCH
-                heads, values = save_args(save, flags, old.version, due, new.buf.tobytes(), new.start,
-                                          new.start + new.length)
+                flags = (drop * DROP + set_due * SET_DUE + touch * TOUCH).astype(np.uint8)
                 entries = None
                 if journal is not None:
                     per_device = journal_encode(tr, len(sub), journal)
                     entries = [per_device[i] for i in save.tolist()]
+                tracks = None
                 if t_new is not None:
-                    tracks = [t_body[t_s[i] : t_e[i]] for i in save.tolist()]
-                res = self._save([keys[i] for i in save.tolist()], heads, values, entries, journal, tracks)
+                    tracks = codec.Stored(t_enc.version, t_enc.buf, t_enc.start[save], t_enc.length[save])
+                saved = codec.Stored(new.version, new.buf, new.start[save], new.length[save])
+                res = self._save([keys[i] for i in save.tolist()], [encoded[i] for i in save.tolist()],
+                                 slots[save], flags[save], old.version[save], due[save], saved, entries, journal, tracks)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
 from proximity._redis import codec
-from proximity._redis.scripts import DELETE, DROP, KEEP, SET_DUE, TOUCH, UNDUE, save_args
+from proximity._redis.scripts import DROP, SET_DUE, TOUCH
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StateError
@@ -93,11 +93,36 @@ def test_changed_is_byte_inequality(pairs: list[tuple[bytes, bytes]]) -> None:
     assert codec.changed(a, b).tolist() == [x != y for x, y in pairs]
 
 
-def test_save_args_spell_each_flag() -> None:
-    flags = np.array([0, DROP, SET_DUE, TOUCH, SET_DUE | TOUCH])
-    version, due = np.array([3, 4, 5, 6, 7]), np.array([1.5, 2.5, 3.5, 4.5, 5.5])
-    body = b"aabbccddee"
-    start = np.arange(0, 10, 2)
-    heads, values = save_args(np.arange(5), flags, version, due, body, start, start + 2)
-    assert heads == [b"3", b"4" + UNDUE, b"5 3.5", b"6 4.5", b"7 5.5"]
-    assert values == [b"4|aa", DELETE, b"6|cc", KEEP, KEEP]
+_DEVICE = st.tuples(st.integers(0, 2**53), st.floats(allow_nan=False), st.sampled_from([0, DROP, SET_DUE, TOUCH]),
+                    st.binary(max_size=90), st.binary(max_size=40), st.binary(max_size=50))
+
+
+@settings(max_examples=60, deadline=None)
+@given(devices=st.lists(_DEVICE, max_size=12), journal=st.booleans(), tracked=st.booleans(), cuts=st.data())
+def test_save_blobs_round_trip(devices: list[tuple[int, float, int, bytes, bytes, bytes]], journal: bool,
+                               tracked: bool, cuts: st.DataObject) -> None:
+    """SAVE's blobs read back (as the script reads them) give each device's version, due time, flags, the
+    state it writes (none when dropped or touched), its entry and filter state, for the whole batch and for
+    any run of devices cut out of it (one slot group)."""
+    def stored(bodies: list[bytes]) -> codec.Stored:
+        # bodies out of order in their buffer, with junk between them: only start/length may be used
+        parts = [b"#" + b for b in reversed(bodies)]
+        start = np.cumsum([0] + [len(p) for p in parts])[:-1][::-1] + 1
+        return codec.Stored(np.zeros(len(bodies), np.int64), np.frombuffer(b"".join(parts), np.uint8),
+                            start.astype(np.int64), np.array([len(b) for b in bodies], np.int64))
+
+    n = len(devices)
+    version = np.array([d[0] for d in devices], np.int64)
+    due = np.array([d[1] for d in devices], np.float64)
+    flags = np.array([d[2] for d in devices], np.uint8)
+    write = (flags & (DROP | TOUCH)) == 0
+    blobs = codec.SaveBlobs.build(version, due, flags, write, stored([d[3] for d in devices]),
+                                  [d[4] for d in devices] if journal else None,
+                                  stored([d[5] for d in devices]) if tracked else None)
+    want = [(v, t, f, s if f & (DROP | TOUCH) == 0 else b"", e if journal else b"", tr if tracked else b"")
+            for v, t, f, s, e, tr in devices]
+    assert codec.read_save_blobs(*blobs.part(0, n)) == want
+    a = cuts.draw(st.integers(0, n))
+    b = cuts.draw(st.integers(a, n))
+    assert codec.read_save_blobs(*blobs.part(a, b)) == want[a:b]
+    assert len(blobs.heads.tobytes()) == n * codec.SAVE_HEAD.itemsize == n * 29  # the script's HEAD

@@ -149,10 +149,10 @@ def test_cluster_mode_keeps_every_command_in_one_slot(redis_url: str, redis_pref
     sent: list[tuple[int, list[bytes]]] = []
     send = store.router.send
 
-    def spy(commands: Any, script: Any = None) -> Any:
+    def spy(commands: Any, script: Any = None, errors: Any = None) -> Any:
         for slot, packed in commands:
             sent.extend((slot, c) for c in resp_commands(packed))
-        return send(commands, script)
+        return send(commands, script, errors)
 
     store.router.send = spy  # type: ignore[method-assign]
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
@@ -214,8 +214,8 @@ def test_real_cluster_save_follows_a_slot_that_moved(redis_cluster_url: str) -> 
     target = next(name for name in masters if name != owner)
     load = store._load
 
-    def load_then_move(names: Any, keys: Any = None, track: bool = False) -> Any:
-        raw = load(names, keys, track)
+    def load_then_move(*args: Any, **kw: Any) -> Any:
+        raw = load(*args, **kw)
         for c in [masters[target], *(c for n, c in masters.items() if n != target)]:
             c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
         return raw
@@ -269,8 +269,8 @@ def test_a_racing_writer_makes_the_loser_recompute_without_duplicates(open_redis
     load = a_store._load
     calls = []
 
-    def racing_load(names: Any, keys: Any = None, track: bool = False) -> Any:
-        raw = load(names, keys, track)  # A has read the old state ...
+    def racing_load(names: Any, keys: Any = None, *args: Any) -> Any:
+        raw = load(names, keys, *args)  # A has read the old state ...
         if not calls:
             b_events.extend(b.process_pings(batch).events)  # ... and B commits the same batch first
         calls.append(list(keys if keys is not None else names))
@@ -294,8 +294,8 @@ def test_a_loser_never_overwrites_the_winners_newer_state(open_redis: Open) -> N
     b_events: list[Any] = []
     load = a_store._load
 
-    def racing_load(names: Any, keys: Any = None, track: bool = False) -> Any:
-        raw = load(names, keys, track)
+    def racing_load(*args: Any, **kw: Any) -> Any:
+        raw = load(*args, **kw)
         if not b_events:  # B applies a newer ping (d1 in the bank) between A's load and A's save
             b_events.extend(b.process_pings(pings([("d1", 10, 500)])).events)
         return raw
