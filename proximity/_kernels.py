@@ -456,7 +456,10 @@ def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, 
 
 @njit(_nrt=False)
 def order_ties(order, dev, ts, k1, k2, k3):
-    """``order`` sorts by ``dev``; make it sort by (dev, ts, k1, k2, k3) with an insertion sort per device."""
+    """``order`` sorts by ``dev``; make it sort by (dev, ts, k1, k2, k3, index) with an insertion sort per
+    device. The index (the row's position in the input) breaks the remaining ties, so the result does not
+    depend on how ``order`` ordered equal ``dev`` (an unstable argsort: it differs with the device codes,
+    which differ between stores), and of duplicates the first in the input is kept."""
     n = order.shape[0]
     i = 0
     while i < n:
@@ -468,7 +471,7 @@ def order_ties(order, dev, ts, k1, k2, k3):
             b = a - 1
             while b >= i:
                 y = order[b]
-                if (ts[y], k1[y], k2[y], k3[y]) <= (ts[x], k1[x], k2[x], k3[x]):
+                if (ts[y], k1[y], k2[y], k3[y], y) <= (ts[x], k1[x], k2[x], k3[x], x):
                     break
                 order[b + 1] = y
                 b -= 1

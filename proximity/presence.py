@@ -393,23 +393,25 @@ SMALL_SORT = 1 << 14
 
 def order_ties_small(order: np.ndarray, dev: np.ndarray, ts: np.ndarray, k1: np.ndarray, k2: np.ndarray,
                      k3: np.ndarray) -> np.ndarray:
-    """What ``K.order_ties`` makes of ``order`` (sorted by ``dev``), in numpy: sorted by (dev, ts, k1, k2, k3),
-    ties kept in ``order``'s order (the kernel's insertion sort is stable too). ``ts`` must hold no NaN
-    (the kernel's tuple comparison and numpy's differ there); the keys are NaN-free already."""
+    """What ``K.order_ties`` makes of ``order`` (sorted by ``dev``), in numpy: sorted by (dev, ts, k1, k2, k3,
+    index), whatever ``order``'s order of equal ``dev``. ``ts`` must hold no NaN (the kernel's tuple
+    comparison and numpy's differ there); the keys are NaN-free already."""
     o = np.asarray(order)
-    return o[np.lexsort((k3[o], k2[o], k1[o], ts[o], dev[o]))]
+    return o[np.lexsort((o, k3[o], k2[o], k1[o], ts[o], dev[o]))]
 
 
 def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Order by (device, time, keys...) and a mask of exact duplicates (same device, time and keys).
 
     Returns ``(order, duplicate)`` where ``duplicate[i]`` says that ``order[i]``
-    repeats the evidence just before it.
+    repeats the evidence just before it. Remaining ties go by input position, so of rows equal in every
+    key (e.g. two sightings of one beacon at one instant with different distances) the first in the
+    input is kept, on every store.
     """
     k = [np.nan_to_num(np.asarray(x, dtype=np.float64), nan=-1.0) for x in keys]
     while len(k) < 3:
         k.append(np.zeros(len(dev)))
-    order = np.argsort(dev)  # ties are ordered by content just below, so stability is not needed
+    order = np.argsort(dev)  # equal devices are ordered by content and input position just below
     if len(order) <= SMALL_SORT and not np.isnan(ts).any():
         order = order_ties_small(order, dev, ts, k[0], k[1], k[2])
     else:

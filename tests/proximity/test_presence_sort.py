@@ -36,6 +36,9 @@ def test_small_path_equals_kernel(batch: tuple[np.ndarray, ...], rnd: object) ->
     K.order_ties(want, dev, ts, k1, k2, k3)
     got = P.order_ties_small(order, dev, ts, k1, k2, k3)
     assert got.tolist() == want.tolist()
+    # whatever the order of equal devices given, remaining ties go by input position: the result is the
+    # stable sort of the rows (so the duplicate kept does not depend on a store's device codes)
+    assert want.tolist() == np.lexsort((np.arange(len(dev)), k3, k2, k1, ts, dev)).tolist()
 
 
 def test_sort_evidence_takes_the_kernel_above_the_bound_and_with_nan_times() -> None:

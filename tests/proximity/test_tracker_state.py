@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from beacons import ProximityTracker, Sightings, load_registry
@@ -108,6 +108,10 @@ def test_two_workers_on_redis_give_the_events_of_one(redis_url: str, kind: str) 
 @pytest.mark.redis
 @given(scans=scans_strategy, kind=st.sampled_from(["trimmed", "arma"]), cluster=st.booleans())
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# two sightings of one beacon at one instant with different filtered distances: which one is kept must not
+# depend on the store's device codes (it did: an unstable sort of the codes chose)
+@example(scans=[[(0, 0.0, -40.0)], [(2, 0.0, -40.0), (0, 0.0, -40.0), (0, 0.5, -40.0), (0, 0.0, -41.0),
+                                    (2, 0.0, -40.0), (2, 0.0, -40.0)]], kind="trimmed", cluster=False)
 def test_two_workers_on_redis_match_one_memory_engine(redis_url: str, scans: list[Scan], kind: str,
                                                        cluster: bool) -> None:
     one = run([engine(MemoryStore(), kind)], scans)
