@@ -248,12 +248,13 @@ async def probe_healthz(url: str, run: Run, stop: asyncio.Event) -> None:
                 took = end - connected.get("at", started)
                 run.healthz_connect_max_s = max(run.healthz_connect_max_s, connected.get("at", started) - started)
                 first = run.seen.setdefault(pid, time.monotonic())
-                if run.killed_at and first > run.killed_at and time.monotonic() - first < 5.0:
+                restarting = bool(run.killed_at and first > run.killed_at and time.monotonic() - first < 5.0)
+                if restarting:
                     run.healthz_restart_max_s = max(run.healthz_restart_max_s, took)
                 run.healthz_max_s = max(run.healthz_max_s, took)
                 run.healthz_slowest = sorted([*run.healthz_slowest, (round(took * 1000, 1), int(doc["pid"]),
                                                                      run.current)], reverse=True)[:3]
-                if run.blackholed:
+                if run.blackholed and not restarting:  # a restarted worker's first answers: recorded above
                     run.healthz_blackhole_max_s = max(run.healthz_blackhole_max_s, took)
             except (TimeoutError, aiohttp.ClientError):
                 run.healthz_failures += 1  # a worker just killed: its connection reset
