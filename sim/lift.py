@@ -9,7 +9,9 @@ campaigns' dwell times, an exit at its end).
 
 Every seed is a new experiment: the campaigns' salts get the seed, so the
 holdout and the variants are drawn again (the simulated device ids repeat
-from seed to seed).
+from seed to seed), with presence from the engine as from the truth. With one
+draw for all seeds the seeds' errors share that draw, and the coverage over
+seeds measures one assignment, not the interval.
 
 Then the effect (``lift.effect`` of the scenario, per campaign in
 ``lift.effects``): the *organic* outcome of every exposure is what the
@@ -30,7 +32,7 @@ The checks over seeds: the interval holds the true effect in >= 90% of the
 (campaign, seed) pairs, the mean estimate is within 10% of it, and with no
 effect >= 90% of the pairs show no significant lift.
 
-``python -m sim.lift [SCENARIO] --seeds 20 [--presence truth|engine]`` prints the table.
+``python -m sim.lift [SCENARIO] --seeds 20 [--first-seed 1] [--presence truth|engine]`` prints the table.
 """
 
 from __future__ import annotations
