@@ -9,7 +9,9 @@ campaigns' dwell times, an exit at its end).
 
 Every seed is a new experiment: the campaigns' salts get the seed, so the
 holdout and the variants are drawn again (the simulated device ids repeat
-from seed to seed).
+from seed to seed), with presence from the engine as from the truth. With one
+draw for all seeds the seeds' errors share that draw, and the coverage over
+seeds measures one assignment, not the interval.
 
 Then the effect (``lift.effect`` of the scenario, per campaign in
 ``lift.effects``): the *organic* outcome of every exposure is what the
@@ -30,7 +32,7 @@ The checks over seeds: the interval holds the true effect in >= 90% of the
 (campaign, seed) pairs, the mean estimate is within 10% of it, and with no
 effect >= 90% of the pairs show no significant lift.
 
-``python -m sim.lift [SCENARIO] --seeds 20 [--presence truth|engine]`` prints the table.
+``python -m sim.lift [SCENARIO] --seeds 20 [--first-seed 1] [--presence truth|engine]`` prints the table.
 """
 
 from __future__ import annotations
@@ -147,9 +149,9 @@ def simulate_day(scenario: Scenario, presence: str = "truth") -> Day:
 
         now = [scenario.start_ts + scenario.run.step_s]
         feeder = EngineFeeder(sim, clock=lambda: now[0])
-        engine_rules = feeder.engine.rules
-        assert isinstance(engine_rules, campaigns.CampaignRules), "the lift scenario runs campaigns"
-        engine_rules.on_decision = decisions.append
+        # the feeder loads the scenario's campaigns with their own salts: decide with this seed's salts
+        # (without this every seed drew the same groups, the device ids repeating from seed to seed)
+        feeder.engine.set_rules(campaigns.CampaignRules(campaign_set, infos, on_decision=decisions.append))
         advance = feeder.advance
 
         def step(t_now: float) -> tuple[list[Any], list[Any]]:
@@ -289,17 +291,19 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.lift", description=__doc__.split("\n\n")[0])
     p.add_argument("scenario", nargs="?", default=str(SCENARIO_DIR / "lift.yaml"))
-    p.add_argument("--seeds", type=int, default=20, help="how many seeds (1..N), one simulated day each")
+    p.add_argument("--seeds", type=int, default=20, help="how many seeds, one simulated day each")
     p.add_argument("--presence", choices=PRESENCE, default="engine",
                    help="events from the real engine over the pings (default) or from the true visits")
+    p.add_argument("--first-seed", type=int, default=1, help="the first seed (seeds FIRST..FIRST+N-1)")
     p.add_argument("--devices", type=int, help="override the scenario's device count")
     args = p.parse_args(argv)
     scenario = load_scenario(args.scenario)
     if args.devices:
         scenario = dataclasses.replace(scenario, devices=args.devices)
     t = time.perf_counter()
-    effect_rows, null_rows = run(scenario, range(1, args.seeds + 1), presence=args.presence, progress=sys.stderr)
-    print(f"# {scenario.name}: {args.seeds} seeds, {scenario.devices} devices, {scenario.hours:g} h, "
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    effect_rows, null_rows = run(scenario, seeds, presence=args.presence, progress=sys.stderr)
+    print(f"# {scenario.name}: seeds {seeds.start}..{seeds.stop - 1}, {scenario.devices} devices, {scenario.hours:g} h, "
           f"presence from the {args.presence}, {time.perf_counter() - t:.0f} s")
     print(format_summary(summary(effect_rows, null_rows)))
     return 0

@@ -240,3 +240,43 @@ def test_devices_exposed_many_times_widen_the_interval() -> None:
                               np.array([row["holdout_converted"] / h_d]), np.array([500 / h_d]))
     assert row["lift_ci"] == pytest.approx([float(lo[0]), float(hi[0])], abs=1e-5)
     assert row["lift_ci"][1] - row["lift_ci"][0] > 0.4  # 20 devices a side, not 500 exposures
+
+
+@settings(max_examples=200)
+@given(n_dev=st.integers(1, 8), data=st.data())
+def test_design_effects_match_a_direct_cluster_robust_computation(n_dev: int, data: Any) -> None:
+    """The report's design effect per campaign and group against the definition, device by device: the
+    cluster-robust variance of the rate (devices as clusters) over the binomial one, at least 1, and 1
+    with fewer than two devices or a rate of 0 or 1."""
+    n_camp = 2
+    held = data.draw(st.lists(st.booleans(), min_size=n_camp * n_dev, max_size=n_camp * n_dev))
+    rows = data.draw(st.lists(st.tuples(st.integers(0, n_camp - 1), st.integers(0, n_dev - 1), st.integers(0, 20)),
+                              min_size=1, max_size=40))
+    visits = data.draw(st.lists(st.tuples(st.integers(0, n_dev - 1), st.integers(0, 2), st.integers(0, 25)), max_size=30))
+    camp, dev, ts = (np.asarray(c, np.int64) for c in zip(*rows, strict=True))
+    arm = np.asarray([0 if held[c * n_dev + d] else 1 for c, d in zip(camp, dev, strict=True)], np.int64)
+    ex = Exposures(camp, arm, dev, np.zeros(len(camp), np.int64), ts * 10.0)
+    v_dev, v_fence, v_ts = (np.asarray(c, np.int64) for c in zip(*visits, strict=True)) if visits else [np.zeros(0, np.int64)] * 3
+    events = Events(np.full(len(v_dev), K.ENTER, np.int8), v_dev, v_fence, v_ts * 10.0 + 5.0, np.zeros(len(v_dev)),
+                    np.full(len(v_dev), np.nan))
+    specs = [Spec(f"c{c}", holdout=0.5, within_s=60.0) for c in range(n_camp)]
+    got = {r["campaign_id"]: r["design_effect"] for r in lift_report(ex, events, specs, FENCES, ["holdout", "offer"],
+                                                                     min_exposed=1, n_devices=n_dev).lift
+           if r["level"] == "campaign"}
+    converted = conversions(ex, visits_of(events, n_dev), specs, FENCES) >= 0
+    for c in range(n_camp):
+        if not (camp == c).any():
+            assert f"c{c}" not in got
+            continue
+        want = []
+        for g in (1, 0):  # as the row gives them: treated, holdout
+            mine = (camp == c) & (arm == g)
+            n_i = np.bincount(dev[mine], minlength=n_dev)
+            x_i = np.bincount(dev[mine], weights=converted[mine], minlength=n_dev)
+            big_n, big_x = n_i.sum(), x_i.sum()
+            if np.count_nonzero(n_i) < 2 or big_x in (0, big_n):
+                want.append(1.0)
+                continue
+            p = big_x / big_n
+            want.append(max(1.0, float(((x_i - p * n_i) ** 2).sum() / (big_n * p * (1 - p)))))
+        assert got[f"c{c}"] == pytest.approx(want, abs=2e-6)
