@@ -219,6 +219,152 @@ def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int, v_dev: np.
     v_starts[n_dev] = k
 
 
+#: open visits of one device at once (at distinct fences) past which the log's visits are built by grouping
+MAX_OPEN = 64
+
+
+@njit
+def scan_log(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, enters: np.ndarray) -> bool:  # pragma: no cover
+    """Whether the events are in time order (``ts`` non-decreasing, no NaN) with known kinds only (exit,
+    enter, dwell); if so, ``enters`` (zeros, one per device) is filled with each device's enter count."""
+    n = len(ts)
+    if n and ts[0] != ts[0]:
+        return False
+    for i in range(1, n):
+        if not ts[i] >= ts[i - 1]:
+            return False
+    for i in range(n):
+        k = kind[i]
+        if k != EXIT and k != ENTER and k != DWELL:
+            return False
+        if k == ENTER:
+            enters[device[i]] += 1
+    return True
+
+
+@njit
+def visits_in_time_order(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, fence: np.ndarray,
+                         dwell: np.ndarray, prob: np.ndarray, has_prob: bool, v_starts: np.ndarray,
+                         v_dev: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray,
+                         v_prob: np.ndarray, v_closed: np.ndarray, v_repeat: np.ndarray, n_fences: int,
+                         nxt: np.ndarray, head: np.ndarray) -> bool:  # pragma: no cover - numba
+    """:func:`build_visits` for a log that :func:`scan_log` found in time order, without grouping its
+    events: one walk in log order builds the visits, which are then put in device order.
+
+    At one instant the events are taken exits first, then enters, then dwells, each kind in log
+    order: per device, the stable (time, kind) order :func:`sort_groups` gives. Each device's open
+    visits (one at most per fence) form a list through ``nxt`` from ``head`` (-1s, one per device),
+    usually of none or one, so finding the visit an event belongs to reads a slot or two. With few
+    devices an enter is written straight to its place among its device's visits (``v_starts``, from
+    the enter counts); with many (a million), where that would be a cache miss a column, it is
+    written first to the bucket of its device's high bits (a thousand sequential write streams, as
+    in :func:`group_rows`), where its later events still find it in the cache; each bucket, which
+    fits in the cache, is then put in device order in place. Returns False, with the outputs
+    unfinished, when a device has more than :data:`MAX_OPEN` visits open at once (then group instead).
+    Fills the same columns as :func:`build_visits` (``v_closed`` and ``v_repeat`` given as zeros)."""
+    n, n_dev = len(ts), len(v_starts) - 1
+    lo = 0  # bucket b holds devices [b << lo, (b + 1) << lo): with lo 0, each device is its own
+    if n_dev > ONE_PASS_CODES:
+        bits = 0
+        while (1 << bits) < n_dev:
+            bits += 1
+        lo = bits - min(11, (bits + 1) // 2)
+    n_b = ((n_dev - 1) >> lo) + 1 if n_dev else 0
+    pos = np.empty(n_b, np.int64)
+    for b in range(n_b):
+        pos[b] = v_starts[b << lo]
+    i = 0
+    while i < n:
+        j = i + 1
+        in_order = True
+        while j < n and ts[j] == ts[i]:
+            if kind[j] < kind[j - 1]:
+                in_order = False
+            j += 1
+        passes = 1 if in_order else 3
+        for want in range(passes):
+            for r in range(i, j):
+                kd = kind[r]
+                if passes == 3 and kd != want:
+                    continue
+                d, f = device[r], fence[r]
+                prev, cur, steps = -1, head[d], 0
+                while cur >= 0 and v_fence[cur] != f:
+                    prev, cur = cur, nxt[cur]
+                    steps += 1
+                    if steps > MAX_OPEN:
+                        return False
+                if kd == ENTER:
+                    if cur >= 0:  # an enter without an exit: the earlier visit stays open, with no more events
+                        if prev < 0:
+                            head[d] = nxt[cur]
+                        else:
+                            nxt[prev] = nxt[cur]
+                    b = d >> lo
+                    k = pos[b]
+                    pos[b] = k + 1
+                    v_dev[k] = d
+                    v_fence[k] = f
+                    v_ts[k] = ts[r]
+                    v_dwell[k] = dwell[r]
+                    v_prob[k] = prob[r] if has_prob else np.nan
+                    nxt[k] = head[d]
+                    head[d] = k
+                elif cur >= 0:
+                    if dwell[r] > v_dwell[cur]:
+                        v_dwell[cur] = dwell[r]
+                    if has_prob:
+                        p = prob[r]
+                        if p == p and not (v_prob[cur] >= p):
+                            v_prob[cur] = p
+                    if kd == EXIT:
+                        v_closed[cur] = True
+                        if prev < 0:
+                            head[d] = nxt[cur]
+                        else:
+                            nxt[prev] = nxt[cur]
+        i = j
+    if lo > 0:
+        _buckets_in_device_order(v_starts, lo, v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed)
+    seen = np.full(n_fences, -1, np.int64)
+    for k in range(v_starts[n_dev]):  # visits of a device by start: an earlier one to the same fence?
+        f, d = v_fence[k], v_dev[k]
+        v_repeat[k] = seen[f] == d
+        seen[f] = d
+    return True
+
+
+@njit
+def _buckets_in_device_order(v_starts: np.ndarray, lo: int, v_dev: np.ndarray, v_fence: np.ndarray,
+                             v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
+                             v_closed: np.ndarray) -> None:  # pragma: no cover - numba
+    """Each bucket of visits (devices ``[b << lo, (b + 1) << lo)``, in log order) put in device order in
+    place, stable (a counting sort through a copy of the bucket)."""
+    n_dev = len(v_starts) - 1
+    n_b = ((n_dev - 1) >> lo) + 1
+    biggest = 0
+    for b in range(n_b):
+        biggest = max(biggest, v_starts[min(n_dev, (b + 1) << lo)] - v_starts[b << lo])
+    s_dev, s_fence = np.empty(biggest, v_dev.dtype), np.empty(biggest, v_fence.dtype)
+    s_ts, s_dwell, s_prob = np.empty(biggest), np.empty(biggest), np.empty(biggest)
+    s_closed = np.empty(biggest, np.bool_)
+    cpos = np.empty(1 << lo, np.int64)
+    for b in range(n_b):
+        c0, c1 = b << lo, min(n_dev, (b + 1) << lo)
+        a, e = v_starts[c0], v_starts[c1]
+        for j in range(a, e):
+            s_dev[j - a], s_fence[j - a], s_ts[j - a] = v_dev[j], v_fence[j], v_ts[j]
+            s_dwell[j - a], s_prob[j - a], s_closed[j - a] = v_dwell[j], v_prob[j], v_closed[j]
+        for c in range(c0, c1):
+            cpos[c - c0] = v_starts[c]
+        for j in range(e - a):
+            q = s_dev[j] - c0
+            k = cpos[q]
+            cpos[q] = k + 1
+            v_dev[k], v_fence[k], v_ts[k] = s_dev[j], s_fence[j], s_ts[j]
+            v_dwell[k], v_prob[k], v_closed[k] = s_dwell[j], s_prob[j], s_closed[j]
+
+
 @njit
 def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
                place_ok: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray) -> bool:  # pragma: no cover
