@@ -508,6 +508,28 @@ def store_day_visitors(v_starts: np.ndarray, sd: np.ndarray, repeat: np.ndarray,
 
 
 @njit
+def closed_dwells_by_key(key: np.ndarray, closed: np.ndarray, dwell: np.ndarray,
+                         bounds: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """The ``dwell`` of the closed rows grouped by ``key`` (each key's rows ``bounds[k]:bounds[k + 1]``;
+    ``bounds`` given as zeros, one more than the keys), in no set order within a key: for medians.
+    One count and one scatter, straight from the columns (no copies of the closed rows first)."""
+    n_keys = len(bounds) - 1
+    for j in range(len(key)):
+        if closed[j]:
+            bounds[key[j] + 1] += 1
+    for k in range(n_keys):
+        bounds[k + 1] += bounds[k]
+    pos = bounds[:-1].copy()
+    out = np.empty(bounds[n_keys], np.float64)
+    for j in range(len(key)):
+        if closed[j]:
+            k = key[j]
+            out[pos[k]] = dwell[j]
+            pos[k] += 1
+    return out
+
+
+@njit
 def group_medians(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
     """The median of column 0 of each group's rows (NaN for an empty group)."""
     n = len(starts) - 1
