@@ -224,22 +224,51 @@ MAX_OPEN = 64
 
 
 @njit
-def scan_log(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, enters: np.ndarray) -> bool:  # pragma: no cover
-    """Whether the events are in time order (``ts`` non-decreasing, no NaN) with known kinds only (exit,
-    enter, dwell); if so, ``enters`` (zeros, one per device) is filled with each device's enter count."""
+def scan_log(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, enters: np.ndarray) -> int:  # pragma: no cover
+    """-1 unless the events are in time order (``ts`` non-decreasing, no NaN) with known kinds only (exit,
+    enter, dwell); else 0, or 1 when events at one instant are not in the (exit, enter, dwell) order
+    (see :func:`tie_order`), with ``enters`` (zeros, one per device) filled with each device's enters."""
     n = len(ts)
     if n and ts[0] != ts[0]:
-        return False
+        return -1
+    ties = 0
     for i in range(1, n):
         if not ts[i] >= ts[i - 1]:
-            return False
+            return -1
+        if ts[i] == ts[i - 1] and kind[i] < kind[i - 1]:
+            ties = 1
     for i in range(n):
         k = kind[i]
         if k != EXIT and k != ENTER and k != DWELL:
-            return False
+            return -1
         if k == ENTER:
             enters[device[i]] += 1
-    return True
+    return ties
+
+
+@njit
+def tie_order(ts: np.ndarray, kind: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """The order in which to take a log in time order: at each instant, exits first, then enters, then
+    dwells, each kind in log order (per device, the stable (time, kind) order of :func:`sort_groups`)."""
+    n = len(ts)
+    order = np.arange(n)
+    i = 0
+    while i < n:
+        j = i + 1
+        in_order = True
+        while j < n and ts[j] == ts[i]:
+            if kind[j] < kind[j - 1]:
+                in_order = False
+            j += 1
+        if not in_order:
+            q = i
+            for want in (EXIT, ENTER, DWELL):
+                for r in range(i, j):
+                    if kind[r] == want:
+                        order[q] = r
+                        q += 1
+        i = j
+    return order
 
 
 @njit
@@ -247,12 +276,12 @@ def visits_in_time_order(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, f
                          dwell: np.ndarray, prob: np.ndarray, has_prob: bool, v_starts: np.ndarray,
                          v_dev: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray,
                          v_prob: np.ndarray, v_closed: np.ndarray, v_repeat: np.ndarray, n_fences: int,
-                         nxt: np.ndarray, head: np.ndarray) -> bool:  # pragma: no cover - numba
+                         order: np.ndarray, nxt: np.ndarray, head: np.ndarray) -> bool:  # pragma: no cover - numba
     """:func:`build_visits` for a log that :func:`scan_log` found in time order, without grouping its
     events: one walk in log order builds the visits, which are then put in device order.
 
-    At one instant the events are taken exits first, then enters, then dwells, each kind in log
-    order: per device, the stable (time, kind) order :func:`sort_groups` gives. Each device's open
+    The events are taken in log order, or in ``order`` (:func:`tie_order`) when it is not empty:
+    per device, the stable (time, kind) order :func:`sort_groups` gives. Each device's open
     visits (one at most per fence) form a list through ``nxt`` from ``head`` (-1s, one per device),
     usually of none or one, so finding the visit an event belongs to reads a slot or two. With few
     devices an enter is written straight to its place among its device's visits (``v_starts``, from
@@ -273,57 +302,46 @@ def visits_in_time_order(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, f
     pos = np.empty(n_b, np.int64)
     for b in range(n_b):
         pos[b] = v_starts[b << lo]
-    i = 0
-    while i < n:
-        j = i + 1
-        in_order = True
-        while j < n and ts[j] == ts[i]:
-            if kind[j] < kind[j - 1]:
-                in_order = False
-            j += 1
-        passes = 1 if in_order else 3
-        for want in range(passes):
-            for r in range(i, j):
-                kd = kind[r]
-                if passes == 3 and kd != want:
-                    continue
-                d, f = device[r], fence[r]
-                prev, cur, steps = -1, head[d], 0
-                while cur >= 0 and v_fence[cur] != f:
-                    prev, cur = cur, nxt[cur]
-                    steps += 1
-                    if steps > MAX_OPEN:
-                        return False
-                if kd == ENTER:
-                    if cur >= 0:  # an enter without an exit: the earlier visit stays open, with no more events
-                        if prev < 0:
-                            head[d] = nxt[cur]
-                        else:
-                            nxt[prev] = nxt[cur]
-                    b = d >> lo
-                    k = pos[b]
-                    pos[b] = k + 1
-                    v_dev[k] = d
-                    v_fence[k] = f
-                    v_ts[k] = ts[r]
-                    v_dwell[k] = dwell[r]
-                    v_prob[k] = prob[r] if has_prob else np.nan
-                    nxt[k] = head[d]
-                    head[d] = k
-                elif cur >= 0:
-                    if dwell[r] > v_dwell[cur]:
-                        v_dwell[cur] = dwell[r]
-                    if has_prob:
-                        p = prob[r]
-                        if p == p and not (v_prob[cur] >= p):
-                            v_prob[cur] = p
-                    if kd == EXIT:
-                        v_closed[cur] = True
-                        if prev < 0:
-                            head[d] = nxt[cur]
-                        else:
-                            nxt[prev] = nxt[cur]
-        i = j
+    has_order = len(order) > 0
+    for q in range(n):
+        r = order[q] if has_order else q
+        kd = kind[r]
+        d, f = device[r], fence[r]
+        prev, cur, steps = -1, head[d], 0
+        while cur >= 0 and v_fence[cur] != f:
+            prev, cur = cur, nxt[cur]
+            steps += 1
+            if steps > MAX_OPEN:
+                return False
+        if kd == ENTER:
+            if cur >= 0:  # an enter without an exit: the earlier visit stays open, with no more events
+                if prev < 0:
+                    head[d] = nxt[cur]
+                else:
+                    nxt[prev] = nxt[cur]
+            b = d >> lo
+            k = pos[b]
+            pos[b] = k + 1
+            v_dev[k] = d
+            v_fence[k] = f
+            v_ts[k] = ts[r]
+            v_dwell[k] = dwell[r]
+            v_prob[k] = prob[r] if has_prob else np.nan
+            nxt[k] = head[d]
+            head[d] = k
+        elif cur >= 0:
+            if dwell[r] > v_dwell[cur]:
+                v_dwell[cur] = dwell[r]
+            if has_prob:
+                p = prob[r]
+                if p == p and not (v_prob[cur] >= p):
+                    v_prob[cur] = p
+            if kd == EXIT:
+                v_closed[cur] = True
+                if prev < 0:
+                    head[d] = nxt[cur]
+                else:
+                    nxt[prev] = nxt[cur]
     if lo > 0:
         _buckets_in_device_order(v_starts, lo, v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed)
     seen = np.full(n_fences, -1, np.int64)

@@ -192,8 +192,10 @@ def visits_by_grouping(events: Events, n_dev: int) -> Visits:
 def _visits_in_time_order(device: np.ndarray, fence: np.ndarray, kind: np.ndarray, ts: np.ndarray,
                           dwell: np.ndarray, prob: np.ndarray, n_dev: int) -> Visits | None:
     enters = np.zeros(n_dev, np.int64)
-    if not K.scan_log(ts, kind, device, enters):
+    ties = K.scan_log(ts, kind, device, enters)
+    if ties < 0:
         return None
+    order = K.tie_order(ts, kind) if ties else np.empty(0, np.int64)
     v_starts = np.zeros(n_dev + 1, np.int64)
     np.cumsum(enters, out=v_starts[1:])
     n = int(v_starts[-1])
@@ -202,7 +204,7 @@ def _visits_in_time_order(device: np.ndarray, fence: np.ndarray, kind: np.ndarra
            np.empty(n, np.float64), np.zeros(n, np.bool_), np.zeros(n, np.bool_))
     n_fences = int(fence.max()) + 1 if len(fence) else 1
     if not K.visits_in_time_order(ts, kind, device, fence, dwell, prob, len(prob) > 0, v_starts,
-                                  *out, n_fences, np.empty(n, link), np.full(n_dev, -1, link)):
+                                  *out, n_fences, order, np.empty(n, link), np.full(n_dev, -1, link)):
         return None
     return Visits(*out, v_starts)
 
