@@ -2,7 +2,9 @@
 
 Every kernel walks rows grouped by device (a counting sort, O(n)), and sorts
 only inside one device's few rows, so a report over tens of millions of events
-never sorts them all at once.
+never sorts them all at once. A presence log in time order is not even grouped:
+its visits are built in one walk in log order (:func:`visits_in_time_order`),
+and only the visits are put in device order.
 """
 
 from __future__ import annotations
