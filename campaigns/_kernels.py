@@ -2,7 +2,9 @@
 
 Every kernel walks rows grouped by device (a counting sort, O(n)), and sorts
 only inside one device's few rows, so a report over tens of millions of events
-never sorts them all at once.
+never sorts them all at once. A presence log in time order is not even grouped:
+its visits are built in one walk in log order (:func:`visits_in_time_order`),
+and only the visits are put in device order.
 """
 
 from __future__ import annotations
@@ -219,6 +221,170 @@ def build_visits(rows: np.ndarray, starts: np.ndarray, n_fences: int, v_dev: np.
     v_starts[n_dev] = k
 
 
+#: open visits of one device at once (at distinct fences) past which the log's visits are built by grouping
+MAX_OPEN = 64
+
+
+@njit
+def scan_log(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, enters: np.ndarray) -> int:  # pragma: no cover
+    """-1 unless the events are in time order (``ts`` non-decreasing, no NaN) with known kinds only (exit,
+    enter, dwell); else 0, or 1 when events at one instant are not in the (exit, enter, dwell) order
+    (see :func:`tie_order`), with ``enters`` (zeros, one per device) filled with each device's enters."""
+    n = len(ts)
+    if n and ts[0] != ts[0]:
+        return -1
+    ties = 0
+    for i in range(1, n):
+        if not ts[i] >= ts[i - 1]:
+            return -1
+        if ts[i] == ts[i - 1] and kind[i] < kind[i - 1]:
+            ties = 1
+    for i in range(n):
+        k = kind[i]
+        if k != EXIT and k != ENTER and k != DWELL:
+            return -1
+        if k == ENTER:
+            enters[device[i]] += 1
+    return ties
+
+
+@njit
+def tie_order(ts: np.ndarray, kind: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """The order in which to take a log in time order: at each instant, exits first, then enters, then
+    dwells, each kind in log order (per device, the stable (time, kind) order of :func:`sort_groups`)."""
+    n = len(ts)
+    order = np.arange(n)
+    i = 0
+    while i < n:
+        j = i + 1
+        in_order = True
+        while j < n and ts[j] == ts[i]:
+            if kind[j] < kind[j - 1]:
+                in_order = False
+            j += 1
+        if not in_order:
+            q = i
+            for want in (EXIT, ENTER, DWELL):
+                for r in range(i, j):
+                    if kind[r] == want:
+                        order[q] = r
+                        q += 1
+        i = j
+    return order
+
+
+@njit
+def visits_in_time_order(ts: np.ndarray, kind: np.ndarray, device: np.ndarray, fence: np.ndarray,
+                         dwell: np.ndarray, prob: np.ndarray, has_prob: bool, v_starts: np.ndarray,
+                         v_dev: np.ndarray, v_fence: np.ndarray, v_ts: np.ndarray, v_dwell: np.ndarray,
+                         v_prob: np.ndarray, v_closed: np.ndarray, v_repeat: np.ndarray, n_fences: int,
+                         order: np.ndarray, nxt: np.ndarray, head: np.ndarray) -> bool:  # pragma: no cover - numba
+    """:func:`build_visits` for a log that :func:`scan_log` found in time order, without grouping its
+    events: one walk in log order builds the visits, which are then put in device order.
+
+    The events are taken in log order, or in ``order`` (:func:`tie_order`) when it is not empty:
+    per device, the stable (time, kind) order :func:`sort_groups` gives. Each device's open
+    visits (one at most per fence) form a list through ``nxt`` from ``head`` (-1s, one per device),
+    usually of none or one, so finding the visit an event belongs to reads a slot or two. With few
+    devices an enter is written straight to its place among its device's visits (``v_starts``, from
+    the enter counts); with many (a million), where that would be a cache miss a column, it is
+    written first to the bucket of its device's high bits (a thousand sequential write streams, as
+    in :func:`group_rows`), where its later events still find it in the cache; each bucket, which
+    fits in the cache, is then put in device order in place. Returns False, with the outputs
+    unfinished, when a device has more than :data:`MAX_OPEN` visits open at once (then group instead).
+    Fills the same columns as :func:`build_visits` (``v_closed`` and ``v_repeat`` given as zeros)."""
+    n, n_dev = len(ts), len(v_starts) - 1
+    lo = 0  # bucket b holds devices [b << lo, (b + 1) << lo): with lo 0, each device is its own
+    if n_dev > ONE_PASS_CODES:
+        bits = 0
+        while (1 << bits) < n_dev:
+            bits += 1
+        lo = bits - min(11, (bits + 1) // 2)
+    n_b = ((n_dev - 1) >> lo) + 1 if n_dev else 0
+    pos = np.empty(n_b, np.int64)
+    for b in range(n_b):
+        pos[b] = v_starts[b << lo]
+    has_order = len(order) > 0
+    for q in range(n):
+        r = order[q] if has_order else q
+        kd = kind[r]
+        d, f = device[r], fence[r]
+        prev, cur, steps = -1, head[d], 0
+        while cur >= 0 and v_fence[cur] != f:
+            prev, cur = cur, nxt[cur]
+            steps += 1
+            if steps > MAX_OPEN:
+                return False
+        if kd == ENTER:
+            if cur >= 0:  # an enter without an exit: the earlier visit stays open, with no more events
+                if prev < 0:
+                    head[d] = nxt[cur]
+                else:
+                    nxt[prev] = nxt[cur]
+            b = d >> lo
+            k = pos[b]
+            pos[b] = k + 1
+            v_dev[k] = d
+            v_fence[k] = f
+            v_ts[k] = ts[r]
+            v_dwell[k] = dwell[r]
+            v_prob[k] = prob[r] if has_prob else np.nan
+            nxt[k] = head[d]
+            head[d] = k
+        elif cur >= 0:
+            if dwell[r] > v_dwell[cur]:
+                v_dwell[cur] = dwell[r]
+            if has_prob:
+                p = prob[r]
+                if p == p and not (v_prob[cur] >= p):
+                    v_prob[cur] = p
+            if kd == EXIT:
+                v_closed[cur] = True
+                if prev < 0:
+                    head[d] = nxt[cur]
+                else:
+                    nxt[prev] = nxt[cur]
+    if lo > 0:
+        _buckets_in_device_order(v_starts, lo, v_dev, v_fence, v_ts, v_dwell, v_prob, v_closed)
+    seen = np.full(n_fences, -1, np.int64)
+    for k in range(v_starts[n_dev]):  # visits of a device by start: an earlier one to the same fence?
+        f, d = v_fence[k], v_dev[k]
+        v_repeat[k] = seen[f] == d
+        seen[f] = d
+    return True
+
+
+@njit
+def _buckets_in_device_order(v_starts: np.ndarray, lo: int, v_dev: np.ndarray, v_fence: np.ndarray,
+                             v_ts: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
+                             v_closed: np.ndarray) -> None:  # pragma: no cover - numba
+    """Each bucket of visits (devices ``[b << lo, (b + 1) << lo)``, in log order) put in device order in
+    place, stable (a counting sort through a copy of the bucket)."""
+    n_dev = len(v_starts) - 1
+    n_b = ((n_dev - 1) >> lo) + 1
+    biggest = 0
+    for b in range(n_b):
+        biggest = max(biggest, v_starts[min(n_dev, (b + 1) << lo)] - v_starts[b << lo])
+    s_dev, s_fence = np.empty(biggest, v_dev.dtype), np.empty(biggest, v_fence.dtype)
+    s_ts, s_dwell, s_prob = np.empty(biggest), np.empty(biggest), np.empty(biggest)
+    s_closed = np.empty(biggest, np.bool_)
+    cpos = np.empty(1 << lo, np.int64)
+    for b in range(n_b):
+        c0, c1 = b << lo, min(n_dev, (b + 1) << lo)
+        a, e = v_starts[c0], v_starts[c1]
+        for j in range(a, e):
+            s_dev[j - a], s_fence[j - a], s_ts[j - a] = v_dev[j], v_fence[j], v_ts[j]
+            s_dwell[j - a], s_prob[j - a], s_closed[j - a] = v_dwell[j], v_prob[j], v_closed[j]
+        for c in range(c0, c1):
+            cpos[c - c0] = v_starts[c]
+        for j in range(e - a):
+            q = s_dev[j] - c0
+            k = cpos[q]
+            cpos[q] = k + 1
+            v_dev[k], v_fence[k], v_ts[k] = s_dev[j], s_fence[j], s_ts[j]
+            v_dwell[k], v_prob[k], v_closed[k] = s_dwell[j], s_prob[j], s_closed[j]
+
+
 @njit
 def _qualifies(v: int, c: int, v_fence: np.ndarray, v_dwell: np.ndarray, v_prob: np.ndarray,
                place_ok: np.ndarray, min_dwell: np.ndarray, min_prob: np.ndarray) -> bool:  # pragma: no cover
@@ -359,6 +525,28 @@ def store_day_visitors(v_starts: np.ndarray, sd: np.ndarray, repeat: np.ndarray,
                 counted_rep[k] = d
                 returning[k] += 1
     return unique, returning
+
+
+@njit
+def closed_dwells_by_key(key: np.ndarray, closed: np.ndarray, dwell: np.ndarray,
+                         bounds: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
+    """The ``dwell`` of the closed rows grouped by ``key`` (each key's rows ``bounds[k]:bounds[k + 1]``;
+    ``bounds`` given as zeros, one more than the keys), in no set order within a key: for medians.
+    One count and one scatter, straight from the columns (no copies of the closed rows first)."""
+    n_keys = len(bounds) - 1
+    for j in range(len(key)):
+        if closed[j]:
+            bounds[key[j] + 1] += 1
+    for k in range(n_keys):
+        bounds[k + 1] += bounds[k]
+    pos = bounds[:-1].copy()
+    out = np.empty(bounds[n_keys], np.float64)
+    for j in range(len(key)):
+        if closed[j]:
+            k = key[j]
+            out[pos[k]] = dwell[j]
+            pos[k] += 1
+    return out
 
 
 @njit

@@ -153,18 +153,69 @@ def n_devices(*columns: np.ndarray) -> int:
 
 
 def visits_of(events: Events, n_dev: int) -> Visits:
-    """The visits in ``events`` (see :func:`campaigns._kernels.build_visits`)."""
+    """The visits in ``events`` (see :func:`campaigns._kernels.build_visits`): from a log in time order
+    without grouping its events (:func:`visits_in_time_order`), else by :func:`visits_by_grouping`."""
+    cols = _event_columns(events, n_dev)
+    visits = _visits_in_time_order(*cols, n_dev)
+    return visits if visits is not None else _visits_by_grouping(*cols, n_dev)
+
+
+_EventColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _event_columns(events: Events, n_dev: int) -> _EventColumns:
+    """``device, fence, kind, ts, dwell_s, probability`` checked (codes not negative, devices below
+    ``n_dev``); ``probability`` empty when no event carries one."""
     device = _codes(events.device, "device")
     if len(device) and int(device.max()) >= n_dev:
         raise ValueError("a device code is not below n_dev")
     fence = _codes(events.fence, "fence")
-    prob = np.asarray(events.probability, np.float64)
+    prob = np.ascontiguousarray(events.probability, np.float64)
     has_prob = bool(len(prob)) and not bool(np.isnan(prob).all())
+    return (device, fence, np.ascontiguousarray(events.kind), np.ascontiguousarray(events.ts, np.float64),
+            np.ascontiguousarray(events.dwell_s, np.float64), prob if has_prob else prob[:0])
+
+
+def visits_in_time_order(events: Events, n_dev: int) -> Visits | None:
+    """The visits of a log in time order (as a log is written; ties of time in any order), with no
+    grouping of its events; None when the log is not in time order (or has a device with more than
+    :data:`campaigns._kernels.MAX_OPEN` visits open at once). The same visits, in the same order, as
+    :func:`visits_by_grouping`."""
+    return _visits_in_time_order(*_event_columns(events, n_dev), n_dev)
+
+
+def visits_by_grouping(events: Events, n_dev: int) -> Visits:
+    """The visits of any log: its events grouped by device and sorted by time within each."""
+    return _visits_by_grouping(*_event_columns(events, n_dev), n_dev)
+
+
+def _visits_in_time_order(device: np.ndarray, fence: np.ndarray, kind: np.ndarray, ts: np.ndarray,
+                          dwell: np.ndarray, prob: np.ndarray, n_dev: int) -> Visits | None:
+    enters = np.zeros(n_dev, np.int64)
+    ties = K.scan_log(ts, kind, device, enters)
+    if ties < 0:
+        return None
+    order = K.tie_order(ts, kind) if ties else np.empty(0, np.int64)
+    v_starts = np.zeros(n_dev + 1, np.int64)
+    np.cumsum(enters, out=v_starts[1:])
+    n = int(v_starts[-1])
+    link = np.int32 if n < 2**31 else np.int64
+    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64), np.empty(n, np.float64),
+           np.empty(n, np.float64), np.zeros(n, np.bool_), np.zeros(n, np.bool_))
+    n_fences = int(fence.max()) + 1 if len(fence) else 1
+    if not K.visits_in_time_order(ts, kind, device, fence, dwell, prob, len(prob) > 0, v_starts,
+                                  *out, n_fences, order, np.empty(n, link), np.full(n_dev, -1, link)):
+        return None
+    return Visits(*out, v_starts)
+
+
+def _visits_by_grouping(device: np.ndarray, fence: np.ndarray, kind: np.ndarray, ts: np.ndarray,
+                        dwell: np.ndarray, prob: np.ndarray, n_dev: int) -> Visits:
     # columns in the order of K.E_*; at one instant an exit (kind 0) closes before an enter (1) opens
-    cols = [events.ts, events.kind, fence, events.dwell_s] + ([prob] if has_prob else [])
+    cols = [ts, kind, fence, dwell] + ([prob] if len(prob) else [])
     grouped, starts = K.group(device, cols, n_dev)
     K.sort_groups(grouped, starts)
-    n_enters = int(np.count_nonzero(np.asarray(events.kind) == K.ENTER))
+    n_enters = int(np.count_nonzero(kind == K.ENTER))
     return Visits(*K.visits(grouped, starts, int(fence.max()) + 1 if len(fence) else 1, n_enters))
 
 
@@ -243,5 +294,7 @@ __all__ = [
     "match",
     "n_devices",
     "specs_of",
+    "visits_by_grouping",
+    "visits_in_time_order",
     "visits_of",
 ]

@@ -230,9 +230,9 @@ def _traffic_rows(v: Any, fence_names: Sequence[str], zone: ZoneInfo) -> list[di
     n_sd = n_f * n_days
     visits = np.bincount(sd, minlength=n_sd)
     unique, returning = K.store_day_visitors(v.starts, sd, v.repeat, n_sd)
-    closed = v.closed
-    grouped, bounds = K.group(sd[closed], [v.dwell_s[closed]], n_sd)
-    medians = K.group_medians(grouped, bounds)
+    bounds = np.zeros(n_sd + 1, np.int64)
+    dwells = K.closed_dwells_by_key(sd, v.closed, v.dwell_s, bounds)
+    medians = K.group_medians(dwells.reshape(-1, 1), bounds)
     day_names = [dt.datetime.fromtimestamp(float(s), zone).date().isoformat() for s in starts]
     store_names = [fence_names[f] if f < len(fence_names) else str(f) for f in range(n_f)]
     keys = np.flatnonzero(visits)
