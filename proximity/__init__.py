@@ -3,10 +3,10 @@
 >>> from geofence import FenceIndex, circle_fence
 >>> from proximity import Engine, PingBatch
 >>> engine = Engine(FenceIndex([circle_fence("cafe", 2.35, 48.85, 30.0)]))
->>> t = [1.7e9, 1.7e9 + 30, 1.7e9 + 60]                  # a phone streaming a fix every 30 s
->>> r = engine.process_pings(PingBatch.from_arrays(["d1"] * 3, [2.35] * 3, [48.85] * 3, 5.0, t))
+>>> t = [1.7e9 + 30 * k for k in range(5)]               # a phone streaming a fix every 30 s
+>>> r = engine.process_pings(PingBatch.from_arrays(["d1"] * 5, [2.35] * 5, [48.85] * 5, 5.0, t))
 >>> [(e.kind, e.fence_id, round(e.probability, 2)) for e in r.events]
-[('enter', 'cafe', 0.92)]
+[('enter', 'cafe', 0.94)]
 
 The engine (:class:`Engine`, :class:`EngineConfig`, :class:`BatchResult`) takes
 columnar batches (:class:`PingBatch`; beacon sightings from ``beacons``), keeps

@@ -63,8 +63,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_exit_pings": 3,
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
-        "enter_probability": 0.8267,
-        "exit_probability": 0.5107,
+        "enter_probability": 0.9102,
+        "exit_probability": 0.0208,
     },
     "crossing": {
         "gps_debounce_s": 60.0,

@@ -14,7 +14,9 @@ one evidence at a time:
    - a GPS fix paired with the fence, by geofence's confidence (3 the accuracy
      circle fully inside, 2 the point inside, 1 the point outside within its
      accuracy) and by the accuracy relative to the fence's equivalent radius
-     (``gps_llr[confidence - 1][bucket]``, buckets cut at ``ACCURACY_EDGES``);
+     (``gps_llr[confidence - 1][bucket]``, buckets cut at ``ACCURACY_EDGES``), each a
+     one-fix ratio tempered by the GPS error's correlation: a fix 30 s after the last
+     carries about a third of a fix of new information (``python -m sim.fit``);
    - the indoor pattern: fixes degrade indoors, so a reported accuracy above the
      device's own outdoor baseline (which follows low readings fast and high ones
      slowly) is evidence of being inside a building: ``indoor_weight`` per unit
@@ -62,24 +64,24 @@ class VisitModel:
     """The visit-probability filter's parameters (log-likelihood ratios in nats; see the module docstring)."""
 
     # fitted by ``python -m sim.fit --seeds 101,102,103`` (training seeds, not the ones figures are quoted on)
-    prior_logodds: float = -0.431
+    prior_logodds: float = 0.815
     tau_s: float = 600.0
     gps_llr: tuple[tuple[float, ...], ...] = (
-        (0.089, -0.58, -1.104, -1.457),  # confidence 1: point outside, within accuracy
-        (1.882, 1.17, 0.088, -0.468),  # confidence 2: point inside, circle crossing the boundary
-        (4.0, 2.52, 0.431, 0.431),  # confidence 3: circle fully inside
+        (-0.262, -0.286, -0.224, -0.38),  # confidence 1: point outside, within accuracy
+        (0.312, 0.266, 0.121, -0.074),  # confidence 2: point inside, circle crossing the boundary
+        (1.092, 0.753, 0.0, 0.0),  # confidence 3: circle fully inside
     )
-    unpaired_llr: float = -1.743
-    indoor_weight: float = 1.061
+    unpaired_llr: float = -1.74
+    indoor_weight: float = 2.262
     indoor_clip: tuple[float, float] = (-0.5, 1.0)
     baseline_rates: tuple[float, float] = (0.05, 0.01)  # toward lower readings, toward higher ones
-    speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -1.493, -5.745)
+    speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -2.203, -6.598)
     beacon_llr: tuple[float, float, float, float] = (0.0, 3.0, 2.0, 0.5)
-    # python -m sim.fit --seeds 101,102,103 --raw-enter 5 --raw-exit 4.4 (the streaming profile's thresholds
-    # are this map's values at those scores: 0.8267 and 0.5107)
+    # python -m sim.fit --seeds 101,102,103 --raw-enter 5.5 --raw-exit 1.5 (the streaming profile's thresholds
+    # are this map's values at those scores: 0.9102 and 0.0208)
     calibration: tuple[tuple[float, float], ...] = (
-        (-13.816, -6.907), (-2.991, -3.998), (0.305, -3.997), (1.814, -3.996), (3.578, -2.039), (5.144, 1.927),
-        (5.355, 1.928), (5.623, 1.929), (6.073, 1.93), (6.724, 2.175), (8.517, 3.097), (13.816, 6.918))
+        (-13.816, -6.907), (-3.189, -6.321), (-0.114, -3.929), (0.53, -3.928), (2.048, -3.809), (5.623, 2.534),
+        (5.773, 2.761), (5.989, 2.824), (6.318, 3.059), (6.811, 3.554), (7.6, 3.555), (13.816, 6.918))
     logodds_range: tuple[float, float] = (-8.0, 10.0)
 
     def __post_init__(self) -> None:

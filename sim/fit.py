@@ -5,11 +5,20 @@ into :mod:`proximity.visit` and the enter threshold measured for it. The seeds
 must differ from the ones the figures are quoted on (1-5).
 
 1. **Likelihood tables** (from the pings and the ground truth): every (fix, store)
-   pair the fence index returns is labelled inside / not inside; one logistic
+   pair the fence index returns is labelled inside / not inside (pairs of a device
+   inside another store left out: the filter's competition counts those); one logistic
    regression on geofence confidence x accuracy bucket, speed bin and the indoor
    pattern gives ``gps_llr``, ``speed_llr`` and ``indoor_weight`` (relative to the
    pairs' log-odds, the prior); ``unpaired_llr`` compares how often a device's next
-   fix is not paired with the store when it is inside and when it is not.
+   fix is not paired with the store when it is inside and when it is not (a
+   ratio of consecutive fixes, so it already speaks of one fix given the one
+   before). The geometric ratios of single fixes (``gps_llr``) are then tempered: GPS error
+   drifts, so a fix repeats much of what the one before it said, and the filter
+   sums fixes as if they were independent. An AR(1) error with correlation time
+   ``c`` (estimated from the true errors of consecutive fixes) carries
+   ``(1 - rho) / (1 + rho)`` of new information per fix, ``rho = exp(-step / c)``
+   at the usual fix interval near stores (``step``). The reported accuracy's and
+   speed's noise is fresh at every fix: those ratios are not tempered.
 2. **Calibration map** (isotonic regression): the engine runs the training seeds
    with the tables; the isotonic regression of each store event's truth (see
    :func:`sim.calibration.event_labels`) on its log-odds, sampled at 14 quantiles,
@@ -86,8 +95,22 @@ def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
     stay = np.flatnonzero(valid & paired_next)
     sseg = p.segment[nxt[stay]]
     stay_in = (seg.place[sseg] == st[stay]) | (seg.outer[sseg] == st[stay])
+    # a device inside another store: the competition between places accounts for it (see fit_tables)
+    other = (seg.place[p.segment[pt]] >= 0) & ~inside
+    # the GPS error's correlation time, from consecutive fixes 20-40 s apart (their true errors, east and north)
+    tx, ty = w.frame.to_xy(p.lon, p.lat)
+    ex, ey = tx - p.true_x, ty - p.true_y
+    dt = np.diff(p.ts)
+    pair = (dev[1:] == dev[:-1]) & (dt >= 20.0) & (dt <= 40.0)
+    rho = (np.sum(ex[1:][pair] * ex[:-1][pair]) + np.sum(ey[1:][pair] * ey[:-1][pair])) / max(
+        float(np.sum(ex[:-1][pair] ** 2) + np.sum(ey[:-1][pair] ** 2)), 1e-9)
+    corr_s = np.full(len(pt), -float(np.mean(dt[pair])) / np.log(min(max(rho, 1e-6), 1 - 1e-6)))
+    # the fix interval near stores: each paired fix's time since the device's fix before
+    prev = np.maximum(pt - 1, 0)
+    since = np.where((pt > 0) & (dev[prev] == dev[pt]), p.ts[pt] - p.ts[prev], np.nan)
+    step = np.full(len(pt), float(np.nanmedian(since)) if np.isfinite(since).any() else 30.0)
     return {"conf": conf, "bucket": bucket, "speed": p.speed[pt], "indoor": indoor[pt], "inside": inside,
-            "unpaired_in": unpaired_in, "stay_in": stay_in}
+            "other": other, "unpaired_in": unpaired_in, "stay_in": stay_in, "correlation_s": corr_s, "step_s": step}
 
 
 def _logistic_nd(f: np.ndarray, y: np.ndarray, ridge: float = 1.0, iters: int = 40) -> np.ndarray:
@@ -139,9 +162,24 @@ def compose(old: tuple[tuple[float, float], ...], new: tuple[tuple[float, float]
     return tuple((x, round(float(np.interp(y, nx, ny)), 3)) for x, y in old)
 
 
-def fit_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """One logistic regression over every (fix, store) pair: geometry x accuracy, speed, indoor pattern."""
-    t = {k: np.concatenate([x[k] for x in tables]) for k in tables[0]}
+def fit_tables(tables: list[dict[str, np.ndarray]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """One logistic regression over the (fix, store) pairs: geometry x accuracy, speed, indoor pattern.
+
+    The pairs of a device inside another store are left out: the filter's competition between
+    places already charges a store for the device's evidence of being in the one next door,
+    and counting them here too taught the tables that an indoor fix says little (they are
+    indoor as well), which is what let a car at the kerb (outdoor fixes) pass for a shopper.
+    Each ratio of ``gps_llr`` is that of one fix alone; they are tempered by the share of new
+    information in a fix (see the module docstring), the
+    filter summing fixes as if independent.
+    """
+    corr_s = float(np.mean([x["correlation_s"][0] for x in tables if len(x["correlation_s"])]))
+    step_s = float(np.mean([x["step_s"][0] for x in tables if len(x["step_s"])]))
+    rho = float(np.exp(-step_s / corr_s))
+    temper = (1.0 - rho) / (1.0 + rho)
+    t = {k: np.concatenate([x[k][~x["other"]] for x in tables]) for k in tables[0] if k not in ("unpaired_in", "stay_in")}
+    t["unpaired_in"] = np.concatenate([x["unpaired_in"] for x in tables])
+    t["stay_in"] = np.concatenate([x["stay_in"] for x in tables])
     y = t["inside"].astype(np.float64)
     n = len(y)
     geo = (np.clip(t["conf"], 1, 3) - 1) * 4 + t["bucket"]
@@ -160,7 +198,7 @@ def fit_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     prior = float(np.log(y.mean() / (1 - y.mean())))
     speed = np.minimum(w[12:16], 0.0)
     speed[:2] = 0.0
-    gps = w[:12].reshape(3, 4) - prior
+    gps = (w[:12].reshape(3, 4) - prior) * temper
     gps[2] = np.maximum(gps[2], 0.0)
     # unpaired: of the devices inside the store, how often the next fix is unpaired vs for those outside
     f_in = t["unpaired_in"].sum() / max(t["unpaired_in"].sum() + t["stay_in"].sum(), 1)
@@ -169,7 +207,8 @@ def fit_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
             "speed_llr": tuple(round(float(v), 3) for v in speed),
             "indoor_weight": round(float(w[16]), 3),
             "unpaired_llr": round(float(np.log(max(f_in, 1e-4) / max(f_out, 1e-4))), 3),
-            "prior_logodds": round(prior, 3)}
+            "prior_logodds": round(prior, 3)}, {"correlation_s": round(corr_s, 1), "step_s": step_s,
+                                                "temper": round(temper, 3)}
 
 
 def run_events(sc: Scenario) -> tuple[Any, Any]:
@@ -208,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         over["devices"] = args.devices
     scs = [base.with_overrides({**over, "seed": s}, source="fit") for s in seeds]
     if args.raw_enter is None:
-        fitted = fit_tables([pair_table(sc) for sc in scs])
+        fitted, tempering = fit_tables([pair_table(sc) for sc in scs])
         print("tables:", fitted)
+        print("geometric ratios tempered:", tempering)
         if args.tables_only:
             return 0
         model = dataclasses.replace(VisitModel(), **fitted, calibration=((-20.0, -20.0), (20.0, 20.0)))

@@ -76,7 +76,8 @@ def write_scenario(directory: Path) -> dict[str, Path]:
 def batches(now: float, groups: int, per_group: int, steps: int, steps_per_batch: int,
             seed: int) -> list[list[list[dict[str, Any]]]]:
     """``out[g]``: group g's batches, in the order they must be sent. Each device walks outside, into a
-    shop, out, into another, out, into the first again, and over (phases of 4 pings, 10 s apart)."""
+    shop, out, into another, out, into the first again, and over (phases of 6 pings, 10 s apart: the default
+    profile enters a shop on its fifth fix inside)."""
     rng = random.Random(seed)
     out = []
     t0 = now - steps * 10 - 60
@@ -86,7 +87,7 @@ def batches(now: float, groups: int, per_group: int, steps: int, steps_per_batch
             dev = f"dev-{g:02d}-{d}"
             shops = [STORES[(g + d + k) % len(STORES)] for k in range(2)]
             for s in range(steps):
-                phase = (s // 4 + d) % 6
+                phase = (s // 6 + d) % 6
                 if phase % 2 == 0:
                     lon, lat = 2.3400 + rng.uniform(0, 0.04), 48.8400 + rng.uniform(-0.002, 0.0)
                 else:
