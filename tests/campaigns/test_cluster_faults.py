@@ -33,7 +33,8 @@ class Load:
     """Threads deciding offers on the cluster (see the module docstring); every call is retried on
     StoreUnavailable with the same token, as a retried request would."""
 
-    def __init__(self, url: str, prefix: str, *, threads: int = 4, attempts: int = 60) -> None:
+    def __init__(self, url: str, prefix: str, *, threads: int = 4, attempts: int = 60,
+                 until_stopped: bool = False) -> None:
         self.lim = RedisLimiter(url, prefix, timeout_s=1.0)
         self.box = RedisOutbox(url, prefix, timeout_s=1.0)
         self.threads, self.attempts = threads, attempts
@@ -41,7 +42,9 @@ class Load:
         self.unavailable = 0
         self.other_errors: list[BaseException] = []
         self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop = threading.Event()  # with until_stopped: each thread goes on past ``attempts`` until set
+        if not until_stopped:
+            self.stop.set()
 
     @staticmethod
     def checks(campaign: str, device: str) -> list[CapCheck]:
@@ -64,7 +67,8 @@ class Load:
     def worker(self, k: int) -> None:
         rng = random.Random(k)
         try:
-            for i in range(self.attempts):
+            i = 0
+            while i < self.attempts or not self.stop.is_set():
                 campaign = "cb" if i % 2 == 0 else "cd"
                 device = f"d{rng.randrange(30)}" if campaign == "cb" else f"e{rng.randrange(10)}"
                 token = f"of-{k}-{i}"
@@ -76,6 +80,7 @@ class Load:
                     with self.lock:
                         self.granted[token] = (campaign, device)
                 time.sleep(0.01)
+                i += 1
         except BaseException as exc:  # reported by the test
             self.other_errors.append(exc)
 
@@ -194,7 +199,9 @@ async def test_failover_and_a_killed_master_give_store_unavailable_then_recover(
 
     cluster = redis_cluster_factory(3, 1)
     prefix = f"px-{uuid.uuid4().hex[:8]}"
-    load = Load(cluster.url, prefix, attempts=80)
+    # the load runs until the faults are over: a fixed number of attempts could end before the kill (it did
+    # once on a loaded machine, and then no call met the slot without a master)
+    load = Load(cluster.url, prefix, attempts=80, until_stopped=True)
     box = await AsyncRedisOutbox.connect(cluster.url, prefix, claim_idle_s=2.0, timeout_s=1.0)
     sent = Sent()
     threads = load.start()
@@ -220,7 +227,13 @@ async def test_failover_and_a_killed_master_give_store_unavailable_then_recover(
         cluster.wait_ok(30)
         return {"graceful_to": replica, "killed": victim, "unavailable_before_kill": before}
 
-    done = await asyncio.to_thread(faults)
+    def faults_then_stop() -> dict[str, Any]:
+        try:
+            return faults()
+        finally:
+            load.stop.set()
+
+    done = await asyncio.to_thread(faults_then_stop)
     await deliver_until(load, box, sent, threads)
     for t in threads:
         t.join()
