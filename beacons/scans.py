@@ -262,31 +262,74 @@ def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, str, float, float, 
     """One entry's sightings ``(observer, key, rssi, tx_power, ts)`` (observer ``""``: the gateway): one for
     a key, one per beacon frame for a raw payload (none: skipped)."""
     if not isinstance(e, Mapping):
-        raise BeaconError(f"a sighting must be an object, got {type(e).__name__}")
-    allowed = _ENTRY_RAW if "raw" in e else _ENTRY_KEY
-    bad = sorted(set(e) - allowed)
+        raise BeaconError(_not_an_entry(e))
+    bad = _unknown_fields(e)
     if bad:
-        raise BeaconError(f"unknown field {bad[0]!r}" + (" next to raw" if "raw" in e else ""), field=bad[0])
-    for name in ("ts", "rssi"):
+        raise BeaconError(_unknown_message(e, bad[0]), field=bad[0])
+    for name in ENTRY_REQUIRED:
         if name not in e:
             raise BeaconError(f"{name} is missing", field=name)
     when = to_epoch(e["ts"])
     r = to_dbm(e["rssi"], field="rssi")
     obs = _observer(e["observer_id"]) if "observer_id" in e else ""
     if "raw" in e:
-        try:
-            frames = [f for f in parse_advertisement(_hex_text(e["raw"])) if f.key is not None]
-        except BeaconError as exc:
-            raise BeaconError(exc.message, field="raw") from None
-        return [(obs, str(f.key), r, math.nan if f.power_1m is None else float(f.power_1m), when) for f in frames]
-    raw_key = e.get("key")
-    if isinstance(raw_key, str):
-        k = canon.get(raw_key)
-        if k is None:
-            k = canon[raw_key] = canonical_key(raw_key)
+        return [(obs, str(f.key), r, math.nan if f.power_1m is None else float(f.power_1m), when)
+                for f in _frames(e["raw"])]
+    return [(obs, _key(e, canon), r, to_dbm(e.get("tx_power"), field="tx_power", allow_none=True), when)]
+
+
+def entry_problems(e: Any) -> list[tuple[str, str]]:
+    """Every problem of one scan entry as ``(field, message)``, each field checked on its own, where
+    parsing (:func:`scans_from_json`) stops at the first (``("", message)`` for an entry that is no object)."""
+    if not isinstance(e, Mapping):
+        return [("", _not_an_entry(e))]
+    out = [(name, _unknown_message(e, name)) for name in _unknown_fields(e)]
+    out += [(name, f"{name} is missing") for name in ENTRY_REQUIRED if name not in e]
+    checks: dict[str, Any] = {"ts": lambda: to_epoch(e["ts"]), "rssi": lambda: to_dbm(e["rssi"], field="rssi"),
+                              "observer_id": lambda: _observer(e["observer_id"])}
+    checks = {name: check for name, check in checks.items() if name in e}
+    if "raw" in e:
+        checks["raw"] = lambda: _frames(e["raw"])
     else:
-        k = key_from_fields(e)
-    return [(obs, k, r, to_dbm(e.get("tx_power"), field="tx_power", allow_none=True), when)]
+        checks["key"] = lambda: _key(e, {})
+        checks["tx_power"] = lambda: to_dbm(e.get("tx_power"), field="tx_power", allow_none=True)
+    for name, check in checks.items():
+        try:
+            check()
+        except BeaconError as exc:
+            out.append((exc.field or name, exc.message))
+    return out
+
+
+def _not_an_entry(e: Any) -> str:
+    return f"a sighting must be an object, got {type(e).__name__}"
+
+
+def _unknown_fields(e: Mapping[str, Any]) -> list[str]:
+    return sorted(set(e) - (_ENTRY_RAW if "raw" in e else _ENTRY_KEY))
+
+
+def _unknown_message(e: Mapping[str, Any], name: str) -> str:
+    return f"unknown field {name!r}" + (" next to raw" if "raw" in e else "")
+
+
+def _frames(raw: Any) -> list[Any]:
+    """The beacon frames (with a key) of a raw advertisement payload."""
+    try:
+        return [f for f in parse_advertisement(_hex_text(raw)) if f.key is not None]
+    except BeaconError as exc:
+        raise BeaconError(exc.message, field="raw") from None
+
+
+def _key(e: Mapping[str, Any], canon: dict[str, str]) -> str:
+    """The canonical beacon key of an entry: ``key`` text (memoised in ``canon``) or its parts."""
+    raw_key = e.get("key")
+    if not isinstance(raw_key, str):
+        return key_from_fields(e)
+    k = canon.get(raw_key)
+    if k is None:
+        k = canon[raw_key] = canonical_key(raw_key)
+    return k
 
 
 def _observer(value: Any) -> str:
@@ -312,6 +355,7 @@ __all__ = [
     "build_scans_body",
     "decode_scans_body",
     "encode_scans_body",
+    "entry_problems",
     "parse_scans_body",
     "scans_from_json",
 ]

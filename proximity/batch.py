@@ -54,17 +54,44 @@ class _FieldError(ValueError):
         self.field = field
 
 
+def _not_a_row(r: Any) -> str:
+    return f"a ping must be a JSON object, not {type(r).__name__}"
+
+
+def _field_message(name: str, exc: ValueError) -> str:
+    text = str(exc)
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 def _ping_from_row(r: Any) -> tuple[str, float, float, float, float, float, int, dict[str, Any] | None, str | None]:
     if not isinstance(r, Mapping):
-        raise _FieldError("", f"a ping must be a JSON object, not {type(r).__name__}")
+        raise _FieldError("", _not_a_row(r))
     vals: list[Any] = []
     for name, parse in _ROW_FIELDS:
         try:
             vals.append(parse(r.get(name)))
         except ValueError as exc:
-            text = str(exc)
-            raise _FieldError(name, text if text.startswith(name) else f"{name}: {text}") from None
+            raise _FieldError(name, _field_message(name, exc)) from None
     return tuple(vals)
+
+
+def ping_row_problems(r: Any) -> list[tuple[str, str]]:
+    """Every problem of one JSON ping row as ``(field, message)``: each field whose value the batch's
+    parsers refuse (a missing required one included) and each unknown field, checked one by one, where
+    parsing stops at the first (``("", message)`` for a row that is no object)."""
+    if not isinstance(r, Mapping):
+        return [("", _not_a_row(r))]
+    out = []
+    for name, parse in _ROW_FIELDS:
+        try:
+            parse(r.get(name))
+        except ValueError as exc:
+            out.append((name, _field_message(name, exc)))
+    return out + [(str(k), _unknown_field(k)) for k in r if k not in PING_KEYS]
+
+
+def _unknown_field(name: Any) -> str:
+    return f"unknown field {str(name)!r}; a ping has {', '.join(PING_KEYS)} (put other device facts under attrs)"
 
 
 def _required(name: str, parse: Any) -> Any:
@@ -251,9 +278,8 @@ class PingBatch:
             if len(keep) < len(batch):
                 batch = batch.take(keep)
             bad = {getattr(e, "row", None) for e in errors}
-            errors = sorted([*errors, *(ValidationError(
-                f"unknown field {str(names[0])!r}; a ping has {', '.join(PING_KEYS)} (put other device facts "
-                "under attrs)", source=source, field=str(names[0]), row=i)
+            errors = sorted([*errors, *(ValidationError(_unknown_field(names[0]), source=source,
+                                                        field=str(names[0]), row=i)
                 for i, names in unknown.items() if i not in bad)], key=lambda e: getattr(e, "row", 0) or 0)
         return batch, errors
 
@@ -430,4 +456,4 @@ def _col(fields: list[str], j: int) -> int:
     return 1 + sum(len(f) + 1 for f in fields[:j])
 
 
-__all__ = ["CSV_OPTIONAL", "CSV_REQUIRED", "PingBatch"]
+__all__ = ["CSV_OPTIONAL", "CSV_REQUIRED", "PingBatch", "ping_row_problems"]

@@ -5,8 +5,8 @@ or ``POST /v1/scans`` body (its fields, types and row count) and raise one
 :class:`~proximity.service.errors.ApiError` listing *every* problem (``errors``:
 each with its ``field`` and, for a row, its ``row``), never only the first.
 :func:`complete_row_errors` adds, to the rows the engine refused, the other
-missing and unknown fields of the same rows, so a bad row is fixed in one round
-trip. :func:`devices_of` names the devices a body carries (what the per-device
+problems of the same rows (missing and unknown fields, bad values), so a bad row
+is fixed in one round trip. :func:`devices_of` names the devices a body carries (what the per-device
 rate limit charges). The OpenAPI document (:mod:`proximity.service.openapi`)
 states the same rules; a contract test checks the two agree.
 """
@@ -14,19 +14,15 @@ states the same rules; a contract test checks the two agree.
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from beacons.scans import ENTRY_KEYS as SIGHTING_KEYS
-from beacons.scans import ENTRY_REQUIRED as SIGHTING_REQUIRED
 from proxbase.timestamps import parse_ts
-from proximity.batch import CSV_REQUIRED, PING_KEYS
 from proximity.errors import as_json
 from proximity.service.errors import ApiError
 
 PING_BODY_KEYS = ("batch_id", "pings", "sent_at")
 SCAN_BODY_KEYS = ("gateway_id", "batch_id", "sent_at", "sightings")
-PING_REQUIRED = tuple(k for k in PING_KEYS if k in CSV_REQUIRED)
 MAX_BATCH_ID = 200
 
 
@@ -137,22 +133,21 @@ def phones_only(rows: Sequence[Any], key_name: str) -> None:
                        errors=problems[:100])
 
 
-def complete_row_errors(rows: Sequence[Any], errors: Sequence[BaseException], required: Sequence[str],
-                        known: Sequence[str], prefix: str = "") -> list[dict[str, Any]]:
-    """The rejected rows as JSON, plus, for each refused row, its other missing and unknown fields (the
-    parsers stop at a row's first problem; only refused rows are looked at again)."""
+def complete_row_errors(rows: Sequence[Any], errors: Sequence[BaseException],
+                        problems_of: Callable[[Any], list[tuple[str, str]]], prefix: str = "") -> list[dict[str, Any]]:
+    """The rejected rows as JSON, plus, for each refused row, its other problems: ``problems_of(row)``
+    checks each field on its own (missing, unknown, bad values), where the parsers stop at a row's first
+    problem; only refused rows are looked at again."""
     out = [as_json(e) for e in errors]
     named = {(e.get("row"), e.get("field")) for e in out}
     extra: list[dict[str, Any]] = []
     for i in sorted({e["row"] for e in out if isinstance(e.get("row"), int)}):
-        row = rows[i] if 0 <= i < len(rows) else None
-        if not isinstance(row, Mapping):
+        if not 0 <= i < len(rows):
             continue
-        fields = [(f, f"{f} is missing") for f in required if f not in row]
-        fields += [(str(f), f"unknown field {str(f)!r}") for f in row if f not in known]
-        for name, message in fields:
+        for name, message in problems_of(rows[i]):
             field = prefix.format(row=i) + name
-            if (i, field) not in named and (i, name) not in named:
+            if name and (i, field) not in named and (i, name) not in named:
+                named.add((i, field))
                 extra.append(problem(field, message, i))
     if not extra:
         return out
@@ -170,5 +165,5 @@ def devices_of(rows: Sequence[Any], field: str) -> list[str]:
     return [d for d in found if isinstance(d, str) and d]
 
 
-__all__ = ["PING_BODY_KEYS", "PING_KEYS", "PING_REQUIRED", "SCAN_BODY_KEYS", "SIGHTING_KEYS", "SIGHTING_REQUIRED",
-           "complete_row_errors", "devices_of", "phones_only", "ping_rows", "problem", "refuse", "scan_body"]
+__all__ = ["PING_BODY_KEYS", "SCAN_BODY_KEYS", "complete_row_errors", "devices_of", "phones_only", "ping_rows",
+           "problem", "refuse", "scan_body"]

@@ -20,11 +20,9 @@ from typing import Any
 from aiohttp import web
 
 import proximity.service.coalesce as coalesce
+from beacons.scans import entry_problems
+from proximity.batch import ping_row_problems
 from proximity.service.bodies import (
-    PING_KEYS,
-    PING_REQUIRED,
-    SIGHTING_KEYS,
-    SIGHTING_REQUIRED,
     complete_row_errors,
     devices_of,
     phones_only,
@@ -81,7 +79,7 @@ async def post_pings(request: web.Request) -> web.Response:
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))
         rendered = render(result)
-        rejected = complete_row_errors(rows, errors, PING_REQUIRED, PING_KEYS)
+        rejected = complete_row_errors(rows, errors, ping_row_problems)
         response = batch_response(batch_id, accepted, rejected, rendered)
         await svc.publish(rendered)
         return response
@@ -109,7 +107,7 @@ async def post_scans(request: web.Request) -> web.Response:
         svc.metrics.scans.labels(gateway_label(svc.host.registry, gateway)).inc()
         rendered = render(result)
         warnings = svc.host.scan_warnings(gateway)  # one per unknown gateway
-        rejected = complete_row_errors(doc["sightings"], errors, SIGHTING_REQUIRED, SIGHTING_KEYS, "sightings[{row}].")
+        rejected = complete_row_errors(doc["sightings"], errors, entry_problems, "sightings[{row}].")
         response = batch_response(batch_id, accepted, rejected, rendered, {"gateway_id": gateway, "warnings": warnings})
         await svc.publish(rendered)
         return response

@@ -208,6 +208,23 @@ def test_every_problem_of_a_ping_body_and_of_its_rows_in_one_answer(server: Serv
     assert got == [(0, "accuracy_m"), (0, "lat"), (0, "lon"), (1, "accuracy_m"), (1, "device_id"),
                    (1, "ts"), (1, "x")]
     assert not list(schema_of(spec, "Error").iter_errors(answer))
+    # values: each bad value of a refused row too (the parser stops at a row's first), beside a good row
+    status, answer = call(server, "/v1/pings", [
+        {"device_id": "a", "lon": 2.35, "lat": 148.85, "accuracy_m": -3, "ts": "yesterday"},
+        {"device_id": "b", "lon": 2.35, "lat": 48.85, "accuracy_m": 10, "ts": NOW}], KEY)
+    assert status == 200, answer
+    assert sorted((e["row"], e["field"]) for e in answer["rejected"]) == [(0, "accuracy_m"), (0, "lat"), (0, "ts")]
+
+
+def test_every_problem_of_a_scan_entry_in_one_answer(server: ServerThread) -> None:
+    body = {"gateway_id": "gw-1", "batch_id": "b-entries", "sent_at": NOW, "sightings": [
+        {"key": "not a key", "rssi": "loud", "ts": "yesterday", "colour": 1},
+        {"raw": 7, "rssi": -60, "observer_id": ""}]}
+    status, answer = call(server, "/v1/scans", body, KEY)
+    assert status == 422, answer
+    assert sorted((e["row"], e["field"]) for e in answer["errors"]) == [
+        (0, "sightings[0].colour"), (0, "sightings[0].key"), (0, "sightings[0].rssi"), (0, "sightings[0].ts"),
+        (1, "sightings[1].observer_id"), (1, "sightings[1].raw"), (1, "sightings[1].ts")]
 
 
 def test_too_many_rows_is_413_naming_the_limit(server: ServerThread) -> None:
