@@ -187,6 +187,13 @@ def _siblings_stamp(func: Callable[..., Any]) -> tuple[tuple[str, int, int], ...
     return tuple(stamps)
 
 
+def compiled(kernel: Any) -> bool:
+    """Whether ``kernel`` (made by :func:`njit`) has machine code in this process: compiled, or loaded from
+    the kernel cache by a first call. A small batch's numpy twin of a kernel (there so that a first run
+    compiles less) steps aside for the kernel then, which is faster on every batch after."""
+    return bool(getattr(kernel, "signatures", None))
+
+
 def njit(fn: Callable[..., Any] | None = None, *, cache: bool = True, **options: Any) -> Any:
     """``numba.njit`` for the package's kernels: cached in :func:`cache_dir`, see the module's doc.
 

@@ -51,6 +51,7 @@ import numpy as np
 
 import proximity._kernels as K
 import proximity._kernels_visit as VK
+from proxbase.jit import compiled
 from proximity.events import Event, EventKind, ProximityClass, Source
 from proximity.transitions import Evidence, Transitions
 from proximity.visit import DEFAULT_MODEL, VisitModel
@@ -386,8 +387,9 @@ def next_due(state: PresenceState, devs: np.ndarray, params: PresenceParams) -> 
     return out
 
 
-#: a batch of at most this much evidence is ordered by :func:`order_ties_small` (numpy), so a small first
-#: run does not compile ``order_ties``; larger ones use the kernel (no full sort when ties are rare)
+#: a batch of at most this much evidence is ordered by :func:`order_ties_small` (numpy) while the kernel has
+#: no machine code, so a small first run does not compile ``order_ties``; larger ones, and every one once
+#: the kernel is compiled (:func:`compile_sort`), use the kernel (no full sort when ties are rare)
 SMALL_SORT = 1 << 14
 
 
@@ -398,6 +400,13 @@ def order_ties_small(order: np.ndarray, dev: np.ndarray, ts: np.ndarray, k1: np.
     comparison and numpy's differ there); the keys are NaN-free already."""
     o = np.asarray(order)
     return o[np.lexsort((o, k3[o], k2[o], k1[o], ts[o], dev[o]))]
+
+
+def compile_sort() -> None:
+    """Compile the ``order_ties`` kernel (or load it from the kernel cache): :func:`sort_evidence` orders
+    every batch with it after, small ones too (a server calls it before it says it is ready)."""
+    z = np.zeros(1)
+    K.order_ties(np.zeros(1, np.int64), np.zeros(1, np.int64), z, z, z, z)
 
 
 def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -412,7 +421,7 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
     while len(k) < 3:
         k.append(np.zeros(len(dev)))
     order = np.argsort(dev)  # equal devices are ordered by content and input position just below
-    if len(order) <= SMALL_SORT and not np.isnan(ts).any():
+    if len(order) <= SMALL_SORT and not compiled(K.order_ties) and not np.isnan(ts).any():
         order = order_ties_small(order, dev, ts, k[0], k[1], k[2])
     else:
         K.order_ties(order, dev, ts, k[0], k[1], k[2])

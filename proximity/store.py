@@ -23,6 +23,7 @@ import numpy as np
 
 import proximity._kernels_ids as K
 import proximity.journal as _journal
+from proxbase.jit import compiled
 from proximity._ids_direct import intern_ids_small
 from proximity.events import Device
 from proximity.journal import Journal
@@ -158,11 +159,20 @@ class DeviceIds:
         i = 0
         while True:
             args = (buf, starts, lens, i, insert, self.slots, self.keys, self.key_hash, self.meta, self.free, out)
-            small = intern_ids_small(*args)  # a small batch in numpy: nothing to compile on a first run
+            # a small batch in numpy while the kernel has no machine code yet (nothing to compile on a first
+            # run); the kernel once it has (a server compiles it before it is ready: :meth:`compile`)
+            small = None if compiled(K.intern_ids) else intern_ids_small(*args)
             i = K.intern_ids(*args) if small is None else small
             if i >= len(starts):
                 return out
             self._grow(int(lens[i]))
+
+    def compile(self) -> None:
+        """Compile the ``intern_ids`` kernel (or load it from the kernel cache): every batch after is interned
+        by it, small ones too (a server calls it before it says it is ready)."""
+        buf, starts, lens = self._bytes([])
+        K.intern_ids(buf, starts, lens, 0, False, self.slots, self.keys, self.key_hash, self.meta, self.free,
+                     np.empty(0, np.int64))
 
     def intern(self, device_ids: np.ndarray | Sequence[str]) -> np.ndarray:
         """Handles for the ids, creating the unknown ones."""

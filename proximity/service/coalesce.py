@@ -33,12 +33,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from proximity.engine import BatchResult
 from proximity.errors import StoreUnavailable, ValidationError
+from proximity.service.bodies import devices_of
 
 log = logging.getLogger("proximity.service.coalesce")
 
@@ -51,16 +52,6 @@ class _Part:
     journal: str | None
     devices: frozenset[str]
     future: asyncio.Future[Answer] = field(repr=False)
-
-
-def devices_of(rows: Sequence[Any]) -> frozenset[str]:
-    """The device ids a request's rows name (rows without a string id are refused by the parser anyway)."""
-    out = set()
-    for r in rows:
-        d = r.get("device_id") if isinstance(r, dict) else None
-        if isinstance(d, str):
-            out.add(d)
-    return frozenset(out)
 
 
 class Coalescer:
@@ -76,10 +67,13 @@ class Coalescer:
         self.calls = 0
         self.requests = 0
 
-    async def submit(self, rows: list[Any], journal: str | None) -> Answer:
-        """``(result, accepted, rejected)`` of these rows, as ``host.process_pings(rows, now, journal)`` answers."""
+    async def submit(self, rows: list[Any], journal: str | None, devices: Iterable[str] | None = None) -> Answer:
+        """``(result, accepted, rejected)`` of these rows, as ``host.process_pings(rows, now, journal)`` answers.
+        ``devices``: the device ids the rows name (:func:`~proximity.service.bodies.devices_of`, which the
+        request has already read to charge its rate limits; read again when not given)."""
         loop = asyncio.get_running_loop()
-        part = _Part(rows, journal, devices_of(rows), loop.create_future())
+        named = devices_of(rows, "device_id") if devices is None else devices
+        part = _Part(rows, journal, frozenset(named), loop.create_future())
         self._queue.append(part)
         if self._task is None:
             self._task = loop.create_task(self._drain(), name="coalesce")
@@ -145,11 +139,12 @@ class Coalescer:
             _settle(p, answer)
 
 
-async def process_pings(svc: Any, rows: list[Any], journal: str | None) -> Answer:
-    """A request's rows through the worker's coalescer, or straight to the engine host when coalescing is off
-    (``coalesce: false``)."""
+async def process_pings(svc: Any, rows: list[Any], journal: str | None,
+                        devices: Iterable[str] | None = None) -> Answer:
+    """A request's rows (naming ``devices``) through the worker's coalescer, or straight to the engine host
+    when coalescing is off (``coalesce: false``)."""
     if svc.coalescer is not None:
-        return await svc.coalescer.submit(rows, journal)
+        return await svc.coalescer.submit(rows, journal, devices)
     return await svc.host.run(svc.host.process_pings, rows, time.time(), journal)
 
 
@@ -162,4 +157,4 @@ def _settle(part: _Part, answer: Answer | None = None, exc: BaseException | None
         part.future.set_result(answer)  # type: ignore[arg-type]
 
 
-__all__ = ["Coalescer", "devices_of", "process_pings"]
+__all__ = ["Coalescer", "process_pings"]

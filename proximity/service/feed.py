@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from proxbase.tasks import cancel_and_wait
 from proximity.service.auth import FEED_SUBPROTOCOL
-from proximity.service.codec import clean, json_bytes
+from proximity.service.codec import clean, json_bytes, parse_json
 from proximity.service.errors import ApiError
 from proximity.service.metrics import ServiceMetrics
 from proximity.service.pubsub import messages as pubsub_messages
@@ -169,7 +169,8 @@ class FeedBus:
         while True:
             try:
                 async for data in pubsub_messages(self._client, self.channel, self.cluster):
-                    self.hub.deliver(json.loads(data))
+                    if self.hub.clients:  # no client on this worker: nothing to decode
+                        self.hub.deliver(parse_json(data))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

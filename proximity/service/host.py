@@ -22,6 +22,7 @@ from proximity.batch import PingBatch
 from proximity.engine import BatchResult, Engine, EngineConfig
 from proximity.errors import ValidationError
 from proximity.journal import Journal
+from proximity.presence import compile_sort
 from proximity.service.backends import Backends
 from proximity.service.config import ServiceConfig
 from proximity.service.metrics import ServiceMetrics
@@ -182,7 +183,7 @@ class EngineHost:
         """
         import shapely
 
-        from proximity.store import MemoryStore
+        from proximity.store import DeviceIds, MemoryStore
 
         start = time.perf_counter()
         t0 = time.time() - 600.0
@@ -197,7 +198,11 @@ class EngineHost:
             tracker = ProximityTracker(self.registry, **self.config.tracker_settings())
             sightings = Sightings.from_rows([{"observer": "warm-up", "key": next(iter(self.registry.beacons)),
                                               "rssi": -60.0, "tx_power": -59.0, "ts": t0 + 1.0}])
-        self.engine.index.compile()  # small indexes match in numpy (nothing to compile) until a big batch comes
+        # small batches take numpy twins of some kernels (nothing to compile on a first run); a server compiles
+        # the kernels now, and they serve every batch after
+        self.engine.index.compile()
+        compile_sort()
+        DeviceIds().compile()
         engine = Engine(self.engine.index, store=MemoryStore(), tracker=tracker, config=self.engine.config)
         engine.process_pings(PingBatch.from_rows([
             {"device_id": "warm-up", "ts": t0, "lon": lon, "lat": lat, "accuracy_m": 10.0},

@@ -70,11 +70,12 @@ async def post_pings(request: web.Request) -> web.Response:
     body = await read_body(request, svc.config.max_body_bytes)
     doc = parse_json(body)
     rows, batch_id = ping_rows(doc, svc.config.max_batch)
-    await charge_devices(request, devices_of(rows, "device_id"))
+    devices = devices_of(rows, "device_id")
+    await charge_devices(request, devices)
 
     async def work(journal: str | None) -> web.Response:
         started = time.perf_counter()
-        result, accepted, errors = await coalesce.process_pings(svc, rows, journal)
+        result, accepted, errors = await coalesce.process_pings(svc, rows, journal, devices)
         svc.metrics.engine_latency.labels("pings").observe(time.perf_counter() - started)
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))

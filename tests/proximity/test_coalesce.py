@@ -76,9 +76,9 @@ def _recording(server: TestServer) -> list[str | None]:
     order: list[str | None] = []
     submit = coalescer.submit
 
-    async def recorded(rows: list[Any], journal: str | None) -> Any:
+    async def recorded(rows: list[Any], journal: str | None, devices: Any = None) -> Any:
         order.append(journal)
-        return await submit(rows, journal)
+        return await submit(rows, journal, devices)
 
     coalescer.submit = recorded  # type: ignore[method-assign]
     return order
