@@ -42,11 +42,12 @@ from benchmarks._http_serve import (
     _stop,
     home_spots,
     ping_row,
+    stamp,
 )
 
 
 def _bodies(stores: list[list[float]], n: int, seed: int = 2) -> list[bytes]:
-    """``n`` batch bodies of 500 pings with ``MARK`` where each ts's integer second goes.
+    """``n`` batch bodies of 500 pings with ``MARK`` where each pass's time goes (:func:`stamp`).
 
     Every device has a home spot (a quarter of them inside a store) and pings
     from there with a few metres of jitter; 1% of the pings come from a random
@@ -62,7 +63,7 @@ def _bodies(stores: list[list[float]], n: int, seed: int = 2) -> list[bytes]:
 
 
 def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inflight: int,
-          start_second: int, warmup: bool, server_pids: list[int], out: Any, redis_url: str | None = None) -> None:
+          start_second: float, warmup: bool, server_pids: list[int], out: Any, redis_url: str | None = None) -> None:
     """The load generator (its own process): closed loop when ``rate`` is None, else open loop."""
     import aiohttp
 
@@ -72,7 +73,8 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
         latencies: list[float] = []
         errors = 0
         sent = 0
-        second = start_second
+        second: float = start_second
+        mark = b""
         headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
         conn = aiohttp.TCPConnector(limit=inflight * 2)
         async with aiohttp.ClientSession(connector=conn) as session:
@@ -86,10 +88,10 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
                 latencies.append(time.perf_counter() - t)
 
             def body_for(k: int) -> bytes:
-                nonlocal second
+                nonlocal second, mark
                 if k % len(bodies) == 0:  # a new pass: later than the last one, and about the wall clock
-                    second = max(second + 1, int(time.time()) - 1)
-                return bodies[k % len(bodies)].replace(MARK, str(second).encode())
+                    second, mark = stamp(second)
+                return bodies[k % len(bodies)].replace(MARK, mark)
 
             # warm up (JIT, connections; with warmup, every device's state exists: steady state)
             n_warm = len(bodies) if warmup else inflight
@@ -133,7 +135,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
 
 
 def _measure(url: str, bodies: list[bytes], seconds: float, rate: float | None, inflight: int,
-             start_second: int, server_pid: int, warmup: bool = False, redis_url: str | None = None) -> dict[str, Any]:
+             start_second: float, server_pid: int, warmup: bool = False, redis_url: str | None = None) -> dict[str, Any]:
     """One phase. Besides wall-clock rates, the server's own CPU time per batch (all its processes):
     on a shared machine that figure moves much less than pings/s, which depends on free cores. With
     ``redis_url``, the Redis server's CPU time per ping too (``INFO cpu``, every master of a cluster)."""
@@ -172,18 +174,19 @@ def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> 
     for kind in ("fences", "campaigns"):
         text = paths[kind].read_text()
         host.apply(kind, host.validate(kind, text, media_type_for(paths[kind]), str(paths[kind])))
-    second = int(time.time()) - 5
+    second = time.time() - 5
     import numba
 
     # as the service's engine thread does (ServiceConfig.engine_threads): one kernel thread per worker
     numba.set_num_threads(max(1, min(cfg.engine_threads, numba.config.NUMBA_NUM_THREADS)))
 
+    mark = b""
+
     def run(k: int) -> None:
-        nonlocal second
+        nonlocal second, mark
         if k % len(bodies) == 0:
-            second = max(second + 1, int(time.time()) - 1)
-        host.process_pings(parse_json(bodies[k % len(bodies)].replace(MARK, str(second).encode()))["pings"],
-                           time.time())
+            second, mark = stamp(second)
+        host.process_pings(parse_json(bodies[k % len(bodies)].replace(MARK, mark))["pings"], time.time())
 
     for k in range(len(bodies)):  # warm up: every device has state
         run(k)

@@ -28,7 +28,7 @@ TARGETS = {1: {"memory": 5_000, "redis": 2_500}, 10: {"memory": 4_000}}  # reque
 
 
 def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool, seed: int = 3) -> list[bytes]:
-    """``n`` request bodies of ``per_request`` pings (``H.MARK`` where each ts's integer second goes), pinged as
+    """``n`` request bodies of ``per_request`` pings (``H.MARK`` where each pass's time goes: ``H.stamp``), pinged as
     the 500-ping benchmark's devices do: each device from its home spot (a quarter of them inside a store) with a
     few metres of jitter, 1% of pings from a random spot. Up to 10 pings a request come from one phone (its
     last fixes); bigger requests mix devices, as a gateway's."""
@@ -44,7 +44,7 @@ def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool,
     return out
 
 
-def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None, clients: int, second: int,
+def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None, clients: int, second: float,
                ready: Any, go: Any, out: Any) -> None:
     """One load-generator process: warm up, wait for ``go``, then closed loop (``rate`` None) or open loop."""
     import aiohttp
@@ -56,12 +56,14 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
         headers = {"X-API-Key": H.KEY, "Content-Type": "application/json"}
         sent = 0
 
+        mark = b""
+
         def body() -> bytes:
-            nonlocal sent, second
+            nonlocal sent, second, mark
             if sent % len(bodies) == 0:
-                second = max(second + 1, int(time.time()) - 1)
+                second, mark = H.stamp(second)
             sent += 1
-            return bodies[sent % len(bodies)].replace(H.MARK, str(second).encode())
+            return bodies[sent % len(bodies)].replace(H.MARK, mark)
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients * 2)) as session:
             async def one() -> None:
@@ -100,7 +102,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
 
 
 def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rate: float | None, clients: int,
-            generators: int, second: int, server_pid: int) -> dict[str, Any]:
+            generators: int, second: float, server_pid: int) -> dict[str, Any]:
     """One phase with ``generators`` processes; the server's CPU is read around the phase."""
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
