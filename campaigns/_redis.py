@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from campaigns.errors import StoreUnavailable
-from proxbase.redis_cluster import close_cluster, cluster_seed, seeded_cluster
+from proxbase.redis_cluster import close_cluster, cluster_retry, cluster_seed, seeded_cluster
 
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -70,7 +70,8 @@ async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
         return client
     await client.aclose()
     host, port, options = cluster_seed(url)
-    cluster = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], **options, **kw)
+    cluster = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], retry=cluster_retry(asyncio=True),
+                                **options, **kw)
     try:
         await cluster.initialize()
     except UNAVAILABLE as exc:

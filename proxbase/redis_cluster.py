@@ -9,8 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
+
+#: How often redis-py's cluster clients send a command again after a connection error, a timeout or a slot
+#: without a master (reading the slot map again before each try). redis-py's default, 10 tries with backoff,
+#: multiplies the socket timeout: against a master that hangs (or a black-holed address) until its replica
+#: takes over, each try waits the whole timeout, so one command could wait 11 x 5 s. One more try is enough
+#: to reach the replica once the map names it; past it the call fails and the service answers 503 with
+#: Retry-After (a retry of the batch is safe).
+CLUSTER_RETRIES = 1
+
+
+def cluster_retry(asyncio: bool = False) -> Any:
+    """The ``retry`` of a cluster client (``asyncio=True``: for ``redis.asyncio``): :data:`CLUSTER_RETRIES`
+    tries more, at once."""
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        return AsyncRetry(NoBackoff(), CLUSTER_RETRIES)
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), CLUSTER_RETRIES)
 
 
 def cluster_seed(url: str) -> tuple[str, int, dict[str, Any]]:
@@ -30,7 +51,7 @@ def seeded_cluster(url: str, **kw: Any) -> SeededCluster:
     """A :class:`redis.cluster.RedisCluster` seeded with the node of ``url`` (``kw``: client options)."""
     host, port, options = cluster_seed(url)
     seed = ClusterNode(host, port)
-    client = SeededCluster(startup_nodes=[seed], **options, **kw)
+    client = SeededCluster(startup_nodes=[seed], **{"retry": cluster_retry(), **options, **kw})
     client.seeds = [seed]
     return client
 
@@ -48,4 +69,4 @@ def close_cluster(client: Any) -> None:
             node.redis_connection.close()
 
 
-__all__ = ["SeededCluster", "close_cluster", "cluster_seed", "seeded_cluster"]
+__all__ = ["CLUSTER_RETRIES", "SeededCluster", "close_cluster", "cluster_retry", "cluster_seed", "seeded_cluster"]

@@ -10,6 +10,7 @@ runs on a single Redis, and the single-Redis mode is the one-slot case of it).
 
 from __future__ import annotations
 
+import contextlib
 from binascii import crc_hqx
 from collections.abc import Sequence
 from functools import cache
@@ -167,22 +168,26 @@ class Router:
             # every node's pipeline is sent before any reply is read: the nodes work at the same time
             sent: list[tuple[Any, Any, list[int]]] = []
             failed: list[int] = []  # the commands that got an error reply
+            at: Any = None  # the node client being connected to, written to or read from
             try:
                 for part in np.split(order, cuts):
-                    client = clients[int(node[part[0]])]
+                    at = client = clients[int(node[part[0]])]
                     idx = todo[part].tolist()
                     conn = client.connection_pool.get_connection()
                     sent.append((client, conn, idx))
                     conn.send_packed_command([b"".join([commands[i][1] for i in idx])])
-                for _client, conn, idx in sent:
+                for client, conn, idx in sent:
+                    at = client
                     bad: list[int] = []
                     for i, reply in zip(idx, read_replies(conn, len(idx), bad), strict=True):
                         replies[i] = reply
                     failed += [idx[j] for j in bad]
-            except BaseException:
+            except BaseException as exc:
                 for _client, conn, _idx in sent:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
-                self._slot_clients, self._slot_node = {}, None  # the node may be gone: ask redis-py again
+                self._slot_clients, self._slot_node = {}, None
+                if isinstance(exc, redis_lib.ConnectionError | redis_lib.TimeoutError):
+                    self._forget_node(at)
                 raise
             finally:
                 for client, conn, _idx in sent:
@@ -204,6 +209,24 @@ class Router:
         if errors is not None and any_failed:
             errors.extend(i for i, x in enumerate(replies) if isinstance(x, Exception))
         return replies
+
+    def _forget_node(self, client: Any) -> None:
+        """The node behind ``client`` did not answer: redis-py's slot map is read again, from the other nodes
+        first, so the next call goes to whichever node holds each slot now (a failed-over master's replica).
+
+        Without it the map kept naming the lost master after its failover: every later call touching its
+        slots met it again (a refused connection: a 503 each time; a hung node or a black-holed address: the
+        socket timeout each time, one after another on the engine thread). When no node answers the map is
+        left as it was: the call that failed answers 503 all the same.
+        """
+        if not self.nodes:
+            return
+        name = None
+        if client is not None:
+            kw = client.connection_pool.connection_kwargs
+            name = f"{kw.get('host')}:{kw.get('port')}"
+        with contextlib.suppress(*UNAVAILABLE):
+            self.r.nodes_manager.initialize(last_failed_node_name=name)
 
     def group_by_slot(self, slots: np.ndarray, chunk: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
         """Indexes into ``slots`` in slot order, and per group ``(slot, a, b)``: ``order[a:b]`` are the indexes

@@ -46,6 +46,7 @@ def _clients(config: ServiceConfig) -> tuple[Any, Any, bool]:
     from redis.cluster import RedisCluster
     from redis.connection import parse_url
 
+    from proxbase.redis_cluster import cluster_retry
     from proximity._redis.cluster import connect
 
     url = str(config.redis)
@@ -65,7 +66,8 @@ def _clients(config: ServiceConfig) -> tuple[Any, Any, bool]:
     options = parse_url(url)
     options.pop("db", None)
     host, port = options.pop("host", "127.0.0.1"), int(options.pop("port", 6379))
-    aio = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], **options, **kw)  # initialised on use
+    aio = AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)], retry=cluster_retry(asyncio=True),
+                            **options, **kw)  # initialised on use
     return sync, aio, True
 
 

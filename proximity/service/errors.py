@@ -17,7 +17,10 @@ from redis import exceptions as redis_errors
 from proximity.errors import StoreUnavailable
 
 #: what says a Redis server cannot be reached now (``BusyLoadingError`` is a ``ConnectionError``)
-REDIS_AWAY = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+# a server away, or a cluster slot without a master / a cluster still failing over (redis-py gives up on these
+# after its retries: see proxbase.redis_cluster.CLUSTER_RETRIES); the same as campaigns' adapters
+REDIS_AWAY = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ClusterError,
+              redis_errors.RedisClusterException, redis_errors.TryAgainError, redis_errors.ReadOnlyError)
 
 class ApiError(Exception):
     """An error answer: status, JSON body (``{"error", "field", "row", ...}``) and headers."""

@@ -66,22 +66,28 @@ def test_two_workers_on_a_cluster_equal_one_process(tmp_path: Path, redis_cluste
 
 
 def _play_retrying(urls: list[str], batches: list[list[dict[str, Any]]], answers_503: list[float],
-                   deadline_s: float = 90.0, pace_s: float = 0.0) -> tuple[list[tuple], list[tuple]]:
+                   deadline_s: float = 90.0, pace_s: float = 0.0,
+                   timings: list[tuple] | None = None) -> tuple[list[tuple], list[tuple]]:
     """:func:`sw.play`, retrying a 503 with the same ``batch_id`` (an SDK's behaviour) after Retry-After, a
-    409 'being processed' (a failed try's lease still running) shortly after, and a request left unanswered."""
+    409 'being processed' (a failed try's lease still running) shortly after, and a request left unanswered.
+    ``timings`` gets ``(start, seconds, status or 0 for no answer, url)`` of every try."""
     events: list[tuple] = []
     offers: list[tuple] = []
+    timings = [] if timings is None else timings
     end = time.monotonic() + deadline_s
     for k, rows in enumerate(batches):
         batch_id = f"b-{k}-{uuid.uuid4().hex[:6]}"
         attempt = 0
         while True:
             url = urls[(k + attempt) % len(urls)]
+            t0 = time.monotonic()
             try:
                 status, headers, raw = _raw(url, "POST", "/v1/pings",
                                             json.dumps({"batch_id": batch_id, "pings": rows}).encode(),
                                             "application/json")
+                timings.append((t0, time.monotonic() - t0, status, url))
             except (TimeoutError, ConnectionError):
+                timings.append((t0, time.monotonic() - t0, 0, url))
                 # no answer in 30 s while a master fails over: an SDK retries the same batch_id (idempotent)
                 assert time.monotonic() < end, f"batch {k} unanswered after {deadline_s} s"
                 attempt += 1
@@ -116,11 +122,12 @@ def test_failover_and_slot_migration_under_load_lose_nothing_and_issue_nothing_t
     paths = sw.write_scenario(tmp_path)
     batches = sw.ping_batches(time.time(), devices=24, steps=24, batch_size=8)
     answers_503: list[float] = []
+    timings: list[tuple] = []
     result: dict[str, Any] = {}
     with sw.workers(paths, 2, redis=cluster.url, prefix=redis_prefix) as urls:
         def drive() -> None:
             try:
-                result["out"] = _play_retrying(urls, batches, answers_503, pace_s=0.25)
+                result["out"] = _play_retrying(urls, batches, answers_503, pace_s=0.25, timings=timings)
             except BaseException as exc:  # reported by the main thread
                 result["error"] = exc
 
@@ -135,6 +142,7 @@ def test_failover_and_slot_migration_under_load_lose_nothing_and_issue_nothing_t
         victim = next(m for m in cluster.masters() if m["port"] != cluster.ports[0])
         under_load = driver.is_alive()
         cluster.kill(victim["port"])
+        killed_at = time.monotonic()
         print(f"slots moved {moved}; killed master {victim['port']} under load: {under_load}")
         driver.join(120)
         assert not driver.is_alive(), "the load did not finish"
@@ -142,6 +150,9 @@ def test_failover_and_slot_migration_under_load_lose_nothing_and_issue_nothing_t
             raise result["error"]
         multi_events, multi_offers = result["out"]
         print(f"503 answers while a slot had no master: {len(answers_503)}")
+        slow = sorted(timings, key=lambda t: -t[1])[:8]
+        print("slowest answers (s after kill, duration s, status, worker):",
+              [(round(t0 - killed_at, 2), round(d, 2), st, u[-5:]) for t0, d, st, u in slow])
     assert moved > 0 and under_load
     with sw.workers(paths, 1) as urls:
         single_events, single_offers = sw.play(urls, batches)
