@@ -24,7 +24,7 @@ import csv
 import json
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -58,20 +58,25 @@ def _not_a_row(r: Any) -> str:
     return f"a ping must be a JSON object, not {type(r).__name__}"
 
 
-def _field_message(name: str, exc: ValueError) -> str:
-    text = str(exc)
-    return text if text.startswith(name) else f"{name}: {text}"
+def _parsed_fields(r: Mapping[str, Any]) -> Iterator[tuple[str, Any, str | None]]:
+    """Each field of a ping row parsed on its own, in ``_ROW_FIELDS`` order: ``(name, value, None)``, or
+    ``(name, None, message)`` when its parser refuses the value (a missing required one included)."""
+    for name, parse in _ROW_FIELDS:
+        try:
+            yield name, parse(r.get(name)), None
+        except ValueError as exc:
+            text = str(exc)
+            yield name, None, text if text.startswith(name) else f"{name}: {text}"
 
 
 def _ping_from_row(r: Any) -> tuple[str, float, float, float, float, float, int, dict[str, Any] | None, str | None]:
     if not isinstance(r, Mapping):
         raise _FieldError("", _not_a_row(r))
     vals: list[Any] = []
-    for name, parse in _ROW_FIELDS:
-        try:
-            vals.append(parse(r.get(name)))
-        except ValueError as exc:
-            raise _FieldError(name, _field_message(name, exc)) from None
+    for name, value, problem in _parsed_fields(r):
+        if problem is not None:
+            raise _FieldError(name, problem)
+        vals.append(value)
     return tuple(vals)
 
 
@@ -81,12 +86,7 @@ def ping_row_problems(r: Any) -> list[tuple[str, str]]:
     parsing stops at the first (``("", message)`` for a row that is no object)."""
     if not isinstance(r, Mapping):
         return [("", _not_a_row(r))]
-    out = []
-    for name, parse in _ROW_FIELDS:
-        try:
-            parse(r.get(name))
-        except ValueError as exc:
-            out.append((name, _field_message(name, exc)))
+    out = [(name, problem) for name, _, problem in _parsed_fields(r) if problem is not None]
     return out + [(str(k), _unknown_field(k)) for k in r if k not in PING_KEYS]
 
 
