@@ -45,7 +45,7 @@ import gzip
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,13 +269,16 @@ def _entry(e: Any, canon: dict[str, str]) -> list[tuple[str, str, float, float, 
     for name in ENTRY_REQUIRED:
         if name not in e:
             raise BeaconError(f"{name} is missing", field=name)
-    when = to_epoch(e["ts"])
-    r = to_dbm(e["rssi"], field="rssi")
-    obs = _observer(e["observer_id"]) if "observer_id" in e else ""
+    v: dict[str, Any] = {}
+    for name, value, problem in _parsed_fields(e, canon):
+        if problem is not None:
+            raise problem
+        v[name] = value
+    obs = v.get("observer_id", "")
     if "raw" in e:
-        return [(obs, str(f.key), r, math.nan if f.power_1m is None else float(f.power_1m), when)
-                for f in _frames(e["raw"])]
-    return [(obs, _key(e, canon), r, to_dbm(e.get("tx_power"), field="tx_power", allow_none=True), when)]
+        return [(obs, str(f.key), v["rssi"], math.nan if f.power_1m is None else float(f.power_1m), v["ts"])
+                for f in v["raw"]]
+    return [(obs, v["key"], v["rssi"], v["tx_power"], v["ts"])]
 
 
 def entry_problems(e: Any) -> list[tuple[str, str]]:
@@ -285,20 +288,27 @@ def entry_problems(e: Any) -> list[tuple[str, str]]:
         return [("", _not_an_entry(e))]
     out = [(name, _unknown_message(e, name)) for name in _unknown_fields(e)]
     out += [(name, f"{name} is missing") for name in ENTRY_REQUIRED if name not in e]
-    checks: dict[str, Any] = {"ts": lambda: to_epoch(e["ts"]), "rssi": lambda: to_dbm(e["rssi"], field="rssi"),
-                              "observer_id": lambda: _observer(e["observer_id"])}
-    checks = {name: check for name, check in checks.items() if name in e}
+    return out + [(problem.field or name, problem.message) for name, _, problem in _parsed_fields(e, {})
+                  if problem is not None]
+
+
+def _parsed_fields(e: Mapping[str, Any], canon: dict[str, str]) -> Iterator[tuple[str, Any, BeaconError | None]]:
+    """Each field an entry has parsed on its own, in the order parsing reports them: ``(name, value, None)``,
+    or ``(name, None, error)``; ``raw`` is its beacon frames, ``key`` the canonical key."""
+    checks: list[tuple[str, Callable[[], Any]]] = [
+        (name, check) for name, check in (("ts", lambda: to_epoch(e["ts"])),
+                                          ("rssi", lambda: to_dbm(e["rssi"], field="rssi")),
+                                          ("observer_id", lambda: _observer(e["observer_id"]))) if name in e]
     if "raw" in e:
-        checks["raw"] = lambda: _frames(e["raw"])
+        checks.append(("raw", lambda: _frames(e["raw"])))
     else:
-        checks["key"] = lambda: _key(e, {})
-        checks["tx_power"] = lambda: to_dbm(e.get("tx_power"), field="tx_power", allow_none=True)
-    for name, check in checks.items():
+        checks += [("key", lambda: _key(e, canon)),
+                   ("tx_power", lambda: to_dbm(e.get("tx_power"), field="tx_power", allow_none=True))]
+    for name, check in checks:
         try:
-            check()
+            yield name, check(), None
         except BeaconError as exc:
-            out.append((exc.field or name, exc.message))
-    return out
+            yield name, None, exc
 
 
 def _not_an_entry(e: Any) -> str:
