@@ -80,7 +80,8 @@ SCANS_SCHEMA: dict[str, Any] = {
     "required": ["gateway_id", "batch_id", "sent_at", "sightings"],
     "additionalProperties": False,
     "properties": {
-        "gateway_id": {"type": "string", "minLength": 1},
+        "gateway_id": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S",
+                       "description": "The gateway: 1 to 256 characters, not all of them spaces."},
         "batch_id": {"type": "string", "minLength": 1, "maxLength": 200},
         "sent_at": {**TIMESTAMP_SCHEMA, "description": "epoch seconds or ISO 8601 with an offset"},
         "sightings": {
@@ -204,6 +205,9 @@ def _parse_body(obj: Any, source: str, *, collect: bool) -> tuple[ScanBatch, lis
         value = obj.get(name)
         if not isinstance(value, str) or not value:
             raise BeaconError(f"{name} must be a non-empty string", source=source, field=name)
+    if not obj["gateway_id"].strip() or len(obj["gateway_id"]) > 256:  # as SCANS_SCHEMA says
+        raise BeaconError("gateway_id must be 1 to 256 characters, not all of them spaces", source=source,
+                          field="gateway_id")
     if len(obj["batch_id"]) > 200:
         raise BeaconError("batch_id longer than 200 characters", source=source, field="batch_id")
     if "sent_at" not in obj:

@@ -184,6 +184,9 @@ def test_the_document_marks_what_the_server_requires(spec: dict[str, Any]) -> No
     ({"sightings": [], "extra": 1}, ["extra", "gateway_id", "batch_id", "sent_at"]),
     ({"gateway_id": "gw-1", "sightings": "no"}, ["batch_id", "sent_at", "sightings"]),
     ({"gateway_id": "", "batch_id": "x" * 201, "sent_at": [], "sightings": []}, ["gateway_id", "batch_id", "sent_at"]),
+    # the document states the server's gateway rule: not all spaces, at most 256 characters
+    ({"gateway_id": " ", "batch_id": "b", "sent_at": NOW, "sightings": []}, ["gateway_id"]),
+    ({"gateway_id": "g" * 257, "batch_id": "b", "sent_at": NOW, "sightings": []}, ["gateway_id"]),
 ])
 def test_every_problem_of_a_scan_body_in_one_answer(server: ServerThread, spec: dict[str, Any], body: Any,
                                                     fields: list[str]) -> None:
