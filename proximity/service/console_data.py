@@ -168,42 +168,59 @@ def _heard(h: _Heard) -> dict[str, Any]:
 
 
 class DevicePositions:
-    """The newest position of each device of a ping batch, collected between two feed messages.
+    """The newest position of each device of the ping batches seen between two feed messages.
 
-    ``observe`` (engine thread) keeps, per batch, each device's newest ping (numpy,
-    no loop per ping) and does nothing while ``watching()`` says no console watches
-    (asked at each batch, so a console that just connected sees the next ping);
-    ``take`` (event loop) hands the collected positions over and starts afresh. At
-    most ``max_devices`` positions go into one message.
+    ``observe`` (engine thread) keeps a batch's columns as they are (no loop per ping or per
+    device) and does nothing while ``watching()`` says no console watches (asked at each batch,
+    so a console that just connected sees the next ping); ``take`` (event loop) reduces what it
+    kept to each device's newest ping (the later one of equal times), in the order devices were
+    first seen, and starts afresh. At most ``max_devices`` positions go into one message: the
+    first devices seen.
     """
+
+    #: kept rows past which ``observe`` reduces them to one per device (bounds memory between two takes)
+    COMPACT_ROWS = 200_000
 
     def __init__(self, watching: Callable[[], bool], max_devices: int = 20_000) -> None:
         self.max_devices = max_devices
         self.watching = watching
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[float, float, float, float]] = {}
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._rows = 0
 
     def observe(self, batch: Any) -> None:
         if not len(batch) or not self.watching():
             return
-        ids = np.asarray(batch.device_id, dtype=str)
-        names, inverse = np.unique(ids, return_inverse=True)
-        order = np.lexsort((batch.ts, inverse))
-        last = order[np.r_[np.flatnonzero(np.diff(inverse[order])), len(order) - 1]]
-        cols = zip(names.tolist(), batch.lon[last].tolist(), batch.lat[last].tolist(),
-                   batch.accuracy_m[last].tolist(), batch.ts[last].tolist(), strict=True)
+        part = (np.asarray(batch.device_id, dtype=str), *(np.array(getattr(batch, c), np.float64)
+                                                          for c in ("lon", "lat", "accuracy_m", "ts")))
         with self._lock:
-            for name, lon, lat, acc, ts in cols:
-                old = self._pending.get(name)
-                if old is None or ts >= old[3]:
-                    self._pending[name] = (lon, lat, acc, ts)
-                if len(self._pending) >= self.max_devices:
-                    break
+            self._parts.append(part)
+            self._rows += len(part[0])
+            if self._rows > self.COMPACT_ROWS:
+                self._parts = [self._newest(self._parts, self.max_devices)]
+                self._rows = len(self._parts[0][0])
 
     def take(self) -> list[list[Any]]:
         with self._lock:
-            pending, self._pending = self._pending, {}
-        return [[d, round(lon, 7), round(lat, 7), round(acc, 1), ts] for d, (lon, lat, acc, ts) in pending.items()]
+            parts, self._parts, self._rows = self._parts, [], 0
+        if not parts:
+            return []
+        ids, lon, lat, acc, ts = self._newest(parts, self.max_devices)
+        return [[d, round(x, 7), round(y, 7), round(a, 1), t]
+                for d, x, y, a, t in zip(ids.tolist(), lon.tolist(), lat.tolist(), acc.tolist(), ts.tolist(),
+                                         strict=True)]
+
+    @staticmethod
+    def _newest(parts: list[tuple[np.ndarray, ...]], limit: int) -> tuple[np.ndarray, ...]:
+        """Each device's newest row of ``parts`` (ties of time: the later row), devices in the order they
+        were first seen, at most ``limit`` of them."""
+        cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+        ids, ts = cols[0], cols[4]
+        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        order = np.lexsort((np.arange(len(ids)), ts, inverse))
+        last = order[np.r_[np.flatnonzero(np.diff(inverse[order])), len(order) - 1]]  # per device, by name
+        pick = last[np.argsort(first, kind="stable")][:limit]
+        return tuple(c[pick] for c in cols)
 
 
 __all__ = ["DevicePositions", "LiveFleet"]
