@@ -83,6 +83,10 @@ class _Metric:
 
     def _child(self, values: Sequence[object], kw: dict[str, object], make: Callable[[], object]) -> object:
         """The child of these label values, made by ``make`` the first time (under the lock)."""
+        if not kw:  # the hot path: label values by position, already strings (a tuple of them is the key)
+            child = self._children.get(values)  # type: ignore[call-overload]
+            if child is not None:
+                return child
         key = self._key(values, kw)
         child = self._children.get(key)
         if child is None:
