@@ -82,6 +82,14 @@ class FilterState:
     def __len__(self) -> int:
         return len(self.dev)
 
+    def extended(self, dev: np.ndarray, pair: np.ndarray, ts: np.ndarray,
+                 value: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The state's rows followed by new samples: ``(dev, pair, ts, value)`` columns, state rows first."""
+        new = FilterState(np.asarray(dev, np.int64), np.asarray(pair, np.int64), np.asarray(ts, np.float64),
+                          np.asarray(value, np.float64))
+        both = FilterState.concat([self, new])
+        return both.dev, both.pair, both.ts, both.value
+
     def take(self, rows: np.ndarray) -> FilterState:
         return FilterState(self.dev[rows], self.pair[rows], self.ts[rows], self.value[rows])
 
@@ -157,10 +165,7 @@ class TrimmedMeanFilter(_InProcess):
         n_old, n = len(state), len(pair)
         if n == 0:
             return _empty_f(), state
-        all_dev = np.concatenate([state.dev, np.asarray(dev, np.int64)])
-        all_pair = np.concatenate([state.pair, np.asarray(pair, np.int64)])
-        all_ts = np.concatenate([state.ts, np.asarray(ts, np.float64)])
-        all_rssi = np.concatenate([state.value, np.asarray(rssi, np.float64)])
+        all_dev, all_pair, all_ts, all_rssi = state.extended(dev, pair, ts, rssi)
         order, g_sorted = _groups(all_dev, all_pair, all_ts)
         ts_sorted = all_ts[order]
         rssi_sorted = all_rssi[order]
@@ -197,10 +202,7 @@ class ArmaFilter(_InProcess):
         n_old, n = len(state), len(pair)
         if n == 0:
             return _empty_f(), state
-        all_dev = np.concatenate([state.dev, np.asarray(dev, np.int64)])
-        all_pair = np.concatenate([state.pair, np.asarray(pair, np.int64)])
-        all_ts = np.concatenate([state.ts, np.asarray(ts, np.float64)])
-        all_val = np.concatenate([state.value, np.asarray(rssi, np.float64)])
+        all_dev, all_pair, all_ts, all_val = state.extended(dev, pair, ts, rssi)
         # the state row (one per pair) sorts first in its group: it is the seed, whatever its time
         rank_ts = np.where(np.arange(n_old + n) < n_old, -np.inf, all_ts)
         order, g_sorted = _groups(all_dev, all_pair, rank_ts)
