@@ -13,6 +13,8 @@ client, a key prefix, a TTL; ``cluster=True`` for Redis Cluster); see
 
 from __future__ import annotations
 
+import os
+
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -417,14 +419,15 @@ def RedisStore(
     same per-slot code on the one server); a client may be a ``RedisCluster`` or a plain
     ``Redis``. The prefix must not contain ``{`` or ``}``. ``groups``: with ``cluster=True``, the number
     of device groups (hash tags) the devices are spread over (default
-    :data:`proximity._redis.layout.GROUPS`; fixed for a prefix once written, see
-    :mod:`proximity._redis.layout`).
+    :data:`proximity._redis.layout.GROUPS`, or the environment's ``PROXIMITY_REDIS_GROUPS``, which is how
+    ``proximity serve`` takes it; fixed for a prefix once written, see :mod:`proximity._redis.layout`).
     """
     from proximity._redis import RedisStateStore
     from proximity._redis.layout import GROUPS
 
-    return RedisStateStore(redis, prefix=prefix, ttl_s=ttl_s, max_retries=max_retries, cluster=cluster,
-                           groups=GROUPS if groups is None else groups)
+    if groups is None:
+        groups = int(os.environ.get("PROXIMITY_REDIS_GROUPS") or GROUPS)
+    return RedisStateStore(redis, prefix=prefix, ttl_s=ttl_s, max_retries=max_retries, cluster=cluster, groups=groups)
 
 
 def open_store(url: str | None, **options: Any) -> StateStore:

@@ -282,19 +282,18 @@ class RedisStateStore:
                     codec.Stored(tracks.version, tracks.buf, tracks.start[order], tracks.length[order]))
         blobs = codec.SaveBlobs.build(version[order], due[order], flags[order], write[order], o_states,
                                       None if entries is None else [entries[i] for i in o], o_tracks)
+        enc = [encoded[i] for i in o]
         # the filter state keys: every device's with tracks, else a dropped device's (it goes with the state)
-        with_tr = np.ones(len(encoded), bool) if tracks is not None else (flags & DROP) != 0
-        tr: list[bytes] = [b""] * len(encoded)
+        with_tr = np.ones(len(encoded), bool) if tracks is not None else (flags & DROP)[order] != 0
+        trs: list[bytes] = [b""] * len(encoded)
         at_tr = np.flatnonzero(with_tr).tolist()
-        for i, k in zip(at_tr, self._tr_keys([encoded[i] for i in at_tr]), strict=True):
-            tr[i] = k
-        n_tr = np.r_[0, np.cumsum(with_tr[order])].tolist()
+        for k, key in zip(at_tr, self._tr_keys([enc[k] for k in at_tr]), strict=True):
+            trs[k] = key
+        n_tr = np.r_[0, np.cumsum(with_tr)].tolist()
         # the command of one group in one format: its keys, then the constant and blob arguments (ARGV[2]: per slot)
         ttl_b, jttl_b, track_b = bulk([b"%d" % self.ttl_ms, b"%d" % jttl, b"0" if tracks is None else b"1"])
         fmt = (b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" + SAVE_SCRIPT.sha + b"\r\n$%d\r\n%d\r\n%b%b%b%b" + ttl_b + b"%b"
                + jttl_b + track_b + b"$%d\r\n%b\r\n" * 4)
-        enc = [encoded[i] for i in o]
-        trs = [tr[i] for i in o]
         due_keys = self.router.due_keys_bulk()
         j_keys: Sequence[bytes] | dict[int, bytes] = due_keys  # no journal: not used by the script
         if journal is not None:

@@ -209,15 +209,18 @@ def test_cluster_mode_reloads_scripts_flushed_from_the_server(redis_url: str, re
 def test_real_cluster_save_follows_a_slot_that_moved(redis_cluster_url: str) -> None:
     """A device's slot moves to another master between the load and the save: the save is redirected
     (MOVED), the slot map refreshed, and the device saved on its new master with its events."""
-    store = RedisStore(redis_cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}", cluster=True)
+    # many small groups, so that a device can be alone in its slot (the slot moves without migrating keys)
+    store = RedisStore(redis_cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}", cluster=True, groups=4096)
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
     masters = {n.name: store.r.get_redis_connection(n) for n in store.r.get_primaries()}
     ids = {name: c.execute_command("CLUSTER", "MYID").decode() for name, c in masters.items()}
-    for i in range(1000):  # a device alone in its slot, so the slot can move without migrating keys
+    for i in range(1000):
         device = f"mover-{uuid.uuid4().hex[:8]}-{i}"
         slot = int(store.layout.state_keys([device])[1][0])
         if all(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0 for c in masters.values()):
             break
+    else:
+        pytest.fail("no empty slot found for the device")
     owner = store.r.nodes_manager.get_node_from_slot(slot).name
     target = next(name for name in masters if name != owner)
     load = store._load
