@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     pop = Population(n_dev, centres, args.seed)
     mem = run_rounds(eng, pop, args.rounds + WARM, args.batch, t0, timed_from=WARM)
     bpd = store.bytes_per_device()
-    rows = [("run", "pings", "wall s", "pings/s", "CPU s", "pings/CPU s", "vs match", "transitions", "events")]
+    rows: list[tuple[str, ...]] = [("run", "pings", "wall s", "pings/s", "CPU s", "pings/CPU s", "vs match", "transitions", "events")]
 
     def add(name: str, r: dict[str, float], ref: float) -> None:
         rate, cpu_rate = r["pings"] / r["engine_s"], r["pings"] / max(r["engine_cpu"], 1e-9)

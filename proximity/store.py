@@ -14,7 +14,6 @@ client, a key prefix, a TTL; ``cluster=True`` for Redis Cluster); see
 from __future__ import annotations
 
 import os
-
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from proximity._redis.cluster import SLOTS, slot_tags
+from proximity._redis.cluster import SLOTS, close, connect, slot_tags
 from proximity._redis.scripts import bulk
 from proximity.errors import StateError
 
-#: the default number of device groups on a cluster: at most 128 script calls per batch, and 128 units
-#: to spread over the masters (about 40 per master on three; raise it for clusters of tens of masters)
+#: the default number of device groups on a cluster: at most 32 ``LOAD`` and 32 ``SAVE`` calls per batch,
+#: and 32 units to spread over the masters (about 11 per master on three; use 8-10 per master on more)
 GROUPS = 32
 
 
@@ -188,19 +188,17 @@ def migrate(r: Any, layout: Layout, batch: int = 1000) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from proximity._redis import cluster as C
-
     ap = argparse.ArgumentParser(prog="python -m proximity._redis.layout",
                                  description="Move cluster-mode presence state to the grouped key layout.")
     ap.add_argument("url", help="a cluster node's URL (or a Redis run in cluster mode)")
     ap.add_argument("--prefix", default="proximity")
     ap.add_argument("--groups", type=int, default=GROUPS)
     args = ap.parse_args(argv)
-    r = C.connect(args.url, True)
+    r = connect(args.url, True)
     try:
         print(migrate(r, Layout(args.prefix, True, args.groups)))
     finally:
-        C.close(r)
+        close(r)
     return 0
 
 

@@ -1,18 +1,19 @@
 """The Redis state store: presence state shared by any number of engine processes.
 
-Keys (``P`` is the configurable prefix, ``D`` the device id; ``{D}`` is the
-Redis Cluster hash tag, so a device's keys live in one slot):
+Keys (``P`` is the configurable prefix, ``D`` the device id; where a device's state keys
+are, and their hash tag, is the key layout of :mod:`proximity._redis.layout`):
 
-- ``P:{D}:st``: the device's presence state, ``b"<version>|" + binary`` (see
-  :mod:`proximity._redis.codec`); expires after ``ttl_s`` of wall-clock idleness;
-- ``P:{D}:tr``: the device's beacon filter state (:data:`proximity._redis.codec.TRACK` rows), loaded
-  with ``:st`` when a batch of sightings is applied and written by the same ``SAVE`` call (see
-  :mod:`proximity.tracked`); deleted with ``:st``;
+- ``P:{D}:st`` (cluster: ``P:{T}:D:st``, ``T`` the tag of the device's group): the device's presence
+  state, ``b"<version>|" + binary`` (see :mod:`proximity._redis.codec`); expires after ``ttl_s`` of
+  wall-clock idleness;
+- the same key ending in ``:tr``: the device's beacon filter state (:data:`proximity._redis.codec.TRACK`
+  rows), loaded with ``:st`` when a batch of sightings is applied and written by the same ``SAVE`` call
+  (see :mod:`proximity.tracked`); deleted with ``:st``;
 - ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out);
 - ``P:{places}``, ``P:{places}:seq``: place key -> integer id, shared by all processes;
 - ``P:due``: sorted set, device id -> the earliest time ``advance`` has work for it
-  (a debounce exit or the event-time TTL); one per hash slot in cluster mode
-  (see :mod:`proximity._redis.cluster`).
+  (a debounce exit or the event-time TTL); cluster: ``P:due:{T}``, one per device group;
+- ``P:layout`` (cluster): the key layout's marker.
 
 One transition function for both stores, by optimistic concurrency: load the
 batch's devices (one ``LOAD`` script call: ``MGET`` inside), run
@@ -30,24 +31,19 @@ all-or-nothing; a lost connection raises
 :class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
 already applied is dropped as late or re-applied idempotently).
 
-Redis Cluster (``cluster=True``). The devices of a save are grouped by slot
-(slots computed with numpy, once per batch), and each group is one call of the
-same script (its devices plus its slot's due set, its blobs cut from the batch's);
-the calls are pipelined, per node when the client is a
-``redis.cluster.RedisCluster``, every node's pipeline sent before any reply is
-read. Loads are pipelined ``GET``s. The key layout makes nearly every device of a
-batch its own slot, so a batch of 500 is about 500 ``SAVE`` calls and 500 ``GET``s:
-the per-call work (one command's bytes, one reply) is what the worker spends most
-on in this mode. ``advance`` reads
-every slot's due set (one pipelined ``ZRANGEBYSCORE`` per slot, 16384 per call;
-then only the slots whose page was full). Semantics and events are those of the
-single-Redis mode; what changes is the unit of atomicity: one slot group, not
-the whole chunk (a lost connection mid-batch can leave some groups saved: the
-retried request then drops their evidence as already applied, without their
-events). Redirections (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``) refresh
-the slot map and resend what did not run; a save group that still fails counts
-as a lost compare-and-set and is recomputed. The mode runs on a single Redis too
-(every slot on one server), which is how the shared presence suite tests it.
+Redis Cluster (``cluster=True``). Devices are hash-tagged by device group, so a batch is
+one ``LOAD`` and one ``SAVE`` call per group it touches (its devices plus its group's due set,
+its blobs cut from the batch's), pipelined per node when the client is a
+``redis.cluster.RedisCluster``, every node's pipeline sent before any reply is read.
+``advance`` reads the groups' due sets (one pipelined ``ZRANGEBYSCORE`` each; then only those
+whose page was full). Semantics and events are those of the single-Redis mode; what changes
+is the unit of atomicity: one group, not the whole chunk (a lost connection mid-batch can
+leave some groups saved: the retried request then drops their evidence as already applied,
+without their events). Redirections (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``)
+refresh the slot map and resend what did not run; a load that still fails raises
+:class:`proximity.errors.StoreUnavailable`, a save group that still fails counts as a lost
+compare-and-set and is recomputed. The mode runs on a single Redis too (every slot on one
+server), which is how the shared presence suite tests it.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def test_the_per_device_layout_is_refused_then_migrated_in_place(where: tuple[st
     store.close()
 
     fresh = RedisStore(url, prefix=prefix, cluster=True)
-    with pytest.raises(StateError, match="proximity._redis.layout"):
+    with pytest.raises(StateError, match=r"proximity\._redis\.layout"):
         Engine(FenceIndex(FENCES), store=fresh, config=CONFIG).process_pings(pings([("dev-1", 10, 0)]))
     fresh.close()
 
