@@ -183,3 +183,21 @@ def test_a_batch_meeting_a_group_slot_in_migration_answers_unavailable_then_goes
         for key in list(c.scan_iter(match=f"{prefix}*", count=1000)):
             c.delete(key)
     assert keys_all
+
+
+@pytest.mark.redis
+def test_groups_come_from_the_environment_unless_given(redis_url: str, redis_prefix: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PROXIMITY_REDIS_GROUPS`` is how ``proximity serve`` (which builds its store with the defaults) sets
+    the groups; an explicit ``groups=`` wins, and an unset variable means :data:`GROUPS`."""
+    from proximity._redis.layout import GROUPS
+
+    monkeypatch.setenv("PROXIMITY_REDIS_GROUPS", "64")
+    stores = [RedisStore(redis_url, prefix=redis_prefix, cluster=True),
+              RedisStore(redis_url, prefix=redis_prefix, cluster=True, groups=8)]
+    monkeypatch.delenv("PROXIMITY_REDIS_GROUPS")
+    stores.append(RedisStore(redis_url, prefix=redis_prefix, cluster=True))
+    assert [s.layout.groups for s in stores] == [64, 8, GROUPS]
+    assert len(stores[0].router.due_slots) == 64
+    for s in stores:
+        s.close()
