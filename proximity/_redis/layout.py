@@ -17,15 +17,14 @@ The layout is recorded in ``P:layout`` (``b"grouped <groups>"``), written by the
 store that runs on a prefix holding no presence state. A store refuses (:class:`StateError`, with
 what to do) a prefix whose marker says another layout or number of groups, and a prefix without a
 marker that holds state of the per-device layout that cluster mode used before (``P:{D}:st`` with
-due sets on every slot): :func:`migrate` moves such state to the grouped layout in place
-(``python -m proximity._redis.layout URL --prefix P --groups N``, with the workers stopped; it can
-be run again after an interruption). Changing ``groups`` later means a new prefix (the devices
+due sets on every slot): :func:`proximity._redis.migrate.migrate` moves such state to the grouped
+layout in place (``python -m proximity._redis.migrate URL --prefix P --groups N``, with the workers
+stopped; it can be run again after an interruption). Changing ``groups`` later means a new prefix (the devices
 start over) or flushing the old one.
 """
 
 from __future__ import annotations
 
-import argparse
 from binascii import crc_hqx
 from collections.abc import Sequence
 from itertools import repeat
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from proximity._redis.cluster import SLOTS, close, connect, slot_tags
+from proximity._redis.cluster import SLOTS, slot_tags
 from proximity._redis.scripts import bulk
 from proximity.errors import StateError
 
@@ -120,7 +119,7 @@ class Layout:
                 raise StateError(
                     f"the Redis prefix {self.prefix!r} holds presence state in the per-device key layout of "
                     f"earlier versions ({self.prefix}:{{<device>}}:st): move it to the grouped layout with "
-                    f"'python -m proximity._redis.layout URL --prefix {self.prefix} --groups {self.groups}' "
+                    f"'python -m proximity._redis.migrate URL --prefix {self.prefix} --groups {self.groups}' "
                     f"(workers stopped), or use a new prefix (every device starts over)")
             r.set(self.key, self.marker, nx=True)
             got = r.get(self.key)
@@ -132,77 +131,4 @@ class Layout:
                 f"wrote it, or a new prefix (every device starts over)")
 
 
-def migrate(r: Any, layout: Layout, batch: int = 1000) -> dict[str, int]:
-    """Move the presence state of ``layout.prefix`` from the per-device cluster layout to ``layout``
-    (grouped) and write the marker; the client ``r`` may be a ``RedisCluster`` or a plain Redis. Each key
-    keeps its TTL; a due entry moves to its group's due set. Run it with no worker writing; it can be run
-    again after an interruption (what moved is not found again). Returns counts."""
-    if not layout.cluster:
-        raise ValueError("the per-device layout is still the single-Redis one: nothing to migrate")
-    got = r.get(layout.key)
-    if got is not None and got != layout.marker:
-        raise StateError(f"{layout.key} says {got!r}: not the per-device layout")
-    head = layout.prefix.encode() + b":{"
-    nodes = r.get_primaries() if hasattr(r, "get_primaries") else [None]
-    moved = due = 0
-    for node in nodes:
-        client = r.get_redis_connection(node) if node is not None else r
-        found = [k for k in client.scan_iter(match=head + b"*}:st", count=1000) if not layout.is_grouped_key(k)]
-        for i in range(0, len(found), batch):
-            old = found[i: i + batch]
-            names = [k[len(head): -4].decode() for k in old]
-            new, _ = layout.state_keys(names)
-            pipe = r.pipeline(transaction=False)
-            for k in old:
-                for key in (k, k[:-2] + b"tr"):
-                    pipe.get(key)
-                    pipe.pttl(key)
-            got_values = pipe.execute()
-            pipe = r.pipeline(transaction=False)
-            for j, (k, n) in enumerate(zip(old, new, strict=True)):
-                for m, (src, dst) in enumerate(((k, n), (k[:-2] + b"tr", n[:-2] + b"tr"))):
-                    value, ttl = got_values[4 * j + 2 * m], got_values[4 * j + 2 * m + 1]
-                    if value is not None:
-                        pipe.set(dst, value, px=ttl if ttl > 0 else None)
-                        pipe.delete(src)
-            pipe.execute()
-            moved += len(old)
-    tags = slot_tags()
-    for s in range(SLOTS):
-        key = b"%b:due:{%b}" % (layout.prefix.encode(), tags[s])
-        entries = r.zrange(key, 0, -1, withscores=True)
-        if not entries:
-            continue
-        names = [m.decode() for m, _ in entries]
-        _, slots = layout.state_keys(names)
-        pipe = r.pipeline(transaction=False)
-        for (member, score), slot in zip(entries, slots.tolist(), strict=True):
-            target = b"%b:due:{%b}" % (layout.prefix.encode(), tags[slot])
-            if target != key:
-                pipe.zadd(target, {member: score})
-                pipe.zrem(key, member)
-                due += 1
-        pipe.execute()
-    r.set(layout.key, layout.marker)
-    return {"states": moved, "due_entries_moved": due}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m proximity._redis.layout",
-                                 description="Move cluster-mode presence state to the grouped key layout.")
-    ap.add_argument("url", help="a cluster node's URL (or a Redis run in cluster mode)")
-    ap.add_argument("--prefix", default="proximity")
-    ap.add_argument("--groups", type=int, default=GROUPS)
-    args = ap.parse_args(argv)
-    r = connect(args.url, True)
-    try:
-        print(migrate(r, Layout(args.prefix, True, args.groups)))
-    finally:
-        close(r)
-    return 0
-
-
-__all__ = ["GROUPS", "Layout", "main", "migrate"]
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["GROUPS", "Layout"]

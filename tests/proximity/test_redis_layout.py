@@ -18,7 +18,8 @@ import redis
 
 from geofence import FenceIndex, circle_fence
 from proximity._redis import slot_tags
-from proximity._redis.layout import Layout, migrate
+from proximity._redis.layout import Layout
+from proximity._redis.migrate import migrate
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StateError, StoreUnavailable
@@ -124,7 +125,7 @@ def test_the_per_device_layout_is_refused_then_migrated_in_place(where: tuple[st
     store.close()
 
     fresh = RedisStore(url, prefix=prefix, cluster=True)
-    with pytest.raises(StateError, match=r"proximity\._redis\.layout"):
+    with pytest.raises(StateError, match=r"proximity\._redis\.migrate"):
         Engine(FenceIndex(FENCES), store=fresh, config=CONFIG).process_pings(pings([("dev-1", 10, 0)]))
     fresh.close()
 
