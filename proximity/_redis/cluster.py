@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from binascii import crc_hqx
 from collections.abc import Sequence
 from functools import cache
@@ -98,6 +99,7 @@ class Router:
         # with a poll and a lock, each time): node client id -> (client, connection, process id)
         self._held: dict[int, tuple[Any, Any, int]] = {}
         self._hold = threading.Lock()  # held connections serve one thread at a time; others use the pool
+        weakref.finalize(self, _give_back, self._held)  # a router dropped unclosed gives them back too
 
     @property
     def due_slots(self) -> Sequence[int]:
@@ -185,10 +187,7 @@ class Router:
 
     def release(self) -> None:
         """Give the held connections back to their pools (after an error, or when closing)."""
-        held, self._held = self._held, {}
-        for client, conn, pid in held.values():
-            if pid == os.getpid():
-                client.connection_pool.release(conn)
+        _give_back(self._held)
 
     def _send(self, commands: Sequence[tuple[int, bytes]], script: str | None, errors: list[int] | None,
               mine: bool) -> list[Any]:
@@ -308,6 +307,15 @@ class Router:
         if bad:
             raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
         return replies
+
+
+def _give_back(held: dict[int, tuple[Any, Any, int]]) -> None:
+    """Give ``held`` connections back to their pools (this process's only) and forget them."""
+    taken = list(held.values())
+    held.clear()
+    for client, conn, pid in taken:
+        if pid == os.getpid():
+            client.connection_pool.release(conn)
 
 
 __all__ = ["NOT_RUN", "SLOTS", "UNAVAILABLE", "Router", "close", "connect", "slot_tags"]
