@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-batch", type=int, default=500, help="pings per call in the Redis run (default 500)")
     ap.add_argument("--cluster", action="store_true",
                     help="the Redis run in cluster mode (a cluster node's URL: a real Redis Cluster)")
+    ap.add_argument("--groups", type=int, default=None,
+                    help="with --cluster: device groups of the state store's key layout (default: the store's)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=1,
                     help="numba threads for FenceIndex.match (default 1: the targets are per core)")
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     pop = Population(n_dev, centres, args.seed)
     mem = run_rounds(eng, pop, args.rounds + WARM, args.batch, t0, timed_from=WARM)
     bpd = store.bytes_per_device()
-    rows = [("run", "pings", "wall s", "pings/s", "CPU s", "pings/CPU s", "vs match", "transitions", "events")]
+    rows: list[tuple[str, ...]] = [("run", "pings", "wall s", "pings/s", "CPU s", "pings/CPU s", "vs match", "transitions", "events")]
 
     def add(name: str, r: dict[str, float], ref: float) -> None:
         rate, cpu_rate = r["pings"] / r["engine_s"], r["pings"] / max(r["engine_cpu"], 1e-9)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     red = None
     if args.redis:
         prefix = f"bench:engine:{uuid.uuid4().hex[:8]}"
-        rstore = RedisStore(args.redis, prefix=prefix, ttl_s=3600, cluster=args.cluster)
+        rstore = RedisStore(args.redis, prefix=prefix, ttl_s=3600, cluster=args.cluster, groups=args.groups)
         try:
             reng = Engine(index, store=rstore, config=config)
             rpop = Population(n_red, centres, args.seed + 1)
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             "pings": red["pings"], "seconds": red["engine_s"], "pings_per_s": red_rate,
             "cpu_seconds": red["engine_cpu"], "pings_per_cpu_s": red["pings"] / max(red["engine_cpu"], 1e-9),
             "redis_cpu_s_per_ping": red["redis_cpu"] / red["pings"], "cluster": args.cluster,
+            "groups": rstore.layout.groups or None,
             "match_pings_per_s": red["pings"] / red["match_s"], "transition_share": red["transitions"] / red["pings"],
             "events": red["events"]},
         "targets": {"memory_pings_per_s": 1_000_000, "redis_pings_per_cpu_s": 150_000,

@@ -13,6 +13,7 @@ client, a key prefix, a TTL; ``cluster=True`` for Redis Cluster); see
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -404,21 +405,28 @@ def RedisStore(
     ttl_s: float = 7 * 24 * 3600.0,
     max_retries: int = 16,
     cluster: bool = False,
+    groups: int | None = None,
 ) -> RedisStateStore:
     """A Redis-backed store: ``redis`` is a URL (``redis://host:6379/0``) or a redis-py client.
 
-    Keys start with ``prefix`` and carry the device's hash tag (``{device_id}``);
-    see :class:`proximity._redis.store.RedisStateStore`.
+    Keys start with ``prefix`` and carry a hash tag: the device's (``{device_id}``), or with
+    ``cluster=True`` its device group's; see :class:`proximity._redis.store.RedisStateStore`.
 
     ``cluster=True`` keeps every script call within one hash slot (per-slot due sets, one
     save call per slot group), as Redis Cluster requires. With a URL it connects through
     :class:`redis.cluster.RedisCluster` when the server is a cluster node (else it runs the
     same per-slot code on the one server); a client may be a ``RedisCluster`` or a plain
-    ``Redis``. The prefix must not contain ``{`` or ``}``.
+    ``Redis``. The prefix must not contain ``{`` or ``}``. ``groups``: with ``cluster=True``, the number
+    of device groups (hash tags) the devices are spread over (default
+    :data:`proximity._redis.layout.GROUPS`, or the environment's ``PROXIMITY_REDIS_GROUPS``, which is how
+    ``proximity serve`` takes it; fixed for a prefix once written, see :mod:`proximity._redis.layout`).
     """
     from proximity._redis import RedisStateStore
+    from proximity._redis.layout import GROUPS
 
-    return RedisStateStore(redis, prefix=prefix, ttl_s=ttl_s, max_retries=max_retries, cluster=cluster)
+    if groups is None:
+        groups = int(os.environ.get("PROXIMITY_REDIS_GROUPS") or GROUPS)
+    return RedisStateStore(redis, prefix=prefix, ttl_s=ttl_s, max_retries=max_retries, cluster=cluster, groups=groups)
 
 
 def open_store(url: str | None, **options: Any) -> StateStore:

@@ -11,6 +11,9 @@ runs on a single Redis, and the single-Redis mode is the one-slot case of it).
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import weakref
 from binascii import crc_hqx
 from collections.abc import Sequence
 from functools import cache
@@ -75,11 +78,14 @@ class Router:
     """Sends packed commands to the node that holds their slot, pipelined, and knows the due sets.
 
     ``cluster=False``: one due set ``P:due`` (slot 0 stands for it) and every command to the one server.
+    ``due_slots``: the slots whose due sets can list devices (cluster: every slot unless given; see
+    :mod:`proximity._redis.layout`).
     """
 
-    def __init__(self, client: Any, prefix: str, cluster: bool) -> None:
+    def __init__(self, client: Any, prefix: str, cluster: bool, due_slots: Sequence[int] | None = None) -> None:
         self.r = client
         self.cluster = cluster
+        self._due_slots = due_slots if due_slots is not None else range(SLOTS if cluster else 1)
         self.nodes = isinstance(client, RedisCluster)  # route each slot to its node
         self.prefix = prefix
         self._due_keys: list[bytes] | None = None  # slot -> its due set
@@ -89,11 +95,16 @@ class Router:
         self._slot_map: Any = None  # the nodes manager's slots_cache they were read from (a new one: reread)
         self._slot_node: np.ndarray | None = None  # slot -> index into _node_names (-1: none in the map)
         self._node_names: list[str] = []
+        # one connection per node client kept between calls (redis-py's pool checks a connection out and in,
+        # with a poll and a lock, each time): node client id -> (client, connection, process id)
+        self._held: dict[int, tuple[Any, Any, int]] = {}
+        self._hold = threading.Lock()  # held connections serve one thread at a time; others use the pool
+        weakref.finalize(self, _give_back, self._held)  # a router dropped unclosed gives them back too
 
     @property
     def due_slots(self) -> Sequence[int]:
-        """Every due set, as slots (one per hash slot in cluster mode, else the one set as slot 0)."""
-        return range(SLOTS) if self.cluster else range(1)
+        """Every due set, as slots (in cluster mode the slots that hold devices, else the one set as slot 0)."""
+        return self._due_slots
 
     def due_key(self, slot: int) -> bytes:
         """The due set of ``slot``'s devices."""
@@ -107,7 +118,7 @@ class Router:
     def due_keys_bulk(self) -> list[bytes]:
         """Slot -> its due set (:meth:`due_key`) as a protocol bulk string."""
         if self._due_bulk is None:
-            self._due_bulk = bulk([self.due_key(s) for s in range(len(self.due_slots))])
+            self._due_bulk = bulk([self.due_key(s) for s in range(SLOTS if self.cluster else 1)])
         return self._due_bulk
 
     def journal_key(self, slot: int, key: str) -> bytes:
@@ -155,6 +166,31 @@ class Router:
         """
         if not commands:
             return []
+        mine = self._hold.acquire(blocking=False)
+        try:
+            return self._send(commands, script, errors, mine)
+        finally:
+            if mine:
+                self._hold.release()
+
+    def _connection(self, client: Any, mine: bool) -> Any:
+        """A connection to ``client``'s node: the one held for it (``mine``: this thread holds them), else the
+        pool's."""
+        if not mine:
+            return client.connection_pool.get_connection()
+        got = self._held.get(id(client))
+        if got is not None and got[0] is client and got[2] == os.getpid():
+            return got[1]
+        conn = client.connection_pool.get_connection()
+        self._held[id(client)] = (client, conn, os.getpid())
+        return conn
+
+    def release(self) -> None:
+        """Give the held connections back to their pools (after an error, or when closing)."""
+        _give_back(self._held)
+
+    def _send(self, commands: Sequence[tuple[int, bytes]], script: str | None, errors: list[int] | None,
+              mine: bool) -> list[Any]:
         replies: list[Any] = [None] * len(commands)
         any_failed = False
         slots = np.fromiter((c[0] for c in commands), np.int64, len(commands))
@@ -173,7 +209,7 @@ class Router:
                 for part in np.split(order, cuts):
                     at = client = clients[int(node[part[0]])]
                     idx = todo[part].tolist()
-                    conn = client.connection_pool.get_connection()
+                    conn = self._connection(client, mine)
                     sent.append((client, conn, idx))
                     conn.send_packed_command([b"".join([commands[i][1] for i in idx])])
                 for client, conn, idx in sent:
@@ -185,12 +221,14 @@ class Router:
             except BaseException as exc:
                 for _client, conn, _idx in sent:
                     conn.disconnect()  # a half-read pipeline must not be left on a pooled connection
+                if mine:
+                    self.release()
                 self._slot_clients, self._slot_node = {}, None
                 if isinstance(exc, redis_lib.ConnectionError | redis_lib.TimeoutError):
                     self._forget_node(at)
                 raise
             finally:
-                for client, conn, _idx in sent:
+                for client, conn, _idx in sent if not mine else ():
                     client.connection_pool.release(conn)
             any_failed = any_failed or bool(failed)
             for client, _conn, idx in sent if failed else ():
@@ -235,8 +273,10 @@ class Router:
         if not self.cluster:
             return np.arange(n), [(0, i, min(i + chunk, n)) for i in range(0, n, chunk)]
         order = np.argsort(slots, kind="stable")
+        if not n:
+            return order, []
         ordered = slots[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else np.zeros(0, np.int64)
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
         ends = np.r_[starts[1:], n].astype(np.int64)
         groups = list(zip(ordered[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
         if (ends - starts > chunk).any():
@@ -248,7 +288,7 @@ class Router:
         ``ZRANGEBYSCORE`` each), and the slots whose page was full."""
         if self._scan_heads is None:
             self._scan_heads = [pack((b"ZRANGEBYSCORE", self.due_key(s), b"-inf"))[4:]
-                                for s in range(len(self.due_slots))]
+                                for s in range(SLOTS if self.cluster else 1)]
         heads = self._scan_heads
         tail = pack((b"(%r" % float(now), b"LIMIT", b"0", b"%d" % chunk))[4:]  # the rest of the command
         replies = self.send([(s, b"*7\r\n" + heads[s] + tail) for s in slots])
@@ -267,6 +307,15 @@ class Router:
         if bad:
             raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
         return replies
+
+
+def _give_back(held: dict[int, tuple[Any, Any, int]]) -> None:
+    """Give ``held`` connections back to their pools (this process's only) and forget them."""
+    taken = list(held.values())
+    held.clear()
+    for client, conn, pid in taken:
+        if pid == os.getpid():
+            client.connection_pool.release(conn)
 
 
 __all__ = ["NOT_RUN", "SLOTS", "UNAVAILABLE", "Router", "close", "connect", "slot_tags"]

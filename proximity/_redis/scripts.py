@@ -13,7 +13,7 @@ at the top of each script and the constant of the same name here.
   ``string.sub``. It replies one byte per device, :data:`WON` or :data:`LOST`.
   The keys stay in ``KEYS`` (one per device, plus its ``:tr`` key where it is
   written), so every call is correct on Redis Cluster.
-- ``LOAD`` reads many state keys at once: their sizes and their bytes.
+- ``LOAD`` reads many state keys at once: their sizes (binary) and their bytes, in one string.
 - ``PLACES`` hands out shared integer ids for place keys.
 """
 
@@ -36,11 +36,12 @@ SAVE = """
 -- SAVE: compare-and-set device states on their version; keep the due set and the filter states in step.
 -- KEYS[1]    the due set (sorted set: device id -> earliest time advance has work for it)
 -- KEYS[2]    the batch's journal (hash: device id -> its transitions in this batch), when ARGV[3] > 0
--- KEYS[3..]  the devices' state keys, "<prefix>:{<device id>}:st", then the filter state keys
---            "<prefix>:{<device id>}:tr" of the devices that have a TRACK (ARGV[4] = '1': every device,
---            in order) or else of the devices whose FLAGS have DROP (in order)
+-- KEYS[3..]  the devices' state keys (".../<device id>...:st", see proximity._redis.layout), then their
+--            filter state keys (the same ending in ":tr") of the devices that have a TRACK (ARGV[4] = '1':
+--            every device, in order) or else of the devices whose FLAGS have DROP (in order)
 -- ARGV[1]    the state keys' TTL in milliseconds
--- ARGV[2]    the byte length of "<prefix>" (the device id is cut out of its key)
+-- ARGV[2]    "<first> <last>": the device id is string.sub(state key, first, last) (the same place in
+--            every state key of one call)
 -- ARGV[3]    the journal's TTL in milliseconds (0: no journal)
 -- ARGV[4]    '1': every device has a TRACK (a batch of sightings), else none has
 -- ARGV[5]    HEADS: per device one fixed-size record (codec.SAVE_HEAD, HEAD bytes, little-endian):
@@ -53,7 +54,9 @@ SAVE = """
 -- and sets its due time; otherwise "<version + 1>|<STATE>" is written, and with SET_DUE its due time.
 -- reply: one byte per device, WON (the version was the expected one: done) or LOST (nothing changed)
 local DROP, SET_DUE, TOUCH, WON, LOST, HEAD = 1, 2, 4, '1', '0', 29
-local ttl, skip, jttl = ARGV[1], tonumber(ARGV[2]) + 3, tonumber(ARGV[3])
+local ttl, jttl = ARGV[1], tonumber(ARGV[3])
+local first, last = string.match(ARGV[2], '^(%d+) (%-?%d+)$')
+first, last = tonumber(first), tonumber(last)
 local tracked = ARGV[4] == '1'
 local heads, states, entries, tracks = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local n = #heads / HEAD
@@ -105,7 +108,7 @@ for d = 1, n do
     elseif track then
       redis.call('SET', tkey, track, 'PX', ttl)
     end
-    local name = string.sub(key, skip, -5)  -- "<prefix>:{" .. name .. "}:st"
+    local name = string.sub(key, first, last)
     if drop then
       redis.call('ZREM', KEYS[1], name)
     elseif bit.band(flags, SET_DUE + TOUCH) ~= 0 then
@@ -126,21 +129,22 @@ return table.concat(out)
 """
 
 LOAD = """
--- LOAD: the values of KEYS; reply {"<size>,<size>,...", all values concatenated} (size 0: no key)
+-- LOAD: the values of KEYS; reply one string: per key its size (4 bytes, unsigned little-endian; 0: no
+-- key), then the values concatenated
 local sizes, values = {}, {}
 for a = 1, #KEYS, 4000 do  -- MGET, 4000 keys a call at most (unpack's limit is about 8000)
   local got = redis.call('MGET', unpack(KEYS, a, math.min(a + 3999, #KEYS)))
   for k = 1, #got do
     local v = got[k]
     if v then
-      sizes[a + k - 1] = #v
+      sizes[a + k - 1] = struct.pack('<I4', #v)
       values[#values + 1] = v
     else
-      sizes[a + k - 1] = 0
+      sizes[a + k - 1] = '\\0\\0\\0\\0'
     end
   end
 end
-return {table.concat(sizes, ','), table.concat(values)}
+return table.concat(sizes) .. table.concat(values)
 """
 
 PLACES = """

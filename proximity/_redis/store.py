@@ -1,18 +1,19 @@
 """The Redis state store: presence state shared by any number of engine processes.
 
-Keys (``P`` is the configurable prefix, ``D`` the device id; ``{D}`` is the
-Redis Cluster hash tag, so a device's keys live in one slot):
+Keys (``P`` is the configurable prefix, ``D`` the device id; where a device's state keys
+are, and their hash tag, is the key layout of :mod:`proximity._redis.layout`):
 
-- ``P:{D}:st``: the device's presence state, ``b"<version>|" + binary`` (see
-  :mod:`proximity._redis.codec`); expires after ``ttl_s`` of wall-clock idleness;
-- ``P:{D}:tr``: the device's beacon filter state (:data:`proximity._redis.codec.TRACK` rows), loaded
-  with ``:st`` when a batch of sightings is applied and written by the same ``SAVE`` call (see
-  :mod:`proximity.tracked`); deleted with ``:st``;
+- ``P:{D}:st`` (cluster: ``P:{T}:D:st``, ``T`` the tag of the device's group): the device's presence
+  state, ``b"<version>|" + binary`` (see :mod:`proximity._redis.codec`); expires after ``ttl_s`` of
+  wall-clock idleness;
+- the same key ending in ``:tr``: the device's beacon filter state (:data:`proximity._redis.codec.TRACK`
+  rows), loaded with ``:st`` when a batch of sightings is applied and written by the same ``SAVE`` call
+  (see :mod:`proximity.tracked`); deleted with ``:st``;
 - ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out);
 - ``P:{places}``, ``P:{places}:seq``: place key -> integer id, shared by all processes;
 - ``P:due``: sorted set, device id -> the earliest time ``advance`` has work for it
-  (a debounce exit or the event-time TTL); one per hash slot in cluster mode
-  (see :mod:`proximity._redis.cluster`).
+  (a debounce exit or the event-time TTL); cluster: ``P:due:{T}``, one per device group;
+- ``P:layout`` (cluster): the key layout's marker.
 
 One transition function for both stores, by optimistic concurrency: load the
 batch's devices (one ``LOAD`` script call: ``MGET`` inside), run
@@ -30,24 +31,19 @@ all-or-nothing; a lost connection raises
 :class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
 already applied is dropped as late or re-applied idempotently).
 
-Redis Cluster (``cluster=True``). The devices of a save are grouped by slot
-(slots computed with numpy, once per batch), and each group is one call of the
-same script (its devices plus its slot's due set, its blobs cut from the batch's);
-the calls are pipelined, per node when the client is a
-``redis.cluster.RedisCluster``, every node's pipeline sent before any reply is
-read. Loads are pipelined ``GET``s. The key layout makes nearly every device of a
-batch its own slot, so a batch of 500 is about 500 ``SAVE`` calls and 500 ``GET``s:
-the per-call work (one command's bytes, one reply) is what the worker spends most
-on in this mode. ``advance`` reads
-every slot's due set (one pipelined ``ZRANGEBYSCORE`` per slot, 16384 per call;
-then only the slots whose page was full). Semantics and events are those of the
-single-Redis mode; what changes is the unit of atomicity: one slot group, not
-the whole chunk (a lost connection mid-batch can leave some groups saved: the
-retried request then drops their evidence as already applied, without their
-events). Redirections (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``) refresh
-the slot map and resend what did not run; a save group that still fails counts
-as a lost compare-and-set and is recomputed. The mode runs on a single Redis too
-(every slot on one server), which is how the shared presence suite tests it.
+Redis Cluster (``cluster=True``). Devices are hash-tagged by device group, so a batch is
+one ``LOAD`` and one ``SAVE`` call per group it touches (its devices plus its group's due set,
+its blobs cut from the batch's), pipelined per node when the client is a
+``redis.cluster.RedisCluster``, every node's pipeline sent before any reply is read.
+``advance`` reads the groups' due sets (one pipelined ``ZRANGEBYSCORE`` each; then only those
+whose page was full). Semantics and events are those of the single-Redis mode; what changes
+is the unit of atomicity: one group, not the whole chunk (a lost connection mid-batch can
+leave some groups saved: the retried request then drops their evidence as already applied,
+without their events). Redirections (``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN``)
+refresh the slot map and resend what did not run; a load that still fails raises
+:class:`proximity.errors.StoreUnavailable`, a save group that still fails counts as a lost
+compare-and-set and is recomputed. The mode runs on a single Redis too (every slot on one
+server), which is how the shared presence suite tests it.
 """
 
 from __future__ import annotations
@@ -64,7 +60,7 @@ from redis.crc import key_slot
 
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
-from proximity._redis.resp import key_slots
+from proximity._redis.layout import GROUPS, Layout
 from proximity._redis.scripts import (
     DROP,
     LOAD_SCRIPT,
@@ -111,6 +107,7 @@ class RedisStateStore:
         max_retries: int = 16,
         chunk: int = 5000,
         cluster: bool = False,
+        groups: int = GROUPS,
     ) -> None:
         if cluster and ("{" in prefix or "}" in prefix):
             raise ValueError(f"with cluster=True the key prefix must not contain '{{' or '}}' (it would change "
@@ -118,7 +115,9 @@ class RedisStateStore:
         self._own = isinstance(client, str)
         self.r = C.connect(client, cluster) if isinstance(client, str) else client
         self.cluster = cluster
-        self.router = C.Router(self.r, prefix, cluster)
+        self.layout = Layout(prefix, cluster, groups)
+        self._layout_checked = False
+        self.router = C.Router(self.r, prefix, cluster, self.layout.due_slots)
         if self.router.nodes and not cluster:
             raise ValueError("a RedisCluster client needs RedisStore(..., cluster=True)")
         self.prefix = prefix
@@ -144,16 +143,26 @@ class RedisStateStore:
         except redis_lib.RedisError as exc:
             raise StateError(f"Redis state store error: {exc}") from exc
 
-    def _st(self, device_id: str) -> str:
-        return f"{self.prefix}:{{{device_id}}}:st"
+    def check_layout(self) -> None:
+        """Refuse a key prefix written in another key layout (see :mod:`proximity._redis.layout`); done once,
+        before the first load."""
+        if self._layout_checked:
+            return
 
-    def _st_keys(self, names: Sequence[str]) -> list[bytes]:
-        head, tail = f"{self.prefix}:{{".encode(), b"}:st"
-        return [head + n.encode() + tail for n in names]
+        def exists(keys: Sequence[bytes]) -> int:
+            replies = self.router.send([(key_slot(k), pack((b"EXISTS", k))) for k in keys])
+            bad = [r for r in replies if isinstance(r, Exception)]
+            if bad:
+                raise StoreUnavailable(f"Redis state store unavailable: {bad[0]}", retry_after_s=1.0)
+            return sum(replies)
+
+        self._call(lambda: self.layout.check(self.r, exists))
+        self._layout_checked = True
 
     @staticmethod
     def _tr_keys(st_keys: Sequence[bytes]) -> list[bytes]:
-        return [k[:-2] + b"tr" for k in st_keys]
+        """The filter state keys of these state keys (both as protocol bulk strings: ``...:st\\r\\n``)."""
+        return [k[:-4] + b"tr\r\n" for k in st_keys]
 
     def _info(self, device_id: str) -> str:
         return f"{self.prefix}:{{{device_id}}}:info"
@@ -162,7 +171,7 @@ class RedisStateStore:
         """The due set that lists ``device_id`` (one per hash slot with ``cluster=True``)."""
         if not self.cluster:
             return self.due_key
-        return self.router.due_key(key_slot(self._st(device_id).encode())).decode()
+        return self.router.due_key(int(self.layout.state_keys([device_id])[1][0])).decode()
 
     # -- places ---------------------------------------------------------------------------
 
@@ -196,62 +205,62 @@ class RedisStateStore:
         names[:] = list(local)
         return Resolved(codes, names)
 
-    def _load(self, names: Sequence[str], keys: Sequence[bytes] | None = None, track: bool = False,
-              slots: np.ndarray | None = None, encoded: Sequence[bytes] | None = None) -> tuple[codec.Stored, Any]:
-        """The stored state of each device, and with ``track`` its beacon filter state (else ``None``), in one
-        round trip: one script call per ``chunk`` devices (cluster: pipelined ``GET``s). ``keys``: the state
-        keys (else made from ``names``), their hash slots and protocol form when known."""
-        keys = self._st_keys(names) if keys is None else keys
+    def _load(self, keys: Sequence[bytes], slots: np.ndarray, track: bool = False) -> tuple[codec.Stored, Any]:
+        """The stored state of each device (state keys ``keys`` as protocol bulk strings, hash slots ``slots``),
+        and with ``track`` its beacon filter state (else ``None``), in one round trip: one ``LOAD`` call per
+        ``chunk`` devices (cluster: per slot group), pipelined per node."""
+        self.check_layout()
         n = len(keys)
-        if self.cluster:
-            slots = key_slots(keys) if slots is None else slots
-            values = self._call(lambda: self.router.get([*keys, *self._tr_keys(keys)] if track else keys,
-                                                        np.r_[slots, slots] if track else slots))
-            sizes = np.fromiter((len(v) if v is not None else 0 for v in values), np.int64, len(values))
-            blob = b"".join([v for v in values if v])
-            cut = int(sizes[:n].sum())
-            return (codec.Stored.parse(sizes[:n], blob[:cut]),
-                    codec.track_decode(sizes[n:], blob[cut:]) if track else None)
-        enc = bulk(keys) if encoded is None else encoded
-        commands = []
-        for i in range(0, n, self.chunk):
-            tr = bulk(self._tr_keys(keys[i : i + self.chunk])) if track else []
-            part = enc[i : i + self.chunk]
-            commands.append((0, LOAD_SCRIPT.evalsha_encoded(len(part) + len(tr), b"".join([*part, *tr]), ())))
+        if not n:
+            none = np.zeros(0, np.int64)
+            return codec.Stored.parse(none, b""), codec.track_decode(none, b"") if track else None
+        order, groups = self.router.group_by_slot(slots, self.chunk)
+        o = order.tolist()
+        enc = [keys[i] for i in o]
+        tr = self._tr_keys(enc) if track else []
+        commands = [(slot, LOAD_SCRIPT.evalsha_encoded(2 * (b - a) if track else b - a,
+                                                       b"".join([*enc[a:b], *tr[a:b]]), ()))
+                    for slot, a, b in groups]
         bad: list[int] = []
         replies = self._call(lambda: self.router.send(commands, script=LOAD_SCRIPT.src, errors=bad))
         if bad:
+            if isinstance(replies[bad[0]], C.NOT_RUN):
+                raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
             raise StateError(f"Redis state store error: {replies[bad[0]]}")
-        size_parts: list[np.ndarray] = []
-        blobs: list[bytes] = []
-        t_sizes: list[np.ndarray] = []
-        t_blobs: list[bytes] = []
-        for i, (size_text, blob) in zip(range(0, n, self.chunk), replies, strict=True):
-            m = min(self.chunk, n - i)
-            sizes = np.array(size_text.split(b","), np.int64)
-            cut = int(sizes[:m].sum())
-            size_parts.append(sizes[:m])
-            blobs.append(blob[:cut])
-            t_sizes.append(sizes[m:])
-            t_blobs.append(blob[cut:])
-        sizes = np.concatenate(size_parts) if size_parts else np.zeros(0, np.int64)
+        # per group: its devices' state sizes, then (with track) their filter states' sizes, then the values
+        m = np.array([b - a for _slot, a, b in groups], np.int64)
+        per = 2 * m if track else m
+        head = (4 * per).tolist()
+        all_sizes = np.frombuffer(b"".join([r[:h] for r, h in zip(replies, head, strict=True)]), "<u4").astype(np.int64)
+        first = np.r_[0, np.cumsum(per)[:-1]].astype(np.int64)
+        is_st = np.arange(len(all_sizes)) - np.repeat(first, per) < np.repeat(m, per)
+        sizes, t_sizes = all_sizes[is_st], all_sizes[~is_st]
+        g_st = (np.add.reduceat(np.where(is_st, all_sizes, 0), first) + 4 * per).tolist()
+        blobs = [r[h:cut] for r, h, cut in zip(replies, head, g_st, strict=True)]
+        t_blobs = [r[cut:] for r, cut in zip(replies, g_st, strict=True)] if track else []
+        got = codec.Stored.parse(sizes, b"".join(blobs))
+        inv = np.empty(n, np.int64)
+        inv[order] = np.arange(n)
+        stored = codec.Stored(got.version[inv], got.buf, got.start[inv], got.length[inv])
         tracked = None
         if track:
-            tracked = codec.track_decode(np.concatenate(t_sizes) if t_sizes else np.zeros(0, np.int64),
-                                         b"".join(t_blobs))
-        return codec.Stored.parse(sizes, b"".join(blobs)), tracked
+            rows = codec.track_decode(t_sizes, b"".join(t_blobs))
+            dev = order[rows.dev]
+            at = np.argsort(dev, kind="stable")
+            tracked = type(rows)(dev[at], rows.pair[at], rows.ts[at], rows.value[at])
+        return stored, tracked
 
     def _decode(self, stored: codec.Stored, places: PlaceTable, spare: int) -> PresenceState:
         state, place_ids = codec.decode(stored, spare)
         self._known_places(places, place_ids)
         return state
 
-    def _save(self, keys: Sequence[bytes], encoded: Sequence[bytes], slots: np.ndarray, flags: np.ndarray,
+    def _save(self, encoded: Sequence[bytes], slots: np.ndarray, flags: np.ndarray,
               version: np.ndarray, due: np.ndarray, states: codec.Stored, entries: Sequence[bytes] | None = None,
               journal: Journal | None = None, tracks: codec.Stored | None = None) -> np.ndarray:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
-        Device ``i``: state key ``keys[i]`` (``encoded[i]`` in the protocol; hash slot ``slots[i]``),
+        Device ``i``: state key ``encoded[i]`` (a protocol bulk string; hash slot ``slots[i]``),
         ``flags[i]`` (:data:`DROP`, :data:`SET_DUE`, :data:`TOUCH`; else its state is written), the
         ``version`` loaded, its ``due`` time and new state (body ``i`` of ``states``). One script call per
         ``chunk`` devices (cluster: per slot group, ``chunk`` at most), pipelined (per node); each call is
@@ -269,32 +278,30 @@ class RedisStateStore:
                     codec.Stored(tracks.version, tracks.buf, tracks.start[order], tracks.length[order]))
         blobs = codec.SaveBlobs.build(version[order], due[order], flags[order], write[order], o_states,
                                       None if entries is None else [entries[i] for i in o], o_tracks)
-        # the filter state keys: every device's with tracks, else a dropped device's (it goes with the state)
-        with_tr = np.ones(len(keys), bool) if tracks is not None else (flags & DROP) != 0
-        tr: list[bytes] = [b""] * len(keys)
-        for i, k in zip(np.flatnonzero(with_tr).tolist(), bulk(self._tr_keys([keys[i] for i in
-                                                                              np.flatnonzero(with_tr).tolist()])),
-                        strict=True):
-            tr[i] = k
-        n_tr = np.r_[0, np.cumsum(with_tr[order])].tolist()
-        # the command of one group in one format: its keys, then the four constant and four blob arguments
-        fmt = (b"*%%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%%d\r\n%%d\r\n%%b%%b%%b%%b%b" % (
-            SAVE_SCRIPT.sha, b"".join(bulk([b"%d" % self.ttl_ms, b"%d" % len(self.prefix.encode()), b"%d" % jttl,
-                                            b"0" if tracks is None else b"1"])))
-               + b"$%d\r\n%b\r\n" * 4)
         enc = [encoded[i] for i in o]
-        trs = [tr[i] for i in o]
+        # the filter state keys: every device's with tracks, else a dropped device's (it goes with the state)
+        with_tr = np.ones(len(encoded), bool) if tracks is not None else (flags & DROP)[order] != 0
+        trs: list[bytes] = [b""] * len(encoded)
+        at_tr = np.flatnonzero(with_tr).tolist()
+        for k, key in zip(at_tr, self._tr_keys([enc[k] for k in at_tr]), strict=True):
+            trs[k] = key
+        n_tr = np.r_[0, np.cumsum(with_tr)].tolist()
+        # the command of one group in one format: its keys, then the constant and blob arguments (ARGV[2]: per slot)
+        ttl_b, jttl_b, track_b = bulk([b"%d" % self.ttl_ms, b"%d" % jttl, b"0" if tracks is None else b"1"])
+        fmt = (b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" + SAVE_SCRIPT.sha + b"\r\n$%d\r\n%d\r\n%b%b%b%b" + ttl_b + b"%b"
+               + jttl_b + track_b + b"$%d\r\n%b\r\n" * 4)
         due_keys = self.router.due_keys_bulk()
         j_keys: Sequence[bytes] | dict[int, bytes] = due_keys  # no journal: not used by the script
         if journal is not None:
             j_keys = dict(zip(uniq := sorted({g[0] for g in groups}),
                               bulk([self.router.journal_key(slot, journal.key) for slot in uniq]), strict=True))
         w = codec.SAVE_HEAD.itemsize
+        span = self.layout.span
         hb, sb, eb, tb = blobs.part(0, len(o))
         s_at, e_at, t_at = blobs.offsets
         commands = [(slot, fmt % (13 + b - a + n_tr[b] - n_tr[a], len(b"%d" % (2 + b - a + n_tr[b] - n_tr[a])),
                                   2 + b - a + n_tr[b] - n_tr[a], due_keys[slot], j_keys[slot], b"".join(enc[a:b]),
-                                  b"".join(trs[a:b]), (b - a) * w, hb[a * w : b * w], s_at[b] - s_at[a],
+                                  b"".join(trs[a:b]), span(slot), (b - a) * w, hb[a * w : b * w], s_at[b] - s_at[a],
                                   sb[s_at[a] : s_at[b]], e_at[b] - e_at[a], eb[e_at[a] : e_at[b]], t_at[b] - t_at[a],
                                   tb[t_at[a] : t_at[b]]))
                     for slot, a, b in groups]
@@ -306,12 +313,11 @@ class RedisStateStore:
             # not run: its devices lost (recomputed from a fresh load, like a lost compare-and-set)
             replies[i] = b"0" * (groups[i][2] - groups[i][1])
         flat = b"".join(replies)
-        won = np.zeros(len(keys), bool)
+        won = np.zeros(len(encoded), bool)
         won[order] = np.frombuffer(flat, np.uint8) == WON
         return won
 
-    def _journaled(self, keys: Sequence[bytes], slots: np.ndarray, names: Sequence[str],
-                   journal: Journal) -> list[bytes | None]:
+    def _journaled(self, slots: np.ndarray, names: Sequence[str], journal: Journal) -> list[bytes | None]:
         """Each device's entry in the batch's journal (``None``: not committed by this batch yet). Read after
         the devices' states: a state saved by this batch is always seen with its entry."""
         order, groups = self.router.group_by_slot(slots, self.chunk)
@@ -320,7 +326,7 @@ class RedisStateStore:
                                  *[names[i].encode("utf-8", "surrogatepass") for i in o[a:b]])))
                     for slot, a, b in groups]
         replies = self._call(lambda: self.router.send(commands))
-        out: list[bytes | None] = [None] * len(keys)
+        out: list[bytes | None] = [None] * len(names)
         for (_slot, a, b), reply in zip(groups, replies, strict=True):
             if isinstance(reply, Exception):
                 raise StoreUnavailable(f"Redis state store unavailable: {reply}", retry_after_s=1.0)
@@ -347,18 +353,16 @@ class RedisStateStore:
         """
         pending = np.arange(len(names))
         parts: list[Transitions] = []
-        all_keys = self._st_keys(names.tolist())
-        all_encoded = bulk(all_keys)  # each state key in the protocol, and its hash slot: once for every attempt
-        all_slots = key_slots(all_keys) if self.cluster else np.zeros(len(all_keys), np.int64)
+        # each state key in the protocol, and its hash slot: once for every attempt
+        all_encoded, all_slots = self.layout.bulk_keys(names.tolist())
         for _attempt in range(self.max_retries + 1):
             sub = pending.tolist()
-            keys = [all_keys[i] for i in sub]
             encoded = [all_encoded[i] for i in sub]
             slots = all_slots[pending]
-            old, t_old = self._load((), keys, track, slots, encoded)
+            old, t_old = self._load(encoded, slots, track)
             done = np.zeros(len(sub), bool)
             if journal is not None:
-                found = self._journaled(keys, slots, [names[i] for i in sub], journal)
+                found = self._journaled(slots, [names[i] for i in sub], journal)
                 done = np.fromiter((v is not None for v in found), bool, len(sub))
                 if done.any():
                     at = np.flatnonzero(done)
@@ -395,7 +399,7 @@ class RedisStateStore:
                 if t_new is not None:
                     tracks = codec.Stored(t_enc.version, t_enc.buf, t_enc.start[save], t_enc.length[save])
                 saved = codec.Stored(new.version, new.buf, new.start[save], new.length[save])
-                res = self._save([keys[i] for i in save.tolist()], [encoded[i] for i in save.tolist()],
+                res = self._save([encoded[i] for i in save.tolist()],
                                  slots[save], flags[save], old.version[save], due[save], saved, entries, journal, tracks)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
@@ -499,6 +503,7 @@ class RedisStateStore:
         def step(state: PresenceState, pending: np.ndarray, _track: Any) -> tuple[Transitions, np.ndarray, Any]:
             return (*advance_state(state, np.arange(state.n_devices), now, params, places=places), None)
 
+        self.check_layout()
         for _round in range(10_000):
             due, full = self._call(partial(self.router.due_pages, now, slots, self.chunk))
             if not due:
@@ -526,8 +531,8 @@ class RedisStateStore:
             return (*advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True, places=places), None)
 
         tr = self._run(names, step, places, params, 16)
-        self._call(lambda: self.r.delete(self._info(device_id), self._st(device_id),
-                                         f"{self.prefix}:{{{device_id}}}:tr"))
+        st = self.layout.state_keys([device_id])[0][0]
+        self._call(lambda: self.r.delete(self._info(device_id), st, st[:-2] + b"tr"))
         return tr, names
 
     def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
@@ -574,7 +579,7 @@ class RedisStateStore:
 
     def snapshot(self, device_id: str, places: PlaceTable,
                  params: PresenceParams | None = None) -> dict[str, Any] | None:
-        stored, _ = self._load([device_id])
+        stored, _ = self._load(*self.layout.bulk_keys([device_id]))
         if not stored.version[0]:
             return None
         state = self._decode(stored, places, 0)
@@ -583,6 +588,7 @@ class RedisStateStore:
         return out
 
     def close(self) -> None:
+        self.router.release()
         if self._own:
             C.close(self.r)
 

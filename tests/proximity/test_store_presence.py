@@ -8,6 +8,7 @@ the session (skipped when it cannot start).
 
 from __future__ import annotations
 
+import binascii
 import itertools
 import math
 import socket
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
 from proximity._redis import RedisStateStore, slot_tags
+from proximity._redis.scripts import LOAD_SCRIPT, SAVE_SCRIPT
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StoreUnavailable
@@ -144,8 +146,9 @@ def test_slot_tags_name_every_slot() -> None:
 def test_cluster_mode_keeps_every_command_in_one_slot(redis_url: str, redis_prefix: str,
                                                       redis_client: Any) -> None:
     """With cluster=True no command (load, save script, due-set scan) touches two slots, each goes to the
-    slot it is routed by, and each device's due time sits in its own slot's due set."""
-    store = RedisStore(redis_url, prefix=redis_prefix, cluster=True)
+    slot it is routed by, a batch is one load and one save per device group it touches (not per device),
+    and each device's due time sits in its group's due set."""
+    store = RedisStore(redis_url, prefix=redis_prefix, cluster=True, groups=8)
     sent: list[tuple[int, list[bytes]]] = []
     send = store.router.send
 
@@ -156,26 +159,31 @@ def test_cluster_mode_keeps_every_command_in_one_slot(redis_url: str, redis_pref
 
     store.router.send = spy  # type: ignore[method-assign]
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
-    names = [f"dev-{i}" for i in range(40)] + [f"shop}}{i}" for i in range(5)]  # the last 5 share one slot
+    names = [f"dev-{i}" for i in range(40)] + [f"shop}}{i}" for i in range(5)]
     r = eng.process_pings(pings([(d, 0, 0 if i % 2 else 500) for i, d in enumerate(names)]))
     assert len(r.events) == len(names)
-    saves = [c for _, c in sent if c[0] == b"EVALSHA"]
-    slots = {redis.crc.key_slot(f"{redis_prefix}:{{{d}}}:st".encode()) for d in names}
-    assert len(saves) == len(slots) < len(names)  # one call per slot: the 5 "shop}" devices went together
-    assert any(sum(k.startswith(f"{redis_prefix}:{{shop}}".encode()) and k.endswith(b":st") for k in c) == 5
-               for c in saves)
+    keys, slots = store.layout.state_keys(names)
+    groups = {binascii.crc_hqx(d.encode(), 0) % 8 for d in names}
+    assert len(set(slots.tolist())) == len(groups) == 8  # 45 devices, 8 groups: each group met
+    assert [redis.crc.key_slot(k) for k in keys] == slots.tolist()
+    saves = [c for _, c in sent if c[:2] == [b"EVALSHA", SAVE_SCRIPT.sha]]
+    loads = [c for _, c in sent if c[:2] == [b"EVALSHA", LOAD_SCRIPT.sha]]
+    assert len(saves) == len(loads) == 8  # one call per group
+    assert sorted(k for c in saves for k in c[5 : 3 + int(c[2])]) == sorted(keys)
     r = eng.advance(T0 + 61)
     assert sorted(e.device_id for e in r.events) == sorted(names) and {e.kind for e in r.events} == {"exit"}
-    assert {b"GET", b"EVALSHA", b"ZRANGEBYSCORE"} <= {c[0] for _, c in sent}
+    assert {b"EVALSHA", b"ZRANGEBYSCORE"} <= {c[0] for _, c in sent}
     for slot, cmd in sent:
         keys = cmd[3 : 3 + int(cmd[2])] if cmd[0] == b"EVALSHA" else cmd[1:2]
         assert {redis.crc.key_slot(k) for k in keys} == {slot}, cmd[:4]
-    # the due sets: one per slot, never the single-Redis one
+    # advance reads the groups' due sets only; never the single-Redis one
+    assert len([c for _, c in sent if c[0] == b"ZRANGEBYSCORE"]) == 8  # one round: each group's due set
     assert not redis_client.exists(f"{redis_prefix}:due")
-    for d in names:
+    for d, slot in zip(names, slots.tolist(), strict=True):
         due = store.due_key_of(d)
-        assert redis.crc.key_slot(due.encode()) == redis.crc.key_slot(f"{redis_prefix}:{{{d}}}:st".encode())
+        assert redis.crc.key_slot(due.encode()) == slot
         assert redis_client.zscore(due, d) == T0 + 7 * 24 * 3600  # after the exit, only the idle TTL is due
+    assert redis_client.get(f"{redis_prefix}:layout") == b"grouped 8"
     store.close()
 
 
@@ -201,15 +209,18 @@ def test_cluster_mode_reloads_scripts_flushed_from_the_server(redis_url: str, re
 def test_real_cluster_save_follows_a_slot_that_moved(redis_cluster_url: str) -> None:
     """A device's slot moves to another master between the load and the save: the save is redirected
     (MOVED), the slot map refreshed, and the device saved on its new master with its events."""
-    store = RedisStore(redis_cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}", cluster=True)
+    # many small groups, so that a device can be alone in its slot (the slot moves without migrating keys)
+    store = RedisStore(redis_cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}", cluster=True, groups=4096)
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
     masters = {n.name: store.r.get_redis_connection(n) for n in store.r.get_primaries()}
     ids = {name: c.execute_command("CLUSTER", "MYID").decode() for name, c in masters.items()}
-    for i in range(1000):  # a device alone in its slot, so the slot can move without migrating keys
+    for i in range(1000):
         device = f"mover-{uuid.uuid4().hex[:8]}-{i}"
-        slot = redis.crc.key_slot(device.encode())
+        slot = int(store.layout.state_keys([device])[1][0])
         if all(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0 for c in masters.values()):
             break
+    else:
+        pytest.fail("no empty slot found for the device")
     owner = store.r.nodes_manager.get_node_from_slot(slot).name
     target = next(name for name in masters if name != owner)
     load = store._load
@@ -225,7 +236,7 @@ def test_real_cluster_save_follows_a_slot_that_moved(redis_cluster_url: str) -> 
     store._load = load  # type: ignore[method-assign]
     assert [(e.device_id, e.kind) for e in r.events] == [(device, "enter")]
     assert store.r.nodes_manager.get_node_from_slot(slot).name == target
-    assert masters[target].exists(f"{store.prefix}:{{{device}}}:st")
+    assert masters[target].exists(store.layout.state_keys([device])[0][0])
     assert [e.kind for e in eng.advance(T0 + 61).events] == ["exit"]
     store.close()
 
@@ -241,21 +252,26 @@ def test_redis_keys_are_prefixed_hash_tagged_and_expire(open_redis: Open) -> Non
                                                               "attrs": {"tier": "gold"}}])]))
     keys = sorted(k.decode() for k in redis_client.scan_iter(match=f"{redis_prefix}*"))
     assert all(k.startswith(redis_prefix + ":") for k in keys)
-    assert f"{redis_prefix}:{{d1}}:st" in keys and f"{redis_prefix}:{{d2}}:st" in keys
+    (st1, st2), slots = store.layout.state_keys(["d1", "d2"])
+    if store.cluster:  # the device's group's hash tag, then the device id
+        assert st1.startswith(b"%b:{%b}:d1:" % (redis_prefix.encode(), slot_tags()[slots[0]]))
+    else:
+        assert st1 == f"{redis_prefix}:{{d1}}:st".encode()
+    assert st1.decode() in keys and st2.decode() in keys
     assert f"{redis_prefix}:{{d1}}:info" in keys
-    for k in (f"{redis_prefix}:{{d1}}:st", f"{redis_prefix}:{{d1}}:info"):
+    for k in (st1.decode(), f"{redis_prefix}:{{d1}}:info"):
         assert 0 < redis_client.pttl(k) <= 600_000
     # the due set (one, or in cluster mode the one of d1's slot) knows when d1's visit can end
     # (last inside evidence + 60 s)
     due = store.due_key_of("d1")
     if store.cluster:
-        assert redis.crc.key_slot(due.encode()) == redis.crc.key_slot(b"d1")
+        assert redis.crc.key_slot(due.encode()) == redis.crc.key_slot(st1) == slots[0]
         assert not redis_client.exists(f"{redis_prefix}:due")
     else:
         assert due == f"{redis_prefix}:due"
     assert redis_client.zscore(due, "d1") == T0 + 1 + 60
     eng.forget("d1")
-    assert not redis_client.exists(f"{redis_prefix}:{{d1}}:st", f"{redis_prefix}:{{d1}}:info")
+    assert not redis_client.exists(st1, f"{redis_prefix}:{{d1}}:info")
     assert redis_client.zscore(due, "d1") is None
 
 
@@ -342,8 +358,8 @@ def test_a_chunk_larger_than_one_mget_loads_every_device(redis_url: str, redis_p
 def test_advance_reaches_due_devices_behind_a_page_of_early_due_times(open_redis: Open) -> None:
     """A ping that pushes a visit's end later leaves the device's due time early (one write less);
     ``advance`` then sets the true time on the devices it finds with nothing to do, page after page.
-    (The devices share one hash slot, so in cluster mode too they fill pages of one due set.)"""
-    store = open_redis()
+    (The devices share one device group, so in cluster mode too they fill pages of one due set.)"""
+    store = open_redis(groups=1)  # in cluster mode, one group: one due set
     store.chunk = 2
     eng = Engine(FenceIndex(FENCES), store=store, config=CONFIG)
     a, b, c, z = "g}a", "g}b", "g}c", "g}z"
@@ -393,14 +409,15 @@ def test_a_connection_lost_before_the_save_applies_nothing(open_redis: Open) -> 
     def broken(*args: Any, **kw: Any) -> Any:
         # the connection drops between load and save (a save: the pipelined script calls, sent with the
         # script's source in case of NOSCRIPT)
-        if kw.get("script"):
+        if kw.get("script") == SAVE_SCRIPT.src:
             raise redis.ConnectionError("connection reset by peer")
         return good(*args, **kw)
 
     store.router.send = broken  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailable):
         eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))
-    assert not list(store.r.scan_iter(match=f"{store.prefix}:{{d*"))
+    st_keys = store.layout.state_keys(["d1", "d2"])[0]
+    assert not store.r.exists(*st_keys, *[k[:-2] + b"tr" for k in st_keys])
     store.router.send = good  # type: ignore[method-assign]
     r = eng.process_pings(pings([("d1", 0, 0), ("d2", 0, 500)]))  # the client's retry goes through whole
     assert sorted(e.device_id for e in r.events) == ["d1", "d2"]

@@ -1,0 +1,134 @@
+"""Where the state store keeps a device's keys (the key layout), the layout's marker, and the migration.
+
+``P`` is the key prefix, ``D`` the device id.
+
+- Single Redis (``cluster=False``): ``P:{D}:st``, ``P:{D}:tr`` and one due set ``P:due``.
+- Redis Cluster (``cluster=True``), the *grouped* layout: each device belongs to one of ``groups``
+  device groups, ``g = CRC16(D) mod groups`` (the whole id, as bytes); group ``g``'s keys carry the
+  hash tag ``T`` of slot ``g * 16384 // groups`` (:func:`proximity._redis.cluster.slot_tags`):
+  ``P:{T}:D:st``, ``P:{T}:D:tr``, and the group's due set ``P:due:{T}`` and batch journals
+  ``P:j:{T}:<batch>`` share that slot. A batch of 500 devices is then at most ``groups`` script calls
+  (one per group it touches, pipelined per node), where one hash tag per device made it ~500. The
+  groups' slots are spread evenly over the 16384, so the masters of an evenly split cluster hold
+  about as many groups each; a slot migration moves a whole group (1/``groups`` of the devices).
+  ``P:{D}:info`` (attributes, time zone, opt-out: no script reads it) keeps its own tag.
+
+The layout is recorded in ``P:layout`` (``b"grouped <groups>"``), written by the first cluster-mode
+store that runs on a prefix holding no presence state. A store refuses (:class:`StateError`, with
+what to do) a prefix whose marker says another layout or number of groups, and a prefix without a
+marker that holds state of the per-device layout that cluster mode used before (``P:{D}:st`` with
+due sets on every slot): :func:`proximity._redis.migrate.migrate` moves such state to the grouped
+layout in place (``python -m proximity._redis.migrate URL --prefix P --groups N``, with the workers
+stopped; it can be run again after an interruption). Changing ``groups`` later means a new prefix (the devices
+start over) or flushing the old one.
+"""
+
+from __future__ import annotations
+
+from binascii import crc_hqx
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+from proximity._redis.cluster import SLOTS, slot_tags
+from proximity._redis.scripts import bulk
+from proximity.errors import StateError
+
+#: the default number of device groups on a cluster: at most 32 ``LOAD`` and 32 ``SAVE`` calls per batch,
+#: and 32 units to spread over the masters (about 11 per master on three; use 8-10 per master on more)
+GROUPS = 32
+
+
+class Layout:
+    """The key layout of one store (see the module docstring)."""
+
+    def __init__(self, prefix: str, cluster: bool, groups: int = GROUPS) -> None:
+        if cluster and not 1 <= groups <= SLOTS:
+            raise ValueError(f"groups must be 1..{SLOTS}, not {groups}")
+        self.prefix = prefix
+        self.cluster = cluster
+        self.groups = groups if cluster else 0
+        self.key = f"{prefix}:layout"
+        self.marker = b"grouped %d" % groups if cluster else None
+        head = prefix.encode()
+        self._head = head
+        if cluster:
+            self.group_slot = np.arange(groups, dtype=np.int64) * SLOTS // groups
+            tags = slot_tags()
+            self._heads = [b"%b:{%b}:" % (head, tags[s]) for s in self.group_slot.tolist()]
+            #: slot -> SAVE's ARGV[2] as a protocol bulk string: where a device's name is in its state key
+            self._spans = {s: bulk([b"%d -4" % (len(h) + 1)])[0]
+                           for s, h in zip(self.group_slot.tolist(), self._heads, strict=True)}
+        else:
+            self._span = bulk([b"%d -5" % (len(head) + 3)])[0]
+
+    @property
+    def due_slots(self) -> Sequence[int]:
+        """The slots whose due sets may list devices (cluster: the groups'; else the one set, as slot 0)."""
+        return self.group_slot.tolist() if self.cluster else range(1)
+
+    def _groups(self, names: Sequence[str]) -> tuple[list[bytes], list[int] | None]:
+        """Each name as bytes, and (cluster) its device group."""
+        joined = "\0".join(names)
+        enc = joined.encode().split(b"\0") if joined.isascii() else []  # one call for the common ids
+        if len(enc) != len(names):
+            enc = [n.encode() for n in names]
+        if not self.cluster:
+            return enc, None
+        return enc, (np.fromiter(map(crc_hqx, enc, repeat(0)), np.int64, len(enc)) % self.groups).tolist()
+
+    def state_keys(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
+        """Each device's state key and its hash slot (0 for all with ``cluster=False``)."""
+        enc, g = self._groups(names)
+        if g is None:
+            head = self._head + b":{"
+            return [head + e + b"}:st" for e in enc], np.zeros(len(enc), np.int64)
+        heads = self._heads
+        return [heads[x] + e + b":st" for x, e in zip(g, enc, strict=True)], self.group_slot[g]
+
+    def bulk_keys(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
+        """:meth:`state_keys` as protocol bulk strings (``$<length>\\r\\n<key>\\r\\n``), made in one pass."""
+        enc, g = self._groups(names)
+        if g is None:
+            head = self._head + b":{"
+            n = len(head) + 4
+            return [b"$%d\r\n%b%b}:st\r\n" % (n + len(e), head, e) for e in enc], np.zeros(len(enc), np.int64)
+        heads = self._heads
+        return ([b"$%d\r\n%b%b:st\r\n" % (len(heads[x]) + len(e) + 3, heads[x], e) for x, e in zip(g, enc, strict=True)],
+                self.group_slot[g])
+
+    def span(self, slot: int) -> bytes:
+        """``SAVE``'s ARGV[2] for the devices of ``slot`` (a bulk string): "<first> <last>", the name's
+        place in the state key as ``string.sub`` takes it."""
+        return self._spans[slot] if self.cluster else self._span
+
+    def is_grouped_key(self, key: bytes) -> bool:
+        """Is ``key`` a state key of this (cluster) layout?"""
+        cut = key.find(b"}:", len(self._head) + 2)
+        name = key[cut + 2 : -3]
+        return cut > 0 and key.endswith(b":st") and self.state_keys([name.decode()])[0] == [key]
+
+    def check(self, r: Any, exists: Any) -> None:
+        """Refuse (:class:`StateError`) a prefix written in another layout; mark an unmarked one that holds
+        no state. ``exists(keys)``: how many of these keys exist (any slots)."""
+        got = r.get(self.key)
+        if got is None and self.cluster:
+            if exists([b"%b:due:{%b}" % (self._head, t) for t in slot_tags()]):
+                raise StateError(
+                    f"the Redis prefix {self.prefix!r} holds presence state in the per-device key layout of "
+                    f"earlier versions ({self.prefix}:{{<device>}}:st): move it to the grouped layout with "
+                    f"'python -m proximity._redis.migrate URL --prefix {self.prefix} --groups {self.groups}' "
+                    f"(workers stopped), or use a new prefix (every device starts over)")
+            r.set(self.key, self.marker, nx=True)
+            got = r.get(self.key)
+        if got != self.marker:
+            here = f"cluster=True with {self.groups} device groups" if self.cluster else "cluster=False"
+            raise StateError(
+                f"the Redis prefix {self.prefix!r} holds presence state in the layout {got!r} "
+                f"({self.key}), and this store runs {here}: use the same setting as the processes that "
+                f"wrote it, or a new prefix (every device starts over)")
+
+
+__all__ = ["GROUPS", "Layout"]
