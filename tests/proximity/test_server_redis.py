@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from proximity.service import create_app
 from proximity.service.config import ServiceConfig
+from proximity.service.worker import APP_STATE
 from tests.proximity.test_server import (
     ADMIN,
     INSIDE_A,
@@ -105,6 +106,24 @@ async def test_live_feed_sees_events_of_every_worker(make_worker) -> None:
     await a.post("/v1/pings", json=[ping("via-a", INSIDE_A, time.time())], headers=h(SDK))
     msg = await ws.receive_json(timeout=5)
     assert (msg["type"], msg["kind"], msg["device_id"]) == ("event", "enter", "via-a")
+    await ws.close()
+
+
+async def test_positions_are_made_only_while_a_console_of_some_worker_watches(make_worker) -> None:
+    a, b = await make_worker(), await make_worker()
+    bus_a = a.server.app[APP_STATE].bus
+    await asyncio.sleep(0.3)  # a's first look at the watch keys
+    assert not bus_a.watching("positions")  # no console anywhere: a keeps no positions
+    await a.post("/v1/pings", json=[ping("unseen", INSIDE_A, time.time() - 1)], headers=h(SDK))
+    ws = await b.ws_connect("/v1/events?kind=positions", headers=h(ADMIN))
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    deadline = time.monotonic() + 5
+    while not bus_a.watching("positions") and time.monotonic() < deadline:  # b's announcement reaches a
+        await asyncio.sleep(0.01)
+    assert bus_a.watching("positions")
+    await a.post("/v1/pings", json=[ping("seen-via-a", INSIDE_A, time.time())], headers=h(SDK))
+    msg = await ws.receive_json(timeout=5)
+    assert msg["type"] == "positions" and [d[0] for d in msg["devices"]] == ["seen-via-a"]
     await ws.close()
 
 
