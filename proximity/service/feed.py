@@ -169,6 +169,8 @@ class FeedBus:
         self._task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._announcing: set[asyncio.Task[None]] = set()
+        self._outgoing: list[Mapping[str, Any]] = []  # published by the sender task, in order
+        self._sender: asyncio.Task[None] | None = None
         #: on-demand kinds that some worker's client asks for (last read of the watch keys, or an announcement)
         self.remote: set[str] = set()
         if client is not None:
@@ -221,11 +223,22 @@ class FeedBus:
         if self._client is None:
             self.hub.deliver(messages)
             return
-        try:
-            await publish(self._client, self.channel, json_bytes(clean(list(messages))), self.cluster)
-        except Exception as exc:  # the feed is best effort; the batch itself already succeeded
-            log.warning("live feed publish failed: %s", exc)
-            self.hub.deliver(messages)
+        self._outgoing.extend(messages)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send(), name="feed-send")
+
+    async def _send(self) -> None:
+        """Publish what waits, in order, one message at a time: what the requests and deliveries of one turn
+        of the event loop publish (a batch's events, a delivery pass's offers) goes in one message, and more
+        under load."""
+        await asyncio.sleep(0)
+        while self._outgoing:
+            messages, self._outgoing = self._outgoing, []
+            try:
+                await publish(self._client, self.channel, json_bytes(messages), self.cluster)  # NaN: null
+            except Exception as exc:  # the feed is best effort; the batch itself already succeeded
+                log.warning("live feed publish failed: %s", exc)
+                self.hub.deliver(messages)
 
     async def _listen(self) -> None:
         while True:
@@ -249,7 +262,9 @@ class FeedBus:
             self._watch_task = asyncio.create_task(self._watch(), name="feed-watch")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, self._watch_task, *self._announcing) if t is not None]
+        if self._sender is not None:  # what was published before the stop goes out (bounded)
+            await asyncio.wait([self._sender], timeout=2.0)
+        tasks = [t for t in (self._task, self._watch_task, self._sender, *self._announcing) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -127,6 +127,36 @@ async def test_positions_are_made_only_while_a_console_of_some_worker_watches(ma
     await ws.close()
 
 
+async def test_what_one_turn_publishes_goes_in_one_message_in_order(redis_url: str, redis_prefix: str) -> None:
+    import json
+
+    import redis.asyncio as aioredis
+
+    from proximity.service.feed import FeedBus, FeedHub
+
+    client, listener = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
+    bus = FeedBus(FeedHub(), client, redis_prefix)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.subscribe(bus.channel)
+        assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
+        for n in range(3):  # e.g. a delivery pass's offers
+            await bus.publish([{"type": "offer", "n": n}])
+        await bus.publish([{"type": "event", "n": 3}, {"type": "event", "n": 4}])
+        got = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3)
+            if msg is not None:
+                got.append([m["n"] for m in json.loads(msg["data"])])
+        assert got == [[0, 1, 2, 3, 4]]
+    finally:
+        await bus.stop()
+        await pubsub.aclose()
+        await client.aclose()
+        await listener.aclose()
+
+
 class TcpProxy:
     """A loopback TCP proxy to Redis, on its own thread, that the test can cut and restore.
 
