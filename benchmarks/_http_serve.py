@@ -63,7 +63,7 @@ def _city(directory: Path, seed: int = 1) -> dict[str, Path]:
     import hashlib
 
     rng = random.Random(seed)
-    features = []
+    features: list[dict[str, Any]] = []
     for i in range(N_STORES):
         lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
         d = rng.uniform(0.0004, 0.0012)
