@@ -19,16 +19,19 @@ KEY = "bench-key"
 BATCH = 500
 N_STORES = 1000
 N_DEVICES = 20_000
-MARK = b"7777777777.777"  # placeholder for each pass's time (seconds, 3 decimals: :func:`stamp`) in every ts
+MARK = b"7777777777.7"  # placeholder for each pass's time (seconds, 1 decimal: :func:`stamp`) in every ts
+#: a ping's place in its pass, in microseconds after the pass's time, wraps here (0.1 s: one tenth of :func:`stamp`)
+PASS_US = 100_000
 
 
 def stamp(previous: float) -> tuple[float, bytes]:
-    """A new pass's time and its text for ``MARK``: 1 ms after the previous pass's, or about the wall clock if
-    that is later. Every device's ts grows from pass to pass however fast passes go, and never runs ahead
-    of the clock by more than a millisecond a pass (a pass a second later would drift into the service's
-    future-skew limit when passes are quick)."""
-    t = max(previous + 0.001, time.time() - 1.0)
-    return t, f"{t:.3f}".encode()
+    """A new pass's time and its text for ``MARK``: 0.1 s after the previous pass's (the span of a pass's own
+    offsets, :data:`PASS_US`), or about the wall clock if that is later. Every device's ts grows from ping
+    to ping, within a pass and from pass to pass, however fast passes go, and never runs ahead of the clock
+    by more than 0.1 s a pass (a pass a second later would drift into the service's future-skew limit when
+    passes are quick)."""
+    t = round(max(previous + 0.1, time.time() - 1.0), 1)
+    return t, f"{t:.1f}".encode()
 
 
 def home_spots(stores: list[list[float]], rng: random.Random) -> list[tuple[float, float]]:
@@ -45,13 +48,14 @@ def home_spots(stores: list[list[float]], rng: random.Random) -> list[tuple[floa
 
 def ping_row(rng: random.Random, home: list[tuple[float, float]], d: int, k: int) -> str:
     """Device ``d``'s ping (JSON): from its home spot with a few metres of jitter, 1% from a random spot;
-    its ts is ``MARK`` (the pass's time, to the millisecond) plus ``k % 1000`` microseconds."""
+    its ts is ``MARK`` (the pass's time, to the tenth of a second) plus ``k % PASS_US`` microseconds, so the
+    pings of a pass (``k``: the ping's place in it) are in time order."""
     if rng.random() < 0.01:
         lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
     else:
         lon, lat = home[d][0] + rng.uniform(-3e-5, 3e-5), home[d][1] + rng.uniform(-3e-5, 3e-5)
     return (f'{{"device_id":"d{d:05d}","lon":{lon:.6f},"lat":{lat:.6f},"accuracy_m":8,'
-            f'"ts":{MARK.decode()}{k % 1000:03d}}}')
+            f'"ts":{MARK.decode()}{k % PASS_US:05d}}}')
 
 
 def _city(directory: Path, seed: int = 1) -> dict[str, Path]:
@@ -59,7 +63,7 @@ def _city(directory: Path, seed: int = 1) -> dict[str, Path]:
     import hashlib
 
     rng = random.Random(seed)
-    features = []
+    features: list[dict[str, Any]] = []
     for i in range(N_STORES):
         lon, lat = 2.25 + rng.uniform(0, 0.2), 48.80 + rng.uniform(0, 0.2)
         d = rng.uniform(0.0004, 0.0012)

@@ -5,6 +5,7 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
 - :func:`connect` / :func:`connect_async`: a URL becomes a ``redis.Redis`` (one server) or, when the
   server is a cluster node, a ``redis.cluster.RedisCluster`` seeded with that node (MOVED, ASK and
   TRYAGAIN are followed by redis-py; every script of the adapters touches one hash slot);
+- :func:`run_scripts`: several script calls in one round trip on a single Redis (one call each on a cluster);
 - :func:`unavailable`: which redis errors mean "the store cannot be reached now" (connection refused or
   lost, timeouts, a cluster slot without a master, a cluster that is down or still failing over);
   the adapters raise :class:`campaigns.errors.StoreUnavailable` for them, without the server's address.
@@ -12,6 +13,7 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -78,6 +80,30 @@ async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
         await cluster.aclose()
         raise unavailable(exc, "connect") from exc
     return cluster
+
+
+def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """The replies of ``(script, keys, args)`` calls (``Script`` objects of ``client.register_script``), run in
+    order. On a single Redis they go in one round trip (a pipeline of ``EVALSHA``, each script still atomic);
+    the calls of a script the server does not hold (restarted, flushed) are run again once it is loaded, in
+    their order. On a cluster (keys in several slots) each call is its own round trip. Redis errors are
+    raised (the first one)."""
+    if not calls:
+        return []
+    if is_cluster(client):
+        return [script(keys=keys, args=args) for script, keys, args in calls]
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    out = pipe.execute(raise_on_error=False)
+    for i, reply in enumerate(out):
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            script, keys, args = calls[i]
+            out[i] = script(keys=keys, args=args)  # loads it
+    for reply in out:
+        if isinstance(reply, Exception):
+            raise reply
+    return list(out)
 
 
 def is_cluster(client: Any) -> bool:

@@ -14,6 +14,7 @@ matched campaign saying why it did or did not fire.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
@@ -92,12 +93,39 @@ class _Tables:
     order: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _Ask:
+    """An eligible campaign of an event: refused without asking (quiet hours drop, empty template), a holdout
+    (``offer`` None: caps read, a mirror taken), or an offer whose caps are to be asked for."""
+
+    campaign: Campaign
+    refusal: Verdict | None
+    oid: str = ""
+    checks: list[CapCheck] = field(default_factory=list)
+    offer: Offer | None = None
+    hold_until: float | None = None
+    variant: str | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What deciding an event needs besides the caps (see ``CampaignRules._plan``)."""
+
+    event: Event
+    matched: list[Campaign]
+    verdicts: dict[str, Verdict]
+    asks: list[_Ask]
+    zone: Any  # where a held offer's local time is told
+    holdout: bool = False
+
+
 class CampaignRules:
     """Campaigns as the engine's ``Rules``: ``dwell_thresholds()`` and ``decide(events, devices, now)``.
 
     ``limiter`` defaults to a :class:`MemoryLimiter`; ``outbox`` (optional)
     receives every offer before ``decide`` returns it; ``on_decision`` is called
-    with each :class:`Decision`; the last ``keep`` decisions stay in
+    with each :class:`Decision`, ``on_decisions`` once with all the decisions of one
+    ``decide`` (with those made so far when a later one fails); the last ``keep`` decisions stay in
     :attr:`recent`. :meth:`replace` swaps campaigns and fences atomically (hot
     reload) while keeping the caps.
 
@@ -105,6 +133,10 @@ class CampaignRules:
     ``max_event_age`` stale: no offer, the verdict says ``stale``. Without it (backtests,
     which replay in simulated time) no event is stale. An enter of a device at a fence
     cancels its delayed offers there (``outbox.cancel``, when the outbox has one).
+
+    ``batch`` (:class:`campaigns.redis_offers.RedisOffers`, for a limiter and an outbox on one
+    single Redis) asks for the caps and writes the offers of all the events of one ``decide`` in
+    one round trip, in event order: the same answers as one event at a time.
     """
 
     def __init__(
@@ -115,6 +147,8 @@ class CampaignRules:
         limiter: Limiter | None = None,
         outbox: OutboxWriter | None = None,
         on_decision: Callable[[Decision], None] | None = None,
+        on_decisions: Callable[[list[Decision]], None] | None = None,
+        batch: Any = None,
         keep: int = 1000,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -122,6 +156,8 @@ class CampaignRules:
         self.limiter: Limiter = limiter if limiter is not None else MemoryLimiter()
         self.outbox = outbox
         self.on_decision = on_decision
+        self.on_decisions = on_decisions
+        self.batch = batch
         self.recent: deque[Decision] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._tables = self._make_tables(campaigns, fences)
@@ -185,19 +221,68 @@ class CampaignRules:
         """One :class:`Decision` per event. With ``dry_run`` nothing is consumed or written:
         the verdicts say what would happen (caps are read, not taken)."""
         tables = self._tables
-        out = []
-        cancel = getattr(self.outbox, "cancel", None)
-        for event in events:
-            device = devices.get(event.device_id) or Device(event.device_id)
-            if not dry_run and cancel is not None and event.kind == "enter" and event.zone is None:
-                cancel(cancel_key(event.device_id, event.fence_id), event.ts)
-            decision = self._decide_one(tables, event, device, dry_run)
+        out: list[Decision] = []
+        cancel = None if dry_run else getattr(self.outbox, "cancel", None)
+        early = self._cancel_early(events) if cancel is not None else set()
+        batch = None if dry_run or self.outbox is None else self.batch
+        queue: list[_Plan] = []  # planned, waiting for the batch's one round trip
+
+        def record(decision: Decision) -> None:
             if not dry_run:
                 self.recent.append(decision)
                 if self.on_decision is not None:
                     self.on_decision(decision)
             out.append(decision)
+
+        def flush() -> None:
+            grants = batch.run(  # type: ignore[union-attr]
+                [[(a.oid, a.checks, p.event.ts, a.offer) for a in p.asks if a.offer is not None] for p in queue])
+            for plan, got in zip(queue, grants, strict=True):
+                record(self._settle(tables, plan, _replay(got), False))
+            queue.clear()
+
+        try:
+            for i, event in enumerate(events):
+                device = devices.get(event.device_id) or Device(event.device_id)
+                plan = self._plan(tables, event, device)
+                inline = cancel is not None and i not in early and event.kind == "enter" and event.zone is None
+                if batch is not None and not inline and not plan.holdout:
+                    queue.append(plan)
+                    continue
+                if queue:
+                    flush()
+                if inline:
+                    cancel(cancel_key(event.device_id, event.fence_id), event.ts)  # type: ignore[misc]
+                record(self._settle(tables, plan, self._ask_dry if dry_run else self._ask, dry_run))
+            if queue:
+                flush()
+        except BaseException:
+            if out and not dry_run and self.on_decisions is not None:
+                with contextlib.suppress(Exception):  # what was decided is recorded, as far as it can be
+                    self.on_decisions(out)
+            raise
+        if out and not dry_run and self.on_decisions is not None:
+            self.on_decisions(out)
         return out
+
+    def _cancel_early(self, events: Sequence[Event]) -> set[int]:
+        """Cancel, in one call before the loop (an outbox with ``cancel_many``), the delayed offers that the
+        enters of ``events`` cancel when no earlier event of theirs has the same device and fence (an earlier
+        one may put a delayed offer that the enter cancels: that enter cancels in its turn). Returns the
+        indexes of the enters done."""
+        cancel_many = getattr(self.outbox, "cancel_many", None)
+        if cancel_many is None:
+            return set()
+        seen: set[tuple[str, str]] = set()
+        early: dict[str, tuple[int, float]] = {}
+        for i, e in enumerate(events):
+            pair = (e.device_id, e.fence_id)
+            if e.kind == "enter" and e.zone is None and pair not in seen:
+                early[cancel_key(*pair)] = (i, e.ts)
+            seen.add(pair)
+        if early:
+            cancel_many([(key, ts) for key, (_, ts) in early.items()])
+        return {i for i, _ in early.values()}
 
     def explain(self, event: Event, device: Device | None = None) -> Decision:
         """What would happen to ``event`` now, without consuming any cap."""
@@ -227,86 +312,113 @@ class CampaignRules:
             return False
         return not (trig.tags is not None and (fence is None or not (fence.tags & trig.tags)))
 
-    def _decide_one(self, t: _Tables, event: Event, device: Device, dry_run: bool) -> Decision:
+    def _plan(self, t: _Tables, event: Event, device: Device) -> _Plan:
+        """Everything about ``event`` that needs no cap: the matched campaigns, the verdicts of those that are
+        not eligible, and the eligible ones in order (each with its caps and rendered offer, or its refusal)."""
         fence = t.fences.get(event.fence_id)
         defaults = t.campaign_set.defaults
         device_zone = _zone(device.timezone)
         store_zone = fence.timezone if fence is not None else None
-        matched = [c for c in t.campaigns if self._matches(c, event, fence)]
-        if not matched:
-            return Decision(event, None, ())
-        verdicts: dict[str, Verdict] = {}
+        plan = _Plan(event, [c for c in t.campaigns if self._matches(c, event, fence)], {}, [],
+                     device_zone or store_zone or defaults.timezone or ZoneInfo("UTC"))
+        if not plan.matched:
+            return plan
         eligible: list[Campaign] = []
         age = None if self.clock is None else self.clock() - event.ts
-        for c in matched:
+        for c in plan.matched:
             if c.status != "active":
-                verdicts[c.id] = Verdict(c.id, "paused", "campaign is paused")
+                plan.verdicts[c.id] = Verdict(c.id, "paused", "campaign is paused")
                 continue
             if age is not None and age > c.max_event_age_s:
-                verdicts[c.id] = Verdict(c.id, "stale", f"the event's evidence is {_human(round(age))} old "
-                                                        f"(max_event_age {_human(c.max_event_age_s)})")
+                plan.verdicts[c.id] = Verdict(c.id, "stale", f"the event's evidence is {_human(round(age))} old "
+                                                             f"(max_event_age {_human(c.max_event_age_s)})")
                 continue
             zone = c.schedule.timezone or store_zone or device_zone or defaults.timezone
             why = schedule_refusal(c.schedule, event.ts, zone, fence)
             if why is not None:
-                verdicts[c.id] = Verdict(c.id, "schedule", why)
+                plan.verdicts[c.id] = Verdict(c.id, "schedule", why)
                 continue
             why = _audience_refusal(c.audience, device)
             if why is not None:
-                verdicts[c.id] = Verdict(c.id, "audience", why)
+                plan.verdicts[c.id] = Verdict(c.id, "audience", why)
                 continue
             eligible.append(c)
         eligible.sort(key=lambda c: (-c.priority, t.order[c.id]))
-        offer: Offer | None = None
         local_zone = device_zone or store_zone or defaults.timezone
-        cap_zone = device_zone or store_zone or defaults.timezone
-        taken: Verdict | None = None  # the verdict that took the event's one slot (an offer or a holdout)
         for c in eligible:
-            if taken is not None:
-                verdicts[c.id] = Verdict(c.id, "outranked", (
-                    f"{taken.campaign_id} fired (at most one offer per event)" if taken.outcome != "holdout"
-                    else f"{taken.campaign_id} held this device out (its control group gets no offer for the event)"))
-                continue
             # quiet hours at the time the offer would go out: the event's, or the event's plus the delay
             send_at = event.ts + (c.offer.delay_s or 0.0)
             quiet = defaults.quiet_hours
             hold_until = None if quiet is None else quiet_until(quiet, send_at, local_zone)
             if quiet is not None and hold_until is not None and quiet.mode == "drop":
-                verdicts[c.id] = Verdict(c.id, "dropped", "quiet hours (mode drop)")
+                plan.asks.append(_Ask(c, Verdict(c.id, "dropped", "quiet hours (mode drop)")))
                 continue
             oid = offer_id(c.id, event.device_id, event.place, event.kind, event.ts, event.dwell_s)
-            checks = self._checks(c, event, cap_zone, defaults)
+            checks = self._checks(c, event, local_zone, defaults)
             variant = arm(c, event.device_id) if c.experiment is not None else None
             if variant == HOLDOUT:
-                verdicts[c.id] = taken = self._holdout(c, oid, checks, event.ts, dry_run)
-                if taken.outcome != "holdout":
-                    taken = None
+                plan.asks.append(_Ask(c, None, oid, checks))
+                plan.holdout = True
                 continue
             empty: list[str] = []
             rendered = self._render(c, event, device, fence, oid, hold_until, variant, empty)
             if empty and not c.offer.allow_empty:
                 names = ", ".join(f"{{{n}}}" for n in dict.fromkeys(empty))
-                verdicts[c.id] = Verdict(c.id, "template_empty", f"no value for {names} (no fallback; "
-                                                                 "offer.allow_empty is false)", variant=variant)
+                plan.asks.append(_Ask(c, Verdict(c.id, "template_empty", f"no value for {names} (no fallback; "
+                                                                          "offer.allow_empty is false)",
+                                                 variant=variant)))
                 continue
-            grant = self._peek(checks, event.ts) if dry_run else self.limiter.acquire(oid, checks, event.ts)
+            plan.asks.append(_Ask(c, None, oid, checks, rendered, hold_until, variant))
+        return plan
+
+    def _ask(self, a: _Ask) -> Grant:
+        """One candidate's caps taken, and its offer written to the outbox when they had room."""
+        assert a.offer is not None
+        grant = self.limiter.acquire(a.oid, a.checks, a.offer.ts)
+        if grant.ok and self.outbox is not None:
+            self.outbox.put(a.offer)
+        return grant
+
+    def _ask_dry(self, a: _Ask) -> Grant:
+        assert a.offer is not None
+        return self._peek(a.checks, a.offer.ts)
+
+    def _settle(self, t: _Tables, plan: _Plan, ask: Callable[[_Ask], Grant], dry_run: bool) -> Decision:
+        """The decision of a plan: its candidates in order, each asked for its caps (``ask``) until one fires."""
+        event, verdicts = plan.event, plan.verdicts
+        offer: Offer | None = None
+        taken: Verdict | None = None  # the verdict that took the event's one slot (an offer or a holdout)
+        for a in plan.asks:
+            c = a.campaign
+            if taken is not None:
+                verdicts[c.id] = Verdict(c.id, "outranked", (
+                    f"{taken.campaign_id} fired (at most one offer per event)" if taken.outcome != "holdout"
+                    else f"{taken.campaign_id} held this device out (its control group gets no offer for the event)"))
+                continue
+            if a.refusal is not None:
+                verdicts[c.id] = a.refusal
+                continue
+            if a.offer is None:
+                verdicts[c.id] = taken = self._holdout(c, a.oid, a.checks, event.ts, dry_run)
+                if taken.outcome != "holdout":
+                    taken = None
+                continue
+            grant = ask(a)
             if not grant.ok:
                 verdicts[c.id] = Verdict(c.id, "blocked", f"cap {grant.blocked_by} reached ({grant.used} used)",
-                                         grant.blocked_by, variant)
+                                         grant.blocked_by, a.variant)
                 continue
-            offer = rendered
-            if hold_until is not None:
-                local = dt.datetime.fromtimestamp(hold_until, device_zone or store_zone or defaults.timezone or ZoneInfo("UTC"))
+            offer = a.offer
+            if a.hold_until is not None:
+                local = dt.datetime.fromtimestamp(a.hold_until, plan.zone)
                 verdicts[c.id] = Verdict(c.id, "held", f"quiet hours: held until {local.isoformat(timespec='minutes')}",
-                                         variant=variant)
+                                         variant=a.variant)
             else:
                 delayed = f" (delayed {_human(c.offer.delay_s)})" if c.offer.delay_s is not None else ""
                 verdicts[c.id] = Verdict(c.id, "offer", "fired" + delayed + (
-                    " (already issued: same offer id)" if grant.duplicate else ""), variant=variant)
+                    " (already issued: same offer id)" if grant.duplicate else ""), variant=a.variant)
             taken = verdicts[c.id]
-            if not dry_run and self.outbox is not None:
-                self.outbox.put(offer)
-        ordered = tuple(verdicts[c.id] for c in sorted(matched, key=lambda c: (-c.priority, t.order[c.id])))
+        ordered = tuple(verdicts[c.id] for c in sorted(plan.matched, key=lambda c: (-c.priority, t.order[c.id])))
         return Decision(event, offer, ordered)
 
     def _holdout(self, c: Campaign, oid: str, checks: list[CapCheck], now: float, dry_run: bool) -> Verdict:
@@ -409,6 +521,12 @@ class CampaignRules:
             expires_at=expires,
             delayed=delay is not None,
         )
+
+
+def _replay(grants: Sequence[Grant]) -> Callable[[_Ask], Grant]:
+    """An ``ask`` that answers with grants already obtained (a batch's), in order."""
+    it = iter(grants)
+    return lambda _a: next(it)
 
 
 def _audience_refusal(audience: Audience, device: Device) -> str | None:

@@ -27,7 +27,7 @@ Pending exposures live where the state lives: :class:`MemoryPending` here,
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -100,31 +100,53 @@ class LiveConversions:
         self.specs: dict[str, Spec] = {s.campaign_id: s for s in specs_of(campaigns, fences)}
 
     def on_decision(self, decision: Any) -> None:
-        e = decision.event
-        incs = []
-        for v in decision.verdicts:
-            spec = self.specs.get(v.campaign_id)
-            if v.outcome not in EXPOSED or spec is None:
-                continue
-            arm = HOLDOUT if v.outcome == "holdout" else (v.variant or "offer")
-            token = offer_id(v.campaign_id, e.device_id, e.place, e.kind, e.ts, e.dwell_s)
-            self.pending.add(e.device_id, Pending(token, v.campaign_id, arm, e.fence_id, e.ts, e.ts + spec.within_s))
-            incs.append(Increment(v.campaign_id, arm, e.fence_id, "exposed", token))
-        if incs:
-            self.counters.add(incs, now=e.ts)
+        self.on_decisions([decision])
+
+    def on_decisions(self, decisions: Sequence[Any]) -> None:
+        """Record the exposures of several decisions (one engine call's): stores that can (Redis) write
+        them in one round trip for the pending exposures and one for the counters."""
+        items: list[tuple[str, Pending]] = []
+        groups: list[tuple[list[Increment], float]] = []
+        for decision in decisions:
+            e = decision.event
+            incs = []
+            for v in decision.verdicts:
+                spec = self.specs.get(v.campaign_id)
+                if v.outcome not in EXPOSED or spec is None:
+                    continue
+                arm = HOLDOUT if v.outcome == "holdout" else (v.variant or "offer")
+                token = offer_id(v.campaign_id, e.device_id, e.place, e.kind, e.ts, e.dwell_s)
+                items.append((e.device_id, Pending(token, v.campaign_id, arm, e.fence_id, e.ts, e.ts + spec.within_s)))
+                incs.append(Increment(v.campaign_id, arm, e.fence_id, "exposed", token))
+            if incs:
+                groups.append((incs, e.ts))
+        add_many = getattr(self.pending, "add_many", None)
+        if add_many is not None:
+            add_many(items)
+        else:
+            for device_id, pending in items:
+                self.pending.add(device_id, pending)
+        counters_many = getattr(self.counters, "add_many", None)
+        if counters_many is not None:
+            counters_many(groups)
+        else:
+            for incs, ts in groups:
+                self.counters.add(incs, now=ts)
 
     def on_events(self, events: Iterable[Any]) -> None:
-        incs = []
+        claims: list[tuple[str, float, dict[str, float]]] = []
         for e in events:
             if e.zone is not None:
                 continue
             prob = e.to_dict().get("probability")
             windows = {cid: s.within_s for cid, s in self.specs.items() if _qualifies(s, e, prob)}
-            if not windows:
-                continue
-            won = self.pending.claim(e.device_id, e.ts - e.dwell_s, windows)
-            if won is not None:
-                incs.append(Increment(won.campaign_id, won.arm, won.store, "converted", won.token))
+            if windows:
+                claims.append((e.device_id, e.ts - e.dwell_s, windows))
+        if not claims:
+            return
+        claim_many = getattr(self.pending, "claim_many", None)
+        won = claim_many(claims) if claim_many is not None else [self.pending.claim(*c) for c in claims]
+        incs = [Increment(w.campaign_id, w.arm, w.store, "converted", w.token) for w in won if w is not None]
         if incs:
             self.counters.add(incs)
 

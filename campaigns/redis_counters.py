@@ -17,9 +17,10 @@ recorded and its counter incremented with ``HINCRBY``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from campaigns import _redis
@@ -84,21 +85,26 @@ class RedisCounters:
         return f"{self.prefix}:report:{{{campaign_id}}}"
 
     def add(self, increments: Sequence[Increment], now: float | None = None) -> int:
-        now = self.clock() if now is None else now
-        by_campaign: dict[str, list[Any]] = defaultdict(list)
-        for inc in increments:
-            by_campaign[inc.campaign_id] += [f"{inc.measure}:{inc.token}",
-                                             _SEP.join((inc.measure, inc.arm, inc.store))]
-        if not by_campaign:
-            return 0
-        done = 0
-        try:
-            for cid, args in by_campaign.items():  # one call per campaign: each is one slot
+        return self.add_many([(increments, now)])
+
+    def add_many(self, groups: Sequence[tuple[Sequence[Increment], float | None]]) -> int:
+        """:meth:`add` for several ``(increments, now)`` groups, in order, in one round trip (one script
+        call per group and campaign: each is one slot)."""
+        calls = []
+        for increments, at in groups:
+            now = self.clock() if at is None else at
+            by_campaign: dict[str, list[Any]] = defaultdict(list)
+            for inc in increments:
+                by_campaign[inc.campaign_id] += [f"{inc.measure}:{inc.token}",
+                                                 _SEP.join((inc.measure, inc.arm, inc.store))]
+            for cid, args in by_campaign.items():
                 key = self.key(cid)
-                done += int(self._script(keys=[key, f"{key}:seen"], args=[repr(float(now)), repr(float(self.keep_s)), *args]))
+                calls.append((self._script, [key, f"{key}:seen"],
+                              [repr(float(now)), repr(float(self.keep_s)), *args]))
+        try:
+            return sum(int(n) for n in _redis.run_scripts(self.client, calls))
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "report counters") from exc
-        return done
 
     def counts(self, campaign_id: str) -> Counts:
         out: Counts = {}
@@ -127,35 +133,49 @@ class RedisPending:
         return f"{self.prefix}:pending:{{{device_id}}}"
 
     def add(self, device_id: str, pending: Pending) -> None:
-        import json
+        self.add_many([(device_id, pending)])
 
-        value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
-        key = self.key(device_id)
-        ttl_ms = int((pending.until - pending.ts + self.keep_s) * 1000)
+    def add_many(self, items: Sequence[tuple[str, Pending]]) -> None:
+        """:meth:`add` for several ``(device_id, pending)``, in one round trip."""
+        if not items:
+            return
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hset(key, pending.token, value)
-            pipe.pexpire(key, ttl_ms, gt=True)  # never shortens what an earlier exposure needs
-            pipe.pexpire(key, ttl_ms, nx=True)
+            for device_id, pending in items:
+                value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
+                key = self.key(device_id)
+                ttl_ms = int((pending.until - pending.ts + self.keep_s) * 1000)
+                pipe.hset(key, pending.token, value)
+                pipe.pexpire(key, ttl_ms, gt=True)  # never shortens what an earlier exposure needs
+                pipe.pexpire(key, ttl_ms, nx=True)
             pipe.execute()
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
 
     def claim(self, device_id: str, visit_ts: float, windows: Any) -> Pending | None:
-        import json
+        return self.claim_many([(device_id, visit_ts, windows)])[0]
 
-        args: list[Any] = [repr(float(visit_ts))]
-        for cid, within in windows.items():
-            args += [cid, repr(float(within))]
+    def claim_many(self, claims: Sequence[tuple[str, float, Mapping[str, float]]]) -> list[Pending | None]:
+        """:meth:`claim` for several ``(device_id, visit_ts, windows)``, in order, in one round trip."""
+        calls = []
+        for device_id, visit_ts, windows in claims:
+            args: list[Any] = [repr(float(visit_ts))]
+            for cid, within in windows.items():
+                args += [cid, repr(float(within))]
+            calls.append((self._claim, [self.key(device_id)], args))
         try:
-            got = self._claim(keys=[self.key(device_id)], args=args)
+            replies = _redis.run_scripts(self.client, calls)
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
-        if not got:
-            return None
-        token, value = (x.decode() if isinstance(x, bytes) else x for x in got)
-        ts, until, cid, arm, store = json.loads(value)
-        return Pending(token, cid, arm, store, float(ts), float(until))
+        out: list[Pending | None] = []
+        for got in replies:
+            if not got:
+                out.append(None)
+                continue
+            token, value = (x.decode() if isinstance(x, bytes) else x for x in got)
+            ts, until, cid, arm, store = json.loads(value)
+            out.append(Pending(token, cid, arm, store, float(ts), float(until)))
+        return out
 
     def forget(self, device_id: str) -> None:
         """Erase a device's pending exposures (privacy)."""

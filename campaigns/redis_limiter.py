@@ -56,34 +56,43 @@ import campaigns._redis as _redis
 from campaigns.errors import StoreUnavailable
 from campaigns.limiter import CapCheck, Grant, trim_before
 
-_ACQUIRE = """
-local now = ARGV[1]
-local token = ARGV[2]
-local n = #KEYS
-if n > 0 and redis.call('ZSCORE', KEYS[1], token) then
-  return {-1, 0}
-end
-for i = 1, n do
-  local base = 2 + (i - 1) * 4
-  local limit = tonumber(ARGV[base + 1])
-  local since = ARGV[base + 2]
-  local trim = ARGV[base + 3]
-  if trim ~= '-inf' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. trim)
+# acquire(keys, args, now, token): every cap of ``keys`` has room -> the token is added to each (code 0); the
+# token is there already -> -1 (a retried decision); else the 1-based index of the first full cap and its use.
+# ``args`` holds 4 values per key: limit, window start, trim bound, ttl (ms, 0: none).
+ACQUIRE_FN = """
+local function acquire(keys, args, now, token)
+  local n = #keys
+  if n > 0 and redis.call('ZSCORE', keys[1], token) then
+    return -1, 0
   end
-  local used = redis.call('ZCOUNT', KEYS[i], since, '+inf')
-  if used >= limit then
-    return {i, used}
+  for i = 1, n do
+    local base = (i - 1) * 4
+    local limit = tonumber(args[base + 1])
+    local since = args[base + 2]
+    local trim = args[base + 3]
+    if trim ~= '-inf' then
+      redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', '(' .. trim)
+    end
+    local used = redis.call('ZCOUNT', keys[i], since, '+inf')
+    if used >= limit then
+      return i, used
+    end
   end
-end
-for i = 1, n do
-  redis.call('ZADD', KEYS[i], now, token)
-  local ttl = tonumber(ARGV[2 + (i - 1) * 4 + 4])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[i], ttl)
+  for i = 1, n do
+    redis.call('ZADD', keys[i], now, token)
+    local ttl = tonumber(args[(i - 1) * 4 + 4])
+    if ttl > 0 then
+      redis.call('PEXPIRE', keys[i], ttl)
+    end
   end
+  return 0, 0
 end
-return {0, 0}
+"""
+
+# KEYS: the caps; ARGV: now, token, then 4 per key (see acquire)
+_ACQUIRE = ACQUIRE_FN + """
+local code, used = acquire(KEYS, {unpack(ARGV, 3)}, ARGV[1], ARGV[2])
+return {code, used}
 """
 
 

@@ -48,19 +48,27 @@ from campaigns.outbox import DeadLetter, OutboxEntry
 
 GROUP = "dispatch"
 
-_PUT = """
-local now = tonumber(ARGV[4])
-if redis.call('ZADD', KEYS[3], 'NX', now, ARGV[1]) == 0 then
-  return 0
+# put(stream, held, ids, heldbody, id, body, after, now, ttl, exp): 1 when the offer is new (held by quiet hours
+# or delay when ``after`` is set, else on the stream), 0 when its id was put within ``ttl`` s
+PUT_FN = """
+local function put(stream, held, ids, heldbody, id, body, after, now, ttl, exp)
+  if redis.call('ZADD', ids, 'NX', now, id) == 0 then
+    return 0
+  end
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. (now - ttl))
+  if after ~= '' then
+    redis.call('ZADD', held, after, id)
+    redis.call('HSET', heldbody, id, body)
+  else
+    redis.call('XADD', stream, '*', 'id', id, 'offer', body, 'exp', exp)
+  end
+  return 1
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[5])))
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-else
-  redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'offer', ARGV[2], 'exp', ARGV[6])
-end
-return 1
+"""
+
+# KEYS: stream, held, ids, heldbody; ARGV: id, body, after, now, ttl, exp
+_PUT = PUT_FN + """
+return put(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6])
 """
 
 # KEYS: held, heldbody, drops; ARGV: now, then offer ids: drop those still held and not due by now
@@ -78,15 +86,22 @@ if n > 0 then redis.call('HINCRBY', KEYS[3], 'cancelled', n) end
 return n
 """
 
+# remember(key, member, ttl): a delayed offer in its cancel key's index, kept at least ttl s
+REMEMBER_FN = """
+local function remember(key, member, ttl)
+  redis.call('SADD', key, member)
+  if redis.call('TTL', key) < tonumber(ttl) then redis.call('EXPIRE', key, ttl) end
+end
+"""
+
 # KEYS: a delayed index; ARGV: member, ttl (s) or '' to take the members (and delete the index)
-_DELAYED = """
+_DELAYED = REMEMBER_FN + """
 if ARGV[1] == '' then
   local members = redis.call('SMEMBERS', KEYS[1])
   redis.call('DEL', KEYS[1])
   return members
 end
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+remember(KEYS[1], ARGV[1], ARGV[2])
 return {}
 """
 
@@ -215,6 +230,14 @@ class _Shards:
         exp = "" if offer.expires_at is None else repr(float(offer.expires_at))
         return keys, [offer.offer_id, _body(offer), after, repr(self.clock()), repr(self.dedup_ttl_s), exp]
 
+    def _delayed_call(self, offer: Offer) -> tuple[list[str], list[Any]] | None:
+        """A new delayed offer's entry in its cancel key's index (``REMEMBER_FN``): ``([key], [member, ttl])``."""
+        if not offer.delayed or offer.deliver_after is None:
+            return None
+        key = self._delayed_key(cancel_key(offer.device_id, offer.fence_id))
+        ttl = max(1, int(offer.deliver_after - self.clock()) + 3600)
+        return [key], [f"{self.shard_of(offer.offer_id)}:{offer.offer_id}", ttl]
+
     def _delayed_key(self, key: str) -> str:
         return self._k(zlib.crc32(key.encode()) % self.shards, f"delayed:{key}")
 
@@ -315,17 +338,26 @@ class RedisOutbox(_Shards):
 
     def put(self, offer: Offer) -> bool:
         new = bool(self._run("put", self._put_call(offer)))
-        if new and offer.delayed and offer.deliver_after is not None:
-            key = self._delayed_key(cancel_key(offer.device_id, offer.fence_id))
-            member = f"{self.shard_of(offer.offer_id)}:{offer.offer_id}"
-            ttl = max(1, int(offer.deliver_after - self.clock()) + 3600)
-            self._run("delayed", ([key], [member, ttl]))
+        delayed = self._delayed_call(offer)
+        if new and delayed is not None:
+            self._run("delayed", delayed)
         return new
 
     def cancel(self, key: str, now: float) -> int:
         """Drop the delayed offers of ``key`` not due by ``now`` (an enter of their device at their fence)."""
         members = self._run("delayed", ([self._delayed_key(key)], ["", 0]))
         return sum(int(self._run("cancel", call, k)) for k, call in self._cancel_calls(members, now).items())
+
+    def cancel_many(self, items: Sequence[tuple[str, float]]) -> int:
+        """:meth:`cancel` for several ``(key, now)`` (distinct keys), in two round trips at most on a single
+        Redis: every key's delayed offers taken in one, the held ones among them dropped in the other."""
+        if not items:
+            return 0
+        taken = self._guard(lambda: _redis.run_scripts(
+            self.client, [(self._scripts["delayed"], [self._delayed_key(key)], ["", 0]) for key, _ in items]))
+        calls = [(self._scripts["cancel"], *call) for (_, now), members in zip(items, taken, strict=True)
+                 for call in self._cancel_calls(members, now).values()]
+        return sum(int(n) for n in self._guard(lambda: _redis.run_scripts(self.client, calls)))
 
     def drop_counts(self) -> dict[str, int]:
         out = {"expired": 0, "cancelled": 0}

@@ -87,6 +87,7 @@ class Backends:
     aioredis: Any = None  # redis.asyncio.Redis: the event loop's client (also the live feed's pub/sub)
     cluster: bool = False  # every script inside one hash slot; pub/sub sharded (SPUBLISH/SSUBSCRIBE)
     device_limiter: RateLimiter | RedisRateLimiter | None = None  # per device of a key (ingest batches)
+    offers: Any = None  # campaigns.redis_offers.RedisOffers: caps and outbox of many decisions in one round trip
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> Backends:
@@ -102,13 +103,16 @@ class Backends:
         sync, aio, cluster = _clients(config)
         from campaigns import RedisLimiter, RedisOutbox
         from campaigns.redis_counters import RedisCounters, RedisPending
+        from campaigns.redis_offers import RedisOffers
 
         prefix = config.redis_prefix
         rates = limiters(config, aio)
+        limiter, outbox = RedisLimiter(sync, prefix=prefix, cluster=cluster), RedisOutbox(sync, prefix=prefix)
         return cls(
             store=RedisStore(sync, prefix=prefix, cluster=cluster),
-            limiter=RedisLimiter(sync, prefix=prefix, cluster=cluster),
-            outbox=RedisOutbox(sync, prefix=prefix),
+            limiter=limiter,
+            outbox=outbox,
+            offers=RedisOffers.of(limiter, outbox),
             idempotency=RedisIdempotency(aio, prefix, config.idempotency_ttl_s),
             channel=RedisChannel(aio, prefix, cluster=cluster),
             rate_limiter=rates["key"],

@@ -79,8 +79,8 @@ class Console:
         redis = svc.backends.aioredis
         self.hourly = HourlyCounters() if redis is None else RedisHourly(redis, svc.config.redis_prefix)
         self.fleet = LiveFleet(lambda: getattr(host, "registry", None))
-        # a console on this worker asked for positions, or on another one (the bus crosses workers)
-        self.positions = DevicePositions(lambda: svc.bus.shared or svc.hub.watches("positions"))
+        # a console on this worker asked for positions, or on another one (the bus knows: see FeedBus.watching)
+        self.positions = DevicePositions(lambda: svc.bus.watching("positions"))
         self._edit_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         for name, listener in (("decision_listeners", self.hourly.record), ("ping_listeners", self.positions.observe),

@@ -5,6 +5,15 @@ queue: a slow client loses its oldest messages, never blocks the service);
 :class:`FeedBus` carries messages to every worker's hub. A message is encoded
 once (:func:`proximity.service.codec.json_bytes`) and the same bytes go to every
 client that wants it. ``GET /v1/events`` (:func:`live_feed`) is the route.
+
+Some kinds (``positions``: every pinging device's newest position, the console's map)
+cost a worker real work per batch and are only made while a client somewhere asks
+for them (:meth:`FeedBus.watching`). With Redis, a worker whose hub has such a
+client keeps ``<channel>:watch:<kind>`` alive (``SET ... PX``, refreshed every
+``WATCH_REFRESH_S``, gone ``WATCH_TTL_S`` after its last client left) and
+announces a new watcher on the feed channel at once; every worker reads the key
+every ``WATCH_REFRESH_S``, so one that missed the announcement catches up within a
+second.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import dataclasses
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -29,6 +38,11 @@ from proximity.service.pubsub import messages as pubsub_messages
 from proximity.service.pubsub import publish, tagged
 
 log = logging.getLogger("proximity.service.feed")
+
+#: kinds made only while some client (of any worker) asks for them by name
+ON_DEMAND: tuple[str, ...] = ("positions",)
+WATCH_REFRESH_S = 1.0
+WATCH_TTL_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,6 +107,8 @@ class FeedHub:
         self.metrics = metrics
         self.clients: set[FeedClient] = set()
         self.watched: Counter[str] = Counter()  # kind -> clients that asked for it by name
+        #: called with each kind that a client asks for by name when no other client of this hub did
+        self.on_watch: Callable[[str], None] | None = None
 
     def watches(self, kind: str) -> bool:
         """Whether a client of this hub asked for ``kind`` by name (safe to call from the engine thread)."""
@@ -101,7 +117,11 @@ class FeedHub:
     def subscribe(self, filt: FeedFilter) -> FeedClient:
         client = FeedClient(filt, self.maxsize)
         self.clients.add(client)
+        new = [k for k in sorted(filt.kinds) if self.watched[k] <= 0]
         self.watched.update(filt.kinds)
+        if self.on_watch is not None:
+            for kind in new:
+                self.on_watch(kind)
         if self.metrics:
             self.metrics.ws_clients.set(len(self.clients))
         return client
@@ -147,11 +167,55 @@ class FeedBus:
         self.cluster = cluster  # sharded pub/sub on one slot's shard
         self.channel = tagged(prefix, "feed", cluster)
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
+        self._outgoing: list[Mapping[str, Any]] = []  # published by the sender task, in order
+        self._sender: asyncio.Task[None] | None = None
+        #: on-demand kinds that some worker's client asks for (last read of the watch keys, or an announcement)
+        self.remote: set[str] = set()
+        if client is not None:
+            hub.on_watch = self._announce
 
-    @property
-    def shared(self) -> bool:
-        """Whether messages cross workers (a client of another worker's hub may want them)."""
-        return self._client is not None
+    def watching(self, kind: str) -> bool:
+        """Whether a client of any worker asked for ``kind`` by name (cheap: no I/O; safe from any thread)."""
+        return self.hub.watches(kind) or kind in self.remote
+
+    def _watch_key(self, kind: str) -> str:
+        return f"{self.channel}:watch:{kind}"
+
+    def _announce(self, kind: str) -> None:
+        """A client of this hub asked for an on-demand ``kind``: tell every worker now."""
+        if kind not in ON_DEMAND:
+            return
+        task = asyncio.get_running_loop().create_task(self._mark(kind, announce=True))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _mark(self, kind: str, *, announce: bool = False) -> None:
+        try:
+            await self._client.set(self._watch_key(kind), b"1", px=int(WATCH_TTL_S * 1000))
+            if announce:
+                await publish(self._client, self.channel, json_bytes({"watch": kind}), self.cluster)
+        except Exception as exc:  # the poll tries again
+            log.warning("live feed: could not announce a %s watcher: %s", kind, exc)
+
+    async def _watch(self) -> None:
+        """Keep this hub's watch keys alive and learn which on-demand kinds any worker watches."""
+        while True:
+            try:
+                for kind in ON_DEMAND:
+                    if self.hub.watches(kind):
+                        await self._mark(kind)
+                        self.remote.add(kind)
+                    elif await self._client.exists(self._watch_key(kind)):
+                        self.remote.add(kind)
+                    else:
+                        self.remote.discard(kind)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: keep what was known; the next round tries again
+                log.debug("live feed: watch keys not read: %s", exc)
+            await asyncio.sleep(WATCH_REFRESH_S)
 
     async def publish(self, messages: Sequence[Mapping[str, Any]]) -> None:
         if not messages:
@@ -159,17 +223,32 @@ class FeedBus:
         if self._client is None:
             self.hub.deliver(messages)
             return
-        try:
-            await publish(self._client, self.channel, json_bytes(clean(list(messages))), self.cluster)
-        except Exception as exc:  # the feed is best effort; the batch itself already succeeded
-            log.warning("live feed publish failed: %s", exc)
-            self.hub.deliver(messages)
+        self._outgoing.extend(messages)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send(), name="feed-send")
+
+    async def _send(self) -> None:
+        """Publish what waits, in order, one message at a time: what the requests and deliveries of one turn
+        of the event loop publish (a batch's events, a delivery pass's offers) goes in one message, and more
+        under load."""
+        await asyncio.sleep(0)
+        while self._outgoing:
+            messages, self._outgoing = self._outgoing, []
+            try:
+                await publish(self._client, self.channel, json_bytes(messages), self.cluster)  # NaN: null
+            except Exception as exc:  # the feed is best effort; the batch itself already succeeded
+                log.warning("live feed publish failed: %s", exc)
+                self.hub.deliver(messages)
 
     async def _listen(self) -> None:
         while True:
             try:
                 async for data in pubsub_messages(self._client, self.channel, self.cluster):
-                    if self.hub.clients:  # no client on this worker: nothing to decode
+                    if data[:1] == b"{":  # an announcement (messages are lists): a worker has a new watcher
+                        kind = parse_json(data).get("watch")
+                        if kind in ON_DEMAND:
+                            self.remote.add(kind)
+                    elif self.hub.clients:  # no client on this worker: nothing to decode
                         self.hub.deliver(parse_json(data))
             except asyncio.CancelledError:
                 raise
@@ -180,12 +259,17 @@ class FeedBus:
     def start(self) -> None:
         if self._client is not None:
             self._task = asyncio.create_task(self._listen(), name="feed-listen")
+            self._watch_task = asyncio.create_task(self._watch(), name="feed-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        if self._sender is not None:  # what was published before the stop goes out (bounded)
+            await asyncio.wait([self._sender], timeout=2.0)
+        tasks = [t for t in (self._task, self._watch_task, self._sender, *self._announcing) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
             # bounded: a subscription stuck closing its connection must not hold the worker's shutdown
-            done, _ = await asyncio.wait([self._task], timeout=5.0)
+            done, _ = await asyncio.wait(tasks, timeout=5.0)
             for task in done:  # retrieve what it ended with (cancelled, or an error already logged)
                 task.cancelled() or task.exception()
 

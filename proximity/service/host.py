@@ -80,10 +80,13 @@ class EngineHost:
                 self.metrics.cap_blocks.labels(verdict.campaign_id, verdict.cap or "cap").inc()
             elif verdict.outcome in ("stale", "template_empty"):
                 self.metrics.withheld.labels(verdict.campaign_id, verdict.outcome).inc()
-        if self.live is not None:
-            self.live.on_decision(decision)
         for listener in self.decision_listeners:
             listener(decision)
+
+    def _on_decisions(self, decisions: list[Decision]) -> None:
+        """One engine call's decisions: their exposures recorded in one go (report counters)."""
+        if self.live is not None:
+            self.live.on_decisions(decisions)
 
     def _visits(self, result: BatchResult) -> BatchResult:
         """Let the batch's events claim the exposures waiting for a visit (report counters)."""
@@ -145,7 +148,8 @@ class EngineHost:
         elif kind == "campaigns":
             if self.campaigns is None:
                 self.campaigns = CampaignRules(parsed, self.fences, limiter=self.limiter, outbox=self.outbox,
-                                               on_decision=self._on_decision,
+                                               on_decision=self._on_decision, on_decisions=self._on_decisions,
+                                               batch=self.backends.offers,
                                                clock=None if self.config.replay else self.engine.config.clock)
             else:
                 self.campaigns.replace(parsed, self.fences)

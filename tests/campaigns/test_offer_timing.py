@@ -116,6 +116,21 @@ def test_a_delayed_offer_waits_and_is_cancelled_when_the_device_comes_back(outbo
     assert outbox.pending() == 1  # the claimed one, until acked
 
 
+def test_the_enters_of_one_batch_cancel_in_event_order(outbox: Any) -> None:
+    """A Redis outbox cancels a batch's enters in one go before deciding; an enter whose device and store
+    had an earlier event in the batch still cancels in its turn, as one event at a time does."""
+    r = rules(DELAYED, outbox=outbox)
+    r.decide([ev("exit", MON_10, "d3")], devs("d3"), MON_10)  # an earlier batch: d3's delayed offer
+    batch = [ev("enter", MON_10 + 60, "d3"),  # d3 is back: its offer goes (nothing before it in the batch)
+             ev("exit", MON_10 + 60, "d1"), ev("enter", MON_10 + 120, "d1"),  # d1 leaves and is back: cancelled
+             ev("exit", MON_10 + 120, "d2"), ev("enter", MON_10 + 180, "d2", fence="mall")]  # another store
+    offers = r.decide(batch, {**devs("d1"), **devs("d2"), **devs("d3")}, MON_10 + 180)
+    assert [o.device_id for o in offers] == ["d1", "d2"]
+    got = outbox.claim("w", 10, now=MON_10 + 3600)
+    assert [e.offer.device_id for e in got] == ["d2"]
+    assert outbox.drop_counts()["cancelled"] == 2
+
+
 def test_a_device_back_after_the_delay_cancels_nothing() -> None:
     box = MemoryOutbox()
     r = rules(DELAYED, outbox=box)

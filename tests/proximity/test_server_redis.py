@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from proximity.service import create_app
 from proximity.service.config import ServiceConfig
+from proximity.service.worker import APP_STATE
 from tests.proximity.test_server import (
     ADMIN,
     INSIDE_A,
@@ -106,6 +107,54 @@ async def test_live_feed_sees_events_of_every_worker(make_worker) -> None:
     msg = await ws.receive_json(timeout=5)
     assert (msg["type"], msg["kind"], msg["device_id"]) == ("event", "enter", "via-a")
     await ws.close()
+
+
+async def test_positions_are_made_only_while_a_console_of_some_worker_watches(make_worker) -> None:
+    a, b = await make_worker(), await make_worker()
+    bus_a = a.server.app[APP_STATE].bus
+    await asyncio.sleep(0.3)  # a's first look at the watch keys
+    assert not bus_a.watching("positions")  # no console anywhere: a keeps no positions
+    await a.post("/v1/pings", json=[ping("unseen", INSIDE_A, time.time() - 1)], headers=h(SDK))
+    ws = await b.ws_connect("/v1/events?kind=positions", headers=h(ADMIN))
+    assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    deadline = time.monotonic() + 5
+    while not bus_a.watching("positions") and time.monotonic() < deadline:  # b's announcement reaches a
+        await asyncio.sleep(0.01)
+    assert bus_a.watching("positions")
+    await a.post("/v1/pings", json=[ping("seen-via-a", INSIDE_A, time.time())], headers=h(SDK))
+    msg = await ws.receive_json(timeout=5)
+    assert msg["type"] == "positions" and [d[0] for d in msg["devices"]] == ["seen-via-a"]
+    await ws.close()
+
+
+async def test_what_one_turn_publishes_goes_in_one_message_in_order(redis_url: str, redis_prefix: str) -> None:
+    import json
+
+    import redis.asyncio as aioredis
+
+    from proximity.service.feed import FeedBus, FeedHub
+
+    client, listener = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
+    bus = FeedBus(FeedHub(), client, redis_prefix)
+    pubsub = listener.pubsub()
+    try:
+        await pubsub.subscribe(bus.channel)
+        assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
+        for n in range(3):  # e.g. a delivery pass's offers
+            await bus.publish([{"type": "offer", "n": n}])
+        await bus.publish([{"type": "event", "n": 3}, {"type": "event", "n": 4}])
+        got = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3)
+            if msg is not None:
+                got.append([m["n"] for m in json.loads(msg["data"])])
+        assert got == [[0, 1, 2, 3, 4]]
+    finally:
+        await bus.stop()
+        await pubsub.aclose()
+        await client.aclose()
+        await listener.aclose()
 
 
 class TcpProxy:
