@@ -3,8 +3,8 @@
 >>> from geofence import FenceIndex, circle_fence
 >>> from proximity import Engine, PingBatch
 >>> engine = Engine(FenceIndex([circle_fence("cafe", 2.35, 48.85, 30.0)]))
->>> t = [1.7e9 + 30 * k for k in range(5)]               # a phone streaming a fix every 30 s
->>> r = engine.process_pings(PingBatch.from_arrays(["d1"] * 5, [2.35] * 5, [48.85] * 5, 5.0, t))
+>>> t = [1.7e9 + 30 * k for k in range(8)]               # a phone streaming a fix every 30 s
+>>> r = engine.process_pings(PingBatch.from_arrays(["d1"] * 8, [2.35] * 8, [48.85] * 8, 5.0, t))
 >>> [(e.kind, e.fence_id, round(e.probability, 2)) for e in r.events]
 [('enter', 'cafe', 0.94)]
 

@@ -21,7 +21,8 @@ from proxbase.jit import njit
 PM_PRIOR, PM_TAU, PM_UNPAIRED, PM_IND_W, PM_IND_LO, PM_IND_HI, PM_BASE_DOWN, PM_BASE_UP = 0, 1, 2, 3, 4, 5, 6, 7
 PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below 0.5, 1.2, 2.5 m/s, and above
 PM_ENTER_P, PM_CAL_N, PM_EXIT_P, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
-PM_CAL = 18  # the calibration map: PM_CAL_N knots (x, then logit y) from here
+PM_IND_C = 18  # the indoor pattern's centre: the log accuracy above the baseline that says neither
+PM_CAL = 19  # the calibration map: PM_CAL_N knots (x, then logit y) from here
 PM_CAL_MAX = 16
 PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
 # per-device fix memory ``d_fix[d]``: time, lon, lat of the last accepted GPS fix; log-accuracy baseline
@@ -107,7 +108,7 @@ def gps_context(d, t, lon, lat, acc, spd, d_fix, pm):
     accuracy and a 100 m slack): a spoofed or broken fix, e.g. 100 km in a second. ``llr`` is the device-level
     evidence of being inside some store: the indoor pattern (log accuracy above the
     device's own outdoor baseline, which follows low readings fast and high ones
-    slowly) and the reported speed.
+    slowly; below ``PM_IND_C`` above it, evidence of being outdoors) and the reported speed.
     """
     last = d_fix[d, FIX_TS]
     if pm[PM_MAX_SPEED] > 0.0 and last > -np.inf:
@@ -118,14 +119,12 @@ def gps_context(d, t, lon, lat, acc, spd, d_fix, pm):
             return False, 0.0
     la = np.log(max(acc, 1.0))
     base = d_fix[d, FIX_BASE]
-    llr = 0.0
-    if base == base:  # known baseline
-        x = min(max(la - base, pm[PM_IND_LO]), pm[PM_IND_HI])
-        llr += pm[PM_IND_W] * x
-        rate = pm[PM_BASE_DOWN] if la < base else pm[PM_BASE_UP]
-        d_fix[d, FIX_BASE] = base + rate * (la - base)
-    else:
-        d_fix[d, FIX_BASE] = la
+    if base != base:  # no baseline yet: the first fix is its own (so a fix before it, no coarser, never
+        base = la  # makes a later one read as less indoor than it would read as the first)
+    x = min(max(la - base, pm[PM_IND_LO]), pm[PM_IND_HI])
+    llr = pm[PM_IND_W] * (x - pm[PM_IND_C])
+    rate = pm[PM_BASE_DOWN] if la < base else pm[PM_BASE_UP]
+    d_fix[d, FIX_BASE] = base + rate * (la - base)
     if spd == spd:  # known speed
         if spd < 0.5:
             llr += pm[PM_SPD0]

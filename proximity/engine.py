@@ -63,8 +63,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_exit_pings": 3,
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
-        "enter_probability": 0.9102,
-        "exit_probability": 0.0208,
+        "enter_probability": 0.8962,
+        "exit_probability": 0.0389,
     },
     "crossing": {
         "gps_debounce_s": 60.0,
@@ -352,7 +352,7 @@ class Engine:
             _parts.check_disjoint(res.codes, _parts.part_of(b.row, base))
         order_all, dup = sort_evidence(res.codes, b.ts, b.lon, b.lat, b.accuracy_m)
         order = order_all[~dup]
-        lon, lat, acc, ts = b.lon[order], b.lat[order], b.accuracy_m[order], b.ts[order]
+        lon, lat, acc, ts, spd = b.lon[order], b.lat[order], b.accuracy_m[order], b.ts[order], b.speed[order]
         m = self.index.match(lon, lat, accuracy_m=acc)
         point, fence, conf = np.asarray(m.point), np.asarray(m.fence), np.asarray(m.confidence, np.int8)
         # accuracy within the fence's limit: point inside enters, within-accuracy keeps a visit (no flapping);
@@ -363,9 +363,9 @@ class Engine:
         np.minimum(level, np.where(self._fence_gps_enter[fence], ENTER, KEEP), out=level)  # fences beacons enter
         obs = np.zeros(len(order) + 1, np.int64)
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
-        llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence])
+        llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence], spd[point])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
-                      self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, b.speed[order], llr)
+                      self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, spd, llr)
         part_ev = _parts.part_of(ev.row, base)
         if len({id(j) for j in journals}) == 1:
             tr = self._apply(res, ev, journals[0])

@@ -18,7 +18,13 @@ must differ from the ones the figures are quoted on (1-5).
    ``c`` (estimated from the true errors of consecutive fixes) carries
    ``(1 - rho) / (1 + rho)`` of new information per fix, ``rho = exp(-step / c)``
    at the usual fix interval near stores (``step``). The reported accuracy's and
-   speed's noise is fresh at every fix: those ratios are not tempered.
+   speed's noise is fresh at every fix: those ratios are not tempered. So the indoor
+   pattern enters the regression centred (``indoor_center``: where its ratio alone is
+   zero), or the cells would carry its mean and their tempering would leave most of it
+   to every fix, outdoor ones too. ``--indoor-weight`` and ``--indoor-center`` fix the
+   pattern's weight and centre (the other ratios fitted given them): the regression
+   weighs each fix alone, the filter sums a device's fixes, so the shipped pair is chosen
+   on the training seeds' runs.
 2. **Calibration map** (isotonic regression): the engine runs the training seeds
    with the tables; the isotonic regression of each store event's truth (see
    :func:`sim.calibration.event_labels`) on its log-odds, sampled at 14 quantiles,
@@ -113,11 +119,13 @@ def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
             "other": other, "unpaired_in": unpaired_in, "stay_in": stay_in, "correlation_s": corr_s, "step_s": step}
 
 
-def _logistic_nd(f: np.ndarray, y: np.ndarray, ridge: float = 1.0, iters: int = 40) -> np.ndarray:
-    """Weights of a logistic regression of ``y`` on the columns of ``f`` (Newton's method, ridge penalty)."""
+def _logistic_nd(f: np.ndarray, y: np.ndarray, ridge: float = 1.0, iters: int = 40,
+                 offset: np.ndarray | float = 0.0) -> np.ndarray:
+    """Weights of a logistic regression of ``y`` on the columns of ``f`` (Newton's method, ridge penalty),
+    ``offset`` added to every row's score with no weight of its own (a term whose weight is fixed)."""
     w = np.zeros(f.shape[1])
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(f @ w, -30, 30)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(f @ w + offset, -30, 30)))
         g = f.T @ (p - y) + ridge * w
         h = (f * (p * (1 - p))[:, None]).T @ f + ridge * np.eye(f.shape[1])
         step = np.linalg.solve(h, g)
@@ -162,8 +170,14 @@ def compose(old: tuple[tuple[float, float], ...], new: tuple[tuple[float, float]
     return tuple((x, round(float(np.interp(y, nx, ny)), 3)) for x, y in old)
 
 
-def fit_tables(tables: list[dict[str, np.ndarray]]) -> tuple[dict[str, Any], dict[str, float]]:
+def fit_tables(tables: list[dict[str, np.ndarray]], indoor_weight: float | None = None,
+               indoor_center: float | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     """One logistic regression over the (fix, store) pairs: geometry x accuracy, speed, indoor pattern.
+
+    With ``indoor_weight`` (and ``indoor_center``), the indoor pattern's weight (and centre) are those (an
+    offset of the regression) and the other ratios are fitted given them: the pairs' regression weighs each
+    fix alone, while the filter sums a device's fixes, so what serves the filter best is chosen on the
+    training seeds' runs.
 
     The pairs of a device inside another store are left out: the filter's competition between
     places already charges a store for the device's evidence of being in the one next door,
@@ -193,9 +207,18 @@ def fit_tables(tables: list[dict[str, np.ndarray]]) -> tuple[dict[str, Any], dic
     from proximity.visit import VisitModel
 
     lo, hi = VisitModel().indoor_clip
-    f[:, 16] = np.clip(t["indoor"], lo, hi)
-    w = _logistic_nd(f, y)
+    # the indoor pattern's centre: where its ratio alone says neither (a 1-D regression of the truth on it),
+    # so the geometric cells do not carry its mean: they are tempered, the indoor pattern is not (its noise
+    # is fresh at every fix), and a mean left in them would count for every outdoor fix as indoor evidence
     prior = float(np.log(y.mean() / (1 - y.mean())))
+    x_in = np.clip(t["indoor"], lo, hi)
+    slope, icpt = _logistic(x_in, y)
+    center = indoor_center if indoor_center is not None else (prior - icpt) / slope if slope > 0 else 0.0
+    f[:, 16] = x_in - center
+    if indoor_weight is None:
+        w = _logistic_nd(f, y)
+    else:
+        w = np.r_[_logistic_nd(f[:, :16], y, offset=indoor_weight * f[:, 16]), indoor_weight]
     speed = np.minimum(w[12:16], 0.0)
     speed[:2] = 0.0
     gps = (w[:12].reshape(3, 4) - prior) * temper
@@ -206,6 +229,7 @@ def fit_tables(tables: list[dict[str, np.ndarray]]) -> tuple[dict[str, Any], dic
     return {"gps_llr": tuple(tuple(round(float(v), 3) for v in row) for row in gps),
             "speed_llr": tuple(round(float(v), 3) for v in speed),
             "indoor_weight": round(float(w[16]), 3),
+            "indoor_center": round(float(center), 3),
             "unpaired_llr": round(float(np.log(max(f_in, 1e-4) / max(f_out, 1e-4))), 3),
             "prior_logodds": round(prior, 3)}, {"correlation_s": round(corr_s, 1), "step_s": step_s,
                                                 "temper": round(temper, 3)}
@@ -236,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw-exit", type=float, default=None,
                     help="with --raw-enter: unpaired fixes end a visit below this filter score")
     ap.add_argument("--tables-only", action="store_true", help="fit the likelihood tables only")
+    ap.add_argument("--indoor-weight", type=float, default=None,
+                    help="fix the indoor pattern's weight (nats per unit of log accuracy) and fit the other "
+                         "ratios given it")
+    ap.add_argument("--indoor-center", type=float, default=None,
+                    help="fix the indoor pattern's centre (log accuracy above the baseline) instead of fitting it")
     ap.add_argument("--raw-enter", type=float, default=None,
                     help="fit the calibration with enters at this filter score (log-odds before the map); the "
                          "enter_probability to ship is the map's value there")
@@ -247,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         over["devices"] = args.devices
     scs = [base.with_overrides({**over, "seed": s}, source="fit") for s in seeds]
     if args.raw_enter is None:
-        fitted, tempering = fit_tables([pair_table(sc) for sc in scs])
+        fitted, tempering = fit_tables([pair_table(sc) for sc in scs], indoor_weight=args.indoor_weight,
+                                       indoor_center=args.indoor_center)
         print("tables:", fitted)
         print("geometric ratios tempered:", tempering)
         if args.tables_only:

@@ -150,9 +150,10 @@ def _demo_curl(cfg: ServiceConfig, port: int, key: str) -> str:
         except Exception:  # the banner is a convenience; the server reports real problems
             pass
     now = datetime.now(UTC).replace(microsecond=0)
-    # five fixes 20 s apart, as a phone that streams sends them: sure enough for the default profile to
-    # enter (GPS error drifts, so fixes seconds apart are not independent looks)
-    stamps = [(now - timedelta(seconds=20 * k)).isoformat().replace("+00:00", "Z") for k in (4, 3, 2, 1, 0)]
+    # seven fixes 20 s apart, as a phone that streams sends them: sure enough for the default profile to
+    # enter (GPS error drifts, so fixes seconds apart are not independent looks; and an accuracy that never
+    # degrades is what a phone outdoors reports, so the indoor pattern does not add to them)
+    stamps = [(now - timedelta(seconds=20 * k)).isoformat().replace("+00:00", "Z") for k in (6, 5, 4, 3, 2, 1, 0)]
     body = json.dumps({"batch_id": "demo-1", "pings": [
         {"device_id": "dev-demo", "lon": round(lon, 6), "lat": round(lat, 6), "accuracy_m": 5, "ts": ts}
         for ts in stamps]})

@@ -76,8 +76,9 @@ def write_scenario(directory: Path) -> dict[str, Path]:
 def batches(now: float, groups: int, per_group: int, steps: int, steps_per_batch: int,
             seed: int) -> list[list[list[dict[str, Any]]]]:
     """``out[g]``: group g's batches, in the order they must be sent. Each device walks outside, into a
-    shop, out, into another, out, into the first again, and over (phases of 6 pings, 10 s apart: the default
-    profile enters a shop on its fifth fix inside)."""
+    shop, out, into another, out, into the first again, and over (phases of 6 pings, 10 s apart, 8 m
+    outside and 12 m inside, as a phone's accuracy degrades indoors: the default profile enters a shop on
+    its third or fourth fix inside)."""
     rng = random.Random(seed)
     out = []
     t0 = now - steps * 10 - 60
@@ -94,7 +95,8 @@ def batches(now: float, groups: int, per_group: int, steps: int, steps_per_batch
                     _, slon, slat = shops[(phase // 2) % 2]
                     lon, lat = slon + SIZE * rng.uniform(0.3, 0.7), slat + SIZE * rng.uniform(0.3, 0.7)
                 rows_by_step[s].append({"device_id": dev, "lon": round(lon, 7), "lat": round(lat, 7),
-                                        "accuracy_m": 8.0, "ts": round(t0 + s * 10 + d * 0.01, 3)})
+                                        "accuracy_m": 12.0 if phase % 2 else 8.0,
+                                        "ts": round(t0 + s * 10 + d * 0.01, 3)})
         out.append([[r for rows in rows_by_step[s:s + steps_per_batch] for r in rows]
                     for s in range(0, steps, steps_per_batch)])
     return out

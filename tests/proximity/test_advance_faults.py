@@ -29,9 +29,9 @@ def _host(tmp_path: Path) -> EngineHost:
 def _visit(host: EngineHost, t0: float) -> None:
     _, lon, lat = F.STORES[0]
     rows = [{"device_id": "dev-1", "lon": lon + F.SIZE / 2, "lat": lat + F.SIZE / 2, "accuracy_m": 8.0,
-             "ts": t0 + 10 * k} for k in range(5)]  # the default profile enters on the fifth fix inside
+             "ts": t0 + 10 * k} for k in range(8)]  # the default profile enters by the eighth fix inside
     result, accepted, _ = host.process_pings(rows, time.time())
-    assert accepted == 5 and [e.kind for e in result.events] == ["enter"]
+    assert accepted == 8 and [e.kind for e in result.events] == ["enter"]
 
 
 def test_exit_offers_of_a_pass_whose_decisions_failed_come_with_the_next_pass(tmp_path: Path,

@@ -115,7 +115,7 @@ def test_without_a_journal_a_retry_finds_its_pings_applied(make_store: Any) -> N
     """What the journal is for: the same failure without one loses the batch's events."""
     rules = FlakyRules(fail=1)
     engine = Engine(FenceIndex(FENCES), store=make_store(), rules=rules, config=CONFIG)
-    b = batch([("lost", 10.0 * k, 0.0) for k in range(5)])  # five fixes inside: enough to enter
+    b = batch([("lost", 8.0 * k, 0.0) for k in range(7)])  # seven fixes inside: enough to enter, not to dwell
     with pytest.raises(StoreUnavailable):
         engine.process_pings(b)
     assert engine.process_pings(b).events == []

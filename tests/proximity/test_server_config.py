@@ -253,10 +253,12 @@ def test_serve_with_no_arguments_runs_the_demo_and_prints_a_working_curl(tmp_pat
                                      headers={"X-API-Key": key, "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as r:
             doc = json.loads(r.read())
-        assert r.status == 200 and doc["accepted"] == 5
-        # the demo pings (five fixes 20 s apart, as a streaming phone sends them) land in the first demo store:
-        # the response shows its enter event under the default profile
-        assert [(e["kind"], e["fence_id"]) for e in doc["devices"]["dev-demo"]["events"]] == [("enter", "store-01")]
+        assert r.status == 200 and doc["accepted"] == 7
+        # the demo pings (seven fixes 20 s apart, as a streaming phone sends them) land in the first demo store:
+        # the response shows its enter event under the default profile (and its dwell: the fixes span the
+        # store's two minutes)
+        assert [(e["kind"], e["fence_id"]) for e in doc["devices"]["dev-demo"]["events"]] == [
+            ("enter", "store-01"), ("dwell", "store-01")]
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
