@@ -109,7 +109,7 @@ class Backends:
         rates = limiters(config, aio)
         limiter, outbox = RedisLimiter(sync, prefix=prefix, cluster=cluster), RedisOutbox(sync, prefix=prefix)
         return cls(
-            store=RedisStore(sync, prefix=prefix, cluster=cluster),
+            store=RedisStore(sync, prefix=prefix, cluster=cluster, groups=config.redis_groups),
             limiter=limiter,
             outbox=outbox,
             offers=RedisOffers.of(limiter, outbox),

@@ -56,6 +56,10 @@ class ServiceConfig:
     #: runs the cluster protocol (every script inside one hash slot) on whatever ``redis`` is.
     #: In a file, ``redis: {url: ..., cluster: true, prefix: ...}`` sets the three at once.
     redis_cluster: bool | None = None
+    #: With Redis Cluster: the device groups (hash tags) the presence state is spread over; ``None``: the
+    #: store's default (32, or ``$PROXIMITY_REDIS_GROUPS``). Fixed for a prefix once written (see the README's
+    #: "Choosing ``groups``"). ``redis: {groups: N}`` in a file.
+    redis_groups: int | None = None
     workers: int = 1
     #: Most rows in one ``/v1/pings`` batch and one ``/v1/scans`` batch (413 beyond).
     max_batch: int = 1000
@@ -149,6 +153,8 @@ class ServiceConfig:
         for rate, burst in (("rate_limit", "rate_burst"), ("device_rate_limit", "device_rate_burst")):
             if getattr(self, rate) > 0 and getattr(self, burst) < 1:
                 problems.append((burst, f"{burst} must be at least 1 when {rate} is set"))
+        if self.redis_groups is not None and not 1 <= self.redis_groups <= 16384:
+            problems.append(("redis_groups", f"redis_groups must be 1 to 16384, not {self.redis_groups}"))
         if self.workers > 1 and not self.redis:
             problems.append(("workers", "more than one worker needs shared state: give --redis URL"))
         if not self.redis_prefix or any(c in self.redis_prefix for c in " {}"):
@@ -242,7 +248,7 @@ _FIELDS = {f.name: f for f in fields(ServiceConfig)}
 _TYPES: dict[str, tuple[type, ...]] = {
     "host": (str,), "port": (int,), "fences": (str,), "campaigns": (str,), "beacons": (str,),
     "demo": (bool,), "keys": (str,), "redis": (str,), "redis_prefix": (str,),
-    "redis_cluster": (bool,), "workers": (int,),
+    "redis_cluster": (bool,), "redis_groups": (int,), "workers": (int,),
     "max_batch": (int,), "max_scan_rows": (int,), "max_body_bytes": (int,), "rate_limit": (int, float),
     "rate_burst": (int, float), "device_rate_limit": (int, float), "device_rate_burst": (int, float),
     "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
@@ -268,11 +274,12 @@ def _where(data: Any, key: str) -> tuple[int | None, int | None]:
     return line + 1, col + 1
 
 
-_REDIS_KEYS = {"url": "redis", "cluster": "redis_cluster", "prefix": "redis_prefix"}
+_REDIS_KEYS = {"url": "redis", "cluster": "redis_cluster", "prefix": "redis_prefix", "groups": "redis_groups"}
 
 
 def _expand_redis(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
-    """``redis: {url, cluster, prefix}`` becomes ``redis``, ``redis_cluster`` and ``redis_prefix``."""
+    """``redis: {url, cluster, prefix, groups}`` becomes ``redis``, ``redis_cluster``, ``redis_prefix`` and
+    ``redis_groups``."""
     block = data.get("redis")
     if not isinstance(block, Mapping):
         return data
@@ -281,7 +288,7 @@ def _expand_redis(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
     for key, value in block.items():
         name = _REDIS_KEYS.get(str(key))
         if name is None:
-            raise ValidationError(f"redis: unknown setting {key!r} (url, cluster, prefix)", source=source,
+            raise ValidationError(f"redis: unknown setting {key!r} (url, cluster, prefix, groups)", source=source,
                                   line=line, col=col, field=f"redis.{key}")
         if name in out:
             raise ValidationError(f"redis.{key} and {name} both given", source=source, line=line, col=col,

@@ -76,7 +76,8 @@ async def test_tracker_and_engine_settings_are_checked_and_reach_the_engine(tmp_
 
 
 @pytest.mark.parametrize(("field", "value"), [("port", 70000), ("max_batch", 0), ("rate_limit", float("nan")),
-                                              ("reload_interval_s", 0), ("redis_prefix", "a b")])
+                                              ("reload_interval_s", 0), ("redis_prefix", "a b"),
+                                              ("redis_groups", 0), ("redis_groups", 16385)])
 def test_config_rejects_bad_values(field: str, value: Any) -> None:
     with pytest.raises(ValidationError) as info:
         ServiceConfig(**{field: value})
@@ -268,3 +269,27 @@ def test_serve_with_no_arguments_runs_the_demo_and_prints_a_working_curl(tmp_pat
                 proc.kill()
             proc.stdout.close()  # type: ignore[union-attr]
     assert code == 0
+
+
+def test_redis_block_sets_the_device_groups_of_the_state_store(redis_url: str, redis_prefix: str,
+                                                                tmp_path: Path) -> None:
+    """``redis: {url, cluster: true, groups: N}`` in a service file reaches the presence store's key layout (on
+    one Redis the cluster protocol runs as on a cluster); a bad ``groups`` is refused naming its place."""
+    from proximity.service.backends import Backends
+
+    p = tmp_path / "service.yaml"
+    p.write_text(f"redis: {{url: '{redis_url}', cluster: true, prefix: '{redis_prefix}', groups: 8}}\n")
+    cfg = load_config(p)
+    assert cfg.redis_groups == 8 and cfg.redis_cluster is True
+    backends = Backends.from_config(cfg)
+    try:
+        assert backends.store.layout.groups == 8
+    finally:
+        backends.close()
+    p.write_text(f"redis: {{url: '{redis_url}', groups: 0}}\n")
+    with pytest.raises(ValidationError, match="redis_groups must be 1 to 16384") as info:
+        load_config(p)
+    assert info.value.field == "redis_groups"
+    p.write_text(f"redis: {{url: '{redis_url}', grups: 8}}\n")
+    with pytest.raises(ValidationError, match="unknown setting 'grups'"):
+        load_config(p)
