@@ -264,14 +264,8 @@ class FeedBus:
     async def stop(self) -> None:
         if self._sender is not None:  # what was published before the stop goes out (bounded)
             await asyncio.wait([self._sender], timeout=2.0)
-        tasks = [t for t in (self._task, self._watch_task, self._sender, *self._announcing) if t is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # bounded: a subscription stuck closing its connection must not hold the worker's shutdown
-            done, _ = await asyncio.wait(tasks, timeout=5.0)
-            for task in done:  # retrieve what it ended with (cancelled, or an error already logged)
-                task.cancelled() or task.exception()
+        # bounded: a subscription stuck closing its connection must not hold the worker's shutdown
+        await cancel_and_wait((self._task, self._watch_task, self._sender, *self._announcing), timeout=5.0)
 
 
 
