@@ -19,7 +19,9 @@ from proxbase.jit import njit
 
 # the visit-probability model's parameters, by index in the ``pm`` array (see proximity.visit)
 PM_PRIOR, PM_TAU, PM_UNPAIRED, PM_IND_W, PM_IND_LO, PM_IND_HI, PM_BASE_DOWN, PM_BASE_UP = 0, 1, 2, 3, 4, 5, 6, 7
-PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below 0.5, 1.2, 2.5 m/s, and above
+PM_SPD0, PM_SPD1, PM_SPD2, PM_SPD3 = 8, 9, 10, 11  # speed below SPEED_EDGES (m/s), and above
+#: the reported speed's bin edges in m/s (still, browsing, walking, faster): ``speed_llr``'s bins
+SPEED_EDGES = (0.5, 1.2, 2.5)
 PM_ENTER_P, PM_CAL_N, PM_EXIT_P, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
 PM_IND_C = 18  # the indoor pattern's centre: the log accuracy above the baseline that says neither
 PM_CAL = 19  # the calibration map: PM_CAL_N knots (x, then logit y) from here
@@ -126,11 +128,11 @@ def gps_context(d, t, lon, lat, acc, spd, d_fix, pm):
     rate = pm[PM_BASE_DOWN] if la < base else pm[PM_BASE_UP]
     d_fix[d, FIX_BASE] = base + rate * (la - base)
     if spd == spd:  # known speed
-        if spd < 0.5:
+        if spd < SPEED_EDGES[0]:
             llr += pm[PM_SPD0]
-        elif spd < 1.2:
+        elif spd < SPEED_EDGES[1]:
             llr += pm[PM_SPD1]
-        elif spd < 2.5:
+        elif spd < SPEED_EDGES[2]:
             llr += pm[PM_SPD2]
         else:
             llr += pm[PM_SPD3]

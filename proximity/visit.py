@@ -63,8 +63,8 @@ import proximity._kernels_visit as K
 
 #: accuracy / equivalent radius bucket edges for ``gps_llr``
 ACCURACY_EDGES = (0.5, 1.0, 2.0)
-#: reported speed bin edges (m/s) for ``speed_llr`` (as :func:`proximity._kernels_visit.gps_context` bins them)
-SPEED_EDGES = (0.5, 1.2, 2.5)
+#: reported speed bin edges (m/s) for ``speed_llr``: the kernel's (:func:`proximity._kernels_visit.gps_context`)
+SPEED_EDGES = K.SPEED_EDGES
 
 
 @dataclass(frozen=True)
