@@ -59,6 +59,10 @@ class ReportCounters(Protocol):
         """Count each increment whose token is new for its campaign; returns how many counted."""
         ...
 
+    def add_many(self, groups: Sequence[tuple[Sequence[Increment], float | None]]) -> int:
+        """:meth:`add` for several ``(increments, now)`` groups, in order (a store may do it in one round trip)."""
+        ...
+
     def counts(self, campaign_id: str) -> Counts:
         """The campaign's counters."""
         ...
@@ -73,6 +77,9 @@ class MemoryCounters:
         self._seen: dict[str, dict[str, float]] = {}
         self.keep_s = keep_s
         self.clock = clock
+
+    def add_many(self, groups: Sequence[tuple[Sequence[Increment], float | None]]) -> int:
+        return sum(self.add(increments, now) for increments, now in groups)
 
     def add(self, increments: Sequence[Increment], now: float | None = None) -> int:
         now = self.clock() if now is None else now

@@ -58,6 +58,14 @@ class PendingStore(Protocol):
         (campaign in ``windows``, made before the visit, at most its window before it); return the latest."""
         ...
 
+    def add_many(self, items: Sequence[tuple[str, Pending]]) -> None:
+        """:meth:`add` for several ``(device_id, pending)`` (a store may do it in one round trip)."""
+        ...
+
+    def claim_many(self, claims: Sequence[tuple[str, float, Mapping[str, float]]]) -> list[Pending | None]:
+        """:meth:`claim` for several ``(device_id, visit_ts, windows)``, in order."""
+        ...
+
 
 class MemoryPending:
     """Pending exposures in this process."""
@@ -69,6 +77,13 @@ class MemoryPending:
     def add(self, device_id: str, pending: Pending) -> None:
         with self._lock:
             self._by_device.setdefault(device_id, {})[pending.token] = pending
+
+    def add_many(self, items: Sequence[tuple[str, Pending]]) -> None:
+        for device_id, pending in items:
+            self.add(device_id, pending)
+
+    def claim_many(self, claims: Sequence[tuple[str, float, Mapping[str, float]]]) -> list[Pending | None]:
+        return [self.claim(*c) for c in claims]
 
     def claim(self, device_id: str, visit_ts: float, windows: Mapping[str, float]) -> Pending | None:
         with self._lock:
@@ -103,8 +118,8 @@ class LiveConversions:
         self.on_decisions([decision])
 
     def on_decisions(self, decisions: Sequence[Any]) -> None:
-        """Record the exposures of several decisions (one engine call's): stores that can (Redis) write
-        them in one round trip for the pending exposures and one for the counters."""
+        """Record the exposures of several decisions (one engine call's): a Redis store writes them in one
+        round trip for the pending exposures and one for the counters."""
         items: list[tuple[str, Pending]] = []
         groups: list[tuple[list[Increment], float]] = []
         for decision in decisions:
@@ -120,18 +135,8 @@ class LiveConversions:
                 incs.append(Increment(v.campaign_id, arm, e.fence_id, "exposed", token))
             if incs:
                 groups.append((incs, e.ts))
-        add_many = getattr(self.pending, "add_many", None)
-        if add_many is not None:
-            add_many(items)
-        else:
-            for device_id, pending in items:
-                self.pending.add(device_id, pending)
-        counters_many = getattr(self.counters, "add_many", None)
-        if counters_many is not None:
-            counters_many(groups)
-        else:
-            for incs, ts in groups:
-                self.counters.add(incs, now=ts)
+        self.pending.add_many(items)
+        self.counters.add_many(groups)
 
     def on_events(self, events: Iterable[Any]) -> None:
         claims: list[tuple[str, float, dict[str, float]]] = []
@@ -144,8 +149,7 @@ class LiveConversions:
                 claims.append((e.device_id, e.ts - e.dwell_s, windows))
         if not claims:
             return
-        claim_many = getattr(self.pending, "claim_many", None)
-        won = claim_many(claims) if claim_many is not None else [self.pending.claim(*c) for c in claims]
+        won = self.pending.claim_many(claims)
         incs = [Increment(w.campaign_id, w.arm, w.store, "converted", w.token) for w in won if w is not None]
         if incs:
             self.counters.add(incs)
