@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,64 @@ def test_engine_parts_refuse_a_shared_device_and_renumber_rows() -> None:
     res = engine.process_ping_parts([batch("u", 2, acc=0.0), batch("v", 3, acc=0.0)], [Journal("j1"), None])
     assert [[e.row for e in r.rejected] for r in res] == [[0, 1], [0, 1, 2]]
     assert [r.stats["pings"] for r in res] == [2, 3] and np.all([r.stats["applied"] == 0 for r in res])
+
+
+async def test_run_here_runs_on_the_loop_only_while_the_engine_thread_is_idle(city: dict[str, str]) -> None:
+    """Memory state: a coalesced call runs on the event loop's thread (no hand-off to the engine thread and
+    back) unless the engine thread has work, which then goes first: the engine stays single-writer."""
+    server = await _server(city, True)
+    try:
+        host = service_of(server.app).host
+        assert host.inline  # memory state
+        here = threading.get_ident()
+        assert await host.run_here(threading.get_ident) == here
+        engine_thread = await host.run(threading.get_ident)
+        assert engine_thread != here
+        order: list[str] = []
+        release = threading.Event()
+
+        def busy() -> int:  # e.g. an advance pass or a reload on the engine thread
+            release.wait(10)
+            order.append("busy")
+            return threading.get_ident()
+
+        def call() -> int:
+            order.append("call")
+            return threading.get_ident()
+
+        first = asyncio.ensure_future(host.run(busy))
+        await asyncio.sleep(0)  # the busy call is submitted
+        second = asyncio.ensure_future(host.run_here(call))
+        await asyncio.sleep(0.05)
+        assert not second.done() and order == []  # queued behind the engine thread's work, not run beside it
+        release.set()
+        assert await first == engine_thread and await second == engine_thread
+        assert order == ["busy", "call"]
+        assert await host.run_here(threading.get_ident) == here  # idle again: on the loop
+
+        def boom() -> None:
+            raise ValueError("bad")
+
+        with pytest.raises(ValueError, match="bad"):
+            await host.run_here(boom)
+        host.inline = False  # (Redis state: every call on the engine thread, whose round trips keep the loop free)
+        assert await host.run_here(threading.get_ident) == engine_thread
+    finally:
+        await server.close()
+
+
+@pytest.mark.redis
+async def test_redis_state_keeps_engine_calls_on_the_engine_thread(city: dict[str, str], redis_url: str,
+                                                                     redis_prefix: str) -> None:
+    server = await _server(city, True, redis=redis_url, redis_prefix=redis_prefix)
+    try:
+        host = service_of(server.app).host
+        assert not host.inline
+        assert await host.run_here(threading.get_ident) != threading.get_ident()
+        async with ClientSession() as session:
+            status, body = await _post(session, server, json.dumps({"pings": [
+                {"device_id": "rr", "lon": PLACES["a"][0], "lat": PLACES["a"][1], "accuracy_m": 5.0,
+                 "ts": T0}]}).encode())
+        assert status == 200 and [e["kind"] for e in body["devices"]["rr"]["events"]] == ["enter"]
+    finally:
+        await server.close()
