@@ -6,8 +6,9 @@ app parsing the same bodies with orjson), ``proximity serve`` with memory state 
 worker) and, with ``--redis``, with Redis state (``--workers``) are driven by
 ``--generators`` load-generator processes (closed loop, ``--clients`` requests in
 flight in all, as many phones at once), then open loop at half the measured rate
-for p50/p99. The server's CPU time is read from ``/proc`` for its whole process
-tree, so "requests per worker CPU-second" does not depend on what the neighbours
+for p50/p99 (with one worker, its ``/metrics`` histograms split the half-load p99: the
+whole request in the server, the wait in the coalescer, the engine call). The server's CPU time is read from
+``/proc`` for its whole process tree, so "requests per worker CPU-second" does not depend on what the neighbours
 and the load generators take from the shared cores; the generators' own CPU is
 reported apart.
 """
@@ -140,6 +141,39 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
             "second": max(r["second"] for r in results)}
 
 
+#: the server's histograms that split a request's time (``/metrics``): the whole request, its wait in the coalescer
+#: for its engine call, the engine calls (where they ran: loop or engine thread)
+PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
+          "wait": "proximity_coalesce_wait_seconds_bucket{",
+          "call": "proximity_ping_engine_call_seconds_bucket{"}
+
+
+def scrape(url: str) -> dict[str, dict[float, float]]:
+    """Cumulative bucket counts (``le`` -> count) of :data:`PHASES` from one worker's ``/metrics`` (the call's
+    buckets summed over where they ran)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, dict[float, float]] = {k: {} for k in PHASES}
+    for line in text.splitlines():
+        for phase, prefix in PHASES.items():
+            if line.startswith(prefix):
+                le = float(line.split('le="', 1)[1].split('"', 1)[0])
+                out[phase][le] = out[phase].get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def p99_bound_ms(before: dict[float, float], after: dict[float, float]) -> float:
+    """The upper bound of the bucket that holds the 99th percentile of what was observed between two scrapes
+    (``nan``: nothing observed)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    return next(1000 * b for b, c in zip(bounds, counts, strict=True) if c >= 0.99 * counts[-1])
+
+
 def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: list[int]) -> list[dict[str, Any]]:
     """Every size against the peer, memory and (with ``--redis``) Redis; prints the table, returns the rows."""
     seconds = 2.0 if args.quick else args.seconds
@@ -166,18 +200,25 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 thr = measure(url + "/v1/pings", reqs, size, seconds, None, args.clients, args.generators, second,
                               proc.pid)
                 second = thr["second"] + 1
+                split = label.startswith("serve") and workers == 1  # (with more, each scrape reaches one of them)
+                before = scrape(url) if split else {}
                 lat = measure(url + "/v1/pings", reqs, size, seconds, thr["req_s"] / 2, args.clients,
                               args.generators, second, proc.pid)
                 second = lat["second"] + 1
+                phases = ({k: p99_bound_ms(before[k], v) for k, v in scrape(url).items()} if split else {})
                 row = {"setup": label, "workers": workers, "pings_per_request": size, **thr,
                        "half_load_p50_ms": lat["p50_ms"], "half_load_p99_ms": lat["p99_ms"],
-                       "errors": thr["errors"] + lat["errors"]}
+                       "half_load_server_p99_bound_ms": phases, "errors": thr["errors"] + lat["errors"]}
                 out.append(row)
                 print(f"{label:24} {workers:2d}w {size:4d} pings/req {thr['req_s']:9,.0f} req/s {thr['pings_s']:10,.0f} "
                       f"pings/s | CPU {thr['server_cpu_ms_per_req']:6.3f} ms/req {thr['req_per_cpu_s']:8,.0f} req/CPU-s "
                       f"{thr['pings_per_cpu_s']:10,.0f} pings/CPU-s | loaded p50/p99 {thr['p50_ms']:.1f}/"
                       f"{thr['p99_ms']:.1f} ms, half load {lat['p50_ms']:.1f}/{lat['p99_ms']:.1f} ms | "
                       f"generators {thr['generator_cpu_s_per_s']:.2f} CPU | errors {row['errors']}", flush=True)
+                if phases:
+                    print(f"{'':24} half load, the server's own p99 (<= its histogram bucket): request "
+                          f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "
+                          f"{phases['call']:g} ms", flush=True)
     finally:
         for _label, _w, proc, _u in servers:
             H._stop(proc)

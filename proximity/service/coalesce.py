@@ -31,6 +31,10 @@ rows of each request and the engine thread takes them together
   hundred microseconds to another thread and back cost more than the call, and the
   two threads taking turns with the GIL made the latency's tail. With Redis state
   the calls stay on the engine thread, whose round trips leave the loop free.
+- **Where the time goes.** ``proximity_coalesce_wait_seconds`` (a request's wait for
+  its call to start) and ``proximity_ping_engine_call_seconds{where}`` (a call's wall
+  time) split a request's latency into queueing and engine time (what is left of
+  ``proximity_http_request_seconds`` is parsing, rendering and the loop).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class _Part:
     journal: str | None
     devices: frozenset[str]
     future: asyncio.Future[Answer] = field(repr=False)
+    queued: float = field(default_factory=time.perf_counter)
 
 
 class Coalescer:
@@ -108,10 +113,15 @@ class Coalescer:
                 group = self._take()
                 self.calls += 1
                 self.requests += len(group)
+                started = time.perf_counter()
+                where = "loop" if self.host.inline and not self.host.busy else "thread"
+                await self._run(group)
                 if self.metrics is not None:
                     self.metrics.ping_calls.inc()
                     self.metrics.coalesced.inc(len(group))
-                await self._run(group)
+                    for p in group:
+                        self.metrics.coalesce_wait.observe(started - p.queued)
+                    self.metrics.ping_call.labels(where).observe(time.perf_counter() - started)
                 if self._queue:  # (a call run on the loop thread never yielded) let the loop read and write
                     await asyncio.sleep(0)
         finally:

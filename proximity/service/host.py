@@ -80,6 +80,11 @@ class EngineHost:
         finally:
             self._pending -= 1
 
+    @property
+    def busy(self) -> bool:
+        """Whether the engine thread has calls queued or running (event loop only)."""
+        return self._pending > 0
+
     async def run_here(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the calling (event-loop) thread when the engine thread has nothing to do and the
         state is in this process (a call makes no round trip that would hold the loop), else on the engine

@@ -323,6 +323,13 @@ class ServiceMetrics:
             "proximity_ping_engine_calls_total", "Engine calls for /v1/pings requests (requests coalesced per call: "
             "proximity_coalesced_requests_total / this).")
         self.coalesced = r.counter("proximity_coalesced_requests_total", "/v1/pings requests the coalescer ran.")
+        self.coalesce_wait = r.histogram(
+            "proximity_coalesce_wait_seconds", "Time a /v1/pings request waited in the coalescer for its engine "
+            "call to start (behind the call running when it came).")
+        self.ping_call = r.histogram(
+            "proximity_ping_engine_call_seconds", "Wall time of one engine call for /v1/pings requests, by where it "
+            "ran (loop: on the event loop's thread; thread: on the engine thread, the hand-offs included).",
+            ["where"])
         self.replays = r.counter("proximity_idempotent_replays_total", "Responses replayed for a repeated batch_id.")
         self.reloads = r.counter(
             "proximity_reloads_total", "Configuration reloads, by kind and result (ok|error).", ["kind", "result"]

@@ -281,3 +281,26 @@ async def test_redis_state_keeps_engine_calls_on_the_engine_thread(city: dict[st
         assert status == 200 and [e["kind"] for e in body["devices"]["rr"]["events"]] == ["enter"]
     finally:
         await server.close()
+
+
+async def test_the_wait_and_the_call_are_measured_apart(city: dict[str, str]) -> None:
+    """Every coalesced request's wait for its call, and every call's wall time by where it ran, reach /metrics."""
+    server = await _server(city, True)
+    try:
+        svc = service_of(server.app)
+        bodies = [json.dumps({"pings": [{"device_id": f"m{i}", "lon": PLACES["a"][0], "lat": PLACES["a"][1],
+                                         "accuracy_m": 5.0, "ts": T0}]}).encode() for i in range(7)]
+        async with ClientSession() as session:
+            got = await asyncio.gather(*(_post(session, server, b) for b in bodies))
+            assert [s for s, _ in got] == [200] * 7
+            async with session.get(server.make_url("/metrics")) as r:
+                text = await r.text()
+        wait = svc.metrics.coalesce_wait.labels()
+        assert wait.count == svc.coalescer.requests == 7  # type: ignore[union-attr]
+        call = svc.metrics.ping_call.labels("loop")
+        assert call.count == svc.coalescer.calls >= 1  # type: ignore[union-attr]
+        assert call.sum > 0 and wait.sum >= 0
+        assert "proximity_coalesce_wait_seconds_count 7" in text
+        assert f'proximity_ping_engine_call_seconds_count{{where="loop"}} {call.count}' in text
+    finally:
+        await server.close()

@@ -1,0 +1,41 @@
+"""The SDK-shaped benchmark's split of the server's half-load p99 (its /metrics histograms); never a timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+from aiohttp import ClientSession
+
+from benchmarks.http_small import p99_bound_ms, scrape
+from tests.proximity.test_coalesce import PLACES, T0, _post, _server, city  # noqa: F401  (city: the fixture)
+
+
+def test_p99_bound_is_the_bucket_holding_the_99th_percentile_of_the_difference() -> None:
+    before = {0.001: 10.0, 0.01: 10.0, math.inf: 10.0}
+    after = {0.001: 60.0, 0.01: 109.0, math.inf: 110.0}  # 100 new: 50 under 1 ms, 99 under 10 ms
+    assert p99_bound_ms(before, after) == 10.0
+    after[0.01] = 108.0  # only 98 under 10 ms: the 99th is in the last bucket
+    assert p99_bound_ms(before, after) == math.inf
+    assert math.isnan(p99_bound_ms(after, after))  # nothing observed between the scrapes
+
+
+async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str, str]) -> None:  # noqa: F811
+    server = await _server(city, True)
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        before = await asyncio.to_thread(scrape, url)
+        async with ClientSession() as session:
+            for i in range(3):
+                status, _ = await _post(session, server, json.dumps({"pings": [
+                    {"device_id": f"s{i}", "lon": PLACES["a"][0], "lat": PLACES["a"][1], "accuracy_m": 5.0,
+                     "ts": T0}]}).encode())
+                assert status == 200
+        after = await asyncio.to_thread(scrape, url)
+        assert set(after) == {"request", "wait", "call"}
+        for phase in ("request", "wait", "call"):
+            assert after[phase][math.inf] - before[phase].get(math.inf, 0.0) == 3  # one a request; calls: one each
+            assert p99_bound_ms(before[phase], after[phase]) > 0
+    finally:
+        await server.close()
