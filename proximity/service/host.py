@@ -9,7 +9,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -62,8 +62,10 @@ class EngineHost:
         self.limiter, self.outbox = self.backends.limiter, self.backends.outbox
         self.live: Any = None  # campaigns.live.LiveConversions, once campaigns are loaded
         self._undecided: list[Any] = []  # advance events whose campaign decisions failed (decided next pass)
-        #: engine calls given to the engine thread and not finished (see :meth:`run_here`; event loop only)
-        self._pending = 0
+        #: calls given to the engine thread (written on the event loop only) and calls it finished (written on
+        #: the engine thread only): it is idle when they are equal (see :meth:`run_here`)
+        self._submitted = 0
+        self._finished = 0
         #: :meth:`run_here` runs on the calling thread when it can: with the state in this process (memory)
         self.inline = config.redis is None
         self._inline_threads = False
@@ -73,17 +75,33 @@ class EngineHost:
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the engine thread."""
-        loop = asyncio.get_running_loop()
-        self._pending += 1
+        self._submitted += 1
         try:
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+            work = self._executor.submit(self._counted, functools.partial(fn, *args))
+        except BaseException:  # (the executor is shut down: nothing was queued)
+            self._submitted -= 1
+            raise
+        work.add_done_callback(self._never_ran)
+        return await asyncio.wrap_future(work)
+
+    def _counted(self, call: Callable[[], Any]) -> Any:
+        """(engine thread) ``call()``, then one more call finished: counted when the engine thread is done with
+        it, also when whoever awaited it was cancelled meanwhile."""
+        try:
+            return call()
         finally:
-            self._pending -= 1
+            self._finished += 1
+
+    def _never_ran(self, work: Future[Any]) -> None:
+        """A call cancelled before the engine thread took it (its awaiting task was cancelled: the cancel comes
+        from the event loop's thread) will never be counted finished: it no longer counts as given."""
+        if work.cancelled():
+            self._submitted -= 1
 
     @property
     def busy(self) -> bool:
         """Whether the engine thread has calls queued or running (event loop only)."""
-        return self._pending > 0
+        return self._submitted != self._finished
 
     async def run_here(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the calling (event-loop) thread when the engine thread has nothing to do and the
@@ -91,13 +109,14 @@ class EngineHost:
         thread (:meth:`run`).
 
         The engine stays single-writer: the engine thread runs only what :meth:`run` gave it, and
-        ``_pending`` (read and written on the event loop only) says it has nothing. Running a short call
+        :attr:`busy` says whether it has anything (counted when the engine thread finishes a call, not when
+        its awaiting task is cancelled). Running a short call
         where it is asked for saves two thread hand-offs, and each costs far more than the call's own CPU
         when the threads take turns with the GIL: the engine thread's wake-up of the loop
         (``call_soon_threadsafe`` writes to a socket, so it gives the GIL away and waits to take it back),
         and the loop's socket writes while the engine thread holds the GIL (up to the 5 ms switch interval
         each)."""
-        if not self.inline or self._pending:
+        if not self.inline or self.busy:
             return await self.run(fn, *args)
         if not self._inline_threads:
             _limit_kernel_threads(self.config.engine_threads)  # numba's thread count is per calling thread

@@ -304,3 +304,39 @@ async def test_the_wait_and_the_call_are_measured_apart(city: dict[str, str]) ->
         assert f'proximity_ping_engine_call_seconds_count{{where="loop"}} {call.count}' in text
     finally:
         await server.close()
+
+
+async def test_a_cancelled_caller_does_not_make_the_engine_thread_look_idle(city: dict[str, str]) -> None:
+    """The engine thread counts as busy until it has finished what it was given, even when the task that awaited
+    it was cancelled (a call on the loop meanwhile would run beside it); a call cancelled before it started
+    no longer counts."""
+    server = await _server(city, True)
+    try:
+        host = service_of(server.app).host
+        release = threading.Event()
+        running = threading.Event()
+
+        def busy() -> None:
+            running.set()
+            release.wait(10)
+
+        first = asyncio.ensure_future(host.run(busy))
+        queued = asyncio.ensure_future(host.run(threading.get_ident))  # behind it: never starts
+        await asyncio.to_thread(running.wait, 10)
+        first.cancel()
+        queued.cancel()
+        await asyncio.sleep(0.01)  # the cancellations reach the executor's futures
+        assert host.busy  # busy() still runs on the engine thread
+        beside = asyncio.ensure_future(host.run_here(threading.get_ident))
+        await asyncio.sleep(0.05)
+        assert not beside.done()  # waits for the engine thread instead of running beside it
+        release.set()
+        assert await beside != threading.get_ident()
+        for _ in range(100):
+            if not host.busy:
+                break
+            await asyncio.sleep(0.01)
+        assert not host.busy  # the cancelled-before-start call is not waited for forever
+        assert await host.run_here(threading.get_ident) == threading.get_ident()
+    finally:
+        await server.close()
