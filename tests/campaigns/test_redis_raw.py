@@ -132,3 +132,22 @@ def test_a_lost_connection_is_raised_and_not_pooled(redis_url: str) -> None:
         assert _redis.run_commands(client, [("ECHO", "y")]) == [b"y"]  # a fresh connection after
     finally:
         client.close()
+
+
+def test_outbox_scripts_run_in_the_protocol_and_remake_a_lost_group(redis_url: str, redis_prefix: str) -> None:
+    """The Redis outbox's scripts go through ``run_scripts``: a stream deleted under it (its consumer group
+    gone: NOGROUP) is made again and the call runs, as with redis-py's script call."""
+    from campaigns import Offer, RedisOutbox
+
+    box = RedisOutbox(redis_url, redis_prefix)
+    try:
+        offer = Offer(offer_id="of_1", campaign_id="c", device_id="d1", fence_id="f", ts=1000.0, title="t")
+        assert box.put(offer)
+        redis.Redis.from_url(redis_url).delete(box._k(0, "stream"))  # the stream and its group are gone
+        assert box.claim("w", 10) == []  # NOGROUP: the group is made again, then the claim runs
+        assert box.put(Offer(offer_id="of_2", campaign_id="c", device_id="d2", fence_id="f", ts=1001.0, title="t"))
+        (entry,) = box.claim("w", 10)
+        assert entry.offer.offer_id == "of_2"
+        assert box.ack(entry) is True and box.ack(entry) is False
+    finally:
+        box.close()
