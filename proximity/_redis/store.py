@@ -550,15 +550,17 @@ class RedisStateStore:
         return keys, key_slots(keys) if self.cluster else np.zeros(len(keys), np.int64)
 
     def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
-        has = (attrs != None) | (timezone != None)  # noqa: E711
+        # as the memory store: an empty attrs dict (a CSV row with its attribute cells empty) or time zone
+        # says nothing new, it does not wipe what an earlier row said
+        has = attrs.astype(bool) | timezone.astype(bool)
         if not has.any():
             return
         latest: dict[str, dict[bytes, bytes]] = {}
         for d, a, z in zip(device_ids[has], attrs[has], timezone[has], strict=True):
             fields = latest.setdefault(d, {})
-            if a is not None:
+            if a:
                 fields[b"a"] = arg(json.dumps(a, sort_keys=True, default=str))
-            if z is not None:
+            if z:
                 fields[b"z"] = arg(z)
         keys, slots = self._info_keys(list(latest))
         ttl = b"%d" % self.ttl_ms
