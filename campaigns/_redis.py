@@ -6,6 +6,9 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
   server is a cluster node, a ``redis.cluster.RedisCluster`` seeded with that node (MOVED, ASK and
   TRYAGAIN are followed by redis-py; every script of the adapters touches one hash slot);
 - :func:`run_scripts`: several script calls in one round trip on a single Redis (one call each on a cluster);
+  :func:`run_commands`: several commands in one round trip. Both pack and parse the protocol themselves
+  (:mod:`proxbase.resp`) on a client without ``decode_responses`` speaking RESP2 (redis-py's pipeline costs
+  more per command than a campaign decision's own work); other clients get redis-py's pipeline;
 - :func:`unavailable`: which redis errors mean "the store cannot be reached now" (connection refused or
   lost, timeouts, a cluster slot without a master, a cluster that is down or still failing over);
   the adapters raise :class:`campaigns.errors.StoreUnavailable` for them, without the server's address.
@@ -24,6 +27,7 @@ from redis.cluster import RedisCluster
 
 from campaigns.errors import StoreUnavailable
 from proxbase.redis_cluster import close_cluster, cluster_retry, cluster_seed, seeded_cluster
+from proxbase.resp import arg, pack, read_replies
 
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -82,20 +86,52 @@ async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
     return cluster
 
 
+def raw(client: Any) -> bool:
+    """Whether :func:`run_commands` packs and parses the protocol itself for ``client``: a single Redis whose
+    replies are plain bytes (no ``decode_responses``, RESP2), as the service's clients are."""
+    if is_cluster(client) or not isinstance(client, redis.Redis):
+        return False
+    kw = client.connection_pool.connection_kwargs
+    return not kw.get("decode_responses") and str(kw.get("protocol") or 2) == "2"
+
+
+def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """The replies of ``commands`` (each a command name and its arguments) on a single Redis, in one round trip
+    (pipelined, not a transaction); an error reply is returned as its exception, in its place. On a client
+    that :func:`raw` accepts the commands are packed in one join and the replies parsed by
+    :func:`proxbase.resp.read_replies`, else they go through a redis-py pipeline. A connection or time-out
+    error is raised (the connection is dropped: a half-read pipeline must not go back to the pool)."""
+    if not commands:
+        return []
+    if not raw(client):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+    blob = b"".join([pack([arg(x) for x in command]) for command in commands])
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([blob])
+        return read_replies(conn, len(commands))
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
 def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
     """The replies of ``(script, keys, args)`` calls (``Script`` objects of ``client.register_script``), run in
-    order. On a single Redis they go in one round trip (a pipeline of ``EVALSHA``, each script still atomic);
-    the calls of a script the server does not hold (restarted, flushed) are run again once it is loaded, in
-    their order. On a cluster (keys in several slots) each call is its own round trip. Redis errors are
-    raised (the first one)."""
+    order. On a single Redis they go in one round trip (``EVALSHA`` pipelined by :func:`run_commands`, each
+    script still atomic); the calls of a script the server does not hold (restarted, flushed) are run again
+    once it is loaded, in their order. On a cluster (keys in several slots) each call is its own round trip.
+    Redis errors are raised (the first one)."""
     if not calls:
         return []
     if is_cluster(client):
         return [script(keys=keys, args=args) for script, keys, args in calls]
-    pipe = client.pipeline(transaction=False)
-    for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
-    out = pipe.execute(raise_on_error=False)
+    out = run_commands(client, [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls])
     for i, reply in enumerate(out):
         if isinstance(reply, redis.exceptions.NoScriptError):
             script, keys, args = calls[i]
@@ -103,7 +139,7 @@ def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[
     for reply in out:
         if isinstance(reply, Exception):
             raise reply
-    return list(out)
+    return out
 
 
 def is_cluster(client: Any) -> bool:

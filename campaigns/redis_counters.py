@@ -139,18 +139,21 @@ class RedisPending:
         """:meth:`add` for several ``(device_id, pending)``, in one round trip."""
         if not items:
             return
+        commands: list[tuple[Any, ...]] = []
+        for device_id, pending in items:
+            value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
+            key = self.key(device_id)
+            ttl_ms = int((pending.until - pending.ts + self.keep_s) * 1000)
+            commands += [("HSET", key, pending.token, value),
+                         ("PEXPIRE", key, ttl_ms, "GT"),  # never shortens what an earlier exposure needs
+                         ("PEXPIRE", key, ttl_ms, "NX")]
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for device_id, pending in items:
-                value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
-                key = self.key(device_id)
-                ttl_ms = int((pending.until - pending.ts + self.keep_s) * 1000)
-                pipe.hset(key, pending.token, value)
-                pipe.pexpire(key, ttl_ms, gt=True)  # never shortens what an earlier exposure needs
-                pipe.pexpire(key, ttl_ms, nx=True)
-            pipe.execute()
+            replies = _redis.run_commands(self.client, commands)
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     def claim(self, device_id: str, visit_ts: float, windows: Any) -> Pending | None:
         return self.claim_many([(device_id, visit_ts, windows)])[0]

@@ -326,14 +326,17 @@ class RedisOutbox(_Shards):
             raise _redis.unavailable(exc, "offer outbox") from exc
 
     def _run(self, name: str, call: tuple[list[str], list[Any]], shard: int | None = None) -> Any:
+        def one() -> Any:  # (run_scripts: in the protocol on a single Redis, not through redis-py's parser)
+            return _redis.run_scripts(self.client, [(self._scripts[name], call[0], call[1])])[0]
+
         def go() -> Any:
             try:
-                return self._scripts[name](keys=call[0], args=call[1])
+                return one()
             except redis.ResponseError as exc:  # the group went away (stream deleted): make it again
                 if shard is None or "NOGROUP" not in str(exc):
                     raise
                 self._group(shard)
-                return self._scripts[name](keys=call[0], args=call[1])
+                return one()
         return self._guard(go)
 
     def put(self, offer: Offer) -> bool:

@@ -197,8 +197,11 @@ class Router:
         todo = np.arange(len(commands))
         for attempt in range(3):
             node, clients = self._node_of(slots[todo])
-            order = np.argsort(node, kind="stable")
-            cuts = np.flatnonzero(np.diff(node[order])) + 1
+            if len(clients) == 1:  # one server (or one node): every command in one pipeline, in order
+                parts = [np.arange(len(todo))]
+            else:
+                order = np.argsort(node, kind="stable")
+                parts = np.split(order, np.flatnonzero(np.diff(node[order])) + 1)
             again: list[int] = []
             refresh = False
             # every node's pipeline is sent before any reply is read: the nodes work at the same time
@@ -206,7 +209,7 @@ class Router:
             failed: list[int] = []  # the commands that got an error reply
             at: Any = None  # the node client being connected to, written to or read from
             try:
-                for part in np.split(order, cuts):
+                for part in parts:
                     at = client = clients[int(node[part[0]])]
                     idx = todo[part].tolist()
                     conn = self._connection(client, mine)

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
+from proxbase.resp import bulk, pack
+
 WON, LOST = ord("1"), ord("0")  # reply byte per device: the compare-and-set ran / another process wrote first
 
 # what the store does with a device it saves (bits of its FLAGS byte; SAVE's Lua locals of the same names)
@@ -179,16 +181,6 @@ class Script:
         return (b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$%d\r\n%d\r\n" % (
             3 + n_keys + len(args), self.sha, len(b"%d" % n_keys), n_keys) + keys
                 + b"".join([b"$%d\r\n%b\r\n" % (len(x), x) for x in args]))
-
-
-def bulk(parts: Sequence[bytes]) -> list[bytes]:
-    """Each of ``parts`` as a protocol bulk string."""
-    return [b"$%d\r\n%b\r\n" % (len(x), x) for x in parts]
-
-
-def pack(parts: Sequence[bytes]) -> bytes:
-    """One command in the Redis protocol."""
-    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%b\r\n" % (len(x), x) for x in parts])
 
 
 SAVE_SCRIPT, LOAD_SCRIPT, PLACES_SCRIPT = Script(SAVE), Script(LOAD), Script(PLACES)

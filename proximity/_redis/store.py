@@ -60,7 +60,9 @@ from redis.crc import key_slot
 
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
+from proxbase.resp import arg
 from proximity._redis.layout import GROUPS, Layout
+from proximity._redis.resp import key_slots
 from proximity._redis.scripts import (
     DROP,
     LOAD_SCRIPT,
@@ -143,6 +145,17 @@ class RedisStateStore:
         except redis_lib.RedisError as exc:
             raise StateError(f"Redis state store error: {exc}") from exc
 
+    def _send(self, commands: list[tuple[int, bytes]], script: str | None = None) -> list[Any]:
+        """``(slot, packed command)`` pairs through the router (``script``: the Lua source their ``EVALSHA``
+        runs); an error reply raises (unavailable when the command did not run, else :class:`StateError`)."""
+        bad: list[int] = []
+        replies = self._call(lambda: self.router.send(commands, script=script, errors=bad))
+        if bad:
+            if isinstance(replies[bad[0]], C.NOT_RUN):
+                raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
+            raise StateError(f"Redis state store error: {replies[bad[0]]}")
+        return replies
+
     def check_layout(self) -> None:
         """Refuse a key prefix written in another key layout (see :mod:`proximity._redis.layout`); done once,
         before the first load."""
@@ -221,12 +234,7 @@ class RedisStateStore:
         commands = [(slot, LOAD_SCRIPT.evalsha_encoded(2 * (b - a) if track else b - a,
                                                        b"".join([*enc[a:b], *tr[a:b]]), ()))
                     for slot, a, b in groups]
-        bad: list[int] = []
-        replies = self._call(lambda: self.router.send(commands, script=LOAD_SCRIPT.src, errors=bad))
-        if bad:
-            if isinstance(replies[bad[0]], C.NOT_RUN):
-                raise StoreUnavailable(f"Redis state store unavailable: {replies[bad[0]]}", retry_after_s=1.0)
-            raise StateError(f"Redis state store error: {replies[bad[0]]}")
+        replies = self._send(commands, LOAD_SCRIPT.src)
         # per group: its devices' state sizes, then (with track) their filter states' sizes, then the values
         m = np.array([b - a for _slot, a, b in groups], np.int64)
         per = 2 * m if track else m
@@ -535,26 +543,32 @@ class RedisStateStore:
         self._call(lambda: self.r.delete(self._info(device_id), st, st[:-2] + b"tr"))
         return tr, names
 
+    def _info_keys(self, device_ids: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
+        """Each device's info key (``P:{D}:info``) and its hash slot (every one 0 with ``cluster=False``)."""
+        head = self.prefix.encode() + b":{"
+        keys = [head + d.encode() + b"}:info" for d in device_ids]
+        return keys, key_slots(keys) if self.cluster else np.zeros(len(keys), np.int64)
+
     def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
-        has = (attrs != None) | (timezone != None)  # noqa: E711
+        # as the memory store: an empty attrs dict (a CSV row with its attribute cells empty) or time zone
+        # says nothing new, it does not wipe what an earlier row said
+        has = attrs.astype(bool) | timezone.astype(bool)
         if not has.any():
             return
-        latest: dict[str, dict[str, str]] = {}
+        latest: dict[str, dict[bytes, bytes]] = {}
         for d, a, z in zip(device_ids[has], attrs[has], timezone[has], strict=True):
             fields = latest.setdefault(d, {})
-            if a is not None:
-                fields["a"] = json.dumps(a, sort_keys=True, default=str)
-            if z is not None:
-                fields["z"] = z
-
-        def write() -> None:
-            pipe = self.r.pipeline(transaction=False)
-            for d, fields in latest.items():
-                pipe.hset(self._info(d), mapping=fields)
-                pipe.pexpire(self._info(d), self.ttl_ms)
-            pipe.execute()
-
-        self._call(write)
+            if a:
+                fields[b"a"] = arg(json.dumps(a, sort_keys=True, default=str))
+            if z:
+                fields[b"z"] = arg(z)
+        keys, slots = self._info_keys(list(latest))
+        ttl = b"%d" % self.ttl_ms
+        commands = []
+        for key, slot, fields in zip(keys, slots.tolist(), latest.values(), strict=True):
+            commands.append((slot, pack((b"HSET", key, *[x for kv in fields.items() for x in kv]))))
+            commands.append((slot, pack((b"PEXPIRE", key, ttl))))
+        self._send(commands)
 
     def set_opt_out(self, device_id: str, flag: bool) -> None:
         key = self._info(device_id)
@@ -565,15 +579,13 @@ class RedisStateStore:
 
     def devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
         ids = list(device_ids)
-
-        def read() -> list[Any]:
-            pipe = self.r.pipeline(transaction=False)
-            for d in ids:
-                pipe.hmget(self._info(d), "a", "z", "o")
-            return list(pipe.execute())
-
+        if not ids:
+            return {}
+        keys, slots = self._info_keys(ids)
+        replies = self._send([(slot, pack((b"HMGET", key, b"a", b"z", b"o")))
+                              for key, slot in zip(keys, slots.tolist(), strict=True)])
         out = {}
-        for d, (a, z, o) in zip(ids, self._call(read) if ids else [], strict=True):
+        for d, (a, z, o) in zip(ids, replies, strict=True):
             out[d] = Device(d, json.loads(a) if a else {}, z.decode() if z else None, bool(o))
         return out
 

@@ -1,0 +1,153 @@
+"""The campaign adapters' pipelines in the protocol (:func:`campaigns._redis.run_commands` and
+:func:`~campaigns._redis.run_scripts` on a plain client: packed by :mod:`proxbase.resp`, replies parsed there)
+answer what redis-py's pipeline answers for the same commands on a real Redis: every argument type encoded
+alike, every reply type alike, error replies in their place, a script the server does not hold loaded."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from campaigns import _redis
+from proxbase.resp import arg
+
+pytestmark = pytest.mark.redis
+
+_ARG = st.one_of(st.text(max_size=12), st.binary(max_size=12), st.integers(-(2**62), 2**62),
+                 st.floats(allow_nan=False, allow_infinity=False), st.just(0.1), st.just(-0.0))
+
+
+def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """redis-py's own pipeline of these commands (the path ``run_commands`` takes on other clients)."""
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute(raise_on_error=False))
+
+
+def _same(a: list[Any], b: list[Any]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, Exception) or isinstance(y, Exception):
+            assert type(x) is type(y) and str(x) == str(y)
+        else:
+            assert x == y
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.lists(_ARG, max_size=8))
+def test_arguments_reach_redis_as_redis_py_sends_them(redis_url: str, args: list[Any]) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert _redis.raw(client)
+        command = ("EVAL", "return ARGV", 0, *args)  # the server hands the arguments back as it got them
+        _same(_redis.run_commands(client, [command]), _pipeline(client, [command]))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("bad", [True, None, 1j, [1]])
+def test_an_argument_redis_py_refuses_is_refused(bad: Any) -> None:
+    with pytest.raises(redis.DataError):
+        arg(bad)
+
+
+def test_commands_and_replies_equal_redis_py(redis_url: str, redis_prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        def commands(k: str) -> list[tuple[Any, ...]]:
+            return [("HSET", k + ":h", "tok", '{"a": 1}', "é", b"\x00\xff"), ("PEXPIRE", k + ":h", 60_000, "GT"),
+                    ("PEXPIRE", k + ":h", 60_000, "NX"), ("HGET", k + ":h", "é"), ("GET", k + ":none"),
+                    ("EVAL", "return {1, 'two', {3, false}, redis.status_reply('OK')}", 0),
+                    ("INCRBYFLOAT", k + ":f", 1.5), ("EVAL", "return redis.error_reply('MINE bad')", 0),
+                    ("GET", k + ":h"),  # WRONGTYPE, in its place
+                    ("EVALSHA", "0" * 40, 0), ("SET", k + ":big", b"x" * 700_000), ("GET", k + ":big"),
+                    ("PTTL", k + ":h")]
+
+        ours = _redis.run_commands(client, commands(redis_prefix + ":ours"))
+        theirs = _pipeline(client, commands(redis_prefix + ":theirs"))
+        theirs[1], theirs[2] = int(theirs[1]), int(theirs[2])  # redis-py's PEXPIRE callback makes a bool
+        theirs[6] = str(theirs[6]).encode()  # INCRBYFLOAT's a float
+        theirs[10] = b"OK" if theirs[10] is True else theirs[10]  # and SET's a bool
+        ours[-1] = theirs[-1] = ours[-1] > 0  # a TTL moves between the two
+        _same(ours, theirs)
+        assert isinstance(ours[7], redis.ResponseError) and isinstance(ours[9], redis.exceptions.NoScriptError)
+        # the connection went back to the pool clean: the next call reads its own replies
+        assert _redis.run_commands(client, [("ECHO", "next")]) == [b"next"]
+    finally:
+        client.close()
+
+
+def test_run_scripts_loads_a_script_the_server_does_not_hold(redis_url: str, redis_prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # a script no server has seen (its own SHA): the first EVALSHA gets NOSCRIPT, then it is loaded
+        script = client.register_script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+        key = redis_prefix + ":n"
+        calls = [(script, [key], [2]), (script, [key], [3]), (script, [key], [-1])]
+        assert _redis.run_scripts(client, calls) == [2, 5, 4]  # in order, each once
+        assert client.get(key) == b"4"
+        assert _redis.run_scripts(client, calls) == [6, 9, 8]  # loaded now: one round trip
+    finally:
+        client.close()
+
+
+def test_run_scripts_raises_the_first_error(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        script = client.register_script("return redis.error_reply('NOPE ' .. ARGV[1])")
+        with pytest.raises(redis.ResponseError, match="NOPE a"):
+            _redis.run_scripts(client, [(script, [], ["a"]), (script, [], ["b"])])
+        assert _redis.run_commands(client, [("ECHO", "ok")]) == [b"ok"]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("options", [{"decode_responses": True}, {"protocol": 3}])
+def test_other_clients_take_redis_py_pipeline(redis_url: str, redis_prefix: str, options: dict[str, Any]) -> None:
+    """A client that decodes replies or speaks RESP3 gets redis-py's own answers (its types), not ours."""
+    client = redis.Redis.from_url(redis_url, **options)
+    try:
+        assert not _redis.raw(client)
+        commands = [("SET", redis_prefix + ":k", "v"), ("GET", redis_prefix + ":k")]
+        _same(_redis.run_commands(client, commands), _pipeline(client, commands))
+    finally:
+        client.close()
+
+
+def test_a_lost_connection_is_raised_and_not_pooled(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        conn = client.connection_pool.get_connection()
+        client.connection_pool.release(conn)
+        conn._sock.close()  # the pooled connection dies under us
+        with contextlib.suppress(redis.ConnectionError):  # (the pool may notice first and reconnect)
+            _redis.run_commands(client, [("ECHO", "x")])
+        assert _redis.run_commands(client, [("ECHO", "y")]) == [b"y"]  # a fresh connection after
+    finally:
+        client.close()
+
+
+def test_outbox_scripts_run_in_the_protocol_and_remake_a_lost_group(redis_url: str, redis_prefix: str) -> None:
+    """The Redis outbox's scripts go through ``run_scripts``: a stream deleted under it (its consumer group
+    gone: NOGROUP) is made again and the call runs, as with redis-py's script call."""
+    from campaigns import Offer, RedisOutbox
+
+    box = RedisOutbox(redis_url, redis_prefix)
+    try:
+        offer = Offer(offer_id="of_1", campaign_id="c", device_id="d1", fence_id="f", ts=1000.0, title="t")
+        assert box.put(offer)
+        redis.Redis.from_url(redis_url).delete(box._k(0, "stream"))  # the stream and its group are gone
+        assert box.claim("w", 10) == []  # NOGROUP: the group is made again, then the claim runs
+        assert box.put(Offer(offer_id="of_2", campaign_id="c", device_id="d2", fence_id="f", ts=1001.0, title="t"))
+        (entry,) = box.claim("w", 10)
+        assert entry.offer.offer_id == "of_2"
+        assert box.ack(entry) is True and box.ack(entry) is False
+    finally:
+        box.close()
