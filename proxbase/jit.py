@@ -191,7 +191,7 @@ def compiled(kernel: Any) -> bool:
     """Whether ``kernel`` (made by :func:`njit`) has machine code in this process: compiled, or loaded from
     the kernel cache by a first call. A small batch's numpy twin of a kernel (there so that a first run
     compiles less) steps aside for the kernel then, which is faster on every batch after."""
-    return bool(getattr(kernel, "signatures", None))
+    return bool(getattr(kernel, "overloads", None))  # (not `signatures`: a list built on every call)
 
 
 def njit(fn: Callable[..., Any] | None = None, *, cache: bool = True, **options: Any) -> Any:
