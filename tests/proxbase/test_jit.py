@@ -135,6 +135,17 @@ def test_a_constant_argument_compiles_no_second_specialisation() -> None:
     assert [str(s) for s in scale.signatures] == ["(int64, int64)"]
 
 
+def test_compiled_says_whether_a_kernel_has_machine_code_yet() -> None:
+    @jit.njit(cache=False)
+    def twice(x):
+        return 2 * x
+
+    assert not jit.compiled(twice)
+    assert twice(2) == 4
+    assert jit.compiled(twice)
+    assert not jit.compiled(twice.py_func)  # (what a kernel is under NUMBA_DISABLE_JIT: its numpy twin runs)
+
+
 def test_inline_is_refused() -> None:
     with pytest.raises(TypeError, match="inline"):
         jit.njit(inline="always")
