@@ -9,7 +9,7 @@ are, and their hash tag, is the key layout of :mod:`proximity._redis.layout`):
 - the same key ending in ``:tr``: the device's beacon filter state (:data:`proximity._redis.codec.TRACK`
   rows), loaded with ``:st`` when a batch of sightings is applied and written by the same ``SAVE`` call
   (see :mod:`proximity.tracked`); deleted with ``:st``;
-- ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out);
+- ``P:{D}:info``: hash of ``a`` (attrs JSON), ``z`` (time zone), ``o`` (opt-out) (:mod:`proximity._redis.info`);
 - ``P:{places}``, ``P:{places}:seq``: place key -> integer id, shared by all processes;
 - ``P:due``: sorted set, device id -> the earliest time ``advance`` has work for it
   (a debounce exit or the event-time TTL); cluster: ``P:due:{T}``, one per device group;
@@ -48,7 +48,6 @@ server), which is how the shared presence suite tests it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import count
@@ -60,9 +59,8 @@ from redis.crc import key_slot
 
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
-from proxbase.resp import arg
+from proximity._redis.info import DeviceInfo
 from proximity._redis.layout import GROUPS, Layout
-from proximity._redis.resp import key_slots
 from proximity._redis.scripts import (
     DROP,
     LOAD_SCRIPT,
@@ -75,7 +73,6 @@ from proximity._redis.scripts import (
     pack,
 )
 from proximity.errors import StateError, StoreUnavailable
-from proximity.events import Device
 from proximity.journal import Journal
 from proximity.journal import encode as journal_encode
 from proximity.journal import replay as journal_replay
@@ -97,7 +94,7 @@ T = TypeVar("T")
 Step = Callable[[PresenceState, np.ndarray, Any], tuple[Transitions, np.ndarray, Any]]
 
 
-class RedisStateStore:
+class RedisStateStore(DeviceInfo):
     """Presence state in Redis (see the module docstring). Build it with :func:`proximity.store.RedisStore`."""
 
     def __init__(
@@ -176,9 +173,6 @@ class RedisStateStore:
     def _tr_keys(st_keys: Sequence[bytes]) -> list[bytes]:
         """The filter state keys of these state keys (both as protocol bulk strings: ``...:st\\r\\n``)."""
         return [k[:-4] + b"tr\r\n" for k in st_keys]
-
-    def _info(self, device_id: str) -> str:
-        return f"{self.prefix}:{{{device_id}}}:info"
 
     def due_key_of(self, device_id: str) -> str:
         """The due set that lists ``device_id`` (one per hash slot with ``cluster=True``)."""
@@ -542,52 +536,6 @@ class RedisStateStore:
         st = self.layout.state_keys([device_id])[0][0]
         self._call(lambda: self.r.delete(self._info(device_id), st, st[:-2] + b"tr"))
         return tr, names
-
-    def _info_keys(self, device_ids: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
-        """Each device's info key (``P:{D}:info``) and its hash slot (every one 0 with ``cluster=False``)."""
-        head = self.prefix.encode() + b":{"
-        keys = [head + d.encode() + b"}:info" for d in device_ids]
-        return keys, key_slots(keys) if self.cluster else np.zeros(len(keys), np.int64)
-
-    def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:
-        # as the memory store: an empty attrs dict (a CSV row with its attribute cells empty) or time zone
-        # says nothing new, it does not wipe what an earlier row said
-        has = attrs.astype(bool) | timezone.astype(bool)
-        if not has.any():
-            return
-        latest: dict[str, dict[bytes, bytes]] = {}
-        for d, a, z in zip(device_ids[has], attrs[has], timezone[has], strict=True):
-            fields = latest.setdefault(d, {})
-            if a:
-                fields[b"a"] = arg(json.dumps(a, sort_keys=True, default=str))
-            if z:
-                fields[b"z"] = arg(z)
-        keys, slots = self._info_keys(list(latest))
-        ttl = b"%d" % self.ttl_ms
-        commands = []
-        for key, slot, fields in zip(keys, slots.tolist(), latest.values(), strict=True):
-            commands.append((slot, pack((b"HSET", key, *[x for kv in fields.items() for x in kv]))))
-            commands.append((slot, pack((b"PEXPIRE", key, ttl))))
-        self._send(commands)
-
-    def set_opt_out(self, device_id: str, flag: bool) -> None:
-        key = self._info(device_id)
-        if flag:
-            self._call(lambda: (self.r.hset(key, "o", "1"), self.r.pexpire(key, self.ttl_ms)))
-        else:
-            self._call(lambda: self.r.hdel(key, "o"))
-
-    def devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
-        ids = list(device_ids)
-        if not ids:
-            return {}
-        keys, slots = self._info_keys(ids)
-        replies = self._send([(slot, pack((b"HMGET", key, b"a", b"z", b"o")))
-                              for key, slot in zip(keys, slots.tolist(), strict=True)])
-        out = {}
-        for d, (a, z, o) in zip(ids, replies, strict=True):
-            out[d] = Device(d, json.loads(a) if a else {}, z.decode() if z else None, bool(o))
-        return out
 
     def snapshot(self, device_id: str, places: PlaceTable,
                  params: PresenceParams | None = None) -> dict[str, Any] | None:
