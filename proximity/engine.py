@@ -46,7 +46,7 @@ from proximity.presence import (
 )
 from proximity.store import MemoryStore, StateStore
 from proximity.tracked import Built, Tracked, ZoneRows
-from proximity.visit import DEFAULT_MODEL, VisitModel, half_confidence
+from proximity.visit import DEFAULT_MODEL, VisitModel
 
 M_PER_DEG = 111_320.0
 
@@ -63,8 +63,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_exit_pings": 3,
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
-        "enter_probability": 0.9158,
-        "exit_probability": 0.0395,
+        "enter_probability": 0.8962,
+        "exit_probability": 0.0389,
     },
     "crossing": {
         "gps_debounce_s": 60.0,
@@ -363,8 +363,7 @@ class Engine:
         np.minimum(level, np.where(self._fence_gps_enter[fence], ENTER, KEEP), out=level)  # fences beacons enter
         obs = np.zeros(len(order) + 1, np.int64)
         np.cumsum(np.bincount(point, minlength=len(order)), out=obs[1:])
-        llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence], spd[point],
-                                            half_confidence(self.index, lon, lat, acc, point, fence, conf))
+        llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence], spd[point])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
                       self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, spd, llr)
         part_ev = _parts.part_of(ev.row, base)

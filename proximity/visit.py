@@ -11,16 +11,12 @@ one evidence at a time:
 2. **each evidence** adds a log-likelihood ratio (inside the place vs near it
    but not inside):
 
-   - a GPS fix paired with the fence, by how far it lies from the fence's boundary in
-     units of its accuracy (:func:`geometry_row`: the accuracy circle fully inside; the
-     point inside by at least half the accuracy, or by less; outside by at most half,
-     or by more: geofence's confidence at the fix's accuracy and at half of it) and by
-     the accuracy relative to the fence's equivalent radius
-     (``gps_llr[row][bucket]``, buckets cut at ``ACCURACY_EDGES``), each a
+   - a GPS fix paired with the fence, by geofence's confidence (3 the accuracy
+     circle fully inside, 2 the point inside, 1 the point outside within its
+     accuracy) and by the accuracy relative to the fence's equivalent radius
+     (``gps_llr[confidence - 1][bucket]``, buckets cut at ``ACCURACY_EDGES``), each a
      one-fix ratio tempered by the GPS error's correlation: a fix 30 s after the last
-     carries about a third of a fix of new information (``python -m sim.fit``). A
-     phone in a car at the kerb, 4-5 m outside a store, has its point inside when its
-     error drifts inward, but rarely by half its accuracy; a shopper's fixes lie deeper;
+     carries about a third of a fix of new information (``python -m sim.fit``);
    - the indoor pattern: fixes degrade indoors, so a reported accuracy above the
      device's own outdoor baseline (which follows low readings fast and high ones
      slowly) is evidence of being inside a building: ``indoor_weight`` per unit
@@ -64,7 +60,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -87,14 +82,10 @@ class VisitModel:
     # record's evidence fades in about 7 minutes, so a lucky sighting or a run of fixes at the kerb is not
     # topped up for 10 minutes by the weak evidence of a car parked outside
     tau_s: float = 400.0
-    # by geometry_row (the fix's signed distance from the boundary in units of its accuracy) and accuracy /
-    # equivalent radius; fitted by python -m sim.fit --seeds 101,102,103 --indoor-weight 3.5 --indoor-center 0.15
     gps_llr: tuple[tuple[float, ...], ...] = (
-        (-0.268, -0.347, -0.259, -0.546),  # point outside by more than half its accuracy
-        (0.001, -0.052, -0.031, -0.271),  # point outside by at most half its accuracy
-        (0.321, 0.282, 0.193, -0.092),  # point inside by less than half its accuracy
-        (0.703, 0.635, 0.444, -0.262),  # point inside by half its accuracy or more, circle crossing the boundary
-        (1.306, 0.906, 0.0, 0.0),  # circle fully inside
+        (-0.121, -0.189, -0.142, -0.404),  # confidence 1: point outside, within accuracy
+        (0.471, 0.383, 0.21, -0.092),  # confidence 2: point inside, circle crossing the boundary
+        (1.304, 0.905, 0.0, 0.0),  # confidence 3: circle fully inside
     )
     unpaired_llr: float = -1.74
     # the indoor pattern's weight and centre: not fitted by sim.fit (the other ratios are fitted given them):
@@ -107,7 +98,7 @@ class VisitModel:
     indoor_center: float = 0.15
     indoor_clip: tuple[float, float] = (-0.5, 1.0)
     baseline_rates: tuple[float, float] = (0.05, 0.01)  # toward lower readings, toward higher ones
-    speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -2.313, -6.727)
+    speed_llr: tuple[float, float, float, float] = (0.0, 0.0, -2.301, -6.774)
     # not fitted by sim.fit: chosen on the training seeds 101-103 (a mall is about 60 m, a large store 45-57 m,
     # a medium one 20-37 m): walking pace is no evidence against places this big (0: against every place)
     walk_free_radius_m: float = 45.0
@@ -116,27 +107,27 @@ class VisitModel:
     # phone in a car at the kerb hears the store's beacon far every 10 s for minutes, and summed as independent
     # evidence that put 4 in 10 of the parked cars' false enters at small stores; was 3.0, 2.0, 0.5 before)
     beacon_llr: tuple[float, float, float, float] = (0.0, 5.0, 4.0, 0.0)
-    # python -m sim.fit --seeds 101,102,103 --raw-enter 4.85 --raw-exit 1.5 (the streaming profile's thresholds
-    # are this map's values at those scores: 0.9158 and 0.0395; the enter score 4.85, was 5.25, chosen on the
-    # training seeds 101-105 with edge_floor and the five geometry rows: it keeps their recall at 0.956, and
-    # stays above what one `near` sighting gives a new record, prior + 4.0 = 4.815)
+    # python -m sim.fit --seeds 101,102,103 --raw-enter 5.25 --raw-exit 1.5 (the streaming profile's thresholds
+    # are this map's values at those scores: 0.8962 and 0.0389; the enter score 5.25, was 5.5, chosen on the
+    # training seeds with the indoor pattern above: it keeps their recall at 0.96)
     calibration: tuple[tuple[float, float], ...] = (
-        (-13.816, -6.907), (-4.226, -5.982), (-0.807, -3.47), (0.429, -3.396), (1.433, -3.304), (5.045, 2.712),
-        (5.399, 2.738), (5.806, 3.25), (6.375, 3.251), (7.418, 3.812), (8.517, 4.749), (9.21, 4.75),
+        (-13.816, -6.907), (-4.226, -5.036), (-0.85, -3.42), (0.419, -3.419), (1.432, -3.305), (5.399, 2.369),
+        (5.741, 2.811), (6.164, 2.938), (6.724, 3.149), (7.6, 3.885), (8.517, 4.605), (9.21, 4.606),
         (13.816, 6.919))
     logodds_range: tuple[float, float] = (-8.0, 10.0)
-    # not fitted by sim.fit: chosen on the training seeds 101-105 from 0, -1, -2, -3 (with the enter score): a GPS
-    # fix at the edge of a place (point inside, circle crossing the boundary) starts its record from no worse
-    # than this below the prior (a new approach, the circle inside, from the prior): the outdoor evidence of a
-    # car waiting at the kerb is not wiped out whenever its error drifts inside (see approach_start)
-    edge_floor: float = -2.0
+    # not fitted by sim.fit: a GPS fix at the edge of a place (point inside, circle crossing the boundary)
+    # starts its record from no worse than this below the prior (a fix whose circle lies inside, or a beacon
+    # sighting, is a new approach, from the prior): below 0 the outdoor evidence of a car waiting at the kerb
+    # is not wiped out whenever its error drifts inside (see approach_start). 0 (every fix inside a new
+    # approach, as before) by default: on the training seeds -2 took parked cars' false enters 6.5 -> 5.6 %
+    # with the enter score lowered to 4.85, but recall on seeds 11-15 to 0.949; the README has the trade
+    edge_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.tau_s) and self.tau_s > 0):
             raise ValueError(f"tau_s must be a positive number of seconds, not {self.tau_s!r}")
-        if len(self.gps_llr) != 5 or any(len(row) != len(ACCURACY_EDGES) + 1 for row in self.gps_llr):
-            raise ValueError(f"gps_llr must be 5 rows (confidence 1 far and near the boundary, 2 shallow and deep, "
-                             f"3) of {len(ACCURACY_EDGES) + 1} values")
+        if len(self.gps_llr) != 3 or any(len(row) != len(ACCURACY_EDGES) + 1 for row in self.gps_llr):
+            raise ValueError(f"gps_llr must be 3 rows (confidence 1, 2, 3) of {len(ACCURACY_EDGES) + 1} values")
         if len(self.speed_llr) != 4 or len(self.beacon_llr) != 4:
             raise ValueError("speed_llr and beacon_llr must have 4 values each")
         cal = self.calibration
@@ -147,7 +138,7 @@ class VisitModel:
         lo, hi = self.logodds_range
         if not lo < self.prior_logodds < hi:
             raise ValueError("prior_logodds must lie inside logodds_range")
-        if min(self.gps_llr[4]) < 0:
+        if min(self.gps_llr[2]) < 0:
             raise ValueError("gps_llr for confidence 3 (accuracy circle fully inside) must be >= 0")
         if not (math.isfinite(self.edge_floor) and self.edge_floor <= 0):
             raise ValueError(f"edge_floor must be a number of nats <= 0, not {self.edge_floor!r}")
@@ -158,19 +149,17 @@ class VisitModel:
         return np.asarray(self.gps_llr, np.float64)
 
     def gps_obs_llr(self, conf: np.ndarray, accuracy_m: np.ndarray, radius_m: np.ndarray,
-                    speed: np.ndarray | None = None, half: np.ndarray | None = None) -> np.ndarray:
+                    speed: np.ndarray | None = None) -> np.ndarray:
         """Per (fix, fence) pair: the log-likelihood ratio of the fix for that fence (arrays in, array out).
 
-        The geometric ratio, by the pair's ``conf`` and, with ``half``, the pair's confidence at half the
-        fix's accuracy (0: no pair): how far the fix lies from the boundary in units of its accuracy
-        (:func:`geometry_row`); without it a pair reads as lying within half its accuracy of the boundary.
-        With ``speed`` (the fix's reported speed, NaN when unknown), a walking-pace
+        The geometric ratio; with ``speed`` (the fix's reported speed, NaN when unknown), a walking-pace
         fix's pair with a place of equivalent radius ``walk_free_radius_m`` or more also takes back the
         device-level walking ratio (``-speed_llr[2]``) the kernel adds to every pair of the fix."""
         radius = np.maximum(np.asarray(radius_m, np.float64), 1.0)
         ratio = np.asarray(accuracy_m, np.float64) / radius
         bucket = np.searchsorted(np.asarray(ACCURACY_EDGES), ratio, side="right")
-        out = self.gps_table()[geometry_row(conf, half), bucket]
+        c = np.clip(np.asarray(conf, np.int64), 1, 3) - 1
+        out = self.gps_table()[c, bucket]
         if speed is not None and self.walk_free_radius_m > 0 and self.speed_llr[2] != 0:
             v = np.asarray(speed, np.float64)
             walking = (v >= SPEED_EDGES[1]) & (v < SPEED_EDGES[2]) & (radius >= self.walk_free_radius_m)
@@ -203,41 +192,6 @@ class VisitModel:
         return out
 
 
-def geometry_row(conf: np.ndarray, half: np.ndarray | None = None) -> np.ndarray:
-    """``gps_llr``'s row of (fix, fence) pairs: the signed distance of the fix from the fence's boundary in
-    units of its accuracy, in five steps, from the pair's confidence (``conf``: 1 the point outside within
-    its accuracy, 2 inside with the circle crossing the boundary, 3 the circle inside) and its confidence at
-    half the accuracy (``half``; 0 when the half circle does not reach the fence): 0 outside beyond half the
-    accuracy, 1 outside within half, 2 inside within half, 3 inside beyond half, 4 the whole circle inside.
-    Without ``half``, every pair of confidence 1 or 2 reads as within half its accuracy of the boundary."""
-    c = np.clip(np.asarray(conf, np.int64), 1, 3)
-    if half is None:
-        return np.where(c == 1, 1, np.where(c == 2, 2, 4))
-    h = np.asarray(half, np.int64)
-    return np.where(c == 1, np.where(h >= 1, 1, 0), np.where(c == 2, np.where(h >= 3, 3, 2), 4))
-
-
-def half_confidence(index: Any, lon: np.ndarray, lat: np.ndarray, acc: np.ndarray, point: np.ndarray,
-                    fence: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """Per (fix, fence) pair of ``index.match(lon, lat, accuracy_m=acc)`` (``point``, ``fence``, ``conf``): its
-    confidence at half the fix's accuracy (0: no pair then), for :func:`geometry_row`. The fixes of pairs of
-    confidence 3 are matched again only if they also have another pair: one more match of the fixes near a
-    boundary, arrays in, array out."""
-    out = np.where(np.asarray(conf) >= 3, 3, 0).astype(np.int8)
-    edge = np.flatnonzero(np.asarray(conf) <= 2)
-    if len(edge) == 0:
-        return out
-    pts = np.unique(point[edge])
-    h = index.match(lon[pts], lat[pts], accuracy_m=acc[pts] * 0.5)
-    n_f = int(max(int(fence.max(initial=0)), int(np.max(h.fence, initial=0)))) + 1
-    key_h = pts[np.asarray(h.point, np.int64)] * n_f + np.asarray(h.fence, np.int64)  # sorted: pts rise
-    key = point[edge].astype(np.int64) * n_f + fence[edge]
-    j = np.minimum(np.searchsorted(key_h, key), max(len(key_h) - 1, 0))
-    found = (key_h[j] == key) if len(key_h) else np.zeros(len(key), bool)
-    out[edge] = np.where(found, np.asarray(h.confidence)[j] if len(key_h) else 0, 0)
-    return out
-
-
 DEFAULT_MODEL = VisitModel()
 
-__all__ = ["ACCURACY_EDGES", "DEFAULT_MODEL", "SPEED_EDGES", "VisitModel", "geometry_row", "half_confidence"]
+__all__ = ["ACCURACY_EDGES", "DEFAULT_MODEL", "SPEED_EDGES", "VisitModel"]

@@ -7,9 +7,8 @@ must differ from the ones the figures are quoted on (1-5).
 1. **Likelihood tables** (from the pings and the ground truth): every (fix, store)
    pair the fence index returns is labelled inside / not inside (pairs of a device
    inside another store left out: the filter's competition counts those); one logistic
-   regression on the geometry row x accuracy bucket, speed bin and the indoor
-   pattern gives ``gps_llr`` (by :func:`proximity.visit.geometry_row`: how far the fix lies
-   from the boundary in units of its accuracy), ``speed_llr`` and ``indoor_weight`` (relative to the
+   regression on geofence confidence x accuracy bucket, speed bin and the indoor
+   pattern gives ``gps_llr``, ``speed_llr`` and ``indoor_weight`` (relative to the
    pairs' log-odds, the prior); ``unpaired_llr`` compares how often a device's next
    fix is not paired with the store when it is inside and when it is not (a
    ratio of consecutive fixes, so it already speaks of one fix given the one
@@ -63,7 +62,7 @@ def _log_ratio(n_in: np.ndarray, n_out: np.ndarray) -> np.ndarray:
 def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
     """Every (fix, store) pair of a simulated day with its features and its truth."""
     import geofence
-    from proximity.visit import ACCURACY_EDGES, VisitModel, half_confidence
+    from proximity.visit import ACCURACY_EDGES, VisitModel
     from sim.runner import simulate
 
     sim = simulate(sc)
@@ -76,7 +75,6 @@ def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
     p = p.take(order)
     m = index.match(p.lon, p.lat, accuracy_m=p.accuracy_m)
     pt, st, conf = np.asarray(m.point, np.int64), to_store[np.asarray(m.fence, np.int64)], np.asarray(m.confidence)
-    half = half_confidence(index, p.lon, p.lat, p.accuracy_m, pt, np.asarray(m.fence, np.int64), conf)
     inside = (seg.place[p.segment[pt]] == st) | (seg.outer[p.segment[pt]] == st)
     radius = np.sqrt((w.x1 - w.x0) * (w.y1 - w.y0) / np.pi)[st]
     bucket = np.searchsorted(np.asarray(ACCURACY_EDGES), p.accuracy_m[pt] / np.maximum(radius, 1.0), side="right")
@@ -117,7 +115,7 @@ def pair_table(sc: Scenario) -> dict[str, np.ndarray]:
     prev = np.maximum(pt - 1, 0)
     since = np.where((pt > 0) & (dev[prev] == dev[pt]), p.ts[pt] - p.ts[prev], np.nan)
     step = np.full(len(pt), float(np.nanmedian(since)) if np.isfinite(since).any() else 30.0)
-    return {"conf": conf, "half": half, "bucket": bucket, "speed": p.speed[pt], "indoor": indoor[pt], "inside": inside,
+    return {"conf": conf, "bucket": bucket, "speed": p.speed[pt], "indoor": indoor[pt], "inside": inside,
             "other": other, "unpaired_in": unpaired_in, "stay_in": stay_in, "correlation_s": corr_s, "step_s": step}
 
 
@@ -198,16 +196,14 @@ def fit_tables(tables: list[dict[str, np.ndarray]], indoor_weight: float | None 
     t["stay_in"] = np.concatenate([x["stay_in"] for x in tables])
     y = t["inside"].astype(np.float64)
     n = len(y)
-    from proximity.visit import geometry_row
-
-    geo = geometry_row(t["conf"], t.get("half")) * 4 + t["bucket"]
+    geo = (np.clip(t["conf"], 1, 3) - 1) * 4 + t["bucket"]
     sbin = np.searchsorted(np.array([0.5, 1.2, 2.5]), t["speed"], side="right")
-    f = np.zeros((n, 20 + 4 + 1))
+    f = np.zeros((n, 12 + 4 + 1))
     f[np.arange(n), geo] = 1.0
     # speed: only moving (walking pace and faster) is evidence; standing still is no evidence of a store
     # (a car waiting at the kerb stands still too, and such cars are few among the pairs)
     fast = sbin >= 2
-    f[np.flatnonzero(fast), 20 + sbin[fast]] = 1.0
+    f[np.flatnonzero(fast), 12 + sbin[fast]] = 1.0
     from proximity.visit import VisitModel
 
     lo, hi = VisitModel().indoor_clip
@@ -218,21 +214,21 @@ def fit_tables(tables: list[dict[str, np.ndarray]], indoor_weight: float | None 
     x_in = np.clip(t["indoor"], lo, hi)
     slope, icpt = _logistic(x_in, y)
     center = indoor_center if indoor_center is not None else (prior - icpt) / slope if slope > 0 else 0.0
-    f[:, 24] = x_in - center
+    f[:, 16] = x_in - center
     if indoor_weight is None:
         w = _logistic_nd(f, y)
     else:
-        w = np.r_[_logistic_nd(f[:, :24], y, offset=indoor_weight * f[:, 24]), indoor_weight]
-    speed = np.minimum(w[20:24], 0.0)
+        w = np.r_[_logistic_nd(f[:, :16], y, offset=indoor_weight * f[:, 16]), indoor_weight]
+    speed = np.minimum(w[12:16], 0.0)
     speed[:2] = 0.0
-    gps = (w[:20].reshape(5, 4) - prior) * temper
-    gps[4] = np.maximum(gps[4], 0.0)
+    gps = (w[:12].reshape(3, 4) - prior) * temper
+    gps[2] = np.maximum(gps[2], 0.0)
     # unpaired: of the devices inside the store, how often the next fix is unpaired vs for those outside
     f_in = t["unpaired_in"].sum() / max(t["unpaired_in"].sum() + t["stay_in"].sum(), 1)
     f_out = (~t["unpaired_in"]).sum() / max((~t["unpaired_in"]).sum() + (~t["stay_in"]).sum(), 1)
     return {"gps_llr": tuple(tuple(round(float(v), 3) for v in row) for row in gps),
             "speed_llr": tuple(round(float(v), 3) for v in speed),
-            "indoor_weight": round(float(w[24]), 3),
+            "indoor_weight": round(float(w[16]), 3),
             "indoor_center": round(float(center), 3),
             "unpaired_llr": round(float(np.log(max(f_in, 1e-4) / max(f_out, 1e-4))), 3),
             "prior_logodds": round(prior, 3)}, {"correlation_s": round(corr_s, 1), "step_s": step_s,

@@ -13,10 +13,7 @@ def _pairs(n: int, seed: int = 3) -> dict[str, np.ndarray]:
     baseline, outside 0.04 (sd 0.3, as in the default scenario); geometry and speed say nothing."""
     rng = np.random.default_rng(seed)
     inside = rng.random(n) < 0.4
-    conf = rng.integers(1, 4, n)
-    # the pair's confidence at half the accuracy: the fix near the boundary (in its accuracy's units) or not
-    half = np.where(conf == 3, 3, np.where(conf == 2, 2, 0) + rng.integers(0, 2, n))
-    return {"conf": conf, "half": half, "bucket": rng.integers(0, 4, n), "speed": np.zeros(n),
+    return {"conf": rng.integers(1, 4, n), "bucket": rng.integers(0, 4, n), "speed": np.zeros(n),
             "indoor": np.where(inside, 0.34, 0.04) + rng.normal(0.0, 0.3, n), "inside": inside,
             "other": np.zeros(n, bool), "unpaired_in": rng.random(n) < 0.2, "stay_in": rng.random(n) < 0.5,
             "correlation_s": np.full(n, 45.0), "step_s": np.full(n, 30.0)}
