@@ -52,6 +52,7 @@ from proximity._kernels_visit import (
     PM_EXIT_P,
     PM_PRIOR,
     PM_UNPAIRED,
+    approach_start,
     clamp_lo,
     gps_context,
     overlaps,
@@ -292,7 +293,6 @@ def transition(
     n = ev_dev.shape[0]
     cap = o_kind.shape[0]
     n_thr = p_thr.shape[1]
-    prior = pm[PM_PRIOR]
     enter_p = pm[PM_ENTER_P]
     for e in range(start, n):
         d = ev_dev[e]
@@ -359,8 +359,8 @@ def transition(
                 r = r_next[r]
             if r >= 0:
                 lo = r_lo[r]
-                if lvl == LEVEL_ENTER and lo < prior:
-                    lo = prior  # a new approach starts from no worse than the prior
+                if lvl == LEVEL_ENTER:  # a new approach starts from no worse than the prior (see approach_start)
+                    lo = approach_start(lo, s == SRC_GPS and obs_conf[k] < 3, pm)
                 r_lo[r] = clamp_lo(lo + llr, pm)
                 if lvl >= LEVEL_KEEP:
                     if s == SRC_GPS:
@@ -383,7 +383,7 @@ def transition(
                 r_src[r] = s
                 r_conf[r] = obs_conf[k]
                 r_miss[r] = 0
-                r_lo[r] = clamp_lo(prior + llr, pm)
+                r_lo[r] = clamp_lo(approach_start(NEG_INF, s == SRC_GPS and obs_conf[k] < 3, pm) + llr, pm)
                 r_tent[r] = 1 if ((s == SRC_GPS and confirm_s > 0) or enter_p > 0.0) else 2
                 r_next[r] = d_head[d]
                 d_head[d] = r

@@ -283,6 +283,7 @@ def score(truth: Truth, events: EventColumns, *, tolerance_s: float = 60.0,
             "recall": _ratio(int((found & vm).sum()), int(vm.sum())),
             "enters": int(em.sum()),
             "precision": _ratio(int((true_enter & em).sum()), int(em.sum())),
+            "enter_latency_s": _pct((enter_ts - v.start)[found & vm]),
         }
     out["by_size"] = by_size
     # precision and recall against the device's GPS error

@@ -19,7 +19,7 @@ import numpy as np
 
 from sim.calibration import calibration_metrics, plot_reliability, precision_recall
 from sim.metrics import EventColumns
-from sim.oracle import oracle_metrics, plot_pr
+from sim.oracle import latency_at_precision, oracle_metrics, plot_pr
 from sim.runner import Simulation
 
 #: target name -> (comparison, goal); values come from :func:`target_values`
@@ -51,6 +51,13 @@ def presence_metrics(sim: Simulation, cols: EventColumns, metrics: Mapping[str, 
         e = metrics["by_size"].get(cls, {}).get("precision")
         if o is not None and e is not None:
             gap[cls] = round(o - e, 4)
+    # the oracle's enter latency at the engine's precision, per GPS-only class: which part of the p90 is physics
+    latency = latency_at_precision(sim, {c: metrics["by_size"][c]["precision"] for c in GPS_ONLY_CLASSES
+                                         if c in metrics["by_size"]})
+    for cls, row in latency.items():
+        if isinstance(row, dict):
+            row["engine_enter_latency_s"] = metrics["by_size"][cls].get("enter_latency_s")
+    oracle["latency_at_engine_precision"] = latency
     return {"calibration": cal, "engine_pr": pr, "oracle": oracle, "gap_to_oracle": gap}
 
 

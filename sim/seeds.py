@@ -37,6 +37,12 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     *((f"{c} recall", ("metrics", "by_size", c, "recall")) for c in ("small", "medium", "large", "mall", "shop")),
     *((f"oracle precision at engine recall, {c}", ("metrics", "oracle", c, "precision_at_engine_recall"))
       for c in ("medium", "large", "mall")),
+    *((f"{c} enter latency {q} (s)", ("metrics", "by_size", c, "enter_latency_s", q))
+      for c in ("medium", "large", "mall") for q in ("median", "p90")),
+    *((f"oracle at engine precision, {c}: {what}", ("metrics", "oracle", "latency_at_engine_precision", c, *path))
+      for c in ("medium", "large", "mall")
+      for what, path in (("recall", ("recall",)), ("latency median (s)", ("enter_latency_s", "median")),
+                         ("latency p90 (s)", ("enter_latency_s", "p90")))),
 )
 
 

@@ -3,6 +3,7 @@ inside evidence for a lone fence; and evidence that must never enter (hostile or
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import uuid
@@ -22,6 +23,7 @@ from proximity.engine import PROFILES, Engine, EngineConfig
 from proximity.events import Event
 from proximity.presence import PresenceState, record_probability
 from proximity.store import MemoryStore, RedisStore
+from proximity.visit import DEFAULT_MODEL
 
 LON0, LAT0 = 2.35, 48.85
 M_LAT = 1 / 111_320.0
@@ -98,20 +100,23 @@ def probability_of(eng: Engine, place: str = "a") -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("edge_floor", [0.0, -2.0])  # the default, and records at the edge starting lower
 @pytest.mark.parametrize("profile", list(PROFILES))
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(fix, min_size=1, max_size=30, unique_by=lambda r: r[0]), at=st.integers(0, 1200),
        data=st.data())
-def test_more_inside_evidence_never_lowers_a_lone_fences_probability(profile: str, rows: list[Any], at: int,
+def test_more_inside_evidence_never_lowers_a_lone_fences_probability(profile: str, edge_floor: float,
+                                                                     rows: list[Any], at: int,
                                                                      data: st.DataObject) -> None:
     """One more fix fully inside the fence (no coarser than the device's other fixes), inserted anywhere:
-    after every later fix the probability is at least what it was without it."""
+    after every later fix the probability is at least what it was without it (also with ``edge_floor``)."""
     rows = sorted(rows)
     if any(r[0] == at for r in rows):
         return
     acc = min(r[3] for r in rows)
     extra = (float(at), data.draw(st.sampled_from([-10, 0, 10])), 0.0, min(acc, 8.0), data.draw(st.sampled_from(SPEED)))
-    a, b = engine(LONE, profile=profile), engine(LONE, profile=profile)
+    model = dataclasses.replace(DEFAULT_MODEL, edge_floor=edge_floor)
+    a, b = engine(LONE, profile=profile, model=model), engine(LONE, profile=profile, model=model)
     for r in sorted([*rows, extra]):
         b.process_pings(pings([r]))
         if r is extra:

@@ -199,8 +199,10 @@ def test_zone_events_are_counted_apart_from_store_events() -> None:
 def test_by_size_and_by_accuracy_breakdowns() -> None:
     tr = truth(visits([(0, 0, 1000, 1600), (1, 0, 1000, 1600), (2, 1, 1000, 1600)]))
     m = run(tr, [ev("enter", 0, 0, 1010), ev("enter", 2, 1, 1010), ev("enter", 2, 1, 9000)])
-    assert m["by_size"]["small"] == {"visits": 2, "detected": 1, "recall": 0.5, "enters": 1, "precision": 1.0}
-    assert m["by_size"]["medium"] == {"visits": 1, "detected": 1, "recall": 1.0, "enters": 2, "precision": 0.5}
+    assert m["by_size"]["small"] == {"visits": 2, "detected": 1, "recall": 0.5, "enters": 1, "precision": 1.0,
+                                     "enter_latency_s": {"n": 1, "median": 10.0, "p90": 10.0}}
+    assert m["by_size"]["medium"] == {"visits": 1, "detected": 1, "recall": 1.0, "enters": 2, "precision": 0.5,
+                                      "enter_latency_s": {"n": 1, "median": 10.0, "p90": 10.0}}
     bins = m["by_gps_accuracy"]
     assert sum(b["visits"] for b in bins) == 3 and sum(b["enters"] for b in bins) == 3
     worst = bins[-1]

@@ -72,3 +72,38 @@ def test_cli_seeds_reports_mean_and_sd_per_target(tmp_path: Path, capsys: pytest
     assert (tmp_path / "seed-1" / "metrics.json").is_file() and (tmp_path / "seed-2" / "events.jsonl").is_file()
     first = json.loads((tmp_path / "seed-1" / "events.jsonl").read_text().splitlines()[0])
     assert 0.0 <= first["probability"] <= 1.0
+
+
+def test_the_oracles_latency_at_a_precision_is_its_curves_point_and_when_it_first_gets_there() -> None:
+    """For each GPS-only class: the precision reached is at least the one asked, the recall is the best the
+    oracle's precision-recall curve (same window) has at that precision, a stricter precision never finds
+    more, and every latency lies between the door and the window's end."""
+    from sim.oracle import latency_at_precision, scores
+    from sim.runner import simulate
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(None).with_overrides({"devices": 150, "hours": 3, "start": "2026-03-02T10:00:00+01:00"})
+    sim = simulate(sc)
+    window = 1800.0
+    asked = {"medium": 0.8, "large": 0.7, "mall": 0.9}
+    got = latency_at_precision(sim, asked, window_s=window)
+    strict = latency_at_precision(sim, {c: min(p + 0.1, 1.0) for c, p in asked.items()}, window_s=window)
+    sc_ = scores(sim, window_s=window)
+    size = sim.truth.size_class[sc_["store"]]
+    checked = 0
+    for cls, p in asked.items():
+        if cls not in got:
+            continue
+        m = size == cls
+        prec, rec = pr_curve(sc_["score"][m], sc_["positive"][m], int(np.sum(sc_["positive"] & m)))
+        row = got[cls]
+        ok = prec >= p - 1e-12
+        best = float(rec[ok].max()) if ok.any() else 0.0
+        assert row["recall"] == pytest.approx(best, abs=1e-4)
+        if row["precision"] is not None:
+            checked += 1
+            assert row["precision"] >= p
+            lat = row["enter_latency_s"]
+            assert 0.0 <= lat["median"] <= lat["p90"] <= window
+        assert strict[cls]["recall"] <= row["recall"]
+    assert checked >= 1
