@@ -211,10 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=64, help="with --pings-per-request: requests in flight in all")
     ap.add_argument("--generators", type=int, default=2, help="with --pings-per-request: load-generator processes")
     ap.add_argument("--batch-ids", action="store_true", help="with --pings-per-request: every request has a batch_id")
+    ap.add_argument("--coalesce-window-ms", type=float, metavar="MS",
+                    help="the service's coalesce_window_ms (default: the service's default)")
     args = ap.parse_args(argv)
     seconds = 2.0 if args.quick else args.seconds
     tmp = Path(tempfile.mkdtemp(prefix="proximity-bench-http-"))
     paths = _city(tmp)
+    if args.coalesce_window_ms is not None:
+        with paths["config"].open("a") as f:
+            f.write(f"coalesce_window_ms: {args.coalesce_window_ms}\n")
     if args.pings_per_request:
         return _small(args, paths)
     bodies = _bodies(json.loads(paths["stores"].read_text()), 40 if args.quick else 200)

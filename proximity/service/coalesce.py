@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -68,12 +69,18 @@ class _Part:
 class Coalescer:
     """Queues requests' ping rows and runs them through the engine host in shared calls (see the module)."""
 
-    def __init__(self, host: Any, max_pings: int = 500, metrics: Any = None) -> None:
+    def __init__(self, host: Any, max_pings: int = 500, metrics: Any = None, window_s: float = 0.0) -> None:
         self.host = host
         self.max_pings = max_pings
         self.metrics = metrics
+        self.window_s = window_s
         self._queue: deque[_Part] = deque()
+        self._queued_pings = 0
         self._task: asyncio.Task[None] | None = None
+        #: the mean gap between requests' arrivals (an exponential average, seconds): under :attr:`window_s`,
+        #: requests come fast enough that a call waits for the window (see :meth:`_wait`)
+        self._gap = self._recent = math.inf
+        self._last = -math.inf
         #: engine calls made and requests they answered (``requests / calls`` is the mean coalescing)
         self.calls = 0
         self.requests = 0
@@ -85,7 +92,11 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         named = devices_of(rows, "device_id") if devices is None else devices
         part = _Part(rows, journal, frozenset(named), loop.create_future())
+        self._recent = part.queued - self._last
+        self._gap = self._recent if math.isinf(self._gap) else 0.8 * self._gap + 0.2 * self._recent
+        self._last = part.queued
         self._queue.append(part)
+        self._queued_pings += len(rows)
         if self._task is None:
             self._task = loop.create_task(self._drain(), name="coalesce")
         return await part.future
@@ -104,12 +115,26 @@ class Coalescer:
             group.append(nxt)
             seen |= nxt.devices
             pings += len(nxt.rows)
+        self._queued_pings -= pings
         return group
+
+    async def _wait(self) -> None:
+        """Under load, hold the next call until ``window_s`` after its first request came (or the queue holds
+        ``max_pings``): requests that come every fraction of a window then share a call, whose fixed cost
+        (about 0.3 ms of CPU) would otherwise be paid per request just as the worker gets busy. A request
+        that comes after a quiet spell (its gap, or the mean gap, is over the window) never waits."""
+        if max(self._gap, self._recent) >= self.window_s or self._queued_pings >= self.max_pings:
+            return
+        delay = self._queue[0].queued + self.window_s - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def _drain(self) -> None:
         try:
             await asyncio.sleep(0)  # the requests already runnable on the loop join the first call
             while self._queue:
+                if self.window_s:
+                    await self._wait()
                 group = self._take()
                 self.calls += 1
                 self.requests += len(group)

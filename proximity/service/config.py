@@ -104,6 +104,11 @@ class ServiceConfig:
     #: ``coalesce_max_pings`` pings a call; ``false`` runs each request alone.
     coalesce: bool = True
     coalesce_max_pings: int = 500
+    #: Under load (requests coming faster than one a window), a call waits up to this long after its first
+    #: request for others to join it; a request after a quiet spell never waits. 0 (the default): no
+    #: window, a call starts as soon as the engine is free (1-2 ms cut the CPU per request by 18-28 % at a
+    #: steady 2,500-2,800 requests/s, and added 1-2 ms to the median and more to the p99: README).
+    coalesce_window_ms: float = 0.0
     #: Offer delivery besides the live feed: a webhook URL (secret from the named
     #: environment variable) and/or a JSONL file.
     webhook_url: str | None = None
@@ -146,6 +151,9 @@ class ServiceConfig:
             v = getattr(self, name)
             if not math.isfinite(v) or v <= 0:
                 problems.append((name, f"{name} must be a finite number > 0, not {v}"))
+        if not math.isfinite(self.coalesce_window_ms) or not 0 <= self.coalesce_window_ms <= 50:
+            problems.append(("coalesce_window_ms",
+                             f"coalesce_window_ms must be 0 (no window) to 50, not {self.coalesce_window_ms}"))
         if not math.isfinite(self.replay_demo) or not 0 <= self.replay_demo <= 10_000:
             problems.append(("replay_demo", f"replay_demo must be 0 (off) to 10000 times real time, not {self.replay_demo}"))
         if self.console_tile_url is not None and not all(p in self.console_tile_url for p in ("{z}", "{x}", "{y}")):
@@ -255,7 +263,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
     "shutdown_timeout_s": (int, float), "header_timeout_s": (int, float), "body_timeout_s": (int, float),
     "max_connections": (int,), "feed_queue": (int,), "engine_threads": (int,),
-    "coalesce": (bool,), "coalesce_max_pings": (int,), "webhook_url": (str,),
+    "coalesce": (bool,), "coalesce_max_pings": (int,), "coalesce_window_ms": (int, float), "webhook_url": (str,),
     "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "replay": (bool,),
     "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),

@@ -41,7 +41,8 @@ class Service:
         self.idempotency = self.backends.idempotency
         self.rate_limiter = self.backends.rate_limiter
         self.device_limiter = self.backends.device_limiter
-        self.coalescer = (Coalescer(self.host, config.coalesce_max_pings, self.metrics) if config.coalesce
+        self.coalescer = (Coalescer(self.host, config.coalesce_max_pings, self.metrics,
+                                    config.coalesce_window_ms / 1000) if config.coalesce
                           else None)
         self.hub = FeedHub(config.feed_queue, self.metrics)
         self.bus = FeedBus(self.hub, self.backends.aioredis, config.redis_prefix,

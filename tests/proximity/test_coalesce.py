@@ -117,11 +117,12 @@ def _body(i: int, pings: list[dict[str, Any]], step: int) -> bytes:
     return json.dumps({"batch_id": f"req-{i}", "pings": rows}).encode()
 
 
+@pytest.mark.parametrize("window_ms", [0.0, 2.0])
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=st.lists(st.lists(_request, min_size=1, max_size=8), min_size=1, max_size=3))
-async def test_coalesced_requests_answer_as_sequential_ones(city: dict[str, str],
+async def test_coalesced_requests_answer_as_sequential_ones(city: dict[str, str], window_ms: float,
                                                             rounds: list[list[list[dict[str, Any]]]]) -> None:
-    coalescing, alone = await _server(city, True), await _server(city, False)
+    coalescing, alone = await _server(city, True, coalesce_window_ms=window_ms), await _server(city, False)
     order = _recording(coalescing)
     try:
         async with ClientSession() as session:
@@ -200,6 +201,40 @@ async def test_one_loop_tick_of_requests_is_one_engine_call_and_devices_keep_ord
         kinds = [[(e.device_id, e.kind) for e in result.events] for result, _, _ in got]
         assert kinds == [[("p", "enter")], [("q", "enter")], [], [("r", "enter")]]
         assert got[2][0].stats["late"] == 1  # p's older ping came after its first request: dropped as late
+    finally:
+        await server.close()
+
+
+async def test_a_window_gathers_requests_under_load_and_never_holds_one_after_a_quiet_spell(
+        city: dict[str, str]) -> None:
+    """``coalesce_window_ms``: requests a millisecond apart (each in its own loop turn) share the call that the
+    first of them waits for; a request after a quiet spell starts its call at once, so one that comes 10 ms
+    after it, well within the window, is not in its call (it would be, had the first waited)."""
+    server = await _server(city, True, coalesce_window_ms=50.0)
+    try:
+        coalescer = service_of(server.app).coalescer
+        assert isinstance(coalescer, Coalescer) and coalescer.window_s == 0.05
+        a = PLACES["a"]
+
+        def rows(dev: str, ts: float) -> list[dict[str, Any]]:
+            return [{"device_id": dev, "lon": a[0], "lat": a[1], "accuracy_m": 5.0, "ts": ts}]
+
+        async def spaced(devs: list[str], gap_s: float, ts: float) -> list[Any]:
+            tasks = []
+            for dev in devs:
+                tasks.append(asyncio.ensure_future(coalescer.submit(rows(dev, ts), None)))
+                await asyncio.sleep(gap_s)
+            return list(await asyncio.gather(*tasks))
+
+        calls = coalescer.calls
+        got = await spaced(["w0", "w1", "w2", "w3"], 0.001, T0)
+        # w0 came after a quiet spell: alone, at once; w1 waits out the window and w2, w3 join it
+        assert coalescer.calls - calls == 2
+        assert all([e.kind for e in result.events] == ["enter"] for result, _, _ in got)
+        await asyncio.sleep(0.2)  # a quiet spell: four times the window
+        calls = coalescer.calls
+        await spaced(["w4", "w5"], 0.01, T0 + 1)
+        assert coalescer.calls - calls == 2
     finally:
         await server.close()
 

@@ -77,7 +77,9 @@ async def test_tracker_and_engine_settings_are_checked_and_reach_the_engine(tmp_
 
 @pytest.mark.parametrize(("field", "value"), [("port", 70000), ("max_batch", 0), ("rate_limit", float("nan")),
                                               ("reload_interval_s", 0), ("redis_prefix", "a b"),
-                                              ("redis_groups", 0), ("redis_groups", 16385)])
+                                              ("redis_groups", 0), ("redis_groups", 16385),
+                                              ("coalesce_window_ms", -1), ("coalesce_window_ms", 51),
+                                              ("coalesce_window_ms", float("inf"))])
 def test_config_rejects_bad_values(field: str, value: Any) -> None:
     with pytest.raises(ValidationError) as info:
         ServiceConfig(**{field: value})
