@@ -417,7 +417,7 @@ def sort_evidence(dev: np.ndarray, ts: np.ndarray, *keys: np.ndarray) -> tuple[n
     key (e.g. two sightings of one beacon at one instant with different distances) the first in the
     input is kept, on every store.
     """
-    k = [np.nan_to_num(np.asarray(x, dtype=np.float64), nan=-1.0) for x in keys]
+    k = [np.where(np.isnan(x), -1.0, x) for x in (np.asarray(y, dtype=np.float64) for y in keys)]  # (not nan_to_num: 4x its cost on a small batch)
     while len(k) < 3:
         k.append(np.zeros(len(dev)))
     order = np.argsort(dev)  # equal devices are ordered by content and input position just below
