@@ -186,13 +186,15 @@ id_like = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ids=st.lists(id_like, max_size=12))
+@given(ids=st.lists(id_like, max_size=40))
 def test_array_id_validation_agrees_with_the_per_id_rule(ids: list[object]) -> None:
-    from proximity.batch import _is_device_id, _valid_device_ids
+    from proximity.batch import _is_device_id, _valid_device_ids, _valid_device_ids_array
 
     arr = np.empty(len(ids), dtype=object)
     arr[:] = ids
-    assert _valid_device_ids(arr).tolist() == [_is_device_id(x) for x in ids]
+    want = [_is_device_id(x) for x in ids]
+    assert _valid_device_ids_array(arr).tolist() == want  # the array code, at every size
+    assert _valid_device_ids(arr).tolist() == want  # one by one up to SMALL_IDS ids, the array code above
 
 
 def test_whitespace_table_is_what_str_isspace_says() -> None:
