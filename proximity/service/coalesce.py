@@ -156,6 +156,7 @@ class Coalescer:
                     if not part.future.done():
                         part.future.set_exception(StoreUnavailable("the worker is shutting down", retry_after_s=1.0))
                 self._queue.clear()
+                self._queued_pings = 0
 
     async def _run(self, group: list[_Part]) -> None:
         host = self.host
