@@ -33,8 +33,7 @@ class DeviceInfo:
 
     def _info_keys(self, device_ids: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
         """Each device's info key (``P:{D}:info``) and its hash slot (every one 0 with ``cluster=False``)."""
-        head = self.prefix.encode() + b":{"
-        keys = [head + d.encode() + b"}:info" for d in device_ids]
+        keys = [self._info(d).encode() for d in device_ids]
         return keys, key_slots(keys) if self.cluster else np.zeros(len(keys), np.int64)
 
     def update_info(self, device_ids: np.ndarray, attrs: np.ndarray, timezone: np.ndarray) -> None:

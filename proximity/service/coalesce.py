@@ -139,7 +139,7 @@ class Coalescer:
                 self.calls += 1
                 self.requests += len(group)
                 started = time.perf_counter()
-                where = "loop" if self.host.inline and not self.host.busy else "thread"
+                where = "loop" if self.host.runs_here else "thread"
                 await self._run(group)
                 if self.metrics is not None:
                     self.metrics.ping_calls.inc()

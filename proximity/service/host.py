@@ -103,6 +103,11 @@ class EngineHost:
         """Whether the engine thread has calls queued or running (event loop only)."""
         return self._submitted != self._finished
 
+    @property
+    def runs_here(self) -> bool:
+        """Whether :meth:`run_here` would run a call on the calling thread now."""
+        return self.inline and not self.busy
+
     async def run_here(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the calling (event-loop) thread when the engine thread has nothing to do and the
         state is in this process (a call makes no round trip that would hold the loop), else on the engine
@@ -116,7 +121,7 @@ class EngineHost:
         (``call_soon_threadsafe`` writes to a socket, so it gives the GIL away and waits to take it back),
         and the loop's socket writes while the engine thread holds the GIL (up to the 5 ms switch interval
         each)."""
-        if not self.inline or self.busy:
+        if not self.runs_here:
             return await self.run(fn, *args)
         if not self._inline_threads:
             _limit_kernel_threads(self.config.engine_threads)  # numba's thread count is per calling thread
