@@ -144,6 +144,27 @@ def _cpu_seconds(pids: list[int]) -> float | None:
     return total
 
 
+def settle(pids: list[int], quiet_cpu_share: float = 0.05, step: float = 0.5, limit: float = 60.0) -> float:
+    """Wait until the server's processes are quiet (under ``quiet_cpu_share`` of a core over ``step`` seconds, at
+    most ``limit`` seconds); the CPU seconds they used meanwhile.
+
+    Before a phase this lets what the warm-up caused (its offers' deliveries, acks) finish outside the measured
+    CPU; after a phase, the CPU of what the phase's own requests left queued is counted with them."""
+    start = _cpu_seconds(pids)
+    if start is None:
+        return 0.0
+    last, deadline = start, time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        now = _cpu_seconds(pids)
+        if now is None:
+            break
+        if now - last < quiet_cpu_share * step:
+            return now - start
+        last = now
+    return last - start
+
+
 def _start_serve(paths: dict[str, Path], workers: int, redis: str | None) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "proximity", "serve", "--port", "0", "--config", str(paths["config"]),
            "--fences", str(paths["fences"]), "--campaigns", str(paths["campaigns"]), "--keys", str(paths["keys"]),

@@ -1,0 +1,31 @@
+"""What the HTTP benchmarks share: a server's CPU is read from a quiet start to a quiet end (never a timing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from benchmarks._http_serve import _cpu_seconds, settle
+
+#: burns 0.6 s of its own CPU, then sleeps (quiet) for 20 s
+BUSY_THEN_QUIET = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\n"
+                   "time.sleep(20)\n")
+
+
+def test_settle_counts_the_cpu_until_the_process_is_quiet() -> None:
+    child = subprocess.Popen([sys.executable, "-c", BUSY_THEN_QUIET])
+    try:
+        used = settle([child.pid], limit=50.0)
+        assert child.poll() is None  # it came back on the quiet, not at the child's end (20 s) nor the limit
+        assert used >= 0.5  # the busy part was counted (a few ms of start-up may come before the first reading)
+        assert _cpu_seconds([child.pid]) is not None
+        assert settle([child.pid]) < 0.1  # quiet already: back at once, with next to nothing
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_settle_without_the_process_counts_nothing() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert settle([child.pid]) == 0.0
