@@ -1,4 +1,4 @@
-"""The binary form of presence state in Redis: pure numpy, no Redis.
+"""The binary form of presence state in Redis: numpy and a few byte-copying loops (``_kernels_codec``), no Redis.
 
 A device's stored value is ``b"<version>|" + body``. The body is a 44-byte
 :data:`HEADER` (last evidence time, visit count, the last accepted GPS fix's time,
@@ -21,12 +21,20 @@ the script does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from proximity._redis._kernels_codec import (
+    NOT_A_NUMBER,
+    NOT_VERSIONED,
+    copy_ranges,
+    parse_values,
+    ranges_differ,
+)
 from proximity.errors import StateError
 from proximity.presence import PresenceState
 
@@ -65,30 +73,13 @@ class Stored:
         """Values ``b"<version>|<state>"`` concatenated in ``blob`` (``sizes`` bytes each, 0 for none)."""
         buf = np.frombuffer(blob, np.uint8)
         n = len(sizes)
-        begin = np.zeros(n, np.int64)
-        np.cumsum(sizes[:-1], out=begin[1:])
-        version = np.zeros(n, np.int64)
-        start = begin.copy()
-        length = np.zeros(n, np.int64)
-        has = np.flatnonzero(sizes > 0)
-        if len(has):
-            bars = np.flatnonzero(buf == ord("|"))  # the first one after a value's start ends its version digits
-            at_bar = np.searchsorted(bars, begin[has])
-            sep = bars[np.minimum(at_bar, max(len(bars) - 1, 0))] if len(bars) else begin[has]
-            digits = sep - begin[has]
-            if (at_bar >= len(bars)).any() or digits.min() < 1 or digits.max() > 18 or (sep >= begin[has] + sizes[has]).any():
-                raise StateError("a presence state in Redis is not '<version>|<state>': was it written by this version?")
-            width = int(digits.max())
-            at = begin[has][:, None] + np.arange(width)
-            inside = np.arange(width) < digits[:, None]
-            d = np.where(inside, buf[np.minimum(at, len(buf) - 1)].astype(np.int64) - 48, 0)
-            if ((d < 0) | (d > 9)).any():
-                raise StateError("a presence state in Redis has a version that is not a number: "
-                                 "was it written by this version?")
-            scale = np.where(inside, 10 ** np.clip(digits[:, None] - 1 - np.arange(width), 0, None), 0)
-            version[has] = (d * scale).sum(axis=1)
-            start[has] = sep + 1
-            length[has] = begin[has] + sizes[has] - sep - 1
+        version, start, length = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+        problem = parse_values(np.asarray(sizes, np.int64), buf, version, start, length)
+        if problem == NOT_VERSIONED:
+            raise StateError("a presence state in Redis is not '<version>|<state>': was it written by this version?")
+        if problem == NOT_A_NUMBER:
+            raise StateError("a presence state in Redis has a version that is not a number: "
+                             "was it written by this version?")
         return cls(version, buf, start, length)
 
     def body(self, i: int) -> bytes:
@@ -109,13 +100,17 @@ def changed(a: Stored, b: Stored) -> np.ndarray:
         out[same[differ]] = True
         same = same[~differ]
     if len(same):
-        lens = a.length[same]
-        total = int(lens.sum())
-        rep = np.repeat(np.arange(len(same)), lens)
-        first = np.cumsum(lens) - lens
-        within = np.arange(total) - first[rep]
-        diff = a.buf[a.start[same][rep] + within] != b.buf[b.start[same][rep] + within]
-        out[same] = np.bincount(rep, weights=diff, minlength=len(same)) > 0
+        differ = np.empty(len(same), bool)
+        ranges_differ(a.buf, a.start[same], b.buf, b.start[same], a.length[same], differ)
+        out[same] = differ
+    return out
+
+
+@functools.cache
+def _no_fix() -> np.ndarray:
+    """A device's last fix before it has one (as a fresh :class:`PresenceState` holds it)."""
+    out = PresenceState(1, 0).d_fix[0].copy()
+    out.flags.writeable = False
     return out
 
 
@@ -126,10 +121,11 @@ def decode(stored: Stored, spare: int) -> tuple[PresenceState, np.ndarray]:
     buf, offsets, has = stored.buf, stored.start, stored.length > 0
     hdr = np.zeros(d, HEADER)
     hdr["last"] = -np.inf
-    hdr["fix"] = PresenceState(1, 0).d_fix[0]  # no fix yet
+    hdr["fix"] = _no_fix()
     if has.any():
-        idx = offsets[has][:, None] + np.arange(HEADER.itemsize)
-        hdr[has] = buf[idx].copy().view(HEADER)[:, 0]
+        at = np.flatnonzero(has)
+        copy_ranges(buf, offsets[at], np.full(len(at), HEADER.itemsize, np.int64), hdr.view(np.uint8),
+                      at * HEADER.itemsize)
     counts = hdr["n"].astype(np.int64)
     if (stored.length[has] != HEADER.itemsize + counts[has] * RECORD.itemsize).any():
         raise StateError("a presence state in Redis has the wrong size for its visit count: it was written "
@@ -146,9 +142,8 @@ def decode(stored: Stored, spare: int) -> tuple[PresenceState, np.ndarray]:
     owner = np.repeat(np.flatnonzero(counts > 0), per)
     first = np.zeros(len(per), np.int64)
     np.cumsum(per[:-1], out=first[1:])
-    k_in = np.arange(n_rec) - np.repeat(first, per)
-    byte0 = np.repeat(rec_starts, per) + k_in * RECORD.itemsize
-    recs = buf[byte0[:, None] + np.arange(RECORD.itemsize)].copy().view(RECORD)[:, 0]
+    recs = np.empty(n_rec, RECORD)
+    copy_ranges(buf, rec_starts, per * RECORD.itemsize, recs.view(np.uint8), first * RECORD.itemsize)
     # the first n_rec records of the fresh pool become the loaded visits
     slots = np.arange(n_rec, dtype=np.int32)
     state.meta[0] = n_rec if n_rec < len(state.r_place) else -1
@@ -181,14 +176,14 @@ def encode(state: PresenceState) -> Stored:
     start = np.zeros(n, np.int64)
     np.cumsum(length[:-1], out=start[1:])
     buf = np.zeros(int(length.sum()), np.uint8)
-    kept = length > 0
-    buf[(start[kept][:, None] + np.arange(HEADER.itemsize)).ravel()] = hdr[kept].view(np.uint8)
-    if len(live):
+    kept = np.flatnonzero(length)
+    copy_ranges(hdr.view(np.uint8), kept * HEADER.itemsize, np.full(len(kept), HEADER.itemsize, np.int64), buf,
+                  start[kept])
+    if len(live):  # a device's records follow its header; in ``recs`` they are together, in device order
         first = np.zeros(n, np.int64)
         np.cumsum(counts[:-1], out=first[1:])
-        k_in = np.arange(len(live)) - first[owner]
-        byte0 = start[owner] + HEADER.itemsize + k_in * RECORD.itemsize
-        buf[(byte0[:, None] + np.arange(RECORD.itemsize)).ravel()] = recs.view(np.uint8)
+        copy_ranges(recs.view(np.uint8), first * RECORD.itemsize, counts * RECORD.itemsize, buf,
+                      start + HEADER.itemsize)
     return Stored(np.zeros(n, np.int64), buf, start, length)
 
 
@@ -221,8 +216,9 @@ def gather(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> bytes:
     total = int(length.sum())
     if not total:
         return b""
-    first = np.cumsum(length) - length
-    return bytes(buf[np.repeat(np.asarray(start, np.int64) - first, length) + np.arange(total)])
+    out = np.empty(total, np.uint8)
+    copy_ranges(buf, np.asarray(start, np.int64), length, out, np.cumsum(length) - length)
+    return out.tobytes()
 
 
 @dataclass

@@ -61,18 +61,23 @@ def test_round_trip_keeps_every_visit(rows: list[tuple[int, int, int]], versions
     assert again.buf.tobytes() == stored.buf.tobytes()
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**18 - 1), st.binary(max_size=20)), max_size=12))
-def test_parse_reads_the_version_before_the_first_bar(values: list[tuple[int, bytes]]) -> None:
-    blobs = [b"%d|%b" % (v, body) for v, body in values]
+@given(st.lists(st.one_of(st.none(), st.tuples(st.integers(1, 10**18 - 1), st.binary(max_size=20))), max_size=12))
+def test_parse_reads_the_version_before_the_first_bar(values: list[tuple[int, bytes] | None]) -> None:
+    """... of every value, with devices that have none (size 0: version 0, an empty body) anywhere."""
+    blobs = [b"" if x is None else b"%d|%b" % x for x in values]
     stored = codec.Stored.parse(np.array([len(b) for b in blobs], np.int64), b"".join(blobs))
-    assert stored.version.tolist() == [v for v, _ in values]
-    assert [stored.body(i) for i in range(len(values))] == [body for _, body in values]
+    assert stored.version.tolist() == [0 if x is None else x[0] for x in values]
+    assert [stored.body(i) for i in range(len(values))] == [b"" if x is None else x[1] for x in values]
 
 
-@pytest.mark.parametrize("value", [b"12", b"|abc", b"x|abc", b"1234567890123456789|a"])
-def test_parse_refuses_what_this_version_did_not_write(value: bytes) -> None:
+@pytest.mark.parametrize("value", [b"12", b"|abc", b"x|abc", b"1234567890123456789|a", b"1a|b", b"7"])
+@pytest.mark.parametrize("among", [False, True])
+def test_parse_refuses_what_this_version_did_not_write(value: bytes, among: bool) -> None:
+    """... alone, or between good values (a value's bar is looked for in that value only: ``12`` then
+    ``3|a`` is no version 123)."""
+    values = [b"5|ok", value, b"3|a"] if among else [value]
     with pytest.raises(StateError, match="version"):
-        codec.Stored.parse(np.array([len(value)], np.int64), value)
+        codec.Stored.parse(np.array([len(v) for v in values], np.int64), b"".join(values))
 
 
 def test_decode_refuses_a_body_of_the_wrong_size() -> None:
