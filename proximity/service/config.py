@@ -109,6 +109,11 @@ class ServiceConfig:
     #: window, a call starts as soon as the engine is free (1-2 ms cut the CPU per request by 18-28 % at a
     #: steady 2,500-2,800 requests/s, and added 1-2 ms to the median and more to the p99: README).
     coalesce_window_ms: float = 0.0
+    #: A ``/v1/pings`` call runs on the event loop's own thread when the engine thread is idle (two thread
+    #: hand-offs and the threads' turns with the GIL saved: 10-20 % of a worker's CPU). With Redis state only
+    #: while Redis has answered fast for ``INLINE_CALM_S`` (a call on the loop holds it for its round trips:
+    #: see :meth:`EngineHost.run_here`); ``false``: every call on the engine thread.
+    inline_calls: bool = True
     #: Offer delivery besides the live feed: a webhook URL (secret from the named
     #: environment variable) and/or a JSONL file.
     webhook_url: str | None = None
@@ -263,7 +268,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reload_interval_s": (int, float), "advance_interval_s": (int, float),
     "shutdown_timeout_s": (int, float), "header_timeout_s": (int, float), "body_timeout_s": (int, float),
     "max_connections": (int,), "feed_queue": (int,), "engine_threads": (int,),
-    "coalesce": (bool,), "coalesce_max_pings": (int,), "coalesce_window_ms": (int, float), "webhook_url": (str,),
+    "coalesce": (bool,), "coalesce_max_pings": (int,), "coalesce_window_ms": (int, float), "inline_calls": (bool,), "webhook_url": (str,),
     "webhook_secret_env": (str,), "offers_file": (str,), "access_log": (bool,), "replay": (bool,),
     "engine": (dict, Mapping),
     "tracker": (dict, Mapping), "console_tile_url": (str,), "console_tile_attribution": (str,),

@@ -28,6 +28,10 @@ from proximity.service.config import ServiceConfig
 from proximity.service.metrics import ServiceMetrics
 
 SOURCE = "<request body>"
+#: with Redis state, a ping call slower than this (seconds, wall) ... (:meth:`EngineHost.run_here`)
+INLINE_SLOW_S = 0.25
+#: ... or failed keeps the calls on the engine thread for this long (seconds)
+INLINE_CALM_S = 30.0
 
 
 class EngineHost:
@@ -66,8 +70,10 @@ class EngineHost:
         #: the engine thread only): it is idle when they are equal (see :meth:`run_here`)
         self._submitted = 0
         self._finished = 0
-        #: :meth:`run_here` runs on the calling thread when it can: with the state in this process (memory)
-        self.inline = config.redis is None
+        #: :meth:`run_here` runs on the calling thread when it can (``inline_calls``); with Redis state, only from
+        #: ``_calm_from`` on (monotonic seconds): ``INLINE_CALM_S`` after the last slow or failed call
+        self.inline = config.inline_calls
+        self._calm_from = 0.0
         self._inline_threads = False
         self._rebuild()
 
@@ -106,12 +112,16 @@ class EngineHost:
     @property
     def runs_here(self) -> bool:
         """Whether :meth:`run_here` would run a call on the calling thread now."""
-        return self.inline and not self.busy
+        return self.inline and not self.busy and time.monotonic() >= self._calm_from
 
     async def run_here(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` on the calling (event-loop) thread when the engine thread has nothing to do and the
-        state is in this process (a call makes no round trip that would hold the loop), else on the engine
-        thread (:meth:`run`).
+        """``fn(*args)`` on the calling (event-loop) thread when the engine thread has nothing to do, else on
+        the engine thread (:meth:`run`).
+
+        With the state in Redis a call makes round trips, and on the loop it holds the loop for them: so it
+        runs there only while Redis is calm, no call (here or on the engine thread) slower than
+        ``INLINE_SLOW_S`` or failed for ``INLINE_CALM_S``. A Redis that black-holes packets then holds the
+        loop once, for one call's socket timeout, and not again until it has answered fast for that long.
 
         The engine stays single-writer: the engine thread runs only what :meth:`run` gave it, and
         :attr:`busy` says whether it has anything (counted when the engine thread finishes a call, not when
@@ -121,12 +131,21 @@ class EngineHost:
         (``call_soon_threadsafe`` writes to a socket, so it gives the GIL away and waits to take it back),
         and the loop's socket writes while the engine thread holds the GIL (up to the 5 ms switch interval
         each)."""
-        if not self.runs_here:
-            return await self.run(fn, *args)
-        if not self._inline_threads:
+        here = self.runs_here
+        if here and not self._inline_threads:
             _limit_kernel_threads(self.config.engine_threads)  # numba's thread count is per calling thread
             self._inline_threads = True
-        return fn(*args)
+        if self.config.redis is None:
+            return fn(*args) if here else await self.run(fn, *args)
+        started = time.monotonic()
+        calm = False
+        try:
+            out = fn(*args) if here else await self.run(fn, *args)
+            calm = time.monotonic() - started <= INLINE_SLOW_S
+            return out
+        finally:
+            if not calm:  # slow, failed or cancelled: the next calls go to the engine thread for a while
+                self._calm_from = time.monotonic() + INLINE_CALM_S
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)

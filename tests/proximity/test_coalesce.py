@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from proximity.batch import PingBatch
 from proximity.engine import Engine
+from proximity.errors import StoreUnavailable, ValidationError
 from proximity.journal import Journal
 from proximity.service import create_app, service_of
 from proximity.service.auth import KeyRing, hash_key
@@ -295,27 +296,75 @@ async def test_run_here_runs_on_the_loop_only_while_the_engine_thread_is_idle(ci
 
         with pytest.raises(ValueError, match="bad"):
             await host.run_here(boom)
-        host.inline = False  # (Redis state: every call on the engine thread, whose round trips keep the loop free)
+        host.inline = False  # (inline_calls: false: every call on the engine thread)
         assert await host.run_here(threading.get_ident) == engine_thread
     finally:
         await server.close()
 
 
 @pytest.mark.redis
-async def test_redis_state_keeps_engine_calls_on_the_engine_thread(city: dict[str, str], redis_url: str,
-                                                                     redis_prefix: str) -> None:
+async def test_redis_state_runs_calls_on_the_loop_only_while_redis_is_calm(
+        city: dict[str, str], redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis state: a call runs on the loop's thread while no call has failed or been slow for INLINE_CALM_S;
+    after one, every call goes to the engine thread (a call on the loop would hold it for its round trips)
+    until Redis has been calm that long, calls on the engine thread included; ``inline_calls: false``: never."""
+    import proximity.service.host as host_module
+
+    monkeypatch.setattr(host_module, "INLINE_CALM_S", 0.3)
+    monkeypatch.setattr(host_module, "INLINE_SLOW_S", 0.05)
     server = await _server(city, True, redis=redis_url, redis_prefix=redis_prefix)
     try:
         host = service_of(server.app).host
-        assert not host.inline
-        assert await host.run_here(threading.get_ident) != threading.get_ident()
-        async with ClientSession() as session:
+        loop_thread = threading.get_ident()
+        engine_thread = await host.run(threading.get_ident)
+        assert host.inline and await host.run_here(threading.get_ident) == loop_thread
+        async with ClientSession() as session:  # a real call, on the loop, through Redis
             status, body = await _post(session, server, json.dumps({"pings": [
                 {"device_id": "rr", "lon": PLACES["a"][0], "lat": PLACES["a"][1], "accuracy_m": 5.0,
                  "ts": T0}]}).encode())
         assert status == 200 and [e["kind"] for e in body["devices"]["rr"]["events"]] == ["enter"]
+        assert host.runs_here
+
+        def down() -> None:
+            raise StoreUnavailable("Redis state store unavailable: test", retry_after_s=1.0)
+
+        with pytest.raises(StoreUnavailable):
+            await host.run_here(down)  # fails on the loop ...
+        assert not host.runs_here
+        assert await host.run_here(threading.get_ident) == engine_thread  # ... so the next goes to the thread
+        await asyncio.sleep(0.2)
+        with pytest.raises(StoreUnavailable):
+            await host.run_here(down)  # a failure on the engine thread restarts the calm spell
+        await asyncio.sleep(0.2)
+        assert await host.run_here(threading.get_ident) == engine_thread  # 0.2 s calm: not yet
+        await asyncio.sleep(0.35)
+        assert await host.run_here(threading.get_ident) == loop_thread  # calm for longer than INLINE_CALM_S
+
+        def slow() -> int:
+            time.sleep(0.1)  # slower than INLINE_SLOW_S (a Redis that answers late)
+            return threading.get_ident()
+
+        assert await host.run_here(slow) == loop_thread
+        assert await host.run_here(threading.get_ident) == engine_thread
+        await asyncio.sleep(0.35)
+        assert await host.run_here(threading.get_ident) == loop_thread
+        host.inline = False  # inline_calls: false
+        assert await host.run_here(threading.get_ident) == engine_thread
     finally:
         await server.close()
+
+
+def test_inline_calls_is_a_boolean_setting(tmp_path: Path) -> None:
+    from proximity.service.config import load_config
+
+    good = tmp_path / "service.yaml"
+    good.write_text("inline_calls: false\n")
+    assert load_config(good).inline_calls is False
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("coalesce: true\ninline_calls: sometimes\n")
+    with pytest.raises(ValidationError) as err:
+        load_config(bad)
+    assert err.value.field == "inline_calls" and err.value.line == 2
 
 
 async def test_the_wait_and_the_call_are_measured_apart(city: dict[str, str]) -> None:
