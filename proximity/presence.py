@@ -167,13 +167,7 @@ class PlaceTable:
 
     def set_overlaps(self, a: np.ndarray, b: np.ndarray) -> None:
         """The pairs of places (ids) ``a[i]``, ``b[i]`` whose interiors intersect (both directions are added)."""
-        src = np.concatenate([a, b]).astype(np.int64)
-        dst = np.concatenate([b, a]).astype(np.int32)
-        order = np.argsort(src, kind="stable")
-        size = int(src.max()) + 2 if len(src) else 1
-        self.overlap_ptr = np.zeros(size, np.int64)
-        np.cumsum(np.bincount(src, minlength=size - 1), out=self.overlap_ptr[1:])
-        self.overlap_idx = dst[order]
+        self.overlap_ptr, self.overlap_idx = csr(np.concatenate([a, b]), np.concatenate([b, a]))
 
     def split(self, pid: int) -> tuple[str, str | None]:
         key = self.keys[pid]
@@ -279,6 +273,16 @@ class PresenceState:
 
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if isinstance(getattr(self, n), np.ndarray))
+
+
+def csr(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``src[i] -> dst[i]`` (place ids) as CSR: ``dst`` of place ``p`` at ``idx[ptr[p]:ptr[p + 1]]``."""
+    src = np.asarray(src, np.int64)
+    order = np.argsort(src, kind="stable")
+    size = int(src.max()) + 2 if len(src) else 1
+    ptr = np.zeros(size, np.int64)
+    np.cumsum(np.bincount(src, minlength=size - 1), out=ptr[1:])
+    return ptr, np.asarray(dst, np.int32)[order]
 
 
 def _fresh_dev(n: int) -> np.ndarray:
@@ -566,6 +570,7 @@ __all__ = [
     "Transitions",
     "advance_state",
     "apply_evidence",
+    "csr",
     "next_due",
     "record_probability",
     "sort_evidence",

@@ -32,7 +32,9 @@ one evidence at a time:
    - a GPS fix not paired with the fence (outside it by more than its accuracy):
      ``unpaired_llr``;
    - a beacon sighting of the place's own beacon, by proximity class:
-     ``beacon_llr[unknown, immediate, near, far]``;
+     ``beacon_llr[unknown, immediate, near, far]``; a beacon of a place the fence
+     covers (a shop's, for the mall around it) counts as the fence's own: a phone
+     within a few metres of a beacon inside the shop is inside the mall;
 3. **competing places**: a store shares the probability with the device's other
    candidate stores that it does not overlap (the shop next door competes, the
    mall around a shop does not): ``lo - log(1 + sum(exp(lo_other)))``. When one
