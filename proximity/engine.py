@@ -64,8 +64,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_exit_pings": 3,
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
-        "enter_probability": 0.8962,
-        "exit_probability": 0.0389,
+        "enter_probability": 0.9230,
+        "exit_probability": 0.0458,
     },
     "crossing": {
         "gps_debounce_s": 60.0,
