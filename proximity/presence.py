@@ -33,7 +33,8 @@ The rules (each has a scenario test in ``tests/proximity/test_presence.py``):
   newest evidence applied by an earlier batch is dropped and counted (``late``),
   so a resent batch changes nothing; within one batch, equal times all apply.
 - **Places.** A fence is a place; a beacon zone is a place of its own
-  (``fence_id#zone``); a beacon sighting is evidence for both the zone and its store.
+  (``fence_id#zone``); a beacon sighting is evidence for the zone, its store and the
+  fences that cover the store (a mall, for its shop's beacons).
 
 The transition itself is one function over arrays, :func:`apply_evidence`
 (numba, in :mod:`proximity._kernels`), used by both state stores: the memory
