@@ -108,6 +108,18 @@ def _unlink(d, r, prev, nxt, d_head, r_next, r_dev, meta):
 
 
 @njit(no_cpython_wrapper=True, _nrt=False)
+def _start_kind(s, conf, p, p_zone, p_ovp):
+    """What an evidence that could enter place ``p`` starts from (:func:`proximity._kernels_visit.approach_start`):
+    1 for a GPS fix at the edge (``conf`` < 3), 2 for a beacon sighting of a store that overlaps no other fence
+    (a phone outside can hear it through the window; a mall's shop, or the mall, only from inside), else 0."""
+    if s == SRC_GPS:
+        return 1 if conf < 3 else 0
+    if p_zone[p] == 0 and not (p < p_ovp.shape[0] - 1 and p_ovp[p + 1] > p_ovp[p]):
+        return 2
+    return 0
+
+
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _named(p, a, b, obs_place, p_zone):
     """Does GPS evidence ``a:b`` say nothing against place ``p`` (it names ``p``, or ``p`` is a beacon zone)?"""
     if p_zone[p] != 0:
@@ -360,7 +372,7 @@ def transition(
             if r >= 0:
                 lo = r_lo[r]
                 if lvl == LEVEL_ENTER:  # a new approach starts from no worse than the prior (see approach_start)
-                    lo = approach_start(lo, s == SRC_GPS and obs_conf[k] < 3, pm)
+                    lo = approach_start(lo, _start_kind(s, obs_conf[k], p, p_zone, p_ovp), pm)
                 r_lo[r] = clamp_lo(lo + llr, pm)
                 if lvl >= LEVEL_KEEP:
                     if s == SRC_GPS:
@@ -383,7 +395,7 @@ def transition(
                 r_src[r] = s
                 r_conf[r] = obs_conf[k]
                 r_miss[r] = 0
-                r_lo[r] = clamp_lo(approach_start(NEG_INF, s == SRC_GPS and obs_conf[k] < 3, pm) + llr, pm)
+                r_lo[r] = clamp_lo(approach_start(NEG_INF, _start_kind(s, obs_conf[k], p, p_zone, p_ovp), pm) + llr, pm)
                 r_tent[r] = 1 if ((s == SRC_GPS and confirm_s > 0) or enter_p > 0.0) else 2
                 r_next[r] = d_head[d]
                 d_head[d] = r

@@ -25,7 +25,8 @@ SPEED_EDGES = (0.5, 1.2, 2.5)
 PM_ENTER_P, PM_CAL_N, PM_EXIT_P, PM_MAX_SPEED, PM_LO_MIN, PM_LO_MAX = 12, 13, 14, 15, 16, 17
 PM_IND_C = 18  # the indoor pattern's centre: the log accuracy above the baseline that says neither
 PM_EDGE = 19  # a GPS fix at the edge (point inside, circle crossing the boundary) starts from prior + this
-PM_CAL = 20  # the calibration map: PM_CAL_N knots (x, then logit y) from here
+PM_BEACON = 20  # a beacon sighting that could enter a place starts from prior + this (<= 0)
+PM_CAL = 21  # the calibration map: PM_CAL_N knots (x, then logit y) from here
 PM_CAL_MAX = 16
 PM_SIZE = PM_CAL + 2 * PM_CAL_MAX
 # per-device fix memory ``d_fix[d]``: time, lon, lat of the last accepted GPS fix; log-accuracy baseline
@@ -46,15 +47,17 @@ def relax(lo, dt, pm):
 def approach_start(lo, edge, pm):
     """What an evidence that could enter a place adds its ratio to: the record's log-odds ``lo`` (``-inf``
     for a new record), but no less than the prior, or than ``prior + PM_EDGE`` (<= 0) for a GPS fix at the
-    ``edge`` of the place (its point inside, its accuracy circle crossing the boundary).
+    ``edge`` of the place (``edge`` 1: its point inside, its accuracy circle crossing the boundary), or than
+    ``prior + PM_BEACON`` (<= 0) for a beacon sighting of a store that overlaps no other fence (``edge`` 2: a
+    car at the kerb hears it through the window, now and then as near as a shopper does).
 
-    A fix whose accuracy circle lies inside the place, or a beacon that could enter it, is a new approach:
+    A fix whose accuracy circle lies inside the place, or a beacon of a mall's shop, is a new approach:
     what the record said before (e.g. a walk past its front) no longer counts against it. A fix at the edge
     is not: it is what a phone waiting just outside reports whenever its error drifts inward (a car at the
     kerb, its point inside a third of the time), so the outdoor evidence its record gathered stands, down to
     ``PM_EDGE`` below the prior. A new record at the edge starts there too, so a record kept alive by
     earlier fixes never starts lower than a new one would (more inside evidence never lowers it)."""
-    return max(lo, pm[PM_PRIOR] + (pm[PM_EDGE] if edge else 0.0))
+    return max(lo, pm[PM_PRIOR] + (pm[PM_EDGE] if edge == 1 else pm[PM_BEACON] if edge == 2 else 0.0))
 
 
 @njit(no_cpython_wrapper=True, _nrt=False)

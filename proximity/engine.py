@@ -40,6 +40,7 @@ from proximity.presence import (
     Evidence,
     PlaceTable,
     PresenceParams,
+    csr,
     sort_evidence,
     thresholds_for,
     to_events,
@@ -63,8 +64,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gps_exit_pings": 3,
         "gps_enter_confirm_s": 0.0,
         "gps_one_store_at_a_time": False,
-        "enter_probability": 0.8962,
-        "exit_probability": 0.0389,
+        "enter_probability": 0.9230,
+        "exit_probability": 0.0458,
     },
     "crossing": {
         "gps_debounce_s": 60.0,
@@ -236,6 +237,7 @@ class Engine:
         self._fence_limit = np.zeros(0)
         self._fence_gps_enter = np.zeros(0, bool)
         self._fence_radius = np.zeros(0)
+        self._outer = csr(np.zeros(0, np.int64), np.zeros(0, np.int64))  # place id -> the fences covering it
         if rules is not None:
             self._extra = dict(rules.dwell_thresholds())
         if index is not None:
@@ -258,7 +260,12 @@ class Engine:
             geoms = np.array([f.geometry for f in fences], dtype=object)
             i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects") if len(geoms) else (np.zeros(0, int),) * 2
             keep = (i < j) & ~shapely.touches(geoms[i], geoms[j])
-            self.places.set_overlaps(self._fence_place[i[keep]], self._fence_place[j[keep]])
+            a, b = self._fence_place[i[keep]], self._fence_place[j[keep]]
+            self.places.set_overlaps(a, b)
+            # a fence that covers another (a mall, its shops): a sighting of the inner one's beacon is evidence
+            # for the outer one too (see _zone_evidence)
+            ab, ba = shapely.covers(geoms[i[keep]], geoms[j[keep]]), shapely.covers(geoms[j[keep]], geoms[i[keep]])
+            self._outer = csr(np.concatenate([b[ab], a[ba]]), np.concatenate([a[ab], b[ba]]))
         self.index = index
         self._ids_seen = index.fence_ids
         self.places.refresh()
@@ -494,14 +501,23 @@ class Engine:
         level = np.where(known & (p <= self.config.beacon_enter_proximity), ENTER,
                          np.where(known & (p <= self.config.beacon_keep_proximity), KEEP, AMBIGUOUS)).astype(np.int8)
         conf = np.where(p == 0, 0, 4 - p).astype(np.int8)
-        pairs = np.stack([store_pid[order], zone_pid[order]], axis=1)
-        valid = pairs >= 0
+        # each sighting names its store, its zone, and the fences around its store (a shop's mall), in that order
+        sp, zp = store_pid[order], zone_pid[order]
+        ptr, idx = self._outer
+        has = (sp >= 0) & (sp < len(ptr) - 1)
+        start = np.where(has, ptr[np.where(has, sp, 0)], 0)
+        cnt = np.where(has, ptr[np.minimum(sp + 1, len(ptr) - 1)] - start, 0)
+        ev_of = np.concatenate([np.flatnonzero(sp >= 0), np.flatnonzero(zp >= 0), np.repeat(np.arange(n), cnt)])
+        first = np.repeat(np.cumsum(cnt) - cnt, cnt)
+        outer = idx[np.repeat(start, cnt) + np.arange(len(first)) - first]
+        srt = np.argsort(ev_of, kind="stable")
+        ev_of = ev_of[srt]
+        place = np.concatenate([sp[sp >= 0], zp[zp >= 0], outer])[srt]
         obs = np.zeros(n + 1, np.int64)
-        np.cumsum(valid.sum(axis=1), out=obs[1:])
-        per = valid.sum(axis=1)
+        np.cumsum(np.bincount(ev_of, minlength=n), out=obs[1:])
         ev = Evidence(res.codes[order], ts[order], np.full(n, BEACON, np.int8), obs,
-                      pairs[valid].astype(np.int32), np.repeat(level, per), np.repeat(conf, per), in_rows[order],
-                      llr=np.repeat(self.config.model.beacon_obs_llr(p), per))
+                      place.astype(np.int32), level[ev_of], conf[ev_of], in_rows[order],
+                      llr=self.config.model.beacon_obs_llr(p)[ev_of])
         return Built(ev, order, p, dist[order], int(dup.sum()))
 
     def _zone_result(self, tr: Any, res: Any, built: Built, n_zone: int, n_input: int,

@@ -33,7 +33,8 @@ The rules (each has a scenario test in ``tests/proximity/test_presence.py``):
   newest evidence applied by an earlier batch is dropped and counted (``late``),
   so a resent batch changes nothing; within one batch, equal times all apply.
 - **Places.** A fence is a place; a beacon zone is a place of its own
-  (``fence_id#zone``); a beacon sighting is evidence for both the zone and its store.
+  (``fence_id#zone``); a beacon sighting is evidence for the zone, its store and the
+  fences that cover the store (a mall, for its shop's beacons).
 
 The transition itself is one function over arrays, :func:`apply_evidence`
 (numba, in :mod:`proximity._kernels`), used by both state stores: the memory
@@ -167,13 +168,7 @@ class PlaceTable:
 
     def set_overlaps(self, a: np.ndarray, b: np.ndarray) -> None:
         """The pairs of places (ids) ``a[i]``, ``b[i]`` whose interiors intersect (both directions are added)."""
-        src = np.concatenate([a, b]).astype(np.int64)
-        dst = np.concatenate([b, a]).astype(np.int32)
-        order = np.argsort(src, kind="stable")
-        size = int(src.max()) + 2 if len(src) else 1
-        self.overlap_ptr = np.zeros(size, np.int64)
-        np.cumsum(np.bincount(src, minlength=size - 1), out=self.overlap_ptr[1:])
-        self.overlap_idx = dst[order]
+        self.overlap_ptr, self.overlap_idx = csr(np.concatenate([a, b]), np.concatenate([b, a]))
 
     def split(self, pid: int) -> tuple[str, str | None]:
         key = self.keys[pid]
@@ -279,6 +274,16 @@ class PresenceState:
 
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if isinstance(getattr(self, n), np.ndarray))
+
+
+def csr(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``src[i] -> dst[i]`` (place ids) as CSR: ``dst`` of place ``p`` at ``idx[ptr[p]:ptr[p + 1]]``."""
+    src = np.asarray(src, np.int64)
+    order = np.argsort(src, kind="stable")
+    size = int(src.max()) + 2 if len(src) else 1
+    ptr = np.zeros(size, np.int64)
+    np.cumsum(np.bincount(src, minlength=size - 1), out=ptr[1:])
+    return ptr, np.asarray(dst, np.int32)[order]
 
 
 def _fresh_dev(n: int) -> np.ndarray:
@@ -566,6 +571,7 @@ __all__ = [
     "Transitions",
     "advance_state",
     "apply_evidence",
+    "csr",
     "next_due",
     "record_probability",
     "sort_evidence",

@@ -401,6 +401,26 @@ def test_beacon_zone_is_a_place_of_its_own(make_engine: Callable[..., Engine]) -
     assert all(e.zone == "checkout" for e in r.events if e.place == "shop#checkout")
 
 
+def test_beacon_of_a_shop_is_evidence_for_the_fence_around_it(make_engine: Callable[..., Engine]) -> None:
+    # a mall (covers the shop) and a fence that only overlaps the shop: the shop's beacon speaks for the mall
+    fences = [circle("shop", 0, 0, 30), square("mall", 0, 0, 200), square("lot", 60, 0, 40)]
+    eng = make_engine(fences, tracker=tracker())
+    r = eng.process_sightings(sightings([("d1", 0, ENTRANCE, -50.0)]))
+    assert sorted((e.kind, e.place) for e in r.events) == [
+        ("enter", "mall"), ("enter", "shop"), ("enter", "shop#entrance")]
+    mall = next(e for e in r.events if e.place == "mall")
+    assert (mall.source, mall.zone, mall.proximity) == ("beacon", None, "immediate")
+    # a far sighting enters neither
+    r = eng.process_sightings(sightings([("d2", 0, ENTRANCE, -95.0)]))
+    assert r.events == []
+    # and the streaming profile: the mall's probability rises with the shop's near sightings like the shop's
+    eng = make_engine(fences, tracker=tracker(), profile="streaming")
+    r = eng.process_sightings(sightings([("d1", t, ENTRANCE, -60.0) for t in (0, 10, 20)]))
+    probs = {e.place: e.probability for e in r.events if e.kind == "enter"}
+    assert set(probs) >= {"mall", "shop"} and "lot" not in probs
+    assert probs["mall"] == pytest.approx(probs["shop"])
+
+
 def test_far_beacon_does_not_enter(make_engine: Callable[..., Engine]) -> None:
     eng = make_engine([circle("shop", 0, 0, 30)], tracker=tracker())
     r = eng.process_sightings(sightings([("d1", t, ENTRANCE, -95.0) for t in range(0, 100, 10)]))
