@@ -15,7 +15,7 @@ device is inside the place: the visit probability's forward filter) and ``r_next
 ``meta``). A device outside every place has no record at all, which is what keeps
 the memory store small. ``d_fix`` is the device's 64-byte row: its last accepted
 GPS fix (time, lon, lat), its log-accuracy baseline (the indoor pattern) and, in
-column ``DEV_LAST``, ``d_last`` (the stores pass a strided view of that column),
+column ``DEV_LAST``, ``d_last`` (the kernels take that column of the rows themselves),
 so one cache line holds what a ping reads of its device. The visit probability's
 own pieces (the filter's steps, the competition between places, the calibration)
 live in :mod:`proximity._kernels_visit`.
@@ -245,7 +245,7 @@ def _gps_exits(
 def transition(
     start,
     ev_dev, ev_ts, ev_cut, ev_src, ev_obs, obs_place, obs_level, obs_conf,
-    d_last, d_head,
+    d_head,
     r_place, r_dev, r_enter, r_gps, r_bcn, r_mask, r_src, r_conf, r_miss, r_tent, r_next, meta,
     p_thr, p_zone, p_ovp, p_ovi, gps_deb, bcn_deb, exit_pings, confirm_s, one_store,
     o_kind, o_dev, o_place, o_ts, o_src, o_conf, o_dwell, o_cause, o_ev, o_prob, n_out,
@@ -292,6 +292,9 @@ def transition(
     that could not have been reached from the last accepted one (``gps_context``) is not
     applied (``STATUS_IMPLAUSIBLE``).
     """
+    # the newest applied evidence time, a column of the device rows: taken here, not passed, so that its type
+    # does not depend on the caller (a column of one row is contiguous, of more strided: two compiles)
+    d_last = d_fix[:, DEV_LAST]
     if advance:
         cause = CAUSE_FORGET if forget else CAUSE_DEBOUNCE
         for i in range(devs.shape[0]):
@@ -452,11 +455,12 @@ def transition(
 
 
 @njit(_nrt=False)
-def next_due(devs, ttl, d_last, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, out):
-    """Per device: the time after which ``advance`` has work for it (a debounce exit or the TTL)."""
+def next_due(devs, ttl, d_dev, d_head, r_gps, r_bcn, r_next, gps_deb, bcn_deb, out):
+    """Per device: the time after which ``advance`` has work for it (a debounce exit or the TTL); ``d_dev``:
+    the device rows (their ``DEV_LAST`` column)."""
     for i in range(devs.shape[0]):
         d = devs[i]
-        best = d_last[d] + ttl
+        best = d_dev[d, DEV_LAST] + ttl
         r = d_head[d]
         while r >= 0:
             due = _due(r, r_gps, r_bcn, gps_deb, bcn_deb)

@@ -324,7 +324,7 @@ def _transition(state: PresenceState, columns: tuple[np.ndarray, ...], places: P
     dev, ts, cut, src, obs, place, level, conf, lon, lat, acc, spd, llr = columns
     return int(K.transition(
         start, dev, ts, cut, src, obs, place, level, conf,
-        state.d_last, state.d_head,
+        state.d_head,
         state.r_place, state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src,
         state.r_conf, state.r_miss, state.r_tent, state.r_next, state.meta,
         places.thresholds, places.is_zone, places.overlap_ptr, places.overlap_idx, float(params.gps_debounce_s),
@@ -387,7 +387,7 @@ def next_due(state: PresenceState, devs: np.ndarray, params: PresenceParams) -> 
     """For each device, the earliest ``now`` at which :func:`advance_state` would change it."""
     devs = np.ascontiguousarray(devs, dtype=np.int64)
     out = np.empty(len(devs))
-    K.next_due(devs, float(params.ttl_s), state.d_last, state.d_head, state.r_gps, state.r_bcn, state.r_next,
+    K.next_due(devs, float(params.ttl_s), state.d_dev, state.d_head, state.r_gps, state.r_bcn, state.r_next,
                float(params.gps_debounce_s), float(params.beacon_debounce_s), out)
     return out
 

@@ -266,6 +266,21 @@ class SaveBlobs:
                 self.tracks[t[a] : t[b]])
 
 
+def compile_kernels() -> None:
+    """Compile, or load from the kernel cache, the codec's loops for the buffers a store passes them: one
+    device's state encoded, stored, parsed (a read-only buffer, as a Redis reply is), decoded, compared and
+    gathered (a server's warm-up, before it says it is ready)."""
+    state = PresenceState(1, 0)
+    state.d_last[:] = 0.0
+    new = encode(state)
+    blob = b"1|" + new.buf.tobytes()
+    old = Stored.parse(np.array([len(blob)], np.int64), blob)
+    decode(old, 0)
+    changed(new, old)  # the same bytes: compared in full
+    gather(new.buf, new.start, new.length)
+    gather(old.buf, old.start, old.length)
+
+
 def read_save_blobs(heads: bytes, states: bytes, entries: bytes,
                     tracks: bytes) -> list[tuple[int, float, int, bytes, bytes, bytes]]:
     """Per device, as ``SAVE`` reads it: version, due time, flags, state, entry, filter state."""
@@ -282,5 +297,6 @@ def read_save_blobs(heads: bytes, states: bytes, entries: bytes,
     return out
 
 
-__all__ = ["HEADER", "RECORD", "SAVE_HEAD", "TRACK", "SaveBlobs", "Stored", "changed", "decode", "encode", "gather",
+__all__ = ["HEADER", "RECORD", "SAVE_HEAD", "TRACK", "SaveBlobs", "Stored", "changed", "compile_kernels", "decode",
+           "encode", "gather",
            "read_save_blobs", "track_decode", "track_encode"]

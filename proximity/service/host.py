@@ -284,6 +284,12 @@ class EngineHost:
         self.engine.index.compile()
         compile_sort()
         DeviceIds().compile()
+        if self.config.redis is not None:  # what the Redis store runs (the throwaway engine's store is in memory)
+            from proximity._redis.codec import compile_kernels
+            from proximity.presence import PresenceState, next_due
+
+            compile_kernels()
+            next_due(PresenceState(1, 0), np.zeros(1, np.int64), self.engine.params)
         engine = Engine(self.engine.index, store=MemoryStore(), tracker=tracker, config=self.engine.config)
         engine.process_pings(PingBatch.from_rows([
             {"device_id": "warm-up", "ts": t0, "lon": lon, "lat": lat, "accuracy_m": 10.0},

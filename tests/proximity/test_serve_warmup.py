@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from proximity.service import bind_socket, serve_forever
 from proximity.service.auth import KeyRing, hash_key
@@ -70,10 +71,18 @@ import geofence._kernels, proximity._kernels, proximity._kernels_visit, proximit
 from proxbase.jit import Kernel
 
 def compiled():
-    mods = (geofence._kernels, proximity._kernels, proximity._kernels_visit, proximity._kernels_ids, beacons._kernels)
+    mods = (geofence._kernels, proximity._kernels, proximity._kernels_visit, proximity._kernels_ids, beacons._kernels,
+            *MODS)
     return {f"{m.__name__}.{n}": len(k.signatures) for m in mods for n, k in vars(m).items() if isinstance(k, Kernel)}
 
-cfg = ServiceConfig(demo=True)
+import sys
+redis_args = dict(redis=sys.argv[1], redis_prefix=sys.argv[2]) if len(sys.argv) > 2 else {}
+if redis_args:
+    import proximity._redis._kernels_codec
+    MODS = (proximity._redis._kernels_codec,)
+else:
+    MODS = ()
+cfg = ServiceConfig(demo=True, **redis_args)
 host = EngineHost(cfg, ServiceMetrics())
 for kind, path in cfg.resolved_paths().items():
     if path is not None:
@@ -94,17 +103,34 @@ print(json.dumps({"accepted": accepted, "before": before, "after": after}))
 """
 
 
-def test_after_the_warm_up_a_request_compiles_nothing(tmp_path: Path) -> None:
+def _warm_then_request(tmp_path: Path, *args: str) -> dict[str, Any]:
     # a process of its own: the kernels this test process already compiled would hide a miss
-    got = subprocess.run([sys.executable, "-c", WARM_THEN_REQUEST], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=900, check=False)
+    got = subprocess.run([sys.executable, "-c", WARM_THEN_REQUEST, *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=900, check=False)
     assert got.returncode == 0, got.stderr
-    doc = json.loads(got.stdout.splitlines()[-1])
+    doc: dict[str, Any] = json.loads(got.stdout.splitlines()[-1])
     assert doc["accepted"] == 2
     assert doc["before"]["geofence._kernels.match"] == 1 and doc["before"]["proximity._kernels.transition"] == 1
     # pings, sightings and advancing time all ran through one compiled signature of the transition kernel
     assert doc["after"]["proximity._kernels.transition"] == 1
     assert {k: v for k, v in doc["after"].items() if doc["before"][k] != v} == {}
+    return doc
+
+
+def test_after_the_warm_up_a_request_compiles_nothing(tmp_path: Path) -> None:
+    _warm_then_request(tmp_path)
+
+
+@pytest.mark.redis
+def test_with_redis_state_the_warm_up_compiles_the_codec_too(tmp_path: Path, redis_url: str,
+                                                              redis_prefix: str) -> None:
+    """The Redis store's codec loops (parse, copy, compare) are compiled before the worker is ready: its
+    first pings, sightings and advance compile nothing."""
+    doc = _warm_then_request(tmp_path, redis_url, redis_prefix)
+    codec = {k: v for k, v in doc["before"].items() if k.startswith("proximity._redis._kernels_codec.")}
+    assert set(codec) == {f"proximity._redis._kernels_codec.{n}" for n in ("copy_ranges", "parse_values",
+                                                                         "ranges_differ")}
+    assert all(v >= 1 for v in codec.values())
 
 
 def test_serve_prints_listening_after_the_warm_up(tmp_path: Path) -> None:
