@@ -84,6 +84,10 @@ class StateStore(Protocol):
                  params: PresenceParams | None = None) -> dict[str, Any] | None:
         """A device's visits (with their probability under ``params``) and last evidence time, or ``None``."""
 
+    def compile(self, params: PresenceParams) -> None:
+        """Compile, or load from the kernel cache, the kernels this store's own work runs (beyond the engine's
+        transition and matching): a server calls it before it says it is ready."""
+
     def close(self) -> None: ...
 
 
@@ -387,6 +391,9 @@ class MemoryStore:
         if h is None:
             return None
         return visit_snapshot(self.state, h, places, params)
+
+    def compile(self, params: PresenceParams) -> None:
+        self.ids.compile()
 
     def close(self) -> None:
         pass

@@ -547,6 +547,11 @@ class RedisStateStore(DeviceInfo):
         out["version"] = int(stored.version[0])
         return out
 
+    def compile(self, params: PresenceParams) -> None:
+        """The codec's loops (:func:`proximity._redis.codec.compile_kernels`) and ``next_due``."""
+        codec.compile_kernels()
+        next_due(PresenceState(1, 0), np.zeros(1, np.int64), params)
+
     def close(self) -> None:
         self.router.release()
         if self._own:

@@ -30,7 +30,8 @@ rows of each request and the engine thread takes them together
   (:meth:`~proximity.service.host.EngineHost.run_here`): handing a call of a few
   hundred microseconds to another thread and back cost more than the call, and the
   two threads taking turns with the GIL made the latency's tail. With Redis state
-  the calls stay on the engine thread, whose round trips leave the loop free.
+  too, while Redis is calm (no call slow or failed for ``INLINE_CALM_S``): a call
+  on the loop holds the loop for its round trips.
 - **Where the time goes.** ``proximity_coalesce_wait_seconds`` (a request's wait for
   its call to start) and ``proximity_ping_engine_call_seconds{where}`` (a call's wall
   time) split a request's latency into queueing and engine time (what is left of

@@ -264,7 +264,7 @@ class EngineHost:
         """
         import shapely
 
-        from proximity.store import DeviceIds, MemoryStore
+        from proximity.store import MemoryStore
 
         start = time.perf_counter()
         t0 = time.time() - 600.0
@@ -283,13 +283,7 @@ class EngineHost:
         # the kernels now, and they serve every batch after
         self.engine.index.compile()
         compile_sort()
-        DeviceIds().compile()
-        if self.config.redis is not None:  # what the Redis store runs (the throwaway engine's store is in memory)
-            from proximity._redis.codec import compile_kernels
-            from proximity.presence import PresenceState, next_due
-
-            compile_kernels()
-            next_due(PresenceState(1, 0), np.zeros(1, np.int64), self.engine.params)
+        self.store.compile(self.engine.params)  # what the live store runs (the throwaway engine's is in memory)
         engine = Engine(self.engine.index, store=MemoryStore(), tracker=tracker, config=self.engine.config)
         engine.process_pings(PingBatch.from_rows([
             {"device_id": "warm-up", "ts": t0, "lon": lon, "lat": lat, "accuracy_m": 10.0},
