@@ -87,18 +87,10 @@ class Stored:
 
 
 def changed(a: Stored, b: Stored) -> np.ndarray:
-    """Per device: do the binary states of ``a`` and ``b`` differ?
-
-    Their first bytes are compared first (a presence state's start with its last evidence time, which
-    nearly every applied ping moves), so only the devices whose first bytes agree are compared in full."""
+    """Per device: do the binary states of ``a`` and ``b`` differ? (Compared byte by byte up to the first
+    difference: a presence state starts with its last evidence time, which nearly every applied ping moves.)"""
     out = a.length != b.length
     same = np.flatnonzero(~out & (a.length > 0))
-    if len(same):
-        k = min(8, int(a.length[same].min()))
-        head = np.arange(k)
-        differ = (a.buf[a.start[same][:, None] + head] != b.buf[b.start[same][:, None] + head]).any(axis=1)
-        out[same[differ]] = True
-        same = same[~differ]
     if len(same):
         differ = np.empty(len(same), bool)
         ranges_differ(a.buf, a.start[same], b.buf, b.start[same], a.length[same], differ)
