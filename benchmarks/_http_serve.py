@@ -115,6 +115,25 @@ def _baseline_server(port_file: str) -> None:
     asyncio.run(run())
 
 
+def start_baseline(port_file: Path, limit_s: float = 60.0) -> tuple[Any, str]:
+    """Start the peer (:func:`_baseline_server`) in a process of its own; returns it and its URL.
+
+    Raises when it exits or does not listen within ``limit_s`` (an import error in the child, say),
+    instead of waiting for its port forever."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(target=_baseline_server, args=(str(port_file),), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + limit_s
+    while not port_file.exists():
+        if not proc.is_alive() or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the peer (bare aiohttp app) did not start: exit code {proc.exitcode}")
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return proc, f"http://127.0.0.1:{port_file.read_text()}"
+
+
 def _process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (Linux ``/proc``; just ``[pid]`` elsewhere)."""
     out, todo = [], [pid]

@@ -33,7 +33,6 @@ from benchmarks._http_serve import (
     MARK,
     N_DEVICES,
     N_STORES,
-    _baseline_server,
     _city,
     _clear_redis,
     _cpu_seconds,
@@ -44,6 +43,7 @@ from benchmarks._http_serve import (
     ping_row,
     settle,
     stamp,
+    start_baseline,
 )
 
 #: passes over the bodies before a measured phase (``warmup``): past the wave of first enters (see :func:`_load`)
@@ -239,18 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     start_second = int(time.time()) - 5
 
     # the peer: aiohttp + orjson.loads only
-    ctx = multiprocessing.get_context("spawn")
-    port_file = tmp / "baseline.port"
-    base = ctx.Process(target=_baseline_server, args=(str(port_file),), daemon=True)
-    base.start()
-    while not port_file.exists():
-        time.sleep(0.05)
-    time.sleep(0.2)
-    url = f"http://127.0.0.1:{port_file.read_text()}/v1/pings"
+    base, url = start_baseline(tmp / "baseline.port")
+    url += "/v1/pings"
     try:
-        thr = _measure(url, bodies, seconds, None, args.inflight, start_second, base.pid)  # type: ignore[arg-type]
+        thr = _measure(url, bodies, seconds, None, args.inflight, start_second, base.pid)
         lat = _measure(url, bodies, seconds, thr["req_s"] / 2, args.inflight, thr["second"] + 1,
-                       base.pid)  # type: ignore[arg-type]
+                       base.pid)
         rows.append(("aiohttp + orjson.loads only (peer)", 1, thr, lat))
     finally:
         _stop(base)

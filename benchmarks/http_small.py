@@ -181,14 +181,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
     out: list[dict[str, Any]] = []
     print(f"# SDK-shaped HTTP ingest: {args.clients} requests in flight from {args.generators} load-generator "
           f"process(es), {os.cpu_count()} CPU(s), {seconds:g} s per phase, batch_id: {args.batch_ids}")
-    ctx = multiprocessing.get_context("spawn")
-    port_file = paths["config"].parent / "baseline-small.port"
-    base = ctx.Process(target=H._baseline_server, args=(str(port_file),), daemon=True)
-    base.start()
-    while not port_file.exists():
-        time.sleep(0.05)
-    time.sleep(0.2)
-    servers: list[tuple[str, int, Any, str]] = [("peer: aiohttp + orjson", 1, base, f"http://127.0.0.1:{port_file.read_text()}")]
+    base, base_url = H.start_baseline(paths["config"].parent / "baseline-small.port")
+    servers: list[tuple[str, int, Any, str]] = [("peer: aiohttp + orjson", 1, base, base_url)]
     try:
         for label, workers, redis in [("serve, memory", 1, None)] + (
                 [("serve, Redis", args.workers, args.redis)] if args.redis else []):

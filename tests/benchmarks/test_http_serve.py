@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
+from pathlib import Path
 
-from benchmarks._http_serve import _cpu_seconds, settle
+import pytest
+
+from benchmarks._http_serve import _cpu_seconds, settle, start_baseline
 
 #: burns 0.6 s of its own CPU, then sleeps (quiet) for 20 s
 BUSY_THEN_QUIET = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\n"
@@ -29,3 +34,20 @@ def test_settle_without_the_process_counts_nothing() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert settle([child.pid]) == 0.0
+
+
+def test_the_peer_that_cannot_start_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    # its port file's folder does not exist: the child fails writing it and exits
+    with pytest.raises(RuntimeError, match="did not start: exit code 1"):
+        start_baseline(tmp_path / "missing" / "baseline.port")
+
+
+def test_the_peer_answers_where_it_says(tmp_path: Path) -> None:
+    proc, url = start_baseline(tmp_path / "baseline.port")
+    try:
+        req = urllib.request.Request(url + "/v1/pings", data=b'{"pings": [1, 2, 3]}', method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read()) == {"accepted": 3}
+    finally:
+        proc.kill()
+        proc.join()
