@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
 from proximity._redis import slot_tags
@@ -69,6 +71,25 @@ def test_device_groups_are_crc16_of_the_id_on_evenly_spread_slots() -> None:
     assert single.state_keys(["d1"])[0] == [b"p:{d1}:st"] and single.bulk_keys(["d1"])[0] == [b"$9\r\np:{d1}:st\r\n"]
     with pytest.raises(ValueError, match="groups"):
         Layout("p", True, 0)
+
+
+#: device ids: ASCII and not, with NUL and braces among them
+IDS = st.text(alphabet=st.sampled_from("ab09-_{}:\0é"), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.one_of(st.lists(IDS, max_size=40),
+                     st.integers(0, 12).flatmap(lambda n: st.lists(IDS.filter(lambda x: len(x) == n), max_size=40)),
+                     st.lists(st.uuids().map(str), max_size=40)),
+       cluster=st.booleans(), groups=st.sampled_from([1, 3, 32]), prefix=st.sampled_from(["p", "proximity:x", "é"]))
+def test_bulk_keys_are_the_state_keys_in_the_protocol(ids: list[str], cluster: bool, groups: int,
+                                                      prefix: str) -> None:
+    # ids of one length take the join-and-split way; a NUL inside one, or mixed lengths, the key-by-key way
+    layout = Layout(prefix, cluster, groups)
+    keys, slots = layout.state_keys(ids)
+    got, got_slots = layout.bulk_keys(ids)
+    assert got == [b"$%d\r\n%b\r\n" % (len(k), k) for k in keys]
+    assert got_slots.tolist() == slots.tolist()
 
 
 @pytest.mark.redis
