@@ -1,4 +1,4 @@
-"""The binary form of presence state in Redis: numpy and a few byte-copying loops (``_kernels_codec``), no Redis.
+"""The binary form of presence state in Redis: numpy and a few numba loops (``_kernels_codec``), no Redis.
 
 A device's stored value is ``b"<version>|" + body``. The body is a 44-byte
 :data:`HEADER` (last evidence time, visit count, the last accepted GPS fix's time,
