@@ -1,4 +1,4 @@
-"""The binary form of presence state in Redis: numpy and a few byte-copying loops (``_kernels_codec``), no Redis.
+"""The binary form of presence state in Redis: numpy and a few numba loops (``_kernels_codec``), no Redis.
 
 A device's stored value is ``b"<version>|" + body``. The body is a 44-byte
 :data:`HEADER` (last evidence time, visit count, the last accepted GPS fix's time,
@@ -21,20 +21,15 @@ the script does.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from proximity._redis._kernels_codec import (
-    NOT_A_NUMBER,
-    NOT_VERSIONED,
-    copy_ranges,
-    parse_values,
-    ranges_differ,
-)
+import proximity._kernels as K
+import proximity._redis._kernels_codec as KC
+from proximity._redis._kernels_codec import NOT_A_NUMBER, NOT_VERSIONED, parse_values, ranges_differ
 from proximity.errors import StateError
 from proximity.presence import PresenceState
 
@@ -52,7 +47,11 @@ RECORD = np.dtype([("place", "<i4"), ("enter", "<f8"), ("gps", "<f8"), ("bcn", "
 #: its new state, journal entry and filter state in the concatenated blobs
 SAVE_HEAD = np.dtype([("version", "<f8"), ("due", "<f8"), ("flags", "u1"), ("state", "<u4"), ("entry", "<u4"),
                       ("track", "<u4")])
-_VISIT_FIELDS = ("place", "enter", "gps", "bcn", "mask", "src", "conf", "miss", "tent", "lo")
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    """``a`` as the loops take it: contiguous int64 (itself when it is)."""
+    return np.ascontiguousarray(a, np.int64)
 
 
 @dataclass
@@ -98,85 +97,33 @@ def changed(a: Stored, b: Stored) -> np.ndarray:
     return out
 
 
-@functools.cache
-def _no_fix() -> np.ndarray:
-    """A device's last fix before it has one (as a fresh :class:`PresenceState` holds it)."""
-    out = PresenceState(1, 0).d_fix[0].copy()
-    out.flags.writeable = False
-    return out
-
-
 def decode(stored: Stored, spare: int) -> tuple[PresenceState, np.ndarray]:
     """A state table for the loaded devices (index i = device i of ``stored``) with ``spare`` free records,
     and the place id of every loaded visit (the caller makes sure its place table knows them)."""
-    d = len(stored)
-    buf, offsets, has = stored.buf, stored.start, stored.length > 0
-    hdr = np.zeros(d, HEADER)
-    hdr["last"] = -np.inf
-    hdr["fix"] = _no_fix()
-    if has.any():
-        at = np.flatnonzero(has)
-        copy_ranges(buf, offsets[at], np.full(len(at), HEADER.itemsize, np.int64), hdr.view(np.uint8),
-                      at * HEADER.itemsize)
-    counts = hdr["n"].astype(np.int64)
-    if (stored.length[has] != HEADER.itemsize + counts[has] * RECORD.itemsize).any():
+    n_rec = int(KC.count_records(stored.buf, stored.start, stored.length))
+    if n_rec < 0:
         raise StateError("a presence state in Redis has the wrong size for its visit count: it was written "
                          "by another version of proximity; use a new key prefix (or flush the old one)")
-    n_rec = int(counts.sum())
-    state = PresenceState(d, 0)
-    state.d_last[:] = hdr["last"]
-    state.d_fix[:] = hdr["fix"]
+    state = PresenceState(len(stored), 0)
     state.grow_records(n_rec + spare)
-    if not n_rec:
-        return state, np.zeros(0, np.int32)
-    rec_starts = (offsets + HEADER.itemsize)[counts > 0]
-    per = counts[counts > 0]
-    owner = np.repeat(np.flatnonzero(counts > 0), per)
-    first = np.zeros(len(per), np.int64)
-    np.cumsum(per[:-1], out=first[1:])
-    recs = np.empty(n_rec, RECORD)
-    copy_ranges(buf, rec_starts, per * RECORD.itemsize, recs.view(np.uint8), first * RECORD.itemsize)
-    # the first n_rec records of the fresh pool become the loaded visits
-    slots = np.arange(n_rec, dtype=np.int32)
-    state.meta[0] = n_rec if n_rec < len(state.r_place) else -1
-    state.meta[1] -= n_rec
-    state.r_dev[slots] = owner
-    for name in _VISIT_FIELDS:
-        getattr(state, f"r_{name}")[slots] = recs[name]
-    last_of_dev = np.r_[owner[1:] != owner[:-1], True]
-    state.r_next[slots] = np.where(last_of_dev, -1, slots + 1)
-    state.d_head[np.flatnonzero(counts > 0)] = first.astype(np.int32)
-    return state, recs["place"]
+    # the first n_rec records of the fresh pool (its free list runs 0, 1, 2 ...) become the loaded visits
+    KC.decode_into(stored.buf, stored.start, stored.length, state.d_dev, K.DEV_LAST, state.d_head, state.r_place,
+                   state.r_dev, state.r_enter, state.r_gps, state.r_bcn, state.r_mask, state.r_src, state.r_conf,
+                   state.r_miss, state.r_tent, state.r_lo, state.r_next)
+    if n_rec:
+        state.meta[0] = n_rec if n_rec < len(state.r_place) else -1
+        state.meta[1] -= n_rec
+    return state, state.r_place[:n_rec].copy()
 
 
 def encode(state: PresenceState) -> Stored:
     """The binary state (without version) of every device of ``state``; length 0 for a device with nothing."""
-    n = state.n_devices
-    live = np.flatnonzero(state.r_dev >= 0)
-    owner = state.r_dev[live]
-    order = np.argsort(owner, kind="stable")
-    live, owner = live[order], owner[order]
-    counts = np.bincount(owner, minlength=n).astype(np.int64)
-    recs = np.empty(len(live), RECORD)
-    for name in _VISIT_FIELDS:
-        recs[name] = getattr(state, f"r_{name}")[live]
-    hdr = np.empty(n, HEADER)
-    hdr["last"] = state.d_last
-    hdr["n"] = counts
-    hdr["fix"] = state.d_fix
-    length = np.where((counts > 0) | np.isfinite(state.d_last), HEADER.itemsize + counts * RECORD.itemsize, 0)
-    start = np.zeros(n, np.int64)
-    np.cumsum(length[:-1], out=start[1:])
-    buf = np.zeros(int(length.sum()), np.uint8)
-    kept = np.flatnonzero(length)
-    copy_ranges(hdr.view(np.uint8), kept * HEADER.itemsize, np.full(len(kept), HEADER.itemsize, np.int64), buf,
-                  start[kept])
-    if len(live):  # a device's records follow its header; in ``recs`` they are together, in device order
-        first = np.zeros(n, np.int64)
-        np.cumsum(counts[:-1], out=first[1:])
-        copy_ranges(recs.view(np.uint8), first * RECORD.itemsize, counts * RECORD.itemsize, buf,
-                      start + HEADER.itemsize)
-    return Stored(np.zeros(n, np.int64), buf, start, length)
+    buf, start, length, ok = KC.encode_state(
+        state.d_dev, K.DEV_LAST, state.r_dev, state.r_place, state.r_enter, state.r_gps, state.r_bcn, state.r_mask,
+        state.r_src, state.r_conf, state.r_miss, state.r_tent, state.r_lo)
+    if not ok:
+        raise ValueError("a visit record belongs to a device the state table does not have")
+    return Stored(np.zeros(len(start), np.int64), buf, start, length)
 
 
 def track_decode(sizes: np.ndarray, blob: bytes) -> FilterState:
@@ -203,13 +150,13 @@ def track_encode(state: FilterState, n: int) -> Stored:
 
 
 def gather(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> bytes:
-    """``buf[start[i] : start[i] + length[i]]`` of every ``i``, concatenated (one numpy gather)."""
+    """``buf[start[i] : start[i] + length[i]]`` of every ``i``, concatenated."""
     length = np.asarray(length, np.int64)
     total = int(length.sum())
     if not total:
         return b""
     out = np.empty(total, np.uint8)
-    copy_ranges(buf, np.asarray(start, np.int64), length, out, np.cumsum(length) - length)
+    KC.gather_ranges(buf, np.asarray(start, np.int64), length, out)
     return out.tobytes()
 
 
@@ -223,10 +170,19 @@ class SaveBlobs:
     states: bytes
     entries: bytes
     tracks: bytes
+    #: where each device's state, entry and filter state start in their blobs, as 3 rows of n + 1 (the last:
+    #: the end); computed from ``heads`` when not given
+    at: InitVar[np.ndarray | None] = None
 
-    def __post_init__(self) -> None:
-        #: where each device's state, entry and filter state start in their blobs (one more: the end)
-        self.offsets = [np.r_[0, np.cumsum(self.heads[f], dtype=np.int64)].tolist() for f in ("state", "entry", "track")]
+    def __post_init__(self, at: np.ndarray | None) -> None:
+        m = len(self.heads) + 1
+        if at is None:
+            at = np.zeros((3, m), np.int64)
+            for row, f in zip(at, ("state", "entry", "track"), strict=True):
+                np.cumsum(self.heads[f], dtype=np.int64, out=row[1:])
+        flat = np.ascontiguousarray(at, np.int64).reshape(-1).data
+        #: the same rows, as sequences of ints (read one at a time, per slot group, by the store)
+        self.offsets = [flat[:m], flat[m : 2 * m], flat[2 * m :]]
         self._heads = self.heads.tobytes()
 
     @classmethod
@@ -236,19 +192,19 @@ class SaveBlobs:
         ``states`` body ``i``; its journal entry ``entries[i]`` (``None``: none); its new filter state
         ``tracks`` body ``i`` (``None``: left as it is)."""
         n = len(flags)
-        heads = np.zeros(n, SAVE_HEAD)
-        heads["version"], heads["due"], heads["flags"] = version, due, flags
-        s_len = np.where(write, states.length, 0)
-        heads["state"] = s_len
-        entry = b""
+        none = np.zeros(n, np.int64)
+        entry, e_len = b"", none
         if entries is not None:
-            heads["entry"] = np.fromiter(map(len, entries), np.int64, n)
+            e_len = np.fromiter(map(len, entries), np.int64, n)
             entry = b"".join(entries)
-        track = b""
+        t_buf, t_start, t_len = np.zeros(0, np.uint8), none, none
         if tracks is not None:
-            heads["track"] = tracks.length
-            track = gather(tracks.buf, tracks.start, tracks.length)
-        return cls(heads, gather(states.buf, states.start, s_len), entry, track)
+            t_buf, t_start, t_len = tracks.buf, _i64(tracks.start), _i64(tracks.length)
+        heads, offsets, s_out, t_out = KC.save_blobs(
+            _i64(version), np.ascontiguousarray(due, np.float64), np.ascontiguousarray(flags, np.uint8),
+            np.ascontiguousarray(write, np.bool_), states.buf, _i64(states.start), _i64(states.length), e_len,
+            t_buf, t_start, t_len)
+        return cls(heads.view(SAVE_HEAD), s_out.tobytes(), entry, t_out.tobytes(), offsets)
 
     def part(self, a: int, b: int) -> tuple[bytes, bytes, bytes, bytes]:
         """The heads, states, entries and filter states of devices ``a .. b - 1``."""
@@ -261,7 +217,8 @@ class SaveBlobs:
 def compile_kernels() -> None:
     """Compile, or load from the kernel cache, the codec's loops for the buffers a store passes them: one
     device's state encoded, stored, parsed (a read-only buffer, as a Redis reply is), decoded, compared and
-    gathered (a server's warm-up, before it says it is ready)."""
+    gathered, and a save's blobs built from it and a filter state (a server's warm-up, before it says it is
+    ready)."""
     state = PresenceState(1, 0)
     state.d_last[:] = 0.0
     new = encode(state)
@@ -271,6 +228,9 @@ def compile_kernels() -> None:
     changed(new, old)  # the same bytes: compared in full
     gather(new.buf, new.start, new.length)
     gather(old.buf, old.start, old.length)
+    one = np.ones(1, bool)
+    tracks = track_encode(track_decode(np.zeros(1, np.int64), b""), 1)
+    SaveBlobs.build(old.version, np.zeros(1), np.zeros(1, np.uint8), one, new, [b""], tracks)
 
 
 def read_save_blobs(heads: bytes, states: bytes, entries: bytes,

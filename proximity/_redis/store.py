@@ -195,9 +195,13 @@ class RedisStateStore(DeviceInfo):
         """Make sure ``places`` knows every id found in loaded state (another process may have made it)."""
         if not len(ids):
             return
-        top = int(ids.max())
-        if top < len(places) and all(places.keys[i] is not None for i in np.unique(ids).tolist()):
-            return
+        lo, top = int(ids.min()), int(ids.max())
+        if lo >= 0 and top < len(places):
+            # every id up to the largest known (ids are handed out in sequence), else every distinct one
+            keys = places.keys
+            if None not in keys[: top + 1] or None not in map(keys.__getitem__,
+                                                              np.flatnonzero(np.bincount(ids)).tolist()):
+                return
         table = self._call(lambda: self.r.hgetall(f"{self.prefix}:{{places}}"))
         new = [(k.decode(), int(v)) for k, v in table.items() if k.decode() not in places.ids]
         if new:

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
+from proximity._redis import _kernels_codec as KC
 from proximity._redis import codec
 from proximity._redis.scripts import DROP, SET_DUE, TOUCH
 from proximity.batch import PingBatch
 from proximity.engine import Engine, EngineConfig
 from proximity.errors import StateError
-from proximity.presence import visit_snapshot
+from proximity.presence import PresenceState, visit_snapshot
 from proximity.store import MemoryStore
 
 LON0, LAT0 = 2.35, 48.85
@@ -136,4 +137,130 @@ def test_save_blobs_round_trip(devices: list[tuple[int, float, int, bytes, bytes
     a = cuts.draw(st.integers(0, n))
     b = cuts.draw(st.integers(a, n))
     assert codec.read_save_blobs(*blobs.part(a, b)) == want[a:b]
+    # the same blobs with the offsets taken from the heads
+    again = codec.SaveBlobs(blobs.heads, blobs.states, blobs.entries, blobs.tracks)
+    assert [list(x) for x in again.offsets] == [list(x) for x in blobs.offsets]
+    assert again.part(a, b) == blobs.part(a, b)
     assert len(blobs.heads.tobytes()) == n * codec.SAVE_HEAD.itemsize == n * 29  # the script's HEAD
+
+
+# -- the loops against a per-device reference in numpy (structured arrays, one device at a time) -------------
+
+FIELDS = codec.RECORD.names or ()
+
+
+def reference_decode(stored: codec.Stored, spare: int) -> tuple[PresenceState, list[int]]:
+    """A fresh table with ``spare`` free records, each device's visits taken off the front of its free
+    list in stored order (so records 0, 1, ... in device order), as a store's state is after a load."""
+    bodies = [stored.body(i) for i in range(len(stored))]
+    n_rec = sum(max(0, len(b) - codec.HEADER.itemsize) // codec.RECORD.itemsize for b in bodies)
+    state = PresenceState(len(stored), 0)
+    state.grow_records(n_rec + spare)
+    slot = 0
+    for d, body in enumerate(bodies):
+        if not body:
+            continue
+        head = np.frombuffer(body[: codec.HEADER.itemsize], codec.HEADER)
+        state.d_last[d] = head["last"][0]
+        state.d_fix[d] = head["fix"][0]
+        recs = np.frombuffer(body[codec.HEADER.itemsize :], codec.RECORD)
+        if len(recs):
+            state.d_head[d] = slot
+        for j in range(len(recs)):
+            for name in FIELDS:
+                getattr(state, f"r_{name}")[slot] = recs[name][j]
+            state.r_dev[slot] = d
+            state.r_next[slot] = slot + 1 if j + 1 < len(recs) else -1
+            slot += 1
+    if n_rec:
+        state.meta[0] = n_rec if n_rec < len(state.r_place) else -1
+        state.meta[1] -= n_rec
+    return state, state.r_place[:n_rec].tolist()
+
+
+def reference_encode(state: PresenceState) -> list[bytes]:
+    """Each device's body: its header, then its records in pool order (b"" when it has none and no finite
+    last evidence time)."""
+    out = []
+    for d in range(state.n_devices):
+        at = np.flatnonzero(state.r_dev == d)
+        if not len(at) and not np.isfinite(state.d_last[d]):
+            out.append(b"")
+            continue
+        head = np.zeros(1, codec.HEADER)
+        head["last"], head["n"], head["fix"] = state.d_last[d], len(at), state.d_fix[d]
+        recs = np.zeros(len(at), codec.RECORD)
+        for name in FIELDS:
+            recs[name] = getattr(state, f"r_{name}")[at]
+        out.append(head.tobytes() + recs.tobytes())
+    return out
+
+
+def assert_same_state(a: PresenceState, b: PresenceState) -> None:
+    """Every array of the two tables, bit for bit (NaNs with their payloads), dtypes and shapes included."""
+    assert vars(a).keys() == vars(b).keys()
+    for name, x in vars(a).items():
+        y = getattr(b, name)
+        assert (name, x.dtype, x.shape, x.tobytes()) == (name, y.dtype, y.shape, y.tobytes())
+
+
+def body(draw: st.DrawFn) -> bytes:
+    """Any bits in every field (NaNs, infinities, negative place ids ...), with a consistent visit count."""
+    n = draw(st.integers(0, 4))
+    head = bytearray(draw(st.binary(min_size=codec.HEADER.itemsize, max_size=codec.HEADER.itemsize)))
+    head[8:12] = n.to_bytes(4, "little")
+    size = n * codec.RECORD.itemsize
+    return bytes(head) + draw(st.binary(min_size=size, max_size=size))
+
+
+@st.composite
+def stored_states(draw: st.DrawFn) -> codec.Stored:
+    values = [b"%d|%b" % (draw(st.integers(1, 10**12)), body(draw)) if draw(st.booleans()) else b""
+              for _ in range(draw(st.integers(0, 9)))]
+    return codec.Stored.parse(np.array([len(v) for v in values], np.int64), b"".join(values))
+
+
+@settings(max_examples=150, deadline=None)
+@given(stored=stored_states(), spare=st.integers(0, 70))
+def test_decode_is_the_per_device_reference(stored: codec.Stored, spare: int) -> None:
+    """... with the whole table compared (free list, heads, chains, counters, unused rows), and encoding
+    the decoded table gives the stored bytes back."""
+    state, place_ids = codec.decode(stored, spare)
+    want, want_ids = reference_decode(stored, spare)
+    assert_same_state(state, want)
+    assert place_ids.dtype == np.int32 and place_ids.tolist() == want_ids
+    again = codec.encode(state)
+    assert [again.body(i) for i in range(len(again))] == [stored.body(i) for i in range(len(stored))]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(0, 9), pool=st.integers(0, 40))
+def test_encode_is_the_per_device_reference(data: st.DataObject, n: int, pool: int) -> None:
+    """A table as the transition kernel leaves it: records of any device anywhere in the pool (free ones
+    between them), any bits in every field; its buffer holds the bodies one after the other."""
+    state = PresenceState(n, pool)
+    state.d_dev[:] = np.frombuffer(data.draw(st.binary(min_size=state.d_dev.nbytes, max_size=state.d_dev.nbytes)),
+                                   np.float64).reshape(state.d_dev.shape)
+    size = len(state.r_dev)
+    state.r_dev[:] = data.draw(st.lists(st.integers(-1, n - 1), min_size=size, max_size=size))
+    recs = np.frombuffer(data.draw(st.binary(min_size=size * codec.RECORD.itemsize,
+                                             max_size=size * codec.RECORD.itemsize)), codec.RECORD)
+    for name in FIELDS:
+        getattr(state, f"r_{name}")[:] = recs[name]
+    got = codec.encode(state)
+    want = reference_encode(state)
+    assert [got.body(i) for i in range(n)] == want
+    assert got.buf.tobytes() == b"".join(want) and got.start.tolist() == np.cumsum([0, *map(len, want)])[:-1].tolist()
+    assert got.version.tolist() == [0] * n
+
+
+def test_encode_refuses_a_record_of_a_device_it_does_not_have() -> None:
+    state = PresenceState(2, 1)
+    state.r_dev[0] = 2
+    with pytest.raises(ValueError, match="device"):
+        codec.encode(state)
+
+
+def test_the_loops_share_the_layout_of_the_dtypes() -> None:
+    assert (codec.HEADER.itemsize, codec.RECORD.itemsize, codec.SAVE_HEAD.itemsize) == (
+        KC.HEADER_SIZE, KC.RECORD_SIZE, KC.SAVE_HEAD_SIZE)
