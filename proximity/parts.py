@@ -42,6 +42,8 @@ def part_of(rows: np.ndarray, base: np.ndarray) -> np.ndarray:
 def split_errors(errors: Sequence[ValidationError], base: np.ndarray) -> list[list[ValidationError]]:
     """Each part's errors, renumbered to its own rows (order kept)."""
     out: list[list[ValidationError]] = [[] for _ in range(len(base))]
+    if not errors:
+        return out
     if len(base) == 1:
         out[0] = list(errors)
         return out
