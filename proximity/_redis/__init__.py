@@ -1,4 +1,4 @@
-"""The Redis state store: :mod:`.codec` (the binary state, pure numpy), :mod:`.scripts` (the Lua
+"""The Redis state store: :mod:`.codec` (the binary state: numpy and the numba loops of :mod:`._kernels_codec`), :mod:`.scripts` (the Lua
 scripts and their codes), :mod:`.cluster` (slots, routing, due sets), :mod:`.layout` (where a device's
 keys are: device groups on a cluster), :mod:`.migrate` (the per-device cluster layout of earlier versions
 to the grouped one) and :mod:`.store` (the compare-and-set loop). Build it with
