@@ -335,9 +335,12 @@ class Engine:
         return self.process_stacked_pings(batch, base, journals)
 
     def process_stacked_pings(self, batch: PingBatch, base: np.ndarray,
-                              journals: Sequence[Journal | None] | None = None) -> list[BatchResult]:
+                              journals: Sequence[Journal | None] | None = None, *,
+                              dropped: bool = True) -> list[BatchResult]:
         """:meth:`process_ping_parts` for parts already in one batch: part ``i`` is the rows ``base[i]`` to
-        ``base[i + 1] - 1`` of ``batch.row`` (e.g. several requests' JSON rows parsed in one go)."""
+        ``base[i + 1] - 1`` of ``batch.row`` (e.g. several requests' JSON rows parsed in one go).
+        ``dropped=False``: each result's ``dropped`` stays empty (its counts are in ``stats``), for a caller
+        that answers with the counts only: the rows are an object each, and a retried batch drops them all."""
         self._check_index()
         base = np.asarray(base, np.int64)
         k = len(base)
@@ -402,9 +405,8 @@ class Engine:
             events_of = [[] for _ in range(k)]
             for e in events:
                 events_of[owner[e.device_id]].append(e)
-        dropped = (_dropped(b.row, order_all[dup], tr.status, ev.row)
-                   if sum(n_late) or sum(n_dup) or sum(n_impl) else [])
-        dropped_of = _parts.split_errors(dropped, base)
+        dropped_of = _parts.split_errors(_dropped(b.row, order_all[dup], tr.status, ev.row)
+                                         if dropped and (sum(n_late) or sum(n_dup) or sum(n_impl)) else [], base)
         newest = np.full(k, -np.inf)
         np.maximum.at(newest, part_ev, ts)
         out = []

@@ -322,8 +322,9 @@ class EngineHost:
         errors_of = _parts.split_errors(errors, base)
         if not len(batch):
             return [(BatchResult(), 0, e) for e in errors_of]
+        # the answer carries the late, duplicate and implausible counts, not a row each (dropped=False)
         results = [self._visits(r) for r in self.engine.process_stacked_pings(
-            batch, base, [self._journal(j) for j in journals])]
+            batch, base, [self._journal(j) for j in journals], dropped=False)]
         if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
             refused = [e.row + int(base[i]) for i, r in enumerate(results) for e in r.rejected if e.row is not None]
             taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch

@@ -270,6 +270,20 @@ def test_out_of_order_and_replayed_pings_never_enter(profile: str) -> None:
     assert sorted(d.message.split(":")[0] for d in replay.dropped) == ["duplicate", "duplicate", "late"]
 
 
+def test_a_caller_that_answers_with_counts_can_skip_the_dropped_rows() -> None:
+    # the service answers with the counts: the same call with dropped=False has the same stats, no rows
+    import numpy as np
+
+    rows = pings([(100.0, 200.0, 0.0, 5.0, 1.4)] * 3 + [inside(20.0 * k) for k in range(4)])
+    got = []
+    for keep in (True, False):
+        eng = engine(LONE)
+        eng.process_pings(pings([(100.0, 200.0, 0.0, 5.0, 1.4)]))
+        got.append(eng.process_stacked_pings(rows, np.zeros(1, np.int64), dropped=keep)[0])
+    assert got[0].stats == got[1].stats and got[0].stats["late"] + got[0].stats["duplicates"] == 7
+    assert len(got[0].dropped) == 7 and got[1].dropped == []
+
+
 def test_profiles_set_what_is_left_unset() -> None:
     c = EngineConfig(profile="crossing", gps_exit_pings=3)
     assert (c.gps_exit_pings, c.enter_probability, c.gps_debounce_s) == (3, 0.0, 60.0)
