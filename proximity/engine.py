@@ -405,8 +405,9 @@ class Engine:
             events_of = [[] for _ in range(k)]
             for e in events:
                 events_of[owner[e.device_id]].append(e)
-        dropped_of = _parts.split_errors(_dropped(b.row, order_all[dup], tr.status, ev.row)
-                                         if dropped and (sum(n_late) or sum(n_dup) or sum(n_impl)) else [], base)
+        any_dropped = dropped and sum(n_late) + sum(n_dup) + sum(n_impl) > 0
+        dropped_of = _parts.split_errors(_dropped(b.row, order_all[dup], tr.status, ev.row) if any_dropped else [],
+                                         base)
         newest = np.full(k, -np.inf)
         np.maximum.at(newest, part_ev, ts)
         out = []
