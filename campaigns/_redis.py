@@ -123,14 +123,13 @@ def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
 
 def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
     """The replies of ``(script, keys, args)`` calls (``Script`` objects of ``client.register_script``), run in
-    order. On a single Redis they go in one round trip (``EVALSHA`` pipelined by :func:`run_commands`, each
-    script still atomic); the calls of a script the server does not hold (restarted, flushed) are run again
-    once it is loaded, in their order. On a cluster (keys in several slots) each call is its own round trip.
-    Redis errors are raised (the first one)."""
+    order. They go in one round trip (``EVALSHA`` pipelined by :func:`run_commands`, each script still atomic;
+    on a cluster, where each call's keys share a slot, one pipeline per node, a node's calls in their order:
+    calls in different slots share no key); the calls of a script the server does not hold (restarted,
+    flushed, a node new since) are run again once it is loaded, in their order. Redis errors are raised (the
+    first one)."""
     if not calls:
         return []
-    if is_cluster(client):
-        return [script(keys=keys, args=args) for script, keys, args in calls]
     out = run_commands(client, [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls])
     for i, reply in enumerate(out):
         if isinstance(reply, redis.exceptions.NoScriptError):

@@ -98,6 +98,27 @@ def test_run_scripts_loads_a_script_the_server_does_not_hold(redis_url: str, red
         client.close()
 
 
+def test_run_scripts_on_a_cluster_pipelines_per_node_and_loads_missing_scripts(redis_cluster_url: str,
+                                                                               redis_prefix: str) -> None:
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_url)
+    try:
+        script = client.register_script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+        keys = [f"{redis_prefix}:{{{tag}}}:n" for tag in ("a", "b", "c", "d", "e", "f")]  # slots on every node
+        assert len({client.get_node_from_key(k).name for k in keys}) > 1
+        calls = [(script, [k], [i + 1]) for i, k in enumerate(keys)] + [(script, [keys[0]], [10])]
+        # a script no node holds: NOSCRIPT on each, then loaded and run again, in order per key
+        assert _redis.run_scripts(client, calls) == [1, 2, 3, 4, 5, 6, 11]
+        assert _redis.run_scripts(client, calls) == [12, 4, 6, 8, 10, 12, 22]  # loaded now
+        bad = client.register_script("return redis.error_reply('NOPE ' .. ARGV[1])")
+        with pytest.raises(redis.ResponseError, match="NOPE x"):
+            _redis.run_scripts(client, [(script, [keys[1]], [1]), (bad, [keys[2]], ["x"])])
+        assert client.get(keys[1]) == b"5"  # the call before the error ran
+    finally:
+        client.close()
+
+
 def test_run_scripts_raises_the_first_error(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
