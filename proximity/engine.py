@@ -376,7 +376,9 @@ class Engine:
         llr = self.config.model.gps_obs_llr(conf, acc[point], self._fence_radius[fence], spd[point])
         ev = Evidence(res.codes[order], ts, np.full(len(order), GPS, np.int8), obs,
                       self._fence_place[fence], level, conf, b.row[order], lon, lat, acc, spd, llr)
-        part_ev = _parts.part_of(ev.row, base)  # (ev.row is b.row[order])
+        part_all = _parts.part_of(batch.row, base)
+        part_b = part_all if len(rows) == len(batch) else part_all[rows]
+        part_ev = part_b[order]  # (ev.row is b.row[order])
         if len({id(j) for j in journals}) == 1:
             tr = self._apply(res, ev, journals[0])
             prox, dist = journals[0].details(len(ev)) if journals[0] is not None else (None, None)
@@ -387,8 +389,6 @@ class Engine:
             rows_in_order = order[applied]
             self.store.update_info(b.device_id[rows_in_order], b.attrs[rows_in_order], b.timezone[rows_in_order])
         events = to_events(tr, res.names, self.places, proximity=prox, distance=dist)
-        part_all = _parts.part_of(batch.row, base)
-        part_b = part_all if len(rows) == len(batch) else part_all[rows]
         # per part: pings in, applied / late / implausible (one count by status), duplicates, matched, unreal
         n_in, n_unreal = _parts.counts(part_all, k), _parts.counts(part_all, k, unreal)
         by_status = np.bincount(part_ev * 3 + tr.status, minlength=3 * k).reshape(k, 3).T.tolist()
