@@ -70,8 +70,10 @@ def check_disjoint(codes: np.ndarray, part: np.ndarray) -> None:
         return
     k = int(part.max()) + 1
     key = np.sort(np.asarray(codes, np.int64) * k + part)  # by device, then part (np.unique(axis=1): 5x slower)
-    dev = key[np.flatnonzero(key[1:] != key[:-1]) + 1] // k  # each (device, part) pair's device but the first's
-    if (dev[1:] == dev[:-1]).any() or (len(dev) and dev[0] == key[0] // k):
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    dev = key[first] // k  # the device of each distinct (device, part) pair, in device order
+    if (dev[1:] == dev[:-1]).any():
         raise ValueError("process_ping_parts: two parts have pings of the same device; send them in separate "
                          "calls, in order")
 
