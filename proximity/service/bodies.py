@@ -18,7 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from proxbase.timestamps import parse_ts
+from proximity.batch import PingBatch
 from proximity.errors import as_json
+from proximity.plain_json import plain_pings
+from proximity.service.codec import parse_json
 from proximity.service.errors import ApiError
 
 PING_BODY_KEYS = ("batch_id", "pings", "sent_at")
@@ -156,6 +159,19 @@ def complete_row_errors(rows: Sequence[Any], errors: Sequence[BaseException],
     return sorted([*out, *extra], key=lambda e: e.get("row", -1) if isinstance(e.get("row"), int) else -1)
 
 
+def ping_body(body: bytes, max_batch: int) -> tuple[list[Any] | PingBatch, str | None, list[str], Any]:
+    """A ``POST /v1/pings`` body read: ``(rows, batch_id, devices, doc)``. A body of plain pings (see
+    :mod:`proximity.plain_json`) comes as a :class:`~proximity.batch.PingBatch` with ``doc`` ``None`` (it was
+    not parsed as JSON); any other body is parsed (:func:`~proximity.service.codec.parse_json`) and its
+    envelope checked (:func:`ping_rows`), so a bad body gets the same 400 or 413 as before."""
+    plain = plain_pings(body, max_batch)
+    if plain is not None and not _batch_id_problems({"batch_id": plain.batch_id}, False):
+        return plain.batch, plain.batch_id, plain.devices, None
+    doc = parse_json(body)
+    rows, batch_id = ping_rows(doc, max_batch)
+    return rows, batch_id, devices_of(rows, "device_id"), doc
+
+
 def devices_of(rows: Sequence[Any], field: str) -> list[str]:
     """The distinct devices a batch's rows name in ``field``, in order of first appearance; rows that name
     none in a usable form are not charged (they are refused, or, for a scan, the gateway's own)."""
@@ -167,5 +183,5 @@ def devices_of(rows: Sequence[Any], field: str) -> list[str]:
     return [d for d in found if isinstance(d, str) and d]
 
 
-__all__ = ["PING_BODY_KEYS", "SCAN_BODY_KEYS", "complete_row_errors", "devices_of", "phones_only", "ping_rows",
-           "problem", "refuse", "scan_body"]
+__all__ = ["PING_BODY_KEYS", "SCAN_BODY_KEYS", "complete_row_errors", "devices_of", "phones_only", "ping_body",
+           "ping_rows", "problem", "refuse", "scan_body"]

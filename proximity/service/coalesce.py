@@ -49,6 +49,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from proximity.batch import PingBatch
 from proximity.engine import BatchResult
 from proximity.errors import StoreUnavailable, ValidationError
 from proximity.service.bodies import devices_of
@@ -60,7 +61,7 @@ Answer = tuple[BatchResult, int, list[ValidationError]]
 
 @dataclass
 class _Part:
-    rows: list[Any]
+    rows: list[Any] | PingBatch  # JSON rows, or a plain body's pings read already (see proximity.plain_json)
     journal: str | None
     devices: frozenset[str]
     future: asyncio.Future[Answer] = field(repr=False)
@@ -86,12 +87,18 @@ class Coalescer:
         self.calls = 0
         self.requests = 0
 
-    async def submit(self, rows: list[Any], journal: str | None, devices: Iterable[str] | None = None) -> Answer:
-        """``(result, accepted, rejected)`` of these rows, as ``host.process_pings(rows, now, journal)`` answers.
-        ``devices``: the device ids the rows name (:func:`~proximity.service.bodies.devices_of`, which the
-        request has already read to charge its rate limits; read again when not given)."""
+    async def submit(self, rows: list[Any] | PingBatch, journal: str | None,
+                     devices: Iterable[str] | None = None) -> Answer:
+        """``(result, accepted, rejected)`` of these rows (or batch), as ``host.process_pings(rows, now, journal)``
+        answers. ``devices``: the device ids the rows name (:func:`~proximity.service.bodies.devices_of`, which
+        the request has already read to charge its rate limits; read again when not given)."""
         loop = asyncio.get_running_loop()
-        named = devices_of(rows, "device_id") if devices is None else devices
+        if devices is not None:
+            named: Iterable[str] = devices
+        elif isinstance(rows, PingBatch):
+            named = rows.device_id.tolist()
+        else:
+            named = devices_of(rows, "device_id")
         part = _Part(rows, journal, frozenset(named), loop.create_future())
         self._recent = part.queued - self._last
         self._gap = self._recent if math.isinf(self._gap) else 0.8 * self._gap + 0.2 * self._recent
@@ -184,7 +191,7 @@ class Coalescer:
             _settle(p, answer)
 
 
-async def process_pings(svc: Any, rows: list[Any], journal: str | None,
+async def process_pings(svc: Any, rows: list[Any] | PingBatch, journal: str | None,
                         devices: Iterable[str] | None = None) -> Answer:
     """A request's rows (naming ``devices``) through the worker's coalescer, or straight to the engine host
     when coalescing is off (``coalesce: false``)."""

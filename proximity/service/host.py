@@ -4,6 +4,7 @@ from one dedicated thread; batches of pings and sightings go in through it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -32,6 +33,31 @@ SOURCE = "<request body>"
 INLINE_SLOW_S = 0.25
 #: ... or failed keeps the calls on the engine thread for this long (seconds)
 INLINE_CALM_S = 30.0
+
+
+def _parse_parts(parts: Sequence[list[Any] | PingBatch], base: np.ndarray) -> tuple[PingBatch, list[ValidationError]]:
+    """The parts' pings as one batch and their bad rows, rows numbered from each part's ``base``: JSON rows are
+    read together by ``PingBatch.from_json``, batches (read already, every row good) are stacked with them."""
+    lists = [p for p in parts if not isinstance(p, PingBatch)]
+    if len(lists) == len(parts):
+        return PingBatch.from_json([r for part in lists for r in part] if len(lists) > 1 else lists[0], source=SOURCE)
+    if len(parts) == 1:
+        return parts[0], []  # type: ignore[return-value]
+    at = base.tolist()
+    pieces = [dataclasses.replace(p, row=p.row + at[i]) for i, p in enumerate(parts) if isinstance(p, PingBatch)]
+    errors: list[ValidationError] = []
+    if lists:  # read as one list, then renumbered to their parts' places
+        found, errors = PingBatch.from_json([r for part in lists for r in part], source=SOURCE)
+        where = [i for i, p in enumerate(parts) if not isinstance(p, PingBatch)]
+        first = np.zeros(len(lists), np.int64)
+        np.cumsum([len(p) for p in lists[:-1]], out=first[1:])
+        shift = base[where] - first
+        pieces.append(dataclasses.replace(found, row=found.row + shift[np.searchsorted(first, found.row, "right") - 1]))
+        for e in errors:
+            if e.row is not None:
+                e.row += int(shift[np.searchsorted(first, e.row, "right") - 1])
+    batch = PingBatch.concat(pieces)
+    return batch.take(np.argsort(batch.row, kind="stable")), errors  # in request order, as from_json gives
 
 
 class EngineHost:
@@ -264,9 +290,11 @@ class EngineHost:
         """
         import shapely
 
+        from proximity.plain_json import compile_kernels
         from proximity.store import MemoryStore
 
         start = time.perf_counter()
+        compile_kernels()  # the reader of plain ping bodies (the service's ingest reads them before this engine)
         t0 = time.time() - 600.0
         lon, lat = 0.0, 0.0
         if self.fences:
@@ -299,26 +327,23 @@ class EngineHost:
     def _journal(self, key: str | None) -> Journal | None:
         return None if key is None else Journal(key, ttl_s=self.config.idempotency_ttl_s)
 
-    def process_pings(self, rows: list[Any], now: float,
+    def process_pings(self, rows: list[Any] | PingBatch, now: float,
                       journal: str | None = None) -> tuple[BatchResult, int, list[ValidationError]]:
-        """JSON rows -> the engine: ``(result, accepted, rejected)``, each rejected row named by its request row
-        (the bad rows found by ``PingBatch.from_json``, then those the engine refused)."""
+        """JSON rows (or a request's pings already read as a batch, see :mod:`proximity.plain_json`) -> the
+        engine: ``(result, accepted, rejected)``, each rejected row named by its request row (the bad rows
+        found by ``PingBatch.from_json``, then those the engine refused)."""
         return self.process_ping_parts([rows], now, [journal])[0]
 
-    def process_ping_parts(self, parts: Sequence[list[Any]], now: float, journals: Sequence[str | None]
+    def process_ping_parts(self, parts: Sequence[list[Any] | PingBatch], now: float, journals: Sequence[str | None]
                            ) -> list[tuple[BatchResult, int, list[ValidationError]]]:
-        """Several requests' JSON rows in one engine call (:meth:`Engine.process_stacked_pings`; the parts share no
-        device), each answered as :meth:`process_pings` answers it alone. The rows are parsed in one go too:
-        ``PingBatch.from_json`` has a fixed cost that a one-ping request would otherwise pay alone."""
+        """Several requests' JSON rows (or batches) in one engine call (:meth:`Engine.process_stacked_pings`; the
+        parts share no device), each answered as :meth:`process_pings` answers it alone. The rows are parsed in
+        one go too: ``PingBatch.from_json`` has a fixed cost that a one-ping request would otherwise pay alone."""
         import proximity.parts as _parts
 
-        if len(parts) == 1:
-            rows, base = parts[0], np.zeros(1, np.int64)
-        else:
-            rows = [r for part in parts for r in part]
-            base = np.zeros(len(parts), np.int64)
-            np.cumsum([len(p) for p in parts[:-1]], out=base[1:])
-        batch, errors = PingBatch.from_json(rows, source=SOURCE)
+        base = np.zeros(len(parts), np.int64)
+        np.cumsum([len(p) for p in parts[:-1]], out=base[1:])
+        batch, errors = _parse_parts(parts, base)
         errors_of = _parts.split_errors(errors, base)
         if not len(batch):
             return [(BatchResult(), 0, e) for e in errors_of]

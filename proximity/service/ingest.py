@@ -1,6 +1,7 @@
 """Ingest routes: ``POST /v1/pings`` (the SDK) and ``POST /v1/scans`` (store gateways).
 
-Parse once (body -> JSON -> rows), call the engine once (on its thread), render
+Parse once (body -> JSON -> rows; a body of plain pings straight to columns, see
+:mod:`proximity.plain_json`), call the engine once (on its thread), render
 once (:mod:`proximity.service.render`): the response and the live feed share it.
 A partly bad batch is processed for its good rows and the response lists each
 bad row (``rejected``: ``row``, ``field``, ``error``); a batch with no good row
@@ -21,12 +22,12 @@ from aiohttp import web
 
 import proximity.service.coalesce as coalesce
 from beacons.scans import entry_problems
-from proximity.batch import ping_row_problems
+from proximity.batch import PingBatch, ping_row_problems
 from proximity.service.bodies import (
     complete_row_errors,
     devices_of,
     phones_only,
-    ping_rows,
+    ping_body,
     scan_body,
 )
 from proximity.service.codec import json_response, parse_json, read_body
@@ -68,9 +69,7 @@ def batch_response(batch_id: str | None, accepted: int, rejected: Sequence[Mappi
 async def post_pings(request: web.Request) -> web.Response:
     svc = service_of(request)
     body = await read_body(request, svc.config.max_body_bytes)
-    doc = parse_json(body)
-    rows, batch_id = ping_rows(doc, svc.config.max_batch)
-    devices = devices_of(rows, "device_id")
+    rows, batch_id, devices, doc = ping_body(body, svc.config.max_batch)
     await charge_devices(request, devices)
 
     async def work(journal: str | None) -> web.Response:
@@ -80,13 +79,21 @@ async def post_pings(request: web.Request) -> web.Response:
         svc.metrics.pings.labels("accepted").inc(accepted)
         svc.metrics.pings.labels("rejected").inc(len(errors))
         rendered = render(result)
-        rejected = complete_row_errors(rows, errors, ping_row_problems)
+        # a plain body was not parsed as JSON: its rows are, when one was refused (its other problems are named)
+        rejected = complete_row_errors(rows if not isinstance(rows, PingBatch) else _json_rows(body) if errors else [],
+                                       errors, ping_row_problems)
         response = batch_response(batch_id, accepted, rejected, rendered)
         await svc.publish(rendered)
         return response
 
     return await idempotent(svc.idempotency, svc.metrics, f"pings\0{key_of(request).name}", batch_id, work,
-                            fingerprint(doc) if batch_id is not None else "")
+                            fingerprint(doc if doc is not None else parse_json(body)) if batch_id is not None else "")
+
+
+def _json_rows(body: bytes) -> list[Any]:
+    """The rows of a pings body that was read as plain (:func:`~proximity.service.bodies.ping_body`), as JSON."""
+    doc = parse_json(body)
+    return doc["pings"] if isinstance(doc, dict) else doc
 
 
 @requires("gateway", "sdk")
