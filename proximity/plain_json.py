@@ -31,10 +31,11 @@ class PlainPings:
     devices: list[str]
 
 
-def plain_pings(body: bytes, max_rows: int, source: str = "<request body>") -> PlainPings | None:
-    """``body`` read as plain pings, or ``None`` when it is not plain (see the module docstring)."""
+def plain_pings(body: bytes, max_rows: int, source: str = "<request body>", min_rows: int = 1) -> PlainPings | None:
+    """``body`` read as plain pings, or ``None`` when it is not plain (see the module docstring) or holds fewer
+    than ``min_rows`` objects (at most that many pings)."""
     bound = body.count(b"{")  # every ping is an object: at most this many rows
-    if not bound or len(body) > 1 << 31:
+    if bound < max(min_rows, 1) or len(body) > 1 << 31:
         return None
     buf = np.frombuffer(body, np.uint8)
     nums = np.empty(4 * bound, np.float64)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from proximity.batch import PingBatch
 from proximity.plain_json import plain_pings
-from proximity.service.bodies import devices_of, ping_body, ping_rows
+from proximity.service.bodies import PLAIN_MIN_ROWS, devices_of, ping_body, ping_rows
 from proximity.service.codec import parse_json
 from proximity.service.errors import ApiError
 
@@ -111,13 +111,13 @@ def body_text(draw, wild: bool) -> bytes:
     if shape == "bare":
         text = listed
     elif shape == "batch_id":
-        text = '{"batch_id":%s,"pings":%s}' % (json.dumps(draw(any_ids if wild else ids)), listed)
+        text = '{"batch_id":' + json.dumps(draw(any_ids if wild else ids)) + ',"pings":' + listed + "}"
     elif shape == "null_id":
-        text = '{"pings":%s, "batch_id": null}' % listed
+        text = '{"pings":' + listed + ', "batch_id": null}'
     elif shape == "sent_at":
-        text = '{"pings":%s,"sent_at":1700000000}' % listed
+        text = '{"pings":' + listed + ',"sent_at":1700000000}'
     else:
-        text = '{"pings":%s}' % listed
+        text = '{"pings":' + listed + "}"
     text = draw(space) + text + draw(space)
     if wild and draw(st.booleans()):  # cut or garble it somewhere
         at = draw(st.integers(0, len(text)))
@@ -140,7 +140,7 @@ def test_any_body_is_read_the_same_or_declined(body: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(number_text)
 def test_numbers_are_the_correctly_rounded_doubles(text: str) -> None:
-    body = ('{"pings":[{"device_id":"a","lon":0,"lat":0,"accuracy_m":1,"ts":%s}]}' % text).encode()
+    body = ('{"pings":[{"device_id":"a","lon":0,"lat":0,"accuracy_m":1,"ts":' + text + "}]}").encode()
     got = plain_pings(body, 1)
     want = json.loads(text)  # exact integers and correctly rounded floats
     ok = isinstance(want, int | float) and 0 <= float(want) <= 1e11
@@ -152,9 +152,9 @@ def test_numbers_are_the_correctly_rounded_doubles(text: str) -> None:
 
 def test_the_common_bodies_are_taken() -> None:
     row = '{"device_id":"d14680","lon":2.325098,"lat":48.864548,"accuracy_m":8,"ts":1796432905.600001}'
-    assert check(('{"pings":[%s]}' % ",".join([row] * 20)).encode())
-    assert check(('[%s]' % row).encode())
-    assert check(('{"batch_id":"b-1","pings":[%s]}' % row).encode())
+    assert check(('{"pings":[' + ",".join([row] * 20) + "]}").encode())
+    assert check(("[" + row + "]").encode())
+    assert check(('{"batch_id":"b-1","pings":[' + row + "]}").encode())
     sdk = json.dumps({"batch_id": "x", "pings": [{"device_id": "phone-1", "lon": 2.3250981234567891,
                                                    "lat": 48.86454812345678, "accuracy_m": 12.5, "ts": 1.7e9}]})
     assert check(sdk.encode())  # 17-digit coordinates: converted by float, the same doubles
@@ -182,8 +182,19 @@ def test_a_bad_batch_id_of_a_plain_body_gets_the_general_400() -> None:
     with pytest.raises(ApiError) as exc:
         ping_body(body, MAX_ROWS)
     assert exc.value.status == 400 and "batch_id" in str(exc.value.body)
-    rows, batch_id, devices, doc = ping_body(body.replace(b'""', b'"b1"'), MAX_ROWS)
-    assert isinstance(rows, PingBatch) and batch_id == "b1" and devices == ["a"] and doc is None
+    many = body.replace(b'""', b'"b1"').replace(b"}]", b"}" + b',{"device_id":"b","lon":1,"lat":2,"accuracy_m":3,"ts":4}' * PLAIN_MIN_ROWS + b"]")
+    rows, batch_id, devices, doc = ping_body(many, 2 * PLAIN_MIN_ROWS)
+    assert isinstance(rows, PingBatch) and batch_id == "b1" and devices == ["a", "b"] and doc is None
+
+
+def test_small_bodies_go_the_general_way() -> None:
+    """(the coalescer reads many small requests' rows in one call, cheaper than a batch each)"""
+    row = b'{"device_id":"a","lon":1,"lat":2,"accuracy_m":3,"ts":4}'
+    small = b'{"pings":[' + b",".join([row] * (PLAIN_MIN_ROWS - 2)) + b"]}"  # with the envelope's, one "{" short
+    rows, _, devices, doc = ping_body(small, 1000)
+    assert isinstance(rows, list) and doc is not None and devices == ["a"]
+    rows, _, devices, doc = ping_body(small.replace(b"]}", b"," + row + b"]}"), 1000)
+    assert isinstance(rows, PingBatch) and doc is None and devices == ["a"]
 
 
 def test_too_many_rows_are_left_to_the_general_path() -> None:
