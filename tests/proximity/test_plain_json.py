@@ -202,3 +202,28 @@ def test_too_many_rows_are_left_to_the_general_path() -> None:
     body = b'{"pings":[' + b",".join([row] * 3) + b"]}"
     assert plain_pings(body, 3) is not None
     assert plain_pings(body, 2) is None  # the general path answers 413
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 4), st.booleans()), min_size=1, max_size=5))
+def test_parts_read_already_stack_with_json_rows_in_request_order(shape) -> None:
+    """A coalesced call's parts, some read as plain batches and some JSON rows (with a bad row or not), make
+    the batch and the errors that reading every part's rows as JSON makes."""
+    from proximity.service.host import _parse_parts
+
+    parts, as_rows, k = [], [], 0
+    for plain, n, bad in shape:
+        rows = [{"device_id": f"d{k + i}", "lon": 1.0 + i, "lat": 2.0, "accuracy_m": 5, "ts": 1.7e9 + k + i}
+                for i in range(n)]
+        k += n
+        if bad and not plain:
+            rows[0] = {**rows[0], "lat": 123.0}
+        as_rows.append(rows)
+        parts.append(PingBatch.from_json(rows)[0] if plain else rows)
+    base = np.cumsum([0] + [len(p) for p in as_rows[:-1]]).astype(np.int64)
+    got, errors = _parse_parts(parts, base)
+    want, want_errors = PingBatch.from_json([r for rows in as_rows for r in rows])
+    for name in COLUMNS:
+        assert same_bits(getattr(got, name), getattr(want, name)), name
+    assert got.device_id.tolist() == want.device_id.tolist()
+    assert [(e.row, e.field) for e in errors] == [(e.row, e.field) for e in want_errors]
