@@ -76,6 +76,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
     async def run() -> dict[str, Any]:
         latencies: list[float] = []
         errors = 0
+        failed: dict[str, int] = {}  # "<status> <the start of its body>" -> how many (warm-up included)
         sent = 0
         second: float = start_second
         mark = b""
@@ -86,9 +87,11 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
                 nonlocal errors
                 t = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as r:
-                    await r.read()
+                    answer = await r.read()
                     if r.status != 200:
                         errors += 1
+                        what = f"{r.status} {answer[:120].decode(errors='replace')}"
+                        failed[what] = failed.get(what, 0) + 1
                 latencies.append(time.perf_counter() - t)
 
             def body_for(k: int) -> bytes:
@@ -137,7 +140,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
             redis1 = redis_cpu_seconds(redis_url)
         cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
         redis_cpu = None if redis0 is None or redis1 is None else redis1 - redis0
-        return {"requests": len(latencies), "elapsed": elapsed, "errors": errors, "latencies": latencies,
+        return {"requests": len(latencies), "elapsed": elapsed, "errors": errors, "failed": failed, "latencies": latencies,
                 "second": second, "server_cpu_s": cpu, "redis_cpu_s": redis_cpu, "drain_cpu_s": drain}
 
     out.put(asyncio.run(run()))
@@ -172,8 +175,9 @@ def _measure(url: str, bodies: list[bytes], seconds: float, rate: float | None, 
 
 
 def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> dict[str, Any]:
-    """The same batches straight into the service's engine host (parse_json + engine, no HTTP)."""
-    from proximity.service.codec import parse_json
+    """The same batches straight into the service's engine host (the body read as the service reads it, then the
+    engine; no HTTP)."""
+    from proximity.service.bodies import ping_body
     from proximity.service.config import load_config
     from proximity.service.host import EngineHost
     from proximity.service.metrics import ServiceMetrics
@@ -196,7 +200,7 @@ def _in_process(paths: dict[str, Path], bodies: list[bytes], seconds: float) -> 
         nonlocal second, mark
         if k % len(bodies) == 0:
             second, mark = stamp(second)
-        host.process_pings(parse_json(bodies[k % len(bodies)].replace(MARK, mark))["pings"], time.time())
+        host.process_pings(ping_body(bodies[k % len(bodies)].replace(MARK, mark), BATCH)[0], time.time())
 
     for k in range(len(bodies)):  # warm up: every device has state
         run(k)
@@ -274,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{lat['pings_s']:10,.0f} {lat['p50_ms']:7.2f} {lat['p99_ms']:7.2f} {thr['errors'] + lat['errors']:6d}")
     print(f"{'same batches, engine host in-process':34} {1:7d} {ref['pings_s']:10,.0f} {ref['pings_s']:10,.0f} "
           f"{ref['pings_s'] / peer:8.2f} {ref['cpu_ms_per_batch']:7.2f} {BATCH / ref['cpu_ms_per_batch'] * 1000:11,.0f}"
-          "   (parse_json + engine, no HTTP)")
+          "   (the body read + engine, no HTTP)")
+    for label, _workers, thr, lat in rows:  # what the errors were
+        failed = {w: thr["failed"].get(w, 0) + lat["failed"].get(w, 0) for w in {*thr["failed"], *lat["failed"]}}
+        for what, n in sorted(failed.items()):
+            print(f"  errors of {label}: {n} x {what}")
     print("CPU ms: the server's own CPU time per batch of 500 during the throughput phase (all its processes), from\n"
           "a quiet server (what the warm-up queued, such as its offers' deliveries, done) until it is quiet again;\n"
           "pings/CPU-s: what one fully used core of the server ingests. On a shared machine these move much less\n"
