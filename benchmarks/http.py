@@ -72,6 +72,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
     import aiohttp
 
     from benchmarks._common import redis_cpu_seconds
+    from benchmarks._rawclient import quiet_collector
 
     async def run() -> dict[str, Any]:
         latencies: list[float] = []
@@ -108,6 +109,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
                 await asyncio.gather(*(one(body_for(k + j)) for j in range(inflight)))
             sent = n_warm + inflight
             latencies.clear()
+            quiet_collector()  # no collector pauses in the measured phase (they delay every answer in flight)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, settle, server_pids)  # what the warm-up left queued is not counted
             cpu0 = _cpu_seconds(server_pids)

@@ -47,8 +47,10 @@ def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool,
 
 def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None, clients: int, second: float,
                ready: Any, go: Any, out: Any) -> None:
-    """One load-generator process: warm up, wait for ``go``, then closed loop (``rate`` None) or open loop."""
-    import aiohttp
+    """One load-generator process: warm up, wait for ``go``, then closed loop (``rate`` None) or open loop.
+    Requests go through :class:`~benchmarks._rawclient.RawClient` (aiohttp's client took most of a core at
+    these rates, from the 2 the server shares with the generators)."""
+    from benchmarks._rawclient import RawClient, RawClientError, quiet_collector
 
     async def run() -> dict[str, Any]:
         nonlocal second
@@ -66,20 +68,24 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
             sent += 1
             return bodies[sent % len(bodies)].replace(H.MARK, mark)
 
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients * 2)) as session:
+        client_ = RawClient(url, headers, connections=clients * 2)
+        try:
             async def one() -> None:
                 nonlocal errors
                 t = time.perf_counter()
-                async with session.post(url, data=body(), headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors += 1
+                try:
+                    status, _answer = await client_.post(body())
+                except (RawClientError, OSError):
+                    status = 0
+                if status != 200:
+                    errors += 1
                 latencies.append(time.perf_counter() - t)
 
             for _ in range(0, len(bodies), clients):  # warm up: one pass, every device has state (steady state)
                 await asyncio.gather(*(one() for _ in range(clients)))
             latencies.clear()
             errors = 0
+            quiet_collector()
             ready.set()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
             c0, t0 = time.process_time(), time.perf_counter()
@@ -98,6 +104,8 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                 await asyncio.gather(*tasks)
             return {"latencies": latencies, "errors": errors, "elapsed": time.perf_counter() - t0,
                     "cpu": time.process_time() - c0, "second": second}
+        finally:
+            await client_.close()
 
     out.put(asyncio.run(run()))
 
