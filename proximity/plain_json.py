@@ -34,9 +34,10 @@ class PlainPings:
 def plain_pings(body: bytes, max_rows: int, source: str = "<request body>", min_rows: int = 1) -> PlainPings | None:
     """``body`` read as plain pings, or ``None`` when it is not plain (see the module docstring) or holds fewer
     than ``min_rows`` objects (at most that many pings)."""
-    bound = body.count(b"{")  # every ping is an object: at most this many rows
-    if bound < max(min_rows, 1) or len(body) > 1 << 31:
+    objects = body.count(b"{")  # every ping is an object: at most this many rows
+    if objects < max(min_rows, 1) or len(body) > 1 << 31:
         return None
+    bound = min(objects, max_rows)  # the loop refuses more rows: a body of braces costs no more than a full batch
     buf = np.frombuffer(body, np.uint8)
     nums = np.empty(4 * bound, np.float64)
     slow = np.empty((4 * bound, 3), np.int64)

@@ -227,3 +227,17 @@ def test_parts_read_already_stack_with_json_rows_in_request_order(shape) -> None
         assert same_bits(getattr(got, name), getattr(want, name)), name
     assert got.device_id.tolist() == want.device_id.tolist()
     assert [(e.row, e.field) for e in errors] == [(e.row, e.field) for e in want_errors]
+
+
+def test_a_body_of_braces_costs_no_more_than_a_full_batch() -> None:
+    """(the arrays are sized by the row limit, not by the body's braces: 4 MB of "{" must not mean ~0.5 GB)"""
+    import tracemalloc
+
+    body = b'{"pings":[' + b"{" * 4_000_000 + b"]}"
+    tracemalloc.start()
+    try:
+        assert plain_pings(body, 500) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(body)  # the body's bytes once or twice (ids), a few small arrays
