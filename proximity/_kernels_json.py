@@ -162,6 +162,37 @@ def _number(buf, i, out, at, slow, n_slow):  # pragma: no cover - compiled
 
 
 @njit(no_cpython_wrapper=True, _nrt=False)
+def _member(buf, i, names, lengths, lo, hi, seen):  # pragma: no cover - compiled
+    """The object member whose name starts at ``buf[i]`` (a quote): ``(its code, the index of its value)``,
+    the code -1 when the name is not one of codes ``lo..hi-1`` or is in ``seen`` (a bit per code) already."""
+    n = len(buf)
+    if i >= n or buf[i] != _QUOTE:
+        return -1, i
+    end = _string_end(buf, i)
+    if end < 0:
+        return -1, i
+    code = _name_code(buf, i + 1, end, names, lengths)
+    if code < lo or code >= hi or seen & (1 << code):
+        return -1, i
+    i = _skip(buf, end + 1)
+    if i >= n or buf[i] != _COLON:
+        return -1, i
+    return code, _skip(buf, i + 1)
+
+
+@njit(no_cpython_wrapper=True, _nrt=False)
+def _after(buf, i, close):  # pragma: no cover - compiled
+    """After a value at ``buf[i]``: ``(index of the next value, False)`` past a comma, ``(index after it, True)``
+    past the ``close`` byte that ends its object or list, ``(-1, False)`` for anything else."""
+    i = _skip(buf, i)
+    if i < len(buf) and buf[i] == _COMMA:
+        return _skip(buf, i + 1), False
+    if i < len(buf) and buf[i] == close:
+        return i + 1, True
+    return -1, False
+
+
+@njit(no_cpython_wrapper=True, _nrt=False)
 def _rows(buf, i, names, lengths, max_rows, max_id, nums, slow, ids, id_end):  # pragma: no cover - compiled
     """Read the list of pings that ``buf[i]`` opens (see :func:`scan_pings`); returns ``(index after it,
     rows, slow numbers)``, the index -1 when it is not plain."""
@@ -178,19 +209,10 @@ def _rows(buf, i, names, lengths, max_rows, max_id, nums, slow, ids, id_end):  #
         seen = 0
         i = _skip(buf, i + 1)
         while True:
-            if i >= n or buf[i] != _QUOTE:
-                return -1, 0, 0
-            end = _string_end(buf, i)
-            if end < 0:
-                return -1, 0, 0
-            code = _name_code(buf, i + 1, end, names, lengths)
-            if code < 0 or code >= PINGS or seen & (1 << code):
+            code, i = _member(buf, i, names, lengths, 0, PINGS, seen)
+            if code < 0:
                 return -1, 0, 0
             seen |= 1 << code
-            i = _skip(buf, end + 1)
-            if i >= n or buf[i] != _COLON:
-                return -1, 0, 0
-            i = _skip(buf, i + 1)
             if code == 0:
                 if i >= n or buf[i] != _QUOTE:
                     return -1, 0, 0
@@ -214,26 +236,19 @@ def _rows(buf, i, names, lengths, max_rows, max_id, nums, slow, ids, id_end):  #
                 i, n_slow = _number(buf, i, nums, rows * 4 + code - 1, slow, n_slow)
                 if i < 0:
                     return -1, 0, 0
-            i = _skip(buf, i)
-            if i < n and buf[i] == _COMMA:
-                i = _skip(buf, i + 1)
-            elif i < n and buf[i] == _RBRACE:
-                i += 1
-                break
-            else:
+            i, closed = _after(buf, i, _RBRACE)
+            if i < 0:
                 return -1, 0, 0
+            if closed:
+                break
         if seen != ALL_MEMBERS:
             return -1, 0, 0
         rows += 1
-        i = _skip(buf, i)
-        if i < n and buf[i] == _COMMA:
-            i = _skip(buf, i + 1)
-        elif i < n and buf[i] == _RBRACKET:
-            i += 1
-            break
-        else:
+        i, closed = _after(buf, i, _RBRACKET)
+        if i < 0:
             return -1, 0, 0
-    return i, rows, n_slow
+        if closed:
+            return i, rows, n_slow
 
 
 @njit(_nrt=False)
@@ -244,8 +259,8 @@ def scan_pings(buf, names, lengths, max_rows, max_id, nums, slow, ids, id_end, b
     id's span in ``buf`` (-1, -1: none or null). Returns ``(rows, slow numbers)``, rows -1 (``NOT_PLAIN``)
     for a body that is not plain or has more than ``max_rows`` pings or a device id longer than ``max_id``.
 
-    The arrays must hold the worst case: ``id_end`` a row per ``{`` of the body, ``nums`` and ``slow`` four
-    per row, ``ids`` the body's length."""
+    The arrays must hold the worst case: ``id_end`` a row per ping it may read (``max_rows``, or fewer when
+    the body has fewer ``{``), ``nums`` and ``slow`` four per row, ``ids`` the body's length."""
     n = len(buf)
     batch_id[0] = -1
     batch_id[1] = -1
@@ -261,21 +276,10 @@ def scan_pings(buf, names, lengths, max_rows, max_id, nums, slow, ids, id_end, b
         seen = 0
         i = _skip(buf, i + 1)
         while True:
-            if i >= n or buf[i] != _QUOTE:
-                return NOT_PLAIN, 0
-            end = _string_end(buf, i)
-            if end < 0:
-                return NOT_PLAIN, 0
-            code = _name_code(buf, i + 1, end, names, lengths)
-            if code < PINGS or seen & (1 << code):
+            code, i = _member(buf, i, names, lengths, PINGS, BATCH_ID + 1, seen)
+            if code < 0 or i >= n:
                 return NOT_PLAIN, 0
             seen |= 1 << code
-            i = _skip(buf, end + 1)
-            if i >= n or buf[i] != _COLON:
-                return NOT_PLAIN, 0
-            i = _skip(buf, i + 1)
-            if i >= n:
-                return NOT_PLAIN, 0
             if code == PINGS:
                 if buf[i] != _LBRACKET:
                     return NOT_PLAIN, 0
@@ -293,14 +297,11 @@ def scan_pings(buf, names, lengths, max_rows, max_id, nums, slow, ids, id_end, b
                 i += 4
             else:
                 return NOT_PLAIN, 0
-            i = _skip(buf, i)
-            if i < n and buf[i] == _COMMA:
-                i = _skip(buf, i + 1)
-            elif i < n and buf[i] == _RBRACE:
-                i += 1
-                break
-            else:
+            i, closed = _after(buf, i, _RBRACE)
+            if i < 0:
                 return NOT_PLAIN, 0
+            if closed:
+                break
         if rows < 0:
             return NOT_PLAIN, 0
     else:
