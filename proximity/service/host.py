@@ -38,19 +38,20 @@ INLINE_CALM_S = 30.0
 def _parse_parts(parts: Sequence[list[Any] | PingBatch], base: np.ndarray) -> tuple[PingBatch, list[ValidationError]]:
     """The parts' pings as one batch and their bad rows, rows numbered from each part's ``base``: JSON rows are
     read together by ``PingBatch.from_json``, batches (read already, every row good) are stacked with them."""
-    lists = [p for p in parts if not isinstance(p, PingBatch)]
-    if len(lists) == len(parts):
-        return PingBatch.from_json([r for part in lists for r in part] if len(lists) > 1 else lists[0], source=SOURCE)
+    lists = [(i, p) for i, p in enumerate(parts) if not isinstance(p, PingBatch)]  # the parts of JSON rows
+    where = [i for i, _p in lists]
+    rows = lists[0][1] if len(lists) == 1 else [r for _i, p in lists for r in p]
+    if len(where) == len(parts):
+        return PingBatch.from_json(rows, source=SOURCE)
     if len(parts) == 1:
         return parts[0], []  # type: ignore[return-value]
     at = base.tolist()
     pieces = [dataclasses.replace(p, row=p.row + at[i]) for i, p in enumerate(parts) if isinstance(p, PingBatch)]
     errors: list[ValidationError] = []
-    if lists:  # read as one list, then renumbered to their parts' places
-        found, errors = PingBatch.from_json([r for part in lists for r in part], source=SOURCE)
-        where = [i for i, p in enumerate(parts) if not isinstance(p, PingBatch)]
-        first = np.zeros(len(lists), np.int64)
-        np.cumsum([len(p) for p in lists[:-1]], out=first[1:])
+    if where:  # read as one list, then renumbered to their parts' places
+        found, errors = PingBatch.from_json(rows, source=SOURCE)
+        first = np.zeros(len(where), np.int64)
+        np.cumsum([len(p) for _i, p in lists[:-1]], out=first[1:])
         shift = base[where] - first
         pieces.append(dataclasses.replace(found, row=found.row + shift[np.searchsorted(first, found.row, "right") - 1]))
         for e in errors:
