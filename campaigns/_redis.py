@@ -121,21 +121,28 @@ def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         pool.release(conn)
 
 
-def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]], *,
+                raise_errors: bool = True) -> list[Any]:
     """The replies of ``(script, keys, args)`` calls (``Script`` objects of ``client.register_script``), run in
     order. They go in one round trip (``EVALSHA`` pipelined by :func:`run_commands`, each script still atomic;
     on a cluster, where each call's keys share a slot, one pipeline per node, a node's calls in their order:
     calls in different slots share no key); the calls of a script the server does not hold (restarted,
     flushed, a node new since) are run again once it is loaded, in their order. Redis errors are raised (the
-    first one)."""
+    first one), or with ``raise_errors=False`` returned in their calls' places; a lost connection is raised
+    either way."""
     if not calls:
         return []
     out = run_commands(client, [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls])
     for i, reply in enumerate(out):
         if isinstance(reply, redis.exceptions.NoScriptError):
             script, keys, args = calls[i]
-            out[i] = script(keys=keys, args=args)  # loads it
-    for reply in out:
+            try:
+                out[i] = script(keys=keys, args=args)  # loads it
+            except redis.ResponseError as exc:
+                if raise_errors:
+                    raise
+                out[i] = exc
+    for reply in out if raise_errors else ():
         if isinstance(reply, Exception):
             raise reply
     return out

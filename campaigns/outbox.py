@@ -78,6 +78,11 @@ class Outbox(Protocol):
         """The offer was delivered: ``True`` the first time its id is acked, ``False`` after."""
         ...
 
+    def ack_many(self, entries: Sequence[OutboxEntry]) -> list[bool | Exception]:
+        """:meth:`ack` of several entries at once (one round trip for a shared store): each entry's answer in
+        its place, or the exception its ack met; a store that cannot be reached at all raises."""
+        ...
+
     def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
         """Give up on an entry: move it to dead letters."""
         ...
@@ -185,6 +190,9 @@ class MemoryOutbox:
                 return False
             self._delivered.add(entry.offer.offer_id)
             return True
+
+    def ack_many(self, entries: Sequence[OutboxEntry]) -> list[bool | Exception]:
+        return [self.ack(e) for e in entries]
 
     def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
         with self._lock:

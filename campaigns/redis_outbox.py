@@ -393,6 +393,25 @@ class RedisOutbox(_Shards):
     def ack(self, entry: OutboxEntry) -> bool:
         return bool(self._run("ack", self._ack_call(entry)))
 
+    def ack_many(self, entries: Sequence[OutboxEntry]) -> list[bool | Exception]:
+        """:meth:`ack` of several entries in one round trip (on a cluster, one per node): each entry's
+        answer in its place, or the error Redis gave that entry's call (an entry whose shard lost its
+        consumer group is acked alone, which makes the group again); a lost connection raises
+        :class:`~campaigns.errors.StoreUnavailable` for all."""
+        if not entries:
+            return []
+        replies = self._guard(lambda: _redis.run_scripts(
+            self.client, [(self._scripts["ack"], *self._ack_call(e)) for e in entries], raise_errors=False))
+        out: list[bool | Exception] = []
+        for entry, reply in zip(entries, replies, strict=True):
+            if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+                try:
+                    reply = self._run("ack", self._ack_call(entry), entry.shard)
+                except Exception as exc:  # (that entry only; the others' answers stand)
+                    reply = exc
+            out.append(reply if isinstance(reply, Exception) else bool(reply))
+        return out
+
     def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
         self._run("dead", self._dead_call(entry, reason, attempts))
 

@@ -68,6 +68,9 @@ class DeliveryWorker:
         self._unacked: OrderedDict[str, OutboxEntry] = OrderedDict()  # delivered, ack not yet written
         self._recent: OrderedDict[str, None] = OrderedDict()  # offer ids delivered by this worker
         self._inline = isinstance(outbox, MemoryOutbox)
+        # acks waiting for the next ``ack_many`` call, and the task making those calls (see :meth:`_ack_one`)
+        self._acks: list[tuple[OutboxEntry, asyncio.Future[bool]]] = []
+        self._ack_task: asyncio.Task[None] | None = None
 
     async def _call(self, name: str, *args: Any, **kw: Any) -> Any:
         fn = getattr(self.outbox, name)
@@ -83,9 +86,46 @@ class DeliveryWorker:
         while len(self._recent) > self.remember:
             self._recent.popitem(last=False)
 
+    async def _ack_one(self, entry: OutboxEntry) -> bool:
+        """``outbox.ack(entry)``. A blocking outbox with ``ack_many`` (Redis) is called in a worker thread: there
+        the acks asked for while one call is on its way go together in the next, so a pass's acks take a few
+        thread hand-offs and round trips instead of one each (each hand-off takes turns with the event loop
+        for the GIL: a burst of offers delayed every request the worker was answering meanwhile)."""
+        if self._inline or not hasattr(self.outbox, "ack_many") or inspect.iscoroutinefunction(self.outbox.ack):
+            return bool(await self._call("ack", entry))
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acks.append((entry, done))
+        if self._ack_task is None:
+            self._ack_task = asyncio.create_task(self._ack_batches(), name="offer-acks")
+        return await done
+
+    async def _ack_batches(self) -> None:
+        batch: list[tuple[OutboxEntry, asyncio.Future[bool]]] = []
+        try:
+            await asyncio.sleep(0)  # the deliveries finishing now add their acks to the first call
+            while self._acks:
+                batch, self._acks = self._acks, []
+                try:
+                    got = list(await self._call("ack_many", [entry for entry, _ in batch]))
+                except Exception as exc:  # the store away: every ack of the call failed
+                    got = [exc] * len(batch)
+                for (_entry, done), answer in zip(batch, got, strict=True):
+                    if done.done():
+                        continue
+                    if isinstance(answer, Exception):
+                        done.set_exception(answer)
+                    else:
+                        done.set_result(bool(answer))
+                batch = []
+        finally:
+            self._ack_task = None
+            for _entry, done in batch + self._acks:  # (cancelled: the worker is stopping) nobody waits forever
+                done.cancel()
+            self._acks = []
+
     async def _ack(self, entry: OutboxEntry, report: DeliveryReport) -> None:
         try:
-            first = await self._call("ack", entry)
+            first = await self._ack_one(entry)
         except Exception as exc:  # Redis refused, timed out, a slot without a master: ack again later
             self._unacked[entry.offer.offer_id] = entry
             report.ack_failures += 1

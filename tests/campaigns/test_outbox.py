@@ -74,3 +74,14 @@ def test_dead_letters(outbox: Any) -> None:
     assert outbox.pending() == 0
     (letter,) = outbox.dead_letters()
     assert (letter.offer, letter.reason, letter.attempts) == (offer(7), "gave up", 6)
+
+
+def test_ack_many_answers_each_entry_in_its_place(outbox: Any) -> None:
+    for i in range(6):
+        outbox.put(offer(i))
+    got = outbox.claim("w", 10)
+    assert outbox.ack_many([]) == []
+    assert outbox.ack_many(got[:4]) == [True] * 4
+    # the first four a second time (refused, as a second ``ack``), the last two for the first time
+    assert outbox.ack_many(got) == [False] * 4 + [True] * 2
+    assert outbox.pending() == 0 and all(outbox.is_delivered(e.offer.offer_id) for e in got)
