@@ -53,7 +53,7 @@ from proximity.service.auth import KeyRing
 from proximity.service.codec import BODY_TIMEOUT
 from proximity.service.config import ServiceConfig
 from proximity.service.console import register_console
-from proximity.service.guard import GuardedSite
+from proximity.service.guard import LISTEN_BACKLOG, GuardedSite
 from proximity.service.host import EngineHost
 from proximity.service.metrics import ServiceMetrics
 from proximity.service.middleware import Handler, auth_middleware, error_middleware, observe_middleware
@@ -125,7 +125,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
     if reuse_port and hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 

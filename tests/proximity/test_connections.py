@@ -11,6 +11,9 @@ bound": the bounds are many times the configured timeouts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -133,3 +136,60 @@ async def test_refused_connections_are_counted_in_metrics(serve) -> None:
 def test_the_settings_are_checked(setting: str) -> None:
     with pytest.raises(ValueError, match=setting):
         ServiceConfig(**{setting: 0})
+
+
+def _listen_queue(port: int) -> int:
+    """How many connections wait to be accepted on the listening socket on ``port`` (``/proc/net/tcp``: a
+    listening socket's rx_queue)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"no listening socket on port {port}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads Linux's /proc/net/tcp")
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_worker_sharing_its_socket_accepts_one_connection_a_wake_up(workers: int) -> None:
+    """With workers sharing the socket, each wake-up takes one queued connection (a burst of connections is
+    split between the workers that are free, not taken whole by the first one awake); alone, a worker takes
+    the whole queue at once. The kernel's queue stays long either way."""
+    from proximity.service.guard import GuardedSite
+
+    cfg = ServiceConfig(demo=True, rate_limit=0)
+    site_cfg = dataclasses.replace(cfg, workers=workers, redis="redis://127.0.0.1:1/0" if workers > 1 else None)
+    runner = make_runner(create_app(cfg, keys=KEYS, warm_on_start=False), cfg)
+    await runner.setup()
+    sock = bind_socket("127.0.0.1", 0)
+    port = int(sock.getsockname()[1])
+    clients: list[socket.socket] = []
+    try:
+        site = GuardedSite(runner, sock, site_cfg)
+        await site.start()
+        for _ in range(10):  # queued by the kernel before the loop runs again
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            clients.append(c)
+        assert _listen_queue(port) == 10  # (so the kernel's queue is still long: not create_server's 1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+            waiting = _listen_queue(port)
+            if waiting < 10:
+                break
+        assert waiting == (9 if workers > 1 else 0)
+        for _ in range(200):  # and the others on the following wake-ups
+            await asyncio.sleep(0)
+            if _listen_queue(port) == 0:
+                break
+        assert _listen_queue(port) == 0
+        server = runner.server
+        assert server is not None
+        for _ in range(200):  # every accepted one handed to a request handler before the worker stops
+            await asyncio.sleep(0)
+            if len(server.connections) == len(clients):
+                break
+        assert len(server.connections) == len(clients)
+    finally:
+        for c in clients:
+            c.close()
+        await runner.cleanup()
