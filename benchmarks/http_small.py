@@ -45,6 +45,14 @@ def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool,
     return out
 
 
+def outcome(status: int, answer: bytes) -> str:
+    """What a ``POST /v1/pings`` answer says: ``error`` (not 200), ``refused`` (200, but some rows refused: late,
+    in the future, bad values; the server took the cheaper error path for them), else ``ok``."""
+    if status != 200:
+        return "error"
+    return "refused" if b'"rejected":[{' in answer else "ok"
+
+
 def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None, clients: int, second: float,
                ready: Any, go: Any, out: Any) -> None:
     """One load-generator process: warm up, wait for ``go``, then closed loop (``rate`` None) or open loop.
@@ -55,7 +63,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
     async def run() -> dict[str, Any]:
         nonlocal second
         latencies: list[float] = []
-        errors = 0
+        errors = refused = 0
         headers = {"X-API-Key": H.KEY, "Content-Type": "application/json"}
         sent = 0
 
@@ -71,20 +79,21 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
         client_ = RawClient(url, headers, connections=clients * 2)
         try:
             async def one() -> None:
-                nonlocal errors
+                nonlocal errors, refused
                 t = time.perf_counter()
                 try:
-                    status, _answer = await client_.post(body())
+                    status, answer = await client_.post(body())
                 except (RawClientError, OSError):
-                    status = 0
-                if status != 200:
-                    errors += 1
+                    status, answer = 0, b""
+                kind = outcome(status, answer)
+                errors += kind == "error"
+                refused += kind == "refused"
                 latencies.append(time.perf_counter() - t)
 
             for _ in range(0, len(bodies), clients):  # warm up: one pass, every device has state (steady state)
                 await asyncio.gather(*(one() for _ in range(clients)))
             latencies.clear()
-            errors = 0
+            errors = refused = 0
             quiet_collector()
             ready.set()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -102,7 +111,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                     tasks.append(asyncio.create_task(one()))
                     k += 1
                 await asyncio.gather(*tasks)
-            return {"latencies": latencies, "errors": errors, "elapsed": time.perf_counter() - t0,
+            return {"latencies": latencies, "errors": errors, "refused": refused, "elapsed": time.perf_counter() - t0,
                     "cpu": time.process_time() - c0, "second": second}
         finally:
             await client_.close()
@@ -140,6 +149,7 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
     cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return {"requests": n, "req_s": n / elapsed, "pings_s": n * per_request / elapsed,
             "errors": sum(r["errors"] for r in results),
+            "refused": sum(r["refused"] for r in results),
             "p50_ms": 1000 * lat[n // 2] if n else float("nan"),
             "p99_ms": 1000 * lat[min(n - 1, int(n * 0.99))] if n else float("nan"),
             "server_cpu_ms_per_req": 1000 * cpu / n if cpu and n else float("nan"),
@@ -210,13 +220,15 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 phases = ({k: p99_bound_ms(before[k], v) for k, v in scrape(url).items()} if split else {})
                 row = {"setup": label, "workers": workers, "pings_per_request": size, **thr,
                        "half_load_p50_ms": lat["p50_ms"], "half_load_p99_ms": lat["p99_ms"],
-                       "half_load_server_p99_bound_ms": phases, "errors": thr["errors"] + lat["errors"]}
+                       "half_load_server_p99_bound_ms": phases, "errors": thr["errors"] + lat["errors"],
+                       "refused": thr["refused"] + lat["refused"]}
                 out.append(row)
                 print(f"{label:24} {workers:2d}w {size:4d} pings/req {thr['req_s']:9,.0f} req/s {thr['pings_s']:10,.0f} "
                       f"pings/s | CPU {thr['server_cpu_ms_per_req']:6.3f} ms/req {thr['req_per_cpu_s']:8,.0f} req/CPU-s "
                       f"{thr['pings_per_cpu_s']:10,.0f} pings/CPU-s | loaded p50/p99 {thr['p50_ms']:.1f}/"
                       f"{thr['p99_ms']:.1f} ms, half load {lat['p50_ms']:.1f}/{lat['p99_ms']:.1f} ms | "
-                      f"generators {thr['generator_cpu_s_per_s']:.2f} CPU | errors {row['errors']}", flush=True)
+                      f"generators {thr['generator_cpu_s_per_s']:.2f} CPU | errors {row['errors']}"
+                      + (f" | {row['refused']} answers refused rows" if row["refused"] else ""), flush=True)
                 if phases:
                     print(f"{'':24} half load, the server's own p99 (<= its histogram bucket): request "
                           f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "
@@ -233,4 +245,4 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
     return out
 
 
-__all__ = ["bodies", "measure", "run"]
+__all__ = ["bodies", "measure", "outcome", "run"]

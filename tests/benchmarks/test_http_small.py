@@ -8,8 +8,8 @@ import math
 
 from aiohttp import ClientSession
 
-from benchmarks.http_small import p99_bound_ms, scrape
-from tests.proximity.test_coalesce import PLACES, T0, _post, _server, city  # noqa: F401  (city: the fixture)
+from benchmarks.http_small import outcome, p99_bound_ms, scrape
+from tests.proximity.test_coalesce import HEADERS, PLACES, T0, _post, _server, city  # noqa: F401  (city: the fixture)
 
 
 def test_p99_bound_is_the_bucket_holding_the_99th_percentile_of_the_difference() -> None:
@@ -37,5 +37,26 @@ async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str
         for phase in ("request", "wait", "call"):
             assert after[phase][math.inf] - before[phase].get(math.inf, 0.0) == 3  # one a request; calls: one each
             assert p99_bound_ms(before[phase], after[phase]) > 0
+    finally:
+        await server.close()
+
+
+async def test_outcome_tells_refused_rows_from_a_clean_answer(city: dict[str, str]) -> None:  # noqa: F811
+    """The benchmark counts answers that refuse rows (a load generator whose timestamps ran ahead of the clock
+    would measure the error path): read from the service's real answers, as the load generator reads them."""
+    server = await _server(city, True)
+
+    def body(*ts: float) -> bytes:
+        return json.dumps({"pings": [{"device_id": f"o{i}", "lon": PLACES["a"][0], "lat": PLACES["a"][1],
+                                      "accuracy_m": 5.0, "ts": t} for i, t in enumerate(ts)]}).encode()
+
+    try:
+        async with ClientSession() as session:
+            got = []
+            # a clean body; one whose second row is days ahead of the clock (200, that row refused); a broken one
+            for data in (body(T0, T0), body(T0, T0 + 10 * 86400.0), b"{"):
+                async with session.post(server.make_url("/v1/pings"), data=data, headers=HEADERS) as r:
+                    got.append(outcome(r.status, await r.read()))
+        assert got == ["ok", "refused", "error"]
     finally:
         await server.close()
