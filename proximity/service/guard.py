@@ -90,7 +90,7 @@ class GuardedSite(web.SockSite):
         assert isinstance(server, web.Server)
         factory = limited(server, self.config.max_connections, self.on_refused)
         # asyncio accepts as many queued connections per wake-up as its ``backlog``: on a socket shared by
-        # workers, whichever woke first took a whole burst of new connections (64 opened at once went 79 to
+        # workers, whichever woke first took a whole burst of new connections (128 opened at once went 79 to
         # 49 between two workers), and kept that share of the load for as long as they lived. One a wake-up:
         # the workers that are free take turns, and a busy one (in an engine call) leaves them to the others.
         shared = self.config.workers > 1
