@@ -68,7 +68,10 @@ class DeliveryWorker:
         self._unacked: OrderedDict[str, OutboxEntry] = OrderedDict()  # delivered, ack not yet written
         self._recent: OrderedDict[str, None] = OrderedDict()  # offer ids delivered by this worker
         self._inline = isinstance(outbox, MemoryOutbox)
-        # acks waiting for the next ``ack_many`` call, and the task making those calls (see :meth:`_ack_one`)
+        # a blocking outbox with ``ack_many`` (called in a worker thread) gets its acks in batches (:meth:`_ack_one`):
+        # the acks waiting for the next ``ack_many`` call, and the task making those calls
+        self._batch_acks = (not self._inline and hasattr(outbox, "ack_many")
+                            and not inspect.iscoroutinefunction(getattr(outbox, "ack", None)))
         self._acks: list[tuple[OutboxEntry, asyncio.Future[bool]]] = []
         self._ack_task: asyncio.Task[None] | None = None
 
@@ -91,7 +94,7 @@ class DeliveryWorker:
         the acks asked for while one call is on its way go together in the next, so a pass's acks take a few
         thread hand-offs and round trips instead of one each (each hand-off takes turns with the event loop
         for the GIL: a burst of offers delayed every request the worker was answering meanwhile)."""
-        if self._inline or not hasattr(self.outbox, "ack_many") or inspect.iscoroutinefunction(self.outbox.ack):
+        if not self._batch_acks:
             return bool(await self._call("ack", entry))
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._acks.append((entry, done))

@@ -182,7 +182,7 @@ class CountedAcks:
     raise as a Redis gone away would."""
 
     def __init__(self, box: Any, fail: int = 0) -> None:
-        self.box, self.fail, self.calls, self.acked = box, fail, 0, 0
+        self.box, self.fail, self.calls = box, fail, 0
         self.claim_idle_s = box.claim_idle_s
 
     def __getattr__(self, name: str) -> Any:
@@ -190,7 +190,6 @@ class CountedAcks:
 
     def ack(self, entry: Any) -> bool:
         self.calls += 1
-        self.acked += 1
         return bool(self.box.ack(entry))
 
     def ack_many(self, entries: Any) -> list[Any]:
@@ -198,7 +197,6 @@ class CountedAcks:
         if self.fail > 0:
             self.fail -= 1
             raise StoreUnavailable("shared state unavailable (offer outbox: ConnectionError); retry")
-        self.acked += len(entries)
         return list(self.box.ack_many(entries))
 
 
