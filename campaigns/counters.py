@@ -16,6 +16,7 @@ shares the counters between workers.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,12 +70,18 @@ class ReportCounters(Protocol):
 
 
 class MemoryCounters:
-    """Counters in this process (a lock makes ``add`` atomic across threads)."""
+    """Counters in this process (a lock makes ``add`` atomic across threads).
+
+    As :class:`campaigns.redis_counters.RedisCounters` does, each call first forgets the tokens of its
+    campaigns seen more than ``keep_s`` before its ``now``, then adds; the oldest tokens come off a heap, so a
+    call costs the same with 1,000 or 10 million tokens remembered (it once scanned them all).
+    """
 
     def __init__(self, *, keep_s: float = 14 * 86400.0, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, Counts] = {}
-        self._seen: dict[str, dict[str, float]] = {}
+        self._seen: dict[str, dict[str, float]] = {}  # campaign -> token key -> when it was seen
+        self._ages: dict[str, list[tuple[float, str]]] = {}  # campaign -> heap of (when seen, token key)
         self.keep_s = keep_s
         self.clock = clock
 
@@ -85,22 +92,27 @@ class MemoryCounters:
         now = self.clock() if now is None else now
         done = 0
         with self._lock:
+            for cid in {inc.campaign_id for inc in increments}:
+                self._forget(cid, now - self.keep_s)
             for inc in increments:
                 seen = self._seen.setdefault(inc.campaign_id, {})
                 key = f"{inc.measure}:{inc.token}"
                 if key in seen:
                     continue
                 seen[key] = now
+                heapq.heappush(self._ages.setdefault(inc.campaign_id, []), (now, key))
                 cell = self._counts.setdefault(inc.campaign_id, {}).setdefault((inc.arm, inc.store),
                                                                                dict.fromkeys(MEASURES, 0))
                 cell[inc.measure] += 1
                 done += 1
-            for cid in {inc.campaign_id for inc in increments}:
-                seen = self._seen.get(cid, {})
-                if len(seen) > 1024:
-                    for key in [k for k, t in seen.items() if t < now - self.keep_s]:
-                        del seen[key]
         return done
+
+    def _forget(self, campaign_id: str, before: float) -> None:
+        """Forget the campaign's tokens seen before ``before`` (under the lock)."""
+        ages, seen = self._ages.get(campaign_id), self._seen.get(campaign_id)
+        while ages and ages[0][0] < before:
+            _, key = heapq.heappop(ages)
+            del seen[key]  # type: ignore[index]
 
     def counts(self, campaign_id: str) -> Counts:
         with self._lock:

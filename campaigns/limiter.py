@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import heapq
 import math
 import threading
 from collections.abc import Sequence
@@ -119,6 +120,9 @@ class MemoryLimiter:
         self._lock = threading.Lock()
         self._times: dict[tuple[str, str, str], list[float]] = {}
         self._tokens: dict[tuple[str, str, str], dict[str, float]] = {}
+        # the tokens of each key as a heap of (time, token), so a trim takes the expired ones off the top
+        # instead of scanning every token (a rolling budget trims at nearly every offer)
+        self._ages: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
 
     @staticmethod
     def _key(c: CapCheck) -> tuple[str, str, str]:
@@ -129,9 +133,11 @@ class MemoryLimiter:
         if not times or math.isinf(before) or times[0] >= before:
             return
         cut = bisect.bisect_left(times, before)
-        tokens = self._tokens[key]
-        for tok in [t for t, ts in tokens.items() if ts < before]:
-            del tokens[tok]
+        tokens, ages = self._tokens[key], self._ages[key]
+        while ages and ages[0][0] < before:
+            ts, tok = heapq.heappop(ages)
+            if tokens.get(tok) == ts:  # else released (and maybe taken again later)
+                del tokens[tok]
         del times[:cut]
 
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
@@ -148,6 +154,7 @@ class MemoryLimiter:
                 key = self._key(c)
                 bisect.insort(self._times.setdefault(key, []), now)
                 self._tokens.setdefault(key, {})[token] = now
+                heapq.heappush(self._ages.setdefault(key, []), (now, token))
             return Grant(True)
 
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
@@ -175,3 +182,4 @@ class MemoryLimiter:
             for key in [k for k in self._times if k[0] == "device" and k[1] == device_id]:
                 del self._times[key]
                 del self._tokens[key]
+                del self._ages[key]

@@ -4,11 +4,14 @@ and the same lift rows as the report over arrays."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from campaigns import _kernels as K
 from campaigns.conversions import Events, Exposures, Spec
@@ -73,6 +76,38 @@ def test_redis_keys_of_a_campaign_share_one_cluster_slot(redis_url: str, redis_p
     c.add([Increment("spring-sale", "a", "s1", "exposed", "y")], now=500.0)  # x is forgotten after keep_s
     assert c.client.zrange(keys[1], 0, -1) == [b"exposed:y"]
     c.client.close()
+
+
+# one call: its time step (s) and its increments as (campaign, measure, token) from small pools, so that
+# tokens repeat, within the keep time and after it
+_calls = st.lists(st.tuples(st.floats(min_value=0, max_value=40, allow_nan=False),
+                            st.lists(st.tuples(st.sampled_from(["c1", "c2"]), st.sampled_from(["exposed", "converted"]),
+                                               st.sampled_from(["t0", "t1", "t2", "t3", "t4"])),
+                                     min_size=1, max_size=6)),
+                  min_size=1, max_size=30)
+
+
+@pytest.mark.redis
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=_calls)
+def test_memory_counters_forget_and_count_as_the_redis_script_does(redis_url: str, redis_prefix: str,
+                                                                    calls: list[Any]) -> None:
+    """The Redis script is the oracle: a token is forgotten once it was seen more than ``keep_s`` before a
+    call's time (then it counts again), whatever the number of tokens remembered."""
+    from campaigns.redis_counters import RedisCounters
+
+    run = uuid.uuid4().hex[:8]  # fresh keys per example (the prefix lives across examples)
+    memory, redis = MemoryCounters(keep_s=60.0), RedisCounters(redis_url, f"{redis_prefix}:{run}", keep_s=60.0)
+    try:
+        t = 1_700_000_000.0
+        for step, incs in calls:
+            t += step
+            batch = [Increment(c, "a", "s1", m, tok) for c, m, tok in incs]
+            assert memory.add(batch, now=t) == redis.add(batch, now=t)
+        for cid in ("c1", "c2"):
+            assert memory.counts(cid) == redis.counts(cid)
+    finally:
+        redis.client.close()
 
 
 def test_report_from_counts_gives_the_rows_of_the_array_report() -> None:

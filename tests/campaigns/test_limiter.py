@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from campaigns import Cap, CapCheck, MemoryLimiter
@@ -190,3 +190,36 @@ def test_a_late_event_still_sees_what_its_window_holds(limiter: Any) -> None:
     # an event from t + 40 arrives late: its window [t - 60, t + 40] holds the first offer
     late = limiter.acquire("c", [rolling("g", 1, 100, t + 40)], t + 40)
     assert not late.ok and late.blocked_by == "g" and late.used == 1
+
+
+# one step: its time step (s), then an acquire of a token (from a small pool: tokens come back, within the
+# window and after it) or the release of one
+_steps = st.lists(st.tuples(st.floats(min_value=0, max_value=25, allow_nan=False), st.booleans(),
+                            st.sampled_from(["o1", "o2", "o3", "o4", "o5", "o6"])), min_size=1, max_size=40)
+
+
+@pytest.mark.redis
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_steps)
+@example(steps=[(0, True, "o2"), (1, True, "o1"), (1, False, "o1"), (48, True, "o1"), (75, True, "o3"), (1, True, "o1")])
+def test_memory_limiter_trims_tokens_as_redis_does(redis_url: str, redis_prefix: str,
+                                                   steps: list[tuple[float, bool, str]]) -> None:
+    """With tokens taken again, released and expiring (the memory limiter forgets them off a heap, not by a
+    scan), the memory and Redis limiters give the same grants and the same usage."""
+    from campaigns import RedisLimiter
+
+    run = uuid.uuid4().hex[:8]
+    memory, redis = MemoryLimiter(), RedisLimiter(redis_url, f"{redis_prefix}:{run}")
+    try:
+        t = 1_700_000_000.0
+        for step, take, token in steps:
+            t += step
+            checks = [rolling("day", 3, 60.0, t), rolling("budget", 4, 90.0, t, scope="campaign", owner="c")]
+            if take:
+                assert memory.acquire(token, checks, t) == redis.acquire(token, checks, t)
+            else:
+                memory.release(token, checks)
+                redis.release(token, checks)
+            assert [memory.usage(c, t) for c in checks] == [redis.usage(c, t) for c in checks]
+    finally:
+        redis.close()
