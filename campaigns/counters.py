@@ -109,10 +109,10 @@ class MemoryCounters:
 
     def _forget(self, campaign_id: str, before: float) -> None:
         """Forget the campaign's tokens seen before ``before`` (under the lock)."""
-        ages, seen = self._ages.get(campaign_id), self._seen.get(campaign_id)
+        ages = self._ages.get(campaign_id)
         while ages and ages[0][0] < before:
             _, key = heapq.heappop(ages)
-            del seen[key]  # type: ignore[index]
+            del self._seen[campaign_id][key]
 
     def counts(self, campaign_id: str) -> Counts:
         with self._lock:
