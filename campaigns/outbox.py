@@ -107,17 +107,26 @@ class Outbox(Protocol):
 
 
 class MemoryOutbox:
-    """The outbox in this process's memory (the embedded default)."""
+    """The outbox in this process's memory (the embedded default).
 
-    def __init__(self, *, claim_idle_s: float = 30.0, clock: Callable[[], float] = time.time) -> None:
+    As the Redis outbox does, it remembers an offer id for ``dedup_ttl_s`` after its ``put`` (a ``put`` of
+    the same id within that time is a no-op) and after its delivery (:meth:`is_delivered`); a long-running
+    service does not keep every id it ever saw.
+    """
+
+    def __init__(self, *, claim_idle_s: float = 30.0, dedup_ttl_s: float = 7 * 86400.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.claim_idle_s = claim_idle_s
+        self.dedup_ttl_s = float(dedup_ttl_s)
         self.clock = clock
         self._lock = threading.Lock()
-        self._ids: set[str] = set()
+        # offer id -> when it was put / delivered, oldest first (the clock's order), so the expired ones are
+        # taken off the front
+        self._ids: OrderedDict[str, float] = OrderedDict()
         self._held: list[tuple[float, int, Offer]] = []
         self._ready: OrderedDict[str, Offer] = OrderedDict()
         self._claimed: dict[str, tuple[str, float, Offer, int]] = {}
-        self._delivered: set[str] = set()
+        self._delivered: OrderedDict[str, float] = OrderedDict()
         self._dead: list[DeadLetter] = []
         self._seq = 0
         self._drops = {"expired": 0, "cancelled": 0}
@@ -125,10 +134,12 @@ class MemoryOutbox:
         self._cancelled: set[int] = set()  # held entries cancelled (skipped when due)
 
     def put(self, offer: Offer) -> bool:
+        now = self.clock()
         with self._lock:
-            if offer.offer_id in self._ids:
+            if offer.offer_id in self._ids:  # then the expired ids are forgotten, as the Redis script does
                 return False
-            self._ids.add(offer.offer_id)
+            self._ids[offer.offer_id] = now
+            _forget(self._ids, now - self.dedup_ttl_s)
             self._seq += 1
             if offer.deliver_after is not None:
                 heapq.heappush(self._held, (offer.deliver_after, self._seq, offer))
@@ -167,6 +178,8 @@ class MemoryOutbox:
                 if offer.expires_at is not None and offer.expires_at <= t:
                     self._drops["expired"] += 1
                     continue
+                if offer.offer_id in self._delivered:  # delivered within dedup_ttl_s (put again after its put
+                    continue  # was forgotten): not sent twice, as the Redis claim script does
                 self._claimed[entry_id] = (consumer, t, offer, 1)
                 out.append(OutboxEntry(entry_id, offer, 1, consumer))
             return out
@@ -184,12 +197,14 @@ class MemoryOutbox:
         return out
 
     def ack(self, entry: OutboxEntry) -> bool:
+        now = self.clock()
         with self._lock:
             self._claimed.pop(entry.entry_id, None)
-            if entry.offer.offer_id in self._delivered:
-                return False
-            self._delivered.add(entry.offer.offer_id)
-            return True
+            first = entry.offer.offer_id not in self._delivered
+            if first:
+                self._delivered[entry.offer.offer_id] = now
+            _forget(self._delivered, now - self.dedup_ttl_s)
+            return first
 
     def ack_many(self, entries: Sequence[OutboxEntry]) -> list[bool | Exception]:
         return [self.ack(e) for e in entries]
@@ -226,3 +241,13 @@ class MemoryOutbox:
     def drop_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._drops)
+
+
+def _forget(seen: OrderedDict[str, float], before: float) -> None:
+    """Drop the ids of ``seen`` (oldest first) marked before ``before``; stops at the first newer one (a clock
+    stepping back keeps a few a little longer, never drops one early)."""
+    while seen:
+        _, at = next(iter(seen.items()))
+        if at >= before:
+            return
+        seen.popitem(last=False)

@@ -35,6 +35,28 @@ def test_put_is_idempotent_and_claims_in_order(outbox: Any) -> None:
     assert outbox.pending() == 1
 
 
+def test_offer_ids_are_remembered_for_the_dedup_time(outbox: Any, clock: Any) -> None:
+    """A put of the same id, and a delivered mark, last ``dedup_ttl_s``, then are forgotten by a later put or ack
+    (of the same shard, on Redis): a long-running memory outbox does not keep every id it saw."""
+    outbox.dedup_ttl_s = 100.0
+    assert outbox.put(offer(1))
+    clock.t += 99
+    assert not outbox.put(offer(1))  # within the time: the same offer
+    got = outbox.claim("w1", 10)
+    assert outbox.ack(got[0]) is True and outbox.is_delivered("of_0001")
+    if getattr(outbox, "shards", 1) > 1:
+        return  # a put or an ack forgets the old ids of its own shard only
+    clock.t += 2  # of_0001's put is 101 s old: the next put forgets it
+    assert outbox.put(offer(2))
+    assert outbox.put(offer(1))  # taken as new...
+    got = outbox.claim("w1", 10)
+    assert [e.offer.offer_id for e in got] == ["of_0002"]  # ...but delivered within the time: not sent again
+    clock.t += 99  # of_0001's delivered mark is 101 s old: the next ack forgets it
+    assert outbox.ack(got[0]) is True and not outbox.is_delivered("of_0001")
+    if type(outbox).__name__ == "MemoryOutbox":
+        assert list(outbox._ids) == ["of_0002", "of_0001"] and list(outbox._delivered) == ["of_0002"]
+
+
 def test_entries_of_a_dead_consumer_are_claimed_by_another(outbox: Any, clock: Any) -> None:
     for i in range(5):
         outbox.put(offer(i))
