@@ -26,8 +26,11 @@ Pending exposures live where the state lives: :class:`MemoryPending` here,
 
 from __future__ import annotations
 
+import heapq
+import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,15 +71,40 @@ class PendingStore(Protocol):
 
 
 class MemoryPending:
-    """Pending exposures in this process."""
+    """Pending exposures in this process.
 
-    def __init__(self) -> None:
+    As :class:`campaigns.redis_counters.RedisPending` does (a key TTL, never shortened), a device's exposures
+    are dropped once ``keep_s`` has passed, by ``clock``, since the exposure that needs them longest was added
+    (its window after it): the exposures of devices that never come back do not pile up for as long as the
+    process runs. Expired devices come off a heap.
+    """
+
+    def __init__(self, *, keep_s: float = 86400.0, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._by_device: dict[str, dict[str, Pending]] = {}
+        self._expires: dict[str, float] = {}  # device -> when its exposures are dropped
+        self._ages: list[tuple[float, str]] = []  # heap of (expires, device); stale when a device's moved on
+        self.keep_s = keep_s
+        self.clock = clock
 
     def add(self, device_id: str, pending: Pending) -> None:
+        now = self.clock()
         with self._lock:
+            self._expire(now)
             self._by_device.setdefault(device_id, {})[pending.token] = pending
+            until = now + pending.until - pending.ts + self.keep_s
+            if until > self._expires.get(device_id, -math.inf):
+                self._expires[device_id] = until
+                heapq.heappush(self._ages, (until, device_id))
+
+    def _expire(self, now: float) -> None:
+        """Drop the devices whose exposures expired by ``now`` (under the lock)."""
+        ages = self._ages
+        while ages and ages[0][0] <= now:
+            until, device_id = heapq.heappop(ages)
+            if self._expires.get(device_id) == until:
+                del self._expires[device_id]
+                self._by_device.pop(device_id, None)
 
     def add_many(self, items: Sequence[tuple[str, Pending]]) -> None:
         for device_id, pending in items:
@@ -86,7 +114,9 @@ class MemoryPending:
         return [self.claim(*c) for c in claims]
 
     def claim(self, device_id: str, visit_ts: float, windows: Mapping[str, float]) -> Pending | None:
+        now = self.clock()
         with self._lock:
+            self._expire(now)
             mine = self._by_device.get(device_id)
             if not mine:
                 return None
@@ -95,12 +125,14 @@ class MemoryPending:
                 mine.pop(p.token, None)
             if not mine:
                 del self._by_device[device_id]
+                self._expires.pop(device_id, None)
             return max(hit, key=lambda p: (p.ts, p.token)) if hit else None
 
     def forget(self, device_id: str) -> None:
         """Erase a device's pending exposures (privacy)."""
         with self._lock:
             self._by_device.pop(device_id, None)
+            self._expires.pop(device_id, None)
 
 
 class LiveConversions:

@@ -104,3 +104,24 @@ def test_live_counters_give_the_rows_of_the_report(stores: tuple[Any, Any], seed
         assert all(r.get("design_effect", [1, 1]) == [1, 1] for r in got)
         if spec.campaign_id != "coffee":  # last-exposure attribution: the exit after a cafe visit comes later
             assert sum(r["converted"] + r["holdout_converted"] for r in got if r["level"] == "campaign") > 0
+
+
+def test_memory_pending_drops_a_devices_exposures_keep_s_after_the_one_needed_longest() -> None:
+    """As the Redis hash's TTL (never shortened): ``keep_s`` after the add of the exposure whose window ends
+    last; a device that never comes back does not keep its exposures for as long as the process runs."""
+    from campaigns.live import Pending
+
+    now = [1000.0]
+    pending = MemoryPending(keep_s=50.0, clock=lambda: now[0])
+    pending.add("a", Pending("t1", "c", "offer", "s1", 10.0, 110.0))  # window 100 s: kept until 1150
+    now[0] = 1060.0
+    pending.add("a", Pending("t2", "c", "offer", "s1", 20.0, 40.0))  # window 20 s: 1130 (the TTL stays 1150)
+    pending.add("b", Pending("t3", "c", "offer", "s1", 20.0, 40.0))  # kept until 1130
+    now[0] = 1140.0
+    assert pending.claim("z", 30.0, {"c": 100.0}) is None  # (any call drops what expired: b)
+    assert set(pending._by_device) == {"a"}
+    assert pending.claim("a", 30.0, {"other": 100.0}) is None  # (no campaign of its: both kept)
+    assert set(pending._by_device["a"]) == {"t1", "t2"}
+    now[0] = 1150.0
+    assert pending.claim("a", 30.0, {"c": 100.0}) is None  # both expired with their device's TTL
+    assert pending._by_device == {} and pending._expires == {}
