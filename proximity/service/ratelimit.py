@@ -31,6 +31,7 @@ import hashlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +98,10 @@ class RateLimiter:
             raise ValueError("the rate limit's burst must allow at least one request")
         self.what = what
         self._clock = clock
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        # (group, member) -> (tokens, when charged), least recently charged first: a bucket full again is the
+        # same as none, so those at the front are dropped (a worker does not keep a bucket for every device
+        # it ever saw, as Redis expires them)
+        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def take(self, name: str, cost: float = 1.0) -> float:
@@ -118,8 +122,15 @@ class RateLimiter:
             allowed = all(t >= cost for t in tokens)
             if allowed:
                 tokens = [t - cost for t in tokens]
+            buckets = self._buckets
             for m, t in zip(members, tokens, strict=True):
-                self._buckets[(group, m)] = (t, now)
+                buckets[(group, m)] = (t, now)
+                buckets.move_to_end((group, m))
+            while buckets:
+                level, last = next(iter(buckets.values()))
+                if last + (self.burst - level) / self.rate > now:
+                    break
+                buckets.popitem(last=False)
         wait = 0.0 if allowed else max((cost - t) / self.rate for t in tokens if t < cost)
         return self._quota(wait, tokens, members, group)
 

@@ -32,6 +32,33 @@ def test_a_batch_is_charged_to_every_device_or_to_none() -> None:
     assert RateLimiter(rate=0).take_all("app", ["a"]) is None  # 0: off
 
 
+@given(st.lists(st.tuples(st.floats(0, 3), st.sampled_from(["k1", "k2"]), st.sets(st.sampled_from("abcdef"), min_size=1)),
+                max_size=60))
+def test_buckets_full_again_are_dropped_and_every_answer_stays_the_same(
+        steps: list[tuple[float, str, set[str]]]) -> None:
+    """A worker forgets the buckets that refilled (as Redis expires them): it keeps those not full again, drops
+    those full for a whole refill time, and answers as a limiter that keeps every bucket (the reference below)."""
+    clock, rate, burst = Clock(), 2.0, 3.0
+    rl = RateLimiter(rate=rate, burst=burst, clock=clock, what="device")
+    kept: dict[tuple[str, str], tuple[float, float]] = {}  # the reference: every bucket, forever
+    for gap, key, devices in steps:
+        clock.t += gap
+        members = sorted(devices)
+        levels = [min(burst, lv + (clock.t - at) * rate)
+                  for lv, at in (kept.get((key, m), (burst, clock.t)) for m in members)]
+        ok = all(lv >= 1 for lv in levels)
+        for m, lv in zip(members, levels, strict=True):
+            kept[(key, m)] = (lv - 1 if ok else lv, clock.t)
+        quota = rl.take_all(key, members)
+        assert quota is not None and (quota.wait == 0) == ok
+        assert quota.remaining == pytest.approx(min(kept[(key, m)][0] for m in members))
+        assert set(rl._buckets) <= set(kept)
+        not_full = {b for b, (lv, at) in kept.items() if lv + (clock.t - at) * rate < burst - 1e-9}
+        assert not_full <= set(rl._buckets)  # a bucket not yet full again is kept
+        refilled = [b for b, (lv, at) in kept.items() if at + (burst - lv) / rate <= clock.t - burst / rate]
+        assert not set(refilled) & set(rl._buckets)  # full again for a whole refill time: dropped
+
+
 @given(st.lists(st.tuples(st.floats(0, 2), st.sets(st.sampled_from("abcd"), min_size=1)), max_size=40))
 def test_no_device_exceeds_rate_times_time_plus_burst(steps: list[tuple[float, set[str]]]) -> None:
     clock, rate, burst = Clock(), 2.0, 3.0
