@@ -39,6 +39,7 @@ from proximity.presence import (
     apply_evidence,
     visit_snapshot,
 )
+from proximity.track_rows import TrackRows
 from proximity.tracked import Built, Tracked
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ class MemoryStore:
         self._tz: dict[str, str] = {}
         self._opt_out: set[str] = set()
         self._journals: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
-        self._track: Any = None  # the beacon filters' state (``beacons.ranging.FilterState``, dev = handle)
+        self._track = TrackRows()  # the beacon filters' state, rows per device handle
         self.max_journals = 4096  # batches whose journal is kept (a failure after apply is a bug in memory)
 
     def __len__(self) -> int:
@@ -299,24 +300,21 @@ class MemoryStore:
 
     def apply_tracked(self, resolved: Resolved, tracked: Tracked, places: PlaceTable, params: PresenceParams,
                       journal: Journal | None = None) -> tuple[Transitions, Built]:
-        from beacons.ranging import FilterState
-
-        track = self._track if self._track is not None else FilterState()
         handles = np.unique(resolved.codes)
-        mine = np.isin(track.dev, handles)
         if journal is not None and journal.key in self._journals and len(handles):  # committed: state stays
             kept = self._journals[journal.key][1]
             names = self._names[handles].tolist()
             done = handles[np.fromiter((n in kept for n in names), bool, len(names))]
         else:
             done = np.zeros(0, np.int64)
-        built = tracked.build(track.take(mine))
+        built = tracked.build(self._track.take(handles))
         if journal is not None:
             journal.proximity, journal.distance = built.prox, built.dist
         tr = self.apply(resolved, built.ev, places, params, journal)
         new = built.state
-        self._track = FilterState.concat([track.take(~mine | np.isin(track.dev, done)),
-                                          new.take(~np.isin(new.dev, done))])
+        if len(done):
+            new = new.take(~np.isin(new.dev, done))
+        self._track.replace(np.setdiff1d(handles, done), new)
         return tr, built
 
     def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
@@ -359,8 +357,7 @@ class MemoryStore:
         deque(map(self._tz.pop, names, repeat(None)), maxlen=0)
         self.ids.remove(handles)
         self.state.reset_devices(handles)
-        if self._track is not None:
-            self._track = self._track.take(~np.isin(self._track.dev, handles))
+        self._track.drop(handles)
 
     # -- device facts ---------------------------------------------------------------------
 
