@@ -6,7 +6,8 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
   server is a cluster node, a ``redis.cluster.RedisCluster`` seeded with that node (MOVED, ASK and
   TRYAGAIN are followed by redis-py; every script of the adapters touches one hash slot);
 - :func:`run_scripts`: several script calls in one round trip on a single Redis (one call each on a cluster);
-  :func:`run_commands`: several commands in one round trip. Both pack and parse the protocol themselves
+  :func:`run_commands`: several commands in one round trip; :func:`run_together`: both in one. All pack and
+  parse the protocol themselves
   (:mod:`proxbase.resp`) on a client without ``decode_responses`` speaking RESP2 (redis-py's pipeline costs
   more per command than a campaign decision's own work); other clients get redis-py's pipeline;
 - :func:`unavailable`: which redis errors mean "the store cannot be reached now" (connection refused or
@@ -130,22 +131,32 @@ def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[
     flushed, a node new since) are run again once it is loaded, in their order. Redis errors are raised (the
     first one), or with ``raise_errors=False`` returned in their calls' places; a lost connection is raised
     either way."""
-    if not calls:
-        return []
-    out = run_commands(client, [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls])
-    for i, reply in enumerate(out):
+    return run_together(client, (), calls, raise_errors=raise_errors)[1]
+
+
+def run_together(client: Any, commands: Sequence[Sequence[Any]],
+                 calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]], *,
+                 raise_errors: bool = True) -> tuple[list[Any], list[Any]]:
+    """``commands`` (as :func:`run_commands`: error replies in their places), then the script ``calls`` (as
+    :func:`run_scripts`), in one round trip; returns the replies of each."""
+    if not commands and not calls:
+        return [], []
+    out = run_commands(client, [*commands,
+                                *(("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls)])
+    plain, scripted = out[: len(commands)], out[len(commands):]
+    for i, reply in enumerate(scripted):
         if isinstance(reply, redis.exceptions.NoScriptError):
             script, keys, args = calls[i]
             try:
-                out[i] = script(keys=keys, args=args)  # loads it
+                scripted[i] = script(keys=keys, args=args)  # loads it
             except redis.ResponseError as exc:
                 if raise_errors:
                     raise
-                out[i] = exc
-    for reply in out if raise_errors else ():
+                scripted[i] = exc
+    for reply in scripted if raise_errors else ():
         if isinstance(reply, Exception):
             raise reply
-    return out
+    return plain, scripted
 
 
 def is_cluster(client: Any) -> bool:

@@ -150,8 +150,8 @@ class LiveConversions:
         self.on_decisions([decision])
 
     def on_decisions(self, decisions: Sequence[Any]) -> None:
-        """Record the exposures of several decisions (one engine call's): a Redis store writes them in one
-        round trip for the pending exposures and one for the counters."""
+        """Record the exposures of several decisions (one engine call's): a Redis store writes the pending
+        exposures and the counters in one round trip (two when they are on different clients)."""
         items: list[tuple[str, Pending]] = []
         groups: list[tuple[list[Increment], float]] = []
         for decision in decisions:
@@ -167,8 +167,12 @@ class LiveConversions:
                 incs.append(Increment(v.campaign_id, arm, e.fence_id, "exposed", token))
             if incs:
                 groups.append((incs, e.ts))
-        self.pending.add_many(items)
-        self.counters.add_many(groups)
+        if not items and not groups:
+            return
+        together = getattr(self.pending, "add_with_counts", None)  # a Redis store: one round trip for both
+        if together is None or not together(items, self.counters, groups):
+            self.pending.add_many(items)
+            self.counters.add_many(groups)
 
     def on_events(self, events: Iterable[Any]) -> None:
         claims: list[tuple[str, float, dict[str, float]]] = []

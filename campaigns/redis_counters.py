@@ -90,6 +90,14 @@ class RedisCounters:
     def add_many(self, groups: Sequence[tuple[Sequence[Increment], float | None]]) -> int:
         """:meth:`add` for several ``(increments, now)`` groups, in order, in one round trip (one script
         call per group and campaign: each is one slot)."""
+        try:
+            return sum(int(n) for n in _redis.run_scripts(self.client, self.add_calls(groups)))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "report counters") from exc
+
+    def add_calls(self, groups: Sequence[tuple[Sequence[Increment], float | None]]) -> list[Any]:
+        """The script calls of :meth:`add_many` (for :func:`campaigns._redis.run_scripts`); each replies how many
+        of its increments counted."""
         calls = []
         for increments, at in groups:
             now = self.clock() if at is None else at
@@ -101,10 +109,7 @@ class RedisCounters:
                 key = self.key(cid)
                 calls.append((self._script, [key, f"{key}:seen"],
                               [repr(float(now)), repr(float(self.keep_s)), *args]))
-        try:
-            return sum(int(n) for n in _redis.run_scripts(self.client, calls))
-        except _redis.UNAVAILABLE as exc:
-            raise _redis.unavailable(exc, "report counters") from exc
+        return calls
 
     def counts(self, campaign_id: str) -> Counts:
         out: Counts = {}
@@ -139,6 +144,27 @@ class RedisPending:
         """:meth:`add` for several ``(device_id, pending)``, in one round trip."""
         if not items:
             return
+        try:
+            _raise_first(_redis.run_commands(self.client, self._add_commands(items)))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
+
+    def add_with_counts(self, items: Sequence[tuple[str, Pending]], counters: Any,
+                        groups: Sequence[tuple[Sequence[Increment], float | None]]) -> bool:
+        """``add_many(items)`` and ``counters.add_many(groups)`` in one round trip (one engine call's
+        exposures, :meth:`campaigns.live.LiveConversions.on_decisions`). ``False`` (nothing written) when
+        ``counters`` is not a :class:`RedisCounters` on this client."""
+        if not isinstance(counters, RedisCounters) or counters.client is not self.client:
+            return False
+        try:
+            added, _counted = _redis.run_together(self.client, self._add_commands(items) if items else [],
+                                                  counters.add_calls(groups))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions and report counters") from exc
+        _raise_first(added)
+        return True
+
+    def _add_commands(self, items: Sequence[tuple[str, Pending]]) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []
         for device_id, pending in items:
             value = json.dumps([pending.ts, pending.until, pending.campaign_id, pending.arm, pending.store])
@@ -147,13 +173,7 @@ class RedisPending:
             commands += [("HSET", key, pending.token, value),
                          ("PEXPIRE", key, ttl_ms, "GT"),  # never shortens what an earlier exposure needs
                          ("PEXPIRE", key, ttl_ms, "NX")]
-        try:
-            replies = _redis.run_commands(self.client, commands)
-        except _redis.UNAVAILABLE as exc:
-            raise _redis.unavailable(exc, "pending conversions") from exc
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        return commands
 
     def claim(self, device_id: str, visit_ts: float, windows: Any) -> Pending | None:
         return self.claim_many([(device_id, visit_ts, windows)])[0]
@@ -186,6 +206,13 @@ class RedisPending:
             self.client.delete(self.key(device_id))
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
+
+
+def _raise_first(replies: Sequence[Any]) -> None:
+    """Raise the first error reply of ``replies`` (``HSET`` and ``PEXPIRE`` have none unless Redis refused)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 __all__ = ["RedisCounters", "RedisPending"]

@@ -125,3 +125,41 @@ def test_memory_pending_drops_a_devices_exposures_keep_s_after_the_one_needed_lo
     now[0] = 1150.0
     assert pending.claim("a", 30.0, {"c": 100.0}) is None  # both expired with their device's TTL
     assert pending._by_device == {} and pending._expires == {}
+
+
+@pytest.mark.redis
+def test_an_engine_calls_exposures_go_to_redis_in_one_round_trip(redis_url: str, redis_prefix: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pending exposures and counters on one client (as a worker has them) are written together; what is
+    written is what the two separate writes wrote (stores on two clients, the other prefix)."""
+    import redis
+
+    import campaigns._redis as R
+    from campaigns.redis_counters import RedisCounters, RedisPending
+
+    campaign_set = loads_campaigns(CAMPAIGNS, fences=FENCES)
+    decisions: list[Any] = []
+    CampaignRules(campaign_set, FENCES, on_decision=decisions.append).evaluate(
+        [e for e in day(4) if e.kind == "enter"], {}, 1_773_500_000.0)
+    assert sum(v.outcome in EXPOSED for d in decisions for v in d.verdicts) > 10
+    client = redis.Redis.from_url(redis_url)
+    one = (RedisCounters(client, f"{redis_prefix}:one"), RedisPending(client, f"{redis_prefix}:one"))
+    two = (RedisCounters(redis_url, f"{redis_prefix}:two"), RedisPending(redis_url, f"{redis_prefix}:two"))
+    trips: list[int] = []
+    real = R.run_commands
+    monkeypatch.setattr(R, "run_commands", lambda c, cmds: trips.append(len(cmds)) or real(c, cmds))
+    try:
+        LiveConversions(*one, campaign_set, FENCES).on_decisions(decisions)
+        assert len(trips) == 1  # HSET/PEXPIRE of every exposure and one script call per group and campaign
+        LiveConversions(*two, campaign_set, FENCES).on_decisions(decisions)
+        assert len(trips) == 3  # two clients: a round trip each
+        counts = [(one[0].counts(s.campaign_id), two[0].counts(s.campaign_id)) for s in specs_of(campaign_set, FENCES)]
+        assert all(a == b for a, b in counts) and any(a for a, _ in counts)
+        devices = sorted({d.event.device_id for d in decisions})
+        assert ([client.hgetall(one[1].key(d)) for d in devices]
+                == [client.hgetall(two[1].key(d)) for d in devices])
+        assert 0 < client.pttl(one[1].key(devices[0])) <= 86400_000 + 7 * 86400_000
+    finally:
+        client.close()
+        two[0].client.close()
+        two[1].client.close()
