@@ -114,7 +114,13 @@ def ttl_for(cap: Cap) -> float:
 
 
 class MemoryLimiter:
-    """Caps in this process's memory: exact windows, atomic under a lock."""
+    """Caps in this process's memory: exact windows, atomic under a lock.
+
+    As a Redis key expires ``ttl_s`` after its last offer, a cap's entries are forgotten (off a heap, by the
+    times of the offers asked since) once no check could count them any more: ``2 * ttl_s`` and a day after
+    its last offer (its window, the margin for late events, a calendar day), so the caps of devices that never
+    come back do not pile up in a long-running process.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -123,6 +129,8 @@ class MemoryLimiter:
         # the tokens of each key as a heap of (time, token), so a trim takes the expired ones off the top
         # instead of scanning every token (a rolling budget trims at nearly every offer)
         self._ages: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
+        self._expiry: dict[tuple[str, str, str], float] = {}  # key -> when none of its entries can count
+        self._expiries: list[tuple[float, tuple[str, str, str]]] = []  # heap of (expiry, key); stale ones skipped
 
     @staticmethod
     def _key(c: CapCheck) -> tuple[str, str, str]:
@@ -140,8 +148,18 @@ class MemoryLimiter:
                 del tokens[tok]
         del times[:cut]
 
+    def _expire(self, now: float) -> None:
+        """Forget the keys whose entries no check at ``now`` or later can count (under the lock)."""
+        heap = self._expiries
+        while heap and heap[0][0] < now:
+            at, key = heapq.heappop(heap)
+            if self._expiry.get(key) == at:
+                for table in (self._expiry, self._times, self._tokens, self._ages):
+                    table.pop(key, None)
+
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
         with self._lock:
+            self._expire(now)
             if checks and token in self._tokens.get(self._key(checks[0]), {}):
                 return Grant(True, duplicate=True)
             for c in checks:
@@ -155,6 +173,11 @@ class MemoryLimiter:
                 bisect.insort(self._times.setdefault(key, []), now)
                 self._tokens.setdefault(key, {})[token] = now
                 heapq.heappush(self._ages.setdefault(key, []), (now, token))
+                if c.ttl_s > 0:
+                    expiry = now + 2 * c.ttl_s + 86400.0 + 3600.0
+                    if expiry > self._expiry.get(key, -math.inf):
+                        self._expiry[key] = expiry
+                        heapq.heappush(self._expiries, (expiry, key))
             return Grant(True)
 
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
@@ -183,3 +206,4 @@ class MemoryLimiter:
                 del self._times[key]
                 del self._tokens[key]
                 del self._ages[key]
+                self._expiry.pop(key, None)

@@ -223,3 +223,21 @@ def test_memory_limiter_trims_tokens_as_redis_does(redis_url: str, redis_prefix:
             assert [memory.usage(c, t) for c in checks] == [redis.usage(c, t) for c in checks]
     finally:
         redis.close()
+
+
+def test_memory_caps_of_devices_that_never_come_back_are_forgotten() -> None:
+    """A cap's entries go once no check can count them (two TTLs and a day after its last offer, as a Redis
+    key expires after its TTL); a total budget keeps its entries."""
+    lim = MemoryLimiter()
+    t = 1_700_000_000.0
+    total = CapCheck("budget total", "campaign", "c", "total", 10_000, -math.inf, 0.0)
+    for d in range(100):
+        assert lim.acquire(f"o{d}", [rolling("day", 1, 3600, t, owner=f"d{d}"), total], t).ok
+    assert len(lim._times) == 101
+    gone = t + 2 * 3600 + 86400 + 3600
+    assert lim.acquire("late", [rolling("day", 1, 3600, gone - 1, owner="z")], gone - 1).ok
+    assert len(lim._times) == 102  # not yet
+    assert lim.acquire("next", [rolling("day", 1, 3600, gone + 1, owner="z2")], gone + 1).ok
+    assert set(lim._times) == {("campaign", "c", "total"), ("device", "z", "day"), ("device", "z2", "day")}
+    assert lim._tokens.keys() == lim._times.keys() == lim._ages.keys()
+    assert lim.usage(total, gone + 1) == 100
