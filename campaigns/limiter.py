@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
+from campaigns.expiry import extend, pop_expired
 from campaigns.model import Cap
 
 Scope = Literal["device", "campaign"]
@@ -150,12 +151,9 @@ class MemoryLimiter:
 
     def _expire(self, now: float) -> None:
         """Forget the keys whose entries no check at ``now`` or later can count (under the lock)."""
-        heap = self._expiries
-        while heap and heap[0][0] < now:
-            at, key = heapq.heappop(heap)
-            if self._expiry.get(key) == at:
-                for table in (self._expiry, self._times, self._tokens, self._ages):
-                    table.pop(key, None)
+        for key in pop_expired(self._expiries, self._expiry, now):
+            for table in (self._times, self._tokens, self._ages):
+                table.pop(key, None)
 
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
         with self._lock:
@@ -174,10 +172,7 @@ class MemoryLimiter:
                 self._tokens.setdefault(key, {})[token] = now
                 heapq.heappush(self._ages.setdefault(key, []), (now, token))
                 if c.ttl_s > 0:
-                    expiry = now + 2 * c.ttl_s + 86400.0 + 3600.0
-                    if expiry > self._expiry.get(key, -math.inf):
-                        self._expiry[key] = expiry
-                        heapq.heappush(self._expiries, (expiry, key))
+                    extend(self._expiries, self._expiry, key, now + 2 * c.ttl_s + 86400.0 + 3600.0)
             return Grant(True)
 
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:

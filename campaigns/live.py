@@ -26,8 +26,6 @@ Pending exposures live where the state lives: :class:`MemoryPending` here,
 
 from __future__ import annotations
 
-import heapq
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +36,7 @@ from campaigns.conversions import Spec, specs_of
 from campaigns.counters import Increment, ReportCounters
 from campaigns.decider import EXPOSED
 from campaigns.experiments import HOLDOUT
+from campaigns.expiry import extend, pop_expired
 from campaigns.offers import offer_id
 
 
@@ -92,19 +91,12 @@ class MemoryPending:
         with self._lock:
             self._expire(now)
             self._by_device.setdefault(device_id, {})[pending.token] = pending
-            until = now + pending.until - pending.ts + self.keep_s
-            if until > self._expires.get(device_id, -math.inf):
-                self._expires[device_id] = until
-                heapq.heappush(self._ages, (until, device_id))
+            extend(self._ages, self._expires, device_id, now + pending.until - pending.ts + self.keep_s)
 
     def _expire(self, now: float) -> None:
         """Drop the devices whose exposures expired by ``now`` (under the lock)."""
-        ages = self._ages
-        while ages and ages[0][0] <= now:
-            until, device_id = heapq.heappop(ages)
-            if self._expires.get(device_id) == until:
-                del self._expires[device_id]
-                self._by_device.pop(device_id, None)
+        for device_id in pop_expired(self._ages, self._expires, now):
+            self._by_device.pop(device_id, None)
 
     def add_many(self, items: Sequence[tuple[str, Pending]]) -> None:
         for device_id, pending in items:
