@@ -166,7 +166,8 @@ class ProximityTracker:
                 device=None if adv is None else adv[0],
                 advertiser_power=np.nan if adv is None or adv[1] is None else adv[1],
             )
-            self._key_info[key] = info
+            if place is not None or adv is not None:  # the registry's keys only: a gateway hears the adverts of
+                self._key_info[key] = info  # every passer-by, and those would pile up for as long as it runs
         return info
 
     def forget(self, device_id: str) -> int:

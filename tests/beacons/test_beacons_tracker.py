@@ -54,6 +54,17 @@ def test_phone_and_gateway_shapes_resolve() -> None:
     assert t.stats["resolved"] == 3 and t.stats["sightings"] == 6
 
 
+def test_the_adverts_of_passers_by_are_not_remembered() -> None:
+    """A gateway hears every advert around it: the tracker keeps what it learnt of the registry's keys only,
+    so a stream of unknown keys leaves nothing behind (and they resolve as unknown every time)."""
+    t = ProximityTracker(REGISTRY)
+    for batch in range(20):
+        t.resolve(rows(*[("gw-store-01", f"ibeacon:11111111-2222-3333-4444-{batch:012d}/{i}/1", -70, -59, 10.0)
+                         for i in range(50)], ("dev-001", f"ibeacon:{FLEET}/1/1", -59, -59, 10.0)))
+    assert list(t._key_info) == [f"ibeacon:{FLEET}/1/1"]
+    assert t.stats["unknown_advertiser"] == 1000 and t.stats["resolved"] == 20
+
+
 def test_unknown_power_gives_unknown_class() -> None:
     t = ProximityTracker(REGISTRY)
     z = t.update(rows(("dev-002", "eddystone:edd1ebeac04e5defa017/000003000001", -70, None, 1.0)))
