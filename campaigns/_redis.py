@@ -6,10 +6,10 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
   server is a cluster node, a ``redis.cluster.RedisCluster`` seeded with that node (MOVED, ASK and
   TRYAGAIN are followed by redis-py; every script of the adapters touches one hash slot);
 - :func:`run_scripts`: several script calls in one round trip on a single Redis (one call each on a cluster);
-  :func:`run_commands`: several commands in one round trip; :func:`run_together`: both in one. All pack and
-  parse the protocol themselves
-  (:mod:`proxbase.resp`) on a client without ``decode_responses`` speaking RESP2 (redis-py's pipeline costs
-  more per command than a campaign decision's own work); other clients get redis-py's pipeline;
+  :func:`run_commands`: several commands in one round trip; :func:`run_together`: both in one. All pack
+  and parse the protocol themselves (:mod:`proxbase.resp`) on a client without ``decode_responses``
+  speaking RESP2 (redis-py's pipeline costs more per command than a campaign decision's own work); other
+  clients get redis-py's pipeline;
 - :func:`unavailable`: which redis errors mean "the store cannot be reached now" (connection refused or
   lost, timeouts, a cluster slot without a master, a cluster that is down or still failing over);
   the adapters raise :class:`campaigns.errors.StoreUnavailable` for them, without the server's address.

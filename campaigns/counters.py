@@ -16,7 +16,6 @@ shares the counters between workers.
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from campaigns.conversions import Spec
 from campaigns.experiments import HOLDOUT
+from campaigns.expiry import extend, pop_expired
 from campaigns.report import MIN_EXPOSED, rows_from_counts
 
 Measure = Literal["exposed", "converted"]
@@ -99,8 +99,7 @@ class MemoryCounters:
                 key = f"{inc.measure}:{inc.token}"
                 if key in seen:
                     continue
-                seen[key] = now
-                heapq.heappush(self._ages.setdefault(inc.campaign_id, []), (now, key))
+                extend(self._ages.setdefault(inc.campaign_id, []), seen, key, now)
                 cell = self._counts.setdefault(inc.campaign_id, {}).setdefault((inc.arm, inc.store),
                                                                                dict.fromkeys(MEASURES, 0))
                 cell[inc.measure] += 1
@@ -109,10 +108,8 @@ class MemoryCounters:
 
     def _forget(self, campaign_id: str, before: float) -> None:
         """Forget the campaign's tokens seen before ``before`` (under the lock)."""
-        ages = self._ages.get(campaign_id)
-        while ages and ages[0][0] < before:
-            _, key = heapq.heappop(ages)
-            del self._seen[campaign_id][key]
+        if campaign_id in self._ages:
+            pop_expired(self._ages[campaign_id], self._seen[campaign_id], before, inclusive=False)
 
     def counts(self, campaign_id: str) -> Counts:
         with self._lock:

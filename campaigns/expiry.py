@@ -1,5 +1,6 @@
-"""Keys that expire, for the memory adapters: a heap of ``(expiry, key)`` beside a map of each key's current
-expiry, so what is due comes off the top instead of from a scan of every key (as Redis expires its keys)."""
+"""Keys that expire, for the memory adapters: a heap of ``(value, key)`` beside a map of each key's current
+value (its expiry, or the time it was seen), so what is due comes off the top instead of from a scan of every
+key (as Redis expires its keys and trims its sorted sets by score)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ def extend(heap: list[tuple[float, K]], current: dict[K, float], key: K, expiry:
         heapq.heappush(heap, (expiry, key))
 
 
-def pop_expired(heap: list[tuple[float, K]], current: dict[K, float], now: float) -> list[K]:
-    """The keys whose expiry is ``now`` or earlier, taken out of ``current`` (the heap's entries of a key whose
-    expiry has moved on since are dropped as they come up)."""
+def pop_expired(heap: list[tuple[float, K]], current: dict[K, float], bound: float, *,
+                inclusive: bool = True) -> list[K]:
+    """The keys whose value in ``current`` is ``bound`` or less (``inclusive=False``: less), taken out of
+    ``current`` (the heap's entries of a key whose value has changed since, or that left ``current``, are
+    dropped as they come up)."""
     out: list[K] = []
-    while heap and heap[0][0] <= now:
+    while heap and (heap[0][0] <= bound if inclusive else heap[0][0] < bound):
         at, key = heapq.heappop(heap)
         if current.get(key) == at:
             del current[key]

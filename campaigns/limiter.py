@@ -142,11 +142,7 @@ class MemoryLimiter:
         if not times or math.isinf(before) or times[0] >= before:
             return
         cut = bisect.bisect_left(times, before)
-        tokens, ages = self._tokens[key], self._ages[key]
-        while ages and ages[0][0] < before:
-            ts, tok = heapq.heappop(ages)
-            if tokens.get(tok) == ts:  # else released (and maybe taken again later)
-                del tokens[tok]
+        pop_expired(self._ages[key], self._tokens[key], before, inclusive=False)  # (a released token: left)
         del times[:cut]
 
     def _expire(self, now: float) -> None:

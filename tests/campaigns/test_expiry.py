@@ -8,11 +8,13 @@ from hypothesis import strategies as st
 
 from campaigns.expiry import extend, pop_expired
 
-STEPS = st.lists(st.tuples(st.sampled_from("abcde"), st.floats(0, 100), st.floats(0, 10)), max_size=60)
+STEPS = st.lists(st.tuples(st.sampled_from("abcde"), st.sampled_from([0.0, 1.0, 2.5, 10.0]) | st.floats(0, 100),
+                           st.sampled_from([0.0, 1.0, 2.5]) | st.floats(0, 10)), max_size=60)
 
 
-@given(steps=STEPS)
-def test_keys_come_out_once_when_their_latest_expiry_has_passed(steps: list[tuple[str, float, float]]) -> None:
+@given(steps=STEPS, inclusive=st.booleans())
+def test_keys_come_out_once_when_their_latest_expiry_has_passed(steps: list[tuple[str, float, float]],
+                                                                 inclusive: bool) -> None:
     heap: list[tuple[float, str]] = []
     current: dict[str, float] = {}
     oracle: dict[str, float] = {}
@@ -21,8 +23,8 @@ def test_keys_come_out_once_when_their_latest_expiry_has_passed(steps: list[tupl
         extend(heap, current, key, now + expiry)
         oracle[key] = max(oracle.get(key, float("-inf")), now + expiry)
         now += advance
-        due = sorted(k for k, at in oracle.items() if at <= now)
-        assert sorted(pop_expired(heap, current, now)) == due
+        due = sorted(k for k, at in oracle.items() if (at <= now if inclusive else at < now))
+        assert sorted(pop_expired(heap, current, now, inclusive=inclusive)) == due
         for k in due:
             del oracle[k]
         assert current == oracle
