@@ -5,11 +5,12 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
 - :func:`connect` / :func:`connect_async`: a URL becomes a ``redis.Redis`` (one server) or, when the
   server is a cluster node, a ``redis.cluster.RedisCluster`` seeded with that node (MOVED, ASK and
   TRYAGAIN are followed by redis-py; every script of the adapters touches one hash slot);
-- :func:`run_scripts`: several script calls in one round trip on a single Redis (one call each on a cluster);
+- :func:`run_scripts`: several script calls in one round trip (on a cluster, one pipeline per node);
   :func:`run_commands`: several commands in one round trip; :func:`run_together`: both in one. All pack
-  and parse the protocol themselves (:mod:`proxbase.resp`) on a client without ``decode_responses``
-  speaking RESP2 (redis-py's pipeline costs more per command than a campaign decision's own work); other
-  clients get redis-py's pipeline;
+  and parse the protocol themselves (:mod:`proxbase.resp`, and on a cluster
+  :class:`proxbase.redis_route.NodeRouter`) on a client without ``decode_responses`` speaking RESP2
+  (redis-py's pipeline, on a cluster above all, costs more per command than a campaign decision's own
+  work); other clients get redis-py's pipeline;
 - :func:`unavailable`: which redis errors mean "the store cannot be reached now" (connection refused or
   lost, timeouts, a cluster slot without a master, a cluster that is down or still failing over);
   the adapters raise :class:`campaigns.errors.StoreUnavailable` for them, without the server's address.
@@ -17,6 +18,7 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,7 @@ from redis.cluster import RedisCluster
 
 from campaigns.errors import StoreUnavailable
 from proxbase.redis_cluster import close_cluster, cluster_retry, cluster_seed, seeded_cluster
+from proxbase.redis_route import NOT_RUN, NodeRouter, key_slots
 from proxbase.resp import arg, pack, read_replies
 
 UNAVAILABLE = (
@@ -88,19 +91,55 @@ async def connect_async(url: str, *, timeout_s: float = 5.0) -> Any:
 
 
 def raw(client: Any) -> bool:
-    """Whether :func:`run_commands` packs and parses the protocol itself for ``client``: a single Redis whose
-    replies are plain bytes (no ``decode_responses``, RESP2), as the service's clients are."""
-    if is_cluster(client) or not isinstance(client, redis.Redis):
+    """Whether :func:`run_commands` packs and parses the protocol itself for ``client``: a single Redis or a
+    cluster client whose replies are plain bytes (no ``decode_responses``, RESP2), as the service's clients
+    are."""
+    if isinstance(client, RedisCluster):
+        kw = client.get_connection_kwargs()
+    elif isinstance(client, redis.Redis):
+        kw = client.connection_pool.connection_kwargs
+    else:
         return False
-    kw = client.connection_pool.connection_kwargs
     return not kw.get("decode_responses") and str(kw.get("protocol") or 2) == "2"
+
+
+#: a cluster client's router (:func:`run_commands`), made on its first use and dropped with the client
+_ROUTERS: weakref.WeakKeyDictionary[Any, NodeRouter] = weakref.WeakKeyDictionary()
+
+
+def _key(command: Sequence[Any]) -> bytes:
+    """The key that routes ``command`` on a cluster: a script's first key, else the first argument (every
+    command the adapters pipeline names its key first); a script without keys goes to any node."""
+    if str(command[0]).upper() in ("EVALSHA", "EVAL"):
+        return arg(command[3]) if int(command[2]) else b""
+    return arg(command[1])
+
+
+def _run_on_nodes(client: Any, commands: Sequence[Sequence[Any]], blobs: list[bytes]) -> list[Any]:
+    """:func:`run_commands` on a cluster: each packed command to its slot's node, one pipeline per node (a
+    node's commands in their order; commands in different slots share no key). A command still refused
+    without running after the router's tries (``ASK`` during a slot migration needs ``ASKING``, which
+    redis-py sends) is run alone through redis-py, which follows the redirection."""
+    router = _ROUTERS.get(client)
+    if router is None:
+        router = _ROUTERS[client] = NodeRouter(client)
+    slots = key_slots([_key(c) for c in commands])
+    failed: list[int] = []
+    replies = router.send(list(zip(slots.tolist(), blobs, strict=True)), errors=failed)
+    for i in failed:
+        if isinstance(replies[i], NOT_RUN):
+            try:
+                replies[i] = client.execute_command(*commands[i])
+            except redis.ResponseError as exc:
+                replies[i] = exc
+    return replies
 
 
 def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """The replies of ``commands`` (each a command name and its arguments) on a single Redis, in one round trip
-    (pipelined, not a transaction); an error reply is returned as its exception, in its place. On a client
-    that :func:`raw` accepts the commands are packed in one join and the replies parsed by
-    :func:`proxbase.resp.read_replies`, else they go through a redis-py pipeline. A connection or time-out
+    (pipelined, not a transaction; on a cluster one pipeline per node); an error reply is returned as its
+    exception, in its place. On a client that :func:`raw` accepts the commands are packed in one join and
+    the replies parsed by :func:`proxbase.resp.read_replies`, else they go through a redis-py pipeline. A connection or time-out
     error is raised (the connection is dropped: a half-read pipeline must not go back to the pool)."""
     if not commands:
         return []
@@ -109,7 +148,10 @@ def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         for command in commands:
             pipe.execute_command(*command)
         return list(pipe.execute(raise_on_error=False))
-    blob = b"".join([pack([arg(x) for x in command]) for command in commands])
+    blobs = [pack([arg(x) for x in command]) for command in commands]
+    if isinstance(client, RedisCluster):
+        return _run_on_nodes(client, commands, blobs)
+    blob = b"".join(blobs)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:

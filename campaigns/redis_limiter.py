@@ -169,7 +169,7 @@ class RedisLimiter(_Caps):
 
     def _run(self, token: str, checks: Sequence[CapCheck], now: float) -> tuple[int, int]:
         keys, args = self._call_args(token, checks, now)
-        code, used = self._script(keys=keys, args=args)
+        code, used = _redis.run_scripts(self.client, [(self._script, keys, args)])[0]
         return int(code), int(used)
 
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
@@ -196,11 +196,11 @@ class RedisLimiter(_Caps):
 
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
         try:
-            for group in self._groups(checks):
-                pipe = self.client.pipeline(transaction=False)
-                for c in group:
-                    pipe.zrem(self.key(c), token)
-                pipe.execute()
+            commands = [("ZREM", self.key(c), token) for group in self._groups(checks) for c in group]
+            replies = _redis.run_commands(self.client, commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "frequency caps") from exc
 

@@ -172,3 +172,66 @@ def test_outbox_scripts_run_in_the_protocol_and_remake_a_lost_group(redis_url: s
         assert box.ack(entry) is True and box.ack(entry) is False
     finally:
         box.close()
+
+
+def _cluster_commands(k: str) -> list[tuple[Any, ...]]:
+    """Commands over keys of several slots (on every node of a 3-master cluster), an error reply among them."""
+    out: list[tuple[Any, ...]] = []
+    for tag in "abcdef":
+        key = f"{k}:{{{tag}}}"
+        out += [("HSET", key + ":h", "tok", "é"), ("PEXPIRE", key + ":h", 60_000, "NX"), ("HGET", key + ":h", "tok"),
+                ("ZADD", key + ":z", 1.5, "m"), ("ZREM", key + ":z", "m", "x"), ("GET", key + ":h"),  # WRONGTYPE
+                ("EVAL", "return redis.call('INCRBY', KEYS[1], ARGV[1])", 1, key + ":n", 7)]
+    return out
+
+
+def test_run_commands_on_a_cluster_answer_what_redis_py_answers(redis_cluster_url: str, redis_prefix: str) -> None:
+    """On a cluster client the commands go to each key's node, one pipeline per node, and the replies come back
+    in the callers' order, each as redis-py's cluster pipeline answers it (error replies in their places)."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_url)
+    try:
+        assert _redis.raw(client)
+        ours = _redis.run_commands(client, _cluster_commands(redis_prefix + ":ours"))
+        theirs = _pipeline(client, _cluster_commands(redis_prefix + ":theirs"))
+        for i in range(1, len(theirs), 7):  # redis-py's PEXPIRE callback makes a bool
+            theirs[i] = int(theirs[i])
+        _same(ours, theirs)
+        assert sum(isinstance(x, redis.ResponseError) for x in ours) == 6
+        assert _redis.raw(RedisCluster.from_url(redis_cluster_url, decode_responses=True)) is False
+    finally:
+        client.close()
+
+
+def test_run_commands_on_a_cluster_follow_a_key_moved_to_another_node(redis_cluster_url: str,
+                                                                      redis_prefix: str) -> None:
+    """A slot in migration whose key has already moved: its node answers ASK, and the command is run where the
+    key is now (redis-py sends ASKING there), in its place among the others; after the move, MOVED is followed."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_url)
+    key, other = f"{redis_prefix}:{{mig}}:n", f"{redis_prefix}:{{oth}}:n"
+    slot = redis.crc.key_slot(key.encode())
+    masters = {n.name: client.get_redis_connection(n) for n in client.get_primaries()}
+    ids = {name: c.execute_command("CLUSTER", "MYID").decode() for name, c in masters.items()}
+    src = client.nodes_manager.get_node_from_slot(slot).name
+    dst = next(name for name in masters if name != src)
+    host, port = dst.split(":")
+    try:
+        assert _redis.run_commands(client, [("INCRBY", key, 1), ("INCRBY", other, 1)]) == [1, 1]
+        masters[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src])
+        masters[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst])
+        masters[src].execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", key)
+        assert _redis.run_commands(client, [("INCRBY", other, 1), ("INCRBY", key, 2), ("GET", key)]) == [2, 3, b"3"]
+        with pytest.raises(redis.exceptions.AskError):  # the key is gone from its slot's node
+            masters[src].execute_command("GET", key)
+    finally:
+        for c in [masters[dst], *(c for n, c in masters.items() if n != dst)]:
+            c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[dst])
+    try:
+        # the slot map redis-py holds still names the old node: MOVED, the map read again, then the new node
+        assert _redis.run_commands(client, [("INCRBY", key, 4), ("INCRBY", other, 1)]) == [7, 3]
+    finally:
+        client.delete(key, other)
+        client.close()
