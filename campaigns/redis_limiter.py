@@ -17,21 +17,20 @@ room, adds the offer id to all keys.
 Atomicity across slots, and the guarantee. On a single Redis (``cluster=False``)
 all keys of an offer go to ONE script call: check and consumption of every cap
 are one atomic step. On Redis Cluster (``cluster=True``, the default for a
-cluster client) no script may span slots, so the limiter runs the script twice,
-in a fixed order:
-
-1. on the campaign's budget keys: this *reserves* the offer's place in the budget
-   (the offer id is added only if every budget has room);
-2. on the device's keys; if a device cap refuses (or its slot cannot be reached),
-   a compensating ``ZREM`` gives the budget place back.
+cluster client) no script may span slots, so the limiter runs the script twice, once
+on the campaign's budget keys and once on the device's keys, both in one round trip
+(pipelined, each on its slot's node); each call takes its place (adds the offer id)
+only if every cap of its slot has room. If either refuses, a compensating ``ZREM``
+gives back the place the other took, and the answer is the first refusal in the order
+budgets, then device caps (what asking them one after the other would answer).
 
 A reservation is counted by every concurrent check from the moment it is made,
 so **no cap is ever exceeded**, in either mode, whatever the interleaving. The
-price is an occasional *under*-issue: for the instant between steps 1 and 2 a
-budget counts an offer that is then refunded, and a concurrent offer can be
-refused when it would just have fit. If a worker dies between the two steps, or
-the refund cannot reach Redis, the reservation stays until the budget's window
-ends (a total budget keeps it): one offer fewer, never one more. Retrying the
+price is an occasional *under*-issue: for the instant between the two calls and the
+refund, a budget (or a device cap) counts an offer that is then refunded, and a
+concurrent offer can be refused when it would just have fit. If a worker dies before
+the refund, or the refund cannot reach Redis, the reservation stays until the cap's
+window ends (a total budget keeps it): one offer fewer, never one more. Retrying the
 same decision (same offer id) finds its reservation and completes it.
 
 A failover loses no count when replicas are in sync (``CLUSTER FAILOVER``); a
@@ -167,32 +166,33 @@ class RedisLimiter(_Caps):
         self._setup(prefix, on_cluster if cluster is None else cluster)
         self._script = self.client.register_script(_ACQUIRE)
 
-    def _run(self, token: str, checks: Sequence[CapCheck], now: float) -> tuple[int, int]:
-        keys, args = self._call_args(token, checks, now)
-        code, used = _redis.run_scripts(self.client, [(self._script, keys, args)])[0]
-        return int(code), int(used)
-
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
         if not checks:
             return Grant(True)
-        done: list[list[CapCheck]] = []
-        duplicate = True
+        groups = self._groups(checks)
+        calls = [(self._script, *self._call_args(token, group, now)) for group in groups]
         try:
-            for group in self._groups(checks):
-                code, used = self._run(token, group, now)
-                if code > 0:
-                    for taken in done:  # compensate: give back what the earlier slot reserved
-                        self.release(token, taken)
-                    return self._grant(group, code, used)
-                duplicate = duplicate and code < 0
-                if code == 0:
-                    done.append(group)
-        except _redis.UNAVAILABLE as exc:
-            for taken in done:  # best effort: a reservation left behind is an under-issue at worst
-                with contextlib.suppress(StoreUnavailable):
-                    self.release(token, taken)
+            replies = _redis.run_scripts(self.client, calls, raise_errors=False)
+        except _redis.UNAVAILABLE as exc:  # which calls ran is not known: a place left taken is an under-issue
             raise _redis.unavailable(exc, "frequency caps") from exc
-        return Grant(True, duplicate=duplicate)
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        codes = [(-2, 0) if isinstance(r, Exception) else (int(r[0]), int(r[1])) for r in replies]
+        refused = next((i for i, (code, _used) in enumerate(codes) if code > 0), None)
+        if failed is not None or refused is not None:
+            for group, (code, _used) in zip(groups, codes, strict=True):
+                if code == 0:  # compensate: give back the place this call took
+                    if failed is None:
+                        self.release(token, group)
+                        continue
+                    with contextlib.suppress(StoreUnavailable):  # best effort: the error is what is raised
+                        self.release(token, group)
+            if failed is not None:
+                if isinstance(failed, _redis.UNAVAILABLE):
+                    raise _redis.unavailable(failed, "frequency caps") from failed
+                raise failed
+            assert refused is not None
+            return self._grant(groups[refused], *codes[refused])
+        return Grant(True, duplicate=all(code < 0 for code, _used in codes))
 
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
         try:

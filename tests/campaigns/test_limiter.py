@@ -49,6 +49,43 @@ def test_all_caps_or_none(limiter: Any) -> None:
     assert limiter.usage(free, t + 2) == 1 and limiter.usage(budget, t + 2) == 1
 
 
+def test_a_full_budget_takes_no_device_place_and_is_named_first(limiter: Any) -> None:
+    """A budget that refuses leaves the device's caps as they were (cluster mode asks both slots at once and
+    gives the device's place back), and when both refuse, the budget is the one named, as asking the budget
+    first would answer."""
+    t = 1_700_000_000.0
+    budget = rolling("budget", 1, 3600, t, scope="campaign", owner="camp")
+    assert limiter.acquire("x", [budget, rolling("cap", 1, 3600, t, owner="d0")], t).ok
+    cap = rolling("cap", 1, 3600, t)
+    g = limiter.acquire("y", [budget, cap], t + 1)
+    assert not g.ok and g.blocked_by == "budget" and g.used == 1
+    assert limiter.usage(cap, t + 1) == 0
+    assert limiter.acquire("y2", [cap], t + 2).ok  # the device's place was free all along
+    g = limiter.acquire("z", [budget, cap], t + 3)
+    assert not g.ok and g.blocked_by == "budget"
+    assert limiter.usage(cap, t + 3) == 1 and limiter.usage(budget, t + 3) == 1
+
+
+@pytest.mark.redis
+def test_on_a_cluster_one_offer_asks_its_slots_in_one_round_trip(redis_cluster_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from campaigns import RedisLimiter, _redis
+
+    lim = RedisLimiter(redis_cluster_url, f"t{uuid.uuid4().hex[:10]}")
+    calls: list[int] = []
+    run = _redis.run_scripts
+    monkeypatch.setattr(_redis, "run_scripts", lambda client, c, **kw: calls.append(len(c)) or run(client, c, **kw))
+    try:
+        t = 1_700_000_000.0
+        checks = [rolling("budget", 5, 3600, t, scope="campaign", owner="camp"), rolling("cap", 5, 3600, t)]
+        assert lim.acquire("a", checks, t).ok
+        assert calls == [2]  # both slots' scripts, one call
+        assert lim.usage(checks[0], t) == 1 and lim.usage(checks[1], t) == 1
+    finally:
+        lim.client.delete(lim.key(checks[0]), lim.key(checks[1]))
+        lim.close()
+
+
 def test_same_token_is_not_counted_twice(limiter: Any) -> None:
     t = 1_700_000_000.0
     checks = [rolling("c", 3, 100, t), rolling("b", 9, 100, t, scope="campaign", owner="k")]
