@@ -10,8 +10,9 @@ asked. The scripts of every event of the call go in one pipeline: each is atomic
 they run in event order, so the answers are those of one call at a time.
 
 On a single Redis only: a script may span the device's caps, the campaign's budgets
-and the outbox only when every key is on one server (on a cluster the limiter's
-two-step protocol runs, one call each).
+and the outbox only when every key is on one server (on a cluster each offer's
+caps go in one round trip of two scripts, see :mod:`campaigns.redis_limiter`, and its
+outbox put in another).
 """
 
 from __future__ import annotations
