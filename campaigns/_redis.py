@@ -18,7 +18,6 @@ redis is imported here, lazily by the adapters, so ``import campaigns`` works wi
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,8 +102,11 @@ def raw(client: Any) -> bool:
     return not kw.get("decode_responses") and str(kw.get("protocol") or 2) == "2"
 
 
-#: a cluster client's router (:func:`run_commands`), made on its first use and dropped with the client
-_ROUTERS: weakref.WeakKeyDictionary[Any, NodeRouter] = weakref.WeakKeyDictionary()
+#: the attribute of a cluster client that holds its router (:func:`run_commands`), made on first use: kept on
+#: the client, not in a weak map keyed by it (the router refers to its client: such an entry would never die),
+#: and holding no connection between calls (a held connection refers to the client: the two would never be
+#: freed unless closed)
+_ROUTER = "_campaigns_node_router"
 
 
 def _key(command: Sequence[Any]) -> bytes:
@@ -120,9 +122,10 @@ def _run_on_nodes(client: Any, commands: Sequence[Sequence[Any]], blobs: list[by
     node's commands in their order; commands in different slots share no key). A command still refused
     without running after the router's tries (``ASK`` during a slot migration needs ``ASKING``, which
     redis-py sends) is run alone through redis-py, which follows the redirection."""
-    router = _ROUTERS.get(client)
+    router = getattr(client, _ROUTER, None)
     if router is None:
-        router = _ROUTERS[client] = NodeRouter(client)
+        router = NodeRouter(client, hold=False)
+        setattr(client, _ROUTER, router)
     slots = key_slots([_key(c) for c in commands])
     failed: list[int] = []
     replies = router.send(list(zip(slots.tolist(), blobs, strict=True)), errors=failed)

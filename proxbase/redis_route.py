@@ -76,12 +76,15 @@ class NodeRouter:
     """Sends ``(slot, packed command)`` pairs to the node that holds each slot, pipelined per node (``client``:
     a :class:`redis.cluster.RedisCluster`, else one server gets every command, in order).
 
-    It keeps one connection per node between calls for the thread that holds them (redis-py's pool checks a
-    connection out and in, with a poll and a lock, each time); another thread meanwhile uses the pool's.
+    With ``hold`` it keeps one connection per node between calls for the thread that holds them (redis-py's
+    pool checks a connection out and in, with a poll and a lock, each time); another thread meanwhile uses the
+    pool's. Held connections refer to the cluster client (redis-py gives them its ``on_connect``): whoever
+    holds the router must :meth:`release` them before dropping the client, else neither is ever freed.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, hold: bool = True) -> None:
         self.r = client
+        self.hold = hold
         self.nodes = isinstance(client, RedisCluster)  # route each slot to its node
         self._slot_clients: dict[str, Any] = {}  # node name -> its client, valid for one slot map:
         self._slot_map: Any = None  # the nodes manager's slots_cache they were read from (a new one: reread)
@@ -131,7 +134,7 @@ class NodeRouter:
         """
         if not commands:
             return []
-        mine = self._hold.acquire(blocking=False)
+        mine = self.hold and self._hold.acquire(blocking=False)
         try:
             return self._send(commands, script, errors, mine)
         finally:

@@ -235,3 +235,20 @@ def test_run_commands_on_a_cluster_follow_a_key_moved_to_another_node(redis_clus
     finally:
         client.delete(key, other)
         client.close()
+
+
+def test_a_cluster_client_and_its_router_are_freed_together(redis_cluster_url: str) -> None:
+    """The router :func:`run_commands` makes for a cluster client lives on the client: a client dropped by its
+    user is collected with its router (a weak map keyed by the client would keep both forever)."""
+    import gc
+    import weakref
+
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster_url)
+    assert _redis.run_commands(client, [("ECHO", "x")]) == [b"x"]
+    gone = weakref.ref(client)
+    _redis.close(client)
+    del client
+    gc.collect()
+    assert gone() is None
