@@ -139,11 +139,12 @@ def _run_on_nodes(client: Any, commands: Sequence[Sequence[Any]], blobs: list[by
 
 
 def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
-    """The replies of ``commands`` (each a command name and its arguments) on a single Redis, in one round trip
-    (pipelined, not a transaction; on a cluster one pipeline per node); an error reply is returned as its
-    exception, in its place. On a client that :func:`raw` accepts the commands are packed in one join and
-    the replies parsed by :func:`proxbase.resp.read_replies`, else they go through a redis-py pipeline. A connection or time-out
-    error is raised (the connection is dropped: a half-read pipeline must not go back to the pool)."""
+    """The replies of ``commands`` (each a command name and its arguments) in one round trip (pipelined, not a
+    transaction; on a cluster one pipeline per node, see :func:`_run_on_nodes`); an error reply is returned as
+    its exception, in its place. On a client that :func:`raw` accepts the commands are packed in one join and
+    the replies parsed by :func:`proxbase.resp.read_replies`, else they go through a redis-py pipeline. A
+    connection or time-out error is raised (the connection is dropped: a half-read pipeline must not go back
+    to the pool)."""
     if not commands:
         return []
     if not raw(client):
