@@ -38,7 +38,8 @@ NOT_RUN = (redis_lib.exceptions.AskError, redis_lib.exceptions.TryAgainError, re
 UNAVAILABLE = (redis_lib.ConnectionError, redis_lib.TimeoutError, redis_lib.exceptions.ClusterError,
                redis_lib.exceptions.RedisClusterException)
 
-_CRC = np.array([crc_hqx(bytes([b]), 0) for b in range(256)], np.int64)  # CRC16-XMODEM of one byte from 0
+#: CRC16-XMODEM of one byte from 0 (the table of Redis Cluster's key hash)
+CRC16_TABLE = np.array([crc_hqx(bytes([b]), 0) for b in range(256)], np.int64)
 
 
 def key_slots(keys: Sequence[bytes]) -> np.ndarray:
@@ -67,7 +68,7 @@ def key_slots(keys: Sequence[bytes]) -> np.ndarray:
     for j in range(int(width.max()) if n else 0):
         on = j < width
         byte = buf[np.minimum(lo + j, len(buf) - 1)].astype(np.int64)
-        step = ((crc << 8) & 0xFFFF) ^ _CRC[((crc >> 8) ^ byte) & 0xFF]
+        step = ((crc << 8) & 0xFFFF) ^ CRC16_TABLE[((crc >> 8) ^ byte) & 0xFF]
         crc = np.where(on, step, crc)
     return crc % SLOTS
 
@@ -249,4 +250,4 @@ def _give_back(held: dict[int, tuple[Any, Any, int]]) -> None:
             client.connection_pool.release(conn)
 
 
-__all__ = ["NOT_RUN", "SLOTS", "UNAVAILABLE", "NodeRouter", "key_slots"]
+__all__ = ["CRC16_TABLE", "NOT_RUN", "SLOTS", "UNAVAILABLE", "NodeRouter", "key_slots"]

@@ -1,4 +1,5 @@
-"""Hot loops of the Redis state codec (numba): byte ranges copied and compared, stored values parsed.
+"""Hot loops of the Redis state codec (numba): byte ranges copied and compared, stored values parsed, and
+the key layout's device groups of many ids.
 
 A batch's states are a few hundred byte ranges of a few dozen bytes each. numpy moves them with an
 index array per byte (``np.repeat`` + ``np.arange`` + a fancy index), several allocations and passes
@@ -16,6 +17,27 @@ from proxbase.jit import njit
 #: :func:`parse_values`' answers: every value is ``<version>|<state>``; a value without ``|`` or with 0 or
 #: more than 18 digits before it; a version with a character that is no digit
 OK, NOT_VERSIONED, NOT_A_NUMBER = 0, 1, 2
+
+
+@njit(_nrt=False)
+def name_groups(buf, table, groups, group, length):  # pragma: no cover - compiled
+    """Names joined by NUL in ``buf`` (as many as ``group`` has rows): each one's ``CRC16 mod groups`` (``table``:
+    the CRC16-XMODEM byte table, as ``binascii.crc_hqx(name, 0)``) and its length."""
+    i = 0
+    crc = 0
+    start = 0
+    for j in range(len(buf)):
+        b = buf[j]
+        if b == 0:
+            group[i] = crc % groups
+            length[i] = j - start
+            i += 1
+            crc = 0
+            start = j + 1
+        else:
+            crc = ((crc << 8) & 0xFFFF) ^ table[((crc >> 8) ^ b) & 0xFF]
+    group[i] = crc % groups
+    length[i] = len(buf) - start
 
 
 @njit(_nrt=False)

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+import proximity._redis._kernels_codec as KC
+from proxbase.redis_route import CRC16_TABLE
 from proximity._redis.cluster import SLOTS, slot_tags
 from proximity._redis.scripts import bulk
 from proximity.errors import StateError
@@ -87,24 +89,32 @@ class Layout:
         """The slots whose due sets may list devices (cluster: the groups'; else the one set, as slot 0)."""
         return self.group_slot.tolist() if self.cluster else range(1)
 
-    def _groups(self, names: Sequence[str]) -> tuple[list[bytes], list[int] | None]:
-        """Each name as bytes, and (cluster) its device group."""
+    def _groups(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray | None, np.ndarray | None]:
+        """Each name as bytes; with ``cluster``, its device group; and the names' lengths when they came with the
+        groups (``None`` else). ASCII ids without NUL (the common ones) are encoded in one call and their groups
+        computed in one numba pass over the joined bytes (500 UUIDs: 61 -> ~15 us)."""
         joined = "\0".join(names)
-        enc = joined.encode().split(b"\0") if joined.isascii() else []  # one call for the common ids
-        if len(enc) != len(names):
+        data = joined.encode() if joined.isascii() else b""
+        enc = data.split(b"\0") if joined.isascii() else []  # [b""] for no names: the loop below, as it must
+        if len(enc) != len(names) or not names:
             enc = [n.encode() for n in names]
+            if not self.cluster:
+                return enc, None, None
+            return enc, np.fromiter(map(crc_hqx, enc, repeat(0)), np.int64, len(enc)) % self.groups, None
         if not self.cluster:
-            return enc, None
-        return enc, (np.fromiter(map(crc_hqx, enc, repeat(0)), np.int64, len(enc)) % self.groups).tolist()
+            return enc, None, None
+        group, length = np.empty(len(enc), np.int64), np.empty(len(enc), np.int64)
+        KC.name_groups(np.frombuffer(data, np.uint8), CRC16_TABLE, self.groups, group, length)
+        return enc, group, length
 
     def state_keys(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
         """Each device's state key and its hash slot (0 for all with ``cluster=False``)."""
-        enc, g = self._groups(names)
+        enc, g, _ = self._groups(names)
         if g is None:
             head = self._head + b":{"
             return [head + e + b"}:st" for e in enc], np.zeros(len(enc), np.int64)
         heads = self._heads
-        return [heads[x] + e + b":st" for x, e in zip(g, enc, strict=True)], self.group_slot[g]
+        return [heads[x] + e + b":st" for x, e in zip(g.tolist(), enc, strict=True)], self.group_slot[g]
 
     def bulk_keys(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
         """:meth:`state_keys` as protocol bulk strings (``$<length>\\r\\n<key>\\r\\n``).
@@ -113,18 +123,18 @@ class Layout:
         depends only on the name's length and group (:class:`_Between` keeps those pieces), so the keys are
         the names and those pieces joined, cut on NUL (500 UUIDs on a single Redis: 180 -> 70 us). A name
         with a NUL in it (no device id has one) makes the cut miss: then each key is formatted on its own."""
-        enc, g = self._groups(names)
+        enc, g, length = self._groups(names)
         slots = np.zeros(len(enc), np.int64) if g is None else self.group_slot[g]
         if len(enc) >= 8:
             between, cut = self._between, len(self._between.tail) + 1
-            lengths = set(map(len, enc))
-            if g is None and len(lengths) == 1:  # one piece between any two keys: one replace
+            lengths = set(map(len, enc)) if g is None else set()
+            if len(lengths) == 1:  # one piece between any two keys (single Redis, ids of one length): one replace
                 piece = between[lengths.pop()]
                 keys = (piece[cut:] + b"\0".join(enc).replace(b"\0", piece) + between.tail).split(b"\0")
             else:
-                code = np.fromiter(map(len, enc), np.int64, len(enc))
+                code = length if length is not None else np.fromiter(map(len, enc), np.int64, len(enc))
                 if g is not None:
-                    code |= np.asarray(g, np.int64) << 32
+                    code = code | (g << 32)
                 parts = [b""] * (2 * len(enc))
                 parts[0::2] = [between[c] for c in code.tolist()]
                 parts[1::2] = enc
@@ -137,7 +147,8 @@ class Layout:
             n = len(head) + 4
             return [b"$%d\r\n%b%b}:st\r\n" % (n + len(e), head, e) for e in enc], slots
         heads = self._heads
-        return [b"$%d\r\n%b%b:st\r\n" % (len(heads[x]) + len(e) + 3, heads[x], e) for x, e in zip(g, enc, strict=True)], slots
+        return [b"$%d\r\n%b%b:st\r\n" % (len(heads[x]) + len(e) + 3, heads[x], e)
+                for x, e in zip(g.tolist(), enc, strict=True)], slots
 
     def span(self, slot: int) -> bytes:
         """``SAVE``'s ARGV[2] for the devices of ``slot`` (a bulk string): "<first> <last>", the name's

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from geofence import FenceIndex, circle_fence
 from proximity._redis import slot_tags
+from proximity._redis.cluster import SLOTS
 from proximity._redis.layout import Layout
 from proximity._redis.migrate import migrate
 from proximity.batch import PingBatch
@@ -223,3 +224,17 @@ def test_groups_come_from_the_environment_unless_given(redis_url: str, redis_pre
     assert len(stores[0].router.due_slots) == 64
     for s in stores:
         s.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.one_of(st.lists(IDS, max_size=40), st.lists(st.uuids().map(str), max_size=600),
+                     st.lists(st.text(max_size=8), max_size=20)),
+       groups=st.sampled_from([1, 3, 32, 16384]))
+def test_device_groups_of_many_ids_are_crc16_of_each(ids: list[str], groups: int) -> None:
+    """The groups of a batch's ids (one numba pass over the joined ids when they are ASCII without NUL, else one
+    ``crc_hqx`` each) are each id's CRC16 mod ``groups``, as one id's alone."""
+    layout = Layout("p", True, groups)
+    want = [crc_hqx(i.encode(), 0) % groups * SLOTS // groups for i in ids]
+    assert layout.state_keys(ids)[1].tolist() == want
+    assert layout.bulk_keys(ids)[1].tolist() == want
+    assert [layout.state_keys([i])[1].tolist() for i in ids] == [[w] for w in want]
