@@ -107,6 +107,13 @@ class Layout:
         KC.name_groups(np.frombuffer(data, np.uint8), CRC16_TABLE, self.groups, group, length)
         return enc, group, length
 
+    def compile_kernels(self) -> None:
+        """Compile, or load from the kernel cache, the device groups' loop for the buffers :meth:`_groups` passes
+        it (a server's warm-up, before it says it is ready; in every mode, so a single Redis's warm-up also
+        readies the cluster mode's loop)."""
+        group, length = np.empty(1, np.int64), np.empty(1, np.int64)
+        KC.name_groups(np.frombuffer(b"warm-up", np.uint8), CRC16_TABLE, max(self.groups, 1), group, length)
+
     def state_keys(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray]:
         """Each device's state key and its hash slot (0 for all with ``cluster=False``)."""
         enc, g, _ = self._groups(names)

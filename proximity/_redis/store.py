@@ -552,8 +552,10 @@ class RedisStateStore(DeviceInfo):
         return out
 
     def compile(self, params: PresenceParams) -> None:
-        """The codec's loops (:func:`proximity._redis.codec.compile_kernels`) and ``next_due``."""
+        """The codec's loops (:func:`proximity._redis.codec.compile_kernels`), the key layout's
+        (:meth:`~proximity._redis.layout.Layout.compile_kernels`) and ``next_due``."""
         codec.compile_kernels()
+        self.layout.compile_kernels()
         next_due(PresenceState(1, 0), np.zeros(1, np.int64), params)
 
     def close(self) -> None:

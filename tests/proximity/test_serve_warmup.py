@@ -77,6 +77,8 @@ def compiled():
 
 import sys
 redis_args = dict(redis=sys.argv[1], redis_prefix=sys.argv[2]) if len(sys.argv) > 2 else {}
+if len(sys.argv) > 3:  # the cluster protocol (grouped key layout) on that Redis
+    redis_args["redis_cluster"] = True
 if redis_args:
     import proximity._redis._kernels_codec
     MODS = (proximity._redis._kernels_codec,)
@@ -122,16 +124,18 @@ def test_after_the_warm_up_a_request_compiles_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster-mode"])
 def test_with_redis_state_the_warm_up_compiles_the_codec_too(tmp_path: Path, redis_url: str,
-                                                              redis_prefix: str) -> None:
-    """The Redis store's codec loops (parse, copy, compare) are compiled before the worker is ready: its
-    first pings, sightings and advance compile nothing."""
-    doc = _warm_then_request(tmp_path, redis_url, redis_prefix)
+                                                              redis_prefix: str, cluster: bool) -> None:
+    """The Redis store's codec loops (parse, copy, compare) and its key layout's (device groups) are compiled
+    before the worker is ready: its first pings, sightings and advance compile nothing, in cluster mode too."""
+    doc = _warm_then_request(tmp_path, redis_url, redis_prefix, *(["cluster"] if cluster else []))
     # (the helpers they call, ``_get8`` ..., are compiled into them: loaded from the cache, they have no code)
     codec = {k: v for k, v in doc["before"].items()
              if k.startswith("proximity._redis._kernels_codec.") and not k.rpartition(".")[2].startswith("_")}
     assert set(codec) == {f"proximity._redis._kernels_codec.{n}" for n in (
-        "count_records", "decode_into", "encode_state", "gather_ranges", "parse_values", "ranges_differ", "save_blobs")}
+        "count_records", "decode_into", "encode_state", "gather_ranges", "name_groups", "parse_values", "ranges_differ",
+        "save_blobs")}
     assert all(v >= 1 for v in codec.values())
 
 
