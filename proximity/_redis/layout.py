@@ -92,10 +92,10 @@ class Layout:
     def _groups(self, names: Sequence[str]) -> tuple[list[bytes], np.ndarray | None, np.ndarray | None]:
         """Each name as bytes; with ``cluster``, its device group; and the names' lengths when they came with the
         groups (``None`` else). ASCII ids without NUL (the common ones) are encoded in one call and their groups
-        computed in one numba pass over the joined bytes (500 UUIDs: 61 -> ~15 us)."""
+        computed in one numba pass over the joined bytes (500 UUIDs: 80 -> 39 us for the groups)."""
         joined = "\0".join(names)
         data = joined.encode() if joined.isascii() else b""
-        enc = data.split(b"\0") if joined.isascii() else []  # [b""] for no names: the loop below, as it must
+        enc = data.split(b"\0") if joined.isascii() else []  # (no names: [b""], made [] below)
         if len(enc) != len(names) or not names:
             enc = [n.encode() for n in names]
             if not self.cluster:
