@@ -168,6 +168,13 @@ def run_commands(client: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
         pool.release(conn)
 
 
+def raise_first(replies: Sequence[Any]) -> None:
+    """Raise the first error reply of ``replies`` (from :func:`run_commands`), if any."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 def run_scripts(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]], *,
                 raise_errors: bool = True) -> list[Any]:
     """The replies of ``(script, keys, args)`` calls (``Script`` objects of ``client.register_script``), run in

@@ -145,7 +145,7 @@ class RedisPending:
         if not items:
             return
         try:
-            _raise_first(_redis.run_commands(self.client, self._add_commands(items)))
+            _redis.raise_first(_redis.run_commands(self.client, self._add_commands(items)))
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
 
@@ -161,7 +161,7 @@ class RedisPending:
                                                   counters.add_calls(groups))
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions and report counters") from exc
-        _raise_first(added)
+        _redis.raise_first(added)
         return True
 
     def _add_commands(self, items: Sequence[tuple[str, Pending]]) -> list[tuple[Any, ...]]:
@@ -206,13 +206,6 @@ class RedisPending:
             self.client.delete(self.key(device_id))
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
-
-
-def _raise_first(replies: Sequence[Any]) -> None:
-    """Raise the first error reply of ``replies`` (``HSET`` and ``PEXPIRE`` have none unless Redis refused)."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
 
 
 __all__ = ["RedisCounters", "RedisPending"]

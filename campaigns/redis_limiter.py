@@ -179,13 +179,11 @@ class RedisLimiter(_Caps):
         codes = [(-2, 0) if isinstance(r, Exception) else (int(r[0]), int(r[1])) for r in replies]
         refused = next((i for i, (code, _used) in enumerate(codes) if code > 0), None)
         if failed is not None or refused is not None:
-            for group, (code, _used) in zip(groups, codes, strict=True):
-                if code == 0:  # compensate: give back the place this call took
-                    if failed is None:
-                        self.release(token, group)
-                        continue
-                    with contextlib.suppress(StoreUnavailable):  # best effort: the error is what is raised
-                        self.release(token, group)
+            # compensate: give back the places the other calls took (one round trip); after an error, best
+            # effort (the error is what is raised)
+            taken = [c for group, (code, _used) in zip(groups, codes, strict=True) if code == 0 for c in group]
+            with contextlib.suppress(StoreUnavailable) if failed is not None else contextlib.nullcontext():
+                self.release(token, taken)
             if failed is not None:
                 if isinstance(failed, _redis.UNAVAILABLE):
                     raise _redis.unavailable(failed, "frequency caps") from failed
@@ -197,10 +195,7 @@ class RedisLimiter(_Caps):
     def release(self, token: str, checks: Sequence[CapCheck]) -> None:
         try:
             commands = [("ZREM", self.key(c), token) for group in self._groups(checks) for c in group]
-            replies = _redis.run_commands(self.client, commands)
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
+            _redis.raise_first(_redis.run_commands(self.client, commands))
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "frequency caps") from exc
 
