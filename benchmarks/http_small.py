@@ -25,7 +25,17 @@ from typing import Any
 
 import benchmarks._http_serve as H
 
+#: pings in one pass over a size's bodies (all generators together). A pass's pings take 0.1 s of ts
+#: (:func:`benchmarks._http_serve.stamp`), so a pass must last that long or the ts run ahead of the clock and,
+#: past the service's ``max_skew_s``, every row is refused: 60,000 pings last 0.2 s at 300k pings/s
+PASS_PINGS = 60_000
+
 TARGETS = {1: {"memory": 5_000, "redis": 2_500}, 10: {"memory": 4_000}}  # requests per worker CPU-second
+
+
+def pass_bodies(stores: list[list[float]], per_request: int, batch_ids: bool) -> list[bytes]:
+    """One pass's bodies for requests of ``per_request`` pings: at least :data:`PASS_PINGS` pings and 100 bodies."""
+    return bodies(stores, per_request, max(100, -(-PASS_PINGS // per_request)), batch_ids)
 
 
 def bodies(stores: list[list[float]], per_request: int, n: int, batch_ids: bool, seed: int = 3) -> list[bytes]:
@@ -64,6 +74,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
         nonlocal second
         latencies: list[float] = []
         errors = refused = 0
+        failed: dict[str, int] = {}  # "<status> <the start of its body>" -> how many (the measured phase's)
         headers = {"X-API-Key": H.KEY, "Content-Type": "application/json"}
         sent = 0
 
@@ -87,6 +98,9 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                     status, answer = 0, b""
                 kind = outcome(status, answer)
                 errors += kind == "error"
+                if kind == "error":
+                    what = f"{status} {answer[:120].decode(errors='replace')}"
+                    failed[what] = failed.get(what, 0) + 1
                 refused += kind == "refused"
                 latencies.append(time.perf_counter() - t)
 
@@ -94,6 +108,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                 await asyncio.gather(*(one() for _ in range(clients)))
             latencies.clear()
             errors = refused = 0
+            failed.clear()
             quiet_collector()
             ready.set()
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -111,7 +126,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                     tasks.append(asyncio.create_task(one()))
                     k += 1
                 await asyncio.gather(*tasks)
-            return {"latencies": latencies, "errors": errors, "refused": refused, "elapsed": time.perf_counter() - t0,
+            return {"latencies": latencies, "errors": errors, "failed": failed, "refused": refused, "elapsed": time.perf_counter() - t0,
                     "cpu": time.process_time() - c0, "second": second}
         finally:
             await client_.close()
@@ -149,6 +164,7 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
     cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return {"requests": n, "req_s": n / elapsed, "pings_s": n * per_request / elapsed,
             "errors": sum(r["errors"] for r in results),
+            "failed": {w: sum(r["failed"].get(w, 0) for r in results) for w in {w for r in results for w in r["failed"]}},
             "refused": sum(r["refused"] for r in results),
             "p50_ms": 1000 * lat[n // 2] if n else float("nan"),
             "p99_ms": 1000 * lat[min(n - 1, int(n * 0.99))] if n else float("nan"),
@@ -206,9 +222,12 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 [("serve, Redis", args.workers, args.redis)] if args.redis else []):
             proc, url = H._start_serve(paths, workers, redis)
             servers.append((label, workers, proc, url))
+        # each server's own clock for the pings' ts (the peer's fast passes must not push the others' ahead)
+        clock = {label: second for label, _w, _p, _u in servers}
         for size in sizes:
-            reqs = bodies(stores, size, max(100, 2000 // size), args.batch_ids)
+            reqs = pass_bodies(stores, size, args.batch_ids)
             for label, workers, proc, url in servers:
+                second = clock[label]
                 thr = measure(url + "/v1/pings", reqs, size, seconds, None, args.clients, args.generators, second,
                               proc.pid)
                 second = thr["second"] + 1
@@ -216,7 +235,7 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 before = scrape(url) if split else {}
                 lat = measure(url + "/v1/pings", reqs, size, seconds, thr["req_s"] / 2, args.clients,
                               args.generators, second, proc.pid)
-                second = lat["second"] + 1
+                second = clock[label] = lat["second"] + 1
                 phases = ({k: p99_bound_ms(before[k], v) for k, v in scrape(url).items()} if split else {})
                 row = {"setup": label, "workers": workers, "pings_per_request": size, **thr,
                        "half_load_p50_ms": lat["p50_ms"], "half_load_p99_ms": lat["p99_ms"],
@@ -229,6 +248,11 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                       f"{thr['p99_ms']:.1f} ms, half load {lat['p50_ms']:.1f}/{lat['p99_ms']:.1f} ms | "
                       f"generators {thr['generator_cpu_s_per_s']:.2f} CPU | errors {row['errors']}"
                       + (f" | {row['refused']} answers refused rows" if row["refused"] else ""), flush=True)
+                failed = {w: thr["failed"].get(w, 0) + lat["failed"].get(w, 0)
+                          for w in {*thr["failed"], *lat["failed"]}}
+                row["failed"] = failed
+                for what, k in sorted(failed.items()):
+                    print(f"{'':24} errors: {k} x {what}", flush=True)
                 if phases:
                     print(f"{'':24} half load, the server's own p99 (<= its histogram bucket): request "
                           f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 
@@ -60,3 +61,21 @@ async def test_outcome_tells_refused_rows_from_a_clean_answer(city: dict[str, st
         assert got == ["ok", "refused", "error"]
     finally:
         await server.close()
+
+
+def test_a_pass_lasts_as_long_as_its_ts_span_and_its_offsets_never_wrap() -> None:
+    """A pass's pings take 0.1 s of ts (``stamp``); with fewer pings than ``PASS_PINGS`` a fast server outran the
+    clock and, past ``max_skew_s``, every row was refused (422). Each size's pass has enough pings for 0.2 s at
+    300k pings/s, and its ping offsets (``k % PASS_US`` us) grow through the pass without wrapping."""
+    import re
+
+    import benchmarks._http_serve as H
+    from benchmarks.http_small import PASS_PINGS, pass_bodies
+
+    stores = [[2.3 + i * 0.001, 48.85] for i in range(10)]
+    assert PASS_PINGS / 300_000 >= 0.2
+    for size in (1, 10, 100, 500):
+        reqs = pass_bodies(stores, size, False)
+        offsets = [int(m) for b in reqs for m in re.findall(rb'"ts":' + re.escape(H.MARK) + rb"(\d{5})", b)]
+        assert PASS_PINGS <= len(offsets) < H.PASS_US
+        assert all(b > a for a, b in itertools.pairwise(offsets))
