@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -147,4 +149,26 @@ def quiet_collector() -> None:
     gc.disable()
 
 
-__all__ = ["RawClient", "RawClientError", "quiet_collector"]
+class InFlight:
+    """An open loop's requests in flight: each task is held until it is done, then dropped.
+
+    Gathering every task of a phase at its end (tens of thousands) walked them all in one step of the
+    generator's loop, 20-80 ms during which no answer in flight was read: the last requests of every phase
+    measured that stall (a 1-ping phase at 4,400 requests/s ended with 10-20 answers at 78-86 ms, every
+    run). Waiting only for those still in flight costs nothing."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        """Until every request started is answered (an exception of one is raised here)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+
+
+__all__ = ["InFlight", "RawClient", "RawClientError", "quiet_collector"]

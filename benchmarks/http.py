@@ -72,7 +72,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
     import aiohttp
 
     from benchmarks._common import redis_cpu_seconds
-    from benchmarks._rawclient import quiet_collector
+    from benchmarks._rawclient import InFlight, quiet_collector
 
     async def run() -> dict[str, Any]:
         latencies: list[float] = []
@@ -123,7 +123,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
                         await one(body_for(sent))
                 await asyncio.gather(*(worker() for _ in range(inflight)))
             else:
-                tasks = []
+                flight = InFlight()
                 k = 0
                 while True:
                     due = t0 + k / rate
@@ -133,9 +133,9 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
                     if due > now:
                         await asyncio.sleep(due - now)
                     sent += 1
-                    tasks.append(asyncio.create_task(one(body_for(sent))))
+                    flight.start(one(body_for(sent)))
                     k += 1
-                await asyncio.gather(*tasks)
+                await flight.wait()
             elapsed = time.perf_counter() - t0
             drain = await loop.run_in_executor(None, settle, server_pids)  # what the phase left queued counts
             cpu1 = _cpu_seconds(server_pids)

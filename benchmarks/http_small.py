@@ -68,7 +68,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
     """One load-generator process: warm up, wait for ``go``, then closed loop (``rate`` None) or open loop.
     Requests go through :class:`~benchmarks._rawclient.RawClient` (aiohttp's client took most of a core at
     these rates, from the 2 the server shares with the generators)."""
-    from benchmarks._rawclient import RawClient, RawClientError, quiet_collector
+    from benchmarks._rawclient import InFlight, RawClient, RawClientError, quiet_collector
 
     async def run() -> dict[str, Any]:
         nonlocal second
@@ -119,13 +119,13 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                         await one()
                 await asyncio.gather(*(client() for _ in range(clients)))
             else:
-                tasks, k = [], 0
+                flight, k = InFlight(), 0
                 while (due := t0 + k / rate) - t0 < seconds:
                     if due > time.perf_counter():
                         await asyncio.sleep(due - time.perf_counter())
-                    tasks.append(asyncio.create_task(one()))
+                    flight.start(one())
                     k += 1
-                await asyncio.gather(*tasks)
+                await flight.wait()
             return {"latencies": latencies, "errors": errors, "failed": failed, "refused": refused, "elapsed": time.perf_counter() - t0,
                     "cpu": time.process_time() - c0, "second": second}
         finally:

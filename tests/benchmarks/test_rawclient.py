@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from benchmarks._rawclient import RawClient, RawClientError
+from benchmarks._rawclient import InFlight, RawClient, RawClientError
 
 
 async def _server(handler) -> tuple[web.AppRunner, str]:
@@ -86,3 +86,36 @@ def test_quiet_collector_freezes_what_exists_and_stops_collection() -> None:
             "quiet_collector()\nprint(gc.isenabled(), gc.get_freeze_count() >= 1000)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "True"]
+
+
+async def test_in_flight_holds_a_task_only_until_it_is_done_and_waits_for_the_rest() -> None:
+    """The open loop's requests: a finished one is dropped at once (the end of a phase then waits only for
+    what is still in flight, instead of walking every task of the phase), ``wait`` returns when all are
+    answered, and a request that raised raises there."""
+    flight = InFlight()
+    gates = [asyncio.Event() for _ in range(3)]
+    done: list[int] = []
+
+    async def one(k: int) -> None:
+        await gates[k].wait()
+        done.append(k)
+
+    for k in range(3):
+        flight.start(one(k))
+    gates[1].set()
+    await asyncio.sleep(0.01)
+    assert done == [1] and len(flight._tasks) == 2
+    waiting = asyncio.create_task(flight.wait())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    gates[0].set()
+    gates[2].set()
+    await asyncio.wait_for(waiting, 5)
+    assert sorted(done) == [0, 1, 2] and not flight._tasks
+
+    async def bad() -> None:
+        raise RuntimeError("refused")
+
+    flight.start(bad())
+    with pytest.raises(RuntimeError, match="refused"):
+        await flight.wait()
