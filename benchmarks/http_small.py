@@ -6,7 +6,7 @@ app parsing the same bodies with orjson), ``proximity serve`` with memory state 
 worker) and, with ``--redis``, with Redis state (``--workers``) are driven by
 ``--generators`` load-generator processes (closed loop, ``--clients`` requests in
 flight in all, as many phones at once), then open loop at half the measured rate
-for p50/p99 (with one worker, its ``/metrics`` histograms split the half-load p99: the
+for p50/p99 (each worker's ``/metrics`` histograms split the half-load p99: the
 whole request in the server, the wait in the coalescer, the engine call). The server's CPU time is read from
 ``/proc`` for its whole process tree, so "requests per worker CPU-second" does not depend on what the neighbours
 and the load generators take from the shared cores; the generators' own CPU is
@@ -16,6 +16,7 @@ reported apart.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import random
@@ -185,17 +186,35 @@ PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
 def scrape(url: str) -> dict[str, dict[float, float]]:
     """Cumulative bucket counts (``le`` -> count) of :data:`PHASES` from one worker's ``/metrics`` (the call's
     buckets summed over where they ran)."""
+    return _scrape_page(url)[1]
+
+
+def scrape_workers(url: str, workers: int, tries: int = 200) -> dict[str, dict[str, dict[float, float]]]:
+    """:func:`scrape` of every one of ``workers`` workers sharing ``url``, by pid (``proximity_process_info``):
+    each scrape reaches one of them, so it scrapes until all have answered (at most ``tries`` times; a worker
+    that never answered is left out)."""
+    out: dict[str, dict[str, dict[float, float]]] = {}
+    for _ in range(tries):
+        pid, phases = _scrape_page(url)
+        out.setdefault(pid, phases)
+        if len(out) >= workers:
+            break
+    return out
+
+
+def _scrape_page(url: str) -> tuple[str, dict[str, dict[float, float]]]:
     import urllib.request
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         text = r.read().decode()
+    pid = text.split('proximity_process_info{pid="', 1)[1].split('"', 1)[0] if "proximity_process_info{" in text else ""
     out: dict[str, dict[float, float]] = {k: {} for k in PHASES}
     for line in text.splitlines():
         for phase, prefix in PHASES.items():
             if line.startswith(prefix):
                 le = float(line.split('le="', 1)[1].split('"', 1)[0])
                 out[phase][le] = out[phase].get(le, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
+    return pid, out
 
 
 def p99_bound_ms(before: dict[float, float], after: dict[float, float]) -> float:
@@ -231,15 +250,20 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 thr = measure(url + "/v1/pings", reqs, size, seconds, None, args.clients, args.generators, second,
                               proc.pid)
                 second = thr["second"] + 1
-                split = label.startswith("serve") and workers == 1  # (with more, each scrape reaches one of them)
-                before = scrape(url) if split else {}
+                split = label.startswith("serve")
+                before = scrape_workers(url, workers) if split else {}
                 lat = measure(url + "/v1/pings", reqs, size, seconds, thr["req_s"] / 2, args.clients,
                               args.generators, second, proc.pid)
                 second = clock[label] = lat["second"] + 1
-                phases = ({k: p99_bound_ms(before[k], v) for k, v in scrape(url).items()} if split else {})
+                # each worker's own p99 bounds; the row shows the largest (the worst worker's) of each phase
+                per_worker = {pid: {k: p99_bound_ms(before[pid][k], v) for k, v in ph.items()}
+                              for pid, ph in (scrape_workers(url, workers) if split else {}).items() if pid in before}
+                phases = {k: max((w[k] for w in per_worker.values() if not math.isnan(w[k])), default=math.nan)
+                          for k in PHASES} if per_worker else {}
                 row = {"setup": label, "workers": workers, "pings_per_request": size, **thr,
                        "half_load_p50_ms": lat["p50_ms"], "half_load_p99_ms": lat["p99_ms"],
-                       "half_load_server_p99_bound_ms": phases, "errors": thr["errors"] + lat["errors"],
+                       "half_load_server_p99_bound_ms": phases, "half_load_server_p99_bound_ms_by_worker": per_worker,
+                       "errors": thr["errors"] + lat["errors"],
                        "refused": thr["refused"] + lat["refused"]}
                 out.append(row)
                 print(f"{label:24} {workers:2d}w {size:4d} pings/req {thr['req_s']:9,.0f} req/s {thr['pings_s']:10,.0f} "
@@ -254,7 +278,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 for what, k in sorted(failed.items()):
                     print(f"{'':24} errors: {k} x {what}", flush=True)
                 if phases:
-                    print(f"{'':24} half load, the server's own p99 (<= its histogram bucket): request "
+                    print(f"{'':24} half load, the server's own p99 (<= its histogram bucket; the worst of "
+                          f"{len(per_worker)} worker(s)): request "
                           f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "
                           f"{phases['call']:g} ms", flush=True)
     finally:

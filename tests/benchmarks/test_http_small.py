@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import math
+from pathlib import Path
 
 from aiohttp import ClientSession
 
@@ -79,3 +80,32 @@ def test_a_pass_lasts_as_long_as_its_ts_span_and_its_offsets_never_wrap() -> Non
         offsets = [int(m) for b in reqs for m in re.findall(rb'"ts":' + re.escape(H.MARK) + rb"(\d{5})", b)]
         assert PASS_PINGS <= len(offsets) < H.PASS_US
         assert all(b > a for a, b in itertools.pairwise(offsets))
+
+
+def test_scrape_workers_reaches_every_worker_behind_one_port(tmp_path: Path, redis_url: str) -> None:
+    """Two workers (Redis state: memory state is one worker's) share the port and each scrape reaches one of them: ``scrape_workers`` scrapes until both
+    answered, by pid, and each worker's histograms count only its own requests."""
+    import urllib.request
+
+    import benchmarks._http_serve as H
+    from benchmarks.http_small import scrape_workers
+
+    paths = H._city(tmp_path)
+    proc, url = H._start_serve(paths, 2, redis_url)
+    try:
+        before = scrape_workers(url, 2)
+        assert len(before) == 2 and all(pid.isdigit() for pid in before)
+        body = json.dumps({"pings": [{"device_id": "w1", "lon": 2.3, "lat": 48.85, "accuracy_m": 5.0,
+                                      "ts": 1_700_000_000.0}]}).encode()
+        for _ in range(20):  # new connections each time: both workers get some
+            req = urllib.request.Request(url + "/v1/pings", data=body, method="POST",
+                                         headers={"X-API-Key": H.KEY, "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.status == 200
+        after = scrape_workers(url, 2)
+        assert set(after) == set(before)
+        answered = sum(after[pid]["request"][math.inf] - before[pid]["request"].get(math.inf, 0.0) for pid in after)
+        assert answered == 20
+    finally:
+        H._stop(proc)
+        H._clear_redis(redis_url)
