@@ -16,11 +16,13 @@ reported apart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import multiprocessing
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +138,9 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
 
 
 def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rate: float | None, clients: int,
-            generators: int, second: float, server_pid: int) -> dict[str, Any]:
-    """One phase with ``generators`` processes; the server's CPU is read around the phase."""
+            generators: int, second: float, server_pid: int, probe: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """One phase with ``generators`` processes; the server's CPU is read around the phase, and so is ``probe()``
+    (``probe_before``, ``probe_after``): once the generators have warmed up, so neither counts their warm-up."""
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     go = ctx.Event()
@@ -153,10 +156,12 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
     for r in readies:
         r.wait(120)
     pids = H._process_tree(server_pid)
+    probe_before = probe() if probe is not None else None
     cpu0 = H._cpu_seconds(pids)
     go.set()
     results = [q.get(timeout=seconds + 120) for _ in procs]
     cpu1 = H._cpu_seconds(pids)
+    probe_after = probe() if probe is not None else None
     for p in procs:
         p.join(30)
     lat = sorted(x for r in results for x in r["latencies"])
@@ -173,7 +178,7 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
             "req_per_cpu_s": n / cpu if cpu else float("nan"),
             "pings_per_cpu_s": n * per_request / cpu if cpu else float("nan"),
             "generator_cpu_s_per_s": sum(r["cpu"] for r in results) / elapsed,
-            "second": max(r["second"] for r in results)}
+            "second": max(r["second"] for r in results), "probe_before": probe_before, "probe_after": probe_after}
 
 
 #: the server's histograms that split a request's time (``/metrics``): the whole request, its wait in the coalescer
@@ -251,15 +256,18 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                               proc.pid)
                 second = thr["second"] + 1
                 split = label.startswith("serve")
-                before = scrape_workers(url, workers) if split else {}
+                probe = functools.partial(scrape_workers, url, workers) if split else None
                 lat = measure(url + "/v1/pings", reqs, size, seconds, thr["req_s"] / 2, args.clients,
-                              args.generators, second, proc.pid)
+                              args.generators, second, proc.pid, probe)
                 second = clock[label] = lat["second"] + 1
-                # each worker's own p99 bounds; the row shows the largest (the worst worker's) of each phase
+                # each worker's own p99 bounds over the measured phase (not the generators' warm-up before it);
+                # the row shows the largest (the worst worker's) of each phase
+                before, after = lat.pop("probe_before") or {}, lat.pop("probe_after") or {}
                 per_worker = {pid: {k: p99_bound_ms(before[pid][k], v) for k, v in ph.items()}
-                              for pid, ph in (scrape_workers(url, workers) if split else {}).items() if pid in before}
+                              for pid, ph in after.items() if pid in before}
                 phases = {k: max((w[k] for w in per_worker.values() if not math.isnan(w[k])), default=math.nan)
                           for k in PHASES} if per_worker else {}
+                thr.pop("probe_before"), thr.pop("probe_after")
                 row = {"setup": label, "workers": workers, "pings_per_request": size, **thr,
                        "half_load_p50_ms": lat["p50_ms"], "half_load_p99_ms": lat["p99_ms"],
                        "half_load_server_p99_bound_ms": phases, "half_load_server_p99_bound_ms_by_worker": per_worker,

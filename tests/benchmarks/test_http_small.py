@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import math
+import time
 from pathlib import Path
 
 from aiohttp import ClientSession
@@ -109,3 +110,28 @@ def test_scrape_workers_reaches_every_worker_behind_one_port(tmp_path: Path, red
     finally:
         H._stop(proc)
         H._clear_redis(redis_url)
+
+
+def test_the_server_split_counts_the_measured_phase_and_not_the_warm_up(tmp_path: Path) -> None:
+    """``measure``'s probe runs once the generators have warmed up: the server's histograms between its two
+    scrapes count exactly the measured phase's requests (the split once also counted the warm-up's burst,
+    64 requests in flight, and put a half-load p99 of 1.5 ms at 25 ms on the server's side)."""
+    import functools
+    import json as json_
+
+    import benchmarks._http_serve as H
+    from benchmarks.http_small import measure, pass_bodies, scrape_workers
+
+    paths = H._city(tmp_path)
+    proc, url = H._start_serve(paths, 1, None)
+    try:
+        stores = json_.loads(paths["stores"].read_text())
+        reqs = pass_bodies(stores, 500, False)[:8]  # a short warm-up pass: 8 requests
+        res = measure(url + "/v1/pings", reqs, 500, 1.0, 20.0, 4, 1, time.time() - 5, proc.pid,
+                      functools.partial(scrape_workers, url, 1))
+        (pid, before), = res["probe_before"].items()
+        after = res["probe_after"][pid]
+        assert res["requests"] > 0 and res["errors"] == 0
+        assert after["request"][math.inf] - before["request"][math.inf] == res["requests"]
+    finally:
+        H._stop(proc)
