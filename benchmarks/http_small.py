@@ -137,6 +137,11 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
     out.put(asyncio.run(run()))
 
 
+def _p99_ms(latencies: list[float]) -> float:
+    lat = sorted(latencies)
+    return 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+
+
 def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rate: float | None, clients: int,
             generators: int, second: float, server_pid: int, probe: Callable[[], Any] | None = None) -> dict[str, Any]:
     """One phase with ``generators`` processes; the server's CPU is read around the phase, and so is ``probe()``
@@ -173,7 +178,9 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
             "failed": {w: sum(r["failed"].get(w, 0) for r in results) for w in {w for r in results for w in r["failed"]}},
             "refused": sum(r["refused"] for r in results),
             "p50_ms": 1000 * lat[n // 2] if n else float("nan"),
-            "p99_ms": 1000 * lat[min(n - 1, int(n * 0.99))] if n else float("nan"),
+            "p99_ms": _p99_ms(lat),
+            # each generator's own p99: a tail that one generator saw and the others did not was that process's
+            "p99_ms_by_generator": [_p99_ms(r["latencies"]) for r in results],
             "server_cpu_ms_per_req": 1000 * cpu / n if cpu and n else float("nan"),
             "req_per_cpu_s": n / cpu if cpu else float("nan"),
             "pings_per_cpu_s": n * per_request / cpu if cpu else float("nan"),
@@ -270,6 +277,7 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 thr.pop("probe_before"), thr.pop("probe_after")
                 row = {"setup": label, "workers": workers, "pings_per_request": size, **thr,
                        "half_load_p50_ms": lat["p50_ms"], "half_load_p99_ms": lat["p99_ms"],
+                       "half_load_p99_ms_by_generator": lat["p99_ms_by_generator"],
                        "half_load_server_p99_bound_ms": phases, "half_load_server_p99_bound_ms_by_worker": per_worker,
                        "errors": thr["errors"] + lat["errors"],
                        "refused": thr["refused"] + lat["refused"]}
@@ -277,7 +285,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 print(f"{label:24} {workers:2d}w {size:4d} pings/req {thr['req_s']:9,.0f} req/s {thr['pings_s']:10,.0f} "
                       f"pings/s | CPU {thr['server_cpu_ms_per_req']:6.3f} ms/req {thr['req_per_cpu_s']:8,.0f} req/CPU-s "
                       f"{thr['pings_per_cpu_s']:10,.0f} pings/CPU-s | loaded p50/p99 {thr['p50_ms']:.1f}/"
-                      f"{thr['p99_ms']:.1f} ms, half load {lat['p50_ms']:.1f}/{lat['p99_ms']:.1f} ms | "
+                      f"{thr['p99_ms']:.1f} ms, half load {lat['p50_ms']:.1f}/{lat['p99_ms']:.1f} ms "
+                      f"(by generator {' / '.join(f'{x:.1f}' for x in lat['p99_ms_by_generator'])}) | "
                       f"generators {thr['generator_cpu_s_per_s']:.2f} CPU | errors {row['errors']}"
                       + (f" | {row['refused']} answers refused rows" if row["refused"] else ""), flush=True)
                 failed = {w: thr["failed"].get(w, 0) + lat["failed"].get(w, 0)

@@ -133,5 +133,6 @@ def test_the_server_split_counts_the_measured_phase_and_not_the_warm_up(tmp_path
         after = res["probe_after"][pid]
         assert res["requests"] > 0 and res["errors"] == 0
         assert after["request"][math.inf] - before["request"][math.inf] == res["requests"]
+        assert res["p99_ms_by_generator"] == [res["p99_ms"]]  # one generator: its p99 is the phase's
     finally:
         H._stop(proc)
