@@ -21,6 +21,7 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -219,7 +220,8 @@ def _scrape_page(url: str) -> tuple[str, dict[str, dict[float, float]]]:
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    pid = text.split('proximity_process_info{pid="', 1)[1].split('"', 1)[0] if "proximity_process_info{" in text else ""
+    info = re.search(r'^proximity_process_info\{[^}]*\bpid="(\d+)"', text, re.M)  # the worker that answered
+    pid = info.group(1) if info else ""
     out: dict[str, dict[float, float]] = {k: {} for k in PHASES}
     for line in text.splitlines():
         for phase, prefix in PHASES.items():
