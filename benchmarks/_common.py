@@ -86,6 +86,26 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
     return best, out
 
 
+def percentile_ms(latencies: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1, nearest rank below) of ``latencies`` in seconds, in milliseconds; nan if none."""
+    lat = sorted(latencies)
+    return 1000 * lat[min(len(lat) - 1, int(len(lat) * q))] if lat else float("nan")
+
+
+def failure(status: int, answer: bytes) -> str:
+    """How a load generator counts an answer that is not 200: its status and the start of its body."""
+    return f"{status} {answer[:120].decode(errors='replace')}"
+
+
+def add_counts(*counts: dict[str, int]) -> dict[str, int]:
+    """Counts by kind (such as :func:`failure`'s) summed over phases or generators."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, n in c.items():
+            out[k] = out.get(k, 0) + n
+    return out
+
+
 def _default(o: Any) -> Any:
     try:
         import numpy

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import add_counts, percentile_ms
 from benchmarks._http_serve import (
     BATCH,
     KEY,
@@ -71,7 +72,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
     """The load generator (its own process): closed loop when ``rate`` is None, else open loop."""
     import aiohttp
 
-    from benchmarks._common import redis_cpu_seconds
+    from benchmarks._common import failure, redis_cpu_seconds
     from benchmarks._rawclient import InFlight, quiet_collector
 
     async def run() -> dict[str, Any]:
@@ -91,7 +92,7 @@ def _load(url: str, bodies: list[bytes], seconds: float, rate: float | None, inf
                     answer = await r.read()
                     if r.status != 200:
                         errors += 1
-                        what = f"{r.status} {answer[:120].decode(errors='replace')}"
+                        what = failure(r.status, answer)
                         failed[what] = failed.get(what, 0) + 1
                 latencies.append(time.perf_counter() - t)
 
@@ -161,8 +162,8 @@ def _measure(url: str, bodies: list[bytes], seconds: float, rate: float | None, 
     res = q.get(timeout=seconds + 120)
     p.join(30)
     lat = sorted(res["latencies"])
-    res["p50_ms"] = 1000 * lat[len(lat) // 2] if lat else float("nan")
-    res["p99_ms"] = 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+    res["p50_ms"] = percentile_ms(lat, 0.5)
+    res["p99_ms"] = percentile_ms(lat, 0.99)
     res["req_s"] = res["requests"] / res["elapsed"]
     res["pings_s"] = res["req_s"] * BATCH
     cpu = res.pop("server_cpu_s")
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{ref['pings_s'] / peer:8.2f} {ref['cpu_ms_per_batch']:7.2f} {BATCH / ref['cpu_ms_per_batch'] * 1000:11,.0f}"
           "   (the body read + engine, no HTTP)")
     for label, _workers, thr, lat in rows:  # what the errors were
-        failed = {w: thr["failed"].get(w, 0) + lat["failed"].get(w, 0) for w in {*thr["failed"], *lat["failed"]}}
+        failed = add_counts(thr["failed"], lat["failed"])
         for what, n in sorted(failed.items()):
             print(f"  errors of {label}: {n} x {what}")
     print("CPU ms: the server's own CPU time per batch of 500 during the throughput phase (all its processes), from\n"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import benchmarks._http_serve as H
+from benchmarks._common import add_counts, percentile_ms
 
 #: pings in one pass over a size's bodies (all generators together). A pass's pings take 0.1 s of ts
 #: (:func:`benchmarks._http_serve.stamp`), so a pass must last that long or the ts run ahead of the clock and,
@@ -72,6 +73,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
     """One load-generator process: warm up, wait for ``go``, then closed loop (``rate`` None) or open loop.
     Requests go through :class:`~benchmarks._rawclient.RawClient` (aiohttp's client took most of a core at
     these rates, from the 2 the server shares with the generators)."""
+    from benchmarks._common import failure
     from benchmarks._rawclient import InFlight, RawClient, RawClientError, quiet_collector
 
     async def run() -> dict[str, Any]:
@@ -103,7 +105,7 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
                 kind = outcome(status, answer)
                 errors += kind == "error"
                 if kind == "error":
-                    what = f"{status} {answer[:120].decode(errors='replace')}"
+                    what = failure(status, answer)
                     failed[what] = failed.get(what, 0) + 1
                 refused += kind == "refused"
                 latencies.append(time.perf_counter() - t)
@@ -136,11 +138,6 @@ def _generator(url: str, bodies: list[bytes], seconds: float, rate: float | None
             await client_.close()
 
     out.put(asyncio.run(run()))
-
-
-def _p99_ms(latencies: list[float]) -> float:
-    lat = sorted(latencies)
-    return 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
 
 
 def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rate: float | None, clients: int,
@@ -176,12 +173,12 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
     cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     return {"requests": n, "req_s": n / elapsed, "pings_s": n * per_request / elapsed,
             "errors": sum(r["errors"] for r in results),
-            "failed": {w: sum(r["failed"].get(w, 0) for r in results) for w in {w for r in results for w in r["failed"]}},
+            "failed": add_counts(*(r["failed"] for r in results)),
             "refused": sum(r["refused"] for r in results),
-            "p50_ms": 1000 * lat[n // 2] if n else float("nan"),
-            "p99_ms": _p99_ms(lat),
+            "p50_ms": percentile_ms(lat, 0.5),
+            "p99_ms": percentile_ms(lat, 0.99),
             # each generator's own p99: a tail that one generator saw and the others did not was that process's
-            "p99_ms_by_generator": [_p99_ms(r["latencies"]) for r in results],
+            "p99_ms_by_generator": [percentile_ms(r["latencies"], 0.99) for r in results],
             "server_cpu_ms_per_req": 1000 * cpu / n if cpu and n else float("nan"),
             "req_per_cpu_s": n / cpu if cpu else float("nan"),
             "pings_per_cpu_s": n * per_request / cpu if cpu else float("nan"),
@@ -196,16 +193,11 @@ PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
           "call": "proximity_ping_engine_call_seconds_bucket{"}
 
 
-def scrape(url: str) -> dict[str, dict[float, float]]:
-    """Cumulative bucket counts (``le`` -> count) of :data:`PHASES` from one worker's ``/metrics`` (the call's
-    buckets summed over where they ran)."""
-    return _scrape_page(url)[1]
-
-
 def scrape_workers(url: str, workers: int, tries: int = 200) -> dict[str, dict[str, dict[float, float]]]:
-    """:func:`scrape` of every one of ``workers`` workers sharing ``url``, by pid (``proximity_process_info``):
-    each scrape reaches one of them, so it scrapes until all have answered (at most ``tries`` times; a worker
-    that never answered is left out)."""
+    """Each of the ``workers`` workers sharing ``url``, by pid (``proximity_process_info``): cumulative bucket
+    counts (``le`` -> count) of :data:`PHASES` from its ``/metrics`` (the call's buckets summed over where they
+    ran). Each scrape reaches one of them, so it scrapes until all have answered (at most ``tries`` times; a
+    worker that never answered is left out)."""
     out: dict[str, dict[str, dict[float, float]]] = {}
     for _ in range(tries):
         pid, phases = _scrape_page(url)
@@ -291,8 +283,7 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                       f"(by generator {' / '.join(f'{x:.1f}' for x in lat['p99_ms_by_generator'])}) | "
                       f"generators {thr['generator_cpu_s_per_s']:.2f} CPU | errors {row['errors']}"
                       + (f" | {row['refused']} answers refused rows" if row["refused"] else ""), flush=True)
-                failed = {w: thr["failed"].get(w, 0) + lat["failed"].get(w, 0)
-                          for w in {*thr["failed"], *lat["failed"]}}
+                failed = add_counts(thr["failed"], lat["failed"])
                 row["failed"] = failed
                 for what, k in sorted(failed.items()):
                     print(f"{'':24} errors: {k} x {what}", flush=True)

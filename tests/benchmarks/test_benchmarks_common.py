@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks import _common
 from benchmarks.__main__ import PARTS, main
@@ -56,3 +58,22 @@ def test_scaling_limits_read_the_numbers() -> None:
     text = "\n".join(limits(doc))
     assert "1.90x of 1 thread" in text and "busy elsewhere" not in text
     assert "0.50x" in text and "2 workers give 1.50x" in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=1, max_size=300), st.sampled_from([0.5, 0.9, 0.99]))
+def test_percentile_ms_is_the_nearest_rank_below(latencies: list[float], q: float) -> None:
+    """One of the latencies (in ms), with at most ``q`` of them below it and more than ``q`` at or below it."""
+    v = _common.percentile_ms(latencies, q)
+    ms = [1000 * x for x in latencies]
+    assert v in ms
+    assert sum(x < v for x in ms) <= len(ms) * q < sum(x <= v for x in ms)
+
+
+def test_percentile_of_nothing_is_nan_and_counts_add_up() -> None:
+    import math
+
+    assert math.isnan(_common.percentile_ms([], 0.99))
+    assert _common.failure(422, b'{"error":"every row was refused"}' + b"x" * 200) == '422 {"error":"every row was refused"}' + "x" * 87
+    assert _common.add_counts({"a": 1, "b": 2}, {}, {"b": 3, "c": 1}) == {"a": 1, "b": 5, "c": 1}
+    assert _common.add_counts() == {}

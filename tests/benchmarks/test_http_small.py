@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from benchmarks.http_small import outcome, p99_bound_ms, scrape
+from benchmarks.http_small import outcome, p99_bound_ms, scrape_workers
 from tests.proximity.test_coalesce import HEADERS, PLACES, T0, _post, _server, city  # noqa: F401  (city: the fixture)
 
 
@@ -28,14 +28,14 @@ async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str
     server = await _server(city, True)
     try:
         url = str(server.make_url("")).rstrip("/")
-        before = await asyncio.to_thread(scrape, url)
+        (pid, before), = (await asyncio.to_thread(scrape_workers, url, 1)).items()
         async with ClientSession() as session:
             for i in range(3):
                 status, _ = await _post(session, server, json.dumps({"pings": [
                     {"device_id": f"s{i}", "lon": PLACES["a"][0], "lat": PLACES["a"][1], "accuracy_m": 5.0,
                      "ts": T0}]}).encode())
                 assert status == 200
-        after = await asyncio.to_thread(scrape, url)
+        after = (await asyncio.to_thread(scrape_workers, url, 1))[pid]
         assert set(after) == {"request", "wait", "call"}
         for phase in ("request", "wait", "call"):
             assert after[phase][math.inf] - before[phase].get(math.inf, 0.0) == 3  # one a request; calls: one each
@@ -89,7 +89,6 @@ def test_scrape_workers_reaches_every_worker_behind_one_port(tmp_path: Path, red
     import urllib.request
 
     import benchmarks._http_serve as H
-    from benchmarks.http_small import scrape_workers
 
     paths = H._city(tmp_path)
     proc, url = H._start_serve(paths, 2, redis_url)
@@ -122,7 +121,7 @@ def test_the_server_split_counts_the_measured_phase_and_not_the_warm_up(tmp_path
     import json as json_
 
     import benchmarks._http_serve as H
-    from benchmarks.http_small import measure, pass_bodies, scrape_workers
+    from benchmarks.http_small import measure, pass_bodies
 
     paths = H._city(tmp_path)
     proc, url = H._start_serve(paths, 1, None)
