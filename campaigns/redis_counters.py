@@ -26,6 +26,7 @@ from typing import Any
 from campaigns import _redis
 from campaigns.counters import MEASURES, Counts, Increment
 from campaigns.live import Pending
+from proxbase.redis_script import register_script
 
 _ADD = """
 local now = tonumber(ARGV[1])
@@ -79,7 +80,7 @@ class RedisCounters:
         self.prefix = prefix
         self.keep_s = keep_s
         self.clock = clock
-        self._script = self.client.register_script(_ADD)
+        self._script = register_script(self.client, _ADD)
 
     def key(self, campaign_id: str) -> str:
         return f"{self.prefix}:report:{{{campaign_id}}}"
@@ -132,7 +133,7 @@ class RedisPending:
         self.client = _redis.connect(client) if isinstance(client, str) else client
         self.prefix = prefix
         self.keep_s = keep_s
-        self._claim = self.client.register_script(_CLAIM)
+        self._claim = register_script(self.client, _CLAIM)
 
     def key(self, device_id: str) -> str:
         return f"{self.prefix}:pending:{{{device_id}}}"

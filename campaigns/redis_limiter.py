@@ -54,6 +54,7 @@ from typing import Any
 import campaigns._redis as _redis
 from campaigns.errors import StoreUnavailable
 from campaigns.limiter import CapCheck, Grant, trim_before
+from proxbase.redis_script import register_script
 
 # acquire(keys, args, now, token): every cap of ``keys`` has room -> the token is added to each (code 0); the
 # token is there already -> -1 (a retried decision); else the 1-based index of the first full cap and its use.
@@ -164,7 +165,7 @@ class RedisLimiter(_Caps):
         if cluster is False and on_cluster:
             raise ValueError("a Redis Cluster client needs RedisLimiter(..., cluster=True) (or cluster=None)")
         self._setup(prefix, on_cluster if cluster is None else cluster)
-        self._script = self.client.register_script(_ACQUIRE)
+        self._script = register_script(self.client, _ACQUIRE)
 
     def acquire(self, token: str, checks: Sequence[CapCheck], now: float) -> Grant:
         if not checks:

@@ -25,6 +25,7 @@ from campaigns.limiter import CapCheck, Grant
 from campaigns.offers import Offer
 from campaigns.redis_limiter import ACQUIRE_FN, RedisLimiter
 from campaigns.redis_outbox import PUT_FN, REMEMBER_FN, RedisOutbox
+from proxbase.redis_script import register_script
 
 # ARGV[1]: candidates; then per candidate: token, now, n caps, 4 values per cap (see acquire), then the put's
 # body, after, now, ttl, exp and the delayed index's member and ttl ('' and 0: not delayed).
@@ -64,7 +65,7 @@ class RedisOffers:
     def __init__(self, limiter: RedisLimiter, outbox: RedisOutbox) -> None:
         self.limiter = limiter
         self.outbox = outbox
-        self._script = limiter.client.register_script(_DECIDE)
+        self._script = register_script(limiter.client, _DECIDE)
 
     @classmethod
     def of(cls, limiter: Any, outbox: Any) -> RedisOffers | None:

@@ -45,6 +45,7 @@ import redis
 import campaigns._redis as _redis
 from campaigns.offers import Offer, cancel_key
 from campaigns.outbox import DeadLetter, OutboxEntry
+from proxbase.redis_script import register_script
 
 GROUP = "dispatch"
 
@@ -303,7 +304,7 @@ class RedisOutbox(_Shards):
         self._own = isinstance(client, str)
         self.client = _redis.connect(client, timeout_s=timeout_s) if isinstance(client, str) else client
         self._setup(prefix, shards, _redis.is_cluster(self.client), claim_idle_s, dedup_ttl_s, clock)
-        self._scripts = {name: self.client.register_script(src) for name, src in
+        self._scripts = {name: register_script(self.client, src) for name, src in
                          (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD),
                           ("cancel", _CANCEL), ("delayed", _DELAYED))}
         self._guard(self._groups)
@@ -461,7 +462,7 @@ class AsyncRedisOutbox(_Shards):
         self._own = False
         self.client = client
         self._setup(prefix, shards, _redis.is_cluster(client), claim_idle_s, dedup_ttl_s, clock)
-        self._scripts = {name: client.register_script(src) for name, src in
+        self._scripts = {name: register_script(client, src) for name, src in
                          (("put", _PUT), ("claim", _CLAIM), ("renew", _RENEW), ("ack", _ACK), ("dead", _DEAD),
                           ("cancel", _CANCEL), ("delayed", _DELAYED))}
 

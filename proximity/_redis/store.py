@@ -59,6 +59,7 @@ from redis.crc import key_slot
 
 import proximity._redis.cluster as C
 import proximity._redis.codec as codec
+from proxbase.redis_script import register_script
 from proximity._redis.info import DeviceInfo
 from proximity._redis.layout import GROUPS, Layout
 from proximity._redis.scripts import (
@@ -127,7 +128,7 @@ class RedisStateStore(DeviceInfo):
         kwargs = self.r.get_connection_kwargs() if self.router.nodes else self.r.connection_pool.connection_kwargs
         if kwargs.get("decode_responses"):
             raise ValueError("the Redis state store needs a client without decode_responses (states are binary)")
-        self._places_script = self.r.register_script(PLACES_SCRIPT.src)
+        self._places_script = register_script(self.r, PLACES_SCRIPT.src)
         self.retries = 0  # compare-and-set conflicts seen (for tests and metrics)
         self.saved = 0  # device states written
 

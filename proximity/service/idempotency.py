@@ -188,10 +188,11 @@ class RedisIdempotency(IdempotencyStore):
         self.ttl_ms = max(1, int(ttl * 1000))
         self.lease_s = lease_s
         self.lease_ms = max(1, int(lease_s * 1000))
-        self._claim_script = client.register_script(_CLAIM)
-        self._renew_script = client.register_script(_RENEW)
-        self._complete_script = client.register_script(_COMPLETE)
-        self._release_script = client.register_script(_RELEASE)
+        from proxbase.redis_script import register_script  # redis only where it is used
+        self._claim_script = register_script(client, _CLAIM)
+        self._renew_script = register_script(client, _RENEW)
+        self._complete_script = register_script(client, _COMPLETE)
+        self._release_script = register_script(client, _RELEASE)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"

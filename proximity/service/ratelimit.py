@@ -181,7 +181,8 @@ class RedisRateLimiter:
         self.rate, self.burst, self.what = self.local.rate, self.local.burst, what
         # an idle bucket is full again after burst / rate seconds: keep it no longer
         self._ttl_ms = max(1000, int(1000 * self.burst / self.rate) + 1000) if self.rate > 0 else 1000
-        self._script = client.register_script(_BUCKETS_LUA)
+        from proxbase.redis_script import register_script  # redis only where it is used
+        self._script = register_script(client, _BUCKETS_LUA)
 
     def key(self, group: str, member: str = "") -> str:
         return f"{self.prefix}:ratelimit:{{{group}}}{_member_suffix(member)}"

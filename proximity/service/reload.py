@@ -156,7 +156,8 @@ class RedisChannel(ConfigChannel):
         self.prefix = prefix
         self.cluster = cluster
         self.channel = tagged(prefix, "config", cluster)  # keys and channel share the tag: one slot
-        self._script = client.register_script(_PUBLISH_LUA)
+        from proxbase.redis_script import register_script  # redis only where it is used
+        self._script = register_script(client, _PUBLISH_LUA)
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisChannel:
