@@ -53,13 +53,14 @@ def no_script_load(url: str) -> Iterator[tuple[list[Any], str]]:
 
 
 def _admins(url: str) -> list[Any]:
-    host, port, _ = cluster_seed(url)
-    first = redis.Redis(host=host, port=port)
+    host, port, options = cluster_seed(url)  # options: the URL's credentials, if any
+    first = redis.Redis(host=host, port=port, **options)
     if not first.info("cluster").get("cluster_enabled"):
         return [first]
     nodes = first.cluster("nodes")
     first.close()
-    return [redis.Redis(host=addr.split(":")[0], port=int(addr.split(":")[1].split("@")[0])) for addr in nodes]
+    return [redis.Redis(host=addr.split(":")[0], port=int(addr.split(":")[1].split("@")[0]), **options)
+            for addr in nodes]
 
 
 @pytest.fixture(params=["redis", "cluster"])
@@ -128,6 +129,6 @@ def test_other_errors_are_not_retried(redis_url: str, redis_prefix: str) -> None
         fails = register_script(client, "redis.call('INCR', KEYS[1]); return redis.error_reply('no')")
         with pytest.raises(redis.exceptions.ResponseError, match="no"):
             fails(keys=[key])
-        assert int(client.get(key)) == 1
+        assert client.get(key) == b"1"
     finally:
         client.close()
