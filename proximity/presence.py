@@ -127,6 +127,8 @@ class PlaceTable:
         self.dwell_of: Callable[[str], Sequence[float]] = dwell_of or (lambda key: [300.0])
         self.ids: dict[str, int] = {}
         self.keys: list[str | None] = []
+        #: whether each id has a key (``keys[i] is not None``), as an array: a batch's ids are checked at once
+        self.known = np.zeros(0, bool)
         self.thresholds = np.full((0, 1), np.inf)
         self.is_zone = np.zeros(0, np.uint8)
         #: fences whose interiors intersect, by place id (CSR: ``overlap_idx[overlap_ptr[p]:overlap_ptr[p + 1]]``)
@@ -146,11 +148,14 @@ class PlaceTable:
             thr[: self.thresholds.shape[0], : self.thresholds.shape[1]] = self.thresholds
             zone = np.zeros(thr.shape[0], np.uint8)
             zone[: len(self.is_zone)] = self.is_zone
-            self.thresholds, self.is_zone = thr, zone
+            known = np.zeros(thr.shape[0], bool)
+            known[: len(self.known)] = self.known
+            self.thresholds, self.is_zone, self.known = thr, zone, known
             self.keys.extend([None] * (thr.shape[0] - len(self.keys)))
         for key, pid, ts in zip(keys, ids, thresholds, strict=True):
             self.ids[key] = pid
             self.keys[pid] = key
+            self.known[pid] = True
             row = np.full(self.thresholds.shape[1], np.inf)
             row[: len(ts)] = sorted(set(ts))
             self.thresholds[pid] = row

@@ -196,13 +196,9 @@ class RedisStateStore(DeviceInfo):
         """Make sure ``places`` knows every id found in loaded state (another process may have made it)."""
         if not len(ids):
             return
-        lo, top = int(ids.min()), int(ids.max())
-        if lo >= 0 and top < len(places):
-            # every id up to the largest known (ids are handed out in sequence), else every distinct one
-            keys = places.keys
-            if None not in keys[: top + 1] or None not in map(keys.__getitem__,
-                                                              np.flatnonzero(np.bincount(ids)).tolist()):
-                return
+        # (an array lookup: scanning ``places.keys`` for a missing key cost ~0.5 ms a batch with 10k places)
+        if int(ids.min()) >= 0 and int(ids.max()) < len(places) and places.known[ids].all():
+            return
         table = self._call(lambda: self.r.hgetall(f"{self.prefix}:{{places}}"))
         new = [(k.decode(), int(v)) for k, v in table.items() if k.decode() not in places.ids]
         if new:

@@ -171,3 +171,22 @@ def test_sightings_order_and_duplicates_do_not_matter(rows: list[Any], data: st.
     assert all(e.source == "beacon" for e in expected)
     extra = data.draw(st.lists(st.sampled_from(rows), max_size=8))
     assert go(data.draw(st.permutations(rows + extra))) == expected
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 4)), max_size=12), max_size=8),
+       st.lists(st.integers(0, 400), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_a_place_tables_known_array_matches_its_keys(adds: list[list[tuple[int, int]]], probe: list[int]) -> None:
+    """``PlaceTable.known`` (what the Redis store checks a loaded batch's place ids against) says exactly
+    which ids have a key, through growth of the id range and of the thresholds' width, sparse ids included."""
+    from proximity.presence import PlaceTable
+
+    places = PlaceTable()
+    for part in adds:
+        ids = list(dict.fromkeys(pid for pid, _ in part))
+        width = {pid: w for pid, w in part}
+        places.add([f"p{pid}" for pid in ids], ids, [[60.0 * (k + 1) for k in range(width[pid])] for pid in ids])
+        assert len(places.known) == len(places.keys) == places.thresholds.shape[0]
+        assert places.known.tolist() == [k is not None for k in places.keys]
+    ids_arr = np.array([i for i in probe if i < len(places)], np.int64)
+    assert bool(places.known[ids_arr].all()) == all(places.keys[i] is not None for i in ids_arr.tolist())
