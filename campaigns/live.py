@@ -26,9 +26,10 @@ Pending exposures live where the state lives: :class:`MemoryPending` here,
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,12 +128,17 @@ class MemoryPending:
             self._expires.pop(device_id, None)
 
 
+#: what :meth:`LiveConversions.together` holds: exposures, their counter groups, claims
+_Held = tuple[list[tuple[str, Pending]], list[tuple[list[Increment], float]], list[tuple[str, float, dict[str, float]]]]
+
+
 class LiveConversions:
     """Feeds report counters from a worker's decisions and events (see the module docstring)."""
 
     def __init__(self, counters: ReportCounters, pending: PendingStore, campaigns: Any, fences: Mapping[str, Any]) -> None:
         self.counters = counters
         self.pending = pending
+        self._held: dict[int, _Held] = {}  # per thread inside together(): exposures, counter groups, claims
         self.replace(campaigns, fences)
 
     def replace(self, campaigns: Any, fences: Mapping[str, Any]) -> None:
@@ -143,7 +149,8 @@ class LiveConversions:
 
     def on_decisions(self, decisions: Sequence[Any]) -> None:
         """Record the exposures of several decisions (one engine call's): a Redis store writes the pending
-        exposures and the counters in one round trip (two when they are on different clients)."""
+        exposures and the counters in one round trip (two when they are on different clients); inside
+        :meth:`together`, with the claims that follow them."""
         items: list[tuple[str, Pending]] = []
         groups: list[tuple[list[Increment], float]] = []
         for decision in decisions:
@@ -161,12 +168,17 @@ class LiveConversions:
                 groups.append((incs, e.ts))
         if not items and not groups:
             return
-        together = getattr(self.pending, "add_with_counts", None)  # a Redis store: one round trip for both
-        if together is None or not together(items, self.counters, groups):
-            self.pending.add_many(items)
-            self.counters.add_many(groups)
+        held = self._held.get(threading.get_ident())
+        if held is None:
+            self._write(items, groups, [])
+            return
+        if held[2]:  # claims came first: they go first (the order of the calls is kept)
+            self._flush(held)
+        held[0].extend(items)
+        held[1].extend(groups)
 
     def on_events(self, events: Iterable[Any]) -> None:
+        """Let ``events`` claim their devices' pending exposures (inside :meth:`together`: at its end)."""
         claims: list[tuple[str, float, dict[str, float]]] = []
         for e in events:
             if e.zone is not None:
@@ -177,7 +189,55 @@ class LiveConversions:
                 claims.append((e.device_id, e.ts - e.dwell_s, windows))
         if not claims:
             return
-        won = self.pending.claim_many(claims)
+        held = self._held.get(threading.get_ident())
+        if held is None:
+            self._write([], [], claims)
+        else:
+            held[2].extend(claims)
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Within the block, on this thread, hold what :meth:`on_decisions` and :meth:`on_events` write and write
+        it when the block ends, in the order of the calls, in one round trip on a Redis store (exposures,
+        their counters, then the claims; a claim that converts adds one more for its counter). One engine
+        call's requests (:meth:`proximity.service.host.EngineHost.process_ping_parts`) used to pay that per
+        request: two round trips for each with an event. When the block raises, what it holds is written as
+        far as it can be, and the block's error is raised."""
+        me = threading.get_ident()
+        if me in self._held:  # nested: the outer block writes
+            yield
+            return
+        held: _Held = ([], [], [])
+        self._held[me] = held
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._flush(held)
+            raise
+        finally:
+            self._held.pop(me, None)
+        self._flush(held)
+
+    def _flush(self, held: _Held) -> None:
+        items, groups, claims = list(held[0]), list(held[1]), list(held[2])
+        for x in held:
+            x.clear()
+        if items or groups or claims:
+            self._write(items, groups, claims)
+
+    def _write(self, items: list[tuple[str, Pending]], groups: list[tuple[list[Increment], float]],
+               claims: list[tuple[str, float, dict[str, float]]]) -> None:
+        """Exposures (pending and counted), then claims; the conversions the claims won are counted."""
+        together = getattr(self.pending, "add_then_claim", None)  # a Redis store: one round trip for all
+        if together is not None:
+            won = together(items, self.counters, groups, claims)
+        else:
+            if items:
+                self.pending.add_many(items)
+            if groups:
+                self.counters.add_many(groups)
+            won = self.pending.claim_many(claims) if claims else []
         incs = [Increment(w.campaign_id, w.arm, w.store, "converted", w.token) for w in won if w is not None]
         if incs:
             self.counters.add(incs)

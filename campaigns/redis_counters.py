@@ -150,20 +150,25 @@ class RedisPending:
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions") from exc
 
-    def add_with_counts(self, items: Sequence[tuple[str, Pending]], counters: Any,
-                        groups: Sequence[tuple[Sequence[Increment], float | None]]) -> bool:
-        """``add_many(items)`` and ``counters.add_many(groups)`` in one round trip (one engine call's
-        exposures, :meth:`campaigns.live.LiveConversions.on_decisions`). ``False`` (nothing written) when
-        ``counters`` is not a :class:`RedisCounters` on this client."""
-        if not isinstance(counters, RedisCounters) or counters.client is not self.client:
-            return False
+    def add_then_claim(self, items: Sequence[tuple[str, Pending]], counters: Any,
+                       groups: Sequence[tuple[Sequence[Increment], float | None]],
+                       claims: Sequence[tuple[str, float, Mapping[str, float]]]) -> list[Pending | None]:
+        """``add_many(items)``, ``counters.add_many(groups)``, then ``claim_many(claims)``, in that order, in one
+        round trip (what :meth:`campaigns.live.LiveConversions.together` held: one engine call's exposures and
+        the claims of its events). Counters on another client are written first, in their own round trip."""
+        same = isinstance(counters, RedisCounters) and counters.client is self.client
+        if groups and not same:
+            counters.add_many(groups)
+        counted = counters.add_calls(groups) if same and groups else []
+        commands = self._add_commands(items) if items else []
+        if not commands and not counted and not claims:
+            return []
         try:
-            added, _counted = _redis.run_together(self.client, self._add_commands(items) if items else [],
-                                                  counters.add_calls(groups))
+            added, replies = _redis.run_together(self.client, commands, [*counted, *self._claim_calls(claims)])
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "pending conversions and report counters") from exc
         _redis.raise_first(added)
-        return True
+        return self._claimed(replies[len(counted):])
 
     def _add_commands(self, items: Sequence[tuple[str, Pending]]) -> list[tuple[Any, ...]]:
         commands: list[tuple[Any, ...]] = []
@@ -181,16 +186,23 @@ class RedisPending:
 
     def claim_many(self, claims: Sequence[tuple[str, float, Mapping[str, float]]]) -> list[Pending | None]:
         """:meth:`claim` for several ``(device_id, visit_ts, windows)``, in order, in one round trip."""
+        try:
+            replies = _redis.run_scripts(self.client, self._claim_calls(claims))
+        except _redis.UNAVAILABLE as exc:
+            raise _redis.unavailable(exc, "pending conversions") from exc
+        return self._claimed(replies)
+
+    def _claim_calls(self, claims: Sequence[tuple[str, float, Mapping[str, float]]]) -> list[Any]:
         calls = []
         for device_id, visit_ts, windows in claims:
             args: list[Any] = [repr(float(visit_ts))]
             for cid, within in windows.items():
                 args += [cid, repr(float(within))]
             calls.append((self._claim, [self.key(device_id)], args))
-        try:
-            replies = _redis.run_scripts(self.client, calls)
-        except _redis.UNAVAILABLE as exc:
-            raise _redis.unavailable(exc, "pending conversions") from exc
+        return calls
+
+    @staticmethod
+    def _claimed(replies: Sequence[Any]) -> list[Pending | None]:
         out: list[Pending | None] = []
         for got in replies:
             if not got:

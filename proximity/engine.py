@@ -410,13 +410,15 @@ class Engine:
                                          base)
         newest = np.full(k, -np.inf)
         np.maximum.at(newest, part_ev, ts)
+        offers_of = self._decide_parts(events_of, newest) if k > 1 and events and self.rules is not None else None
         out = []
         for i in range(k):
             stats = {"pings": n_in[i], "applied": n_applied[i], "late": n_late[i], "duplicates": n_dup[i],
                      "rejected": len(rejected_of[i]), "matches": n_match[i], "implausible": n_impl[i],
                      "bad_accuracy": n_unreal[i]}
             now = float(newest[i]) if newest[i] > -np.inf else self.config.clock()
-            result = self._finish(events_of[i], stats, rejected_of[i], now)
+            result = self._finish(events_of[i], stats, rejected_of[i], now,
+                                  offers=None if offers_of is None else offers_of[i])
             if stats["late"] or stats["duplicates"] or stats["implausible"]:
                 result.dropped = dropped_of[i]
             out.append(result)
@@ -562,18 +564,35 @@ class Engine:
 
     # -- output -----------------------------------------------------------------------------
 
+    def _decide_parts(self, events_of: list[list[Event]], newest: np.ndarray) -> list[list[Offer]]:
+        """The offers of each part's events, decided in one call of the rules over the parts' events in part
+        order (their devices read in one call too), as the parts decided one after the other would get them:
+        the parts share no device, a decision writes no device info, and the rules take events in order (so
+        a cap or budget the parts compete for goes to the earlier part). ``now``: the newest of the parts'."""
+        assert self.rules is not None
+        events = [e for part in events_of for e in part]
+        devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
+        finite = newest[np.isfinite(newest)]
+        offers = self.rules.decide(events, devices, float(finite.max()) if len(finite) else self.config.clock())
+        part_of = {e.device_id: i for i, part in enumerate(events_of) for e in part}
+        out: list[list[Offer]] = [[] for _ in events_of]
+        for offer in offers:
+            out[part_of[offer.device_id]].append(offer)
+        return out
+
     def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[ValidationError], now: float,
-                *, decide: bool = True) -> BatchResult:
+                *, decide: bool = True, offers: list[Offer] | None = None) -> BatchResult:
+        """Count ``events`` and decide their offers (``offers``: those the caller decided already)."""
         for e in events:
             stats[e.kind] = stats.get(e.kind, 0) + 1
         stats["events"] = len(events)
         self.counters.update(stats)
-        offers: list[Offer] = []
-        if decide and events and self.rules is not None:
+        if offers is None and decide and events and self.rules is not None:
             devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
             offers = list(self.rules.decide(events, devices, now))
+        if offers is not None:
             self.counters["offers"] += len(offers)
-        return BatchResult(events, offers, stats, rejected)
+        return BatchResult(events, offers or [], stats, rejected)
 
 
 def _equivalent_radius_m(fence: Any) -> float:

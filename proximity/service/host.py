@@ -4,6 +4,7 @@ from one dedicated thread; batches of pings and sightings go in through it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -348,9 +349,11 @@ class EngineHost:
         errors_of = _parts.split_errors(errors, base)
         if not len(batch):
             return [(BatchResult(), 0, e) for e in errors_of]
-        # the answer carries the late, duplicate and implausible counts, not a row each (dropped=False)
-        results = [self._visits(r) for r in self.engine.process_stacked_pings(
-            batch, base, [self._journal(j) for j in journals], dropped=False)]
+        # the answer carries the late, duplicate and implausible counts, not a row each (dropped=False); the
+        # report counters' writes of all the parts go in one round trip at the end (LiveConversions.together)
+        with self.live.together() if self.live is not None else contextlib.nullcontext():
+            results = [self._visits(r) for r in self.engine.process_stacked_pings(
+                batch, base, [self._journal(j) for j in journals], dropped=False)]
         if self.ping_listeners:  # the pings the engine took (not those it refused, e.g. from the future)
             refused = [e.row + int(base[i]) for i, r in enumerate(results) for e in r.rejected if e.row is not None]
             taken = batch.take(np.flatnonzero(~np.isin(batch.row, refused))) if refused else batch

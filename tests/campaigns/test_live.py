@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,3 +164,112 @@ def test_an_engine_calls_exposures_go_to_redis_in_one_round_trip(redis_url: str,
         client.close()
         two[0].client.close()
         two[1].client.close()
+
+
+def _engine_calls(live: LiveConversions, rules: CampaignRules, events: list[Event], size: int, together: bool) -> None:
+    """Events in engine calls of ``size`` events, as a worker runs them: each call's decisions (one
+    ``on_decisions``), then its events claim (one ``on_events`` per request of one event); with ``together``
+    inside :meth:`LiveConversions.together`."""
+    for i in range(0, len(events), size):
+        call = events[i : i + size]
+        with live.together() if together else contextlib.nullcontext():
+            live.on_decisions(rules.evaluate(call, {}, call[-1].ts))
+            for e in call:
+                live.on_events([e])
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_together_counts_what_the_calls_one_by_one_count(stores: tuple[Any, Any], seed: int, redis_prefix: str,
+                                                         request: pytest.FixtureRequest) -> None:
+    """A block's exposures and claims written at its end give the counters and the pending exposures of the
+    same calls written one by one (calls of 1 to 7 events, so blocks hold several claims and exposures)."""
+    campaign_set = loads_campaigns(CAMPAIGNS, fences=FENCES)
+    counters, pending = stores
+    if isinstance(counters, MemoryCounters):
+        other: tuple[Any, Any] = (MemoryCounters(), MemoryPending())
+    else:
+        from campaigns.redis_counters import RedisCounters, RedisPending
+
+        url = request.getfixturevalue("redis_url")
+        other = (RedisCounters(url, f"{redis_prefix}:apart"), RedisPending(url, f"{redis_prefix}:apart"))
+    events = day(seed)
+    for size, (c, p), together in ((1 + seed, stores, True), (1 + seed, other, False)):
+        _engine_calls(LiveConversions(c, p, campaign_set, FENCES), CampaignRules(campaign_set, FENCES), events,
+                      size, together)
+    specs = specs_of(campaign_set, FENCES)
+    got = [counters.counts(s.campaign_id) for s in specs]
+    assert got == [other[0].counts(s.campaign_id) for s in specs]
+    assert sum(v["converted"] for g in got for v in g.values()) > 0  # claims converted some exposures
+    if isinstance(counters, MemoryCounters):
+        assert pending._by_device == other[1]._by_device
+    else:
+        devices = sorted({e.device_id for e in events})
+        assert ([pending.client.hgetall(pending.key(d)) for d in devices]
+                == [other[1].client.hgetall(other[1].key(d)) for d in devices])
+        other[0].client.close()
+        other[1].client.close()
+
+
+def test_together_keeps_a_claim_before_a_later_exposure() -> None:
+    """A claim held before an exposure is written before it: the visit does not convert the exposure that
+    came after it (written in the other order, it would)."""
+    campaign_set = loads_campaigns(CAMPAIGNS, fences=FENCES)
+    rules = CampaignRules(campaign_set, FENCES)
+    exposure = Event("exit", "d1", "cafe-1", 1_773_400_000.0, dwell_s=60.0)
+    visit = Event("exit", "d1", "shop", 1_773_400_900.0, dwell_s=300.0)  # started after the exposure
+    decisions = rules.evaluate([exposure], {}, exposure.ts)
+    assert any(v.outcome in EXPOSED for d in decisions for v in d.verdicts if v.campaign_id == "shop")
+    for order, converted in (("claim first", 0), ("exposure first", 1)):
+        counters = MemoryCounters()
+        live = LiveConversions(counters, MemoryPending(), campaign_set, FENCES)
+        with live.together():
+            if order == "claim first":
+                live.on_events([visit])
+                live.on_decisions(decisions)
+            else:
+                live.on_decisions(decisions)
+                live.on_events([visit])
+        counts = counters.counts("shop")
+        assert sum(v["converted"] for v in counts.values()) == converted, order
+
+
+def test_together_writes_what_it_holds_when_the_block_fails() -> None:
+    campaign_set = loads_campaigns(CAMPAIGNS, fences=FENCES)
+    e = Event("exit", "d1", "cafe-1", 1_773_400_000.0, dwell_s=60.0)
+    decisions = CampaignRules(campaign_set, FENCES).evaluate([e], {}, e.ts)
+    counters = MemoryCounters()
+    live = LiveConversions(counters, MemoryPending(), campaign_set, FENCES)
+    with pytest.raises(RuntimeError, match="boom"), live.together():
+        live.on_decisions(decisions)
+        assert not counters.counts("shop")  # held
+        raise RuntimeError("boom")
+    assert sum(v["exposed"] for v in counters.counts("shop").values()) == 1
+
+
+@pytest.mark.redis
+def test_a_blocks_exposures_and_claims_go_in_one_round_trip(redis_url: str, redis_prefix: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    import campaigns._redis as R
+    from campaigns.redis_counters import RedisCounters, RedisPending
+
+    campaign_set = loads_campaigns(CAMPAIGNS, fences=FENCES)
+    client = redis.Redis.from_url(redis_url)  # one client, as a worker has them
+    counters, pending = RedisCounters(client, redis_prefix), RedisPending(client, redis_prefix)
+    live = LiveConversions(counters, pending, campaign_set, FENCES)
+    events = [e for e in day(7) if e.kind == "exit"][:40]
+    decisions = CampaignRules(campaign_set, FENCES).evaluate(events, {}, events[-1].ts)
+    trips: list[int] = []
+    real = R.run_commands
+    monkeypatch.setattr(R, "run_commands", lambda c, cmds: trips.append(len(cmds)) or real(c, cmds))
+    try:
+        with live.together():
+            live.on_decisions(decisions)
+            for e in events:
+                live.on_events([e])
+            assert not trips
+        assert len(trips) == 1 or (len(trips) == 2 and trips[1] < trips[0])  # (+1: the conversions it won)
+        assert any(counters.counts(s.campaign_id) for s in specs_of(campaign_set, FENCES))
+    finally:
+        client.close()

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,26 @@ def _body(i: int, pings: list[dict[str, Any]], step: int) -> bytes:
 @given(rounds=st.lists(st.lists(_request, min_size=1, max_size=8), min_size=1, max_size=3))
 async def test_coalesced_requests_answer_as_sequential_ones(city: dict[str, str], window_ms: float,
                                                             rounds: list[list[list[dict[str, Any]]]]) -> None:
-    coalescing, alone = await _server(city, True, coalesce_window_ms=window_ms), await _server(city, False)
+    await _answer_as_sequential_ones(city, rounds, {"coalesce_window_ms": window_ms}, {})
+
+
+@pytest.mark.redis
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.lists(_request, min_size=1, max_size=8), min_size=1, max_size=3))
+async def test_coalesced_requests_answer_as_sequential_ones_on_redis(city: dict[str, str], redis_url: str,
+                                                                     redis_prefix: str,
+                                                                     rounds: list[list[list[dict[str, Any]]]]) -> None:
+    """On Redis the parts of a call are decided in one pass (their caps and offers in one round trip): the
+    global budget still goes to the requests in the order the server took them."""
+    run = uuid.uuid4().hex[:8]  # state of its own for each example (the batch ids repeat)
+    await _answer_as_sequential_ones(city, rounds, {"redis": redis_url, "redis_prefix": f"{redis_prefix}:{run}:co"},
+                                     {"redis": redis_url, "redis_prefix": f"{redis_prefix}:{run}:alone"})
+
+
+async def _answer_as_sequential_ones(city: dict[str, str], rounds: list[list[list[dict[str, Any]]]],
+                                     coalescing_settings: dict[str, Any], alone_settings: dict[str, Any]) -> None:
+    coalescing = await _server(city, True, **coalescing_settings)
+    alone = await _server(city, False, **alone_settings)
     order = _recording(coalescing)
     try:
         async with ClientSession() as session:
@@ -424,3 +444,70 @@ async def test_a_cancelled_caller_does_not_make_the_engine_thread_look_idle(city
         assert await host.run_here(threading.get_ident) == threading.get_ident()
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("caps", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_engine_parts_read_their_devices_once_and_decide_as_one_by_one(caps: str, request: pytest.FixtureRequest
+                                                                       ) -> None:
+    """The devices of all the parts' events are read in one store call, and each part's offers are those it
+    gets alone, one part after the other: an opted-out device in the middle part gets none, and the last
+    part none either, since the first part took the campaign's budget of one (caps and outbox in memory, or
+    on Redis through the batched path, ``RedisOffers``)."""
+    from campaigns import CampaignRules, FenceInfo, loads_campaigns
+    from campaigns.offers import Offer
+    from geofence import FenceIndex, load_geojson
+    from proximity.store import MemoryStore
+
+    fences = load_geojson(json.dumps({"type": "FeatureCollection", "features": [_square("s", 2.350, 48.850, "shop")]}))
+    info = {"s": FenceInfo.create("s", "s", ["shop"])}
+    rules_yaml = ("campaigns:\n  - id: shop\n    max_event_age: 1d\n    trigger: {on: enter, tags: [shop]}\n"
+                  "    offer: {title: 'Welcome'}\n    limits:\n      budget: {total: 1}\n")
+    made: list[Any] = []
+
+    def backends() -> dict[str, Any]:
+        if caps == "memory":
+            from campaigns.outbox import MemoryOutbox
+
+            return {"outbox": MemoryOutbox()}
+        from campaigns.redis_limiter import RedisLimiter
+        from campaigns.redis_offers import RedisOffers
+        from campaigns.redis_outbox import RedisOutbox
+
+        prefix = f"{request.getfixturevalue('redis_prefix')}:{len(made)}"
+        limiter = RedisLimiter(request.getfixturevalue("redis_url"), prefix)
+        outbox = RedisOutbox(limiter.client, prefix)
+        made.append(limiter.client)
+        return {"limiter": limiter, "outbox": outbox, "batch": RedisOffers.of(limiter, outbox)}
+
+    class Counting(MemoryStore):
+        reads: list[list[str]]
+
+        def devices(self, device_ids: Any) -> Any:
+            self.reads.append(list(device_ids))
+            return super().devices(device_ids)
+
+    def engine() -> tuple[Engine, Counting]:
+        store = Counting()
+        store.reads = []
+        e = Engine(FenceIndex(fences), store=store,
+                   rules=CampaignRules(loads_campaigns(rules_yaml, fences=info), info, **backends()))
+        e.set_opt_out("v2")
+        return e, store
+
+    def batch(dev: str) -> PingBatch:
+        return PingBatch.from_rows([{"device_id": dev, "lon": 2.351, "lat": 48.851, "accuracy_m": 5.0,
+                                     "ts": T0 + 30 * k} for k in range(12)])
+
+    together, store = engine()
+    got = together.process_ping_parts([batch("v1"), batch("v2"), batch("v3")])
+    assert store.reads == [["v1", "v2", "v3"]]
+    alone, _ = engine()
+    want = [alone.process_ping_parts([batch(d)])[0] for d in ("v1", "v2", "v3")]
+    for client in made:
+        client.close()
+    assert all(isinstance(o, Offer) for r in got for o in r.offers)
+    assert [[o.device_id for o in r.offers] for r in got] == [["v1"], [], []]
+    assert [r.events[0].kind for r in got] == ["enter"] * 3
+    assert ([[(e.kind, e.device_id, e.ts) for e in r.events] for r in got]
+            == [[(e.kind, e.device_id, e.ts) for e in r.events] for r in want])
+    assert [[o.offer_id for o in r.offers] for r in got] == [[o.offer_id for o in r.offers] for r in want]
