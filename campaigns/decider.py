@@ -223,9 +223,18 @@ class CampaignRules:
         tables = self._tables
         out: list[Decision] = []
         cancel = None if dry_run else getattr(self.outbox, "cancel", None)
-        early = self._cancel_early(events) if cancel is not None else set()
         batch = None if dry_run or self.outbox is None else self.batch
+        early, held = self._cancel_early(events) if cancel is not None else (set(), [])
+        if held and not getattr(batch, "takes_cancels", False):
+            self.outbox.cancel_many(held)  # type: ignore[union-attr]
+            held = []
+        # else: the early cancels go with the first call of the batch (or alone before anything else)
         queue: list[_Plan] = []  # planned, waiting for the batch's one round trip
+
+        def send_held() -> None:
+            if held:
+                self.outbox.cancel_many(held[:])  # type: ignore[union-attr]
+                held.clear()
 
         def record(decision: Decision) -> None:
             if not dry_run:
@@ -235,8 +244,9 @@ class CampaignRules:
             out.append(decision)
 
         def flush() -> None:
-            grants = batch.run(  # type: ignore[union-attr]
-                [[(a.oid, a.checks, p.event.ts, a.offer) for a in p.asks if a.offer is not None] for p in queue])
+            asks = [[(a.oid, a.checks, p.event.ts, a.offer) for a in p.asks if a.offer is not None] for p in queue]
+            grants = batch.run(asks, held[:]) if held else batch.run(asks)  # type: ignore[union-attr]
+            held.clear()
             for plan, got in zip(queue, grants, strict=True):
                 record(self._settle(tables, plan, _replay(got), False))
             queue.clear()
@@ -251,12 +261,16 @@ class CampaignRules:
                     continue
                 if queue:
                     flush()
+                send_held()
                 if inline:
                     cancel(cancel_key(event.device_id, event.fence_id), event.ts)  # type: ignore[misc]
                 record(self._settle(tables, plan, self._ask_dry if dry_run else self._ask, dry_run))
             if queue:
                 flush()
+            send_held()
         except BaseException:
+            with contextlib.suppress(Exception):  # the cancels that were due before anything else
+                send_held()
             if out and not dry_run and self.on_decisions is not None:
                 with contextlib.suppress(Exception):  # what was decided is recorded, as far as it can be
                     self.on_decisions(out)
@@ -265,14 +279,13 @@ class CampaignRules:
             self.on_decisions(out)
         return out
 
-    def _cancel_early(self, events: Sequence[Event]) -> set[int]:
-        """Cancel, in one call before the loop (an outbox with ``cancel_many``), the delayed offers that the
-        enters of ``events`` cancel when no earlier event of theirs has the same device and fence (an earlier
-        one may put a delayed offer that the enter cancels: that enter cancels in its turn). Returns the
-        indexes of the enters done."""
-        cancel_many = getattr(self.outbox, "cancel_many", None)
-        if cancel_many is None:
-            return set()
+    def _cancel_early(self, events: Sequence[Event]) -> tuple[set[int], list[tuple[str, float]]]:
+        """What to cancel before the loop, in one call (an outbox with ``cancel_many``): the delayed offers that
+        the enters of ``events`` cancel when no earlier event of theirs has the same device and fence (an
+        earlier one may put a delayed offer that the enter cancels: that enter cancels in its turn). Returns
+        the indexes of those enters and the ``(cancel key, time)`` to cancel before anything else is written."""
+        if getattr(self.outbox, "cancel_many", None) is None:
+            return set(), []
         seen: set[tuple[str, str]] = set()
         early: dict[str, tuple[int, float]] = {}
         for i, e in enumerate(events):
@@ -280,9 +293,7 @@ class CampaignRules:
             if e.kind == "enter" and e.zone is None and pair not in seen:
                 early[cancel_key(*pair)] = (i, e.ts)
             seen.add(pair)
-        if early:
-            cancel_many([(key, ts) for key, (_, ts) in early.items()])
-        return {i for i, _ in early.values()}
+        return {i for i, _ in early.values()}, [(key, ts) for key, (_, ts) in early.items()]
 
     def explain(self, event: Event, device: Device | None = None) -> Decision:
         """What would happen to ``event`` now, without consuming any cap."""

@@ -89,14 +89,24 @@ class RedisOffers:
             args += [*put_args[1:], *(delayed[1] if delayed is not None else ["", 0])]
         return keys, args
 
-    def run(self, events: Sequence[Sequence[Ask]]) -> list[list[Grant]]:
+    #: :meth:`run` takes the ``cancels`` that come before its events (:meth:`CampaignRules.evaluate`)
+    takes_cancels = True
+
+    def run(self, events: Sequence[Sequence[Ask]], cancels: Sequence[tuple[str, float]] = ()) -> list[list[Grant]]:
         """Each event's candidates in order until one gets its caps (and is written to the outbox); the grants
-        of the candidates asked, per event. Raises :class:`campaigns.errors.StoreUnavailable` when Redis is away."""
-        calls = [(self._script, *self._call(asks)) for asks in events if asks]
+        of the candidates asked, per event. ``cancels`` (``(cancel key, now)``, as
+        :meth:`RedisOutbox.cancel_many` takes them) are done first, in the same round trip (a second one drops
+        the held offers they found, when there are any). Raises :class:`campaigns.errors.StoreUnavailable` when
+        Redis is away."""
+        take = self.outbox.take_calls(cancels) if cancels else []
+        calls = [*take, *[(self._script, *self._call(asks)) for asks in events if asks]]
         try:
-            replies = iter(_redis.run_scripts(self.limiter.client, calls))
+            got = _redis.run_scripts(self.limiter.client, calls)
         except _redis.UNAVAILABLE as exc:
             raise _redis.unavailable(exc, "frequency caps and offer outbox") from exc
+        if take:
+            self.outbox.drop_taken(cancels, got[: len(take)])
+        replies = iter(got[len(take) :])
         out: list[list[Grant]] = []
         for asks in events:
             reply = next(replies) if asks else []

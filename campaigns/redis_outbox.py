@@ -357,10 +357,22 @@ class RedisOutbox(_Shards):
         Redis: every key's delayed offers taken in one, the held ones among them dropped in the other."""
         if not items:
             return 0
-        taken = self._guard(lambda: _redis.run_scripts(
-            self.client, [(self._scripts["delayed"], [self._delayed_key(key)], ["", 0]) for key, _ in items]))
+        taken = self._guard(lambda: _redis.run_scripts(self.client, self.take_calls(items)))
+        return self.drop_taken(items, taken)
+
+    def take_calls(self, items: Sequence[tuple[str, float]]) -> list[Any]:
+        """The first step of :meth:`cancel_many` as script calls (for :func:`campaigns._redis.run_scripts`; each
+        takes a cancel key's index of delayed offers and replies its members), so that a caller can send them
+        with its own calls (:class:`campaigns.redis_offers.RedisOffers`)."""
+        return [(self._scripts["delayed"], [self._delayed_key(key)], ["", 0]) for key, _ in items]
+
+    def drop_taken(self, items: Sequence[tuple[str, float]], taken: Sequence[Any]) -> int:
+        """The second step of :meth:`cancel_many`: drop the held offers among the members ``taken`` (the
+        replies of :meth:`take_calls`), in one round trip when there are any; returns how many."""
         calls = [(self._scripts["cancel"], *call) for (_, now), members in zip(items, taken, strict=True)
                  for call in self._cancel_calls(members, now).values()]
+        if not calls:
+            return 0
         return sum(int(n) for n in self._guard(lambda: _redis.run_scripts(self.client, calls)))
 
     def drop_counts(self) -> dict[str, int]:

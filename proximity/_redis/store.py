@@ -129,6 +129,7 @@ class RedisStateStore(DeviceInfo):
         if kwargs.get("decode_responses"):
             raise ValueError("the Redis state store needs a client without decode_responses (states are binary)")
         self._places_script = register_script(self.r, PLACES_SCRIPT.src)
+        self._prefetched = {}
         self.retries = 0  # compare-and-set conflicts seen (for tests and metrics)
         self.saved = 0  # device states written
 
@@ -260,7 +261,8 @@ class RedisStateStore(DeviceInfo):
 
     def _save(self, encoded: Sequence[bytes], slots: np.ndarray, flags: np.ndarray,
               version: np.ndarray, due: np.ndarray, states: codec.Stored, entries: Sequence[bytes] | None = None,
-              journal: Journal | None = None, tracks: codec.Stored | None = None) -> np.ndarray:
+              journal: Journal | None = None, tracks: codec.Stored | None = None,
+              extra: Sequence[tuple[int, bytes]] = ()) -> tuple[np.ndarray, list[Any]]:
         """Compare-and-set devices on their version with ``SAVE``; returns which ones won.
 
         Device ``i``: state key ``encoded[i]`` (a protocol bulk string; hash slot ``slots[i]``),
@@ -271,6 +273,8 @@ class RedisStateStore(DeviceInfo):
         from one set built for the whole save. A call that was not run counts as lost (it is recomputed).
         With a ``journal``, each device that wins also gets its journal entry (``entries``) in that call;
         with ``tracks``, its beacon filter state (else it is left as it is, or deleted with the state).
+        ``extra`` commands go in the same round trip; their replies (errors in their places) come back with the
+        winners.
         """
         jttl = max(1, int(journal.ttl_s * 1000)) if journal is not None else 0
         order, groups = self.router.group_by_slot(slots, self.chunk)
@@ -309,8 +313,11 @@ class RedisStateStore(DeviceInfo):
                                   tb[t_at[a] : t_at[b]]))
                     for slot, a, b in groups]
         bad: list[int] = []
-        replies = self._call(lambda: self.router.send(commands, script=SAVE_SCRIPT.src, errors=bad))
+        replies = self._call(lambda: self.router.send([*commands, *extra], script=SAVE_SCRIPT.src, errors=bad))
+        replies, extra_replies = replies[: len(commands)], replies[len(commands) :]
         for i in bad:
+            if i >= len(commands):
+                continue
             if not isinstance(replies[i], C.NOT_RUN):
                 raise StateError(f"Redis state store error: {replies[i]}")
             # not run: its devices lost (recomputed from a fresh load, like a lost compare-and-set)
@@ -318,7 +325,7 @@ class RedisStateStore(DeviceInfo):
         flat = b"".join(replies)
         won = np.zeros(len(encoded), bool)
         won[order] = np.frombuffer(flat, np.uint8) == WON
-        return won
+        return won, extra_replies
 
     def _journaled(self, slots: np.ndarray, names: Sequence[str], journal: Journal) -> list[bytes | None]:
         """Each device's entry in the batch's journal (``None``: not committed by this batch yet). Read after
@@ -339,7 +346,7 @@ class RedisStateStore(DeviceInfo):
 
     def _run(self, names: np.ndarray, step: Step, places: PlaceTable, params: PresenceParams, spare: int,
              *, refresh_due: bool = False, journal: Journal | None = None, n_evidence: int = 0,
-             track: bool = False) -> Transitions:
+             track: bool = False, prefetch_info: bool = False) -> Transitions:
         """Load ``names``, run ``step(state, pending, filter state)`` (-> events, which devices to delete, the new
         filter state), save by CAS; retry losers. The beacon filter state is loaded and saved only with ``track``
         (else ``None``; rows keyed by index into ``pending``).
@@ -353,9 +360,14 @@ class RedisStateStore(DeviceInfo):
         (a new visit): a ping that merely pushes a debounce or the TTL later leaves it,
         and ``advance`` (``refresh_due``) sets the exact time on the devices it finds
         with nothing to do yet. So the common save is one ``GET`` and one ``SET``.
+
+        ``prefetch_info``: the info of the devices with events is read with the save, for the batch's
+        campaign decisions (:meth:`~proximity._redis.info.DeviceInfo.devices`).
         """
         pending = np.arange(len(names))
         parts: list[Transitions] = []
+        if prefetch_info:
+            self._forget_prefetched()
         # each state key in the protocol, and its hash slot: once for every attempt
         all_encoded, all_slots = self.layout.bulk_keys(names.tolist())
         for _attempt in range(self.max_retries + 1):
@@ -402,8 +414,11 @@ class RedisStateStore(DeviceInfo):
                 if t_new is not None:
                     tracks = codec.Stored(t_enc.version, t_enc.buf, t_enc.start[save], t_enc.length[save])
                 saved = codec.Stored(new.version, new.buf, new.start[save], new.length[save])
-                res = self._save([encoded[i] for i in save.tolist()],
-                                 slots[save], flags[save], old.version[save], due[save], saved, entries, journal, tracks)
+                with_events = [names[sub[i]] for i in np.unique(tr.dev).tolist()] if prefetch_info else []
+                res, info = self._save([encoded[i] for i in save.tolist()], slots[save], flags[save],
+                                       old.version[save], due[save], saved, entries, journal, tracks,
+                                       self._info_commands(with_events))
+                self._keep_info(with_events, info)
                 won[save[~res]] = False
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
@@ -447,7 +462,7 @@ class RedisStateStore(DeviceInfo):
             tr = self._apply_pending(names, ev, status, state, pending, places, params)
             return tr, np.zeros(len(pending), bool), None
 
-        tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=len(ev))
+        tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=len(ev), prefetch_info=True)
         tr.status = status
         return tr
 
@@ -486,7 +501,8 @@ class RedisStateStore(DeviceInfo):
             t_new = FilterState(pos[new.dev[keep]], new.pair[keep], new.ts[keep], new.value[keep])
             return tr, np.zeros(len(pending), bool), t_new
 
-        tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=n_rows, track=True)
+        tr = self._run(names, step, places, params, 64, journal=journal, n_evidence=n_rows, track=True,
+                       prefetch_info=True)
         final = last[0]
         remap(tr, final, n_rows)
         tr.status = status[final.zrow]
@@ -534,6 +550,7 @@ class RedisStateStore(DeviceInfo):
             return (*advance_state(state, np.arange(state.n_devices), 0.0, params, forget=True, places=places), None)
 
         tr = self._run(names, step, places, params, 16)
+        self._forget_prefetched([device_id])
         st = self.layout.state_keys([device_id])[0][0]
         self._call(lambda: self.r.delete(self._info(device_id), st, st[:-2] + b"tr"))
         return tr, names

@@ -94,3 +94,30 @@ def test_a_cluster_or_memory_limiter_has_no_batched_path(redis_url: str, redis_p
     limiter = RedisLimiter(redis_url, redis_prefix, cluster=True)  # the cluster protocol: two slots, two calls
     assert RedisOffers.of(limiter, RedisOutbox(limiter.client, redis_prefix)) is None
     assert RedisOffers.of(MemoryLimiter(), MemoryOutbox()) is None
+
+
+def test_the_early_cancels_go_with_the_batchs_round_trip(redis_url: str, redis_prefix: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of enters cancels their delayed offers in the round trip of their caps and outbox writes: one
+    round trip when nothing was delayed, one more when it drops held offers; and the delayed offer of an
+    exit is cancelled by the enter that follows it in a later batch, as one event at a time does."""
+    import campaigns._redis as R
+
+    limiter = RedisLimiter(redis_url, redis_prefix)
+    outbox = RedisOutbox(limiter.client, redis_prefix, clock=lambda: MON_10)
+    rules = CampaignRules(loads_campaigns(CAMPAIGNS, fences=FENCES), FENCES, limiter=limiter, outbox=outbox,
+                          batch=RedisOffers.of(limiter, outbox))
+    trips: list[int] = []
+    real = R.run_commands
+    monkeypatch.setattr(R, "run_commands", lambda c, cmds: trips.append(len(cmds)) or real(c, cmds))
+    fence = next(iter(FENCES))
+    enters = [Event(kind="enter", device_id=f"d{i}", fence_id=fence, ts=MON_10 + i) for i in range(3)]
+    rules.evaluate(enters, {}, MON_10)
+    assert len(trips) == 1 and trips[0] == 3 + 3  # three cancel takes and three decisions
+    exit_ = Event(kind="exit", device_id="d0", fence_id=fence, ts=MON_10 + 600)
+    assert [d.offer.delayed for d in rules.evaluate([exit_], {}, exit_.ts) if d.offer] == [True]
+    del trips[:]
+    again = Event(kind="enter", device_id="d0", fence_id=fence, ts=MON_10 + 700)
+    rules.evaluate([again], {}, again.ts)
+    assert len(trips) == 2  # the take found the exit's delayed offer: its drop is a second round trip
+    assert outbox.drop_counts()["cancelled"] == 1

@@ -128,3 +128,60 @@ def test_a_wrong_type_key_is_a_state_error(redis_url: str, redis_prefix: str) ->
     with pytest.raises(StateError, match="WRONGTYPE"):
         store.devices(["d1"])
     store.close()
+
+
+def test_a_batchs_save_reads_its_event_devices_info(open_store: Callable[[], Any], redis_url: str) -> None:
+    """The info of the devices with events is read in the batch's save round trip: the next ``devices`` of
+    the same thread answers it with no round trip of its own, once, and equals a fresh read. What the thread
+    or another one writes after the save (``update_info``, ``set_opt_out``, ``forget``) is read again; a
+    WRONGTYPE info key raises from ``devices`` as before."""
+    import threading
+
+    from geofence import FenceIndex, load_geojson
+    from proximity.batch import PingBatch
+    from proximity.engine import Engine
+
+    store = open_store()
+    ring = [[2.350, 48.850], [2.352, 48.850], [2.352, 48.852], [2.350, 48.852], [2.350, 48.850]]
+    index = FenceIndex(load_geojson(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "s", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]})))
+    engine = Engine(index, store=store)
+    store.update_info(*_columns([("d1", {"tier": "gold"}, "Europe/Paris"), ("d2", None, "UTC")]))
+    store.set_opt_out("d3", True)
+    sends: list[int] = []
+    real = store._send
+    store._send = lambda commands, *a, **k: sends.append(len(commands)) or real(commands, *a, **k)
+
+    def enter(devices: list[str], t0: float) -> None:
+        engine.process_pings(PingBatch.from_rows([
+            {"device_id": d, "lon": 2.351, "lat": 48.851, "accuracy_m": 5.0, "ts": t0 + 30 * k}
+            for d in devices for k in range(12)] + [{"device_id": "far", "lon": 2.4, "lat": 48.9, "accuracy_m": 5.0,
+                                                    "ts": t0}]))
+        del sends[:]  # (the batch's own load and save)
+
+    enter(["d1", "d2", "d3", "d4"], 1_700_000_000.0)
+    fresh = _redis_py_devices(store, ["d1", "d2", "d3", "d4"])
+    assert store.devices(["d1", "d2", "d3", "d4"]) == fresh and not sends
+    assert fresh["d1"].attrs == {"tier": "gold"} and fresh["d3"].opted_out
+    assert store.devices(["d1"]) == {"d1": fresh["d1"]} and sends == [1]  # once: then read again
+    assert store.devices(["far"]) == {"far": Device("far")} and sends == [1, 1]  # no event: not read with the save
+
+    enter(["d1", "d2", "d3"], 1_700_001_000.0)  # (exits, then enters again)
+    store.update_info(*_columns([("d1", {"tier": "silver"}, None)]))  # this thread, after the save
+    other = threading.Thread(target=store.set_opt_out, args=("d2", True))  # another thread
+    other.start()
+    other.join()
+    del sends[:]
+    got = store.devices(["d1", "d2", "d3"])
+    assert got == _redis_py_devices(store, ["d1", "d2", "d3"]) and sends == [2]  # d1 and d2 read again
+    assert got["d1"].attrs == {"tier": "silver"} and got["d2"].opted_out
+
+    enter(["d4"], 1_700_002_000.0)
+    store.r.delete(f"{store.prefix}:{{d4}}:info")
+    store.r.set(f"{store.prefix}:{{d4}}:info", b"not a hash")
+    enter(["d4"], 1_700_003_000.0)  # the save's HMGET gets WRONGTYPE: not kept, the save still stands
+    from proximity.errors import StateError
+
+    with pytest.raises(StateError, match="WRONGTYPE"):
+        store.devices(["d4"])
+    store.r.delete(f"{store.prefix}:{{d4}}:info")
