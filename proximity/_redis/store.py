@@ -423,6 +423,8 @@ class RedisStateStore(DeviceInfo):
                 gone_ids = [names[sub[i]] for i in save[res & delete[save]].tolist()]
                 if gone_ids:
                     self._call(partial(self.r.delete, *[self._info(x) for x in gone_ids]))
+            if won.all() and not parts and len(sub) == len(names):  # the common case: all saved at the first try
+                return tr  # (its devices' indexes are those of names already)
             keep = won[tr.dev] if len(tr) else np.zeros(0, bool)
             kept = Transitions.from_buffers((a[keep] for a in tr._buffers()), tr.status)
             kept.dev = pending[kept.dev]
@@ -440,6 +442,10 @@ class RedisStateStore(DeviceInfo):
                        pending: np.ndarray, places: PlaceTable, params: PresenceParams) -> Transitions:
         """Apply the evidence of the ``pending`` devices (``ev.dev`` indexes ``names``) to their loaded
         ``state``; their rows' status goes into ``status``, events' ``ev`` index ``ev``."""
+        if len(pending) == len(names):  # every device (a first try): pending is 0..n-1, the evidence is as it is
+            tr = apply_evidence(state, ev, places, params)
+            status[:] = tr.status
+            return tr
         in_batch = np.zeros(len(names), bool)
         in_batch[pending] = True
         idx = np.flatnonzero(in_batch[ev.dev])
