@@ -116,8 +116,8 @@ class Router(NodeRouter):
         if not n:
             return order, []
         ordered = slots[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        ends = np.r_[starts[1:], n].astype(np.int64)
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))  # (np.r_ costs ~20 us)
+        ends = np.append(starts[1:], n).astype(np.int64)
         groups = list(zip(ordered[starts].tolist(), starts.tolist(), ends.tolist(), strict=True))
         if (ends - starts > chunk).any():
             groups = [(slot, i, min(i + chunk, b)) for slot, a, b in groups for i in range(a, b, chunk)]

@@ -224,8 +224,8 @@ class RedisStateStore(DeviceInfo):
             none = np.zeros(0, np.int64)
             return codec.Stored.parse(none, b""), codec.track_decode(none, b"") if track else None
         order, groups = self.router.group_by_slot(slots, self.chunk)
-        o = order.tolist()
-        enc = [keys[i] for i in o]
+        ident = not self.cluster  # (one Redis: the order is the batch's own)
+        enc = keys if ident else [keys[i] for i in order.tolist()]
         tr = self._tr_keys(enc) if track else []
         commands = [(slot, LOAD_SCRIPT.evalsha_encoded(2 * (b - a) if track else b - a,
                                                        b"".join([*enc[a:b], *tr[a:b]]), ()))
@@ -236,16 +236,20 @@ class RedisStateStore(DeviceInfo):
         per = 2 * m if track else m
         head = (4 * per).tolist()
         all_sizes = np.frombuffer(b"".join([r[:h] for r, h in zip(replies, head, strict=True)]), "<u4").astype(np.int64)
-        first = np.r_[0, np.cumsum(per)[:-1]].astype(np.int64)
+        first = np.zeros(len(per), np.int64)
+        np.cumsum(per[:-1], out=first[1:])
         is_st = np.arange(len(all_sizes)) - np.repeat(first, per) < np.repeat(m, per)
         sizes, t_sizes = all_sizes[is_st], all_sizes[~is_st]
         g_st = (np.add.reduceat(np.where(is_st, all_sizes, 0), first) + 4 * per).tolist()
         blobs = [r[h:cut] for r, h, cut in zip(replies, head, g_st, strict=True)]
         t_blobs = [r[cut:] for r, cut in zip(replies, g_st, strict=True)] if track else []
         got = codec.Stored.parse(sizes, b"".join(blobs))
-        inv = np.empty(n, np.int64)
-        inv[order] = np.arange(n)
-        stored = codec.Stored(got.version[inv], got.buf, got.start[inv], got.length[inv])
+        if ident:
+            stored = got
+        else:
+            inv = np.empty(n, np.int64)
+            inv[order] = np.arange(n)
+            stored = codec.Stored(got.version[inv], got.buf, got.start[inv], got.length[inv])
         tracked = None
         if track:
             rows = codec.track_decode(t_sizes, b"".join(t_blobs))
@@ -285,14 +289,16 @@ class RedisStateStore(DeviceInfo):
                     codec.Stored(tracks.version, tracks.buf, tracks.start[order], tracks.length[order]))
         blobs = codec.SaveBlobs.build(version[order], due[order], flags[order], write[order], o_states,
                                       None if entries is None else [entries[i] for i in o], o_tracks)
-        enc = [encoded[i] for i in o]
+        enc = encoded if not self.cluster else [encoded[i] for i in o]  # (one Redis: the order is the batch's own)
         # the filter state keys: every device's with tracks, else a dropped device's (it goes with the state)
         with_tr = np.ones(len(encoded), bool) if tracks is not None else (flags & DROP)[order] != 0
         trs: list[bytes] = [b""] * len(encoded)
         at_tr = np.flatnonzero(with_tr).tolist()
         for k, key in zip(at_tr, self._tr_keys([enc[k] for k in at_tr]), strict=True):
             trs[k] = key
-        n_tr = np.r_[0, np.cumsum(with_tr)].tolist()
+        cum_tr = np.zeros(len(with_tr) + 1, np.int64)
+        np.cumsum(with_tr, out=cum_tr[1:])
+        n_tr = cum_tr.tolist()
         # the command of one group in one format: its keys, then the constant and blob arguments (ARGV[2]: per slot)
         ttl_b, jttl_b, track_b = bulk([b"%d" % self.ttl_ms, b"%d" % jttl, b"0" if tracks is None else b"1"])
         fmt = (b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" + SAVE_SCRIPT.sha + b"\r\n$%d\r\n%d\r\n%b%b%b%b" + ttl_b + b"%b"
@@ -372,7 +378,7 @@ class RedisStateStore(DeviceInfo):
         all_encoded, all_slots = self.layout.bulk_keys(names.tolist())
         for _attempt in range(self.max_retries + 1):
             sub = pending.tolist()
-            encoded = [all_encoded[i] for i in sub]
+            encoded = all_encoded if len(sub) == len(names) else [all_encoded[i] for i in sub]
             slots = all_slots[pending]
             old, t_old = self._load(encoded, slots, track)
             done = np.zeros(len(sub), bool)
@@ -415,7 +421,8 @@ class RedisStateStore(DeviceInfo):
                     tracks = codec.Stored(t_enc.version, t_enc.buf, t_enc.start[save], t_enc.length[save])
                 saved = codec.Stored(new.version, new.buf, new.start[save], new.length[save])
                 with_events = [names[sub[i]] for i in np.unique(tr.dev).tolist()] if prefetch_info else []
-                res, info = self._save([encoded[i] for i in save.tolist()], slots[save], flags[save],
+                res, info = self._save(encoded if len(save) == len(sub) else [encoded[i] for i in save.tolist()],
+                                       slots[save], flags[save],
                                        old.version[save], due[save], saved, entries, journal, tracks,
                                        self._info_commands(with_events))
                 self._keep_info(with_events, info)
