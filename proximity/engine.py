@@ -395,22 +395,13 @@ class Engine:
         n_applied, n_late, n_impl = (by_status[s] for s in (K.STATUS_APPLIED, K.STATUS_LATE, K.STATUS_IMPLAUSIBLE))
         n_dup, n_match = _parts.counts(part_b[order_all], k, dup), _parts.counts(part_ev[point], k)
         rejected_of = _parts.split_errors(rejected, base)
-        if k == 1:
-            events_of = [events]
-        else:
-            part_of_code = dict(zip(ev.dev.tolist(), part_ev.tolist(), strict=True))
-            codes = np.unique(tr.dev)  # only the devices with events are named (names cost a decode each)
-            owner = dict(zip(np.asarray(res.names[codes]).tolist(), [part_of_code[c] for c in codes.tolist()],
-                             strict=True))
-            events_of = [[] for _ in range(k)]
-            for e in events:
-                events_of[owner[e.device_id]].append(e)
+        events_of, owner = _parts.split_events(events, k, ev.dev, part_ev, tr.dev, res.names)
         any_dropped = dropped and sum(n_late) + sum(n_dup) + sum(n_impl) > 0
         dropped_of = _parts.split_errors(_dropped(b.row, order_all[dup], tr.status, ev.row) if any_dropped else [],
                                          base)
         newest = np.full(k, -np.inf)
         np.maximum.at(newest, part_ev, ts)
-        offers_of = self._decide_parts(events_of, newest) if k > 1 and events and self.rules is not None else None
+        offers_of = self._decide_parts(events_of, owner, newest) if k > 1 and events and self.rules is not None else None
         out = []
         for i in range(k):
             stats = {"pings": n_in[i], "applied": n_applied[i], "late": n_late[i], "duplicates": n_dup[i],
@@ -564,21 +555,19 @@ class Engine:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _decide_parts(self, events_of: list[list[Event]], newest: np.ndarray) -> list[list[Offer]]:
-        """The offers of each part's events, decided in one call of the rules over the parts' events in part
-        order (their devices read in one call too), as the parts decided one after the other would get them:
-        the parts share no device, a decision writes no device info, and the rules take events in order (so
-        a cap or budget the parts compete for goes to the earlier part). ``now``: the newest of the parts'."""
+    def _decide_parts(self, events_of: list[list[Event]], owner: Mapping[str, int],
+                      newest: np.ndarray) -> list[list[Offer]]:
+        """The offers of each part's events (``owner``: the part of each device with events), decided in one
+        call of the rules over the parts' events in part order (their devices read in one call too), as the
+        parts decided one after the other would get them: the parts share no device, a decision writes no
+        device info, and the rules take events in order (so a cap or budget the parts compete for goes to the
+        earlier part). ``now``: the newest of the parts'."""
         assert self.rules is not None
         events = [e for part in events_of for e in part]
         devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
         finite = newest[np.isfinite(newest)]
         offers = self.rules.decide(events, devices, float(finite.max()) if len(finite) else self.config.clock())
-        part_of = {e.device_id: i for i, part in enumerate(events_of) for e in part}
-        out: list[list[Offer]] = [[] for _ in events_of]
-        for offer in offers:
-            out[part_of[offer.device_id]].append(offer)
-        return out
+        return _parts.split_offers(offers, owner, len(events_of))
 
     def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[ValidationError], now: float,
                 *, decide: bool = True, offers: list[Offer] | None = None) -> BatchResult:

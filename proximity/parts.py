@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from proximity.batch import PingBatch
 from proximity.errors import ValidationError
+from proximity.events import Event, Offer
 from proximity.journal import Journal
-from proximity.presence import Evidence, Resolved, Transitions
+from proximity.presence import DeviceNames, Evidence, Resolved, Transitions
 
 
 def stack(parts: Sequence[PingBatch]) -> tuple[PingBatch, np.ndarray]:
@@ -62,6 +63,31 @@ def counts(part: np.ndarray, n_parts: int, where: np.ndarray | None = None) -> l
     """How many of ``part`` (optionally only where ``where``) fall in each part."""
     sel = part if where is None else part[where]
     return np.bincount(sel, minlength=n_parts).tolist()
+
+
+def split_events(events: list[Event], k: int, ev_dev: np.ndarray, part_ev: np.ndarray, tr_dev: np.ndarray,
+                 names: DeviceNames) -> tuple[list[list[Event]], dict[str, int]]:
+    """Each part's events, in their order, and the part of each device with events (empty for one part).
+    ``ev_dev``, ``part_ev``: each evidence row's device code and part; ``tr_dev``: the transitions' device codes;
+    ``names[code]``: a device's id (only the devices with events are named: a name can cost a decode)."""
+    if k == 1:
+        return [events], {}
+    part_of_code = np.zeros(int(ev_dev.max()) + 1 if len(ev_dev) else 0, np.int64)
+    part_of_code[ev_dev] = part_ev  # (a device's rows are all in one part)
+    codes = np.unique(tr_dev)
+    owner = dict(zip(np.asarray(names[codes]).tolist(), part_of_code[codes].tolist(), strict=True))
+    out: list[list[Event]] = [[] for _ in range(k)]
+    for e in events:
+        out[owner[e.device_id]].append(e)
+    return out, owner
+
+
+def split_offers(offers: Sequence[Offer], owner: Mapping[str, int], k: int) -> list[list[Offer]]:
+    """Each part's offers, in their order (``owner``: the part of each device, from :func:`split_events`)."""
+    out: list[list[Offer]] = [[] for _ in range(k)]
+    for offer in offers:
+        out[owner[offer.device_id]].append(offer)
+    return out
 
 
 def check_disjoint(codes: np.ndarray, part: np.ndarray) -> None:

@@ -25,3 +25,27 @@ def test_parts_that_share_a_device_are_refused(rows: list[tuple[int, int]]) -> N
             check_disjoint(codes, part)
     else:
         check_disjoint(codes, part)
+
+
+@settings(max_examples=300, deadline=None)
+@given(owner=st.dictionaries(st.integers(0, 15), st.integers(0, 3), min_size=1), data=st.data())
+def test_events_and_offers_go_to_their_devices_parts_in_order(owner: dict[int, int], data: st.DataObject) -> None:
+    """Oracle: each device's part looked up in a plain map; the events and offers of a part keep their order."""
+    from proximity.events import Event, Offer
+    from proximity.parts import split_events, split_offers
+
+    codes = sorted(owner)
+    ev_dev = np.array(data.draw(st.lists(st.sampled_from(codes), min_size=1, max_size=40)) + codes, np.int64)
+    part_ev = np.array([owner[c] for c in ev_dev.tolist()], np.int64)
+    with_events = data.draw(st.lists(st.sampled_from(codes), max_size=20))
+    names = np.array([f"dev{c}" for c in range(max(codes) + 1)], dtype=object)
+    events = [Event("enter", f"dev{c}", "f", float(i)) for i, c in enumerate(with_events)]
+    k = max(owner.values()) + 1
+    got, own = split_events(events, k, ev_dev, part_ev, np.array(with_events, np.int64), names)
+    if k == 1:
+        assert got == [events] and own == {}
+        return
+    assert got == [[e for e in events if owner[int(e.device_id[3:])] == p] for p in range(k)]
+    assert own == {f"dev{c}": owner[c] for c in set(with_events)}
+    offers = [Offer(f"o{i}", "c", e.device_id, "f", e.ts, "t", "b") for i, e in enumerate(events)]
+    assert split_offers(offers, own, k) == [[o for o in offers if own[o.device_id] == p] for p in range(k)]
