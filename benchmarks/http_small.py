@@ -191,6 +191,8 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
 PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
           "wait": "proximity_coalesce_wait_seconds_bucket{",
           "call": "proximity_ping_engine_call_seconds_bucket{"}
+#: the garbage collector's pauses (every generation's buckets summed) and its seconds (under the bound ``inf``)
+GC = {"gc_pause": "proximity_gc_pause_seconds_bucket{", "gc_seconds": "proximity_gc_seconds_total{"}
 
 
 def scrape_workers(url: str, workers: int, tries: int = 200) -> dict[str, dict[str, dict[float, float]]]:
@@ -214,13 +216,32 @@ def _scrape_page(url: str) -> tuple[str, dict[str, dict[float, float]]]:
         text = r.read().decode()
     info = re.search(r'^proximity_process_info\{[^}]*\bpid="(\d+)"', text, re.M)  # the worker that answered
     pid = info.group(1) if info else ""
-    out: dict[str, dict[float, float]] = {k: {} for k in PHASES}
+    out: dict[str, dict[float, float]] = {k: {} for k in (*PHASES, *GC)}
     for line in text.splitlines():
-        for phase, prefix in PHASES.items():
+        for phase, prefix in (*PHASES.items(), *GC.items()):
             if line.startswith(prefix):
-                le = float(line.split('le="', 1)[1].split('"', 1)[0])
+                le = float(line.split('le="', 1)[1].split('"', 1)[0]) if 'le="' in line else math.inf
                 out[phase][le] = out[phase].get(le, 0.0) + float(line.rsplit(" ", 1)[1])
     return pid, out
+
+
+def gc_share(phase: dict[str, Any], requests: int) -> str:
+    """What the garbage collector took of a measured phase (its probes' scrapes, every worker): its share of the
+    server's CPU, the number of collections and the bucket of the longest."""
+    before, after = phase.get("probe_before") or {}, phase.get("probe_after") or {}
+    seconds = pauses = 0.0
+    longest = 0.0
+    for pid, ph in after.items():
+        if pid not in before:
+            continue
+        seconds += ph["gc_seconds"].get(math.inf, 0.0) - before[pid]["gc_seconds"].get(math.inf, 0.0)
+        counts = {le: n - before[pid]["gc_pause"].get(le, 0.0) for le, n in ph["gc_pause"].items()}
+        pauses += counts.get(math.inf, 0.0)
+        grown = [le for le in sorted(counts) if counts[le] > 0]  # cumulative: the first bucket that grew bounds it
+        longest = max(longest, next((le for le in grown if counts[le] >= counts.get(math.inf, 0.0)), 0.0))
+    cpu_s = phase["server_cpu_ms_per_req"] * requests / 1000 if requests else math.nan
+    share = 100 * seconds / cpu_s if cpu_s and not math.isnan(cpu_s) else math.nan
+    return f"{share:.1f}% of the server's CPU ({pauses:.0f} collections, the longest <= {1000 * longest:g} ms)"
 
 
 def p99_bound_ms(before: dict[float, float], after: dict[float, float]) -> float:
@@ -253,18 +274,21 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
             reqs = pass_bodies(stores, size, args.batch_ids)
             for label, workers, proc, url in servers:
                 second = clock[label]
-                thr = measure(url + "/v1/pings", reqs, size, seconds, None, args.clients, args.generators, second,
-                              proc.pid)
-                second = thr["second"] + 1
                 split = label.startswith("serve")
                 probe = functools.partial(scrape_workers, url, workers) if split else None
+                thr = measure(url + "/v1/pings", reqs, size, seconds, None, args.clients, args.generators, second,
+                              proc.pid, probe)
+                second = thr["second"] + 1
+                collector = (f"garbage collection: closed loop {gc_share(thr, thr['requests'])}; half load "
+                             if split else "")
                 lat = measure(url + "/v1/pings", reqs, size, seconds, thr["req_s"] / 2, args.clients,
                               args.generators, second, proc.pid, probe)
                 second = clock[label] = lat["second"] + 1
                 # each worker's own p99 bounds over the measured phase (not the generators' warm-up before it);
                 # the row shows the largest (the worst worker's) of each phase
+                collector += gc_share(lat, lat["requests"]) if split else ""
                 before, after = lat.pop("probe_before") or {}, lat.pop("probe_after") or {}
-                per_worker = {pid: {k: p99_bound_ms(before[pid][k], v) for k, v in ph.items()}
+                per_worker = {pid: {k: p99_bound_ms(before[pid][k], v) for k, v in ph.items() if k in PHASES}
                               for pid, ph in after.items() if pid in before}
                 phases = {k: max((w[k] for w in per_worker.values() if not math.isnan(w[k])), default=math.nan)
                           for k in PHASES} if per_worker else {}
@@ -292,6 +316,9 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                           f"{len(per_worker)} worker(s)): request "
                           f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "
                           f"{phases['call']:g} ms", flush=True)
+                if collector:
+                    row["garbage_collection"] = collector
+                    print(f"{'':24} {collector}", flush=True)
     finally:
         for _label, _w, proc, _u in servers:
             H._stop(proc)

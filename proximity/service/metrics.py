@@ -34,6 +34,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
+#: Garbage collection pause buckets in seconds, from 0.1 ms to 1 s.
+GC_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
 def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -126,6 +130,11 @@ class CounterChild(_Value):
         with self._lock:
             self.value += amount
 
+    def inc_unlocked(self, amount: float) -> None:
+        """:meth:`inc` without the lock, for the one writer that cannot take it (a garbage collector callback,
+        see :mod:`proximity.service.collector`): only where nothing else writes this series."""
+        self.value += amount
+
 
 class GaugeChild(_Value):
     __slots__ = ()
@@ -161,6 +170,13 @@ class HistogramChild:
             self.counts[i] += 1
             self.count += 1
             self.sum += value
+
+    def observe_unlocked(self, value: float) -> None:
+        """:meth:`observe` without the lock (as :meth:`CounterChild.inc_unlocked`: for a sole writer that cannot
+        take it); a scrape during it may see the count before the sum."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
 
 
 class _ValueMetric(_Metric):
@@ -342,11 +358,20 @@ class ServiceMetrics:
             "proximity_feed_dropped_total", "Live feed messages dropped for slow WebSocket clients."
         )
         self.in_flight = r.gauge("proximity_in_flight_requests", "Requests being handled.")
+        self.gc_collections = r.counter(
+            "proximity_gc_collections_total", "Garbage collections of this process, by generation (0: young, 2: full).",
+            ["generation"])
+        self.gc_seconds = r.counter(
+            "proximity_gc_seconds_total", "Time spent in garbage collections, by generation.", ["generation"])
+        self.gc_pause = r.histogram(
+            "proximity_gc_pause_seconds", "Each garbage collection's pause (the event loop stands still meanwhile), "
+            "by generation.", ["generation"], GC_BUCKETS)
         self.info = r.gauge("proximity_process_info", "Always 1; labels tell the worker apart.", ["pid", "version"])
 
 
 __all__ = [
     "CONTENT_TYPE",
+    "GC_BUCKETS",
     "LATENCY_BUCKETS",
     "Counter",
     "Gauge",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import math
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from benchmarks.http_small import outcome, p99_bound_ms, scrape_workers
+from benchmarks.http_small import gc_share, outcome, p99_bound_ms, scrape_workers
 from tests.proximity.test_coalesce import HEADERS, PLACES, T0, _post, _server, city  # noqa: F401  (city: the fixture)
 
 
@@ -22,6 +23,21 @@ def test_p99_bound_is_the_bucket_holding_the_99th_percentile_of_the_difference()
     after[0.01] = 108.0  # only 98 under 10 ms: the 99th is in the last bucket
     assert p99_bound_ms(before, after) == math.inf
     assert math.isnan(p99_bound_ms(after, after))  # nothing observed between the scrapes
+
+
+def test_gc_share_is_the_collectors_seconds_over_the_servers_cpu_and_bounds_the_longest_pause() -> None:
+    def scrape(pauses: dict[float, float], seconds: float) -> dict[str, dict[float, float]]:
+        return {"gc_pause": pauses, "gc_seconds": {math.inf: seconds}}
+
+    phase = {"server_cpu_ms_per_req": 0.5,  # 1,000 requests: 0.5 s of the server's CPU
+             "probe_before": {"1": scrape({0.001: 5.0, 0.01: 6.0, math.inf: 6.0}, 1.0),
+                              "2": scrape({0.001: 0.0, 0.01: 0.0, math.inf: 0.0}, 0.0)},
+             "probe_after": {"1": scrape({0.001: 8.0, 0.01: 10.0, math.inf: 10.0}, 1.02),  # 4: 3 < 1 ms, 1 < 10 ms
+                             "2": scrape({0.001: 2.0, 0.01: 2.0, math.inf: 2.0}, 0.005),  # 2 under 1 ms
+                             "3": scrape({0.001: 9.0, math.inf: 9.0}, 9.0)}}  # no scrape before: left out
+    assert gc_share(phase, 1000) == "5.0% of the server's CPU (6 collections, the longest <= 10 ms)"
+    phase["probe_after"]["1"] = phase["probe_before"]["1"]
+    assert gc_share(phase, 1000) == "1.0% of the server's CPU (2 collections, the longest <= 1 ms)"
 
 
 async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str, str]) -> None:  # noqa: F811
@@ -35,8 +51,11 @@ async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str
                     {"device_id": f"s{i}", "lon": PLACES["a"][0], "lat": PLACES["a"][1], "accuracy_m": 5.0,
                      "ts": T0}]}).encode())
                 assert status == 200
+        gc.collect()
         after = (await asyncio.to_thread(scrape_workers, url, 1))[pid]
-        assert set(after) == {"request", "wait", "call"}
+        assert set(after) == {"request", "wait", "call", "gc_pause", "gc_seconds"}
+        assert after["gc_pause"][math.inf] > before["gc_pause"].get(math.inf, 0.0)  # every generation summed
+        assert after["gc_seconds"][math.inf] > before["gc_seconds"].get(math.inf, 0.0)
         for phase in ("request", "wait", "call"):
             assert after[phase][math.inf] - before[phase].get(math.inf, 0.0) == 3  # one a request; calls: one each
             assert p99_bound_ms(before[phase], after[phase]) > 0

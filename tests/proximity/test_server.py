@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from proximity.service import create_app, service_of
 from proximity.service.auth import KeyRing, hash_key
+from proximity.service.collector import YOUNG_THRESHOLD
 from proximity.service.config import ServiceConfig
 
 SDK, GATEWAY, ADMIN, READ = "sdk-key-123", "gateway-key-456", "admin-key-789", "read-key-000"
@@ -399,9 +400,12 @@ async def test_a_worker_answers_and_freezes_what_it_loaded_at_start(fences_file:
     sock = bind_socket("127.0.0.1", 0)
     ready = asyncio.Event()
     frozen: list[int] = []
+    thresholds = gc.get_threshold()
+    settled: list[tuple[int, ...]] = []
 
     def on_ready(svc: Any) -> None:
         frozen.append(gc.get_freeze_count())
+        settled.append(gc.get_threshold())
         ready.set()
 
     gc.unfreeze()
@@ -417,6 +421,9 @@ async def test_a_worker_answers_and_freezes_what_it_loaded_at_start(fences_file:
         with contextlib.suppress(asyncio.CancelledError):
             await worker
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
         sock.close()
-    # the fence index, campaigns and modules loaded at start are out of the collector's sight (short pauses)
+    # the fence index, campaigns and modules loaded at start are out of the collector's sight (short pauses),
+    # and young collections wait for more objects (proximity.service.collector)
     assert frozen and frozen[0] > 10_000
+    assert settled == [(YOUNG_THRESHOLD, *thresholds[1:])]
