@@ -230,7 +230,17 @@ def test_decode_is_the_per_device_reference(stored: codec.Stored, spare: int) ->
     assert_same_state(state, want)
     assert place_ids.dtype == np.int32 and place_ids.tolist() == want_ids
     again = codec.encode(state)
-    assert [again.body(i) for i in range(len(again))] == [stored.body(i) for i in range(len(stored))]
+    assert [again.body(i) for i in range(len(again))] == [written(stored.body(i)) for i in range(len(stored))]
+
+
+def written(body: bytes) -> bytes:
+    """What encoding a stored body's state writes back: the body itself, except for a device with no visit and no
+    finite last time, which is written as nothing (``encode``'s empty body; ``body`` draws such headers too)."""
+    if len(body) == codec.HEADER.itemsize:
+        head = np.frombuffer(body, codec.HEADER)[0]
+        if head["n"] == 0 and not np.isfinite(head["last"]):
+            return b""
+    return body
 
 
 @settings(max_examples=150, deadline=None)
