@@ -53,6 +53,10 @@ class Pending:
     until: float
 
 
+#: a pending exposure as :class:`MemoryPending` keeps it: ``(token, campaign_id, arm, store, ts, until)``
+_Row = tuple[str, str, str, str, float, float]
+
+
 class PendingStore(Protocol):
     def add(self, device_id: str, pending: Pending) -> None: ...
 
@@ -81,7 +85,11 @@ class MemoryPending:
 
     def __init__(self, *, keep_s: float = 86400.0, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
-        self._by_device: dict[str, dict[str, Pending]] = {}
+        # device -> token -> the exposure as a plain tuple (:data:`_Row`), not a Pending: a tuple of strings and
+        # floats, and then its device's dict, drop out of the garbage collector's sight at its next full
+        # collection, which would otherwise walk every exposure of the attribution windows each time (see
+        # proximity.service.collector)
+        self._by_device: dict[str, dict[str, _Row]] = {}
         self._expires: dict[str, float] = {}  # device -> when its exposures are dropped
         self._ages: list[tuple[float, str]] = []  # heap of (expires, device); stale when a device's moved on
         self.keep_s = keep_s
@@ -91,7 +99,8 @@ class MemoryPending:
         now = self.clock()
         with self._lock:
             self._expire(now)
-            self._by_device.setdefault(device_id, {})[pending.token] = pending
+            self._by_device.setdefault(device_id, {})[pending.token] = (
+                pending.token, pending.campaign_id, pending.arm, pending.store, pending.ts, pending.until)
             extend(self._ages, self._expires, device_id, now + pending.until - pending.ts + self.keep_s)
 
     def _expire(self, now: float) -> None:
@@ -113,13 +122,14 @@ class MemoryPending:
             mine = self._by_device.get(device_id)
             if not mine:
                 return None
-            hit = [p for p in mine.values() if p.campaign_id in windows and p.ts < visit_ts <= p.ts + windows[p.campaign_id]]
-            for p in [*hit, *(p for p in mine.values() if p.until < visit_ts)]:
-                mine.pop(p.token, None)
+            # (token, campaign_id, arm, store, ts, until)
+            hit = [p for p in mine.values() if p[1] in windows and p[4] < visit_ts <= p[4] + windows[p[1]]]
+            for p in [*hit, *(p for p in mine.values() if p[5] < visit_ts)]:
+                mine.pop(p[0], None)
             if not mine:
                 del self._by_device[device_id]
                 self._expires.pop(device_id, None)
-            return max(hit, key=lambda p: (p.ts, p.token)) if hit else None
+            return Pending(*max(hit, key=lambda p: (p[4], p[0]))) if hit else None
 
     def forget(self, device_id: str) -> None:
         """Erase a device's pending exposures (privacy)."""

@@ -128,6 +128,25 @@ def test_memory_pending_drops_a_devices_exposures_keep_s_after_the_one_needed_lo
     assert pending._by_device == {} and pending._expires == {}
 
 
+def test_memory_pending_exposures_are_out_of_the_collectors_sight() -> None:
+    """A worker's pending exposures (its attribution windows' worth) are plain tuples in plain dicts: after a full
+    collection none of them is tracked, so later full collections do not walk them; a claim still answers the
+    exposure as it was added."""
+    import gc
+
+    from campaigns.live import Pending
+
+    pending = MemoryPending(clock=lambda: 1000.0)
+    added = [Pending(f"t{d}", "c", "offer", "s1", 10.0 + d, 1e9) for d in range(500)]
+    for d, p in enumerate(added):
+        pending.add(f"d{d}", p)
+        pending.add(f"d{d}", Pending(f"u{d}", "other", "offer", "s2", 5.0, 1e9))
+    gc.collect()
+    assert not [x for mine in pending._by_device.values() for x in (mine, *mine.values()) if gc.is_tracked(x)]
+    assert pending.claim("d7", 100.0, {"c": 1000.0}) == added[7]
+    assert set(pending._by_device["d7"]) == {"u7"}
+
+
 @pytest.mark.redis
 def test_an_engine_calls_exposures_go_to_redis_in_one_round_trip(redis_url: str, redis_prefix: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
