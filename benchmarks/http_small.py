@@ -229,29 +229,27 @@ def gc_share(phase: dict[str, Any], requests: int) -> str:
     """What the garbage collector took of a measured phase (its probes' scrapes, every worker): its share of the
     server's CPU, the number of collections and the bucket of the longest."""
     before, after = phase.get("probe_before") or {}, phase.get("probe_after") or {}
-    seconds = pauses = 0.0
-    longest = 0.0
+    seconds = pauses = longest = 0.0
     for pid, ph in after.items():
         if pid not in before:
             continue
         seconds += ph["gc_seconds"].get(math.inf, 0.0) - before[pid]["gc_seconds"].get(math.inf, 0.0)
-        counts = {le: n - before[pid]["gc_pause"].get(le, 0.0) for le, n in ph["gc_pause"].items()}
-        pauses += counts.get(math.inf, 0.0)
-        grown = [le for le in sorted(counts) if counts[le] > 0]  # cumulative: the first bucket that grew bounds it
-        longest = max(longest, next((le for le in grown if counts[le] >= counts.get(math.inf, 0.0)), 0.0))
+        pauses += ph["gc_pause"].get(math.inf, 0.0) - before[pid]["gc_pause"].get(math.inf, 0.0)
+        bound = p99_bound_ms(before[pid]["gc_pause"], ph["gc_pause"], q=1.0)
+        longest = longest if math.isnan(bound) else max(longest, bound)
     cpu_s = phase["server_cpu_ms_per_req"] * requests / 1000 if requests else math.nan
     share = 100 * seconds / cpu_s if cpu_s and not math.isnan(cpu_s) else math.nan
-    return f"{share:.1f}% of the server's CPU ({pauses:.0f} collections, the longest <= {1000 * longest:g} ms)"
+    return f"{share:.1f}% of the server's CPU ({pauses:.0f} collections, the longest <= {longest:g} ms)"
 
 
-def p99_bound_ms(before: dict[float, float], after: dict[float, float]) -> float:
-    """The upper bound of the bucket that holds the 99th percentile of what was observed between two scrapes
-    (``nan``: nothing observed)."""
+def p99_bound_ms(before: dict[float, float], after: dict[float, float], q: float = 0.99) -> float:
+    """The upper bound of the bucket that holds the 99th percentile (``q``; 1: the largest) of what was observed
+    between two scrapes (``nan``: nothing observed)."""
     bounds = sorted(after)
     counts = [after[b] - before.get(b, 0.0) for b in bounds]
     if not counts or counts[-1] <= 0:
         return float("nan")
-    return next(1000 * b for b, c in zip(bounds, counts, strict=True) if c >= 0.99 * counts[-1])
+    return next(1000 * b for b, c in zip(bounds, counts, strict=True) if c >= q * counts[-1])
 
 
 def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: list[int]) -> list[dict[str, Any]]:

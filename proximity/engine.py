@@ -567,7 +567,7 @@ class Engine:
         devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
         finite = newest[np.isfinite(newest)]
         offers = self.rules.decide(events, devices, float(finite.max()) if len(finite) else self.config.clock())
-        return _parts.split_offers(offers, owner, len(events_of))
+        return _parts.split_by_device(offers, owner, len(events_of))
 
     def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[ValidationError], now: float,
                 *, decide: bool = True, offers: list[Offer] | None = None) -> BatchResult:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -65,6 +66,9 @@ def counts(part: np.ndarray, n_parts: int, where: np.ndarray | None = None) -> l
     return np.bincount(sel, minlength=n_parts).tolist()
 
 
+_Owned = TypeVar("_Owned", Event, Offer)
+
+
 def split_events(events: list[Event], k: int, ev_dev: np.ndarray, part_ev: np.ndarray, tr_dev: np.ndarray,
                  names: DeviceNames) -> tuple[list[list[Event]], dict[str, int]]:
     """Each part's events, in their order, and the part of each device with events (empty for one part).
@@ -76,17 +80,15 @@ def split_events(events: list[Event], k: int, ev_dev: np.ndarray, part_ev: np.nd
     part_of_code[ev_dev] = part_ev  # (a device's rows are all in one part)
     codes = np.unique(tr_dev)
     owner = dict(zip(np.asarray(names[codes]).tolist(), part_of_code[codes].tolist(), strict=True))
-    out: list[list[Event]] = [[] for _ in range(k)]
-    for e in events:
-        out[owner[e.device_id]].append(e)
-    return out, owner
+    return split_by_device(events, owner, k), owner
 
 
-def split_offers(offers: Sequence[Offer], owner: Mapping[str, int], k: int) -> list[list[Offer]]:
-    """Each part's offers, in their order (``owner``: the part of each device, from :func:`split_events`)."""
-    out: list[list[Offer]] = [[] for _ in range(k)]
-    for offer in offers:
-        out[owner[offer.device_id]].append(offer)
+def split_by_device(items: Sequence[_Owned], owner: Mapping[str, int], k: int) -> list[list[_Owned]]:
+    """Each part's ``items`` (events or offers), in their order (``owner``: the part of each device, from
+    :func:`split_events`)."""
+    out: list[list[_Owned]] = [[] for _ in range(k)]
+    for item in items:
+        out[owner[item.device_id]].append(item)
     return out
 
 

@@ -32,7 +32,7 @@ def test_parts_that_share_a_device_are_refused(rows: list[tuple[int, int]]) -> N
 def test_events_and_offers_go_to_their_devices_parts_in_order(owner: dict[int, int], data: st.DataObject) -> None:
     """Oracle: each device's part looked up in a plain map; the events and offers of a part keep their order."""
     from proximity.events import Event, Offer
-    from proximity.parts import split_events, split_offers
+    from proximity.parts import split_by_device, split_events
 
     codes = sorted(owner)
     ev_dev = np.array(data.draw(st.lists(st.sampled_from(codes), min_size=1, max_size=40)) + codes, np.int64)
@@ -48,4 +48,4 @@ def test_events_and_offers_go_to_their_devices_parts_in_order(owner: dict[int, i
     assert got == [[e for e in events if owner[int(e.device_id[3:])] == p] for p in range(k)]
     assert own == {f"dev{c}": owner[c] for c in set(with_events)}
     offers = [Offer(f"o{i}", "c", e.device_id, "f", e.ts, "t", "b") for i, e in enumerate(events)]
-    assert split_offers(offers, own, k) == [[o for o in offers if own[o.device_id] == p] for p in range(k)]
+    assert split_by_device(offers, own, k) == [[o for o in offers if own[o.device_id] == p] for p in range(k)]
