@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import campaigns._redis as _redis
+from campaigns._outbox_lua import PUT_FN, REMEMBER_FN
 from campaigns.limiter import CapCheck, Grant
 from campaigns.offers import Offer
 from campaigns.redis_limiter import ACQUIRE_FN, RedisLimiter
-from campaigns.redis_outbox import PUT_FN, REMEMBER_FN, RedisOutbox
+from campaigns.redis_outbox import RedisOutbox
 from proxbase.redis_script import register_script
 
 # ARGV[1]: candidates; then per candidate: token, now, n caps, 4 values per cap (see acquire), then the put's
