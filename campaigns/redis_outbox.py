@@ -33,11 +33,12 @@ service, so ``claim``, ``renew`` and ``ack`` never block the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import redis
@@ -112,6 +113,31 @@ class _Shards:
         start = self._next
         self._next = (self._next + 1) % self.shards
         return [(start + i) % self.shards for i in range(self.shards)]
+
+    def _claim_steps(self, consumer: str, count: int, t: float) -> Generator[
+            list[tuple[int, tuple[list[str], list[Any]]]], list[Any], list[OutboxEntry]]:
+        """The claim of up to ``count`` entries over the shards, as rounds of claim-script calls that each go
+        out together: it yields a round's ``(shard, call)`` pairs and is sent their replies.
+
+        ``count`` is split over the shards of a round (in the rotating order of :meth:`_order`, the first ones
+        one more), so a round claims at most ``count`` in all. A shard that gave all it was asked may hold
+        more: the next round asks it again, with the shards not asked yet, for what is still missing. So
+        an outbox with a few offers answers in one round (a round trip per node) instead of one round trip
+        per shard, and a busy shard still gets the whole ``count`` within a few rounds."""
+        out: list[OutboxEntry] = []
+        queue = self._order()  # the shards to ask: first those that gave all they were asked, then the rest
+        while len(out) < count and queue:
+            left = count - len(out)
+            ask, queue = queue[:left], queue[left:]
+            quota = [left // len(ask) + (i < left % len(ask)) for i in range(len(ask))]
+            replies = yield [(k, self._claim_call(k, consumer, q, t)) for k, q in zip(ask, quota, strict=True)]
+            full = []
+            for k, q, reply in zip(ask, quota, replies, strict=True):
+                out += self._entries(reply, consumer, k)
+                if len(reply) >= q:
+                    full.append(k)
+            queue = full + queue
+        return out
 
     @staticmethod
     def _entries(reply: Any, consumer: str, shard: int) -> list[OutboxEntry]:
@@ -236,14 +262,22 @@ class RedisOutbox(_Shards):
         return out
 
     def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
-        t = self.clock() if now is None else now
-        out: list[OutboxEntry] = []
-        for k in self._order():
-            if len(out) >= count:
-                break
-            reply = self._run("claim", self._claim_call(k, consumer, count - len(out), t), k)
-            out += self._entries(reply, consumer, k)
-        return out
+        """Up to ``count`` entries, from every shard in one round trip (one per node on a cluster) while the
+        outbox holds fewer than ``count`` (see :meth:`_claim_steps`)."""
+        steps = self._claim_steps(consumer, count, self.clock() if now is None else now)
+        calls = next(steps)
+        while True:
+            scripts = [(self._scripts["claim"], *call) for _, call in calls]
+            replies = self._guard(functools.partial(_redis.run_scripts, self.client, scripts, raise_errors=False))
+            for i, (k, call) in enumerate(calls):
+                if isinstance(replies[i], redis.ResponseError) and "NOGROUP" in str(replies[i]):
+                    replies[i] = self._run("claim", call, k)  # the shard's group went away: made again
+                elif isinstance(replies[i], Exception):
+                    raise replies[i]
+            try:
+                calls = steps.send(replies)
+            except StopIteration as done:
+                return list(done.value)
 
     def renew(self, entries: Sequence[OutboxEntry]) -> list[bool]:
         result = [False] * len(entries)
@@ -374,14 +408,15 @@ class AsyncRedisOutbox(_Shards):
         return bool(await self._run("put", self._put_call(offer)))
 
     async def claim(self, consumer: str, count: int = 100, *, now: float | None = None) -> list[OutboxEntry]:
-        t = self.clock() if now is None else now
-        out: list[OutboxEntry] = []
-        for k in self._order():
-            if len(out) >= count:
-                break
-            reply = await self._run("claim", self._claim_call(k, consumer, count - len(out), t), k)
-            out += self._entries(reply, consumer, k)
-        return out
+        """Up to ``count`` entries; a round's shards are asked at once (see :meth:`RedisOutbox.claim`)."""
+        steps = self._claim_steps(consumer, count, self.clock() if now is None else now)
+        calls = next(steps)
+        while True:
+            replies = await asyncio.gather(*(self._run("claim", call, k) for k, call in calls))
+            try:
+                calls = steps.send(list(replies))
+            except StopIteration as done:
+                return list(done.value)
 
     async def renew(self, entries: Sequence[OutboxEntry]) -> list[bool]:
         result = [False] * len(entries)
