@@ -58,13 +58,13 @@ def test_a_claim_takes_what_it_may_and_never_more(held: list[int], count: int, t
     got, rounds = _claim(box, held, count)
     assert len(got) == min(count, sum(held))  # as many as asked for while any shard holds one
     assert len(rounds[0]) == min(len(held), count) and sum(q for _, q in rounds[0]) == count
-    before = 0
-    for asked in rounds:  # a round asks each shard at most once, for at most what is still missing
+    claimed, left = 0, list(held)
+    for asked in rounds:  # a round asks each shard at most once, for exactly what is still missing
         assert len({k for k, _ in asked}) == len(asked) and all(q >= 1 for _, q in asked)
-        assert sum(q for _, q in asked) == count - before
-        before += sum(min(q, held[k]) for k, q in asked)
-        held = [h - min(q, h) if k in dict(asked) else h for k, h in enumerate(held)
-                for q in [dict(asked).get(k, 0)]]
+        assert sum(q for _, q in asked) == count - claimed
+        for k, q in asked:
+            taken = min(q, left[k])
+            claimed, left[k] = claimed + taken, left[k] - taken
     ids = [e.offer.offer_id for e in got]
     assert len(set(ids)) == len(ids)
     for k in range(len(held)):  # a shard's entries in their order
