@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from proxbase.redis_route import key_slots_vectorised
 from proximity._redis.resp import key_slots, read_replies
 from proximity._redis.scripts import pack
 
@@ -23,6 +24,59 @@ _PART = st.one_of(st.binary(max_size=8), st.sampled_from([b"{", b"}", b"{}", b"p
 @given(st.lists(st.lists(_PART, max_size=6).map(b"".join), max_size=40))
 def test_key_slots_equal_redis_py(keys: list[bytes]) -> None:
     assert key_slots(keys).tolist() == [key_slot(k) for k in keys]
+    assert key_slots_vectorised(keys).tolist() == [key_slot(k) for k in keys]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(_PART, max_size=3).map(b"".join), min_size=128, max_size=700))
+def test_many_keys_with_short_tags_take_the_vectorised_way_and_equal_redis_py(keys: list[bytes]) -> None:
+    """Hundreds of keys with short hash tags go the vectorised way (a mutant that always goes one by one is
+    caught by the count of ``key_slot`` calls); the slots are redis-py's either way."""
+    import proxbase.redis_route as route
+
+    calls = []
+
+    def counted(key: bytes) -> int:
+        calls.append(key)
+        return key_slot(key)
+
+    real = route.key_slot
+    route.key_slot = counted
+    try:
+        got = key_slots(keys).tolist()
+    finally:
+        route.key_slot = real
+    assert got == [key_slot(k) for k in keys]
+    longest = max((len(k) for k in keys), default=0)  # a bound of the longest hashed part
+    if len(keys) >= 16 * longest + 64:
+        assert calls == []
+
+
+def test_which_way_key_slots_go() -> None:
+    """A few keys, or keys whose hash tags are long for their number, go one by one through redis-py's
+    ``key_slot`` (its C call is cheaper than numpy's passes then); many keys with short tags go the vectorised
+    way. Both give redis-py's slots."""
+    import uuid
+
+    import proxbase.redis_route as route
+
+    def ways(keys: list[bytes]) -> int:
+        calls = []
+
+        def counted(key: bytes) -> int:
+            calls.append(key)
+            return key_slot(key)
+
+        real, route.key_slot = route.key_slot, counted
+        try:
+            assert key_slots(keys).tolist() == [key_slot(k) for k in keys]
+        finally:
+            route.key_slot = real
+        return len(calls)
+
+    assert ways([b"p:{outbox:%d}:stream" % k for k in range(16)]) == 16  # an outbox claim's shards
+    assert ways([f"p:{{{uuid.uuid4()}}}:cap".encode() for _ in range(500)]) == 500  # 36-byte tags
+    assert ways([b"p:{d%d}:c" % k for k in range(300)]) == 0  # tags of 2-4 bytes
 
 
 def _commands(prefix: str) -> list[tuple[bytes, ...]]:
