@@ -2,8 +2,8 @@
 
 The outbox is cut into ``shards`` (1 on a single Redis, 16 on a cluster by default); an offer's
 shard is ``crc32(offer_id) % shards``. Every key of shard ``k`` carries the hash tag ``{outbox}``
-(one shard) or ``{outbox:k}``, so each script below touches one slot, and the shards spread the
-outbox over the cluster's masters:
+(one shard) or ``{outbox:k}``, so each script (:mod:`campaigns._outbox_lua`) touches one slot, and the
+shards spread the outbox over the cluster's masters:
 
 - ``<prefix>:{outbox:k}:stream``: offers ready to deliver (fields ``id`` and ``offer``: JSON);
   consumer group ``dispatch``; an entry is ``XACK``-ed and deleted once delivered;
