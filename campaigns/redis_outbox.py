@@ -218,6 +218,21 @@ class RedisOutbox(_Shards):
                 return one()
         return self._guard(go)
 
+    def _run_many(self, name: str, calls: Sequence[tuple[int, tuple[list[str], list[Any]]]]) -> list[Any]:
+        """``(shard, call)`` calls of one script in one round trip (one per node on a cluster): each reply, or the
+        error Redis gave that call, in its place. A call whose shard lost its consumer group is run again alone
+        (:meth:`_run` makes the group again); a lost connection raises
+        :class:`~campaigns.errors.StoreUnavailable` for all."""
+        scripts = [(self._scripts[name], *call) for _, call in calls]
+        replies = self._guard(functools.partial(_redis.run_scripts, self.client, scripts, raise_errors=False))
+        for i, (shard, call) in enumerate(calls):
+            if isinstance(replies[i], redis.ResponseError) and "NOGROUP" in str(replies[i]):
+                try:
+                    replies[i] = self._run(name, call, shard)
+                except Exception as exc:  # (that call only; the others' answers stand)
+                    replies[i] = exc
+        return replies
+
     def put(self, offer: Offer) -> bool:
         new = bool(self._run("put", self._put_call(offer)))
         delayed = self._delayed_call(offer)
@@ -267,13 +282,8 @@ class RedisOutbox(_Shards):
         steps = self._claim_steps(consumer, count, self.clock() if now is None else now)
         calls = next(steps)
         while True:
-            scripts = [(self._scripts["claim"], *call) for _, call in calls]
-            replies = self._guard(functools.partial(_redis.run_scripts, self.client, scripts, raise_errors=False))
-            for i, (k, call) in enumerate(calls):
-                if isinstance(replies[i], redis.ResponseError) and "NOGROUP" in str(replies[i]):
-                    replies[i] = self._run("claim", call, k)  # the shard's group went away: made again
-                elif isinstance(replies[i], Exception):
-                    raise replies[i]
+            replies = self._run_many("claim", calls)
+            _redis.raise_first(replies)
             try:
                 calls = steps.send(replies)
             except StopIteration as done:
@@ -299,17 +309,8 @@ class RedisOutbox(_Shards):
         :class:`~campaigns.errors.StoreUnavailable` for all."""
         if not entries:
             return []
-        replies = self._guard(lambda: _redis.run_scripts(
-            self.client, [(self._scripts["ack"], *self._ack_call(e)) for e in entries], raise_errors=False))
-        out: list[bool | Exception] = []
-        for entry, reply in zip(entries, replies, strict=True):
-            if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
-                try:
-                    reply = self._run("ack", self._ack_call(entry), entry.shard)
-                except Exception as exc:  # (that entry only; the others' answers stand)
-                    reply = exc
-            out.append(reply if isinstance(reply, Exception) else bool(reply))
-        return out
+        replies = self._run_many("ack", [(e.shard, self._ack_call(e)) for e in entries])
+        return [reply if isinstance(reply, Exception) else bool(reply) for reply in replies]
 
     def dead(self, entry: OutboxEntry, reason: str, attempts: int) -> None:
         self._run("dead", self._dead_call(entry, reason, attempts))
