@@ -190,7 +190,8 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
 #: for its engine call, the engine calls (where they ran: loop or engine thread)
 PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
           "wait": "proximity_coalesce_wait_seconds_bucket{",
-          "call": "proximity_ping_engine_call_seconds_bucket{"}
+          "call": "proximity_ping_engine_call_seconds_bucket{",
+          "advance": 'proximity_engine_batch_seconds_bucket{kind="advance",'}
 #: the garbage collector's pauses (every generation's buckets summed) and its seconds (under the bound ``inf``)
 GC = {"gc_pause": "proximity_gc_pause_seconds_bucket{", "gc_seconds": "proximity_gc_seconds_total{"}
 
@@ -313,7 +314,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                     print(f"{'':24} half load, the server's own p99 (<= its histogram bucket; the worst of "
                           f"{len(per_worker)} worker(s)): request "
                           f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "
-                          f"{phases['call']:g} ms", flush=True)
+                          f"{phases['call']:g} ms, time passing (the advance loop's calls) {phases['advance']:g} ms",
+                          flush=True)
                 if collector:
                     row["garbage_collection"] = collector
                     print(f"{'':24} {collector}", flush=True)
