@@ -7,7 +7,8 @@ worker) and, with ``--redis``, with Redis state (``--workers``) are driven by
 ``--generators`` load-generator processes (closed loop, ``--clients`` requests in
 flight in all, as many phones at once), then open loop at half the measured rate
 for p50/p99 (each worker's ``/metrics`` histograms split the half-load p99: the
-whole request in the server, the wait in the coalescer, the engine call). The server's CPU time is read from
+whole request in the server, the wait in the coalescer, the engine call; beside them the slowest call of the
+worker's advance loop, which runs on the engine too). The server's CPU time is read from
 ``/proc`` for its whole process tree, so "requests per worker CPU-second" does not depend on what the neighbours
 and the load generators take from the shared cores; the generators' own CPU is
 reported apart.
@@ -187,7 +188,7 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
 
 
 #: the server's histograms that split a request's time (``/metrics``): the whole request, its wait in the coalescer
-#: for its engine call, the engine calls (where they ran: loop or engine thread)
+#: for its engine call, the engine calls (where they ran: loop or engine thread), the advance loop's calls
 PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
           "wait": "proximity_coalesce_wait_seconds_bucket{",
           "call": "proximity_ping_engine_call_seconds_bucket{",
