@@ -143,22 +143,25 @@ class MemoryLimiter:
     def _key(c: CapCheck) -> tuple[str, str, str]:
         return (c.scope, c.scope_id, c.name)
 
+    @staticmethod
+    def _small(key: tuple[str, str, str]) -> bool:
+        """Whether ``key`` is a device's: its times kept as a tuple, its tokens scanned (no heap); else a
+        campaign's: a list changed in place and a heap of its tokens."""
+        return key[0] == "device"
+
     def _trim(self, key: tuple[str, str, str], before: float) -> None:
         times = self._times.get(key)
         if not times or math.isinf(before) or times[0] >= before:
             return
         cut = bisect.bisect_left(times, before)
-        ages = self._ages.get(key)
         tokens = self._tokens[key]
-        if ages is not None:
-            pop_expired(ages, tokens, before, inclusive=False)  # (a released token: left)
-        else:
+        if self._small(key):
             for token in [t for t, at in tokens.items() if at < before]:
                 del tokens[token]
-        if isinstance(times, list):
-            del times[:cut]
-        else:
             self._times[key] = times[cut:]
+        else:
+            pop_expired(self._ages[key], tokens, before, inclusive=False)  # (a released token: left)
+            del times[:cut]  # type: ignore[union-attr]
 
     def _expire(self, now: float) -> None:
         """Forget the keys whose entries no check at ``now`` or later can count (under the lock)."""
@@ -179,14 +182,12 @@ class MemoryLimiter:
                     return Grant(False, blocked_by=c.label, used=used)
             for c in checks:
                 key = self._key(c)
-                times = self._times.get(key, ())
-                if c.scope == "device":
+                if self._small(key):
+                    times = self._times.get(key, ())
                     at = bisect.bisect_right(times, now)
                     self._times[key] = (*times[:at], now, *times[at:])
                 else:
-                    if not isinstance(times, list):
-                        times = self._times[key] = []
-                    bisect.insort(times, now)
+                    bisect.insort(self._times.setdefault(key, []), now)  # type: ignore[arg-type]
                     heapq.heappush(self._ages.setdefault(key, []), (now, token))
                 self._tokens.setdefault(key, {})[token] = now
                 if c.ttl_s > 0:
@@ -201,10 +202,10 @@ class MemoryLimiter:
                 if ts is not None:
                     times = self._times[key]
                     at = bisect.bisect_left(times, ts)
-                    if isinstance(times, list):
-                        times.pop(at)
+                    if self._small(key):
+                        self._times[key] = (*times[:at], *times[at + 1 :])
                     else:
-                        self._times[key] = times[:at] + times[at + 1 :]
+                        times.pop(at)  # type: ignore[union-attr]
 
     def usage(self, check: CapCheck, now: float) -> int:
         with self._lock:
