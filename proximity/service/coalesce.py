@@ -7,11 +7,12 @@ rows of each request and the engine thread takes them together
 (:meth:`proximity.service.host.EngineHost.process_ping_parts`, then
 :meth:`proximity.engine.Engine.process_ping_parts`):
 
-- **Adaptive window.** A request that finds the engine idle starts a call at once
-  (after the requests already runnable on the event loop join it: no timer, so a
-  lone request is never delayed). While a call runs, arriving requests wait for it
-  and go together in the next call, so the window is one engine call long and grows
-  only with load. A call takes at most ``max_pings`` pings (a bigger request runs alone).
+- **Adaptive window.** A request that finds the engine idle starts a call as soon as
+  the event loop has nothing else ready to run (:meth:`Coalescer._settle`): the
+  requests the loop has already read join it, and there is no timer, so a lone
+  request is never delayed. While a call runs, arriving requests wait for it and go
+  together in the next call, so the window is one engine call long and grows only
+  with load. A call takes at most ``max_pings`` pings (a bigger request runs alone).
 - **Exact answers.** Each request gets what it would get alone, run in arrival order:
   its events, its offers (the rules run per request, in order), its counts, its
   rejected rows numbered as in its own body, its own ingest journal (its ``batch_id``;
@@ -57,6 +58,9 @@ from proximity.service.bodies import devices_of
 log = logging.getLogger("proximity.service.coalesce")
 
 Answer = tuple[BatchResult, int, list[ValidationError]]
+
+#: loop turns a call waits at most for the requests the loop has read to reach the queue (:meth:`Coalescer._settle`)
+SETTLE_ROUNDS = 16
 
 
 @dataclass
@@ -137,9 +141,25 @@ class Coalescer:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    async def _settle(self) -> None:
+        """Yield to the event loop until it has nothing else ready to run, at most :data:`SETTLE_ROUNDS` times
+        (or until ``max_pings`` are queued). A loop turn runs the callbacks that were ready when it began, and
+        this task's own wake-up comes before the socket reads that the turn's poll found: one ``sleep(0)``
+        would start the call before the requests the loop has just read had been parsed and queued, so each
+        of them waited for one more call (on the loop thread, a call holds the loop: they were not even read
+        until it ended). Letting the loop run dry first puts every request it has already read into this call:
+        under load the calls hold more requests (the fixed cost of a call is paid less often) and a request
+        waits for at most the call running when it came. A lone request finds nothing else ready and goes at
+        the first turn, as before; the cap keeps a loop that is never idle from holding a call back."""
+        ready = getattr(asyncio.get_running_loop(), "_ready", None)  # asyncio's run queue (None: another loop)
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+            if not ready or self._queued_pings >= self.max_pings:
+                return
+
     async def _drain(self) -> None:
         try:
-            await asyncio.sleep(0)  # the requests already runnable on the loop join the first call
+            await self._settle()  # the requests already read join the first call
             while self._queue:
                 if self.window_s:
                     await self._wait()
@@ -156,7 +176,7 @@ class Coalescer:
                         self.metrics.coalesce_wait.observe(started - p.queued)
                     self.metrics.ping_call.labels(where).observe(time.perf_counter() - started)
                 if self._queue:  # (a call run on the loop thread never yielded) let the loop read and write
-                    await asyncio.sleep(0)
+                    await self._settle()
         finally:
             self._task = None
             if self._queue:  # (only when cancelled at shutdown) nothing is left waiting forever

@@ -28,7 +28,7 @@ from proximity.errors import StoreUnavailable, ValidationError
 from proximity.journal import Journal
 from proximity.service import create_app, service_of
 from proximity.service.auth import KeyRing, hash_key
-from proximity.service.coalesce import Coalescer
+from proximity.service.coalesce import SETTLE_ROUNDS, Coalescer
 from proximity.service.config import ServiceConfig
 from proximity.service.idempotency import batch_key
 
@@ -222,6 +222,48 @@ async def test_one_loop_tick_of_requests_is_one_engine_call_and_devices_keep_ord
         kinds = [[(e.device_id, e.kind) for e in result.events] for result, _, _ in got]
         assert kinds == [[("p", "enter")], [("q", "enter")], [], [("r", "enter")]]
         assert got[2][0].stats["late"] == 1  # p's older ping came after its first request: dropped as late
+    finally:
+        await server.close()
+
+
+async def test_requests_the_loop_has_ready_join_one_call_and_a_busy_loop_does_not_hold_it(
+        city: dict[str, str]) -> None:
+    """Requests still on their way to the queue (each some loop turns behind, as a request being read and
+    parsed is) join the call a first request starts, however many turns behind; a loop that is never idle
+    holds a call back for at most ``SETTLE_ROUNDS`` turns."""
+    server = await _server(city, True)
+    try:
+        coalescer = service_of(server.app).coalescer
+        assert isinstance(coalescer, Coalescer)
+        a = PLACES["a"]
+
+        async def later(dev: str, turns: int) -> Any:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            return await coalescer.submit([{"device_id": dev, "lon": a[0], "lat": a[1], "accuracy_m": 5.0,
+                                            "ts": T0}], None)
+
+        calls = coalescer.calls
+        got = await asyncio.gather(*(later(f"t{k}", k) for k in range(8)))
+        assert coalescer.calls - calls == 1  # (one sleep(0) before the call: t0-t2 in it, the rest after)
+        assert all([e.kind for e in result.events] == ["enter"] for result, _, _ in got)
+
+        loop, turns = asyncio.get_running_loop(), [0]
+
+        def spin() -> None:  # something ready at every turn, for ever
+            turns[0] += 1
+            if not stop:
+                loop.call_soon(spin)
+
+        stop = False
+        loop.call_soon(spin)
+        try:
+            start = turns[0]
+            answer = await asyncio.wait_for(later("busy", 0), 30)
+            assert [e.kind for e in answer[0].events] == ["enter"]
+            assert turns[0] - start <= SETTLE_ROUNDS + 8  # (the tasks of wait_for, the call and the answer)
+        finally:
+            stop = True
     finally:
         await server.close()
 
