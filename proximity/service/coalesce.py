@@ -148,9 +148,10 @@ class Coalescer:
         would start the call before the requests the loop has just read had been parsed and queued, so each
         of them waited for one more call (on the loop thread, a call holds the loop: they were not even read
         until it ended). Letting the loop run dry first puts every request it has already read into this call:
-        under load the calls hold more requests (the fixed cost of a call is paid less often) and a request
-        waits for at most the call running when it came. A lone request finds nothing else ready and goes at
-        the first turn, as before; the cap keeps a loop that is never idle from holding a call back."""
+        under load the calls hold more requests (the fixed cost of a call is paid less often), and a request
+        that came during a call goes in the next one, not the one after (unless that one is full or holds its
+        device). A lone request finds nothing else ready and goes at the first turn, as before; the cap keeps
+        a loop that is never idle from holding a call back."""
         ready = getattr(asyncio.get_running_loop(), "_ready", None)  # asyncio's run queue (None: another loop)
         for _ in range(SETTLE_ROUNDS):
             await asyncio.sleep(0)
