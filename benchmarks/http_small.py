@@ -195,6 +195,8 @@ PHASES = {"request": 'proximity_http_request_seconds_bucket{route="/v1/pings",',
           "advance": 'proximity_engine_batch_seconds_bucket{kind="advance",'}
 #: the garbage collector's pauses (every generation's buckets summed) and its seconds (under the bound ``inf``)
 GC = {"gc_pause": "proximity_gc_pause_seconds_bucket{", "gc_seconds": "proximity_gc_seconds_total{"}
+#: the coalescer's counters: engine calls for /v1/pings and the requests they answered (under the bound ``inf``)
+CALLS = {"calls": "proximity_ping_engine_calls_total ", "coalesced": "proximity_coalesced_requests_total "}
 
 
 def scrape_workers(url: str, workers: int, tries: int = 200) -> dict[str, dict[str, dict[float, float]]]:
@@ -218,9 +220,9 @@ def _scrape_page(url: str) -> tuple[str, dict[str, dict[float, float]]]:
         text = r.read().decode()
     info = re.search(r'^proximity_process_info\{[^}]*\bpid="(\d+)"', text, re.M)  # the worker that answered
     pid = info.group(1) if info else ""
-    out: dict[str, dict[float, float]] = {k: {} for k in (*PHASES, *GC)}
+    out: dict[str, dict[float, float]] = {k: {} for k in (*PHASES, *GC, *CALLS)}
     for line in text.splitlines():
-        for phase, prefix in (*PHASES.items(), *GC.items()):
+        for phase, prefix in (*PHASES.items(), *GC.items(), *CALLS.items()):
             if line.startswith(prefix):
                 le = float(line.split('le="', 1)[1].split('"', 1)[0]) if 'le="' in line else math.inf
                 out[phase][le] = out[phase].get(le, 0.0) + float(line.rsplit(" ", 1)[1])
@@ -242,6 +244,17 @@ def gc_share(phase: dict[str, Any], requests: int) -> str:
     cpu_s = phase["server_cpu_ms_per_req"] * requests / 1000 if requests else math.nan
     share = 100 * seconds / cpu_s if cpu_s and not math.isnan(cpu_s) else math.nan
     return f"{share:.1f}% of the server's CPU ({pauses:.0f} collections, the longest <= {longest:g} ms)"
+
+
+def server_load(phase: dict[str, Any]) -> tuple[float, float]:
+    """A measured phase's requests per engine call (every worker's, from its probes' scrapes; ``nan`` without
+    them) and the cores the server used (its CPU seconds per second of the phase)."""
+    before, after = phase.get("probe_before") or {}, phase.get("probe_after") or {}
+    calls = sum(ph["calls"].get(math.inf, 0.0) - before[pid]["calls"].get(math.inf, 0.0)
+                for pid, ph in after.items() if pid in before)
+    answered = sum(ph["coalesced"].get(math.inf, 0.0) - before[pid]["coalesced"].get(math.inf, 0.0)
+                   for pid, ph in after.items() if pid in before)
+    return (answered / calls if calls else math.nan), phase["req_s"] * phase["server_cpu_ms_per_req"] / 1000
 
 
 def p99_bound_ms(before: dict[float, float], after: dict[float, float], q: float = 0.99) -> float:
@@ -287,6 +300,7 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                 # each worker's own p99 bounds over the measured phase (not the generators' warm-up before it);
                 # the row shows the largest (the worst worker's) of each phase
                 collector += gc_share(lat, lat["requests"]) if split else ""
+                (thr_batch, thr_cores), (lat_batch, lat_cores) = server_load(thr), server_load(lat)
                 before, after = lat.pop("probe_before") or {}, lat.pop("probe_after") or {}
                 per_worker = {pid: {k: p99_bound_ms(before[pid][k], v) for k, v in ph.items() if k in PHASES}
                               for pid, ph in after.items() if pid in before}
@@ -298,7 +312,10 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                        "half_load_p99_ms_by_generator": lat["p99_ms_by_generator"],
                        "half_load_server_p99_bound_ms": phases, "half_load_server_p99_bound_ms_by_worker": per_worker,
                        "errors": thr["errors"] + lat["errors"],
-                       "refused": thr["refused"] + lat["refused"]}
+                       "refused": thr["refused"] + lat["refused"],
+                       "requests_per_call": thr_batch, "half_load_requests_per_call": lat_batch,
+                       "server_cores": thr_cores, "half_load_server_cores": lat_cores,
+                       "half_load_server_cpu_ms_per_req": lat["server_cpu_ms_per_req"]}
                 out.append(row)
                 print(f"{label:24} {workers:2d}w {size:4d} pings/req {thr['req_s']:9,.0f} req/s {thr['pings_s']:10,.0f} "
                       f"pings/s | CPU {thr['server_cpu_ms_per_req']:6.3f} ms/req {thr['req_per_cpu_s']:8,.0f} req/CPU-s "
@@ -317,6 +334,11 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                           f"{phases['request']:g} ms, coalescer wait {phases['wait']:g} ms, engine call "
                           f"{phases['call']:g} ms, time passing (the advance loop's calls) {phases['advance']:g} ms",
                           flush=True)
+                print(f"{'':24} load: closed loop {thr_cores:.2f} cores"
+                      + (f", {thr_batch:.1f} requests a call" if split else "")
+                      + f"; half load {lat_cores:.2f} cores"
+                      + (f", {lat_batch:.1f} requests a call" if split else "")
+                      + f", {lat['server_cpu_ms_per_req']:.3f} ms of CPU a request", flush=True)
                 if collector:
                     row["garbage_collection"] = collector
                     print(f"{'':24} {collector}", flush=True)
@@ -326,7 +348,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
         if args.redis:
             H._clear_redis(args.redis)
     print("CPU: the server's own CPU (its whole process tree, /proc) per request during the closed loop; "
-          "req/CPU-s: requests one fully used core of the server answers. Targets (issue 19): memory >= 5,000 "
+          "req/CPU-s: requests one fully used core of the server answers; load: the cores the server used in "
+          "each phase (fewer requests a call at half load cost more CPU each). Targets (issue 19): memory >= 5,000 "
           "single-ping req/CPU-s and >= 40,000 pings/CPU-s at 10 pings/request; Redis >= 2,500 single-ping "
           "req/CPU-s; p99 < 20 ms at half load.")
     return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 
-from benchmarks.http_small import gc_share, outcome, p99_bound_ms, scrape_workers
+from benchmarks.http_small import gc_share, outcome, p99_bound_ms, scrape_workers, server_load
 from tests.proximity.test_coalesce import HEADERS, PLACES, T0, _post, _server, city  # noqa: F401  (city: the fixture)
 
 
@@ -40,6 +40,22 @@ def test_gc_share_is_the_collectors_seconds_over_the_servers_cpu_and_bounds_the_
     assert gc_share(phase, 1000) == "1.0% of the server's CPU (2 collections, the longest <= 1 ms)"
 
 
+def test_server_load_is_requests_per_call_over_every_worker_and_the_cores_used() -> None:
+    def scrape(calls: float, answered: float) -> dict[str, dict[float, float]]:
+        return {"calls": {math.inf: calls}, "coalesced": {math.inf: answered}}
+
+    phase = {"req_s": 4000.0, "server_cpu_ms_per_req": 0.25,  # 4,000 requests a second at 0.25 ms: one core
+             "probe_before": {"1": scrape(10.0, 100.0), "2": scrape(0.0, 0.0)},
+             "probe_after": {"1": scrape(30.0, 300.0),  # 20 calls, 200 requests
+                             "2": scrape(20.0, 400.0),  # 20 calls, 400 requests
+                             "3": scrape(1.0, 1000.0)}}  # no scrape before: left out
+    batch, cores = server_load(phase)
+    assert batch == 15.0 and cores == 1.0
+    phase["probe_after"] = phase["probe_before"]  # no call between the scrapes
+    assert math.isnan(server_load(phase)[0])
+    assert math.isnan(server_load({**phase, "probe_before": None, "probe_after": None})[0])  # the peer: no probe
+
+
 async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str, str]) -> None:  # noqa: F811
     server = await _server(city, True, advance_interval_s=0.02)  # the advance loop's calls come fast
     try:
@@ -57,7 +73,10 @@ async def test_scrape_reads_the_phases_from_a_served_metrics_page(city: dict[str
             if after["advance"].get(math.inf, 0.0) > before["advance"].get(math.inf, 0.0):
                 break
             await asyncio.sleep(0.02)
-        assert set(after) == {"request", "wait", "call", "advance", "gc_pause", "gc_seconds"}
+        assert set(after) == {"request", "wait", "call", "advance", "gc_pause", "gc_seconds", "calls", "coalesced"}
+        # three lone requests: three engine calls answering one request each
+        assert after["calls"][math.inf] - before["calls"].get(math.inf, 0.0) == 3
+        assert after["coalesced"][math.inf] - before["coalesced"].get(math.inf, 0.0) == 3
         assert p99_bound_ms(before["advance"], after["advance"], q=1.0) > 0  # the advance loop's calls, read
         assert after["gc_pause"][math.inf] > before["gc_pause"].get(math.inf, 0.0)  # every generation summed
         assert after["gc_seconds"][math.inf] > before["gc_seconds"].get(math.inf, 0.0)
