@@ -527,9 +527,10 @@ class Engine:
         now = float(built.ev.ts.max()) if n else self.config.clock()
         return self._finish(events, stats, rejected, now)
 
-    def advance(self, now: float) -> BatchResult:
-        """Time passes to ``now`` (event time): exits whose debounce ran out, devices idle past the TTL forgotten."""
-        tr, names = self.store.advance(float(now), self.places, self.params)
+    def advance(self, now: float, limit: int | None = None) -> BatchResult:
+        """Time passes to ``now`` (event time): exits whose debounce ran out, devices idle past the TTL forgotten.
+        With ``limit``: at most that many due devices (``store.due_left``: call again for the others)."""
+        tr, names = self.store.advance(float(now), self.places, self.params, limit)
         events = to_events(tr, names, self.places)
         return self._finish(events, {}, [], float(now))
 

@@ -67,8 +67,15 @@ class StateStore(Protocol):
         filter state, which the store keeps with their presence state (see :mod:`proximity.tracked`).
         Returns the transitions (``ev`` indexes the returned ``Built.ev``) and the evidence."""
 
-    def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
-        """Debounce exits due by ``now`` and TTL expiry; returns events and the names array for ``ev.dev``."""
+    #: whether the last :meth:`advance` given a ``limit`` left devices due (the next call runs them)
+    due_left: bool
+
+    def advance(self, now: float, places: PlaceTable, params: PresenceParams,
+                limit: int | None = None) -> tuple[Transitions, np.ndarray]:
+        """Debounce exits due by ``now`` and TTL expiry; returns events and the names array for ``ev.dev``.
+        With ``limit``, at most that many due devices are run, and :attr:`due_left` says whether others were
+        due (an exit's time is its debounce's end, not ``now``: a device run by a later call gets the same
+        events)."""
 
     def forget(self, device_id: str, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
         """Erase a device (its visits end with cause ``forget``); returns those exits."""
@@ -251,6 +258,7 @@ class MemoryStore:
         self._journals: OrderedDict[str, tuple[float, dict[str, bytes]]] = OrderedDict()
         self._track = TrackRows()  # the beacon filters' state, rows per device handle
         self.max_journals = 4096  # batches whose journal is kept (a failure after apply is a bug in memory)
+        self.due_left = False  # (see StateStore.advance)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -321,7 +329,8 @@ class MemoryStore:
         self._track.replace(np.setdiff1d(handles, done), new)
         return tr, built
 
-    def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+    def advance(self, now: float, places: PlaceTable, params: PresenceParams,
+                limit: int | None = None) -> tuple[Transitions, np.ndarray]:
         st = self.state
         live = st.r_dev >= 0
         due = np.maximum(st.r_gps + params.gps_debounce_s, st.r_bcn + params.beacon_debounce_s)
@@ -329,6 +338,9 @@ class MemoryStore:
         used = self.ids.in_use()  # (a pass over 1M devices: 3 ms of CPU; 17 ms from the hash slots, sorted, and a gather)
         idle = np.flatnonzero(used & (st.d_last[: len(used)] + params.ttl_s < now))
         devs = np.unique(np.concatenate([with_exits.astype(np.int64), idle]))
+        self.due_left = limit is not None and len(devs) > limit
+        if self.due_left:
+            devs = devs[:limit]
         tr, expired = advance_state(st, devs, now, params, places=places)
         out = self._named(tr)
         self._drop(devs[expired])

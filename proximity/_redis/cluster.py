@@ -123,9 +123,9 @@ class Router(NodeRouter):
             groups = [(slot, i, min(i + chunk, b)) for slot, a, b in groups for i in range(a, b, chunk)]
         return order, groups
 
-    def due_pages(self, now: float, slots: Sequence[int], chunk: int) -> tuple[list[bytes], list[int]]:
+    def due_pages(self, now: float, slots: Sequence[int], chunk: int) -> tuple[list[bytes], list[int], list[int]]:
         """The first ``chunk`` devices due before ``now`` in each of these slots' due sets (one pipelined
-        ``ZRANGEBYSCORE`` each), and the slots whose page was full."""
+        ``ZRANGEBYSCORE`` each), the slots whose page was full and those with any device due."""
         if self._scan_heads is None:
             self._scan_heads = [pack((b"ZRANGEBYSCORE", self.due_key(s), b"-inf"))[4:]
                                 for s in range(SLOTS if self.cluster else 1)]
@@ -136,7 +136,7 @@ class Router(NodeRouter):
         if bad:
             raise StoreUnavailable(f"Redis state store unavailable: {bad[0]}", retry_after_s=1.0)
         full = [s for s, r in zip(slots, replies, strict=True) if len(r) >= chunk]
-        return [x for r in replies for x in r], full
+        return [x for r in replies for x in r], full, [s for s, r in zip(slots, replies, strict=True) if r]
 
     def get(self, keys: Sequence[bytes], slots: np.ndarray | None = None) -> list[bytes | None]:
         """``GET`` of each key (its hash slot ``slots[i]``, computed when not given), pipelined per node."""

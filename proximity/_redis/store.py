@@ -15,21 +15,17 @@ are, and their hash tag, is the key layout of :mod:`proximity._redis.layout`):
   (a debounce exit or the event-time TTL); cluster: ``P:due:{T}``, one per device group;
 - ``P:layout`` (cluster): the key layout's marker.
 
-One transition function for both stores, by optimistic concurrency: load the
-batch's devices (one ``LOAD`` script call: ``MGET`` inside), run
-:func:`proximity.presence.apply_evidence`, then save every changed device with
-one Lua script call (``SAVE`` in :mod:`proximity._redis.scripts`) that
-compare-and-sets each device on its version and updates its due time in the
-same atomic step. The worker's side of a batch is numpy plus a few Python calls:
-``SAVE`` takes the whole batch as a few blobs (:class:`proximity._redis.codec.SaveBlobs`),
-each state key is encoded into the protocol once per batch, and replies are read
-by :mod:`proximity._redis.resp`, not by redis-py's parser. Devices whose version
-moved (another process won) are reloaded and recomputed from their fresh state;
-their events from the lost attempt are discarded, so each event is produced
-exactly once across processes. A batch of at most ``chunk`` devices is saved
-all-or-nothing; a lost connection raises
-:class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence
-already applied is dropped as late or re-applied idempotently).
+One transition function for both stores, by optimistic concurrency: load the batch's devices (one ``LOAD`` script
+call: ``MGET`` inside), run :func:`proximity.presence.apply_evidence`, then save every changed device with one Lua
+script call (``SAVE`` in :mod:`proximity._redis.scripts`) that compare-and-sets each device on its version and
+updates its due time in the same atomic step. The worker's side of a batch is numpy plus a few Python calls:
+``SAVE`` takes the whole batch as a few blobs (:class:`proximity._redis.codec.SaveBlobs`), each state key is
+encoded into the protocol once per batch, and replies are read by :mod:`proximity._redis.resp`, not by redis-py's
+parser. Devices whose version moved (another process won) are reloaded and recomputed from their fresh state;
+their events from the lost attempt are discarded, so each event is produced exactly once across processes. A batch
+of at most ``chunk`` devices is saved all-or-nothing; a lost connection raises
+:class:`proximity.errors.StoreUnavailable` (the request can be retried: evidence already applied is dropped as
+late or re-applied idempotently).
 
 Redis Cluster (``cluster=True``). Devices are hash-tagged by device group, so a batch is
 one ``LOAD`` and one ``SAVE`` call per group it touches (its devices plus its group's due set,
@@ -132,6 +128,8 @@ class RedisStateStore(DeviceInfo):
         self._prefetched = {}
         self.retries = 0  # compare-and-set conflicts seen (for tests and metrics)
         self.saved = 0  # device states written
+        self.due_left = False  # (see proximity.store.StateStore.advance)
+        self._due_slots: Sequence[int] = ()  # the due sets where the last advance found devices
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -523,24 +521,30 @@ class RedisStateStore(DeviceInfo):
             journal.proximity, journal.distance = final.prox, final.dist
         return tr, final
 
-    def advance(self, now: float, places: PlaceTable, params: PresenceParams) -> tuple[Transitions, np.ndarray]:
+    def advance(self, now: float, places: PlaceTable, params: PresenceParams,
+                limit: int | None = None) -> tuple[Transitions, np.ndarray]:
         """Run every device due before ``now``: a round reads a page of each due set (in cluster mode the
         first round reads all 16384 slots', later rounds only those whose page was full) and runs the due
-        devices ``chunk`` at a time, until no page is full or a round saved nothing."""
+        devices ``chunk`` at a time, until no page is full or a round saved nothing. With ``limit``: one round
+        of pages of at most ``limit``, at most ``limit`` devices run (``due_left``: more were due, and this
+        call saved some), and the next call given a limit reads only the due sets this one found devices in."""
         parts: list[Transitions] = []
         all_names: list[np.ndarray] = []
         offset = 0
-        slots: Sequence[int] = self.router.due_slots
+        slots: Sequence[int] = self._due_slots if limit is not None and self.due_left else self.router.due_slots
+        page = self.chunk if limit is None else max(1, min(limit, self.chunk))
+        self.due_left = False
 
         def step(state: PresenceState, pending: np.ndarray, _track: Any) -> tuple[Transitions, np.ndarray, Any]:
             return (*advance_state(state, np.arange(state.n_devices), now, params, places=places), None)
 
         self.check_layout()
         for _round in range(10_000):
-            due, full = self._call(partial(self.router.due_pages, now, slots, self.chunk))
+            due, full, self._due_slots = self._call(partial(self.router.due_pages, now, slots, page))
+            more = limit is not None and (len(due) > page or bool(full))
+            due, saved = due[:page] if limit is not None else due, self.saved
             if not due:
                 break
-            saved = self.saved
             for i in range(0, len(due), self.chunk):
                 names = np.empty(len(due[i : i + self.chunk]), dtype=object)
                 names[:] = [x.decode() for x in due[i : i + self.chunk]]
@@ -549,7 +553,8 @@ class RedisStateStore(DeviceInfo):
                 offset += len(names)
                 parts.append(tr)
                 all_names.append(names)
-            if not full or self.saved == saved:
+            self.due_left = more and self.saved > saved
+            if limit is not None or not full or self.saved == saved:
                 break
             slots = full
         names_all = np.concatenate(all_names) if all_names else np.empty(0, dtype=object)

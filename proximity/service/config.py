@@ -82,6 +82,9 @@ class ServiceConfig:
     reload_interval_s: float = 2.0
     #: Seconds between ``engine.advance(now)`` calls (debounce exits, TTL expiry).
     advance_interval_s: float = 1.0
+    #: Due devices one advance call runs at most; a pass with more due (a wave of exits: a mall closing, a
+    #: fleet back after an outage) makes further calls at once, with the requests' engine calls between them.
+    advance_max_devices: int = 1000
     #: Seconds a graceful shutdown waits for in-flight batches and the outbox.
     shutdown_timeout_s: float = 30.0
     #: Seconds a connection has to deliver a request's line and headers, from its opening or from the
@@ -143,7 +146,7 @@ class ServiceConfig:
         if not 0 <= self.port <= 65535:
             problems.append(("port", f"port must be 0-65535, not {self.port}"))
         for name in ("workers", "max_batch", "max_scan_rows", "max_body_bytes", "feed_queue",
-                     "engine_threads", "coalesce_max_pings", "max_connections"):
+                     "engine_threads", "coalesce_max_pings", "max_connections", "advance_max_devices"):
             if getattr(self, name) < 1:
                 problems.append((name, f"{name} must be at least 1, not {getattr(self, name)}"))
         for name in ("rate_limit", "rate_burst", "device_rate_limit", "device_rate_burst", "max_skew_s",
@@ -265,7 +268,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_batch": (int,), "max_scan_rows": (int,), "max_body_bytes": (int,), "rate_limit": (int, float),
     "rate_burst": (int, float), "device_rate_limit": (int, float), "device_rate_burst": (int, float),
     "max_skew_s": (int, float), "idempotency_ttl_s": (int, float),
-    "reload_interval_s": (int, float), "advance_interval_s": (int, float),
+    "reload_interval_s": (int, float), "advance_interval_s": (int, float), "advance_max_devices": (int,),
     "shutdown_timeout_s": (int, float), "header_timeout_s": (int, float), "body_timeout_s": (int, float),
     "max_connections": (int,), "feed_queue": (int,), "engine_threads": (int,),
     "coalesce": (bool,), "coalesce_max_pings": (int,), "coalesce_window_ms": (int, float), "inline_calls": (bool,), "webhook_url": (str,),

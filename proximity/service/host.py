@@ -382,15 +382,16 @@ class EngineHost:
         return [f"unknown gateway {gateway_id!r}: the beacon registry lists no gateway with this id "
                 f"({len(known)} registered); check the agent's --gateway-id"]
 
-    def advance(self, now: float) -> BatchResult:
+    def advance(self, now: float, limit: int | None = None) -> BatchResult:
         """Time passes to ``now``: presence first (due exits saved), then the campaign decisions of its
         events. When the decisions fail (Redis away after the save), the events are kept in this worker and
         decided again, with the next pass's, until that works: decisions are keyed by offer id, so a
-        decision that half ran is not taken twice. (A worker killed in between loses them: see the README.)"""
+        decision that half ran is not taken twice. (A worker killed in between loses them: see the README.)
+        With ``limit``, at most that many due devices; :attr:`due_left` says whether others are left."""
         engine, rules = self.engine, self.engine.rules
         engine.rules = None  # the engine thread is the only caller: nothing else sees the engine meanwhile
         try:
-            result = self._visits(engine.advance(now))
+            result = self._visits(engine.advance(now, limit))
         finally:
             engine.rules = rules
         events = [*self._undecided, *result.events]
@@ -402,6 +403,11 @@ class EngineHost:
         self._undecided = []
         result.events = events
         return result
+
+    @property
+    def due_left(self) -> bool:
+        """Whether the last :meth:`advance` given a ``limit`` left due devices for another call."""
+        return bool(getattr(self.engine.store, "due_left", False))
 
     def device_state(self, device_id: str) -> dict[str, Any]:
         return self.engine.device_state(device_id)
