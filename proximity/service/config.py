@@ -84,7 +84,7 @@ class ServiceConfig:
     advance_interval_s: float = 1.0
     #: Due devices one advance call runs at most; a pass with more due (a wave of exits: a mall closing, a
     #: fleet back after an outage) makes further calls at once, with the requests' engine calls between them.
-    advance_max_devices: int = 1000
+    advance_max_devices: int = 500
     #: Seconds a graceful shutdown waits for in-flight batches and the outbox.
     shutdown_timeout_s: float = 30.0
     #: Seconds a connection has to deliver a request's line and headers, from its opening or from the

@@ -22,6 +22,8 @@ log = logging.getLogger("proximity.service.loops")
 
 #: advance calls in one pass at most (with ``advance_max_devices`` each, the devices a pass can run)
 MAX_ADVANCE_CALLS = 100
+#: seconds between two advance calls of a pass: the requests read meanwhile go to their engine calls first
+ADVANCE_GAP_S = 0.002
 
 
 class Loops:
@@ -61,16 +63,21 @@ class Loops:
             await self.advance_pass()
 
     async def advance_pass(self) -> int:
-        """Time passes to now: due devices ``advance_max_devices`` at a time, each call on the engine thread,
-        so the requests' engine calls queued meanwhile run between them (a wave of thousands of due exits ran
-        in one call of hundreds of milliseconds, and every request of the worker waited for it). At most
-        :data:`MAX_ADVANCE_CALLS` calls a pass; what is left goes in the next. Returns the calls made."""
+        """Time passes to now: due devices ``advance_max_devices`` at a time, with :data:`ADVANCE_GAP_S` between
+        the calls for the requests read meanwhile (a wave of thousands of due exits ran in one call of hundreds
+        of milliseconds, and every request of the worker waited for it). A call runs where the coalesced ping
+        calls run (:meth:`~proximity.service.host.EngineHost.run_here`: on the loop when the engine thread is
+        idle; on the engine thread it took turns with the loop for the GIL, and a call of 15-25 ms of CPU took
+        100-250 ms under load). At most :data:`MAX_ADVANCE_CALLS` calls a pass; what is left goes in the next.
+        Returns the calls made."""
         calls = 0
         while calls < MAX_ADVANCE_CALLS:
+            if calls:
+                await asyncio.sleep(ADVANCE_GAP_S)
             calls += 1
             try:
                 started = time.perf_counter()
-                result = await self.host.run(self.host.advance, time.time(), self.config.advance_max_devices)
+                result = await self.host.run_here(self.host.advance, time.time(), self.config.advance_max_devices)
                 self.metrics.engine_latency.labels("advance").observe(time.perf_counter() - started)
                 await self.publish(render(result))
             except asyncio.CancelledError:
