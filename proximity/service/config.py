@@ -83,7 +83,7 @@ class ServiceConfig:
     #: Seconds between ``engine.advance(now)`` calls (debounce exits, TTL expiry).
     advance_interval_s: float = 1.0
     #: Due devices one advance call runs at most; a pass with more due (a wave of exits: a mall closing, a
-    #: fleet back after an outage) makes further calls at once, with the requests' engine calls between them.
+    #: fleet back after an outage) makes further calls 2 ms apart, the requests' engine calls between them.
     advance_max_devices: int = 500
     #: Seconds a graceful shutdown waits for in-flight batches and the outbox.
     shutdown_timeout_s: float = 30.0
