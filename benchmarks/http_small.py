@@ -233,14 +233,11 @@ def gc_share(phase: dict[str, Any], requests: int) -> str:
     """What the garbage collector took of a measured phase (its probes' scrapes, every worker): its share of the
     server's CPU, the number of collections and the bucket of the longest."""
     before, after = phase.get("probe_before") or {}, phase.get("probe_after") or {}
-    seconds = pauses = longest = 0.0
+    seconds, pauses, longest = _grown(phase, "gc_seconds"), _grown(phase, "gc_pause"), 0.0
     for pid, ph in after.items():
-        if pid not in before:
-            continue
-        seconds += ph["gc_seconds"].get(math.inf, 0.0) - before[pid]["gc_seconds"].get(math.inf, 0.0)
-        pauses += ph["gc_pause"].get(math.inf, 0.0) - before[pid]["gc_pause"].get(math.inf, 0.0)
-        bound = p99_bound_ms(before[pid]["gc_pause"], ph["gc_pause"], q=1.0)
-        longest = longest if math.isnan(bound) else max(longest, bound)
+        if pid in before:
+            bound = p99_bound_ms(before[pid]["gc_pause"], ph["gc_pause"], q=1.0)
+            longest = longest if math.isnan(bound) else max(longest, bound)
     cpu_s = phase["server_cpu_ms_per_req"] * requests / 1000 if requests else math.nan
     share = 100 * seconds / cpu_s if cpu_s and not math.isnan(cpu_s) else math.nan
     return f"{share:.1f}% of the server's CPU ({pauses:.0f} collections, the longest <= {longest:g} ms)"
@@ -249,12 +246,16 @@ def gc_share(phase: dict[str, Any], requests: int) -> str:
 def server_load(phase: dict[str, Any]) -> tuple[float, float]:
     """A measured phase's requests per engine call (every worker's, from its probes' scrapes; ``nan`` without
     them) and the cores the server used (its CPU seconds per second of the phase)."""
-    before, after = phase.get("probe_before") or {}, phase.get("probe_after") or {}
-    calls = sum(ph["calls"].get(math.inf, 0.0) - before[pid]["calls"].get(math.inf, 0.0)
-                for pid, ph in after.items() if pid in before)
-    answered = sum(ph["coalesced"].get(math.inf, 0.0) - before[pid]["coalesced"].get(math.inf, 0.0)
-                   for pid, ph in after.items() if pid in before)
+    calls, answered = _grown(phase, "calls"), _grown(phase, "coalesced")
     return (answered / calls if calls else math.nan), phase["req_s"] * phase["server_cpu_ms_per_req"] / 1000
+
+
+def _grown(phase: dict[str, Any], series: str) -> float:
+    """How much a scraped series' total (its bound ``inf``) grew over a measured phase, summed over the workers
+    scraped both before and after it."""
+    before, after = phase.get("probe_before") or {}, phase.get("probe_after") or {}
+    return sum(ph[series].get(math.inf, 0.0) - before[pid][series].get(math.inf, 0.0)
+               for pid, ph in after.items() if pid in before)
 
 
 def p99_bound_ms(before: dict[float, float], after: dict[float, float], q: float = 0.99) -> float:

@@ -407,7 +407,7 @@ class EngineHost:
     @property
     def due_left(self) -> bool:
         """Whether the last :meth:`advance` given a ``limit`` left due devices for another call."""
-        return bool(getattr(self.engine.store, "due_left", False))
+        return bool(self.engine.store.due_left)
 
     def device_state(self, device_id: str) -> dict[str, Any]:
         return self.engine.device_state(device_id)
