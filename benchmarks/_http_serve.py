@@ -163,6 +163,26 @@ def _cpu_seconds(pids: list[int]) -> float | None:
     return total
 
 
+def machine_seconds() -> tuple[float, float] | None:
+    """``(busy, all)`` seconds of every core since boot (``/proc/stat``: all but idle and iowait; steal counts
+    as busy: the guest could not run), else ``None``."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / tick, sum(fields) / tick
+
+
+def cores_busy(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float:
+    """How many of the machine's cores were busy on average between two :func:`machine_seconds` (NaN unknown):
+    the server, the load generators and every neighbour together."""
+    if before is None or after is None or after[1] <= before[1]:
+        return float("nan")
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
 def settle(pids: list[int], quiet_cpu_share: float = 0.05, step: float = 0.5, limit: float = 60.0) -> float:
     """Wait until the server's processes are quiet (under ``quiet_cpu_share`` of a core over ``step`` seconds, at
     most ``limit`` seconds); the CPU seconds they used meanwhile.

@@ -161,10 +161,10 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
         r.wait(120)
     pids = H._process_tree(server_pid)
     probe_before = probe() if probe is not None else None
-    cpu0 = H._cpu_seconds(pids)
+    cpu0, machine0 = H._cpu_seconds(pids), H.machine_seconds()
     go.set()
     results = [q.get(timeout=seconds + 120) for _ in procs]
-    cpu1 = H._cpu_seconds(pids)
+    cpu1, machine1 = H._cpu_seconds(pids), H.machine_seconds()
     probe_after = probe() if probe is not None else None
     for p in procs:
         p.join(30)
@@ -184,6 +184,7 @@ def measure(url: str, bodies: list[bytes], per_request: int, seconds: float, rat
             "req_per_cpu_s": n / cpu if cpu else float("nan"),
             "pings_per_cpu_s": n * per_request / cpu if cpu else float("nan"),
             "generator_cpu_s_per_s": sum(r["cpu"] for r in results) / elapsed,
+            "machine_cores_busy": H.cores_busy(machine0, machine1),
             "second": max(r["second"] for r in results), "probe_before": probe_before, "probe_after": probe_after}
 
 
@@ -316,7 +317,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                        "refused": thr["refused"] + lat["refused"],
                        "requests_per_call": thr_batch, "half_load_requests_per_call": lat_batch,
                        "server_cores": thr_cores, "half_load_server_cores": lat_cores,
-                       "half_load_server_cpu_ms_per_req": lat["server_cpu_ms_per_req"]}
+                       "half_load_server_cpu_ms_per_req": lat["server_cpu_ms_per_req"],
+                       "half_load_machine_cores_busy": lat["machine_cores_busy"]}
                 out.append(row)
                 print(f"{label:24} {workers:2d}w {size:4d} pings/req {thr['req_s']:9,.0f} req/s {thr['pings_s']:10,.0f} "
                       f"pings/s | CPU {thr['server_cpu_ms_per_req']:6.3f} ms/req {thr['req_per_cpu_s']:8,.0f} req/CPU-s "
@@ -339,7 +341,9 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
                       + (f", {thr_batch:.1f} requests a call" if split else "")
                       + f"; half load {lat_cores:.2f} cores"
                       + (f", {lat_batch:.1f} requests a call" if split else "")
-                      + f", {lat['server_cpu_ms_per_req']:.3f} ms of CPU a request", flush=True)
+                      + f", {lat['server_cpu_ms_per_req']:.3f} ms of CPU a request; the machine "
+                      f"{thr['machine_cores_busy']:.2f} and {lat['machine_cores_busy']:.2f} of its {os.cpu_count()} cores "
+                      "busy", flush=True)
                 if collector:
                     row["garbage_collection"] = collector
                     print(f"{'':24} {collector}", flush=True)
@@ -350,7 +354,8 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
             H._clear_redis(args.redis)
     print("CPU: the server's own CPU (its whole process tree, /proc) per request during the closed loop; "
           "req/CPU-s: requests one fully used core of the server answers; load: the cores the server used in "
-          "each phase (fewer requests a call at half load cost more CPU each). Targets (issue 19): memory >= 5,000 "
+          "each phase (fewer requests a call at half load cost more CPU each), and how busy the machine's cores were (the "
+          "server, the generators and every neighbour: /proc/stat). Targets (issue 19): memory >= 5,000 "
           "single-ping req/CPU-s and >= 40,000 pings/CPU-s at 10 pings/request; Redis >= 2,500 single-ping "
           "req/CPU-s; p99 < 20 ms at half load.")
     return out
