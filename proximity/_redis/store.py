@@ -542,7 +542,7 @@ class RedisStateStore(DeviceInfo):
         for _round in range(10_000):
             due, full, self._due_slots = self._call(partial(self.router.due_pages, now, slots, page))
             more = limit is not None and (len(due) > page or bool(full))
-            due, saved = due[:page] if limit is not None else due, self.saved
+            saved, due = self.saved, (due if limit is None else due[:page])
             if not due:
                 break
             for i in range(0, len(due), self.chunk):
