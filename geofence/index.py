@@ -309,9 +309,11 @@ class FenceIndex:
         if accuracy_m is None:
             acc = np.zeros(0)
         else:
-            acc = np.ascontiguousarray(np.broadcast_to(np.asarray(accuracy_m, dtype=np.float64), x.shape))
-            if not acc.flags.writeable:  # one specialisation of the kernels: writable arrays only
-                acc = acc.copy()
+            acc = np.asarray(accuracy_m, dtype=np.float64)
+            if acc.shape != x.shape:  # (a scalar, or the shape's mismatch named by numpy)
+                acc = np.broadcast_to(acc, x.shape)
+            if not (acc.flags.c_contiguous and acc.flags.writeable):  # one specialisation of the kernels
+                acc = np.array(acc, order="C")
             bad = ~(np.isfinite(acc) & (acc >= 0))
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
@@ -329,8 +331,8 @@ class FenceIndex:
         args = (x, y, acc, accuracy_m is not None, self._levels, self._cs0, *self._occupancy, *self._main,
                 *self._delta, self._rec.view, self._cells.view, self._refs.view, self._seg.view,
                 *_work_buffers(x.shape[0], accuracy_m is not None))
-        threads = _threads()
-        if threads > 1 and x.shape[0] >= PARALLEL_MIN_PINGS:
+        threads = _threads() if x.shape[0] >= PARALLEL_MIN_PINGS else 1  # (asking numba costs a small batch 10 us)
+        if threads > 1:
             p, s, c = K.match_parallel(*args, threads * 4)
         else:  # waking a thread pool costs more than a small batch takes (milliseconds on a busy machine)
             p, s, c = K.match(*args)

@@ -21,6 +21,7 @@ good rows, [ValidationError per bad row])`` out.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import operator
@@ -205,10 +206,11 @@ class PingBatch:
             ("speed", speed_a, (speed_a < 0) | np.isinf(speed_a), "speed must be >= 0 m/s"),
             ("foreground", fg, (fg < -1) | (fg > 1), "foreground must be 1, 0 or -1 (unknown)"),
         )
-        for name, values, bad, message in checks:
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise ValidationError(f"{message}, not {values[row]!r}", source=source, field=name, row=row)
+        if functools.reduce(operator.or_, [bad for _n, _v, bad, _m in checks]).any():  # (one any(): 9 -> 4 us)
+            for name, values, bad, message in checks:  # the first field with a bad value, its first bad row
+                if bad.any():
+                    row = int(np.flatnonzero(bad)[0])
+                    raise ValidationError(f"{message}, not {values[row]!r}", source=source, field=name, row=row)
         ok_ids = _valid_device_ids(ids) if not ids_checked else None
         if ok_ids is not None and not ok_ids.all():
             row = int(np.flatnonzero(~ok_ids)[0])

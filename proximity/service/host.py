@@ -459,6 +459,8 @@ def _limit_kernel_threads(n: int) -> None:
 
 def _by_row(*groups: Sequence[ValidationError]) -> list[ValidationError]:
     """The rejected rows of a batch in row order, one error per (row, field)."""
+    if not any(groups):
+        return []
     seen: set[tuple[int | None, str | None]] = set()
     out: list[ValidationError] = []
     for e in sorted((e for g in groups for e in g), key=lambda e: e.row if e.row is not None else -1):

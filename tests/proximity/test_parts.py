@@ -11,9 +11,9 @@ from proximity.parts import check_disjoint
 
 
 @settings(max_examples=400, deadline=None)
-@given(rows=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 4)), max_size=30))
+@given(rows=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 4)), max_size=150))
 def test_parts_that_share_a_device_are_refused(rows: list[tuple[int, int]]) -> None:
-    # oracle: the set of parts each device's pings are in
+    # oracle: the set of parts each device's pings are in (up to SMALL_PARTS_CHECK pings a set, past it a sort)
     parts_of: dict[int, set[int]] = {}
     for code, part in rows:
         parts_of.setdefault(code, set()).add(part)
@@ -24,6 +24,16 @@ def test_parts_that_share_a_device_are_refused(rows: list[tuple[int, int]]) -> N
         with pytest.raises(ValueError, match="same device"):
             check_disjoint(codes, part)
     else:
+        check_disjoint(codes, part)
+
+
+@pytest.mark.parametrize("n", [10, 200])
+def test_disjoint_parts_pass_and_one_shared_device_is_found_small_and_big(n: int) -> None:
+    codes = np.arange(n, dtype=np.int64)[::-1].copy()
+    part = np.arange(n, dtype=np.int64) % 7
+    check_disjoint(codes, part)  # every device in one part
+    codes[n // 2] = codes[n // 2 + 3]  # that device now in two parts
+    with pytest.raises(ValueError, match="same device"):
         check_disjoint(codes, part)
 
 
