@@ -215,8 +215,9 @@ class PingBatch:
         if ok_ids is not None and not ok_ids.all():
             row = int(np.flatnonzero(~ok_ids)[0])
             raise ValidationError(f"{DEVICE_ID_RULE}, not {ids[row]!r}", source=source, field="device_id", row=row)
-        attrs_a = np.full(n, None, dtype=object) if attrs is None else _object_array(list(attrs))
-        tz_a = np.full(n, None, dtype=object) if timezone is None else _object_array(list(timezone))
+        # (an object array is made holding None: np.empty's 0.3 us against np.full's 3)
+        attrs_a = np.empty(n, dtype=object) if attrs is None else _object_array(list(attrs))
+        tz_a = np.empty(n, dtype=object) if timezone is None else _object_array(list(timezone))
         if len(attrs_a) != n or len(tz_a) != n:
             raise ValidationError("attrs and timezone must have one value per ping", source=source)
         row_a = np.arange(n, dtype=np.int64) if row is None else np.asarray(row, dtype=np.int64)

@@ -344,7 +344,8 @@ class EngineHost:
         import proximity.parts as _parts
 
         base = np.zeros(len(parts), np.int64)
-        np.cumsum([len(p) for p in parts[:-1]], out=base[1:])
+        if len(parts) > 1:
+            np.cumsum([len(p) for p in parts[:-1]], out=base[1:])
         batch, errors = _parse_parts(parts, base)
         errors_of = _parts.split_errors(errors, base)
         if not len(batch):
