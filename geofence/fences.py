@@ -140,4 +140,19 @@ def circle_fence(
     )
 
 
-__all__ = ["Fence", "FenceError", "FenceKind", "check_properties", "circle_fence"]
+#: metres per degree of latitude (and of longitude at the equator), for :func:`equivalent_radius_m`
+M_PER_DEG = 111_320.0
+
+
+def equivalent_radius_m(fence: Any) -> float:
+    """A fence's size as one number: ``sqrt(area / pi)`` in metres (a circle's own radius). The area is the
+    polygon's in degrees, scaled at its centroid's latitude (a fence is small against the Earth)."""
+    if getattr(fence, "radius_m", None):
+        return float(fence.radius_m)
+    geom = fence.geometry
+    lat = float(shapely.get_coordinates(shapely.centroid(geom))[0, 1])
+    area_m2 = float(shapely.area(geom)) * M_PER_DEG * M_PER_DEG * math.cos(math.radians(lat))
+    return math.sqrt(max(area_m2, 0.0) / math.pi)
+
+
+__all__ = ["M_PER_DEG", "Fence", "FenceError", "FenceKind", "check_properties", "circle_fence", "equivalent_radius_m"]

@@ -27,6 +27,7 @@ import shapely
 
 import proximity._kernels as K
 import proximity.parts as _parts
+from geofence.fences import equivalent_radius_m
 from proximity.batch import PingBatch
 from proximity.errors import ValidationError
 from proximity.events import Device, Event, Offer, place_key
@@ -48,8 +49,6 @@ from proximity.presence import (
 from proximity.store import MemoryStore, StateStore
 from proximity.tracked import Built, Tracked, ZoneRows
 from proximity.visit import DEFAULT_MODEL, VisitModel
-
-M_PER_DEG = 111_320.0
 
 #: Named rule sets. ``streaming`` (the default) is what the simulation measures best for
 #: phones that report every 10-60 s: a visit starts when its probability reaches
@@ -255,7 +254,7 @@ class Engine:
         self._fence_place = np.asarray(pids, np.int32)
         self._fence_limit = np.array([self._accuracy_limit(f) for f in fences], np.float64)
         self._fence_gps_enter = np.array([f.properties.get("gps_enter", True) is not False for f in fences], bool)
-        self._fence_radius = np.array([_equivalent_radius_m(f) for f in fences], np.float64)
+        self._fence_radius = np.array([equivalent_radius_m(f) for f in fences], np.float64)
         if len(fences):  # overlapping fences do not compete for a device's probability (nor block one-store)
             geoms = np.array([f.geometry for f in fences], dtype=object)
             i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects") if len(geoms) else (np.zeros(0, int),) * 2
@@ -286,7 +285,7 @@ class Engine:
             return float(own)
         limit = self.config.max_accuracy_m
         if self.config.accuracy_factor is not None:
-            limit = min(limit, self.config.accuracy_factor * _equivalent_radius_m(fence))
+            limit = min(limit, self.config.accuracy_factor * equivalent_radius_m(fence))
         return limit
 
     def _place_ids(self, keys: Sequence[str]) -> list[int]:
@@ -408,11 +407,18 @@ class Engine:
                      "rejected": len(rejected_of[i]), "matches": n_match[i], "implausible": n_impl[i],
                      "bad_accuracy": n_unreal[i]}
             now = float(newest[i]) if newest[i] > -np.inf else self.config.clock()
-            result = self._finish(events_of[i], stats, rejected_of[i], now,
+            result = self._finish(events_of[i], stats, rejected_of[i], now, count=k == 1,
                                   offers=None if offers_of is None else offers_of[i])
             if stats["late"] or stats["duplicates"] or stats["implausible"]:
                 result.dropped = dropped_of[i]
             out.append(result)
+        if k > 1:  # the parts' counts added up once (a Counter.update a part was a few % of a small request)
+            self.counters.update(pings=sum(n_in), applied=sum(n_applied), late=sum(n_late), duplicates=sum(n_dup),
+                                 rejected=len(rejected), matches=sum(n_match), implausible=sum(n_impl),
+                                 bad_accuracy=sum(n_unreal), events=len(events))
+            self.counters.update(e.kind for e in events)
+            if offers_of is not None:
+                self.counters["offers"] += sum(map(len, offers_of))
         return out
 
     def process_sightings(self, sightings: Any, *, journal: Journal | None = None) -> BatchResult:
@@ -571,28 +577,20 @@ class Engine:
         return _parts.split_by_device(offers, owner, len(events_of))
 
     def _finish(self, events: list[Event], stats: dict[str, int], rejected: list[ValidationError], now: float,
-                *, decide: bool = True, offers: list[Offer] | None = None) -> BatchResult:
-        """Count ``events`` and decide their offers (``offers``: those the caller decided already)."""
+                *, decide: bool = True, offers: list[Offer] | None = None, count: bool = True) -> BatchResult:
+        """Count ``events`` and decide their offers (``offers``: those the caller decided already); ``count``:
+        add the stats and offers to :attr:`counters` (``False``: the caller adds a call's parts up at once)."""
         for e in events:
             stats[e.kind] = stats.get(e.kind, 0) + 1
         stats["events"] = len(events)
-        self.counters.update(stats)
+        if count:
+            self.counters.update(stats)
         if offers is None and decide and events and self.rules is not None:
             devices = self.store.devices(list(dict.fromkeys(e.device_id for e in events)))
             offers = list(self.rules.decide(events, devices, now))
-        if offers is not None:
+        if offers is not None and count:
             self.counters["offers"] += len(offers)
         return BatchResult(events, offers or [], stats, rejected)
-
-
-def _equivalent_radius_m(fence: Any) -> float:
-    """``sqrt(area / pi)`` in metres (a circle's own radius)."""
-    if getattr(fence, "radius_m", None):
-        return float(fence.radius_m)
-    geom = fence.geometry
-    lat = float(shapely.get_coordinates(shapely.centroid(geom))[0, 1])
-    area_m2 = float(shapely.area(geom)) * M_PER_DEG * M_PER_DEG * math.cos(math.radians(lat))
-    return math.sqrt(max(area_m2, 0.0) / math.pi)
 
 
 __all__ = ["BatchResult", "Engine", "EngineConfig", "Rules"]
