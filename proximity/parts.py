@@ -117,7 +117,6 @@ def check_disjoint(codes: np.ndarray, part: np.ndarray) -> None:
         raise ValueError(_SHARED_DEVICE)
 
 
-
 Apply = Callable[[Resolved, Evidence, Journal | None], Transitions]
 
 

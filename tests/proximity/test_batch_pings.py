@@ -208,3 +208,30 @@ def test_from_arrays_names_the_first_bad_id_row() -> None:
     with pytest.raises(ValidationError) as info:
         PingBatch.from_arrays(ids, [2.35] * 5, [48.85] * 5, 5.0, [1.7e9] * 5)
     assert info.value.field == "device_id" and info.value.row == 2
+
+
+_BAD = {"lon": 200.0, "lat": -95.0, "accuracy_m": -1.0, "ts": -5.0, "speed": -2.0, "foreground": 3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(bad=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(sorted(_BAD))), max_size=6))
+def test_from_arrays_names_the_first_bad_field_in_order_then_its_first_row(bad: list[tuple[int, str]]) -> None:
+    """Oracle: the fields in the order lon, lat, accuracy_m, ts, speed, foreground; the first with a bad value
+    is named, with its first bad row (whatever other fields hold; all checked before any is named)."""
+    cols: dict[str, list[float]] = {"lon": [2.35] * 6, "lat": [48.85] * 6, "accuracy_m": [5.0] * 6,
+                                    "ts": [1.7e9] * 6, "speed": [1.0] * 6, "foreground": [1] * 6}
+    for row, name in bad:
+        cols[name][row] = _BAD[name]
+    order = ["lon", "lat", "accuracy_m", "ts", "speed", "foreground"]
+    first = next((name for name in order if any(v == _BAD[name] for v in cols[name])), None)
+
+    def build() -> PingBatch:
+        return PingBatch.from_arrays([f"d{i}" for i in range(6)], cols["lon"], cols["lat"], cols["accuracy_m"],
+                                     cols["ts"], speed=cols["speed"], foreground=cols["foreground"])
+
+    if first is None:
+        assert len(build()) == 6
+        return
+    with pytest.raises(ValidationError) as info:
+        build()
+    assert (info.value.field, info.value.row) == (first, cols[first].index(_BAD[first]))
