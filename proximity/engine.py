@@ -402,10 +402,11 @@ class Engine:
         np.maximum.at(newest, part_ev, ts)
         offers_of = self._decide_parts(events_of, owner, newest) if k > 1 and events and self.rules is not None else None
         out = []
+        counts = {"pings": n_in, "applied": n_applied, "late": n_late, "duplicates": n_dup,  # each a count a part
+                  "rejected": [len(r) for r in rejected_of], "matches": n_match, "implausible": n_impl,
+                  "bad_accuracy": n_unreal}
         for i in range(k):
-            stats = {"pings": n_in[i], "applied": n_applied[i], "late": n_late[i], "duplicates": n_dup[i],
-                     "rejected": len(rejected_of[i]), "matches": n_match[i], "implausible": n_impl[i],
-                     "bad_accuracy": n_unreal[i]}
+            stats = {name: of_part[i] for name, of_part in counts.items()}
             now = float(newest[i]) if newest[i] > -np.inf else self.config.clock()
             result = self._finish(events_of[i], stats, rejected_of[i], now, count=k == 1,
                                   offers=None if offers_of is None else offers_of[i])
@@ -413,9 +414,7 @@ class Engine:
                 result.dropped = dropped_of[i]
             out.append(result)
         if k > 1:  # the parts' counts added up once (a Counter.update a part was a few % of a small request)
-            self.counters.update(pings=sum(n_in), applied=sum(n_applied), late=sum(n_late), duplicates=sum(n_dup),
-                                 rejected=len(rejected), matches=sum(n_match), implausible=sum(n_impl),
-                                 bad_accuracy=sum(n_unreal), events=len(events))
+            self.counters.update({name: sum(of_part) for name, of_part in counts.items()}, events=len(events))
             self.counters.update(e.kind for e in events)
             if offers_of is not None:
                 self.counters["offers"] += sum(map(len, offers_of))
