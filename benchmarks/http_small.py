@@ -37,6 +37,41 @@ from benchmarks._common import add_counts, percentile_ms
 PASS_PINGS = 60_000
 
 TARGETS = {1: {"memory": 5_000, "redis": 2_500}, 10: {"memory": 4_000}}  # requests per worker CPU-second
+#: the half-load p99 target (client side, ms), for every setup and size
+P99_TARGET_MS = 20.0
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Each of issue 19's targets that a run's rows measure, met or missed, then the bare peer's own half-load
+    p99 (the same target, for the yardstick: a phase the peer misses too was the machine's). A figure that
+    was not measured (NaN) is missed."""
+    def met(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lines, n, ok_count = [], 0, 0
+    for r in rows:
+        size, label = r["pings_per_request"], r["setup"]
+        if not label.startswith("serve"):
+            continue
+        backend = "redis" if "Redis" in label else "memory"
+        target = TARGETS.get(size, {}).get(backend)
+        what = f"{label} ({r['workers']}w), {size} ping(s) a request"
+        if target is not None:
+            got = r["req_per_cpu_s"]
+            ok = got >= target  # NaN compares False: not measured is not met
+            n, ok_count = n + 1, ok_count + ok
+            lines.append(f"{what}: {got * size:,.0f} {'pings' if size > 1 else 'requests'} per worker CPU-second, "
+                         f"target >= {target * size:,}: {met(ok)}")
+        ok = r["half_load_p99_ms"] < P99_TARGET_MS
+        n, ok_count = n + 1, ok_count + ok
+        lines.append(f"{what}: half-load p99 {r['half_load_p99_ms']:.1f} ms, target < {P99_TARGET_MS:g}: {met(ok)}")
+    peers = [r for r in rows if not r["setup"].startswith("serve")]
+    held = sum(r["half_load_p99_ms"] < P99_TARGET_MS for r in peers)
+    lines.append(f"targets: {ok_count} of {n} met" + (
+        f"; the bare peer's half-load p99 under {P99_TARGET_MS:g} ms in {held} of {len(peers)} phases ("
+        + ", ".join(f"{r['half_load_p99_ms']:.1f} ms at {r['pings_per_request']} ping(s)" for r in peers) + ")"
+        if peers else ""))
+    return lines
 
 
 def pass_bodies(stores: list[list[float]], per_request: int, batch_ids: bool) -> list[bytes]:
@@ -374,7 +409,9 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
           "half-load phase (a VM's speed drifts; the CPU targets are read from the first). Targets (issue 19): memory >= 5,000 "
           "single-ping req/CPU-s and >= 40,000 pings/CPU-s at 10 pings/request; Redis >= 2,500 single-ping "
           "req/CPU-s; p99 < 20 ms at half load.")
+    for line in verdicts(out):
+        print(line)
     return out
 
 
-__all__ = ["bodies", "measure", "outcome", "run"]
+__all__ = ["P99_TARGET_MS", "TARGETS", "bodies", "measure", "outcome", "run", "verdicts"]

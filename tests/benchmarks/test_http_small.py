@@ -180,3 +180,30 @@ def test_the_server_split_counts_the_measured_phase_and_not_the_warm_up(tmp_path
         assert res["p99_ms_by_generator"] == [res["p99_ms"]]  # one generator: its p99 is the phase's
     finally:
         H._stop(proc)
+
+
+def test_verdicts_name_each_target_met_or_missed_and_the_peers_own_p99() -> None:
+    from benchmarks.http_small import verdicts
+
+    def row(setup: str, size: int, per_cpu: float, p99: float, workers: int = 1) -> dict[str, object]:
+        return {"setup": setup, "pings_per_request": size, "workers": workers, "req_per_cpu_s": per_cpu,
+                "half_load_p99_ms": p99}
+
+    rows = [row("peer: aiohttp + orjson", 1, 20_000.0, 21.0), row("serve, memory", 1, 5_000.0, 19.9),
+            row("serve, Redis", 1, 2_499.0, 20.0, workers=2), row("peer: aiohttp + orjson", 10, 19_000.0, 5.0),
+            row("serve, memory", 10, 3_999.0, 8.0), row("serve, Redis", 10, 3_000.0, math.nan, workers=2),
+            row("serve, memory", 100, 900.0, 3.0)]  # no CPU target at 100 pings a request: the p99 only
+    lines = verdicts(rows)
+    assert lines[:2] == [
+        "serve, memory (1w), 1 ping(s) a request: 5,000 requests per worker CPU-second, target >= 5,000: met",
+        "serve, memory (1w), 1 ping(s) a request: half-load p99 19.9 ms, target < 20: met"]
+    assert lines[2].endswith("2,499 requests per worker CPU-second, target >= 2,500: MISSED")
+    assert lines[3].endswith("half-load p99 20.0 ms, target < 20: MISSED")  # the bound itself is a miss
+    assert lines[4] == ("serve, memory (1w), 10 ping(s) a request: 39,990 pings per worker CPU-second, "
+                        "target >= 40,000: MISSED")
+    assert lines[6].startswith("serve, Redis (2w), 10 ping(s) a request: half-load p99 nan ms") and \
+        lines[6].endswith("MISSED")  # not measured is not met
+    assert lines[7] == "serve, memory (1w), 100 ping(s) a request: half-load p99 3.0 ms, target < 20: met"
+    assert lines[-1] == ("targets: 4 of 8 met; the bare peer's half-load p99 under 20 ms in 1 of 2 phases "
+                         "(21.0 ms at 1 ping(s), 5.0 ms at 10 ping(s))")
+    assert verdicts(rows[1:2])[-1] == "targets: 2 of 2 met"
