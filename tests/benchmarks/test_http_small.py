@@ -206,4 +206,5 @@ def test_verdicts_name_each_target_met_or_missed_and_the_peers_own_p99() -> None
     assert lines[7] == "serve, memory (1w), 100 ping(s) a request: half-load p99 3.0 ms, target < 20: met"
     assert lines[-1] == ("targets: 4 of 8 met; the bare peer's half-load p99 under 20 ms in 1 of 2 phases "
                          "(21.0 ms at 1 ping(s), 5.0 ms at 10 ping(s))")
-    assert verdicts(rows[1:2])[-1] == "targets: 2 of 2 met"
+    assert verdicts(rows[1:2])[-1] == ("targets: 2 of 2 met; not measured: Redis at 1 ping(s) a request; "
+                                       "not measured: memory at 10 ping(s) a request")
