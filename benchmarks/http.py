@@ -1,6 +1,6 @@
 """HTTP ingest: pings/s per worker in batches of 500, and p50/p99 latency at half that load.
 
-    python -m benchmarks http [--seconds 8] [--workers 1] [--redis URL] [--quick]
+    python -m benchmarks http [--seconds 8] [--redis URL [--workers N]] [--quick]
 
 Starts real ``proximity serve`` workers on loopback (memory state; with
 ``--redis``, also N workers sharing Redis) and, as the peer in the same run, a
@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement")
     ap.add_argument("--inflight", type=int, default=4, help="requests in flight in the closed loop")
-    ap.add_argument("--workers", type=int, default=2, help="workers for the Redis run")
+    ap.add_argument("--workers", type=int, help="workers for the Redis run (default: 2; with --pings-per-request, "
+                    "the machine's cores but one: see benchmarks.http_small.redis_workers)")
     ap.add_argument("--redis", help="also measure N workers sharing this Redis")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     ap.add_argument("--pings-per-request", metavar="N,N,...",
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         _stop(base)
 
     ref = _in_process(paths, bodies, seconds)
-    setups = [(1, None)] + ([(args.workers, args.redis)] if args.redis else [])
+    setups = [(1, None)] + ([(args.workers or 2, args.redis)] if args.redis else [])
     for workers, redis in setups:
         proc, base_url = _start_serve(paths, workers, redis)
         try:

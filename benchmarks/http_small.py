@@ -3,7 +3,8 @@
 A phone posts its own last few fixes; what limits a worker then is the fixed cost
 per request, not the cost per ping. For each request size, the peer (a bare aiohttp
 app parsing the same bodies with orjson), ``proximity serve`` with memory state (1
-worker) and, with ``--redis``, with Redis state (``--workers``) are driven by
+worker) and, with ``--redis``, with Redis state (``--workers``; by default the cores but one,
+:func:`redis_workers`) are driven by
 ``--generators`` load-generator processes (closed loop, ``--clients`` requests in
 flight in all, as many phones at once), then open loop at half the measured rate
 for p50/p99 (each worker's ``/metrics`` histograms split the half-load p99: the
@@ -76,6 +77,18 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         + ", ".join(f"{r['half_load_p99_ms']:.1f} ms at {r['pings_per_request']} ping(s)" for r in peers) + ")"
         if peers else ""))
     return lines
+
+
+def redis_workers(requested: int | None, cores: int | None) -> int:
+    """The Redis setup's workers: ``requested`` (``--workers``), else the machine's cores but one, at least one.
+
+    The run puts the Redis workers, Redis itself and the load generators on the same cores. With as many
+    workers as cores, "half load" left the machine no core to spare (1.90-1.93 of 2 busy on a quiet Intel VM,
+    1.88-1.93 on a noisy AMD one): each of a call's two Redis round trips waited for a core, and the tail was
+    the run queue's (half-load p99 8.0-20.2 ms with two workers in 3 runs; one worker 6.7-15.3 ms in 3, at
+    1.22-1.29 of 2 busy). One core is left for Redis and the generators, as a deployment that runs Redis
+    beside its workers would size them; ``--workers`` measures any other count."""
+    return requested if requested else max(1, (cores or 2) - 1)
 
 
 def pass_bodies(stores: list[list[float]], per_request: int, batch_ids: bool) -> list[bytes]:
@@ -319,7 +332,7 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
     servers: list[tuple[str, int, Any, str]] = [("peer: aiohttp + orjson", 1, base, base_url)]
     try:
         for label, workers, redis in [("serve, memory", 1, None)] + (
-                [("serve, Redis", args.workers, args.redis)] if args.redis else []):
+                [("serve, Redis", redis_workers(args.workers, os.cpu_count()), args.redis)] if args.redis else []):
             proc, url = H._start_serve(paths, workers, redis)
             servers.append((label, workers, proc, url))
         # each server's own clock for the pings' ts (the peer's fast passes must not push the others' ahead)
@@ -417,4 +430,4 @@ def run(args: Any, paths: dict[str, Path], stores: list[list[float]], sizes: lis
     return out
 
 
-__all__ = ["P99_TARGET_MS", "TARGETS", "bodies", "measure", "outcome", "run", "verdicts"]
+__all__ = ["P99_TARGET_MS", "TARGETS", "bodies", "measure", "outcome", "redis_workers", "run", "verdicts"]

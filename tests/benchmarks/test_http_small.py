@@ -208,3 +208,11 @@ def test_verdicts_name_each_target_met_or_missed_and_the_peers_own_p99() -> None
                          "(21.0 ms at 1 ping(s), 5.0 ms at 10 ping(s))")
     assert verdicts(rows[1:2])[-1] == ("targets: 2 of 2 met; not measured: Redis at 1 ping(s) a request; "
                                        "not measured: memory at 10 ping(s) a request")
+
+
+def test_redis_workers_leave_one_core_for_redis_and_the_generators_unless_asked() -> None:
+    from benchmarks.http_small import redis_workers
+
+    assert [redis_workers(None, cores) for cores in (1, 2, 4, 8)] == [1, 1, 3, 7]
+    assert redis_workers(None, None) == 1  # cores unknown: taken as 2
+    assert redis_workers(2, 2) == 2 and redis_workers(5, 2) == 5  # --workers wins, even past the cores
