@@ -85,7 +85,7 @@ def redis_workers(requested: int | None, cores: int | None) -> int:
     The run puts the Redis workers, Redis itself and the load generators on the same cores. With as many
     workers as cores, "half load" left the machine no core to spare (1.90-1.93 of 2 busy on a quiet Intel VM,
     1.88-1.93 on a noisy AMD one): each of a call's two Redis round trips waited for a core, and the tail was
-    the run queue's (half-load p99 8.0-20.2 ms with two workers in 3 runs; one worker 6.7-15.3 ms in 3, at
+    the run queue's (half-load p99 8.0-20.2 ms with two workers in 4 runs; one worker 5.8-15.3 ms in 5, at
     1.22-1.29 of 2 busy). One core is left for Redis and the generators, as a deployment that runs Redis
     beside its workers would size them; ``--workers`` measures any other count."""
     return requested if requested else max(1, (cores or 2) - 1)
