@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coalesce-window-ms", type=float, metavar="MS",
                     help="the service's coalesce_window_ms (default: the service's default)")
     args = ap.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        ap.error(f"--workers: at least 1, not {args.workers}")
     seconds = 2.0 if args.quick else args.seconds
     tmp = Path(tempfile.mkdtemp(prefix="proximity-bench-http-"))
     paths = _city(tmp)

@@ -88,7 +88,7 @@ def redis_workers(requested: int | None, cores: int | None) -> int:
     the run queue's (half-load p99 8.0-20.2 ms with two workers in 4 runs; one worker 5.8-15.3 ms in 5, at
     1.22-1.29 of 2 busy). One core is left for Redis and the generators, as a deployment that runs Redis
     beside its workers would size them; ``--workers`` measures any other count."""
-    return requested if requested else max(1, (cores or 2) - 1)
+    return requested if requested is not None else max(1, (cores or 2) - 1)
 
 
 def pass_bodies(stores: list[list[float]], per_request: int, batch_ids: bool) -> list[bytes]:

@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import ClientSession
 
 from benchmarks.http_small import gc_share, outcome, p99_bound_ms, scrape_workers, server_load
@@ -216,3 +217,11 @@ def test_redis_workers_leave_one_core_for_redis_and_the_generators_unless_asked(
     assert [redis_workers(None, cores) for cores in (1, 2, 4, 8)] == [1, 1, 3, 7]
     assert redis_workers(None, None) == 1  # cores unknown: taken as 2
     assert redis_workers(2, 2) == 2 and redis_workers(5, 2) == 5  # --workers wins, even past the cores
+
+
+def test_http_benchmark_refuses_fewer_than_one_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.http import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--pings-per-request", "1", "--workers", "0"])
+    assert exit_.value.code == 2 and "--workers: at least 1, not 0" in capsys.readouterr().err
