@@ -17,6 +17,8 @@ from typing import Any
 
 KEY = "bench-key"
 BATCH = 500
+#: the HTTP benchmarks' latency target, both modes: p99 under this many ms (client side) at half load
+P99_TARGET_MS = 20.0
 N_STORES = 1000
 N_DEVICES = 20_000
 MARK = b"7777777777.7"  # placeholder for each pass's time (seconds, 1 decimal: :func:`stamp`) in every ts
